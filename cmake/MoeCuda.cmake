@@ -1,0 +1,15 @@
+# MOE_WITH_CUDA: AUTO builds the CUDA backend when nvcc is found, ON requires it, OFF
+# never builds it. Sets MOE_HAVE_CUDA.
+include(CheckLanguage)
+set(MOE_HAVE_CUDA OFF)
+if(MOE_WITH_CUDA STREQUAL "ON" OR MOE_WITH_CUDA STREQUAL "AUTO")
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    set(MOE_HAVE_CUDA ON)
+  elseif(MOE_WITH_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "MOE_WITH_CUDA=ON but no CUDA compiler was found (set CMAKE_CUDA_COMPILER or put nvcc on PATH)")
+  endif()
+elseif(NOT MOE_WITH_CUDA STREQUAL "OFF")
+  message(FATAL_ERROR "MOE_WITH_CUDA = '${MOE_WITH_CUDA}'; expected AUTO, ON or OFF")
+endif()
+message(STATUS "moe: CUDA backend ${MOE_HAVE_CUDA} (MOE_WITH_CUDA=${MOE_WITH_CUDA})")

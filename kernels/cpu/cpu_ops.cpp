@@ -1,0 +1,153 @@
+// The CPU backend: cblas_sgemm for every matrix product (kernels/cpu/parallel_gemm),
+// OpenMP for the row-wise and element-wise passes.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "kernels/cpu/parallel_gemm.hpp"
+#include "kernels/ops.hpp"
+#include "kernels/router_row.hpp"
+
+namespace moe::kernels {
+namespace {
+
+// out[i] = act(in[i]) for one contiguous run; a switch per run, not per element, so
+// the ReLU and identity loops vectorise.
+void activate_run(Act act, const float* in, float* out, std::int64_t count) {
+  switch (act) {
+    case Act::Identity:
+      if (in != out) std::memcpy(out, in, sizeof(float) * static_cast<std::size_t>(count));
+      return;
+    case Act::ReLU:
+#pragma omp simd
+      for (std::int64_t i = 0; i < count; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+      return;
+    default:
+      for (std::int64_t i = 0; i < count; ++i) out[i] = activate(act, in[i]);
+      return;
+  }
+}
+
+class CpuOps final : public Ops {
+ public:
+  Backend backend() const override { return Backend::CPU; }
+
+  void* allocate(std::size_t bytes) override {
+    void* ptr = nullptr;
+    if (posix_memalign(&ptr, 64, std::max<std::size_t>(bytes, 64)) != 0) throw std::bad_alloc();
+    return ptr;
+  }
+  void deallocate(void* ptr) noexcept override { std::free(ptr); }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override { copy(dst, src, bytes); }
+  void copy_from_host(void* dst, const void* src, std::size_t bytes) override { copy(dst, src, bytes); }
+  void copy(void* dst, const void* src, std::size_t bytes) override {
+    if (bytes) std::memmove(dst, src, bytes);
+  }
+  void fill_zero(void* dst, std::size_t bytes) override {
+    if (bytes) std::memset(dst, 0, bytes);
+  }
+  void synchronize() override {}
+
+  void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+            float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+            float beta, float* c, std::int64_t ldc) override {
+    cpu::parallel_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+
+  void linear(const float* x, std::int64_t n, std::int64_t in_dim, const float* w,
+              std::int64_t out_dim, const float* bias, Act act, float* pre_act,
+              float* out) override {
+    float* target = pre_act ? pre_act : out;
+    // Seeding C with the bias and running the GEMM with beta = 1 folds the bias add
+    // into the GEMM's own pass over C.
+    cpu::BlockPrologue seed_bias;
+    if (bias) {
+      seed_bias = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+        for (std::int64_t r = r0; r < r1; ++r)
+          std::memcpy(target + r * out_dim + c0, bias + c0, sizeof(float) * static_cast<std::size_t>(c1 - c0));
+      };
+    }
+    cpu::BlockEpilogue apply_activation;
+    if (act != Act::Identity || target != out) {
+      apply_activation = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+        for (std::int64_t r = r0; r < r1; ++r)
+          activate_run(act, target + r * out_dim + c0, out + r * out_dim + c0, c1 - c0);
+      };
+    }
+    cpu::parallel_gemm(false, false, n, out_dim, in_dim, 1.0f, x, in_dim, w, out_dim,
+                       bias ? 1.0f : 0.0f, target, out_dim, seed_bias, apply_activation);
+  }
+
+  void softmax_topk(const float* logits, std::int64_t tokens, int num_experts, int top_k,
+                    bool normalize, float* probs, std::int32_t* indices, float* weights,
+                    float* lse) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const float row_lse = softmax_topk_row(logits + t * num_experts, num_experts, top_k,
+                                             normalize, probs + t * num_experts,
+                                             indices + t * top_k, weights + t * top_k);
+      if (lse) lse[t] = row_lse;
+    }
+  }
+
+  void gather_rows(const float* src, const std::int32_t* rows, std::int64_t n,
+                   std::int64_t width, float* dst) override {
+    const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(width);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i)
+      std::memcpy(dst + i * width, src + static_cast<std::int64_t>(rows[i]) * width, row_bytes);
+  }
+
+  void combine_rows(const float* src, std::int64_t width, std::int64_t n_out,
+                    const std::int32_t* offsets, const std::int32_t* sources,
+                    const float* weights, float* dst) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < n_out; ++r) {
+      float* out = dst + r * width;
+      const std::int32_t begin = offsets[r], end = offsets[r + 1];
+      if (begin == end) {
+        std::memset(out, 0, sizeof(float) * static_cast<std::size_t>(width));
+        continue;
+      }
+      for (std::int32_t a = begin; a < end; ++a) {
+        const float* in = src + static_cast<std::int64_t>(sources[a]) * width;
+        const float w = weights ? weights[a] : 1.0f;
+        if (a == begin) {
+#pragma omp simd
+          for (std::int64_t h = 0; h < width; ++h) out[h] = w * in[h];
+        } else {
+#pragma omp simd
+          for (std::int64_t h = 0; h < width; ++h) out[h] += w * in[h];
+        }
+      }
+    }
+  }
+
+  void column_sums(const float* m, std::int64_t rows, std::int64_t cols,
+                   double* host_sums) override {
+    // Fixed chunks summed in chunk order: the same bits whatever the thread count.
+    constexpr std::int64_t kChunk = 1024;
+    const std::int64_t chunks = (rows + kChunk - 1) / kChunk;
+    std::vector<double> partial(static_cast<std::size_t>(chunks * cols), 0.0);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+      double* sum = partial.data() + chunk * cols;
+      const std::int64_t end = std::min(rows, (chunk + 1) * kChunk);
+      for (std::int64_t r = chunk * kChunk; r < end; ++r)
+        for (std::int64_t c = 0; c < cols; ++c) sum[c] += m[r * cols + c];
+    }
+    std::fill(host_sums, host_sums + cols, 0.0);
+    for (std::int64_t chunk = 0; chunk < chunks; ++chunk)
+      for (std::int64_t c = 0; c < cols; ++c) host_sums[c] += partial[static_cast<std::size_t>(chunk * cols + c)];
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Ops> make_cpu_ops() { return std::make_unique<CpuOps>(); }
+
+}  // namespace moe::kernels

@@ -1,0 +1,89 @@
+#include "kernels/cpu/parallel_gemm.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+
+namespace moe::kernels::cpu {
+namespace {
+
+// Keeps OpenBLAS single-threaded for one call and restores the caller's setting, so a
+// program that uses OpenBLAS elsewhere keeps its own thread count.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() {
+#if MOE_HAVE_OPENBLAS_THREADS
+    saved_ = openblas_get_num_threads();
+    if (saved_ != 1) openblas_set_num_threads(1);
+#endif
+  }
+  ~SingleThreadedBlas() {
+#if MOE_HAVE_OPENBLAS_THREADS
+    if (saved_ != 1) openblas_set_num_threads(saved_);
+#endif
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_ = 1;
+};
+
+// Below this many flops a fork/join costs more than the second core gives.
+constexpr double kMinFlopsToSplit = 4.0e6;
+
+}  // namespace
+
+void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                   float alpha, const float* a, std::int64_t lda, const float* b,
+                   std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+                   const BlockPrologue& prologue, const BlockEpilogue& epilogue) {
+  if (m <= 0 || n <= 0) return;
+  SingleThreadedBlas single_threaded;
+
+  // Splitting the columns makes every thread pack all of A (m·k), splitting the rows
+  // makes every thread pack all of B (k·n): split the side that duplicates less.
+  const bool split_columns = n >= m;
+  const std::int64_t extent = split_columns ? n : m;
+  const std::int64_t align = split_columns ? 16 : 4;
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  std::int64_t blocks = flops < kMinFlopsToSplit ? 1 : omp_get_max_threads();
+  blocks = std::max<std::int64_t>(1, std::min(blocks, (extent + align - 1) / align));
+
+  auto run_block = [&](std::int64_t block) {
+    // Block boundaries on multiples of `align`, the last block takes the remainder.
+    const std::int64_t units = (extent + align - 1) / align;
+    const std::int64_t begin = std::min(extent, units * block / blocks * align);
+    const std::int64_t end = std::min(extent, units * (block + 1) / blocks * align);
+    if (begin >= end) return;
+    const std::int64_t r0 = split_columns ? 0 : begin, r1 = split_columns ? m : end;
+    const std::int64_t c0 = split_columns ? begin : 0, c1 = split_columns ? end : n;
+    if (prologue) prologue(r0, r1, c0, c1);
+    const float* a_block = a + (trans_a ? r0 : r0 * lda);
+    const float* b_block = b + (trans_b ? c0 * ldb : c0);
+    float* c_block = c + r0 * ldc + c0;
+    if (k > 0) {
+      cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                  trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(r1 - r0),
+                  static_cast<int>(c1 - c0), static_cast<int>(k), alpha, a_block,
+                  static_cast<int>(lda), b_block, static_cast<int>(ldb), beta, c_block,
+                  static_cast<int>(ldc));
+    } else {
+      // An empty inner dimension: C = beta · C (BLAS rejects lda = 0 here).
+      for (std::int64_t r = r0; r < r1; ++r)
+        for (std::int64_t col = c0; col < c1; ++col)
+          c[r * ldc + col] = beta == 0.0f ? 0.0f : beta * c[r * ldc + col];
+    }
+    if (epilogue) epilogue(r0, r1, c0, c1);
+  };
+
+  if (blocks == 1) {
+    run_block(0);
+    return;
+  }
+#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(blocks))
+  for (std::int64_t block = 0; block < blocks; ++block) run_block(block);
+}
+
+}  // namespace moe::kernels::cpu

@@ -1,0 +1,68 @@
+// The numeric operations a MoE layer is made of, behind one interface so that the
+// layer, router and expert code are written once and run on any backend. Every
+// pointer lives in the backend's memory (host for CPU, device for CUDA); all
+// matrices are row-major and contiguous unless a leading dimension says otherwise.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "kernels/activation.hpp"
+
+namespace moe::kernels {
+
+enum class Backend { CPU, CUDA };
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual Backend backend() const = 0;
+
+  // Memory in the backend's space. allocate never returns null (it throws).
+  virtual void* allocate(std::size_t bytes) = 0;
+  virtual void deallocate(void* ptr) noexcept = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void fill_zero(void* dst, std::size_t bytes) = 0;
+  // Waits until every op issued so far has finished (a no-op on the CPU).
+  virtual void synchronize() = 0;
+
+  // C[m,n] = alpha · op(A) · op(B) + beta · C, op = transpose when trans_* is true.
+  virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+                    float alpha, const float* a, std::int64_t lda, const float* b,
+                    std::int64_t ldb, float beta, float* c, std::int64_t ldc) = 0;
+
+  // out[n,N] = act(x[n,K] · w[K,N] + bias[N]); bias may be null. When pre_act is not
+  // null it receives x·w + bias (kept for the backward pass).
+  virtual void linear(const float* x, std::int64_t n, std::int64_t in_dim, const float* w,
+                      std::int64_t out_dim, const float* bias, Act act, float* pre_act,
+                      float* out) = 0;
+
+  // Per row of logits[T,E]: softmax into probs[T,E], top-k into indices[T,k] and
+  // weights[T,k] (kernels/router_row.hpp), log-sum-exp into lse[T] when not null.
+  virtual void softmax_topk(const float* logits, std::int64_t tokens, int num_experts,
+                            int top_k, bool normalize, float* probs, std::int32_t* indices,
+                            float* weights, float* lse) = 0;
+
+  // dst[i,:] = src[rows[i],:] for i < n; rows of `width` floats.
+  virtual void gather_rows(const float* src, const std::int32_t* rows, std::int64_t n,
+                           std::int64_t width, float* dst) = 0;
+
+  // dst[r,:] = Σ_{a in [offsets[r], offsets[r+1])} weights[a] · src[sources[a],:] for
+  // r < n_out (weights null means 1); a row with no entries becomes zero. This is the
+  // one combine: expert outputs into tokens, and returned rows into a token's output.
+  virtual void combine_rows(const float* src, std::int64_t width, std::int64_t n_out,
+                            const std::int32_t* offsets, const std::int32_t* sources,
+                            const float* weights, float* dst) = 0;
+
+  // sums[E] (float64, host memory) = column sums of m[rows, E], summed in a fixed order
+  // so the result does not depend on the thread count.
+  virtual void column_sums(const float* m, std::int64_t rows, std::int64_t cols,
+                           double* host_sums) = 0;
+};
+
+std::unique_ptr<Ops> make_cpu_ops();
+
+}  // namespace moe::kernels

@@ -1,0 +1,66 @@
+// The dispatch plan (DESIGN §1 capacity, §2 steps 2–4): which of a rank's top-k
+// assignments are kept, and how the kept ones are laid out for the experts. Host
+// code, shared by every backend and by the single-process and distributed paths.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "moe/config.hpp"
+
+namespace moe {
+
+// C = ceil(cf · T · k / E) in float64 from the float32 cf; no limit when
+// drop_tokens is false.
+std::int64_t expert_capacity(const MOEConfig& config, std::int64_t tokens);
+
+// Capacity applied to one rank's routing. Assignments are admitted slot 0 of every
+// token first (in token order), then slot 1, and so on; one past C is dropped.
+struct DispatchPlan {
+  std::int64_t tokens = 0;
+  std::int64_t top_k = 0;
+  std::int64_t num_experts = 0;
+  std::int64_t capacity = 0;
+  std::vector<std::uint8_t> kept;             // [T·k]: 1 kept, 0 dropped
+  std::vector<std::int64_t> kept_per_expert;  // [E]
+  std::int64_t dropped = 0;
+
+  bool is_kept(std::int64_t token, std::int64_t slot) const {
+    return kept[static_cast<std::size_t>(token * top_k + slot)] != 0;
+  }
+};
+
+// indices: [T·k] expert ids, each in [0, E) (the caller has checked).
+DispatchPlan make_dispatch_plan(const std::int32_t* indices, std::int64_t tokens,
+                                const MOEConfig& config);
+
+// Work for a set of experts, as a CSR over output rows: output row r receives
+// Σ weight[a] · FFN_{expert[a]}(input row input_row[a]) for a in
+// [offsets[r], offsets[r+1]). In the single-process path input and output rows are
+// the tokens; on an expert owner they are the rows it received.
+struct ExpertAssignments {
+  std::int64_t num_experts = 0;       // experts these ids index (local to the owner)
+  std::int64_t output_rows = 0;
+  std::vector<std::int32_t> offsets;  // [output_rows + 1]
+  std::vector<std::int32_t> input_row;
+  std::vector<std::int32_t> expert;
+  std::vector<float> weight;
+
+  std::int64_t size() const { return static_cast<std::int64_t>(expert.size()); }
+};
+
+// The kept assignments of a plan, by token, in slot order.
+ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t* indices,
+                                    const float* weights);
+
+// The regroup (DESIGN §2 step 4): assignments ordered by expert so each expert's
+// input rows are one contiguous block (stable: row order within an expert).
+struct ExpertGrouping {
+  std::vector<std::int64_t> expert_offsets;     // [num_experts + 1] into grouped rows
+  std::vector<std::int32_t> grouped_input_row;  // [A]: input row of each grouped row
+  std::vector<std::int32_t> grouped_row_of;     // [A]: grouped row of assignment a
+};
+
+ExpertGrouping group_by_expert(const ExpertAssignments& assignments);
+
+}  // namespace moe

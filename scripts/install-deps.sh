@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building, testing and benchmarking moe need,
-# and only those that are missing, so a second run is quick and offline-safe.
+# Installs the Debian packages that building and testing moe need, and only those
+# that are missing, so a second run is quick and needs no network.
+#   --with-torch   also python3-torch, for the PyTorch comparison benchmarks
 set -euo pipefail
 
 packages=(
@@ -12,8 +13,12 @@ packages=(
   libcli11-dev
   python3-numpy python3-h5py
 )
-# PyTorch is only for the peer benchmark; skip it with MOE_SKIP_TORCH=1.
-if [[ "${MOE_SKIP_TORCH:-0}" != 1 ]]; then packages+=(python3-torch); fi
+for arg in "$@"; do
+  case "$arg" in
+    --with-torch) packages+=(python3-torch) ;;
+    *) echo "install-deps: unknown option '$arg' (expected --with-torch)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
@@ -21,15 +26,14 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages present"
   exit 0
 fi
 
 echo "install-deps: installing ${missing[*]}"
-sudo_cmd=()
-if [[ $(id -u) != 0 ]]; then sudo_cmd=(sudo); fi
+as_root=()
+if [[ $(id -u) != 0 ]]; then as_root=(sudo); fi
 export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
-"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+"${as_root[@]}" apt-get update -q
+"${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -2,31 +2,35 @@
 # Breaks the library on purpose, one known mutation at a time, in a scratch copy of
 # the tree, and checks that the tests catch each one: evidence that the tests fail
 # when the code they cover is wrong. Not part of CI (it rebuilds once per mutation).
-# usage: scripts/mutation-check.sh [ctest -L label, default unit]
+# usage: scripts/mutation-check.sh
 set -uo pipefail
 source_dir=$(cd "$(dirname "$0")/.." && pwd)
-label=${1:-unit}
 scratch=$(mktemp -d /tmp/moe-mutation.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
-git -C "$source_dir" ls-files -z | (cd "$source_dir" && xargs -0 cp --parents -t "$scratch")
+git -C "$source_dir" ls-files -z --cached --others --exclude-standard | (cd "$source_dir" && xargs -0 cp --parents -t "$scratch")
 cmake -S "$scratch" -B "$scratch/build" -DMOE_WITH_CUDA=OFF -DMOE_BUILD_BENCH=OFF >/dev/null
 
-# file | sed expression | what it breaks
+# ctest label | file | sed expression | what it breaks
 mutations=(
-  "kernels/router_row.hpp|s/return candidate > best;/return candidate >= best;/|ties go to the higher index"
-  "kernels/router_row.hpp|s/weights\[j\] \*= inv;/weights[j] *= 1.0f;/|top-k weights not normalised"
-  "src/dispatch_plan.cpp|s/if (load < plan.capacity)/if (load <= plan.capacity)/|capacity off by one"
-  "src/dispatch_plan.cpp|s/std::ceil(exact)/std::floor(exact)/|capacity rounded down"
-  "src/router.cpp|s/return E \* dot;/return dot;/|aux loss without the E factor"
-  "kernels/cpu/cpu_ops.cpp|s/const float w = weights ? weights\[a\] : 1.0f;/const float w = 1.0f;/|combine ignores the gate weights"
-  "kernels/cpu/cpu_ops.cpp|s/src + static_cast<std::int64_t>(rows\[i\]) \* width/src + static_cast<std::int64_t>(rows[i] ^ 1) * width/|gather reads the neighbouring row"
-  "src/expert_compute.cpp|s/params.b2, kernels::Act::Identity/nullptr, kernels::Act::Identity/|second expert bias dropped"
-  "src/dispatch_plan.cpp|s/grouping.grouped_row_of\[a\] = static_cast<std::int32_t>(g);/grouping.grouped_row_of[a] = static_cast<std::int32_t>(g == 0 ? g : g - 1);/|combine reads the wrong grouped row"
+  "unit|kernels/router_row.hpp|s/return candidate > best;/return candidate >= best;/|ties go to the higher index"
+  "unit|kernels/router_row.hpp|s/weights\[j\] \*= inv;/weights[j] *= 1.0f;/|top-k weights not normalised"
+  "unit|src/dispatch_plan.cpp|s/if (load < plan.capacity)/if (load <= plan.capacity)/|capacity off by one"
+  "unit|src/dispatch_plan.cpp|s/std::ceil(exact)/std::floor(exact)/|capacity rounded down"
+  "unit|src/router.cpp|s/return E \* dot;/return dot;/|aux loss without the E factor"
+  "unit|kernels/cpu/cpu_ops.cpp|s/const float w = weights ? weights\[a\] : 1.0f;/const float w = 1.0f;/|combine ignores the gate weights"
+  "unit|kernels/cpu/cpu_ops.cpp|s/src + static_cast<std::int64_t>(rows\[i\]) \* width/src + static_cast<std::int64_t>(rows[i] ^ 1) * width/|gather reads the neighbouring row"
+  "unit|src/expert_compute.cpp|s/params.b2, kernels::Act::Identity/nullptr, kernels::Act::Identity/|second expert bias dropped"
+  "unit|src/dispatch_plan.cpp|s/grouping.grouped_row_of\[a\] = static_cast<std::int32_t>(g);/grouping.grouped_row_of[a] = static_cast<std::int32_t>(g == 0 ? g : g - 1);/|combine reads the wrong grouped row"
+  "mpi|src/dispatch_plan.cpp|s/out.input_row\[static_cast<std::size_t>(a)\] = static_cast<std::int32_t>(r);/out.input_row[static_cast<std::size_t>(a)] = static_cast<std::int32_t>((r + 1) % rows);/|received rows permuted by one"
+  "mpi|src/dispatch_plan.cpp|s/^        static_cast<std::int32_t>(r);$/        static_cast<std::int32_t>(r ^ 1);/|returned rows summed into the wrong token"
+  "mpi|src/dispatch_plan.cpp|s/dest.token.back() == static_cast<std::int32_t>(t);/true;/|deduplication joins rows of different tokens"
+  "mpi|src/dispatch_plan.cpp|s/indices\[a\] - static_cast<std::int64_t>(owner) \* experts_per_rank/indices[a] % 2/|wrong local expert id on the owner"
+  "mpi|src/layer.cpp|s/if (static_cast<int>(p) == rank) continue;  \/\/ a local copy/if (false) continue;  \/\/ a local copy/|bytes on the wire count the local copy"
 )
 
 failed=0
 for m in "${mutations[@]}"; do
-  IFS='|' read -r file expr what <<<"$m"
+  IFS='|' read -r label file expr what <<<"$m"
   cp "$scratch/$file" "$scratch/$file.orig"
   sed -i "$expr" "$scratch/$file"
   if cmp -s "$scratch/$file" "$scratch/$file.orig"; then

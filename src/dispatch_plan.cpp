@@ -82,4 +82,86 @@ ExpertGrouping group_by_expert(const ExpertAssignments& assignments) {
   return grouping;
 }
 
+SendLayout make_send_layout(const DispatchPlan& plan, const std::int32_t* indices,
+                            const float* weights, int num_ranks, Traffic traffic) {
+  const std::int64_t k = plan.top_k, T = plan.tokens;
+  const std::int64_t experts_per_rank = plan.num_experts / num_ranks;
+  const auto P = static_cast<std::size_t>(num_ranks);
+
+  // Rows are built per destination in token order, then concatenated in rank order.
+  struct RowsForRank {
+    std::vector<std::int32_t> token, count, slot;
+    std::vector<AssignmentRecord> records;
+  };
+  std::vector<RowsForRank> by_rank(P);
+  for (std::int64_t t = 0; t < T; ++t) {
+    for (std::int64_t j = 0; j < k; ++j) {
+      if (!plan.is_kept(t, j)) continue;
+      const std::int64_t a = t * k + j;
+      const auto owner = static_cast<std::size_t>(indices[a] / experts_per_rank);
+      RowsForRank& dest = by_rank[owner];
+      // In deduplicated mode a token's later slots for the same owner join its row.
+      const bool joins_row = traffic == Traffic::Deduplicated && !dest.token.empty() &&
+                             dest.token.back() == static_cast<std::int32_t>(t);
+      if (joins_row) {
+        ++dest.count.back();
+      } else {
+        dest.token.push_back(static_cast<std::int32_t>(t));
+        dest.count.push_back(1);
+      }
+      dest.records.push_back({static_cast<std::int32_t>(indices[a] - static_cast<std::int64_t>(owner) * experts_per_rank),
+                              weights[a]});
+      dest.slot.push_back(static_cast<std::int32_t>(a));
+    }
+  }
+
+  SendLayout layout;
+  layout.rows_per_rank.resize(P);
+  layout.assignments_per_rank.resize(P);
+  for (std::size_t p = 0; p < P; ++p) {
+    RowsForRank& dest = by_rank[p];
+    layout.rows_per_rank[p] = static_cast<std::int64_t>(dest.token.size());
+    layout.assignments_per_rank[p] = static_cast<std::int64_t>(dest.records.size());
+    layout.row_token.insert(layout.row_token.end(), dest.token.begin(), dest.token.end());
+    layout.row_assignments.insert(layout.row_assignments.end(), dest.count.begin(), dest.count.end());
+    layout.assignments.insert(layout.assignments.end(), dest.records.begin(), dest.records.end());
+    layout.assignment_slot.insert(layout.assignment_slot.end(), dest.slot.begin(), dest.slot.end());
+  }
+
+  // Each token's rows, for summing the rows that come back.
+  layout.token_offsets.assign(static_cast<std::size_t>(T + 1), 0);
+  for (std::int32_t t : layout.row_token) ++layout.token_offsets[static_cast<std::size_t>(t) + 1];
+  for (std::int64_t t = 0; t < T; ++t)
+    layout.token_offsets[static_cast<std::size_t>(t + 1)] += layout.token_offsets[static_cast<std::size_t>(t)];
+  std::vector<std::int32_t> next(layout.token_offsets.begin(), layout.token_offsets.end() - 1);
+  layout.token_rows.resize(layout.row_token.size());
+  for (std::size_t r = 0; r < layout.row_token.size(); ++r)
+    layout.token_rows[static_cast<std::size_t>(next[static_cast<std::size_t>(layout.row_token[r])]++)] =
+        static_cast<std::int32_t>(r);
+  return layout;
+}
+
+ExpertAssignments received_assignments(const std::int32_t* row_assignments, std::int64_t rows,
+                                       const AssignmentRecord* records,
+                                       std::int64_t num_local_experts) {
+  ExpertAssignments out;
+  out.num_experts = num_local_experts;
+  out.output_rows = rows;
+  out.offsets.resize(static_cast<std::size_t>(rows + 1));
+  out.offsets[0] = 0;
+  for (std::int64_t r = 0; r < rows; ++r)
+    out.offsets[static_cast<std::size_t>(r + 1)] = out.offsets[static_cast<std::size_t>(r)] + row_assignments[r];
+  const auto count = static_cast<std::size_t>(out.offsets.back());
+  out.input_row.resize(count);
+  out.expert.resize(count);
+  out.weight.resize(count);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int32_t a = out.offsets[static_cast<std::size_t>(r)]; a < out.offsets[static_cast<std::size_t>(r + 1)]; ++a) {
+      out.input_row[static_cast<std::size_t>(a)] = static_cast<std::int32_t>(r);
+      out.expert[static_cast<std::size_t>(a)] = records[a].local_expert;
+      out.weight[static_cast<std::size_t>(a)] = records[a].weight;
+    }
+  return out;
+}
+
 }  // namespace moe

@@ -17,6 +17,7 @@ std::int64_t expert_capacity(const MOEConfig& config, std::int64_t tokens);
 // Capacity applied to one rank's routing. Assignments are admitted slot 0 of every
 // token first (in token order), then slot 1, and so on; one past C is dropped.
 struct DispatchPlan {
+  // (Assignment a = t·k + j is token t's slot j.)
   std::int64_t tokens = 0;
   std::int64_t top_k = 0;
   std::int64_t num_experts = 0;
@@ -62,5 +63,41 @@ struct ExpertGrouping {
 };
 
 ExpertGrouping group_by_expert(const ExpertAssignments& assignments);
+
+// How token rows travel to the experts' owners (DESIGN §2 step 3).
+enum class Traffic {
+  Deduplicated,   // one row per (token, owner rank): a token crosses to a rank once
+  PerAssignment,  // one row per kept assignment
+};
+
+// One assignment as it travels with its row: the expert's id on its owner, the weight.
+struct AssignmentRecord {
+  std::int32_t local_expert;
+  float weight;
+};
+
+// The send side of a distributed forward. Rows are ordered by destination rank, then
+// token, then slot; each row carries its assignments (in slot order).
+struct SendLayout {
+  std::vector<std::int64_t> rows_per_rank;         // [P]
+  std::vector<std::int64_t> assignments_per_rank;  // [P]
+  std::vector<std::int32_t> row_token;             // [R]: the token each row carries
+  std::vector<std::int32_t> row_assignments;       // [R]: how many assignments ride on it
+  std::vector<AssignmentRecord> assignments;       // [A], row by row
+  std::vector<std::int32_t> assignment_slot;       // [A]: t·k + j, to map results back
+  std::vector<std::int32_t> token_offsets;         // [T+1]: CSR of each token's rows …
+  std::vector<std::int32_t> token_rows;            // … [R], to sum what comes back
+
+  std::int64_t rows() const { return static_cast<std::int64_t>(row_token.size()); }
+};
+
+// Experts are owned in contiguous blocks: rank r owns [r·E/P, (r+1)·E/P).
+SendLayout make_send_layout(const DispatchPlan& plan, const std::int32_t* indices,
+                            const float* weights, int num_ranks, Traffic traffic);
+
+// The owner's view of what it received: row r carries row_assignments[r] records.
+ExpertAssignments received_assignments(const std::int32_t* row_assignments, std::int64_t rows,
+                                       const AssignmentRecord* records,
+                                       std::int64_t num_local_experts);
 
 }  // namespace moe

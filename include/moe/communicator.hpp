@@ -1,0 +1,60 @@
+// Communicator: the collectives an expert-parallel MoE layer needs, behind one
+// interface with a backend per transport (DESIGN §2, §4). Every rank of a job must
+// call each collective in the same order; they block until every rank has joined.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace moe {
+
+enum class CommBackend {
+  Auto,   // MPI when the process runs under an MPI launcher (or MPI is initialised), else Local
+  Local,  // one process, world size 1; needs no MPI at run time
+  MPI,    // host memory over MPI_COMM_WORLD (or the caller's communicator, moe/mpi.hpp)
+  NCCL,   // device memory over NCCL (a later issue; a clear error until it is built)
+};
+
+const char* comm_backend_name(CommBackend backend);
+
+enum class DataType { Int32, Int64, Float32, Float64 };
+enum class ReduceOp { Sum, Max, Min };
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  virtual CommBackend backend() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // This rank's index among the ranks sharing its node, and how many share it (found
+  // with an MPI shared-memory split, not from launcher environment variables).
+  virtual int local_rank() const = 0;
+  virtual int local_size() const = 0;
+
+  // recv[p·n + i] = send[rank·n + i] of rank p, for n = count_per_rank.
+  virtual void all_to_all(const std::int64_t* send, std::int64_t* recv, int count_per_rank) = 0;
+
+  // Rows of row_bytes bytes. send holds send_rows[p] rows for each rank p, packed in
+  // rank order; recv receives recv_rows[p] rows from each rank p, packed likewise.
+  virtual void all_to_allv(const void* send, const std::int64_t* send_rows, void* recv,
+                           const std::int64_t* recv_rows, std::size_t row_bytes) = 0;
+
+  virtual void all_reduce(void* data, std::int64_t count, DataType type, ReduceOp op) = 0;
+  virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+
+  // Ends the whole job (every rank) after printing message with this rank's name.
+  [[noreturn]] virtual void abort(const std::string& message, int exit_code = 1) noexcept = 0;
+};
+
+// Builds the backend asked for. MPI is initialised here if the caller has not done it,
+// and is then finalised at exit; a caller that initialised MPI keeps that job.
+std::unique_ptr<Communicator> make_communicator(CommBackend backend = CommBackend::Auto);
+
+}  // namespace moe

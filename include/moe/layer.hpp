@@ -1,0 +1,88 @@
+// MoELayer: one Mixture-of-Experts layer with its experts sharded across the ranks of
+// a Communicator (DESIGN §2). Rank r of P owns experts [r·E/P, (r+1)·E/P) and a
+// replica of the gate; every rank routes its own tokens, sends them to the experts'
+// owners, and combines what comes back. On every rank the result equals the
+// single-process API (moe/moe.hpp) on that rank's tokens with all E experts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "moe/communicator.hpp"
+#include "moe/config.hpp"
+#include "moe/tensor.hpp"
+
+namespace moe {
+
+// How token rows travel to the experts' owners.
+enum class TrafficMode {
+  // The minimum (DESIGN §2): a token crosses to a rank once however many of that
+  // rank's experts it chose, and the owner sums the token's weighted expert outputs
+  // before sending one row back.
+  Deduplicated,
+  // One row per kept assignment each way (what simpler implementations send).
+  PerAssignment,
+};
+
+struct LayerOptions {
+  TrafficMode traffic = TrafficMode::Deduplicated;
+};
+
+// What one forward moved, for this rank.
+struct ForwardStats {
+  std::vector<std::int64_t> rows_sent;      // [P] token rows to each rank (own rank: a local copy)
+  std::vector<std::int64_t> rows_received;  // [P] token rows from each rank
+  std::int64_t bytes_sent = 0;              // token-row bytes to other ranks: what crosses the wire
+  std::int64_t metadata_bytes_sent = 0;     // routing metadata to other ranks (row counts, expert ids, weights)
+  std::int64_t dropped = 0;                 // this rank's assignments dropped by capacity
+  std::vector<std::int64_t> tokens_per_expert;  // [E] kept assignments per expert, summed over all ranks
+};
+
+struct ForwardResult {
+  Tensor<FLOAT_TYPE> output;  // the input's shape
+  float aux_loss = 0.0f;      // this rank's load-balancing loss (DESIGN §1)
+  ForwardStats stats;
+};
+
+class MoELayer {
+ public:
+  // Collective: every rank of `comm` builds the layer with the same config, seed and
+  // options (checked: a difference is an error on every rank). Parameters are a
+  // function of the seed and each expert's global id only, so the model is the same
+  // whatever the number of ranks. The communicator must outlive the layer.
+  MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed,
+           LayerOptions options = {});
+  ~MoELayer();
+  MoELayer(MoELayer&&) noexcept;
+  MoELayer& operator=(MoELayer&&) noexcept;
+
+  // Collective. input: [T, H] or [B, S, H]; T may differ between ranks and may be 0.
+  ForwardResult forward(const Tensor<FLOAT_TYPE>& input);
+
+  const MOEConfig& config() const;
+  const LayerOptions& options() const;
+  Communicator& communicator() const;
+  std::int64_t num_local_experts() const;
+  std::int64_t first_local_expert() const;  // global id of this rank's first expert
+  bool owns_expert(std::int64_t global_id) const;
+
+  Tensor<FLOAT_TYPE> gate_weights() const;  // [H, E]
+  // Sets this rank's replica; keep the replicas equal (training does).
+  void set_gate_weights(const Tensor<FLOAT_TYPE>& gate_weights);
+  // One local expert's parameters in the reference flat layout [W1, W2, b1, b2].
+  Tensor<FLOAT_TYPE> expert_params(std::int64_t global_id) const;
+  void set_expert_params(std::int64_t global_id, const Tensor<FLOAT_TYPE>& flat_params);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The parameters a layer built with `seed` starts from, for any expert, without a
+// layer: what the single-process reference needs to reproduce a sharded model.
+Tensor<FLOAT_TYPE> initial_gate_weights(const MOEConfig& config, std::uint64_t seed);
+Tensor<FLOAT_TYPE> initial_expert_params(const MOEConfig& config, std::uint64_t seed,
+                                         std::int64_t global_id);
+
+}  // namespace moe

@@ -1,0 +1,37 @@
+#include "collective_check.hpp"
+
+#include <limits>
+#include <string>
+
+#include "moe/error.hpp"
+
+namespace moe {
+
+void collective_check(Communicator& comm, const std::function<void()>& check) {
+  std::string message;
+  bool failed = false;
+  try {
+    check();
+  } catch (const Error& e) {
+    message = e.what();
+    failed = true;
+  }
+  if (comm.size() == 1) {
+    if (failed) throw Error(message);
+    return;
+  }
+  std::int64_t first_failing = failed ? comm.rank() : std::numeric_limits<std::int64_t>::max();
+  comm.all_reduce(&first_failing, 1, DataType::Int64, ReduceOp::Min);
+  if (first_failing == std::numeric_limits<std::int64_t>::max()) return;
+
+  const int root = static_cast<int>(first_failing);
+  std::int64_t length = static_cast<std::int64_t>(message.size());
+  comm.broadcast(&length, sizeof length, root);
+  std::string root_message(static_cast<std::size_t>(length), '\0');
+  if (comm.rank() == root) root_message = message;
+  comm.broadcast(root_message.data(), root_message.size(), root);
+  if (failed) throw Error(message);
+  throw Error("rank " + std::to_string(root) + " failed: " + root_message);
+}
+
+}  // namespace moe

@@ -1,0 +1,16 @@
+// Agreement on errors across ranks: a check that fails on one rank must fail on every
+// rank, or the others walk into the next collective and wait there forever.
+#pragma once
+
+#include <functional>
+
+#include "moe/communicator.hpp"
+
+namespace moe {
+
+// Runs `check` (which must not communicate) on every rank. If it throws moe::Error on
+// any rank, every rank throws: a failing rank its own error, the others an error that
+// names the lowest failing rank and carries its message. Collective.
+void collective_check(Communicator& comm, const std::function<void()>& check);
+
+}  // namespace moe

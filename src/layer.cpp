@@ -1,0 +1,258 @@
+// MoELayer: the expert-parallel forward of DESIGN §2 out of the shared pieces — the
+// router, the dispatch plan, the send layout, the expert compute and the one
+// combine — with the Communicator moving rows between them.
+#include "moe/layer.hpp"
+
+#include <cstring>
+
+#include "buffer.hpp"
+#include "collective_check.hpp"
+#include "dispatch_plan.hpp"
+#include "expert_compute.hpp"
+#include "initialization.hpp"
+#include "input_checks.hpp"
+#include "kernels/cpu/threads.hpp"
+#include "kernels/ops.hpp"
+#include "router.hpp"
+
+namespace moe {
+namespace {
+
+Traffic to_traffic(TrafficMode mode) {
+  return mode == TrafficMode::Deduplicated ? Traffic::Deduplicated : Traffic::PerAssignment;
+}
+
+// Fails on every rank, naming the field, when any rank's config, seed or options differ.
+void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint64_t seed,
+                              const LayerOptions& options) {
+  std::uint32_t cf_bits = 0;
+  std::memcpy(&cf_bits, &c.capacity_factor, sizeof cf_bits);
+  const char* names[] = {"num_experts", "top_k", "hidden_dim", "expert_dim", "capacity_factor (bits)",
+                         "normalize_top_k", "drop_tokens", "activation", "seed", "traffic mode"};
+  std::vector<std::int64_t> low = {c.num_experts, c.top_k, c.hidden_dim, c.expert_dim, cf_bits,
+                                   c.normalize_top_k, c.drop_tokens, static_cast<std::int64_t>(c.activation),
+                                   static_cast<std::int64_t>(seed), static_cast<std::int64_t>(options.traffic)};
+  std::vector<std::int64_t> high = low;
+  comm.all_reduce(low.data(), static_cast<std::int64_t>(low.size()), DataType::Int64, ReduceOp::Min);
+  comm.all_reduce(high.data(), static_cast<std::int64_t>(high.size()), DataType::Int64, ReduceOp::Max);
+  for (std::size_t i = 0; i < low.size(); ++i) {
+    MOE_CHECK_ARG(low[i] == high[i], "MoELayer", "the layer differs between ranks: ", names[i], " ranges from ",
+                  low[i], " to ", high[i], " across the ", comm.size(),
+                  " ranks (this rank: ", c.to_string(), ", seed ", seed,
+                  "); every rank must build the layer with the same config, seed and options");
+  }
+}
+
+}  // namespace
+
+struct MoELayer::Impl {
+  MOEConfig config;
+  LayerOptions options;
+  Communicator* comm;
+  std::unique_ptr<kernels::Ops> ops = kernels::make_cpu_ops();
+  int ranks = 1, rank = 0;
+  std::int64_t local_experts = 0, first_expert = 0;
+
+  Buffer<float> gate{*ops};     // [H, E], replicated
+  Buffer<float> experts{*ops};  // [local_experts, 2HF + F + H], flat per expert
+  RouterBuffers router{*ops};
+  ExpertWorkspace workspace{*ops};
+  Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops};
+  Buffer<std::int32_t> token_offsets{*ops}, token_rows{*ops}, gather_tokens{*ops};
+
+  Impl(const MOEConfig& c, Communicator& communicator, std::uint64_t seed, LayerOptions o)
+      : config(c), options(o), comm(&communicator), ranks(communicator.size()), rank(communicator.rank()) {
+    collective_check(*comm, [&] {
+      config.validate();
+      MOE_CHECK_ARG(config.num_experts % ranks == 0, "MoELayer", "num_experts = ", config.num_experts,
+                    " is not divisible by the number of ranks (", ranks,
+                    "); expected num_experts to be a multiple of it, so each rank owns num_experts / ranks");
+    });
+    check_same_on_every_rank(*comm, config, seed, options);
+    kernels::cpu::share_cores_among_local_ranks(comm->local_size());
+
+    local_experts = config.num_experts / ranks;
+    first_expert = rank * local_experts;
+    init_gate_weights(gate.resize(static_cast<std::size_t>(config.hidden_dim * config.num_experts)), config, seed);
+    float* flat = experts.resize(static_cast<std::size_t>(local_experts * config.expert_param_count()));
+    for (std::int64_t e = 0; e < local_experts; ++e)
+      init_expert_params(flat + e * config.expert_param_count(), config, seed, first_expert + e);
+  }
+
+  std::vector<ExpertParams> local_params() const {
+    std::vector<ExpertParams> params;
+    for (std::int64_t e = 0; e < local_experts; ++e)
+      params.push_back(expert_params_from_flat(experts.data() + e * config.expert_param_count(),
+                                               config.hidden_dim, config.expert_dim));
+    return params;
+  }
+
+  std::int64_t local_index(std::int64_t global_id, const char* where) const {
+    MOE_CHECK_ARG(global_id >= first_expert && global_id < first_expert + local_experts, where,
+                  "global_id = ", global_id, " is not owned by rank ", rank, "; expected an id in [",
+                  first_expert, ", ", first_expert + local_experts, ")");
+    return global_id - first_expert;
+  }
+
+  ForwardResult forward(const Tensor<FLOAT_TYPE>& input);
+  void exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
+                            std::int64_t tokens, float* output, ForwardStats& stats);
+};
+
+ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input) {
+  constexpr const char* where = "MoELayer::forward";
+  std::int64_t tokens = 0;
+  collective_check(*comm, [&] { tokens = checks::input_tokens(input.shape(), config, where); });
+
+  const float* x = input.data();
+  Routing routing;
+  route_tokens(*ops, x, tokens, gate.data(), config, router, routing);
+  const DispatchPlan plan = make_dispatch_plan(routing.indices.data(), tokens, config);
+
+  ForwardResult result;
+  result.output = Tensor<FLOAT_TYPE>(input.shape());
+  result.aux_loss = static_cast<float>(routing.aux_loss);
+  ForwardStats& stats = result.stats;
+  stats.dropped = plan.dropped;
+  stats.rows_sent.assign(static_cast<std::size_t>(ranks), 0);
+  stats.rows_received.assign(static_cast<std::size_t>(ranks), 0);
+
+  if (ranks == 1) {
+    // One rank owns every expert: run them on the tokens in place, nothing to send.
+    const ExpertAssignments work = token_assignments(plan, routing.indices.data(), routing.weights.data());
+    run_experts(*ops, work, group_by_expert(work), x, local_params(), config, false, workspace,
+                result.output.data());
+  } else {
+    exchange_and_compute(x, routing, plan, tokens, result.output.data(), stats);
+  }
+
+  stats.tokens_per_expert = plan.kept_per_expert;
+  comm->all_reduce(stats.tokens_per_expert.data(), config.num_experts, DataType::Int64, ReduceOp::Sum);
+  return result;
+}
+
+// DESIGN §2 steps 2–7 for P > 1.
+void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
+                                          std::int64_t tokens, float* output, ForwardStats& stats) {
+  const std::int64_t H = config.hidden_dim;
+  const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
+  const auto P = static_cast<std::size_t>(ranks);
+  const SendLayout layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks,
+                                             to_traffic(options.traffic));
+
+  // 2. Counts: rows and assignments for every peer, so each rank knows what arrives.
+  std::vector<std::int64_t> send_counts(2 * P), recv_counts(2 * P);
+  for (std::size_t p = 0; p < P; ++p) {
+    send_counts[2 * p] = layout.rows_per_rank[p];
+    send_counts[2 * p + 1] = layout.assignments_per_rank[p];
+  }
+  comm->all_to_all(send_counts.data(), recv_counts.data(), 2);
+  std::vector<std::int64_t> recv_row_counts(P), recv_assignment_counts(P);
+  std::int64_t received_rows = 0, assignments_in = 0;
+  for (std::size_t p = 0; p < P; ++p) {
+    recv_row_counts[p] = recv_counts[2 * p];
+    recv_assignment_counts[p] = recv_counts[2 * p + 1];
+    received_rows += recv_row_counts[p];
+    assignments_in += recv_assignment_counts[p];
+  }
+
+  // 3. Dispatch: token rows packed by destination, then the metadata riding with them.
+  const std::int64_t sent_rows = layout.rows();
+  ops->gather_rows(x, gather_tokens.upload(layout.row_token), sent_rows, H,
+                   send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
+  float* received = recv_rows.resize(static_cast<std::size_t>(received_rows * H));
+  comm->all_to_allv(send_rows.data(), layout.rows_per_rank.data(), received, recv_row_counts.data(), row_bytes);
+  std::vector<std::int32_t> row_assignments(static_cast<std::size_t>(received_rows));
+  comm->all_to_allv(layout.row_assignments.data(), layout.rows_per_rank.data(), row_assignments.data(),
+                    recv_row_counts.data(), sizeof(std::int32_t));
+  std::vector<AssignmentRecord> records(static_cast<std::size_t>(assignments_in));
+  comm->all_to_allv(layout.assignments.data(), layout.assignments_per_rank.data(), records.data(),
+                    recv_assignment_counts.data(), sizeof(AssignmentRecord));
+
+  // 4–5. Regroup by local expert, run the experts, and sum each received row's
+  // weighted expert outputs into one row to send back.
+  const ExpertAssignments work =
+      received_assignments(row_assignments.data(), received_rows, records.data(), local_experts);
+  float* expert_out = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
+  run_experts(*ops, work, group_by_expert(work), received, local_params(), config, false, workspace, expert_out);
+
+  // 6. Send the rows back, the reverse of step 3.
+  float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
+  comm->all_to_allv(expert_out, recv_row_counts.data(), returned, layout.rows_per_rank.data(), row_bytes);
+
+  // 7. Each token's output is the sum of the rows that come back for it.
+  ops->combine_rows(returned, H, tokens, token_offsets.upload(layout.token_offsets),
+                    token_rows.upload(layout.token_rows), nullptr, output);
+
+  for (std::size_t p = 0; p < P; ++p) {
+    stats.rows_sent[p] = layout.rows_per_rank[p];
+    stats.rows_received[p] = recv_row_counts[p];
+    if (static_cast<int>(p) == rank) continue;  // a local copy, not on the wire
+    stats.bytes_sent += layout.rows_per_rank[p] * static_cast<std::int64_t>(row_bytes);
+    stats.metadata_bytes_sent += layout.rows_per_rank[p] * static_cast<std::int64_t>(sizeof(std::int32_t)) +
+                                 layout.assignments_per_rank[p] * static_cast<std::int64_t>(sizeof(AssignmentRecord));
+  }
+}
+
+MoELayer::MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed, LayerOptions options)
+    : impl_(std::make_unique<Impl>(config, comm, seed, options)) {}
+MoELayer::~MoELayer() = default;
+MoELayer::MoELayer(MoELayer&&) noexcept = default;
+MoELayer& MoELayer::operator=(MoELayer&&) noexcept = default;
+
+ForwardResult MoELayer::forward(const Tensor<FLOAT_TYPE>& input) { return impl_->forward(input); }
+
+const MOEConfig& MoELayer::config() const { return impl_->config; }
+const LayerOptions& MoELayer::options() const { return impl_->options; }
+Communicator& MoELayer::communicator() const { return *impl_->comm; }
+std::int64_t MoELayer::num_local_experts() const { return impl_->local_experts; }
+std::int64_t MoELayer::first_local_expert() const { return impl_->first_expert; }
+bool MoELayer::owns_expert(std::int64_t id) const {
+  return id >= impl_->first_expert && id < impl_->first_expert + impl_->local_experts;
+}
+
+Tensor<FLOAT_TYPE> MoELayer::gate_weights() const {
+  return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->gate.download());
+}
+
+void MoELayer::set_gate_weights(const Tensor<FLOAT_TYPE>& gate_weights) {
+  const MOEConfig& c = impl_->config;
+  MOE_CHECK_ARG(gate_weights.shape() == (std::vector<std::int64_t>{c.hidden_dim, c.num_experts}),
+                "MoELayer::set_gate_weights", "gate_weights has shape ", shape_to_string(gate_weights.shape()),
+                "; expected [hidden_dim, num_experts] = [", c.hidden_dim, ", ", c.num_experts, "]");
+  impl_->ops->copy_from_host(impl_->gate.data(), gate_weights.data(), sizeof(float) * static_cast<std::size_t>(gate_weights.numel()));
+}
+
+Tensor<FLOAT_TYPE> MoELayer::expert_params(std::int64_t global_id) const {
+  const std::int64_t e = impl_->local_index(global_id, "MoELayer::expert_params");
+  const std::int64_t n = impl_->config.expert_param_count();
+  Tensor<FLOAT_TYPE> flat({n});
+  impl_->ops->copy_to_host(flat.data(), impl_->experts.data() + e * n, sizeof(float) * static_cast<std::size_t>(n));
+  return flat;
+}
+
+void MoELayer::set_expert_params(std::int64_t global_id, const Tensor<FLOAT_TYPE>& flat_params) {
+  constexpr const char* where = "MoELayer::set_expert_params";
+  const std::int64_t e = impl_->local_index(global_id, where);
+  checks::flat_expert_params(flat_params.numel(), impl_->config, "flat_params", where);
+  const std::int64_t n = impl_->config.expert_param_count();
+  impl_->ops->copy_from_host(impl_->experts.data() + e * n, flat_params.data(), sizeof(float) * static_cast<std::size_t>(n));
+}
+
+Tensor<FLOAT_TYPE> initial_gate_weights(const MOEConfig& config, std::uint64_t seed) {
+  config.validate();
+  Tensor<FLOAT_TYPE> gate({config.hidden_dim, config.num_experts});
+  init_gate_weights(gate.data(), config, seed);
+  return gate;
+}
+
+Tensor<FLOAT_TYPE> initial_expert_params(const MOEConfig& config, std::uint64_t seed, std::int64_t global_id) {
+  config.validate();
+  MOE_CHECK_ARG(global_id >= 0 && global_id < config.num_experts, "initial_expert_params", "global_id = ",
+                global_id, "; expected an expert id in [0, ", config.num_experts, ")");
+  Tensor<FLOAT_TYPE> flat({config.expert_param_count()});
+  init_expert_params(flat.data(), config, seed, global_id);
+  return flat;
+}
+
+}  // namespace moe

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# moe-run as the README describes it: the flags it adds, its argument errors, and a
+# real two-rank run. usage: test-moe-run.sh MOE_RUN MPI_TEST_BINARY
+set -uo pipefail
+moe_run=$1
+mpi_tests=$2
+failures=0
+check() {  # check NAME CONDITION-COMMAND...
+  local name=$1
+  shift
+  if "$@"; then echo "ok    $name"; else echo "FAIL  $name"; failures=$((failures + 1)); fi
+}
+contains() { grep -q -- "$2" <<<"$1"; }
+lacks() { ! grep -q -- "$2" <<<"$1"; }
+
+cores=$(nproc)
+over=$("$moe_run" -np $((cores + 1)) --dry-run prog arg)
+fits=$("$moe_run" -np 1 --dry-run prog arg)
+check "oversubscribes when ranks exceed cores" contains "$over" "--oversubscribe"
+check "does not oversubscribe when ranks fit" lacks "$fits" "--oversubscribe"
+check "gives each rank its share of the cores" contains "$over" "OMP_NUM_THREADS=1"
+check "binds to cores when ranks fit" contains "$fits" "--bind-to core"
+if [[ $(id -u) == 0 ]]; then
+  check "adds the run-as-root flag as root" contains "$fits" "--allow-run-as-root"
+else
+  check "no run-as-root flag for other users" lacks "$fits" "--allow-run-as-root"
+fi
+pass=$("$moe_run" -np 2 --dry-run --mca btl self,vader -- prog -- x)
+check "passes mpirun arguments before --" contains "$pass" "--mca btl self"
+check "keeps the program's own --" contains "$pass" "prog -- x"
+
+bad=$("$moe_run" -np zero prog 2>&1); status=$?
+check "rejects a bad -np with a clear message" test "$status" = 2 -a -n "$(grep -- "-np = 'zero'" <<<"$bad")"
+bad=$("$moe_run" -np 2 --mca x prog 2>&1); status=$?
+check "rejects mpirun arguments without --" test "$status" = 2 -a -n "$(grep -- "before a '--'" <<<"$bad")"
+
+run=$("$moe_run" -np 2 "$mpi_tests" --gtest_filter='Communicator.*' 2>&1); status=$?
+check "runs a real 2-rank job" test "$status" = 0 -a -n "$(grep -- "on 2 rank(s)" <<<"$run")"
+((failures == 0)) || { echo "$run"; exit 1; }

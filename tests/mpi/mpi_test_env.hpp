@@ -1,0 +1,27 @@
+// GoogleTest under mpirun: every test runs on every rank, failures are combined with
+// an all-reduce so all ranks agree on each test's result, and only failing ranks
+// print their failures (rank 0 prints the progress lines).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include "moe/communicator.hpp"
+
+namespace moe::testing {
+
+// The job's communicator (MPI_COMM_WORLD), made once by the test main.
+Communicator& world();
+
+// Base fixture for multi-rank tests. Keep collective calls unconditional in a test
+// body (no ASSERT_ before a collective), so that a failure on one rank cannot leave
+// the others waiting; check with EXPECT_ or ASSERT_ after the collectives.
+class MpiTest : public ::testing::Test {
+ protected:
+  void TearDown() override;
+};
+
+// The message of the failure added on ranks that passed when another rank failed;
+// the printer does not repeat it.
+inline constexpr const char* kFailedElsewhere = "(failed on another rank)";
+
+}  // namespace moe::testing

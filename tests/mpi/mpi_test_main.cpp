@@ -1,0 +1,68 @@
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "mpi_test_env.hpp"
+
+namespace moe::testing {
+namespace {
+
+std::unique_ptr<Communicator> g_world;
+
+// Prints only this rank's own failures (prefixed with the rank); rank 0 also prints
+// each test's name and agreed result, and the summary.
+class RankAwarePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit RankAwarePrinter(int rank) : rank_(rank) {}
+
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    if (rank_ == 0) std::printf("[ RUN      ] %s.%s\n", info.test_suite_name(), info.name());
+    std::fflush(stdout);
+  }
+  void OnTestPartResult(const ::testing::TestPartResult& part) override {
+    if (!part.failed() || std::string(part.message()).find(kFailedElsewhere) != std::string::npos) return;
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, part.file_name() ? part.file_name() : "?",
+                 part.line_number(), part.summary());
+    std::fflush(stderr);
+  }
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    if (rank_ != 0) return;
+    const bool ok = info.result()->Passed();
+    std::printf("[ %s ] %s.%s (%lld ms)\n", ok ? "      OK" : "  FAILED", info.test_suite_name(), info.name(),
+                static_cast<long long>(info.result()->elapsed_time()));
+    std::fflush(stdout);
+  }
+  void OnTestProgramEnd(const ::testing::UnitTest& unit) override {
+    if (rank_ != 0) return;
+    std::printf("[==========] %d tests on every rank: %d passed, %d failed\n", unit.test_to_run_count(),
+                unit.successful_test_count(), unit.failed_test_count());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
+
+Communicator& world() { return *g_world; }
+
+void MpiTest::TearDown() {
+  std::int32_t failed = HasFailure() ? 1 : 0;
+  world().all_reduce(&failed, 1, DataType::Int32, ReduceOp::Max);
+  if (failed && !HasFailure()) ADD_FAILURE() << kFailedElsewhere;
+}
+
+}  // namespace moe::testing
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  moe::testing::g_world = moe::make_communicator(moe::CommBackend::MPI);
+  auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+  delete listeners.Release(listeners.default_result_printer());
+  listeners.Append(new moe::testing::RankAwarePrinter(moe::testing::g_world->rank()));
+  if (moe::testing::g_world->rank() == 0)
+    std::printf("moe MPI tests on %d rank(s)\n", moe::testing::g_world->size());
+  const int failed = RUN_ALL_TESTS();
+  moe::testing::g_world.reset();
+  return failed;
+}

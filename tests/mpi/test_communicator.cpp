@@ -1,0 +1,72 @@
+// The MPI backend's collectives, checked on every rank with values that identify
+// sender and receiver, and the local-rank split.
+#include <numeric>
+
+#include "moe/communicator.hpp"
+#include "mpi_test_env.hpp"
+
+using moe::testing::world;
+
+namespace {
+
+class Communicator : public moe::testing::MpiTest {};
+
+TEST_F(Communicator, LocalRankComesFromTheSharedMemorySplit) {
+  // Every test rank runs on this one machine.
+  EXPECT_EQ(world().backend(), moe::CommBackend::MPI);
+  EXPECT_EQ(world().local_size(), world().size());
+  EXPECT_EQ(world().local_rank(), world().rank());
+}
+
+TEST_F(Communicator, AllToAllDeliversEachPeersSlot) {
+  const int P = world().size(), r = world().rank();
+  std::vector<std::int64_t> send(2 * P), recv(2 * P, -1);
+  for (int p = 0; p < P; ++p) send[2 * p] = 100 * r + p, send[2 * p + 1] = -(100 * r + p);
+  world().all_to_all(send.data(), recv.data(), 2);
+  for (int p = 0; p < P; ++p) {
+    EXPECT_EQ(recv[2 * p], 100 * p + r);
+    EXPECT_EQ(recv[2 * p + 1], -(100 * p + r));
+  }
+}
+
+TEST_F(Communicator, AllToAllvMovesRowsOfUnevenCounts) {
+  // Rank r sends (r + p) % 3 rows to rank p, including zero rows; row values name
+  // (sender, receiver, row).
+  const int P = world().size(), r = world().rank();
+  const std::size_t width = 5;
+  std::vector<std::int64_t> send_rows(P), recv_rows(P);
+  std::vector<float> send;
+  for (int p = 0; p < P; ++p) {
+    send_rows[p] = (r + p) % 3;
+    recv_rows[p] = (p + r) % 3;
+    for (int i = 0; i < send_rows[p]; ++i)
+      for (std::size_t c = 0; c < width; ++c) send.push_back(float(1000 * r + 10 * p + i) + 0.01f * c);
+  }
+  std::vector<float> recv(std::accumulate(recv_rows.begin(), recv_rows.end(), std::int64_t{0}) * width, -1.0f);
+  world().all_to_allv(send.data(), send_rows.data(), recv.data(), recv_rows.data(), width * sizeof(float));
+  std::size_t at = 0;
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < recv_rows[p]; ++i)
+      for (std::size_t c = 0; c < width; ++c) EXPECT_FLOAT_EQ(recv[at++], float(1000 * p + 10 * r + i) + 0.01f * c);
+}
+
+TEST_F(Communicator, AllReduceAndBroadcast) {
+  const int P = world().size(), r = world().rank();
+  std::int64_t sum = r + 1, hi = r, lo = r;
+  world().all_reduce(&sum, 1, moe::DataType::Int64, moe::ReduceOp::Sum);
+  world().all_reduce(&hi, 1, moe::DataType::Int64, moe::ReduceOp::Max);
+  world().all_reduce(&lo, 1, moe::DataType::Int64, moe::ReduceOp::Min);
+  EXPECT_EQ(sum, std::int64_t(P) * (P + 1) / 2);
+  EXPECT_EQ(hi, P - 1);
+  EXPECT_EQ(lo, 0);
+  double d[2] = {0.5 * r, 1.0};
+  world().all_reduce(d, 2, moe::DataType::Float64, moe::ReduceOp::Sum);
+  EXPECT_DOUBLE_EQ(d[1], P);
+  char text[16] = {};
+  if (r == P - 1) std::snprintf(text, sizeof text, "from %d", r);
+  world().broadcast(text, sizeof text, P - 1);
+  EXPECT_EQ(std::string(text), "from " + std::to_string(P - 1));
+  world().barrier();
+}
+
+}  // namespace

@@ -1,0 +1,67 @@
+// Errors in multi-rank use reach every rank as a clear moe::Error, and nobody hangs.
+#include "moe/layer.hpp"
+#include "mpi_test_env.hpp"
+#include "support/test_util.hpp"
+
+using moe::MOEConfig;
+using moe::Tensor;
+using moe::testing::world;
+
+namespace {
+
+class LayerErrors : public moe::testing::MpiTest {};
+
+TEST_F(LayerErrors, ExpertsNotDivisibleByRanks) {
+  const int P = world().size();
+  const MOEConfig config(P + 1, 1, 16, 16);  // never a multiple of P when P > 1
+  if (P == 1) {
+    EXPECT_NO_THROW(moe::MoELayer(config, world(), 1));
+  } else {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "num_experts = ", "not divisible by the number of ranks");
+  }
+}
+
+TEST_F(LayerErrors, ConfigsThatDifferBetweenRanks) {
+  const int P = world().size(), rank = world().rank();
+  MOEConfig config(8, 2, 16, 16);
+  if (rank == P - 1 && P > 1) config.top_k = 3;
+  if (P == 1) {
+    EXPECT_NO_THROW(moe::MoELayer(config, world(), 1));
+  } else {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "differs between ranks", "top_k ranges from 2 to 3");
+  }
+  // A different seed is a different model: also refused.
+  const std::uint64_t seed = (rank == 0 && P > 1) ? 5 : 6;
+  if (P > 1) EXPECT_MOE_ERROR(moe::MoELayer(MOEConfig(8, 2, 16, 16), world(), seed), "seed ranges from 5 to 6");
+}
+
+TEST_F(LayerErrors, AnInvalidConfigOnOneRankFailsEveryRank) {
+  const int P = world().size(), rank = world().rank();
+  MOEConfig config(8, 2, 16, 16);
+  if (rank == P - 1) config.top_k = 9;
+  if (rank == P - 1) {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "Invalid config: top_k must be <= num_experts");
+  } else {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "failed: ", "Invalid config: top_k must be <= num_experts");
+  }
+}
+
+TEST_F(LayerErrors, BadInputOnOneRankFailsEveryRankAndTheLayerStaysUsable) {
+  const int rank = world().rank();
+  const MOEConfig config(8, 2, 16, 16);
+  moe::MoELayer layer(config, world(), 3);
+  const Tensor<float> bad = moe::testing::random_tensor({5, rank == 0 ? 17 : 16}, 1.0, 1);
+  EXPECT_MOE_ERROR(layer.forward(bad), "Dimension mismatch: input hidden_dim != config.hidden_dim", "[5, 17]");
+  const Tensor<float> good = moe::testing::random_tensor({5, 16}, 1.0, 2);
+  EXPECT_EQ(layer.forward(good).output.shape(), good.shape());
+}
+
+TEST_F(LayerErrors, ExpertAccessorsNameTheOwner) {
+  moe::MoELayer layer(MOEConfig(2 * world().size(), 1, 8, 8), world(), 1);
+  const std::int64_t not_mine = (layer.first_local_expert() + 2) % (2 * world().size());
+  if (world().size() > 1) EXPECT_MOE_ERROR(layer.expert_params(not_mine), "is not owned by rank");
+  EXPECT_MOE_ERROR(layer.set_expert_params(layer.first_local_expert(), Tensor<float>({3})), "flat_params has 3 elements");
+  EXPECT_MOE_ERROR(layer.set_gate_weights(Tensor<float>({8, 3})), "gate_weights has shape [8, 3]");
+}
+
+}  // namespace

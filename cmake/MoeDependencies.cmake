@@ -20,18 +20,18 @@ check_symbol_exists(openblas_set_num_threads cblas.h MOE_HAVE_OPENBLAS_THREADS)
 unset(CMAKE_REQUIRED_INCLUDES)
 unset(CMAKE_REQUIRED_LIBRARIES)
 
+# MPI is needed to build in any case (parallel HDF5's headers include mpi.h);
+# MOE_WITH_MPI=OFF leaves out only the MPI communicator backend.
 option(MOE_WITH_MPI "Build the MPI backend (multi-rank jobs); without it only the local backend exists" ON)
-set(MOE_HAVE_MPI OFF)
-if(MOE_WITH_MPI)
-  find_package(MPI REQUIRED COMPONENTS C)
-  set(MOE_HAVE_MPI ON)
-endif()
+find_package(MPI REQUIRED COMPONENTS C)
+set(MOE_HAVE_MPI ${MOE_WITH_MPI})
 set(HDF5_PREFER_PARALLEL TRUE)
 find_package(HDF5 REQUIRED COMPONENTS C)
 if(NOT HDF5_IS_PARALLEL)
   message(FATAL_ERROR "HDF5 without MPI-IO found (${HDF5_C_INCLUDE_DIRS}); install libhdf5-openmpi-dev")
 endif()
 
+find_package(CLI11 CONFIG REQUIRED)
 if(MOE_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -171,6 +171,8 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override { MOE_CHECK(Mpi, MPI_Barrier(comm_)); }
 
+  const void* native_handle() const override { return &comm_; }
+
   [[noreturn]] void abort(const std::string& message, int exit_code) noexcept override {
     std::fprintf(stderr, "moe: rank %d on %s: %s\n", rank_, detail::host_name().c_str(), message.c_str());
     std::fflush(stderr);

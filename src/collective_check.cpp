@@ -17,7 +17,7 @@ void collective_check(Communicator& comm, const std::function<void()>& check) {
     failed = true;
   }
   if (comm.size() == 1) {
-    if (failed) throw Error(message);
+    if (failed) throw CollectiveError(message);
     return;
   }
   std::int64_t first_failing = failed ? comm.rank() : std::numeric_limits<std::int64_t>::max();
@@ -30,8 +30,8 @@ void collective_check(Communicator& comm, const std::function<void()>& check) {
   std::string root_message(static_cast<std::size_t>(length), '\0');
   if (comm.rank() == root) root_message = message;
   comm.broadcast(root_message.data(), root_message.size(), root);
-  if (failed) throw Error(message);
-  throw Error("rank " + std::to_string(root) + " failed: " + root_message);
+  if (failed) throw CollectiveError(message);
+  throw CollectiveError("rank " + std::to_string(root) + " failed: " + root_message);
 }
 
 }  // namespace moe

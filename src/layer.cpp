@@ -13,6 +13,7 @@
 #include "input_checks.hpp"
 #include "kernels/cpu/threads.hpp"
 #include "kernels/ops.hpp"
+#include "layer_access.hpp"
 #include "router.hpp"
 
 namespace moe {
@@ -128,6 +129,8 @@ ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input) {
 
   stats.tokens_per_expert = plan.kept_per_expert;
   comm->all_reduce(stats.tokens_per_expert.data(), config.num_experts, DataType::Int64, ReduceOp::Sum);
+  result.expert_indices = Tensor<INT_TYPE>({tokens, config.top_k}, std::move(routing.indices));
+  result.expert_weights = Tensor<FLOAT_TYPE>({tokens, config.top_k}, std::move(routing.weights));
   return result;
 }
 
@@ -256,3 +259,12 @@ Tensor<FLOAT_TYPE> initial_expert_params(const MOEConfig& config, std::uint64_t 
 }
 
 }  // namespace moe
+
+namespace moe::detail {
+
+float* LayerAccess::gate(MoELayer& layer) { return layer.impl_->gate.data(); }
+const float* LayerAccess::gate(const MoELayer& layer) { return layer.impl_->gate.data(); }
+float* LayerAccess::experts(MoELayer& layer) { return layer.impl_->experts.data(); }
+const float* LayerAccess::experts(const MoELayer& layer) { return layer.impl_->experts.data(); }
+
+}  // namespace moe::detail

@@ -49,6 +49,10 @@ class Communicator {
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
   virtual void barrier() = 0;
 
+  // The transport's own communicator, for libraries that take one (parallel HDF5):
+  // a pointer to the MPI_Comm for the MPI-based backends, null for Local.
+  virtual const void* native_handle() const { return nullptr; }
+
   // Ends the whole job (every rank) after printing message with this rank's name.
   [[noreturn]] virtual void abort(const std::string& message, int exit_code = 1) noexcept = 0;
 };

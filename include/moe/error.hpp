@@ -15,6 +15,15 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// An error that every rank of a communicator throws together (moe agreed on it with a
+// collective before throwing), so each rank can leave its job cleanly. Any other
+// moe::Error in a multi-rank job may have struck one rank only: end the job then with
+// Communicator::abort, or the other ranks may wait forever in their next collective.
+class CollectiveError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 
 template <class... Parts>

@@ -15,6 +15,10 @@
 
 namespace moe {
 
+namespace detail {
+struct LayerAccess;
+}
+
 // How token rows travel to the experts' owners.
 enum class TrafficMode {
   // The minimum (DESIGN §2): a token crosses to a rank once however many of that
@@ -40,8 +44,10 @@ struct ForwardStats {
 };
 
 struct ForwardResult {
-  Tensor<FLOAT_TYPE> output;  // the input's shape
-  float aux_loss = 0.0f;      // this rank's load-balancing loss (DESIGN §1)
+  Tensor<FLOAT_TYPE> output;          // the input's shape
+  float aux_loss = 0.0f;              // this rank's load-balancing loss (DESIGN §1)
+  Tensor<INT_TYPE> expert_indices;    // [T, k] each token's experts (before capacity)
+  Tensor<FLOAT_TYPE> expert_weights;  // [T, k] their gate weights
   ForwardStats stats;
 };
 
@@ -75,6 +81,7 @@ class MoELayer {
   void set_expert_params(std::int64_t global_id, const Tensor<FLOAT_TYPE>& flat_params);
 
  private:
+  friend struct detail::LayerAccess;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

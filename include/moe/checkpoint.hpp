@@ -1,0 +1,55 @@
+// HDF5 checkpoints (DESIGN §6): one file whatever the number of ranks, written in
+// parallel (each rank its own experts' slices, through MPI-IO), loadable at any rank
+// count that divides num_experts, and readable by any HDF5 tool (h5py, h5dump).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "moe/config.hpp"
+#include "moe/layer.hpp"
+#include "moe/tensor.hpp"
+
+namespace moe {
+
+// Collective over the layer's communicator. Written under "<path>.moe-tmp" and renamed
+// to `path` once every rank has closed it, so a crash mid-save leaves the previous
+// file at `path` intact.
+void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step = 0);
+
+// Collective. Checks the file against the layer (format, version, every config field,
+// every dataset's presence and shape) and then reads the gate and this rank's experts.
+// Returns the step stored in the file. Every rank throws the same moe::Error when the
+// file is missing, not HDF5, not a moe checkpoint, of a different config, or corrupt
+// (a Fletcher32 checksum that does not match).
+std::int64_t load_checkpoint(const std::string& path, MoELayer& layer);
+
+// The config stored in a checkpoint (to build a layer that can load it).
+MOEConfig read_checkpoint_config(const std::string& path);
+
+// A checkpoint as the single-process reference API takes it.
+struct ReferenceModel {
+  MOEConfig config;
+  Tensor<FLOAT_TYPE> gate_weights;               // [H, E]
+  std::vector<Tensor<FLOAT_TYPE>> expert_params;  // E flat [W1, W2, b1, b2]
+  std::int64_t step = 0;
+};
+ReferenceModel load_reference_model(const std::string& path);
+
+// What `moe info` prints: config, step, and for every expert the L2 norm of each
+// parameter tensor and whether its checksums verify.
+struct ExpertSummary {
+  double norm_w1 = 0, norm_w2 = 0, norm_b1 = 0, norm_b2 = 0;
+  enum class Checksum { Verified, NotPresent, Failed } checksum = Checksum::Verified;
+  std::string error;  // why reading it failed, when checksum == Failed
+};
+struct CheckpointSummary {
+  MOEConfig config;
+  std::int64_t step = 0;
+  bool has_optimizer_state = false;
+  std::vector<ExpertSummary> experts;
+};
+CheckpointSummary inspect_checkpoint(const std::string& path);
+
+}  // namespace moe

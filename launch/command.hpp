@@ -1,0 +1,34 @@
+// A subcommand of the `moe` program: it declares its options on a CLI11 subcommand
+// and runs with the job's communicator once the command line has been parsed.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "moe/communicator.hpp"
+#include "moe/config.hpp"
+
+namespace moe::cli {
+
+class Command {
+ public:
+  virtual ~Command() = default;
+  // Registers the subcommand and its options on `app`; returns the subcommand.
+  virtual CLI::App* add_to(CLI::App& app) = 0;
+  // True if the command works across ranks (init, infer, train); false if it is a
+  // one-process tool (info, make-tokens) that rank 0 alone runs under mpirun.
+  virtual bool collective() const = 0;
+  // Returns the process exit status.
+  virtual int run(Communicator& comm) = 0;
+};
+
+std::unique_ptr<Command> make_init_command();
+std::unique_ptr<Command> make_info_command();
+std::unique_ptr<Command> make_infer_command();
+std::unique_ptr<Command> make_make_tokens_command();
+
+// The MOEConfig options shared by the commands that build a layer from scratch.
+void add_config_options(CLI::App* command, MOEConfig& config, std::string& activation);
+
+}  // namespace moe::cli

@@ -1,0 +1,59 @@
+// moe infer: the layer over a token file (DESIGN §6), one process or any P that
+// divides num_experts; rank r takes its block of rows.
+#include <chrono>
+#include <cstdio>
+
+#include "checkpoint/token_file.hpp"
+#include "collective_check.hpp"
+#include "launch/command.hpp"
+#include "moe/checkpoint.hpp"
+
+namespace moe::cli {
+namespace {
+
+class InferCommand final : public Command {
+ public:
+  CLI::App* add_to(CLI::App& app) override {
+    CLI::App* cmd = app.add_subcommand("infer", "run a checkpoint over a token file");
+    cmd->add_option("--ckpt", checkpoint_, "checkpoint (HDF5)")->required();
+    cmd->add_option("--input", input_, "token file: /tokens float32 [T, H] or [B, S, H]")->required();
+    cmd->add_option("--output", output_, "output file to write")->required();
+    cmd->add_option("--traffic", traffic_, "dedup or per-assignment")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"dedup", "per-assignment"}));
+    return cmd;
+  }
+  bool collective() const override { return true; }
+
+  int run(Communicator& comm) override {
+    const auto start = std::chrono::steady_clock::now();
+    MOEConfig config;
+    collective_check(comm, [&] { config = read_checkpoint_config(checkpoint_); });
+    LayerOptions options;
+    options.traffic = traffic_ == "dedup" ? TrafficMode::Deduplicated : TrafficMode::PerAssignment;
+    MoELayer layer(config, comm, 0, options);
+    load_checkpoint(checkpoint_, layer);
+    const checkpoint::TokenBlock block = checkpoint::read_token_block(input_, comm, config.hidden_dim);
+    const ForwardResult result = layer.forward(block.rows);
+    checkpoint::write_inference_output(output_, comm, block, result, config.top_k);
+
+    std::int64_t dropped = result.stats.dropped;
+    comm.all_reduce(&dropped, 1, DataType::Int64, ReduceOp::Sum);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (comm.rank() == 0)
+      std::printf("wrote %s: %lld tokens %s through %s on %d rank(s), %lld of %lld assignments dropped, %.2f s\n",
+                  output_.c_str(), static_cast<long long>(block.total_rows),
+                  shape_to_string(block.file_shape).c_str(), config.to_string().c_str(), comm.size(),
+                  static_cast<long long>(dropped), static_cast<long long>(block.total_rows * config.top_k), seconds);
+    return 0;
+  }
+
+ private:
+  std::string checkpoint_, input_, output_, traffic_ = "dedup";
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_infer_command() { return std::make_unique<InferCommand>(); }
+
+}  // namespace moe::cli

@@ -1,0 +1,45 @@
+// The `moe` program: init, info, infer, make-tokens. Run it as one process, or under
+// moe-run for the collective commands:
+//   moe init --out model.h5 --experts 8 --top-k 2 --hidden 512 --expert-dim 2048
+//   moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output out.h5
+#include <cstdio>
+#include <vector>
+
+#include "launch/command.hpp"
+#include "moe/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe: Mixture-of-Experts layers with expert parallelism"};
+  app.require_subcommand(1);
+  std::vector<std::unique_ptr<moe::cli::Command>> commands;
+  commands.push_back(moe::cli::make_init_command());
+  commands.push_back(moe::cli::make_info_command());
+  commands.push_back(moe::cli::make_infer_command());
+  commands.push_back(moe::cli::make_make_tokens_command());
+  std::vector<CLI::App*> subcommands;
+  for (auto& c : commands) subcommands.push_back(c->add_to(app));
+  // Every rank parses the same command line, so a bad argument fails on every rank.
+  CLI11_PARSE(app, argc, argv);
+
+  moe::cli::Command* command = nullptr;
+  std::string name;
+  for (std::size_t i = 0; i < commands.size(); ++i)
+    if (subcommands[i]->parsed()) command = commands[i].get(), name = subcommands[i]->get_name();
+
+  std::unique_ptr<moe::Communicator> comm;
+  try {
+    comm = moe::make_communicator();
+    if (!command->collective() && comm->rank() != 0) return 0;  // one-process tools run on rank 0
+    if (!command->collective()) comm = moe::make_communicator(moe::CommBackend::Local);
+    return command->run(*comm);
+  } catch (const moe::CollectiveError& e) {
+    // Every rank has this error: each leaves cleanly, rank 0 says why.
+    if (comm->rank() == 0) std::fprintf(stderr, "moe %s: error: %s\n", name.c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    // Possibly this rank alone: the others could be waiting for it, so end the job.
+    if (comm && comm->size() > 1) comm->abort("moe " + name + ": error: " + e.what());
+    std::fprintf(stderr, "moe %s: error: %s\n", name.c_str(), e.what());
+    return 1;
+  }
+}

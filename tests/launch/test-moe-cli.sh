@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The `moe` program as the README shows it: init, info and infer at 1, 2 and 4 ranks
+# (the same output file whatever P when nothing is dropped), and bad arguments or
+# files ending with a clear message and a non-zero exit.
+# usage: test-moe-cli.sh BIN_DIR WORK_DIR
+set -uo pipefail
+bin=$(cd "$1" && pwd)
+work=$2
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../../scripts/find-python.sh"
+moe_find_python numpy h5py || exit 1
+export PATH=$bin:$PATH
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+failures=0
+check() {
+  local name=$1
+  shift
+  if "$@"; then echo "ok    $name"; else echo "FAIL  $name"; failures=$((failures + 1)); fi
+}
+fails_with() {  # fails_with MESSAGE COMMAND...: non-zero exit and MESSAGE in the output
+  local message=$1
+  shift
+  local out
+  out=$("$@" 2>&1) && { echo "    (exited 0) $out"; return 1; }
+  grep -qF -- "$message" <<<"$out" || { echo "    (no '$message' in) $out"; return 1; }
+}
+same_outputs() {  # same_outputs A B: output within 1e-5 relative, indices equal
+  "$MOE_PYTHON" - "$1" "$2" <<'PY'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+err = np.abs(a["output"][...] - b["output"][...]).max() / np.abs(a["output"][...]).max()
+same = np.array_equal(a["expert_indices"][...], b["expert_indices"][...])
+werr = np.abs(a["expert_weights"][...] - b["expert_weights"][...]).max()
+print(f"    relative output difference {err:.2e}, indices equal: {same}, weight difference {werr:.2e}")
+sys.exit(0 if err <= 1e-5 and same and werr <= 1e-6 and a["output"].shape == b["output"].shape else 1)
+PY
+}
+
+check "init (1 rank)" moe init --out model.h5 --experts 8 --top-k 2 --hidden 32 --expert-dim 64 --dropless --seed 3
+check "info verifies every checksum" bash -c "moe info model.h5 | grep -q 'all 8 experts verified'"
+check "make-tokens [B, S, H]" moe make-tokens --out tokens.h5 --tokens 300 --hidden 32 --batch 3
+for np in 1 2 4; do
+  check "infer at $np rank(s)" moe-run -np $np moe infer --ckpt model.h5 --input tokens.h5 --output out$np.h5
+done
+check "2 ranks write the same output file as 1" same_outputs out1.h5 out2.h5
+check "4 ranks write the same output file as 1" same_outputs out1.h5 out4.h5
+check "the output file has one aux loss and dropped count per rank" \
+  "$MOE_PYTHON" -c "import h5py; f = h5py.File('out4.h5'); assert f['aux_loss'].shape == (4,) and f['dropped'].shape == (4,) and f['output'].shape == (3, 100, 32)"
+check "init at 2 ranks writes the same model as at 1" bash -c \
+  "moe-run -np 2 moe init --out model2.h5 --experts 8 --top-k 2 --hidden 32 --expert-dim 64 --dropless --seed 3 >/dev/null &&
+   h5diff model.h5 model2.h5"
+
+check "a missing checkpoint" fails_with "'absent.h5' does not exist" moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
+check "a missing checkpoint, 2 ranks" fails_with "'absent.h5' does not exist" moe-run -np 2 moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
+check "a token file without /tokens" fails_with "has no dataset /tokens" moe-run -np 2 moe infer --ckpt model.h5 --input model.h5 --output o.h5
+check "tokens of another hidden size" bash -c "moe make-tokens --out t16.h5 --tokens 4 --hidden 16 >/dev/null; $(declare -f fails_with); fails_with 'expected [T, 32]' moe infer --ckpt model.h5 --input t16.h5 --output o.h5"
+check "ranks that do not divide the experts" fails_with "num_experts = 8 is not divisible by the number of ranks (3)" moe-run -np 3 moe infer --ckpt model.h5 --input tokens.h5 --output o.h5
+check "a missing option" fails_with "--output is required" moe infer --ckpt model.h5 --input tokens.h5
+check "a bad config value" fails_with "top_k must be <= num_experts" moe init --out bad.h5 --experts 4 --top-k 5
+check "an unwritable output" fails_with "does not exist" moe infer --ckpt model.h5 --input tokens.h5 --output no/dir/o.h5
+check "not a checkpoint" fails_with "not a moe checkpoint" moe info tokens.h5
+
+"$MOE_PYTHON" - <<'PY'
+import h5py
+f = h5py.File("model.h5", "r")
+offset = f["experts/w2"].id.get_chunk_info(5).byte_offset
+f.close()
+with open("model.h5", "r+b") as raw:
+    raw.seek(offset + 64)
+    byte = raw.read(1)
+    raw.seek(offset + 64)
+    raw.write(bytes([byte[0] ^ 0xFF]))
+PY
+check "info reports a corrupted chunk (exit 3)" bash -c "moe info model.h5 > info.txt; test \$? = 3 && grep -q '1 of 8 experts FAILED' info.txt && grep -q '^     5 .*FAILED' info.txt"
+check "infer refuses a corrupted checkpoint" fails_with "Fletcher32" moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output o.h5
+
+((failures == 0))

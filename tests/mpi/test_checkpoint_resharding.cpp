@@ -1,0 +1,98 @@
+// One checkpoint file whatever P: saved by P ranks, loaded by P' ranks (4→2, 2→4,
+// 1→4, 4→1 and P→P, as far as this job's size allows), and by the single-process
+// reference API. Smaller groups are sub-communicators of this job.
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "moe/checkpoint.hpp"
+#include "moe/mpi.hpp"
+#include "mpi_test_env.hpp"
+#include "support/test_util.hpp"
+
+using moe::MOEConfig;
+using moe::Tensor;
+using moe::testing::world;
+
+namespace {
+
+// A communicator over world ranks [0, size); null on the others.
+std::unique_ptr<moe::Communicator> first_ranks(int size) {
+  MPI_Comm sub = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, world().rank() < size ? 0 : MPI_UNDEFINED, world().rank(), &sub);
+  if (sub == MPI_COMM_NULL) return nullptr;
+  auto comm = moe::make_mpi_communicator(sub);
+  MPI_Comm_free(&sub);
+  return comm;
+}
+
+// A directory every rank agrees on.
+std::string shared_directory() {
+  std::int64_t pid = world().rank() == 0 ? ::getpid() : 0;
+  world().broadcast(&pid, sizeof pid, 0);
+  const std::string dir = "/tmp/moe-reshard-" + std::to_string(pid);
+  if (world().rank() == 0) std::filesystem::create_directories(dir);
+  world().barrier();
+  return dir;
+}
+
+class Resharding : public moe::testing::MpiTest {
+ protected:
+  MOEConfig config{8, 2, 16, 24};
+  std::uint64_t trained_seed = 77;  // stands for trained parameters, unlike the init seed
+};
+
+TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
+  const int P = world().size();
+  const std::string dir = shared_directory();
+  const Tensor<float> gate = moe::testing::random_tensor({16, 8}, 1.0, 4);
+  const std::pair<int, int> cases[] = {{4, 2}, {2, 4}, {1, 4}, {4, 1}, {P, P}, {2, 1}, {1, 2}};
+  for (const auto& [saver_count, loader_count] : cases) {
+    if (saver_count > P || loader_count > P) continue;
+    SCOPED_TRACE(std::to_string(saver_count) + " → " + std::to_string(loader_count) + " ranks");
+    const std::string path = dir + "/model_" + std::to_string(saver_count) + "_" + std::to_string(loader_count) + ".h5";
+    if (auto savers = first_ranks(saver_count)) {
+      moe::MoELayer layer(config, *savers, 1);
+      layer.set_gate_weights(gate);
+      for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
+        layer.set_expert_params(e, moe::initial_expert_params(config, trained_seed, e));
+      moe::save_checkpoint(path, layer, 100 * saver_count);
+    }
+    world().barrier();
+    if (auto loaders = first_ranks(loader_count)) {
+      moe::MoELayer layer(config, *loaders, 2);
+      EXPECT_EQ(moe::load_checkpoint(path, layer), 100 * saver_count);
+      EXPECT_EQ(layer.num_local_experts(), 8 / loader_count);
+      const Tensor<float> g = layer.gate_weights();
+      EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
+      for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e) {
+        const Tensor<float> mine = layer.expert_params(e), expected = moe::initial_expert_params(config, trained_seed, e);
+        EXPECT_TRUE(std::equal(mine.begin(), mine.end(), expected.begin())) << "expert " << e;
+      }
+    }
+    if (world().rank() == 0) {
+      const moe::ReferenceModel model = moe::load_reference_model(path);
+      for (std::int64_t e = 0; e < 8; ++e) {
+        const Tensor<float> expected = moe::initial_expert_params(config, trained_seed, e);
+        EXPECT_TRUE(std::equal(expected.begin(), expected.end(), model.expert_params[e].begin())) << "expert " << e;
+      }
+    }
+    world().barrier();
+  }
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
+}
+
+TEST_F(Resharding, ErrorsReachEveryRank) {
+  const std::string dir = shared_directory();
+  moe::MoELayer layer(config, world(), 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(dir + "/absent.h5", layer), "does not exist");
+  moe::save_checkpoint(dir + "/m.h5", layer, 1);
+  MOEConfig other = config;
+  other.expert_dim = 32;
+  moe::MoELayer different(other, world(), 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(dir + "/m.h5", different), "expert_dim = 24 but the layer has expert_dim = 32");
+  world().barrier();
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
+}
+
+}  // namespace

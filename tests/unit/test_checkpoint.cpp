@@ -1,0 +1,221 @@
+// Checkpoints on one rank: round trip, the reference-API view, every error the format
+// can meet, and checksums catching a corrupted chunk.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoint/detail/hdf5.hpp"
+#include "moe/checkpoint.hpp"
+#include "support/test_util.hpp"
+
+namespace fs = std::filesystem;
+using moe::MOEConfig;
+using moe::Tensor;
+
+namespace {
+
+class Checkpoint : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("moe-ckpt-" + std::to_string(::getpid()) + "-" +
+                                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir);
+    config.activation = moe::Activation::SiLU;
+  }
+  void TearDown() override { fs::remove_all(dir); }
+  std::string file(const std::string& name) const { return (dir / name).string(); }
+
+  std::string saved(std::uint64_t seed = 3, std::int64_t step = 17) {
+    moe::MoELayer layer(config, *comm, seed);
+    const std::string path = file("model.h5");
+    moe::save_checkpoint(path, layer, step);
+    return path;
+  }
+
+  fs::path dir;
+  MOEConfig config{4, 2, 8, 12, 1.5f};
+  std::unique_ptr<moe::Communicator> comm = moe::make_communicator(moe::CommBackend::Local);
+};
+
+TEST_F(Checkpoint, RoundTripRestoresEveryParameterAndTheStep) {
+  moe::MoELayer original(config, *comm, 3);
+  Tensor<float> gate = moe::testing::random_tensor({8, 4}, 1.0, 5);
+  original.set_gate_weights(gate);
+  const std::string path = file("model.h5");
+  moe::save_checkpoint(path, original, 17);
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".moe-tmp")) << "the temporary file is renamed, not left behind";
+
+  moe::MoELayer restored(config, *comm, 99);  // a different initialisation
+  EXPECT_EQ(moe::load_checkpoint(path, restored), 17);
+  const Tensor<float> g = restored.gate_weights();
+  EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
+  for (std::int64_t e = 0; e < 4; ++e) {
+    const Tensor<float> a = original.expert_params(e), b = restored.expert_params(e);
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << "expert " << e;
+  }
+  const moe::ReferenceModel model = moe::load_reference_model(path);
+  EXPECT_EQ(model.config.to_string(), config.to_string());
+  EXPECT_EQ(model.step, 17);
+  for (std::int64_t e = 0; e < 4; ++e) {
+    const Tensor<float> a = original.expert_params(e);
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), model.expert_params[e].begin()));
+  }
+  EXPECT_EQ(moe::read_checkpoint_config(path).to_string(), config.to_string());
+}
+
+TEST_F(Checkpoint, SummaryHasNormsAndVerifiedChecksums) {
+  const std::string path = saved();
+  const moe::CheckpointSummary s = moe::inspect_checkpoint(path);
+  EXPECT_EQ(s.step, 17);
+  EXPECT_FALSE(s.has_optimizer_state);
+  ASSERT_EQ(s.experts.size(), 4u);
+  const Tensor<float> e1 = moe::initial_expert_params(config, 3, 1);
+  double w1 = 0;
+  for (std::int64_t i = 0; i < 8 * 12; ++i) w1 += double(e1[i]) * e1[i];
+  EXPECT_NEAR(s.experts[1].norm_w1, std::sqrt(w1), 1e-9);
+  for (const auto& e : s.experts) EXPECT_EQ(e.checksum, moe::ExpertSummary::Checksum::Verified);
+}
+
+TEST_F(Checkpoint, MissingFile) {
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(file("absent.h5"), layer), "absent.h5' does not exist");
+}
+
+TEST_F(Checkpoint, NotHdf5) {
+  std::ofstream(file("text.h5")) << "not an HDF5 file\n";
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(file("text.h5"), layer), "text.h5' is not an HDF5 file");
+}
+
+TEST_F(Checkpoint, WrongFormatOrVersion) {
+  {
+    moe::hdf5::Handle f = moe::hdf5::create_file(file("other.h5"), nullptr);
+    moe::hdf5::write_attribute(f.get(), "format", std::string("something-else"));
+  }
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(file("other.h5"), layer), "format = 'something-else'",
+                   "expected 'moe-checkpoint'");
+  {
+    moe::hdf5::Handle f = moe::hdf5::create_file(file("bare.h5"), nullptr);
+  }
+  EXPECT_MOE_ERROR(moe::load_checkpoint(file("bare.h5"), layer), "no 'format' attribute");
+  const std::string path = saved();
+  {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    H5Adelete(f.get(), "format_version");
+    moe::hdf5::write_attribute(f.get(), "format_version", std::int64_t{2});
+  }
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "format_version = 2", "reads version 1");
+}
+
+TEST_F(Checkpoint, MissingDataset) {
+  const std::string path = saved();
+  {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    ASSERT_GE(H5Ldelete(f.get(), "/experts/b2", H5P_DEFAULT), 0);
+  }
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "lacks the dataset /experts/b2 [4, 8]");
+  EXPECT_MOE_ERROR(moe::load_reference_model(path), "lacks the dataset /experts/b2");
+}
+
+TEST_F(Checkpoint, WrongShape) {
+  const std::string path = saved();
+  {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    ASSERT_GE(H5Ldelete(f.get(), "/experts/w1", H5P_DEFAULT), 0);
+    moe::hdf5::create_dataset(f.get(), "/experts/w1", H5T_IEEE_F32LE, {4, 8, 13});
+  }
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "dataset /experts/w1 has shape [4, 8, 13]",
+                   "expected [4, 8, 12] (num_experts, hidden_dim, expert_dim)");
+}
+
+TEST_F(Checkpoint, ConfigDifferingFromTheLayerNamesTheFieldAndBothValues) {
+  const std::string path = saved();
+  MOEConfig other = config;
+  other.top_k = 3;
+  moe::MoELayer layer(other, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "saved with top_k = 2 but the layer has top_k = 3");
+  other = config;
+  other.activation = moe::Activation::ReLU;
+  moe::MoELayer relu(other, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, relu), "activation = silu but the layer has activation = relu");
+  other = config;
+  other.drop_tokens = false;
+  moe::MoELayer dropless(other, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, dropless), "drop_tokens = 1 but the layer has drop_tokens = 0");
+}
+
+TEST_F(Checkpoint, CorruptedChunkFailsItsChecksum) {
+  const std::string path = saved();
+  haddr_t address = 0;
+  hsize_t size = 0;
+  {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, false, nullptr);
+    moe::hdf5::Handle d = moe::hdf5::open_dataset(f.get(), "/experts/w1");
+    const hsize_t expert2[3] = {2, 0, 0};
+    unsigned mask = 0;
+    ASSERT_GE(H5Dget_chunk_info_by_coord(d.get(), expert2, &mask, &address, &size), 0);
+  }
+  {
+    std::fstream bytes(path, std::ios::in | std::ios::out | std::ios::binary);
+    bytes.seekg(static_cast<std::streamoff>(address + size / 2));
+    char c = 0;
+    bytes.read(&c, 1);
+    c = static_cast<char>(c ^ 0x5A);
+    bytes.seekp(static_cast<std::streamoff>(address + size / 2));
+    bytes.write(&c, 1);
+  }
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "reading /experts/w1", "Fletcher32", "checksum");
+  const moe::CheckpointSummary s = moe::inspect_checkpoint(path);
+  EXPECT_EQ(s.experts[2].checksum, moe::ExpertSummary::Checksum::Failed);
+  EXPECT_EQ(s.experts[1].checksum, moe::ExpertSummary::Checksum::Verified);
+}
+
+TEST_F(Checkpoint, UnwritableDestination) {
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_MOE_ERROR(moe::save_checkpoint(file("no/such/dir/model.h5"), layer), "does not exist");
+}
+
+TEST_F(Checkpoint, FileWithoutTheChecksumFilterStillLoads) {
+  // As another tool (h5py) would write it: contiguous float64 datasets, no filter.
+  const std::string path = file("plain.h5");
+  const moe::Tensor<float> gate = moe::initial_gate_weights(config, 8);
+  {
+    moe::hdf5::Handle f = moe::hdf5::create_file(path, nullptr);
+    moe::hdf5::write_attribute(f.get(), "format", std::string("moe-checkpoint"));
+    moe::hdf5::write_attribute(f.get(), "format_version", std::int64_t{1});
+    for (auto [name, v] : {std::pair{"num_experts", 4}, {"top_k", 2}, {"hidden_dim", 8}, {"expert_dim", 12},
+                           {"normalize_top_k", 1}, {"drop_tokens", 1}})
+      moe::hdf5::write_attribute(f.get(), name, std::int64_t{v});
+    moe::hdf5::write_attribute(f.get(), "capacity_factor", 1.5);
+    moe::hdf5::write_attribute(f.get(), "activation", std::string("silu"));
+    std::vector<double> g(gate.begin(), gate.end());
+    moe::hdf5::Handle d = moe::hdf5::create_dataset(f.get(), "/gate/weight", H5T_IEEE_F64LE, {8, 4});
+    moe::hdf5::write(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, g.data(), false);
+    const std::pair<const char*, std::vector<hsize_t>> tensors[] = {
+        {"/experts/w1", {4, 8, 12}}, {"/experts/w2", {4, 12, 8}}, {"/experts/b1", {4, 12}}, {"/experts/b2", {4, 8}}};
+    for (const auto& [name, dims] : tensors) {
+      hsize_t n = 1;
+      for (hsize_t x : dims) n *= x;
+      std::vector<double> values(n, 0.25);
+      moe::hdf5::Handle ds = moe::hdf5::create_dataset(f.get(), name, H5T_IEEE_F64LE, dims);
+      moe::hdf5::write(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, values.data(), false);
+    }
+  }
+  moe::MoELayer layer(config, *comm, 1);
+  EXPECT_EQ(moe::load_checkpoint(path, layer), 0) << "no step attribute: step 0";
+  const Tensor<float> e3 = layer.expert_params(3);
+  for (float v : e3) EXPECT_EQ(v, 0.25f);
+  const Tensor<float> g = layer.gate_weights();
+  EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
+  for (const auto& e : moe::inspect_checkpoint(path).experts)
+    EXPECT_EQ(e.checksum, moe::ExpertSummary::Checksum::NotPresent);
+}
+
+}  // namespace

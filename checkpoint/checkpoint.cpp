@@ -34,14 +34,6 @@ Handle expert_slab(const Dims& dims, std::int64_t first, std::int64_t count) {
   return space;
 }
 
-// The memory side: one tensor of each of `count` flat expert blocks laid end to end.
-Handle flat_block_slab(const ExpertTensor& t, std::int64_t count, std::int64_t param_count) {
-  Handle space = hdf5::dataspace({static_cast<hsize_t>(count * param_count)});
-  hdf5::select_boxes(space.get(), {static_cast<hsize_t>(t.offset)}, {static_cast<hsize_t>(param_count)},
-                     {static_cast<hsize_t>(count)}, {static_cast<hsize_t>(t.count)}, true);
-  return space;
-}
-
 void write_gate(hid_t file, const MOEConfig& c, const float* gate, bool this_rank_writes) {
   const Dims dims{static_cast<hsize_t>(c.hidden_dim), static_cast<hsize_t>(c.num_experts)};
   Handle dataset = hdf5::create_dataset(file, checkpoint::kGateDataset, H5T_IEEE_F32LE, dims);
@@ -50,43 +42,54 @@ void write_gate(hid_t file, const MOEConfig& c, const float* gate, bool this_ran
   hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), gate, true);
 }
 
-// Writes experts [first, first + count) from `block` ([count, 2HF + F + H]) into the
-// four expert datasets of `group`, chunked one expert per chunk with Fletcher32.
-void write_experts(hid_t file, const MOEConfig& c, const std::string& group, const float* block,
-                   std::int64_t first, std::int64_t count) {
+// Writes this rank's experts [first, first + storage.experts) into the four expert
+// datasets of `group`, chunked one expert per chunk with Fletcher32: one collective
+// transfer per dataset, whose memory block has the shape of its file selection.
+void write_experts(hid_t file, const MOEConfig& c, const std::string& group, const ExpertStorage& storage,
+                   std::int64_t first) {
+  int i = 0;
   for (const ExpertTensor& t : checkpoint::expert_tensors(c, group)) {
     const Dims dims = with_experts(static_cast<hsize_t>(c.num_experts), t.shape);
     hdf5::DatasetOptions options;
     options.chunk = with_experts(1, t.shape);
     options.fletcher32 = true;
     Handle dataset = hdf5::create_dataset(file, t.dataset, H5T_IEEE_F32LE, dims, options);
-    Handle file_space = expert_slab(dims, first, count);
-    Handle memory = flat_block_slab(t, count, c.expert_param_count());
+    Handle file_space = expert_slab(dims, first, storage.experts);
+    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(storage.experts), t.shape));
     // Collective: parallel HDF5 writes filtered (checksummed) chunks only that way.
-    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), block, true);
+    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), storage.tensor(i++), true);
   }
 }
 
-// Reads experts [first, first + count) into `block`. Data errors (a checksum that
-// fails) are returned, not thrown, so that every rank goes through the same calls and
-// the caller can agree on the outcome.
-std::string read_experts(hid_t file, const MOEConfig& c, const std::string& group, float* block,
-                         std::int64_t first, std::int64_t count) {
+// Reads `count` experts from `first` into `out(i)` (tensor i's [count, ...] block).
+// Data errors (a checksum that fails) are returned, not thrown, so that every rank
+// goes through the same calls and the caller can agree on the outcome.
+template <class Destination>
+std::string read_experts(hid_t file, const MOEConfig& c, const std::string& group, std::int64_t first,
+                         std::int64_t count, Destination out) {
   std::string error;
+  int i = 0;
   for (const ExpertTensor& t : checkpoint::expert_tensors(c, group)) {
     Handle dataset = hdf5::open_dataset(file, t.dataset);
     const Dims dims = hdf5::dataset_dims(dataset.get());
     Handle file_space = expert_slab(dims, first, count);
-    Handle memory = flat_block_slab(t, count, c.expert_param_count());
+    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(count), t.shape));
     try {
-      hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), block, false);
-    } catch (const Error& e) {
+      hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), out(i), false);
+    } catch (const Error& ex) {
       if (error.empty())
         error = detail::concat("reading ", t.dataset, " for experts [", first, ", ", first + count,
-                               ") failed (a corrupted chunk fails its Fletcher32 checksum): ", e.what());
+                               ") failed (a corrupted chunk fails its Fletcher32 checksum): ", ex.what());
     }
+    ++i;
   }
   return error;
+}
+
+// One expert into a flat [W1, W2, b1, b2] tensor.
+std::string read_flat_expert(hid_t file, const MOEConfig& c, std::int64_t e, float* flat) {
+  const auto tensors = checkpoint::expert_tensors(c);
+  return read_experts(file, c, "/experts", e, 1, [&](int i) { return flat + tensors[i].offset; });
 }
 
 std::string read_gate(hid_t file, float* gate) {
@@ -118,8 +121,7 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
     Handle file = hdf5::create_file(checkpoint::temporary_path(path), checkpoint::hdf5_communicator(comm));
     checkpoint::write_config_attributes(file.get(), c, step);
     write_gate(file.get(), c, detail::LayerAccess::gate(layer), comm.rank() == 0);
-    write_experts(file.get(), c, "/experts", detail::LayerAccess::experts(layer), layer.first_local_expert(),
-                  layer.num_local_experts());
+    write_experts(file.get(), c, "/experts", detail::LayerAccess::experts(layer), layer.first_local_expert());
     file.close();
   }
   checkpoint::commit_file(comm, path);
@@ -140,8 +142,9 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer) {
     Handle file = hdf5::open_file(path, false, checkpoint::hdf5_communicator(comm));
     step = checkpoint::read_step(file.get());
     error = read_gate(file.get(), detail::LayerAccess::gate(layer));
-    const std::string experts_error = read_experts(file.get(), c, "/experts", detail::LayerAccess::experts(layer),
-                                                   layer.first_local_expert(), layer.num_local_experts());
+    ExpertStorage& storage = detail::LayerAccess::experts(layer);
+    const std::string experts_error = read_experts(file.get(), c, "/experts", layer.first_local_expert(),
+                                                   storage.experts, [&](int i) { return storage.tensor(i); });
     if (error.empty()) error = experts_error;
     file.close();
   }
@@ -165,7 +168,7 @@ ReferenceModel load_reference_model(const std::string& path) {
   std::string error = read_gate(file.get(), model.gate_weights.data());
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
     model.expert_params.emplace_back(std::vector<std::int64_t>{c.expert_param_count()});
-    const std::string expert_error = read_experts(file.get(), c, "/experts", model.expert_params.back().data(), e, 1);
+    const std::string expert_error = read_flat_expert(file.get(), c, e, model.expert_params.back().data());
     if (error.empty()) error = expert_error;
   }
   MOE_CHECK_ARG(error.empty(), "load_reference_model", "'", path, "': ", error);
@@ -189,7 +192,7 @@ CheckpointSummary inspect_checkpoint(const std::string& path) {
   std::vector<float> flat(static_cast<std::size_t>(c.expert_param_count()));
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
     ExpertSummary expert;
-    expert.error = read_experts(file.get(), c, "/experts", flat.data(), e, 1);
+    expert.error = read_flat_expert(file.get(), c, e, flat.data());
     expert.checksum = !expert.error.empty() ? ExpertSummary::Checksum::Failed
                       : checksummed        ? ExpertSummary::Checksum::Verified
                                            : ExpertSummary::Checksum::NotPresent;

@@ -9,6 +9,7 @@
 #include "collective_check.hpp"
 #include "dispatch_plan.hpp"
 #include "expert_compute.hpp"
+#include "expert_storage.hpp"
 #include "initialization.hpp"
 #include "input_checks.hpp"
 #include "kernels/cpu/threads.hpp"
@@ -55,7 +56,7 @@ struct MoELayer::Impl {
   std::int64_t local_experts = 0, first_expert = 0;
 
   Buffer<float> gate{*ops};     // [H, E], replicated
-  Buffer<float> experts{*ops};  // [local_experts, 2HF + F + H], flat per expert
+  ExpertStorage experts{*ops};  // this rank's experts, tensor by tensor
   RouterBuffers router{*ops};
   ExpertWorkspace workspace{*ops};
   Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops};
@@ -75,16 +76,17 @@ struct MoELayer::Impl {
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
     init_gate_weights(gate.resize(static_cast<std::size_t>(config.hidden_dim * config.num_experts)), config, seed);
-    float* flat = experts.resize(static_cast<std::size_t>(local_experts * config.expert_param_count()));
-    for (std::int64_t e = 0; e < local_experts; ++e)
-      init_expert_params(flat + e * config.expert_param_count(), config, seed, first_expert + e);
+    experts.resize(local_experts, config);
+    std::vector<float> flat(static_cast<std::size_t>(config.expert_param_count()));
+    for (std::int64_t e = 0; e < local_experts; ++e) {
+      init_expert_params(flat.data(), config, seed, first_expert + e);
+      experts.copy_from_flat(*ops, e, flat.data());
+    }
   }
 
   std::vector<ExpertParams> local_params() const {
     std::vector<ExpertParams> params;
-    for (std::int64_t e = 0; e < local_experts; ++e)
-      params.push_back(expert_params_from_flat(experts.data() + e * config.expert_param_count(),
-                                               config.hidden_dim, config.expert_dim));
+    for (std::int64_t e = 0; e < local_experts; ++e) params.push_back(experts.params(e));
     return params;
   }
 
@@ -230,7 +232,7 @@ Tensor<FLOAT_TYPE> MoELayer::expert_params(std::int64_t global_id) const {
   const std::int64_t e = impl_->local_index(global_id, "MoELayer::expert_params");
   const std::int64_t n = impl_->config.expert_param_count();
   Tensor<FLOAT_TYPE> flat({n});
-  impl_->ops->copy_to_host(flat.data(), impl_->experts.data() + e * n, sizeof(float) * static_cast<std::size_t>(n));
+  impl_->experts.copy_to_flat(*impl_->ops, e, flat.data());
   return flat;
 }
 
@@ -238,8 +240,7 @@ void MoELayer::set_expert_params(std::int64_t global_id, const Tensor<FLOAT_TYPE
   constexpr const char* where = "MoELayer::set_expert_params";
   const std::int64_t e = impl_->local_index(global_id, where);
   checks::flat_expert_params(flat_params.numel(), impl_->config, "flat_params", where);
-  const std::int64_t n = impl_->config.expert_param_count();
-  impl_->ops->copy_from_host(impl_->experts.data() + e * n, flat_params.data(), sizeof(float) * static_cast<std::size_t>(n));
+  impl_->experts.copy_from_flat(*impl_->ops, e, flat_params.data());
 }
 
 Tensor<FLOAT_TYPE> initial_gate_weights(const MOEConfig& config, std::uint64_t seed) {
@@ -264,7 +265,7 @@ namespace moe::detail {
 
 float* LayerAccess::gate(MoELayer& layer) { return layer.impl_->gate.data(); }
 const float* LayerAccess::gate(const MoELayer& layer) { return layer.impl_->gate.data(); }
-float* LayerAccess::experts(MoELayer& layer) { return layer.impl_->experts.data(); }
-const float* LayerAccess::experts(const MoELayer& layer) { return layer.impl_->experts.data(); }
+ExpertStorage& LayerAccess::experts(MoELayer& layer) { return layer.impl_->experts; }
+const ExpertStorage& LayerAccess::experts(const MoELayer& layer) { return layer.impl_->experts; }
 
 }  // namespace moe::detail

@@ -10,6 +10,8 @@
 #include "collective_check.hpp"
 #include "layer_access.hpp"
 #include "moe/error.hpp"
+#include "moe/optimizer.hpp"
+#include "optimizer_access.hpp"
 
 namespace moe {
 namespace {
@@ -34,9 +36,9 @@ Handle expert_slab(const Dims& dims, std::int64_t first, std::int64_t count) {
   return space;
 }
 
-void write_gate(hid_t file, const MOEConfig& c, const float* gate, bool this_rank_writes) {
+void write_gate(hid_t file, const MOEConfig& c, const std::string& name, const float* gate, bool this_rank_writes) {
   const Dims dims{static_cast<hsize_t>(c.hidden_dim), static_cast<hsize_t>(c.num_experts)};
-  Handle dataset = hdf5::create_dataset(file, checkpoint::kGateDataset, H5T_IEEE_F32LE, dims);
+  Handle dataset = hdf5::create_dataset(file, name, H5T_IEEE_F32LE, dims);
   Handle file_space = hdf5::dataspace(dims), memory = hdf5::dataspace(dims);
   if (!this_rank_writes) hdf5::select_none(file_space.get()), hdf5::select_none(memory.get());
   hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), gate, true);
@@ -92,14 +94,70 @@ std::string read_flat_expert(hid_t file, const MOEConfig& c, std::int64_t e, flo
   return read_experts(file, c, "/experts", e, 1, [&](int i) { return flat + tensors[i].offset; });
 }
 
-std::string read_gate(hid_t file, float* gate) {
-  Handle dataset = hdf5::open_dataset(file, checkpoint::kGateDataset);
+std::string read_gate(hid_t file, const std::string& name, float* gate) {
+  Handle dataset = hdf5::open_dataset(file, name);
   try {
     hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, gate, false);
   } catch (const Error& e) {
-    return detail::concat("reading ", checkpoint::kGateDataset, " failed: ", e.what());
+    return detail::concat("reading ", name, " failed: ", e.what());
   }
   return {};
+}
+
+// A parameter group (the model's, or one optimizer state set): the replicated gate,
+// written by rank 0, and this rank's experts.
+void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, const float* gate,
+                 const ExpertStorage& experts, std::int64_t first, bool writes_gate) {
+  write_gate(file, c, checkpoint::gate_dataset(prefix), gate, writes_gate);
+  write_experts(file, c, checkpoint::experts_group(prefix), experts, first);
+}
+
+std::string read_group(hid_t file, const MOEConfig& c, const std::string& prefix, float* gate,
+                       ExpertStorage& experts, std::int64_t first) {
+  std::string error = read_gate(file, checkpoint::gate_dataset(prefix), gate);
+  const std::string experts_error = read_experts(file, c, checkpoint::experts_group(prefix), first, experts.experts,
+                                                 [&](int i) { return experts.tensor(i); });
+  return error.empty() ? experts_error : error;
+}
+
+constexpr const char* kOptimizer = "/optimizer";
+constexpr const char* kTraining = "/training";
+
+void write_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, std::int64_t first, bool rank_zero) {
+  Handle group = hdf5::create_group(file, kOptimizer);
+  hdf5::write_attribute(group.get(), "type", std::string(optimizer_name(optimizer.type())));
+  hdf5::write_attribute(group.get(), "step", optimizer.step_count());
+  for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
+    hdf5::write_attribute(group.get(), name, value);
+  for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer))
+    write_group(file, c, std::string(kOptimizer) + "/" + s.name, s.gate->data(), *s.experts, first, rank_zero);
+}
+
+// Checks, on rank 0, that the file holds state for this optimizer.
+void check_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, const std::string& path) {
+  MOE_CHECK_ARG(hdf5::link_exists(file, kOptimizer), "load_checkpoint", "'", path,
+                "' holds no optimizer state (it was saved without an optimizer); load it without one to start "
+                "the optimizer afresh");
+  Handle group = hdf5::open_group(file, kOptimizer);
+  const std::string type = hdf5::read_string_attribute(group.get(), "type");
+  MOE_CHECK_ARG(type == optimizer_name(optimizer.type()), "load_checkpoint", "'", path, "' holds ", type,
+                " optimizer state but the optimizer given is ", optimizer_name(optimizer.type()));
+  for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer))
+    checkpoint::check_datasets(file, c, path, std::string(kOptimizer) + "/" + s.name);
+}
+
+std::string read_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, std::int64_t first) {
+  Handle group = hdf5::open_group(file, kOptimizer);
+  std::map<std::string, double> hyperparameters;
+  for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
+    hyperparameters[name] = hdf5::read_float64_attribute(group.get(), name);
+  detail::OptimizerAccess::restore(optimizer, hdf5::read_int64_attribute(group.get(), "step"), hyperparameters);
+  std::string error;
+  for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer)) {
+    const std::string e = read_group(file, c, std::string(kOptimizer) + "/" + s.name, s.gate->data(), *s.experts, first);
+    if (error.empty()) error = e;
+  }
+  return error;
 }
 
 // Opens `path` with the POSIX driver after the checks every reader wants first.
@@ -113,39 +171,62 @@ Handle open_checkpoint(const std::string& path) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step) {
+void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step, Optimizer* optimizer,
+                     const TrainingAttributes& training) {
   Communicator& comm = layer.communicator();
   const MOEConfig& c = layer.config();
-  checkpoint::check_on_rank_zero(comm, [&] { checkpoint::check_writable_destination(path); });
+  checkpoint::check_on_rank_zero(comm, [&] {
+    checkpoint::check_writable_destination(path);
+    MOE_CHECK_ARG(!optimizer || &detail::OptimizerAccess::layer(*optimizer) == &layer, "save_checkpoint",
+                  "the optimizer given updates another layer");
+  });
   {
     Handle file = hdf5::create_file(checkpoint::temporary_path(path), checkpoint::hdf5_communicator(comm));
     checkpoint::write_config_attributes(file.get(), c, step);
-    write_gate(file.get(), c, detail::LayerAccess::gate(layer), comm.rank() == 0);
-    write_experts(file.get(), c, "/experts", detail::LayerAccess::experts(layer), layer.first_local_expert());
+    write_group(file.get(), c, "", detail::LayerAccess::gate(layer), detail::LayerAccess::experts(layer),
+                layer.first_local_expert(), comm.rank() == 0);
+    if (optimizer) write_optimizer(file.get(), c, *optimizer, layer.first_local_expert(), comm.rank() == 0);
+    if (!training.empty()) {
+      Handle group = hdf5::create_group(file.get(), kTraining);
+      for (const auto& [name, value] : training) hdf5::write_attribute(group.get(), name, value);
+    }
     file.close();
   }
   checkpoint::commit_file(comm, path);
 }
 
-std::int64_t load_checkpoint(const std::string& path, MoELayer& layer) {
+std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer* optimizer,
+                             TrainingAttributes* training) {
   Communicator& comm = layer.communicator();
   const MOEConfig& c = layer.config();
   // The file's metadata is checked once, on rank 0, and the verdict shared.
   checkpoint::check_on_rank_zero(comm, [&] {
+    MOE_CHECK_ARG(!optimizer || &detail::OptimizerAccess::layer(*optimizer) == &layer, "load_checkpoint",
+                  "the optimizer given updates another layer");
     Handle file = open_checkpoint(path);
     checkpoint::check_same_config(checkpoint::read_config_attributes(file.get(), path), c, path);
     checkpoint::check_datasets(file.get(), c, path);
+    if (optimizer) check_optimizer(file.get(), c, *optimizer, path);
   });
   std::int64_t step = 0;
   std::string error;
   {
     Handle file = hdf5::open_file(path, false, checkpoint::hdf5_communicator(comm));
     step = checkpoint::read_step(file.get());
-    error = read_gate(file.get(), detail::LayerAccess::gate(layer));
-    ExpertStorage& storage = detail::LayerAccess::experts(layer);
-    const std::string experts_error = read_experts(file.get(), c, "/experts", layer.first_local_expert(),
-                                                   storage.experts, [&](int i) { return storage.tensor(i); });
-    if (error.empty()) error = experts_error;
+    error = read_group(file.get(), c, "", detail::LayerAccess::gate(layer), detail::LayerAccess::experts(layer),
+                       layer.first_local_expert());
+    if (optimizer) {
+      const std::string optimizer_error = read_optimizer(file.get(), c, *optimizer, layer.first_local_expert());
+      if (error.empty()) error = optimizer_error;
+    }
+    if (training) {
+      training->clear();
+      if (hdf5::link_exists(file.get(), kTraining)) {
+        Handle group = hdf5::open_group(file.get(), kTraining);
+        for (const std::string& name : hdf5::attribute_names(group.get()))
+          (*training)[name] = hdf5::read_int64_attribute(group.get(), name);
+      }
+    }
     file.close();
   }
   collective_check(comm, [&] { MOE_CHECK_ARG(error.empty(), "load_checkpoint", "'", path, "': ", error); });
@@ -165,7 +246,7 @@ ReferenceModel load_reference_model(const std::string& path) {
   checkpoint::check_datasets(file.get(), c, path);
   model.step = checkpoint::read_step(file.get());
   model.gate_weights = Tensor<FLOAT_TYPE>({c.hidden_dim, c.num_experts});
-  std::string error = read_gate(file.get(), model.gate_weights.data());
+  std::string error = read_gate(file.get(), checkpoint::gate_dataset(), model.gate_weights.data());
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
     model.expert_params.emplace_back(std::vector<std::int64_t>{c.expert_param_count()});
     const std::string expert_error = read_flat_expert(file.get(), c, e, model.expert_params.back().data());

@@ -101,7 +101,7 @@ void check_is_checkpoint(hid_t file, const std::string& path) {
                 "; this moe reads version ", kFormatVersion);
 }
 
-void check_datasets(hid_t file, const MOEConfig& c, const std::string& path) {
+void check_datasets(hid_t file, const MOEConfig& c, const std::string& path, const std::string& prefix) {
   auto check = [&](const std::string& name, std::vector<hsize_t> expected, const char* meaning) {
     MOE_CHECK_ARG(hdf5::link_exists(file, name), kWhere, "'", path, "' lacks the dataset ", name, " ",
                   describe(expected), " ", meaning);
@@ -113,11 +113,11 @@ void check_datasets(hid_t file, const MOEConfig& c, const std::string& path) {
                   " is not floating point; expected float32");
   };
   const auto E = static_cast<hsize_t>(c.num_experts);
-  check(kGateDataset, {static_cast<hsize_t>(c.hidden_dim), E}, "(hidden_dim, num_experts)");
+  check(gate_dataset(prefix), {static_cast<hsize_t>(c.hidden_dim), E}, "(hidden_dim, num_experts)");
   const char* meanings[] = {"(num_experts, hidden_dim, expert_dim)", "(num_experts, expert_dim, hidden_dim)",
                             "(num_experts, expert_dim)", "(num_experts, hidden_dim)"};
   int i = 0;
-  for (const ExpertTensor& t : expert_tensors(c)) {
+  for (const ExpertTensor& t : expert_tensors(c, experts_group(prefix))) {
     std::vector<hsize_t> expected{E};
     expected.insert(expected.end(), t.shape.begin(), t.shape.end());
     check(t.dataset, expected, meanings[i++]);

@@ -14,7 +14,10 @@ namespace moe::checkpoint {
 
 inline constexpr const char* kFormat = "moe-checkpoint";
 inline constexpr std::int64_t kFormatVersion = 1;
-inline constexpr const char* kGateDataset = "/gate/weight";
+// A parameter group: the model's at the root (prefix ""), an optimizer state set's
+// under "/optimizer/<name>", each with the same datasets.
+inline std::string gate_dataset(const std::string& prefix = "") { return prefix + "/gate/weight"; }
+inline std::string experts_group(const std::string& prefix = "") { return prefix + "/experts"; }
 
 // An expert tensor: its dataset, and where it sits in the flat [W1, W2, b1, b2].
 struct ExpertTensor {
@@ -40,7 +43,8 @@ void check_same_config(const MOEConfig& in_file, const MOEConfig& expected, cons
 // Throws unless `path` exists, is HDF5, and is a moe checkpoint of a supported version.
 void check_is_checkpoint(hid_t file, const std::string& path);
 
-// Throws unless every dataset exists with its expected shape and a floating type.
-void check_datasets(hid_t file, const MOEConfig& config, const std::string& path);
+// Throws unless every dataset of the parameter group at `prefix` exists with its
+// expected shape and a floating type.
+void check_datasets(hid_t file, const MOEConfig& config, const std::string& path, const std::string& prefix = "");
 
 }  // namespace moe::checkpoint

@@ -61,6 +61,49 @@ class Ops {
   // so the result does not depend on the thread count.
   virtual void column_sums(const float* m, std::int64_t rows, std::int64_t cols,
                            double* host_sums) = 0;
+
+  // ---- Backward ----
+
+  // The combine's backward for the same CSR: for every entry a of output row r,
+  // d_src[sources[a]] = weights[a] · d_dst[r] and d_weights[a] = d_dst[r] · src[sources[a]].
+  // Every source row must appear in exactly one entry (true of grouped expert rows).
+  virtual void combine_backward(const float* d_dst, const float* src, std::int64_t width,
+                                std::int64_t n_out, const std::int32_t* offsets,
+                                const std::int32_t* sources, const float* weights,
+                                float* d_src, float* d_weights) = 0;
+
+  // dz[i] = dh[i] · act'(z[i]); dz may alias dh.
+  virtual void activation_backward(const float* z, const float* dh, std::int64_t n, Act act,
+                                   float* dz) = 0;
+
+  // sums[c] += Σ_r m[r, c], in a fixed order (bias gradients).
+  virtual void add_column_sums(const float* m, std::int64_t rows, std::int64_t cols,
+                               float* sums) = 0;
+
+  // Per token (kernels/router_row.hpp router_backward_row): d_logits[T,E] from the
+  // gradient of each slot's weight d_weights[T,k] (0 for a dropped slot), the aux-loss
+  // gradient per expert aux_grad[E] (host-side constant, in backend memory) and the
+  // z-loss scale.
+  virtual void router_backward(const float* probs, const std::int32_t* indices,
+                               const float* d_weights, const float* lse, std::int64_t tokens,
+                               int num_experts, int top_k, bool normalize,
+                               const float* aux_grad, float z_scale, float* d_logits) = 0;
+
+  // ---- Optimizer arithmetic, element-wise ----
+
+  // x += y
+  virtual void add(float* x, const float* y, std::int64_t n) = 0;
+  // x *= s
+  virtual void scale(float* x, std::int64_t n, float s) = 0;
+  // Σ x² in float64, in a fixed order.
+  virtual double sum_squares(const float* x, std::int64_t n) = 0;
+  // SGD with momentum and decoupled weight decay (kernels/optimizer_math.hpp).
+  virtual void sgd_update(float* param, const float* grad, float* momentum, std::int64_t n,
+                          float lr, float mu, float weight_decay) = 0;
+  // AdamW (kernels/optimizer_math.hpp); bias corrections 1 − βᵗ passed in.
+  virtual void adamw_update(float* param, const float* grad, float* m, float* v,
+                            std::int64_t n, float lr, float beta1, float beta2, float eps,
+                            float weight_decay, float correction1, float correction2) = 0;
 };
 
 std::unique_ptr<Ops> make_cpu_ops();

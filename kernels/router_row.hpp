@@ -54,4 +54,29 @@ MOE_HD inline float softmax_topk_row(const float* logits, int num_experts, int t
   return max_logit + logf(sum);
 }
 
+// One token's router backward. d_weights[j] is the loss gradient of slot j's weight
+// (0 when the slot was dropped). Selection is constant (DESIGN §1): the gradient flows
+// into the selected probabilities — through the normalisation when normalize — and
+// through the softmax into every logit; aux_grad[e] adds ∂L/∂probs[e] of the
+// load-balancing loss, and z_scale · lse · probs that of the router z-loss.
+// d_logits: [E] (output).
+MOE_HD inline void router_backward_row(const float* probs, const std::int32_t* indices,
+                                       const float* d_weights, float lse, int num_experts,
+                                       int top_k, bool normalize, const float* aux_grad,
+                                       float z_scale, float* d_logits) {
+  for (int e = 0; e < num_experts; ++e) d_logits[e] = aux_grad ? aux_grad[e] : 0.0f;
+  float selected = 0.0f, weighted = 0.0f;
+  for (int j = 0; j < top_k; ++j) selected += probs[indices[j]];
+  for (int j = 0; j < top_k; ++j) weighted += d_weights[j] * probs[indices[j]];
+  for (int j = 0; j < top_k; ++j) {
+    // w_j = p_j / s  ⇒  ∂L/∂p_j = (∂L/∂w_j − Σ_i ∂L/∂w_i · w_i) / s
+    const float d_prob = normalize ? (d_weights[j] - weighted / selected) / selected : d_weights[j];
+    d_logits[indices[j]] += d_prob;
+  }
+  float inner = 0.0f;
+  for (int e = 0; e < num_experts; ++e) inner += d_logits[e] * probs[e];
+  for (int e = 0; e < num_experts; ++e)
+    d_logits[e] = probs[e] * (d_logits[e] - inner) + z_scale * lse * probs[e];
+}
+
 }  // namespace moe::kernels

@@ -48,6 +48,7 @@ ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t
   out.input_row.reserve(kept);
   out.expert.reserve(kept);
   out.weight.reserve(kept);
+  out.slot.reserve(kept);
   out.offsets[0] = 0;
   for (std::int64_t t = 0; t < plan.tokens; ++t) {
     for (std::int64_t slot = 0; slot < plan.top_k; ++slot) {
@@ -56,6 +57,7 @@ ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t
       out.input_row.push_back(static_cast<std::int32_t>(t));
       out.expert.push_back(indices[a]);
       out.weight.push_back(weights[a]);
+      out.slot.push_back(static_cast<std::int32_t>(a));
     }
     out.offsets[static_cast<std::size_t>(t + 1)] = static_cast<std::int32_t>(out.expert.size());
   }

@@ -46,6 +46,7 @@ struct ExpertAssignments {
   std::vector<std::int32_t> input_row;
   std::vector<std::int32_t> expert;
   std::vector<float> weight;
+  std::vector<std::int32_t> slot;  // t·k + j of each assignment, where the source knows it
 
   std::int64_t size() const { return static_cast<std::int64_t>(expert.size()); }
 };

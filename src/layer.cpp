@@ -3,6 +3,7 @@
 // combine — with the Communicator moving rows between them.
 #include "moe/layer.hpp"
 
+#include <cmath>
 #include <cstring>
 
 #include "buffer.hpp"
@@ -30,10 +31,15 @@ void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint6
   std::uint32_t cf_bits = 0;
   std::memcpy(&cf_bits, &c.capacity_factor, sizeof cf_bits);
   const char* names[] = {"num_experts", "top_k", "hidden_dim", "expert_dim", "capacity_factor (bits)",
-                         "normalize_top_k", "drop_tokens", "activation", "seed", "traffic mode"};
+                         "normalize_top_k", "drop_tokens", "activation", "seed", "traffic mode",
+                         "aux_loss_coef (bits)", "z_loss_coef (bits)"};
+  std::uint32_t aux_bits = 0, z_bits = 0;
+  std::memcpy(&aux_bits, &options.aux_loss_coef, sizeof aux_bits);
+  std::memcpy(&z_bits, &options.z_loss_coef, sizeof z_bits);
   std::vector<std::int64_t> low = {c.num_experts, c.top_k, c.hidden_dim, c.expert_dim, cf_bits,
                                    c.normalize_top_k, c.drop_tokens, static_cast<std::int64_t>(c.activation),
-                                   static_cast<std::int64_t>(seed), static_cast<std::int64_t>(options.traffic)};
+                                   static_cast<std::int64_t>(seed), static_cast<std::int64_t>(options.traffic),
+                                   aux_bits, z_bits};
   std::vector<std::int64_t> high = low;
   comm.all_reduce(low.data(), static_cast<std::int64_t>(low.size()), DataType::Int64, ReduceOp::Min);
   comm.all_reduce(high.data(), static_cast<std::int64_t>(high.size()), DataType::Int64, ReduceOp::Max);
@@ -55,12 +61,28 @@ struct MoELayer::Impl {
   int ranks = 1, rank = 0;
   std::int64_t local_experts = 0, first_expert = 0;
 
-  Buffer<float> gate{*ops};     // [H, E], replicated
-  ExpertStorage experts{*ops};  // this rank's experts, tensor by tensor
+  Buffer<float> gate{*ops};        // [H, E], replicated
+  ExpertStorage experts{*ops};     // this rank's experts, tensor by tensor
+  Buffer<float> gate_grad{*ops};   // [H, E], summed over ranks
+  ExpertStorage expert_grads{*ops};
   RouterBuffers router{*ops};
   ExpertWorkspace workspace{*ops};
-  Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops};
+  Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops}, d_rows{*ops};
   Buffer<std::int32_t> token_offsets{*ops}, token_rows{*ops}, gather_tokens{*ops};
+  Buffer<float> saved_input{*ops}, d_slot_weights{*ops}, aux_grad{*ops}, d_logits{*ops}, gate_grad_step{*ops};
+
+  // What a training forward keeps for backward (host side; the activations stay in
+  // the workspaces above).
+  struct Saved {
+    bool valid = false;
+    std::vector<std::int64_t> input_shape;
+    std::int64_t tokens = 0;
+    Routing routing;
+    ExpertAssignments work;
+    ExpertGrouping grouping;
+    SendLayout layout;  // P > 1
+    std::vector<std::int64_t> recv_row_counts, recv_assignment_counts;
+  } saved;
 
   Impl(const MOEConfig& c, Communicator& communicator, std::uint64_t seed, LayerOptions o)
       : config(c), options(o), comm(&communicator), ranks(communicator.size()), rank(communicator.rank()) {
@@ -69,25 +91,48 @@ struct MoELayer::Impl {
       MOE_CHECK_ARG(config.num_experts % ranks == 0, "MoELayer", "num_experts = ", config.num_experts,
                     " is not divisible by the number of ranks (", ranks,
                     "); expected num_experts to be a multiple of it, so each rank owns num_experts / ranks");
+      MOE_CHECK_ARG(std::isfinite(options.aux_loss_coef) && options.aux_loss_coef >= 0, "MoELayer",
+                    "options.aux_loss_coef = ", options.aux_loss_coef, "; expected a finite value >= 0");
+      MOE_CHECK_ARG(std::isfinite(options.z_loss_coef) && options.z_loss_coef >= 0, "MoELayer",
+                    "options.z_loss_coef = ", options.z_loss_coef, "; expected a finite value >= 0");
     });
     check_same_on_every_rank(*comm, config, seed, options);
     kernels::cpu::share_cores_among_local_ranks(comm->local_size());
 
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
-    init_gate_weights(gate.resize(static_cast<std::size_t>(config.hidden_dim * config.num_experts)), config, seed);
+    const auto gate_size = static_cast<std::size_t>(config.hidden_dim * config.num_experts);
+    init_gate_weights(gate.resize(gate_size), config, seed);
     experts.resize(local_experts, config);
     std::vector<float> flat(static_cast<std::size_t>(config.expert_param_count()));
     for (std::int64_t e = 0; e < local_experts; ++e) {
       init_expert_params(flat.data(), config, seed, first_expert + e);
       experts.copy_from_flat(*ops, e, flat.data());
     }
+    gate_grad.resize(gate_size);
+    expert_grads.resize(local_experts, config);
+    zero_grad();
+  }
+
+  void zero_grad() {
+    gate_grad.zero();
+    expert_grads.zero();
   }
 
   std::vector<ExpertParams> local_params() const {
     std::vector<ExpertParams> params;
     for (std::int64_t e = 0; e < local_experts; ++e) params.push_back(experts.params(e));
     return params;
+  }
+
+  std::vector<ExpertGradients> local_grads() {
+    std::vector<ExpertGradients> grads;
+    for (std::int64_t e = 0; e < local_experts; ++e) {
+      const ExpertParams p = expert_grads.params(e);
+      grads.push_back({const_cast<float*>(p.w1), const_cast<float*>(p.w2), const_cast<float*>(p.b1),
+                       const_cast<float*>(p.b2)});
+    }
+    return grads;
   }
 
   std::int64_t local_index(std::int64_t global_id, const char* where) const {
@@ -97,15 +142,19 @@ struct MoELayer::Impl {
     return global_id - first_expert;
   }
 
-  ForwardResult forward(const Tensor<FLOAT_TYPE>& input);
+  ForwardResult forward(const Tensor<FLOAT_TYPE>& input, Pass pass);
   void exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
-                            std::int64_t tokens, float* output, ForwardStats& stats);
+                            std::int64_t tokens, bool training, float* output, ForwardStats& stats);
+  Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
+  void router_backward(const std::vector<float>& d_slot, float* dx);
 };
 
-ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input) {
+ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input, Pass pass) {
   constexpr const char* where = "MoELayer::forward";
   std::int64_t tokens = 0;
   collective_check(*comm, [&] { tokens = checks::input_tokens(input.shape(), config, where); });
+  const bool training = pass == Pass::Training;
+  saved.valid = false;
 
   const float* x = input.data();
   Routing routing;
@@ -115,6 +164,7 @@ ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input) {
   ForwardResult result;
   result.output = Tensor<FLOAT_TYPE>(input.shape());
   result.aux_loss = static_cast<float>(routing.aux_loss);
+  result.z_loss = static_cast<float>(routing.z_loss);
   ForwardStats& stats = result.stats;
   stats.dropped = plan.dropped;
   stats.rows_sent.assign(static_cast<std::size_t>(ranks), 0);
@@ -122,28 +172,37 @@ ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input) {
 
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
-    const ExpertAssignments work = token_assignments(plan, routing.indices.data(), routing.weights.data());
-    run_experts(*ops, work, group_by_expert(work), x, local_params(), config, false, workspace,
+    saved.work = token_assignments(plan, routing.indices.data(), routing.weights.data());
+    saved.grouping = group_by_expert(saved.work);
+    run_experts(*ops, saved.work, saved.grouping, x, local_params(), config, training, workspace,
                 result.output.data());
   } else {
-    exchange_and_compute(x, routing, plan, tokens, result.output.data(), stats);
+    exchange_and_compute(x, routing, plan, tokens, training, result.output.data(), stats);
   }
 
   stats.tokens_per_expert = plan.kept_per_expert;
   comm->all_reduce(stats.tokens_per_expert.data(), config.num_experts, DataType::Int64, ReduceOp::Sum);
-  result.expert_indices = Tensor<INT_TYPE>({tokens, config.top_k}, std::move(routing.indices));
-  result.expert_weights = Tensor<FLOAT_TYPE>({tokens, config.top_k}, std::move(routing.weights));
+  result.expert_indices = Tensor<INT_TYPE>({tokens, config.top_k}, routing.indices);
+  result.expert_weights = Tensor<FLOAT_TYPE>({tokens, config.top_k}, routing.weights);
+  if (training) {
+    ops->copy(saved_input.resize(static_cast<std::size_t>(input.numel())), x, sizeof(float) * static_cast<std::size_t>(input.numel()));
+    saved.input_shape = input.shape();
+    saved.tokens = tokens;
+    saved.routing = std::move(routing);
+    saved.valid = true;
+  }
   return result;
 }
 
 // DESIGN §2 steps 2–7 for P > 1.
 void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
-                                          std::int64_t tokens, float* output, ForwardStats& stats) {
+                                          std::int64_t tokens, bool training, float* output, ForwardStats& stats) {
   const std::int64_t H = config.hidden_dim;
   const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
   const auto P = static_cast<std::size_t>(ranks);
-  const SendLayout layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks,
-                                             to_traffic(options.traffic));
+  saved.layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks,
+                                  to_traffic(options.traffic));
+  const SendLayout& layout = saved.layout;
 
   // 2. Counts: rows and assignments for every peer, so each rank knows what arrives.
   std::vector<std::int64_t> send_counts(2 * P), recv_counts(2 * P);
@@ -152,7 +211,10 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
     send_counts[2 * p + 1] = layout.assignments_per_rank[p];
   }
   comm->all_to_all(send_counts.data(), recv_counts.data(), 2);
-  std::vector<std::int64_t> recv_row_counts(P), recv_assignment_counts(P);
+  std::vector<std::int64_t>& recv_row_counts = saved.recv_row_counts;
+  std::vector<std::int64_t>& recv_assignment_counts = saved.recv_assignment_counts;
+  recv_row_counts.assign(P, 0);
+  recv_assignment_counts.assign(P, 0);
   std::int64_t received_rows = 0, assignments_in = 0;
   for (std::size_t p = 0; p < P; ++p) {
     recv_row_counts[p] = recv_counts[2 * p];
@@ -176,10 +238,10 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
 
   // 4–5. Regroup by local expert, run the experts, and sum each received row's
   // weighted expert outputs into one row to send back.
-  const ExpertAssignments work =
-      received_assignments(row_assignments.data(), received_rows, records.data(), local_experts);
+  saved.work = received_assignments(row_assignments.data(), received_rows, records.data(), local_experts);
+  saved.grouping = group_by_expert(saved.work);
   float* expert_out = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
-  run_experts(*ops, work, group_by_expert(work), received, local_params(), config, false, workspace, expert_out);
+  run_experts(*ops, saved.work, saved.grouping, received, local_params(), config, training, workspace, expert_out);
 
   // 6. Send the rows back, the reverse of step 3.
   float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
@@ -199,13 +261,109 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   }
 }
 
+// The forward in reverse (DESIGN §2): combine-backward, all-to-all, expert backward,
+// all-to-all back, router backward — through the same layout and the same combine.
+Tensor<FLOAT_TYPE> MoELayer::Impl::backward(const Tensor<FLOAT_TYPE>& grad_output) {
+  constexpr const char* where = "MoELayer::backward";
+  collective_check(*comm, [&] {
+    MOE_CHECK_ARG(saved.valid, where, "no forward(input, Pass::Training) to differentiate: backward follows a "
+                  "training forward (an inference forward, or another layer call, discards its activations)");
+    MOE_CHECK_ARG(grad_output.shape() == saved.input_shape, where, "grad_output has shape ",
+                  shape_to_string(grad_output.shape()), "; expected the forward input's shape ",
+                  shape_to_string(saved.input_shape));
+  });
+  const std::int64_t H = config.hidden_dim, T = saved.tokens, k = config.top_k;
+  const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
+  Tensor<FLOAT_TYPE> d_input(saved.input_shape);
+  float* dx = d_input.data();
+  const float* g = grad_output.data();
+  std::vector<float> d_slot(static_cast<std::size_t>(T * k), 0.0f);  // ∂L/∂weight of each slot
+  const auto A = static_cast<std::size_t>(saved.work.size());
+  float* d_weights = workspace.d_weights.resize(A);
+
+  if (ranks == 1) {
+    backward_experts(*ops, saved.work, saved.grouping, g, local_params(), local_grads(), config, workspace, dx,
+                     d_weights);
+    const std::vector<float> dw = workspace.d_weights.download();
+    for (std::size_t a = 0; a < A; ++a) d_slot[static_cast<std::size_t>(saved.work.slot[a])] = dw[a];
+  } else {
+    const SendLayout& layout = saved.layout;
+    const std::int64_t sent_rows = layout.rows();
+    std::int64_t received_rows = 0;
+    for (std::int64_t n : saved.recv_row_counts) received_rows += n;
+    // ∂L/∂(a returned row) is the gradient of its token's output: to the owners, as
+    // the forward dispatched the tokens.
+    ops->gather_rows(g, gather_tokens.upload(layout.row_token), sent_rows, H,
+                     send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
+    float* d_returned = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
+    comm->all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
+                      row_bytes);
+    float* d_received = d_rows.resize(static_cast<std::size_t>(received_rows * H));
+    backward_experts(*ops, saved.work, saved.grouping, d_returned, local_params(), local_grads(), config, workspace,
+                     d_received, d_weights);
+    // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
+    float* d_sent = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
+    comm->all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
+    const std::vector<float> dw_here = workspace.d_weights.download();
+    std::vector<float> dw_back(layout.assignments.size());
+    comm->all_to_allv(dw_here.data(), saved.recv_assignment_counts.data(), dw_back.data(),
+                      layout.assignments_per_rank.data(), sizeof(float));
+    ops->combine_rows(d_sent, H, T, token_offsets.upload(layout.token_offsets), token_rows.upload(layout.token_rows),
+                      nullptr, dx);
+    for (std::size_t a = 0; a < dw_back.size(); ++a)
+      d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
+  }
+  router_backward(d_slot, dx);
+  saved.valid = false;  // activations are used once
+  return d_input;
+}
+
+// ∂L/∂logits from the slots' weight gradients and the aux and z losses, then the
+// gate's gradient (summed over ranks) and the router's part of ∂L/∂input.
+void MoELayer::Impl::router_backward(const std::vector<float>& d_slot, float* dx) {
+  const std::int64_t H = config.hidden_dim, E = config.num_experts, k = config.top_k, T = saved.tokens;
+  std::vector<float> aux(static_cast<std::size_t>(E), 0.0f);
+  float z_scale = 0.0f;
+  if (T > 0) {
+    // L_aux = E · Σ_i f_i · P_i with f constant: ∂/∂probs[t, i] = E · f_i / T.
+    for (std::int64_t i = 0; i < E; ++i)
+      aux[static_cast<std::size_t>(i)] = static_cast<float>(
+          options.aux_loss_coef * double(E) *
+          (double(saved.routing.assignments_per_expert[static_cast<std::size_t>(i)]) / double(T * k)) / double(T));
+    // L_z = mean_t lse_t²: ∂/∂lse_t = 2 · lse_t / T.
+    z_scale = static_cast<float>(options.z_loss_coef * 2.0 / double(T));
+  }
+  float* logits_grad = d_logits.resize(static_cast<std::size_t>(T * E));
+  ops->router_backward(router.probs.data(), router.indices.data(), d_slot_weights.upload(d_slot), router.lse.data(), T,
+                       static_cast<int>(E), static_cast<int>(k), config.normalize_top_k, aux_grad.upload(aux), z_scale,
+                       logits_grad);
+  float* step = gate_grad_step.resize(static_cast<std::size_t>(H * E));
+  ops->gemm(true, false, H, E, T, 1.0f, saved_input.data(), H, logits_grad, E, 0.0f, step, E);
+  comm->all_reduce(step, H * E, DataType::Float32, ReduceOp::Sum);
+  ops->add(gate_grad.data(), step, H * E);
+  ops->gemm(false, true, T, H, E, 1.0f, logits_grad, E, gate.data(), E, 1.0f, dx, H);
+}
+
 MoELayer::MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed, LayerOptions options)
     : impl_(std::make_unique<Impl>(config, comm, seed, options)) {}
 MoELayer::~MoELayer() = default;
 MoELayer::MoELayer(MoELayer&&) noexcept = default;
 MoELayer& MoELayer::operator=(MoELayer&&) noexcept = default;
 
-ForwardResult MoELayer::forward(const Tensor<FLOAT_TYPE>& input) { return impl_->forward(input); }
+ForwardResult MoELayer::forward(const Tensor<FLOAT_TYPE>& input, Pass pass) { return impl_->forward(input, pass); }
+Tensor<FLOAT_TYPE> MoELayer::backward(const Tensor<FLOAT_TYPE>& grad_output) { return impl_->backward(grad_output); }
+void MoELayer::zero_grad() { impl_->zero_grad(); }
+
+Tensor<FLOAT_TYPE> MoELayer::gate_grad() const {
+  return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->gate_grad.download());
+}
+
+Tensor<FLOAT_TYPE> MoELayer::expert_grad(std::int64_t global_id) const {
+  const std::int64_t e = impl_->local_index(global_id, "MoELayer::expert_grad");
+  Tensor<FLOAT_TYPE> flat({impl_->config.expert_param_count()});
+  impl_->expert_grads.copy_to_flat(*impl_->ops, e, flat.data());
+  return flat;
+}
 
 const MOEConfig& MoELayer::config() const { return impl_->config; }
 const LayerOptions& MoELayer::options() const { return impl_->options; }
@@ -267,5 +425,9 @@ float* LayerAccess::gate(MoELayer& layer) { return layer.impl_->gate.data(); }
 const float* LayerAccess::gate(const MoELayer& layer) { return layer.impl_->gate.data(); }
 ExpertStorage& LayerAccess::experts(MoELayer& layer) { return layer.impl_->experts; }
 const ExpertStorage& LayerAccess::experts(const MoELayer& layer) { return layer.impl_->experts; }
+Buffer<float>& LayerAccess::gate_grad(MoELayer& layer) { return layer.impl_->gate_grad; }
+ExpertStorage& LayerAccess::expert_grads(MoELayer& layer) { return layer.impl_->expert_grads; }
+Buffer<float>& LayerAccess::gate_buffer(MoELayer& layer) { return layer.impl_->gate; }
+kernels::Ops& LayerAccess::ops(MoELayer& layer) { return *layer.impl_->ops; }
 
 }  // namespace moe::detail

@@ -2,6 +2,7 @@
 // without copies: the gate [H, E] and this rank's experts, tensor by tensor.
 #pragma once
 
+#include "buffer.hpp"
 #include "expert_storage.hpp"
 #include "moe/layer.hpp"
 
@@ -13,6 +14,11 @@ struct LayerAccess {
   static const float* gate(const MoELayer& layer);
   static ExpertStorage& experts(MoELayer& layer);
   static const ExpertStorage& experts(const MoELayer& layer);
+  // The gradients, in the same layouts.
+  static Buffer<float>& gate_grad(MoELayer& layer);
+  static ExpertStorage& expert_grads(MoELayer& layer);
+  static Buffer<float>& gate_buffer(MoELayer& layer);
+  static kernels::Ops& ops(MoELayer& layer);
 };
 
 }  // namespace moe::detail

@@ -23,6 +23,9 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
   ops.column_sums(probs, tokens, E, routing.prob_sums.data());
   routing.assignments_per_expert = count_per_expert(routing.indices.data(), tokens * k, E);
   routing.aux_loss = load_balancing_loss(routing.prob_sums, routing.assignments_per_expert, tokens, k);
+  routing.z_loss = 0.0;
+  for (float v : buffers.lse.download()) routing.z_loss += double(v) * double(v);
+  if (tokens > 0) routing.z_loss /= static_cast<double>(tokens);
 }
 
 double load_balancing_loss(const std::vector<double>& prob_sums,

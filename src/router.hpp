@@ -30,6 +30,7 @@ struct Routing {
   std::vector<double> prob_sums;      // [E]: Σ_t probs[t, e]
   std::vector<std::int64_t> assignments_per_expert;  // [E]: top-k choices before any drop
   double aux_loss = 0.0;
+  double z_loss = 0.0;  // ST-MoE router z-loss: mean over tokens of logsumexp(logits)²
 };
 
 // x: [T, H] and gate_weights: [H, E], both in backend memory.

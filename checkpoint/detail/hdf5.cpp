@@ -166,6 +166,10 @@ Handle create_group(hid_t location, const std::string& name) {
   return checked(H5Gcreate2(location, name.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2");
 }
 
+Handle open_group(hid_t location, const std::string& name) {
+  return checked(H5Gopen2(location, name.c_str(), H5P_DEFAULT), "H5Gopen2");
+}
+
 Handle open_dataset(hid_t location, const std::string& path) {
   return checked(H5Dopen2(location, path.c_str(), H5P_DEFAULT), "H5Dopen2");
 }
@@ -228,6 +232,21 @@ bool attribute_exists(hid_t location, const std::string& name) {
   const htri_t exists = H5Aexists(location, name.c_str());
   MOE_CHECK(Hdf5, exists);
   return exists > 0;
+}
+
+std::vector<std::string> attribute_names(hid_t location) {
+  H5O_info_t info;
+  MOE_CHECK(Hdf5, H5Oget_info2(location, &info, H5O_INFO_NUM_ATTRS));
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.num_attrs; ++i) {
+    const ssize_t length = H5Aget_name_by_idx(location, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    MOE_CHECK(Hdf5, length);
+    std::string name(static_cast<std::size_t>(length), '\0');
+    MOE_CHECK(Hdf5, H5Aget_name_by_idx(location, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
+                                       static_cast<std::size_t>(length) + 1, H5P_DEFAULT));
+    names.push_back(std::move(name));
+  }
+  return names;
 }
 
 void write_attribute(hid_t location, const std::string& name, std::int64_t value) {

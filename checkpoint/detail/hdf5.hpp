@@ -43,6 +43,7 @@ Handle open_file(const std::string& path, bool writable, const Communicator* com
 // Objects.
 bool link_exists(hid_t location, const std::string& path);
 Handle create_group(hid_t location, const std::string& name);
+Handle open_group(hid_t location, const std::string& name);
 Handle open_dataset(hid_t location, const std::string& path);
 struct DatasetOptions {
   Dims chunk;               // empty: contiguous
@@ -59,6 +60,7 @@ bool is_integer(hid_t dataset);
 // Attributes (scalars; strings are variable-length UTF-8 when written, either kind
 // when read).
 bool attribute_exists(hid_t location, const std::string& name);
+std::vector<std::string> attribute_names(hid_t location);
 void write_attribute(hid_t location, const std::string& name, std::int64_t value);
 void write_attribute(hid_t location, const std::string& name, double value);
 void write_attribute(hid_t location, const std::string& name, const std::string& value);

@@ -4,26 +4,37 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "moe/config.hpp"
 #include "moe/layer.hpp"
+#include "moe/optimizer.hpp"
 #include "moe/tensor.hpp"
 
 namespace moe {
 
+// Integers a training loop keeps with its checkpoint (e.g. its data stream's seed and
+// position), stored as attributes of /training.
+using TrainingAttributes = std::map<std::string, std::int64_t>;
+
 // Collective over the layer's communicator. Written under "<path>.moe-tmp" and renamed
 // to `path` once every rank has closed it, so a crash mid-save leaves the previous
-// file at `path` intact.
-void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step = 0);
+// file at `path` intact. With an optimizer (of this layer), its type, step count,
+// hyperparameters and state (sharded like the experts) go under /optimizer.
+void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step = 0,
+                     Optimizer* optimizer = nullptr, const TrainingAttributes& training = {});
 
 // Collective. Checks the file against the layer (format, version, every config field,
 // every dataset's presence and shape) and then reads the gate and this rank's experts.
 // Returns the step stored in the file. Every rank throws the same moe::Error when the
 // file is missing, not HDF5, not a moe checkpoint, of a different config, or corrupt
-// (a Fletcher32 checksum that does not match).
-std::int64_t load_checkpoint(const std::string& path, MoELayer& layer);
+// (a Fletcher32 checksum that does not match). With an optimizer, its state, step
+// count and hyperparameters are restored too (the file must hold state of the same
+// optimizer type); with `training`, the /training attributes are returned in it.
+std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer* optimizer = nullptr,
+                             TrainingAttributes* training = nullptr);
 
 // The config stored in a checkpoint (to build a layer that can load it).
 MOEConfig read_checkpoint_config(const std::string& path);

@@ -31,7 +31,15 @@ enum class TrafficMode {
 
 struct LayerOptions {
   TrafficMode traffic = TrafficMode::Deduplicated;
+  // The training loss is L = L_task + aux_loss_coef · L_aux + z_loss_coef · L_z, with
+  // L_aux the load-balancing loss (DESIGN §1) and L_z the ST-MoE router z-loss (mean
+  // over tokens of logsumexp(logits)²). backward() differentiates all three.
+  float aux_loss_coef = 0.01f;
+  float z_loss_coef = 0.0f;
 };
+
+// Whether a forward keeps what backward() needs.
+enum class Pass { Inference, Training };
 
 // What one forward moved, for this rank.
 struct ForwardStats {
@@ -46,6 +54,7 @@ struct ForwardStats {
 struct ForwardResult {
   Tensor<FLOAT_TYPE> output;          // the input's shape
   float aux_loss = 0.0f;              // this rank's load-balancing loss (DESIGN §1)
+  float z_loss = 0.0f;                // this rank's router z-loss
   Tensor<INT_TYPE> expert_indices;    // [T, k] each token's experts (before capacity)
   Tensor<FLOAT_TYPE> expert_weights;  // [T, k] their gate weights
   ForwardStats stats;
@@ -64,7 +73,18 @@ class MoELayer {
   MoELayer& operator=(MoELayer&&) noexcept;
 
   // Collective. input: [T, H] or [B, S, H]; T may differ between ranks and may be 0.
-  ForwardResult forward(const Tensor<FLOAT_TYPE>& input);
+  // Pass::Training keeps the activations backward() needs, until the next forward.
+  ForwardResult forward(const Tensor<FLOAT_TYPE>& input, Pass pass = Pass::Inference);
+
+  // Collective, after forward(…, Pass::Training). grad_output = ∂L_task/∂output (the
+  // input's shape). Adds ∂L/∂θ of every parameter into the layer's gradients — the
+  // gate's summed over ranks, each expert's over every token routed to it — and
+  // returns ∂L/∂input. Dropped assignments get no gradient; selection is constant.
+  Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
+  // Clears the gradients (they accumulate over backward calls, for micro-batches).
+  void zero_grad();
+  Tensor<FLOAT_TYPE> gate_grad() const;                        // [H, E]
+  Tensor<FLOAT_TYPE> expert_grad(std::int64_t global_id) const;  // flat [dW1, dW2, db1, db2]
 
   const MOEConfig& config() const;
   const LayerOptions& options() const;

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/parallel_gemm.hpp"
 #include "kernels/ops.hpp"
+#include "kernels/optimizer_math.hpp"
 #include "kernels/router_row.hpp"
 
 namespace moe::kernels {
@@ -143,6 +144,94 @@ class CpuOps final : public Ops {
     std::fill(host_sums, host_sums + cols, 0.0);
     for (std::int64_t chunk = 0; chunk < chunks; ++chunk)
       for (std::int64_t c = 0; c < cols; ++c) host_sums[c] += partial[static_cast<std::size_t>(chunk * cols + c)];
+  }
+
+  void combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
+                        const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
+                        float* d_src, float* d_weights) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < n_out; ++r) {
+      const float* d_out = d_dst + r * width;
+      for (std::int32_t a = offsets[r]; a < offsets[r + 1]; ++a) {
+        const float* in = src + static_cast<std::int64_t>(sources[a]) * width;
+        float* d_in = d_src + static_cast<std::int64_t>(sources[a]) * width;
+        const float w = weights ? weights[a] : 1.0f;
+        double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+        for (std::int64_t h = 0; h < width; ++h) {
+          d_in[h] = w * d_out[h];
+          dot += double(d_out[h]) * double(in[h]);
+        }
+        if (d_weights) d_weights[a] = static_cast<float>(dot);
+      }
+    }
+  }
+
+  void activation_backward(const float* z, const float* dh, std::int64_t n, Act act, float* dz) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) dz[i] = dh[i] * activate_grad(act, z[i]);
+  }
+
+  void add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, float* sums) override {
+    // Columns split across threads, rows summed in order: the same bits whatever the
+    // thread count.
+#pragma omp parallel for schedule(static)
+    for (std::int64_t c0 = 0; c0 < cols; c0 += 64) {
+      const std::int64_t c1 = std::min(cols, c0 + 64);
+      double acc[64] = {};
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = c0; c < c1; ++c) acc[c - c0] += m[r * cols + c];
+      for (std::int64_t c = c0; c < c1; ++c) sums[c] += static_cast<float>(acc[c - c0]);
+    }
+  }
+
+  void router_backward(const float* probs, const std::int32_t* indices, const float* d_weights, const float* lse,
+                       std::int64_t tokens, int num_experts, int top_k, bool normalize, const float* aux_grad,
+                       float z_scale, float* d_logits) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t t = 0; t < tokens; ++t)
+      router_backward_row(probs + t * num_experts, indices + t * top_k, d_weights + t * top_k, lse[t],
+                          num_experts, top_k, normalize, aux_grad, z_scale, d_logits + t * num_experts);
+  }
+
+  void add(float* x, const float* y, std::int64_t n) override {
+#pragma omp parallel for simd schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) x[i] += y[i];
+  }
+
+  void scale(float* x, std::int64_t n, float s) override {
+#pragma omp parallel for simd schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) x[i] *= s;
+  }
+
+  double sum_squares(const float* x, std::int64_t n) override {
+    // Fixed chunks summed in chunk order, as column_sums.
+    constexpr std::int64_t kChunk = 1 << 16;
+    const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      double sum = 0.0;
+      const std::int64_t end = std::min(n, (c + 1) * kChunk);
+      for (std::int64_t i = c * kChunk; i < end; ++i) sum += double(x[i]) * double(x[i]);
+      partial[static_cast<std::size_t>(c)] = sum;
+    }
+    double total = 0.0;
+    for (double p : partial) total += p;
+    return total;
+  }
+
+  void sgd_update(float* param, const float* grad, float* momentum, std::int64_t n, float lr, float mu,
+                  float weight_decay) override {
+#pragma omp parallel for simd schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) sgd_element(param[i], grad[i], momentum[i], lr, mu, weight_decay);
+  }
+
+  void adamw_update(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
+                    float beta2, float eps, float weight_decay, float correction1, float correction2) override {
+#pragma omp parallel for simd schedule(static)
+    for (std::int64_t i = 0; i < n; ++i)
+      adamw_element(param[i], grad[i], m[i], v[i], lr, beta1, beta2, eps, weight_decay, correction1, correction2);
   }
 };
 

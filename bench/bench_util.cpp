@@ -15,7 +15,36 @@ DenseGemmBaseline::DenseGemmBaseline(std::int64_t tokens, std::int64_t top_k, st
   hidden_.assign(static_cast<std::size_t>(T_ * k_ * F_), 0.0f);
   w2_ = random_vector(F_ * H_, 0.03f, 5);
   out_.assign(static_cast<std::size_t>(T_ * k_ * H_), 0.0f);
+  d_x_.assign(x_.size(), 0.0f);
+  d_gate_.assign(gate_.size(), 0.0f);
+  d_rows_.assign(rows_.size(), 0.0f);
+  d_w1_.assign(w1_.size(), 0.0f);
+  d_hidden_.assign(hidden_.size(), 0.0f);
+  d_w2_.assign(w2_.size(), 0.0f);
 }
+
+void DenseGemmBaseline::run_training() {
+  run();
+  const int n = static_cast<int>(T_ * k_), T = static_cast<int>(T_), H = static_cast<int>(H_),
+            F = static_cast<int>(F_), E = static_cast<int>(E_);
+  // out = hidden·W2: d_hidden = d_out·W2ᵀ, d_W2 = hiddenᵀ·d_out (out_ stands in for d_out)
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, H, 1.0f, out_.data(), H, w2_.data(), H, 0.0f,
+              d_hidden_.data(), F);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, H, n, 1.0f, hidden_.data(), F, out_.data(), H, 0.0f,
+              d_w2_.data(), H);
+  // hidden = rows·W1
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, H, F, 1.0f, d_hidden_.data(), F, w1_.data(), F, 0.0f,
+              d_rows_.data(), H);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, F, n, 1.0f, rows_.data(), H, d_hidden_.data(), F, 0.0f,
+              d_w1_.data(), F);
+  // logits = x·gate
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, H, E, 1.0f, logits_.data(), E, gate_.data(), E, 0.0f,
+              d_x_.data(), H);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H, E, T, 1.0f, x_.data(), H, logits_.data(), E, 0.0f,
+              d_gate_.data(), E);
+}
+
+double DenseGemmBaseline::training_flops() const { return 3.0 * flops(); }
 
 void DenseGemmBaseline::run() {
   // OpenBLAS's own threading, on the cores the MoE run uses.

@@ -56,12 +56,17 @@ class DenseGemmBaseline {
   DenseGemmBaseline(std::int64_t tokens, std::int64_t top_k, std::int64_t hidden,
                     std::int64_t expert, std::int64_t experts, int threads);
   void run();
+  // run() and the backward GEMMs of the same shapes: for each of the three products
+  // C = A·B, the gradients A' = C'·Bᵀ and B' = Aᵀ·C'.
+  void run_training();
   double flops() const;
+  double training_flops() const;
 
  private:
   std::int64_t T_, k_, H_, F_, E_;
   int threads_;
   std::vector<float> x_, gate_, logits_, rows_, w1_, hidden_, w2_, out_;
+  std::vector<float> d_x_, d_gate_, d_rows_, d_w1_, d_hidden_, d_w2_;
 };
 
 }  // namespace moe::bench

@@ -14,7 +14,7 @@ CONFIGS = {
 
 
 class TorchMoE:
-    def __init__(self, E, k, H, F, capacity_factor=1.25, seed=0):
+    def __init__(self, E, k, H, F, capacity_factor=1.25, seed=0, requires_grad=False):
         g = torch.Generator().manual_seed(seed)
         self.E, self.k, self.cf = E, k, capacity_factor
         self.wg = torch.randn(H, E, generator=g) * 0.02
@@ -22,8 +22,9 @@ class TorchMoE:
         self.b1 = torch.randn(E, F, generator=g) * 0.02
         self.w2 = torch.randn(E, F, H, generator=g) * 0.02
         self.b2 = torch.randn(E, H, generator=g) * 0.02
+        for p in (self.wg, self.w1, self.b1, self.w2, self.b2):
+            p.requires_grad_(requires_grad)
 
-    @torch.no_grad()
     def forward(self, x):
         T = x.shape[0]
         probs = torch.softmax(x @ self.wg, dim=-1)
@@ -58,8 +59,19 @@ def median_ms(run, reps, warmup=2):
     return mid * 1e3
 
 
-def time_config(name, reps=None):
+def time_config(name, reps=None, training=False):
+    """Median ms of a forward (no_grad), or of forward + backward with autograd."""
     c = CONFIGS[name]
-    model = TorchMoE(c["E"], c["k"], c["H"], c["F"])
-    x = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(1))
-    return median_ms(lambda: model.forward(x), reps or c["reps"])
+    model = TorchMoE(c["E"], c["k"], c["H"], c["F"], requires_grad=training)
+    x = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(1), requires_grad=training)
+    grad = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(2)) * 1e-3
+    if not training:
+        def run():
+            with torch.no_grad():
+                model.forward(x)
+    else:
+        def run():
+            model.forward(x).backward(grad)
+            for p in (model.wg, model.w1, model.b1, model.w2, model.b2, x):
+                p.grad = None
+    return median_ms(run, reps or c["reps"])

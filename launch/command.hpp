@@ -27,6 +27,7 @@ std::unique_ptr<Command> make_init_command();
 std::unique_ptr<Command> make_info_command();
 std::unique_ptr<Command> make_infer_command();
 std::unique_ptr<Command> make_make_tokens_command();
+std::unique_ptr<Command> make_train_command();
 
 // The MOEConfig options shared by the commands that build a layer from scratch.
 void add_config_options(CLI::App* command, MOEConfig& config, std::string& activation);

@@ -1,4 +1,4 @@
-// The `moe` program: init, info, infer, make-tokens. Run it as one process, or under
+// The `moe` program: init, info, infer, make-tokens, train. Run it as one process, or under
 // moe-run for the collective commands:
 //   moe init --out model.h5 --experts 8 --top-k 2 --hidden 512 --expert-dim 2048
 //   moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output out.h5
@@ -20,11 +20,14 @@ int main(int argc, char** argv) {
 
   CLI::App app{"moe: Mixture-of-Experts layers with expert parallelism"};
   app.require_subcommand(1);
+  // A repeated option takes its last value, as most command lines do.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::unique_ptr<moe::cli::Command>> commands;
   commands.push_back(moe::cli::make_init_command());
   commands.push_back(moe::cli::make_info_command());
   commands.push_back(moe::cli::make_infer_command());
   commands.push_back(moe::cli::make_make_tokens_command());
+  commands.push_back(moe::cli::make_train_command());
   std::vector<CLI::App*> subcommands;
   for (auto& c : commands) subcommands.push_back(c->add_to(app));
   // Every rank parses the same command line, so a bad argument fails on every rank.

@@ -26,6 +26,18 @@ mutations=(
   "mpi|src/dispatch_plan.cpp|s/dest.token.back() == static_cast<std::int32_t>(t);/true;/|deduplication joins rows of different tokens"
   "mpi|src/dispatch_plan.cpp|s/indices\[a\] - static_cast<std::int64_t>(owner) \* experts_per_rank/indices[a] % 2/|wrong local expert id on the owner"
   "mpi|src/layer.cpp|s/if (static_cast<int>(p) == rank) continue;  \/\/ a local copy/if (false) continue;  \/\/ a local copy/|bytes on the wire count the local copy"
+  "unit|kernels/router_row.hpp|s/(d_weights\[j\] - weighted \/ selected) \/ selected/d_weights[j] \/ selected/|gradient through the top-k normalisation"
+  "unit|kernels/router_row.hpp|s/+ z_scale \* lse \* probs\[e\]/+ z_scale * probs[e]/|z-loss gradient"
+  "unit|kernels/router_row.hpp|s/d_logits\[e\] = aux_grad ? aux_grad\[e\] : 0.0f;/d_logits[e] = 0.0f;/|aux-loss gradient"
+  "unit|src/expert_compute.cpp|s/ops.add_column_sums(dy, n, H, g.b2);/ops.add_column_sums(dy, n - 1, H, g.b2);/|b2 gradient misses a row"
+  "unit|src/expert_compute.cpp|s/ops.gemm(true, false, H, F, n, 1.0f, x, H, dh, F, 1.0f, g.w1, F);/ops.gemm(true, false, H, F, n, 1.0f, x, H, dh, F, 0.0f, g.w1, F);/|W1 gradient does not accumulate over experts' rows"
+  "unit|kernels/activation.hpp|s/return s \* (1.0f + z \* (1.0f - s));/return s;/|SiLU derivative"
+  "unit|kernels/cpu/cpu_ops.cpp|s/dot += double(d_out\[h\]) \* double(in\[h\]);/dot += double(d_out[h]);/|weight gradient of the combine"
+  "unit|kernels/optimizer_math.hpp|s/param -= lr \* weight_decay \* param;/param -= weight_decay * param;/|SGD weight decay not scaled by lr"
+  "unit|src/optimizer.cpp|s/const double norm = std::sqrt(experts + ops.sum_squares/const double norm = std::sqrt(experts + 2 * ops.sum_squares/|gate counted twice in the global norm"
+  "mpi|src/optimizer.cpp|s/layer.communicator().all_reduce(&experts, 1, DataType::Float64, ReduceOp::Sum);//|global norm misses other ranks' experts"
+  "mpi|src/layer.cpp|s/comm->all_reduce(step, H \* E, DataType::Float32, ReduceOp::Sum);//|gate gradient not summed over ranks"
+  "mpi|src/layer.cpp|s/d_slot\[static_cast<std::size_t>(layout.assignment_slot\[a\])\] = dw_back\[a\];/d_slot[static_cast<std::size_t>(layout.assignment_slot[a ^ 1])] = dw_back[a];/|weight gradients returned to the wrong slots"
 )
 
 failed=0

@@ -1,0 +1,188 @@
+// moe train: a seeded synthetic task — a fixed random teacher MoE maps random tokens
+// to targets and the student layer learns them with mean-squared error — across the
+// ranks of the job, with progress on rank 0, periodic checkpoints (parameters,
+// optimizer state, step and the data stream's position) and exact resume.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "collective_check.hpp"
+#include "launch/command.hpp"
+#include "moe/checkpoint.hpp"
+#include "moe/optimizer.hpp"
+
+namespace moe::cli {
+namespace {
+
+// The data stream is counter-based: the tokens of (seed, rank, step) are the same
+// whenever they are drawn, so its whole state is (seed, position).
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+Tensor<FLOAT_TYPE> tokens_for(std::uint64_t seed, int rank, std::int64_t step, std::int64_t count, std::int64_t hidden) {
+  std::uint64_t state = seed;
+  state = splitmix64(state) ^ (static_cast<std::uint64_t>(rank) << 40) ^ static_cast<std::uint64_t>(step);
+  Tensor<FLOAT_TYPE> x({count, hidden});
+  for (std::int64_t i = 0; i < x.numel(); i += 2) {  // Box–Muller: two normals per pair of uniforms
+    const double u1 = (static_cast<double>(splitmix64(state) >> 11) + 1.0) * 0x1.0p-53;
+    const double u2 = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;
+    const double r = std::sqrt(-2.0 * std::log(u1)), angle = 6.283185307179586 * u2;
+    x[i] = static_cast<float>(r * std::cos(angle));
+    if (i + 1 < x.numel()) x[i + 1] = static_cast<float>(r * std::sin(angle));
+  }
+  return x;
+}
+
+class TrainCommand final : public Command {
+ public:
+  TrainCommand() {
+    config_ = MOEConfig(8, 2, 256, 1024, 1.25f);
+    options_.z_loss_coef = 1e-3f;
+  }
+
+  CLI::App* add_to(CLI::App& app) override {
+    CLI::App* cmd = app.add_subcommand("train", "train a layer on a synthetic teacher task (MSE), across ranks");
+    add_config_options(cmd, config_, activation_);
+    cmd->add_option("--steps", steps_, "train until this step")->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--tokens", tokens_, "tokens per rank per step")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--optimizer", optimizer_, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
+    cmd->add_option("--lr", lr_, "learning rate")->capture_default_str();
+    cmd->add_option("--momentum", momentum_, "SGD momentum")->capture_default_str();
+    cmd->add_option("--weight-decay", weight_decay_, "decoupled weight decay")->capture_default_str();
+    cmd->add_option("--decay-steps", decay_steps_,
+                    "cosine decay of the learning rate to a tenth over this many steps (0: constant)")
+        ->capture_default_str();
+    cmd->add_option("--clip", clip_, "clip gradients to this global norm (0: no clipping)")->capture_default_str();
+    cmd->add_option("--aux-coef", options_.aux_loss_coef, "load-balancing loss coefficient")->capture_default_str();
+    cmd->add_option("--z-coef", options_.z_loss_coef, "router z-loss coefficient")->capture_default_str();
+    cmd->add_option("--seed", seed_, "student initialisation seed")->capture_default_str();
+    cmd->add_option("--teacher-seed", teacher_seed_, "teacher seed")->capture_default_str();
+    cmd->add_option("--data-seed", data_seed_, "token stream seed")->capture_default_str();
+    cmd->add_option("--log-every", log_every_, "progress line every N steps")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--ckpt", checkpoint_, "checkpoint to write (periodically and at the end)");
+    cmd->add_option("--save-every", save_every_, "checkpoint every N steps (0: only at the end)")->capture_default_str();
+    cmd->add_option("--resume", resume_, "continue from this checkpoint (its config, state and data position)");
+    return cmd;
+  }
+  bool collective() const override { return true; }
+
+  int run(Communicator& comm) override {
+    const bool root = comm.rank() == 0;
+    std::int64_t step = 0;
+    if (!resume_.empty()) collective_check(comm, [&] { config_ = read_checkpoint_config(resume_); });
+    else config_.activation = parse_activation(activation_);
+
+    MoELayer student(config_, comm, seed_, options_);
+    Optimizer optimizer = optimizer_ == "adamw"
+                              ? Optimizer::adamw(student, {lr_, 0.9f, 0.999f, 1e-8f, weight_decay_})
+                              : Optimizer::sgd(student, {lr_, momentum_, weight_decay_});
+    if (!resume_.empty()) {
+      TrainingAttributes training;
+      step = load_checkpoint(resume_, student, &optimizer, &training);
+      auto restore = [&](const char* name, auto& value) {
+        const auto it = training.find(name);
+        if (it != training.end()) value = static_cast<std::remove_reference_t<decltype(value)>>(it->second);
+      };
+      restore("data_seed", data_seed_);
+      restore("teacher_seed", teacher_seed_);
+      restore("tokens_per_rank", tokens_);
+      std::int64_t position = step;
+      restore("data_position", position);
+      MOE_CHECK_ARG(position == step, "train", "'", resume_, "': data_position = ", position,
+                    " differs from step = ", step);
+    }
+    // The teacher routes without capacity, so that every target is a full MoE output.
+    MOEConfig teacher_config = config_;
+    teacher_config.drop_tokens = false;
+    MoELayer teacher(teacher_config, comm, teacher_seed_);
+
+    if (root) {
+      std::printf("moe train: %s on %d rank(s), %lld tokens per rank per step, %s lr %g%s\n",
+                  config_.to_string().c_str(), comm.size(), static_cast<long long>(tokens_), optimizer_.c_str(),
+                  double(optimizer.learning_rate()), resume_.empty() ? "" : (", resumed at step " + std::to_string(step)).c_str());
+      std::printf("%8s %12s %9s %9s %11s %8s %9s\n", "step", "loss", "aux", "z", "tokens/s", "dropped", "load max");
+    }
+    const double total_tokens = double(comm.size()) * double(tokens_);
+    auto window_start = std::chrono::steady_clock::now();
+    std::int64_t window_steps = 0;
+    double window_loss = 0, window_aux = 0, window_z = 0, window_dropped = 0, window_load = 0;
+    for (; step < steps_; ++step) {
+      const Tensor<FLOAT_TYPE> x = tokens_for(data_seed_, comm.rank(), step, tokens_, config_.hidden_dim);
+      const Tensor<FLOAT_TYPE> target = teacher.forward(x).output;
+      const ForwardResult out = student.forward(x, Pass::Training);
+
+      // Loss: mean squared error over every rank's tokens; its gradient on this rank.
+      Tensor<FLOAT_TYPE> grad(x.shape());
+      double sums[4] = {0, out.aux_loss, out.z_loss, double(out.stats.dropped)};
+      const double scale = 2.0 / (total_tokens * double(config_.hidden_dim));
+      for (std::int64_t i = 0; i < x.numel(); ++i) {
+        const double diff = double(out.output[i]) - double(target[i]);
+        sums[0] += diff * diff;
+        grad[i] = static_cast<float>(scale * diff);
+      }
+      comm.all_reduce(sums, 4, DataType::Float64, ReduceOp::Sum);
+      student.zero_grad();
+      student.backward(grad);
+      if (clip_ > 0) clip_grad_norm(student, clip_);
+      // A function of the step alone (not of --steps), so a resumed run follows the
+      // same schedule as one that never stopped.
+      if (decay_steps_ > 0) {
+        const double progress = std::min(1.0, double(step) / double(decay_steps_));
+        optimizer.set_learning_rate(static_cast<float>(lr_ * (0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)))));
+      }
+      optimizer.step();
+
+      double max_load = 0, mean_load = 0;
+      for (std::int64_t n : out.stats.tokens_per_expert) max_load = std::max(max_load, double(n)), mean_load += double(n);
+      mean_load /= double(config_.num_experts);
+      window_loss += sums[0] / (total_tokens * double(config_.hidden_dim));
+      window_aux += sums[1] / comm.size();
+      window_z += sums[2] / comm.size();
+      window_dropped += sums[3] / (total_tokens * double(config_.top_k));
+      window_load += mean_load > 0 ? max_load / mean_load : 0;
+      ++window_steps;
+
+      const bool last = step + 1 == steps_;
+      if ((step + 1) % log_every_ == 0 || last) {
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+        if (root)
+          std::printf("%8lld %12.6f %9.4f %9.3f %11.0f %7.2f%% %9.2f\n", static_cast<long long>(step + 1),
+                      window_loss / window_steps, window_aux / window_steps, window_z / window_steps,
+                      total_tokens * window_steps / seconds, 100.0 * window_dropped / window_steps,
+                      window_load / window_steps);
+        std::fflush(stdout);
+        window_start = std::chrono::steady_clock::now();
+        window_steps = 0;
+        window_loss = window_aux = window_z = window_dropped = window_load = 0;
+      }
+      if (!checkpoint_.empty() && (last || (save_every_ > 0 && (step + 1) % save_every_ == 0))) {
+        save_checkpoint(checkpoint_, student, step + 1, &optimizer,
+                        {{"data_seed", static_cast<std::int64_t>(data_seed_)},
+                         {"data_position", step + 1},
+                         {"teacher_seed", static_cast<std::int64_t>(teacher_seed_)},
+                         {"tokens_per_rank", tokens_}});
+        if (root) std::printf("%8lld saved %s\n", static_cast<long long>(step + 1), checkpoint_.c_str());
+      }
+    }
+    return 0;
+  }
+
+ private:
+  MOEConfig config_;
+  std::string activation_ = "relu", optimizer_ = "adamw", checkpoint_, resume_;
+  LayerOptions options_;
+  std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000;
+  float lr_ = 2e-3f, momentum_ = 0.9f, weight_decay_ = 0.0f, clip_ = 1.0f;
+  std::uint64_t seed_ = 1, teacher_seed_ = 1000, data_seed_ = 2000;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_train_command() { return std::make_unique<TrainCommand>(); }
+
+}  // namespace moe::cli

@@ -14,16 +14,19 @@ CONFIGS = {
 
 
 class TorchMoE:
-    def __init__(self, E, k, H, F, capacity_factor=1.25, seed=0, requires_grad=False):
+    def __init__(self, E, k, H, F, capacity_factor=1.25, seed=0, requires_grad=False, device="cpu",
+                 dtype=torch.float32):
         g = torch.Generator().manual_seed(seed)
         self.E, self.k, self.cf = E, k, capacity_factor
-        self.wg = torch.randn(H, E, generator=g) * 0.02
-        self.w1 = torch.randn(E, H, F, generator=g) * 0.02
-        self.b1 = torch.randn(E, F, generator=g) * 0.02
-        self.w2 = torch.randn(E, F, H, generator=g) * 0.02
-        self.b2 = torch.randn(E, H, generator=g) * 0.02
-        for p in (self.wg, self.w1, self.b1, self.w2, self.b2):
-            p.requires_grad_(requires_grad)
+
+        def param(*shape):
+            return (torch.randn(*shape, generator=g) * 0.02).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+        self.wg = param(H, E)
+        self.w1 = param(E, H, F)
+        self.b1 = param(E, F)
+        self.w2 = param(E, F, H)
+        self.b2 = param(E, H)
 
     def forward(self, x):
         T = x.shape[0]
@@ -45,13 +48,15 @@ class TorchMoE:
         return out
 
 
-def median_ms(run, reps, warmup=2):
+def median_ms(run, reps, warmup=2, sync=lambda: None):
     for _ in range(warmup):
         run()
+    sync()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         run()
+        sync()
         times.append(time.perf_counter() - start)
     times.sort()
     n = len(times)
@@ -59,12 +64,13 @@ def median_ms(run, reps, warmup=2):
     return mid * 1e3
 
 
-def time_config(name, reps=None, training=False):
+def time_config(name, reps=None, training=False, device="cpu", dtype=torch.float32):
     """Median ms of a forward (no_grad), or of forward + backward with autograd."""
     c = CONFIGS[name]
-    model = TorchMoE(c["E"], c["k"], c["H"], c["F"], requires_grad=training)
-    x = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(1), requires_grad=training)
-    grad = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(2)) * 1e-3
+    model = TorchMoE(c["E"], c["k"], c["H"], c["F"], requires_grad=training, device=device, dtype=dtype)
+    x = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
+    x.requires_grad_(training)
+    grad = (torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(2)) * 1e-3).to(device=device, dtype=dtype)
     if not training:
         def run():
             with torch.no_grad():
@@ -74,4 +80,21 @@ def time_config(name, reps=None, training=False):
             model.forward(x).backward(grad)
             for p in (model.wg, model.w1, model.b1, model.w2, model.b2, x):
                 p.grad = None
-    return median_ms(run, reps or c["reps"])
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return median_ms(run, reps or c["reps"], sync=sync)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="time the PyTorch eager MoE layer")
+    parser.add_argument("--config", default="mid", choices=sorted(CONFIGS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--mode", default="forward", choices=["forward", "training"])
+    parser.add_argument("--reps", type=int, default=None)
+    args = parser.parse_args()
+    if args.device == "cuda" and args.dtype == "float32":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    ms = time_config(args.config, args.reps, args.mode == "training", args.device, getattr(torch, args.dtype))
+    print(f"{ms:.3f}")

@@ -44,11 +44,12 @@ void write_gate(hid_t file, const MOEConfig& c, const std::string& name, const f
   hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), gate, true);
 }
 
-// Writes this rank's experts [first, first + storage.experts) into the four expert
-// datasets of `group`, chunked one expert per chunk with Fletcher32: one collective
-// transfer per dataset, whose memory block has the shape of its file selection.
-void write_experts(hid_t file, const MOEConfig& c, const std::string& group, const ExpertStorage& storage,
-                   std::int64_t first) {
+// Writes this rank's experts [first, first + count) — tensor i's [count, ...] block at
+// tensors[i] — into the four expert datasets of `group`, chunked one expert per chunk
+// with Fletcher32: one collective transfer per dataset, whose memory block has the
+// shape of its file selection.
+void write_experts(hid_t file, const MOEConfig& c, const std::string& group, const float* const tensors[4],
+                   std::int64_t first, std::int64_t count) {
   int i = 0;
   for (const ExpertTensor& t : checkpoint::expert_tensors(c, group)) {
     const Dims dims = with_experts(static_cast<hsize_t>(c.num_experts), t.shape);
@@ -56,10 +57,10 @@ void write_experts(hid_t file, const MOEConfig& c, const std::string& group, con
     options.chunk = with_experts(1, t.shape);
     options.fletcher32 = true;
     Handle dataset = hdf5::create_dataset(file, t.dataset, H5T_IEEE_F32LE, dims, options);
-    Handle file_space = expert_slab(dims, first, storage.experts);
-    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(storage.experts), t.shape));
+    Handle file_space = expert_slab(dims, first, count);
+    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(count), t.shape));
     // Collective: parallel HDF5 writes filtered (checksummed) chunks only that way.
-    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), storage.tensor(i++), true);
+    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), tensors[i++], true);
   }
 }
 
@@ -105,32 +106,53 @@ std::string read_gate(hid_t file, const std::string& name, float* gate) {
 }
 
 // A parameter group (the model's, or one optimizer state set): the replicated gate,
-// written by rank 0, and this rank's experts.
-void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, const float* gate,
-                 const ExpertStorage& experts, std::int64_t first, bool writes_gate) {
-  write_gate(file, c, checkpoint::gate_dataset(prefix), gate, writes_gate);
-  write_experts(file, c, checkpoint::experts_group(prefix), experts, first);
+// written by rank 0, and this rank's experts. HDF5 reads and writes host memory: a
+// GPU layer's buffers travel through host copies.
+void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops,
+                 const Buffer<float>& gate, const ExpertStorage& experts, std::int64_t first, bool writes_gate) {
+  const bool host = ops.backend() == kernels::Backend::CPU;
+  std::vector<float> gate_copy, copies[4];
+  const float* tensors[4];
+  for (int i = 0; i < 4; ++i) {
+    const Buffer<float>* b[] = {&experts.w1, &experts.w2, &experts.b1, &experts.b2};
+    if (!host) copies[i] = b[i]->download();
+    tensors[i] = host ? experts.tensor(i) : copies[i].data();
+  }
+  if (!host) gate_copy = gate.download();
+  write_gate(file, c, checkpoint::gate_dataset(prefix), host ? gate.data() : gate_copy.data(), writes_gate);
+  write_experts(file, c, checkpoint::experts_group(prefix), tensors, first, experts.experts);
 }
 
-std::string read_group(hid_t file, const MOEConfig& c, const std::string& prefix, float* gate,
-                       ExpertStorage& experts, std::int64_t first) {
-  std::string error = read_gate(file, checkpoint::gate_dataset(prefix), gate);
-  const std::string experts_error = read_experts(file, c, checkpoint::experts_group(prefix), first, experts.experts,
-                                                 [&](int i) { return experts.tensor(i); });
+std::string read_group(hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops,
+                       Buffer<float>& gate, ExpertStorage& experts, std::int64_t first) {
+  const bool host = ops.backend() == kernels::Backend::CPU;
+  std::vector<float> gate_copy(host ? 0 : gate.size()), copies[4];
+  for (int i = 0; i < 4; ++i)
+    if (!host) copies[i].resize(static_cast<std::size_t>(experts.experts * experts.tensor_size(i)));
+  std::string error = read_gate(file, checkpoint::gate_dataset(prefix), host ? gate.data() : gate_copy.data());
+  const std::string experts_error =
+      read_experts(file, c, checkpoint::experts_group(prefix), first, experts.experts,
+                   [&](int i) { return host ? experts.tensor(i) : copies[i].data(); });
+  if (!host) {
+    gate.upload(gate_copy);
+    Buffer<float>* b[] = {&experts.w1, &experts.w2, &experts.b1, &experts.b2};
+    for (int i = 0; i < 4; ++i) b[i]->upload(copies[i]);
+  }
   return error.empty() ? experts_error : error;
 }
 
 constexpr const char* kOptimizer = "/optimizer";
 constexpr const char* kTraining = "/training";
 
-void write_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, std::int64_t first, bool rank_zero) {
+void write_optimizer(hid_t file, const MOEConfig& c, kernels::Ops& ops, Optimizer& optimizer, std::int64_t first,
+                     bool rank_zero) {
   Handle group = hdf5::create_group(file, kOptimizer);
   hdf5::write_attribute(group.get(), "type", std::string(optimizer_name(optimizer.type())));
   hdf5::write_attribute(group.get(), "step", optimizer.step_count());
   for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
     hdf5::write_attribute(group.get(), name, value);
   for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer))
-    write_group(file, c, std::string(kOptimizer) + "/" + s.name, s.gate->data(), *s.experts, first, rank_zero);
+    write_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.gate, *s.experts, first, rank_zero);
 }
 
 // Checks, on rank 0, that the file holds state for this optimizer.
@@ -146,7 +168,8 @@ void check_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, const
     checkpoint::check_datasets(file, c, path, std::string(kOptimizer) + "/" + s.name);
 }
 
-std::string read_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, std::int64_t first) {
+std::string read_optimizer(hid_t file, const MOEConfig& c, kernels::Ops& ops, Optimizer& optimizer,
+                           std::int64_t first) {
   Handle group = hdf5::open_group(file, kOptimizer);
   std::map<std::string, double> hyperparameters;
   for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
@@ -154,7 +177,8 @@ std::string read_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer,
   detail::OptimizerAccess::restore(optimizer, hdf5::read_int64_attribute(group.get(), "step"), hyperparameters);
   std::string error;
   for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer)) {
-    const std::string e = read_group(file, c, std::string(kOptimizer) + "/" + s.name, s.gate->data(), *s.experts, first);
+    const std::string e =
+        read_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.gate, *s.experts, first);
     if (error.empty()) error = e;
   }
   return error;
@@ -183,9 +207,11 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
   {
     Handle file = hdf5::create_file(checkpoint::temporary_path(path), checkpoint::hdf5_communicator(comm));
     checkpoint::write_config_attributes(file.get(), c, step);
-    write_group(file.get(), c, "", detail::LayerAccess::gate(layer), detail::LayerAccess::experts(layer),
-                layer.first_local_expert(), comm.rank() == 0);
-    if (optimizer) write_optimizer(file.get(), c, *optimizer, layer.first_local_expert(), comm.rank() == 0);
+    MoELayer& mutable_layer = const_cast<MoELayer&>(layer);  // reads only; the accessors are not const
+    kernels::Ops& ops = detail::LayerAccess::ops(mutable_layer);
+    write_group(file.get(), c, "", ops, detail::LayerAccess::gate_buffer(mutable_layer),
+                detail::LayerAccess::experts(mutable_layer), layer.first_local_expert(), comm.rank() == 0);
+    if (optimizer) write_optimizer(file.get(), c, ops, *optimizer, layer.first_local_expert(), comm.rank() == 0);
     if (!training.empty()) {
       Handle group = hdf5::create_group(file.get(), kTraining);
       for (const auto& [name, value] : training) hdf5::write_attribute(group.get(), name, value);
@@ -213,10 +239,11 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer
   {
     Handle file = hdf5::open_file(path, false, checkpoint::hdf5_communicator(comm));
     step = checkpoint::read_step(file.get());
-    error = read_group(file.get(), c, "", detail::LayerAccess::gate(layer), detail::LayerAccess::experts(layer),
+    kernels::Ops& ops = detail::LayerAccess::ops(layer);
+    error = read_group(file.get(), c, "", ops, detail::LayerAccess::gate_buffer(layer), detail::LayerAccess::experts(layer),
                        layer.first_local_expert());
     if (optimizer) {
-      const std::string optimizer_error = read_optimizer(file.get(), c, *optimizer, layer.first_local_expert());
+      const std::string optimizer_error = read_optimizer(file.get(), c, ops, *optimizer, layer.first_local_expert());
       if (error.empty()) error = optimizer_error;
     }
     if (training) {

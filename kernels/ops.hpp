@@ -106,6 +106,14 @@ class Ops {
                             float weight_decay, float correction1, float correction2) = 0;
 };
 
+// The arithmetic of the expert GEMMs on the GPU (moe::Precision, same order).
+enum class GemmPrecision { FP32, TF32, BF16 };
+
 std::unique_ptr<Ops> make_cpu_ops();
+
+// The CUDA backend on `device`; a build without CUDA throws. (kernels/ops_factory.cpp)
+bool cuda_built();
+int cuda_device_count();  // 0 without CUDA or without a visible GPU
+std::unique_ptr<Ops> make_cuda_ops(int device, GemmPrecision precision);
 
 }  // namespace moe::kernels

@@ -8,6 +8,7 @@
 
 #include "moe/communicator.hpp"
 #include "moe/config.hpp"
+#include "moe/layer.hpp"
 
 namespace moe::cli {
 
@@ -31,5 +32,12 @@ std::unique_ptr<Command> make_train_command();
 
 // The MOEConfig options shared by the commands that build a layer from scratch.
 void add_config_options(CLI::App* command, MOEConfig& config, std::string& activation);
+
+// --device cpu|cuda and --precision fp32|tf32|bf16, applied by apply_device_options.
+struct DeviceOptions {
+  std::string device = "cpu", precision = "fp32";
+};
+void add_device_options(CLI::App* command, DeviceOptions& options);
+void apply_device_options(const DeviceOptions& options, LayerOptions& layer);
 
 }  // namespace moe::cli

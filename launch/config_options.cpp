@@ -17,4 +17,20 @@ void add_config_options(CLI::App* command, MOEConfig& config, std::string& activ
                     "use the raw softmax probabilities as weights instead of renormalising the top k");
 }
 
+void add_device_options(CLI::App* command, DeviceOptions& options) {
+  command->add_option("--device", options.device, "where the layer computes: cpu, or cuda (the GPU of the local rank)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  command->add_option("--precision", options.precision, "GPU expert GEMMs: fp32, tf32 or bf16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+}
+
+void apply_device_options(const DeviceOptions& options, LayerOptions& layer) {
+  layer.device = options.device == "cuda" ? Device::CUDA : Device::CPU;
+  layer.precision = options.precision == "tf32"   ? Precision::TF32
+                    : options.precision == "bf16" ? Precision::BF16
+                                                  : Precision::FP32;
+}
+
 }  // namespace moe::cli

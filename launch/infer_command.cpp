@@ -21,6 +21,7 @@ class InferCommand final : public Command {
     cmd->add_option("--traffic", traffic_, "dedup or per-assignment")
         ->capture_default_str()
         ->check(CLI::IsMember({"dedup", "per-assignment"}));
+    add_device_options(cmd, device_);
     return cmd;
   }
   bool collective() const override { return true; }
@@ -31,6 +32,7 @@ class InferCommand final : public Command {
     collective_check(comm, [&] { config = read_checkpoint_config(checkpoint_); });
     LayerOptions options;
     options.traffic = traffic_ == "dedup" ? TrafficMode::Deduplicated : TrafficMode::PerAssignment;
+    apply_device_options(device_, options);
     MoELayer layer(config, comm, 0, options);
     load_checkpoint(checkpoint_, layer);
     const checkpoint::TokenBlock block = checkpoint::read_token_block(input_, comm, config.hidden_dim);
@@ -50,6 +52,7 @@ class InferCommand final : public Command {
 
  private:
   std::string checkpoint_, input_, output_, traffic_ = "dedup";
+  DeviceOptions device_;
 };
 
 }  // namespace

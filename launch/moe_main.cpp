@@ -22,6 +22,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   // A repeated option takes its last value, as most command lines do.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // The job's transport; accepted after the subcommand too (moe train --comm nccl).
+  std::string comm_name = "auto";
+  app.add_option("--comm", comm_name, "communicator: auto (MPI under mpirun, else local), local, mpi, or nccl (GPU)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "local", "mpi", "nccl"}));
+  app.fallthrough();
   std::vector<std::unique_ptr<moe::cli::Command>> commands;
   commands.push_back(moe::cli::make_init_command());
   commands.push_back(moe::cli::make_info_command());
@@ -40,7 +46,11 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<moe::Communicator> comm;
   try {
-    comm = moe::make_communicator();
+    const moe::CommBackend backend = comm_name == "local" ? moe::CommBackend::Local
+                                     : comm_name == "mpi"   ? moe::CommBackend::MPI
+                                     : comm_name == "nccl"  ? moe::CommBackend::NCCL
+                                                            : moe::CommBackend::Auto;
+    comm = moe::make_communicator(command->collective() ? backend : moe::CommBackend::Auto);
     if (!command->collective() && comm->rank() != 0) return 0;  // one-process tools run on rank 0
     if (!command->collective()) comm = moe::make_communicator(moe::CommBackend::Local);
     return command->run(*comm);

@@ -66,6 +66,7 @@ class TrainCommand final : public Command {
     cmd->add_option("--ckpt", checkpoint_, "checkpoint to write (periodically and at the end)");
     cmd->add_option("--save-every", save_every_, "checkpoint every N steps (0: only at the end)")->capture_default_str();
     cmd->add_option("--resume", resume_, "continue from this checkpoint (its config, state and data position)");
+    add_device_options(cmd, device_);
     return cmd;
   }
   bool collective() const override { return true; }
@@ -76,6 +77,7 @@ class TrainCommand final : public Command {
     if (!resume_.empty()) collective_check(comm, [&] { config_ = read_checkpoint_config(resume_); });
     else config_.activation = parse_activation(activation_);
 
+    apply_device_options(device_, options_);
     MoELayer student(config_, comm, seed_, options_);
     Optimizer optimizer = optimizer_ == "adamw"
                               ? Optimizer::adamw(student, {lr_, 0.9f, 0.999f, 1e-8f, weight_decay_})
@@ -98,11 +100,14 @@ class TrainCommand final : public Command {
     // The teacher routes without capacity, so that every target is a full MoE output.
     MOEConfig teacher_config = config_;
     teacher_config.drop_tokens = false;
-    MoELayer teacher(teacher_config, comm, teacher_seed_);
+    LayerOptions teacher_options;
+    teacher_options.device = options_.device;
+    MoELayer teacher(teacher_config, comm, teacher_seed_, teacher_options);
 
     if (root) {
-      std::printf("moe train: %s on %d rank(s), %lld tokens per rank per step, %s lr %g%s\n",
-                  config_.to_string().c_str(), comm.size(), static_cast<long long>(tokens_), optimizer_.c_str(),
+      std::printf("moe train: %s on %d rank(s) (%s, %s), %lld tokens per rank per step, %s lr %g%s\n",
+                  config_.to_string().c_str(), comm.size(), device_.device.c_str(), comm_backend_name(comm.backend()),
+                  static_cast<long long>(tokens_), optimizer_.c_str(),
                   double(optimizer.learning_rate()), resume_.empty() ? "" : (", resumed at step " + std::to_string(step)).c_str());
       std::printf("%8s %12s %9s %9s %11s %8s %9s\n", "step", "loss", "aux", "z", "tokens/s", "dropped", "load max");
     }
@@ -176,6 +181,7 @@ class TrainCommand final : public Command {
   MOEConfig config_;
   std::string activation_ = "relu", optimizer_ = "adamw", checkpoint_, resume_;
   LayerOptions options_;
+  DeviceOptions device_;
   std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000;
   float lr_ = 2e-3f, momentum_ = 0.9f, weight_decay_ = 0.0f, clip_ = 1.0f;
   std::uint64_t seed_ = 1, teacher_seed_ = 1000, data_seed_ = 2000;

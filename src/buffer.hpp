@@ -52,6 +52,11 @@ class Buffer {
     if (!values.empty()) ops_->copy_from_host(dst, values.data(), values.size() * sizeof(T));
     return dst;
   }
+  T* upload(const T* values, std::size_t n) {
+    T* dst = resize(n);
+    if (n) ops_->copy_from_host(dst, values, n * sizeof(T));
+    return dst;
+  }
   std::vector<T> download() const {
     std::vector<T> host(size_);
     if (size_) ops_->copy_to_host(host.data(), ptr_, size_ * sizeof(T));

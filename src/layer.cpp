@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "buffer.hpp"
 #include "collective_check.hpp"
@@ -17,6 +18,7 @@
 #include "kernels/ops.hpp"
 #include "layer_access.hpp"
 #include "router.hpp"
+#include "transport.hpp"
 
 namespace moe {
 namespace {
@@ -51,13 +53,45 @@ void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint6
   }
 }
 
+// The ops of the device the options ask for; a GPU is picked by local rank. A problem
+// is recorded in `error` (CPU ops stand in) so that every rank can agree on it before
+// anyone throws.
+std::unique_ptr<kernels::Ops> make_layer_ops(Communicator& comm, const LayerOptions& options, std::string& error) {
+  try {
+    if (options.device == Device::CPU) {
+      MOE_CHECK_ARG(options.precision == Precision::FP32, "MoELayer", "options.precision = ",
+                    precision_name(options.precision), " on the CPU; expected fp32 (tf32 and bf16 are GPU options)");
+      return kernels::make_cpu_ops();
+    }
+    const int devices = kernels::cuda_device_count();
+    MOE_CHECK_ARG(devices > 0, "MoELayer", "options.device = cuda but ",
+                  kernels::cuda_built() ? "no CUDA device is visible" : "this moe was built without CUDA");
+    return kernels::make_cuda_ops(comm.local_rank() % devices, static_cast<kernels::GemmPrecision>(options.precision));
+  } catch (const Error& e) {
+    error = e.what();
+    return kernels::make_cpu_ops();
+  }
+}
+
 }  // namespace
+
+int cuda_device_count() { return kernels::cuda_device_count(); }
+
+const char* precision_name(Precision precision) {
+  switch (precision) {
+    case Precision::FP32: return "fp32";
+    case Precision::TF32: return "tf32";
+    case Precision::BF16: return "bf16";
+  }
+  return "unknown";
+}
 
 struct MoELayer::Impl {
   MOEConfig config;
   LayerOptions options;
   Communicator* comm;
-  std::unique_ptr<kernels::Ops> ops = kernels::make_cpu_ops();
+  std::string device_error;  // from make_layer_ops, raised on every rank by the constructor
+  std::unique_ptr<kernels::Ops> ops;
   int ranks = 1, rank = 0;
   std::int64_t local_experts = 0, first_expert = 0;
 
@@ -70,6 +104,8 @@ struct MoELayer::Impl {
   Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops}, d_rows{*ops};
   Buffer<std::int32_t> token_offsets{*ops}, token_rows{*ops}, gather_tokens{*ops};
   Buffer<float> saved_input{*ops}, d_slot_weights{*ops}, aux_grad{*ops}, d_logits{*ops}, gate_grad_step{*ops};
+  Buffer<float> input_rows{*ops}, output_rows{*ops}, grad_rows{*ops}, input_grad_rows{*ops};  // GPU staging
+  Transport transport{*comm, *ops};
 
   // What a training forward keeps for backward (host side; the activations stay in
   // the workspaces above).
@@ -85,8 +121,15 @@ struct MoELayer::Impl {
   } saved;
 
   Impl(const MOEConfig& c, Communicator& communicator, std::uint64_t seed, LayerOptions o)
-      : config(c), options(o), comm(&communicator), ranks(communicator.size()), rank(communicator.rank()) {
+      : config(c),
+        options(o),
+        comm(&communicator),
+        ops(make_layer_ops(communicator, o, device_error)),
+        ranks(communicator.size()),
+        rank(communicator.rank()) {
     collective_check(*comm, [&] {
+      if (!device_error.empty()) throw Error(device_error);
+      transport.check();
       config.validate();
       MOE_CHECK_ARG(config.num_experts % ranks == 0, "MoELayer", "num_experts = ", config.num_experts,
                     " is not divisible by the number of ranks (", ranks,
@@ -97,7 +140,7 @@ struct MoELayer::Impl {
                     "options.z_loss_coef = ", options.z_loss_coef, "; expected a finite value >= 0");
     });
     check_same_on_every_rank(*comm, config, seed, options);
-    kernels::cpu::share_cores_among_local_ranks(comm->local_size());
+    if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
 
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
@@ -117,6 +160,19 @@ struct MoELayer::Impl {
   void zero_grad() {
     gate_grad.zero();
     expert_grads.zero();
+  }
+
+  bool on_device() const { return ops->backend() == kernels::Backend::CUDA; }
+  // A host tensor's data where the ops can read it.
+  const float* stage_in(const Tensor<FLOAT_TYPE>& t, Buffer<float>& staging) {
+    return on_device() ? staging.upload(t.data(), static_cast<std::size_t>(t.numel())) : t.data();
+  }
+  // Where the ops write what ends up in host tensor t (copied by stage_out).
+  float* stage_target(Tensor<FLOAT_TYPE>& t, Buffer<float>& staging) {
+    return on_device() ? staging.resize(static_cast<std::size_t>(t.numel())) : t.data();
+  }
+  void stage_out(Tensor<FLOAT_TYPE>& t, const float* device) {
+    if (on_device() && t.numel()) ops->copy_to_host(t.data(), device, sizeof(float) * static_cast<std::size_t>(t.numel()));
   }
 
   std::vector<ExpertParams> local_params() const {
@@ -143,6 +199,12 @@ struct MoELayer::Impl {
   }
 
   ForwardResult forward(const Tensor<FLOAT_TYPE>& input, Pass pass);
+  ForwardResult forward_in_place(const float* input, std::int64_t tokens, float* output, Pass pass);
+  ForwardResult compute_forward(const std::vector<std::int64_t>& shape, std::int64_t tokens, const float* x,
+                                float* output, Pass pass);
+  void backward_in_place(const float* grad_output, float* grad_input);
+  void check_backward_ready(const char* where) const;
+  void compute_backward(const float* grad_output, float* grad_input);
   void exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
                             std::int64_t tokens, bool training, float* output, ForwardStats& stats);
   Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
@@ -153,16 +215,34 @@ ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input, Pass pass
   constexpr const char* where = "MoELayer::forward";
   std::int64_t tokens = 0;
   collective_check(*comm, [&] { tokens = checks::input_tokens(input.shape(), config, where); });
+  Tensor<FLOAT_TYPE> output(input.shape());
+  float* out = stage_target(output, output_rows);
+  ForwardResult result = compute_forward(input.shape(), tokens, stage_in(input, input_rows), out, pass);
+  stage_out(output, out);
+  result.output = std::move(output);
+  return result;
+}
+
+ForwardResult MoELayer::Impl::forward_in_place(const float* input, std::int64_t tokens, float* output, Pass pass) {
+  constexpr const char* where = "MoELayer::forward";
+  collective_check(*comm, [&] {
+    MOE_CHECK_ARG(tokens >= 0 && tokens <= std::numeric_limits<std::int32_t>::max() / config.top_k, where,
+                  "tokens = ", tokens, "; expected 0 <= tokens and tokens * top_k <= 2^31 - 1");
+    MOE_CHECK_ARG(tokens == 0 || (input && output), where, "input or output is null for ", tokens, " tokens");
+  });
+  return compute_forward({tokens, config.hidden_dim}, tokens, input, output, pass);
+}
+
+// The forward on rows already in the ops' memory: x [T, H] in, output [T, H] out.
+ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& shape, std::int64_t tokens,
+                                              const float* x, float* output, Pass pass) {
   const bool training = pass == Pass::Training;
   saved.valid = false;
-
-  const float* x = input.data();
   Routing routing;
   route_tokens(*ops, x, tokens, gate.data(), config, router, routing);
   const DispatchPlan plan = make_dispatch_plan(routing.indices.data(), tokens, config);
 
   ForwardResult result;
-  result.output = Tensor<FLOAT_TYPE>(input.shape());
   result.aux_loss = static_cast<float>(routing.aux_loss);
   result.z_loss = static_cast<float>(routing.z_loss);
   ForwardStats& stats = result.stats;
@@ -174,10 +254,9 @@ ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input, Pass pass
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     saved.work = token_assignments(plan, routing.indices.data(), routing.weights.data());
     saved.grouping = group_by_expert(saved.work);
-    run_experts(*ops, saved.work, saved.grouping, x, local_params(), config, training, workspace,
-                result.output.data());
+    run_experts(*ops, saved.work, saved.grouping, x, local_params(), config, training, workspace, output);
   } else {
-    exchange_and_compute(x, routing, plan, tokens, training, result.output.data(), stats);
+    exchange_and_compute(x, routing, plan, tokens, training, output, stats);
   }
 
   stats.tokens_per_expert = plan.kept_per_expert;
@@ -185,8 +264,9 @@ ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input, Pass pass
   result.expert_indices = Tensor<INT_TYPE>({tokens, config.top_k}, routing.indices);
   result.expert_weights = Tensor<FLOAT_TYPE>({tokens, config.top_k}, routing.weights);
   if (training) {
-    ops->copy(saved_input.resize(static_cast<std::size_t>(input.numel())), x, sizeof(float) * static_cast<std::size_t>(input.numel()));
-    saved.input_shape = input.shape();
+    const auto n = static_cast<std::size_t>(tokens * config.hidden_dim);
+    ops->copy(saved_input.resize(n), x, sizeof(float) * n);
+    saved.input_shape = shape;
     saved.tokens = tokens;
     saved.routing = std::move(routing);
     saved.valid = true;
@@ -228,7 +308,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   ops->gather_rows(x, gather_tokens.upload(layout.row_token), sent_rows, H,
                    send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
   float* received = recv_rows.resize(static_cast<std::size_t>(received_rows * H));
-  comm->all_to_allv(send_rows.data(), layout.rows_per_rank.data(), received, recv_row_counts.data(), row_bytes);
+  transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), received, recv_row_counts.data(), row_bytes);
   std::vector<std::int32_t> row_assignments(static_cast<std::size_t>(received_rows));
   comm->all_to_allv(layout.row_assignments.data(), layout.rows_per_rank.data(), row_assignments.data(),
                     recv_row_counts.data(), sizeof(std::int32_t));
@@ -245,7 +325,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
 
   // 6. Send the rows back, the reverse of step 3.
   float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
-  comm->all_to_allv(expert_out, recv_row_counts.data(), returned, layout.rows_per_rank.data(), row_bytes);
+  transport.all_to_allv(expert_out, recv_row_counts.data(), returned, layout.rows_per_rank.data(), row_bytes);
 
   // 7. Each token's output is the sum of the rows that come back for it.
   ops->combine_rows(returned, H, tokens, token_offsets.upload(layout.token_offsets),
@@ -266,17 +346,35 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
 Tensor<FLOAT_TYPE> MoELayer::Impl::backward(const Tensor<FLOAT_TYPE>& grad_output) {
   constexpr const char* where = "MoELayer::backward";
   collective_check(*comm, [&] {
-    MOE_CHECK_ARG(saved.valid, where, "no forward(input, Pass::Training) to differentiate: backward follows a "
-                  "training forward (an inference forward, or another layer call, discards its activations)");
+    check_backward_ready(where);
     MOE_CHECK_ARG(grad_output.shape() == saved.input_shape, where, "grad_output has shape ",
                   shape_to_string(grad_output.shape()), "; expected the forward input's shape ",
                   shape_to_string(saved.input_shape));
   });
+  Tensor<FLOAT_TYPE> d_input(saved.input_shape);
+  float* dx = stage_target(d_input, input_grad_rows);
+  compute_backward(stage_in(grad_output, grad_rows), dx);
+  stage_out(d_input, dx);
+  return d_input;
+}
+
+void MoELayer::Impl::backward_in_place(const float* grad_output, float* grad_input) {
+  constexpr const char* where = "MoELayer::backward";
+  collective_check(*comm, [&] {
+    check_backward_ready(where);
+    MOE_CHECK_ARG(saved.tokens == 0 || (grad_output && grad_input), where, "grad_output or grad_input is null");
+  });
+  compute_backward(grad_output, grad_input);
+}
+
+void MoELayer::Impl::check_backward_ready(const char* where) const {
+  MOE_CHECK_ARG(saved.valid, where, "no forward(input, Pass::Training) to differentiate: backward follows a "
+                "training forward (an inference forward, or another layer call, discards its activations)");
+}
+
+void MoELayer::Impl::compute_backward(const float* g, float* dx) {
   const std::int64_t H = config.hidden_dim, T = saved.tokens, k = config.top_k;
   const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
-  Tensor<FLOAT_TYPE> d_input(saved.input_shape);
-  float* dx = d_input.data();
-  const float* g = grad_output.data();
   std::vector<float> d_slot(static_cast<std::size_t>(T * k), 0.0f);  // ∂L/∂weight of each slot
   const auto A = static_cast<std::size_t>(saved.work.size());
   float* d_weights = workspace.d_weights.resize(A);
@@ -296,14 +394,14 @@ Tensor<FLOAT_TYPE> MoELayer::Impl::backward(const Tensor<FLOAT_TYPE>& grad_outpu
     ops->gather_rows(g, gather_tokens.upload(layout.row_token), sent_rows, H,
                      send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
     float* d_returned = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
-    comm->all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
-                      row_bytes);
+    transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
+                          row_bytes);
     float* d_received = d_rows.resize(static_cast<std::size_t>(received_rows * H));
     backward_experts(*ops, saved.work, saved.grouping, d_returned, local_params(), local_grads(), config, workspace,
                      d_received, d_weights);
     // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
     float* d_sent = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
-    comm->all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
+    transport.all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
     const std::vector<float> dw_here = workspace.d_weights.download();
     std::vector<float> dw_back(layout.assignments.size());
     comm->all_to_allv(dw_here.data(), saved.recv_assignment_counts.data(), dw_back.data(),
@@ -315,7 +413,6 @@ Tensor<FLOAT_TYPE> MoELayer::Impl::backward(const Tensor<FLOAT_TYPE>& grad_outpu
   }
   router_backward(d_slot, dx);
   saved.valid = false;  // activations are used once
-  return d_input;
 }
 
 // ∂L/∂logits from the slots' weight gradients and the aux and z losses, then the
@@ -339,7 +436,7 @@ void MoELayer::Impl::router_backward(const std::vector<float>& d_slot, float* dx
                        logits_grad);
   float* step = gate_grad_step.resize(static_cast<std::size_t>(H * E));
   ops->gemm(true, false, H, E, T, 1.0f, saved_input.data(), H, logits_grad, E, 0.0f, step, E);
-  comm->all_reduce(step, H * E, DataType::Float32, ReduceOp::Sum);
+  transport.all_reduce_sum(step, H * E);
   ops->add(gate_grad.data(), step, H * E);
   ops->gemm(false, true, T, H, E, 1.0f, logits_grad, E, gate.data(), E, 1.0f, dx, H);
 }
@@ -352,6 +449,10 @@ MoELayer& MoELayer::operator=(MoELayer&&) noexcept = default;
 
 ForwardResult MoELayer::forward(const Tensor<FLOAT_TYPE>& input, Pass pass) { return impl_->forward(input, pass); }
 Tensor<FLOAT_TYPE> MoELayer::backward(const Tensor<FLOAT_TYPE>& grad_output) { return impl_->backward(grad_output); }
+ForwardResult MoELayer::forward(const float* input, std::int64_t tokens, float* output, Pass pass) {
+  return impl_->forward_in_place(input, tokens, output, pass);
+}
+void MoELayer::backward(const float* grad_output, float* grad_input) { impl_->backward_in_place(grad_output, grad_input); }
 void MoELayer::zero_grad() { impl_->zero_grad(); }
 
 Tensor<FLOAT_TYPE> MoELayer::gate_grad() const {
@@ -421,8 +522,6 @@ Tensor<FLOAT_TYPE> initial_expert_params(const MOEConfig& config, std::uint64_t 
 
 namespace moe::detail {
 
-float* LayerAccess::gate(MoELayer& layer) { return layer.impl_->gate.data(); }
-const float* LayerAccess::gate(const MoELayer& layer) { return layer.impl_->gate.data(); }
 ExpertStorage& LayerAccess::experts(MoELayer& layer) { return layer.impl_->experts; }
 const ExpertStorage& LayerAccess::experts(const MoELayer& layer) { return layer.impl_->experts; }
 Buffer<float>& LayerAccess::gate_grad(MoELayer& layer) { return layer.impl_->gate_grad; }

@@ -9,9 +9,7 @@
 namespace moe::detail {
 
 struct LayerAccess {
-  // Host memory: the layer's own buffers on the CPU backend.
-  static float* gate(MoELayer& layer);
-  static const float* gate(const MoELayer& layer);
+  // In the layer's ops' memory (host for the CPU backend, device for CUDA).
   static ExpertStorage& experts(MoELayer& layer);
   static const ExpertStorage& experts(const MoELayer& layer);
   // The gradients, in the same layouts.

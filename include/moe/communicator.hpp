@@ -22,6 +22,10 @@ const char* comm_backend_name(CommBackend backend);
 enum class DataType { Int32, Int64, Float32, Float64 };
 enum class ReduceOp { Sum, Max, Min };
 
+// Where a backend's payload collectives (all_to_allv_payload, all_reduce_payload)
+// expect their buffers: host memory for Local and MPI, device memory for NCCL.
+enum class MemorySpace { Host, Device };
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -48,6 +52,18 @@ class Communicator {
   virtual void all_reduce(void* data, std::int64_t count, DataType type, ReduceOp op) = 0;
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+
+  // The collectives above take host memory. The payload ones — token rows and the
+  // gate's gradient — take buffers in payload_memory(): the same host collectives for
+  // Local and MPI, device-to-device transfers for NCCL.
+  virtual MemorySpace payload_memory() const { return MemorySpace::Host; }
+  virtual void all_to_allv_payload(const void* send, const std::int64_t* send_rows, void* recv,
+                                   const std::int64_t* recv_rows, std::size_t row_bytes) {
+    all_to_allv(send, send_rows, recv, recv_rows, row_bytes);
+  }
+  virtual void all_reduce_payload(void* data, std::int64_t count, DataType type, ReduceOp op) {
+    all_reduce(data, count, type, op);
+  }
 
   // The transport's own communicator, for libraries that take one (parallel HDF5):
   // a pointer to the MPI_Comm for the MPI-based backends, null for Local.

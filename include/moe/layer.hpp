@@ -29,8 +29,24 @@ enum class TrafficMode {
   PerAssignment,
 };
 
+// Where a layer computes. CUDA uses the GPU given by the rank's local rank (modulo the
+// GPUs visible); tensors passed in and out stay in host memory.
+enum class Device { CPU, CUDA };
+
+// The expert GEMMs' arithmetic on the GPU (the CPU computes in FP32 only):
+// FP32; TF32 tensor cores (inputs rounded to 10-bit mantissas, FP32 accumulation);
+// BF16 (expert weights and inputs held in bfloat16, FP32 accumulation, forward only —
+// backward GEMMs run in FP32).
+enum class Precision { FP32, TF32, BF16 };
+const char* precision_name(Precision precision);
+
+// CUDA devices this process can use: 0 without a GPU, or in a build without CUDA.
+int cuda_device_count();
+
 struct LayerOptions {
   TrafficMode traffic = TrafficMode::Deduplicated;
+  Device device = Device::CPU;
+  Precision precision = Precision::FP32;
   // The training loss is L = L_task + aux_loss_coef · L_aux + z_loss_coef · L_z, with
   // L_aux the load-balancing loss (DESIGN §1) and L_z the ST-MoE router z-loss (mean
   // over tokens of logsumexp(logits)²). backward() differentiates all three.
@@ -81,6 +97,12 @@ class MoELayer {
   // gate's summed over ranks, each expert's over every token routed to it — and
   // returns ∂L/∂input. Dropped assignments get no gradient; selection is constant.
   Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
+  // The same on token rows already in the layer's memory — device memory for
+  // Device::CUDA (a framework's tensors, without host copies), host for the CPU:
+  // input and output are [tokens, H]; ForwardResult::output is left empty.
+  ForwardResult forward(const float* input, std::int64_t tokens, float* output, Pass pass = Pass::Inference);
+  void backward(const float* grad_output, float* grad_input);
+
   // Clears the gradients (they accumulate over backward calls, for micro-batches).
   void zero_grad();
   Tensor<FLOAT_TYPE> gate_grad() const;                        // [H, E]

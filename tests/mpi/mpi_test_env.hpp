@@ -6,17 +6,23 @@
 #include <gtest/gtest.h>
 
 #include "moe/communicator.hpp"
+#include "moe/layer.hpp"
 
 namespace moe::testing {
 
 // The job's communicator (MPI_COMM_WORLD), made once by the test main.
 Communicator& world();
 
+// Layer options for the device under test: the CPU, or the GPU when the environment
+// sets MOE_TEST_DEVICE=cuda (ctest -L cuda).
+moe::LayerOptions layer_options();
+
 // Base fixture for multi-rank tests. Keep collective calls unconditional in a test
 // body (no ASSERT_ before a collective), so that a failure on one rank cannot leave
 // the others waiting; check with EXPECT_ or ASSERT_ after the collectives.
 class MpiTest : public ::testing::Test {
  protected:
+  void SetUp() override;  // skips (on every rank alike) a GPU run without a GPU
   void TearDown() override;
 };
 

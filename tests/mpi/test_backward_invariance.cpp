@@ -50,7 +50,7 @@ TEST_P(BackwardInvariance, GradientsEqualTheSingleProcessOnes) {
   if (config.num_experts < 2) config.num_experts = 2;
   config.drop_tokens = s.drop;
   config.activation = moe::Activation::GELU;
-  moe::LayerOptions options;
+  moe::LayerOptions options = moe::testing::layer_options();
   options.traffic = s.traffic;
   options.aux_loss_coef = 0.05f;
   options.z_loss_coef = 0.01f;
@@ -66,7 +66,9 @@ TEST_P(BackwardInvariance, GradientsEqualTheSingleProcessOnes) {
   const double norm = moe::clip_grad_norm(layer, 0.0);
 
   auto local = moe::make_communicator(moe::CommBackend::Local);
-  moe::MoELayer single(config, *local, 8, options);
+  moe::LayerOptions cpu_options = options;
+  cpu_options.device = moe::Device::CPU;  // the reference is the single-process CPU layer
+  moe::MoELayer single(config, *local, 8, cpu_options);
   single.set_gate_weights(gate);
   single.forward(x, moe::Pass::Training);
   const Tensor<float> dx_single = single.backward(c);

@@ -58,7 +58,9 @@ TEST_P(Invariance, MatchesSingleProcessOnThisRanksTokens) {
   const std::int64_t T = scenario.tokens(rank, P);
   const Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, 500 + rank);
 
-  moe::MoELayer layer(config, world(), seed, {traffic});
+  moe::LayerOptions options = moe::testing::layer_options();
+  options.traffic = traffic;
+  moe::MoELayer layer(config, world(), seed, options);
   if (scenario.all_on_one_expert) {
     Tensor<float> gate({config.hidden_dim, config.num_experts});
     for (std::int64_t h = 0; h < config.hidden_dim; ++h) gate[h * config.num_experts + config.num_experts - 1] = 50.0f;
@@ -111,7 +113,7 @@ class Parameters : public moe::testing::MpiTest {};
 // ones initial_* gives for their global ids, whatever P.
 TEST_F(Parameters, DependOnSeedAndGlobalIdOnly) {
   const MOEConfig config(4 * world().size(), 2, 16, 24);
-  moe::MoELayer layer(config, world(), 99);
+  moe::MoELayer layer(config, world(), 99, moe::testing::layer_options());
   EXPECT_EQ(layer.num_local_experts(), 4);
   EXPECT_EQ(layer.first_local_expert(), 4 * world().rank());
   for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + 4; ++e) {

@@ -44,8 +44,11 @@ class Traffic : public moe::testing::MpiTest {
 TEST_F(Traffic, EachModeSendsWhatItShouldAndNoMore) {
   const int P = world().size(), rank = world().rank();
   const std::int64_t row_bytes = config.hidden_dim * sizeof(float);
-  moe::MoELayer dedup(config, world(), seed, {TrafficMode::Deduplicated});
-  moe::MoELayer per_assignment(config, world(), seed, {TrafficMode::PerAssignment});
+  moe::LayerOptions options = moe::testing::layer_options();
+  options.traffic = TrafficMode::Deduplicated;
+  moe::MoELayer dedup(config, world(), seed, options);
+  options.traffic = TrafficMode::PerAssignment;
+  moe::MoELayer per_assignment(config, world(), seed, options);
   const moe::ForwardResult a = dedup.forward(x);
   const moe::ForwardResult b = per_assignment.forward(x);
 

@@ -1,0 +1,70 @@
+#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/rows.cuh"
+
+namespace moe::kernels::cuda {
+namespace {
+
+// One block per row (grid-stride over rows), threads over the row's elements.
+__global__ void gather_kernel(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width,
+                              float* dst) {
+  for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x)
+    for (std::int64_t h = threadIdx.x; h < width; h += blockDim.x) dst[i * width + h] = gather_element(src, rows, width, i, h);
+}
+
+__global__ void combine_kernel(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
+                               const std::int32_t* sources, const float* weights, float* dst) {
+  for (std::int64_t r = blockIdx.x; r < n_out; r += gridDim.x)
+    for (std::int64_t h = threadIdx.x; h < width; h += blockDim.x)
+      dst[r * width + h] = combine_element(src, width, offsets, sources, weights, r, h);
+}
+
+// Each entry's weight gradient is a dot product over the row: a block reduction.
+__global__ void combine_backward_kernel(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
+                                        const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
+                                        float* d_src, float* d_weights) {
+  __shared__ double partial[kBlock];
+  for (std::int64_t r = blockIdx.x; r < n_out; r += gridDim.x) {
+    for (std::int32_t a = offsets[r]; a < offsets[r + 1]; ++a) {
+      double dot = 0.0;
+      for (std::int64_t h = threadIdx.x; h < width; h += blockDim.x)
+        dot += combine_backward_element(d_dst, src, width, sources, weights, r, a, h, d_src);
+      partial[threadIdx.x] = dot;
+      __syncthreads();
+      for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+        __syncthreads();
+      }
+      if (threadIdx.x == 0 && d_weights) d_weights[a] = static_cast<float>(partial[0]);
+      __syncthreads();
+    }
+  }
+}
+
+unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < 1 ? 1 : (rows > 65535 * 16 ? 65535 * 16 : rows)); }
+
+}  // namespace
+
+void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,
+                        Stream stream) {
+  if (n == 0) return;
+  gather_kernel<<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst);
+  MOE_CHECK_LAUNCH();
+}
+
+void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
+                         const std::int32_t* sources, const float* weights, float* dst, Stream stream) {
+  if (n_out == 0) return;
+  combine_kernel<<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
+  MOE_CHECK_LAUNCH();
+}
+
+void launch_combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
+                             const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
+                             float* d_src, float* d_weights, Stream stream) {
+  if (n_out == 0) return;
+  combine_backward_kernel<<<row_blocks(n_out), kBlock, 0, stream>>>(d_dst, src, width, n_out, offsets, sources,
+                                                                    weights, d_src, d_weights);
+  MOE_CHECK_LAUNCH();
+}
+
+}  // namespace moe::kernels::cuda

@@ -1,0 +1,47 @@
+// Row movement: the gather into expert order and the weighted combine (and its
+// backward). Element functions shared with the CPU driver of the host tests; one
+// block per row on the GPU, threads over the row's elements.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/stream.cuh"
+#include "kernels/host_device.hpp"
+
+namespace moe::kernels::cuda {
+
+// dst[i, h] = src[rows[i], h]
+MOE_HD inline float gather_element(const float* src, const std::int32_t* rows, std::int64_t width, std::int64_t i,
+                                   std::int64_t h) {
+  return src[static_cast<std::int64_t>(rows[i]) * width + h];
+}
+
+// dst[r, h] = Σ_{a in row r} weights[a] · src[sources[a], h] (weights null means 1).
+MOE_HD inline float combine_element(const float* src, std::int64_t width, const std::int32_t* offsets,
+                                    const std::int32_t* sources, const float* weights, std::int64_t r,
+                                    std::int64_t h) {
+  float sum = 0.0f;
+  for (std::int32_t a = offsets[r]; a < offsets[r + 1]; ++a)
+    sum += (weights ? weights[a] : 1.0f) * src[static_cast<std::int64_t>(sources[a]) * width + h];
+  return sum;
+}
+
+// The combine's backward for entry a of row r at element h: d_src[sources[a], h], and
+// the term of d_weights[a] = Σ_h d_dst[r, h] · src[sources[a], h] that h contributes.
+MOE_HD inline float combine_backward_element(const float* d_dst, const float* src, std::int64_t width,
+                                             const std::int32_t* sources, const float* weights, std::int64_t r,
+                                             std::int32_t a, std::int64_t h, float* d_src) {
+  const std::int64_t s = static_cast<std::int64_t>(sources[a]) * width + h;
+  d_src[s] = (weights ? weights[a] : 1.0f) * d_dst[r * width + h];
+  return d_dst[r * width + h] * src[s];
+}
+
+void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,
+                        Stream stream);
+void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
+                         const std::int32_t* sources, const float* weights, float* dst, Stream stream);
+void launch_combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
+                             const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
+                             float* d_src, float* d_weights, Stream stream);
+
+}  // namespace moe::kernels::cuda

@@ -1,0 +1,124 @@
+// The per-element and per-row functions the CUDA kernels run (kernels/cuda/*.cuh and
+// kernels/*.hpp, compiled here for the host), driven on the CPU the way the kernels
+// drive them, against the CPU ops: the GPU's logic is tested on machines without one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/reductions.cuh"
+#include "kernels/cuda/rows.cuh"
+#include "kernels/ops.hpp"
+#include "kernels/optimizer_math.hpp"
+#include "kernels/router_row.hpp"
+#include "support/test_util.hpp"
+
+namespace cuda = moe::kernels::cuda;
+using moe::kernels::Act;
+using moe::testing::fill_normal;
+
+namespace {
+
+std::unique_ptr<moe::kernels::Ops> cpu = moe::kernels::make_cpu_ops();
+
+TEST(CudaSharedLogic, GatherAndCombineRows) {
+  const std::int64_t W = 13, n_src = 9;
+  std::vector<float> src(n_src * W);
+  fill_normal(src.data(), n_src * W, 1.0, 1);
+  const std::vector<std::int32_t> rows = {4, 0, 8, 8, 3};
+  std::vector<float> expected(rows.size() * W);
+  cpu->gather_rows(src.data(), rows.data(), std::int64_t(rows.size()), W, expected.data());
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (std::int64_t h = 0; h < W; ++h)
+      EXPECT_EQ(cuda::gather_element(src.data(), rows.data(), W, std::int64_t(i), h), expected[i * W + h]);
+
+  const std::vector<std::int32_t> offsets = {0, 2, 2, 5}, sources = {1, 7, 0, 3, 5};
+  const std::vector<float> weights = {0.25f, -1.5f, 2.0f, 0.5f, 1.0f};
+  std::vector<float> combined(3 * W);
+  cpu->combine_rows(src.data(), W, 3, offsets.data(), sources.data(), weights.data(), combined.data());
+  for (std::int64_t r = 0; r < 3; ++r)
+    for (std::int64_t h = 0; h < W; ++h)
+      EXPECT_NEAR(cuda::combine_element(src.data(), W, offsets.data(), sources.data(), weights.data(), r, h),
+                  combined[r * W + h], 1e-6);
+
+  // Backward: the scattered gradient rows and each entry's weight gradient.
+  std::vector<float> d_dst(3 * W), d_src_cpu(n_src * W, 0.0f), d_src_gpu(n_src * W, 0.0f), dw_cpu(5);
+  fill_normal(d_dst.data(), 3 * W, 1.0, 2);
+  cpu->combine_backward(d_dst.data(), src.data(), W, 3, offsets.data(), sources.data(), weights.data(),
+                        d_src_cpu.data(), dw_cpu.data());
+  for (std::int64_t r = 0; r < 3; ++r)
+    for (std::int32_t a = offsets[r]; a < offsets[r + 1]; ++a) {
+      double dot = 0;
+      for (std::int64_t h = 0; h < W; ++h)
+        dot += cuda::combine_backward_element(d_dst.data(), src.data(), W, sources.data(), weights.data(), r, a, h,
+                                              d_src_gpu.data());
+      EXPECT_NEAR(dot, dw_cpu[a], 1e-5);
+    }
+  EXPECT_EQ(d_src_gpu, d_src_cpu);
+}
+
+TEST(CudaSharedLogic, BiasActivationMatchesLinearsEpilogue) {
+  for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU}) {
+    const std::int64_t n = 7, K = 5, N = 11;
+    std::vector<float> x(n * K), w(K * N), bias(N), pre(n * N), out(n * N), product(n * N), pre2(n * N);
+    fill_normal(x.data(), n * K, 1.0, 3);
+    fill_normal(w.data(), K * N, 1.0, 4);
+    fill_normal(bias.data(), N, 1.0, 5);
+    cpu->linear(x.data(), n, K, w.data(), N, bias.data(), act, pre.data(), out.data());
+    cpu->gemm(false, false, n, N, K, 1.0f, x.data(), K, w.data(), N, 0.0f, product.data(), N);
+    for (std::int64_t i = 0; i < n * N; ++i) {
+      EXPECT_NEAR(cuda::bias_activation_element(product.data(), bias.data(), N, act, i, pre2.data()), out[i], 1e-5);
+      EXPECT_NEAR(pre2[i], pre[i], 1e-5);
+    }
+  }
+}
+
+TEST(CudaSharedLogic, ColumnSumsAsTheKernelComputesThem) {
+  const std::int64_t rows = 300, cols = 9;
+  std::vector<float> m(rows * cols);
+  fill_normal(m.data(), rows * cols, 1.0, 6);
+  std::vector<double> expected(cols);
+  cpu->column_sums(m.data(), rows, cols, expected.data());
+  for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(cuda::column_sum(m.data(), rows, cols, c), expected[c], 1e-9);
+}
+
+TEST(CudaSharedLogic, RouterRowsOnePerThread) {
+  // The kernels call softmax_topk_row and router_backward_row once per token, exactly
+  // as the CPU ops do; drive them per token and compare with the batched CPU op.
+  const std::int64_t T = 17;
+  const int E = 6, k = 3;
+  std::vector<float> logits(T * E), probs(T * E), weights(T * k), lse(T), probs2(T * E), weights2(T * k);
+  std::vector<std::int32_t> idx(T * k), idx2(T * k);
+  fill_normal(logits.data(), T * E, 2.0, 7);
+  cpu->softmax_topk(logits.data(), T, E, k, true, probs.data(), idx.data(), weights.data(), lse.data());
+  for (std::int64_t t = 0; t < T; ++t) {
+    const float l = moe::kernels::softmax_topk_row(&logits[t * E], E, k, true, &probs2[t * E], &idx2[t * k],
+                                                   &weights2[t * k]);
+    EXPECT_EQ(l, lse[t]);
+  }
+  EXPECT_EQ(idx2, idx);
+  EXPECT_EQ(weights2, weights);
+  std::vector<float> dw(T * k), aux(E, 0.01f), d1(T * E), d2(T * E);
+  fill_normal(dw.data(), T * k, 1.0, 8);
+  cpu->router_backward(probs.data(), idx.data(), dw.data(), lse.data(), T, E, k, true, aux.data(), 0.1f, d1.data());
+  for (std::int64_t t = 0; t < T; ++t)
+    moe::kernels::router_backward_row(&probs[t * E], &idx[t * k], &dw[t * k], lse[t], E, k, true, aux.data(), 0.1f,
+                                      &d2[t * E]);
+  EXPECT_EQ(d1, d2);
+}
+
+TEST(CudaSharedLogic, OptimizerElementsAsTheKernelsRunThem) {
+  const std::int64_t n = 50;
+  std::vector<float> p(n), g(n), m(n, 0.1f), v(n, 0.2f);
+  fill_normal(p.data(), n, 1.0, 9);
+  fill_normal(g.data(), n, 1.0, 10);
+  std::vector<float> p2 = p, m2 = m, v2 = v;
+  cpu->adamw_update(p.data(), g.data(), m.data(), v.data(), n, 0.01f, 0.9f, 0.99f, 1e-8f, 0.1f, 0.1f, 0.01f);
+  for (std::int64_t i = 0; i < n; ++i)
+    moe::kernels::adamw_element(p2[i], g[i], m2[i], v2[i], 0.01f, 0.9f, 0.99f, 1e-8f, 0.1f, 0.1f, 0.01f);
+  EXPECT_EQ(p, p2);
+  EXPECT_EQ(m, m2);
+  EXPECT_EQ(v, v2);
+}
+
+}  // namespace

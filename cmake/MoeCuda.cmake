@@ -3,6 +3,7 @@
 # the toolkit. Architectures default to 80 and 90 (A100, H100/H200); override with
 # -DCMAKE_CUDA_ARCHITECTURES=...
 include(CheckLanguage)
+option(MOE_WITH_NCCL "Build the NCCL communicator when NCCL is found (needs CUDA and MPI)" ON)
 set(MOE_HAVE_CUDA OFF)
 set(MOE_HAVE_NCCL OFF)
 if(MOE_WITH_CUDA STREQUAL "ON" OR MOE_WITH_CUDA STREQUAL "AUTO")
@@ -27,7 +28,7 @@ if(MOE_HAVE_CUDA)
   find_path(MOE_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME PATH_SUFFIXES include)
   find_library(MOE_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib
                ${CUDAToolkit_LIBRARY_ROOT}/lib64 ENV NCCL_HOME PATH_SUFFIXES lib lib64)
-  if(MOE_NCCL_INCLUDE_DIR AND MOE_NCCL_LIBRARY AND MOE_WITH_MPI)
+  if(MOE_WITH_NCCL AND MOE_NCCL_INCLUDE_DIR AND MOE_NCCL_LIBRARY AND MOE_WITH_MPI)
     set(MOE_HAVE_NCCL ON)
   endif()
 endif()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds what scripts/gpu-check.sh runs, for a GPU machine that has the CUDA toolkit
+# and driver but none of moe's other dependencies and no package access: the test
+# and benchmark programs, libmoe, and every shared library they need except the C/C++
+# runtime and CUDA's own (the GPU machine has those), packed as gpu-bundle.tar.xz.
+# Built for sm_90 (H100/H200) without NCCL (the check runs one GPU).
+# usage: scripts/make-gpu-bundle.sh [CUDA_ARCHITECTURES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch=${1:-90}
+bash scripts/install-deps.sh >/dev/null
+cmake -S . -B build-gpu-bundle -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DMOE_WITH_NCCL=OFF \
+      -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null
+cmake --build build-gpu-bundle -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench moe_cli >/dev/null
+rm -rf gpu-bundle && mkdir -p gpu-bundle/bin gpu-bundle/lib
+cp build-gpu-bundle/tests/cuda/moe_cuda_tests build-gpu-bundle/tests/mpi/moe_mpi_tests \
+   build-gpu-bundle/bench/gpu_bench build-gpu-bundle/bin/moe gpu-bundle/bin/
+cp -L build-gpu-bundle/libmoe.so.0 gpu-bundle/lib/
+# Every library the programs load, but the C/C++ runtime and CUDA's (found there).
+skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libnccl)'
+for program in gpu-bundle/bin/* gpu-bundle/lib/libmoe.so.0; do
+  LD_LIBRARY_PATH=gpu-bundle/lib ldd "$program" | awk '$3 ~ /^\// {print $1, $3}'
+done | sort -u | while read -r name path; do
+  [[ "$name" =~ $skip ]] || cp -Ln "$path" gpu-bundle/lib/
+done
+tar -C . -cJf gpu-bundle.tar.xz gpu-bundle
+echo "gpu-bundle.tar.xz: $(du -h gpu-bundle.tar.xz | cut -f1) ($(ls gpu-bundle/lib | wc -l) libraries); carry it with the run"

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "kernels/activation.hpp"
 
@@ -39,6 +40,14 @@ class Ops {
   virtual void linear(const float* x, std::int64_t n, std::int64_t in_dim, const float* w,
                       std::int64_t out_dim, const float* bias, Act act, float* pre_act,
                       float* out) = 0;
+
+  // linear() for several weight matrices at once, as one grouped GEMM where the
+  // backend has it: the rows [row_offsets[g], row_offsets[g+1]) of x and out (and
+  // pre_act) go through weights[g] and biases[g] (host arrays of backend pointers;
+  // row_offsets is a host array of groups + 1 entries). A group with no rows is skipped.
+  virtual void grouped_linear(const float* x, const std::vector<std::int64_t>& row_offsets, std::int64_t in_dim,
+                              const std::vector<const float*>& weights, std::int64_t out_dim,
+                              const std::vector<const float*>& biases, Act act, float* pre_act, float* out) = 0;
 
   // Per row of logits[T,E]: softmax into probs[T,E], top-k into indices[T,k] and
   // weights[T,k] (kernels/router_row.hpp), log-sum-exp into lse[T] when not null.

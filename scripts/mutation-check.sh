@@ -36,7 +36,7 @@ mutations=(
   "unit|kernels/optimizer_math.hpp|s/param -= lr \* weight_decay \* param;/param -= weight_decay * param;/|SGD weight decay not scaled by lr"
   "unit|src/optimizer.cpp|s/const double norm = std::sqrt(experts + ops.sum_squares/const double norm = std::sqrt(experts + 2 * ops.sum_squares/|gate counted twice in the global norm"
   "mpi|src/optimizer.cpp|s/layer.communicator().all_reduce(&experts, 1, DataType::Float64, ReduceOp::Sum);//|global norm misses other ranks' experts"
-  "mpi|src/layer.cpp|s/comm->all_reduce(step, H \* E, DataType::Float32, ReduceOp::Sum);//|gate gradient not summed over ranks"
+  "mpi|src/layer.cpp|s/transport.all_reduce_sum(step, H \* E);//|gate gradient not summed over ranks"
   "mpi|src/layer.cpp|s/d_slot\[static_cast<std::size_t>(layout.assignment_slot\[a\])\] = dw_back\[a\];/d_slot[static_cast<std::size_t>(layout.assignment_slot[a ^ 1])] = dw_back[a];/|weight gradients returned to the wrong slots"
 )
 

@@ -40,14 +40,15 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments,
 
   ops.gather_rows(rows_in, ws.gather_rows.upload(grouping.grouped_input_row),
                   static_cast<std::int64_t>(A), H, grouped_in);
+  // Every expert's GEMM pair as two grouped GEMMs over the contiguous expert blocks.
+  std::vector<const float*> w1, b1, w2, b2;
   for (std::int64_t e = 0; e < assignments.num_experts; ++e) {
-    const std::int64_t begin = grouping.expert_offsets[static_cast<std::size_t>(e)];
-    const std::int64_t rows = grouping.expert_offsets[static_cast<std::size_t>(e) + 1] - begin;
-    if (rows == 0) continue;
-    expert_ffn(ops, grouped_in + begin * H, rows, params[static_cast<std::size_t>(e)], config,
-               hidden_pre ? hidden_pre + begin * F : nullptr, hidden + begin * F,
-               grouped_out + begin * H);
+    const ExpertParams& p = params[static_cast<std::size_t>(e)];
+    w1.push_back(p.w1), b1.push_back(p.b1), w2.push_back(p.w2), b2.push_back(p.b2);
   }
+  ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w1, F, b1, to_kernel_act(config.activation), hidden_pre,
+                     hidden);
+  ops.grouped_linear(hidden, grouping.expert_offsets, F, w2, H, b2, kernels::Act::Identity, nullptr, grouped_out);
   ops.combine_rows(grouped_out, H, assignments.output_rows, ws.combine_offsets.upload(assignments.offsets),
                    ws.combine_sources.upload(grouping.grouped_row_of),
                    ws.combine_weights.upload(assignments.weight), rows_out);

@@ -145,7 +145,10 @@ struct MoELayer::Impl {
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
     const auto gate_size = static_cast<std::size_t>(config.hidden_dim * config.num_experts);
-    init_gate_weights(gate.resize(gate_size), config, seed);
+    // Initialised in host memory and uploaded: the buffers may be on a GPU.
+    std::vector<float> host_gate(gate_size);
+    init_gate_weights(host_gate.data(), config, seed);
+    gate.upload(host_gate);
     experts.resize(local_experts, config);
     std::vector<float> flat(static_cast<std::size_t>(config.expert_param_count()));
     for (std::int64_t e = 0; e < local_experts; ++e) {

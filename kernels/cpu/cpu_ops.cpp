@@ -83,6 +83,18 @@ class CpuOps final : public Ops {
                        bias ? 1.0f : 0.0f, target, out_dim, seed_bias, apply_activation);
   }
 
+  void grouped_linear(const float* x, const std::vector<std::int64_t>& row_offsets, std::int64_t in_dim,
+                      const std::vector<const float*>& weights, std::int64_t out_dim,
+                      const std::vector<const float*>& biases, Act act, float* pre_act, float* out) override {
+    // One GEMM per group: each is large enough to split across the cores on its own.
+    for (std::size_t g = 0; g + 1 < row_offsets.size(); ++g) {
+      const std::int64_t begin = row_offsets[g], rows = row_offsets[g + 1] - begin;
+      if (rows == 0) continue;
+      linear(x + begin * in_dim, rows, in_dim, weights[g], out_dim, biases[g], act,
+             pre_act ? pre_act + begin * out_dim : nullptr, out + begin * out_dim);
+    }
+  }
+
   void softmax_topk(const float* logits, std::int64_t tokens, int num_experts, int top_k,
                     bool normalize, float* probs, std::int32_t* indices, float* weights,
                     float* lse) override {

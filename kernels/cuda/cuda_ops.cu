@@ -2,6 +2,7 @@
 // kernel per element-wise or per-row op (each in its own .cu, sharing its per-element
 // logic with the CPU through kernels/*.hpp and the .cuh headers).
 #include <cstdio>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.hpp"
@@ -29,6 +30,7 @@ class CudaOps final : public Ops {
     // Destructors never throw: failures are reported and the rest is still released.
     for (auto& w : weight_cache_) release(w.bf16);
     release(bf16_input_);
+    release(scratch_);
     release(doubles_);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
@@ -39,10 +41,16 @@ class CudaOps final : public Ops {
   void* allocate(std::size_t bytes) override {
     void* ptr = nullptr;
     MOE_CHECK(Cuda, cudaMalloc(&ptr, bytes ? bytes : 1));
+    sizes_[ptr] = bytes;
     return ptr;
   }
   void deallocate(void* ptr) noexcept override {
-    forget(ptr);
+    // Memory freed may come back for other weights: drop the bf16 copies made from it.
+    const auto it = sizes_.find(ptr);
+    if (it != sizes_.end()) {
+      touched(ptr, it->second);
+      sizes_.erase(it);
+    }
     release(ptr);
   }
   void copy_to_host(void* host_dst, const void* src, std::size_t bytes) override {
@@ -90,6 +98,52 @@ class CudaOps final : public Ops {
                  out_dim);
     }
     launch_bias_activation(target, bias, n * out_dim, out_dim, act, pre_act, out, stream_);
+  }
+
+  void grouped_linear(const float* x, const std::vector<std::int64_t>& row_offsets, std::int64_t in_dim,
+                      const std::vector<const float*>& weights, std::int64_t out_dim,
+                      const std::vector<const float*>& biases, Act act, float* pre_act, float* out) override {
+    const int groups = static_cast<int>(row_offsets.size()) - 1;
+    const std::int64_t total = row_offsets.back() - row_offsets.front();
+    if (groups <= 0 || total == 0) return;
+    if (precision_ == GemmPrecision::BF16) {
+      // The grouped GEMM writes bf16 results for bf16 inputs; the layer keeps FP32
+      // activations, so bf16 runs one cublasGemmEx per expert on the stream.
+      for (int g = 0; g < groups; ++g) {
+        const std::int64_t begin = row_offsets[g], rows = row_offsets[g + 1] - begin;
+        if (rows)
+          linear(x + begin * in_dim, rows, in_dim, weights[g], out_dim, biases[g], act,
+                 pre_act ? pre_act + begin * out_dim : nullptr, out + begin * out_dim);
+      }
+      return;
+    }
+    float* target = pre_act ? pre_act : out;
+    // The non-empty groups' operands, as device arrays of pointers.
+    std::vector<int> rows;
+    std::vector<const float*> pointers;  // a (x rows), b (weights), c (target), each groups long
+    std::vector<const float*> a, b;
+    std::vector<float*> c;
+    for (int g = 0; g < groups; ++g) {
+      const std::int64_t begin = row_offsets[g], n = row_offsets[g + 1] - begin;
+      if (n == 0) continue;
+      rows.push_back(static_cast<int>(n));
+      a.push_back(x + begin * in_dim), b.push_back(weights[g]), c.push_back(target + begin * out_dim);
+    }
+    const std::size_t used = rows.size();
+    pointers.insert(pointers.end(), a.begin(), a.end());
+    pointers.insert(pointers.end(), b.begin(), b.end());
+    pointers.insert(pointers.end(), c.begin(), c.end());
+    pointers.insert(pointers.end(), biases.begin(), biases.end());
+    auto** device = static_cast<const float**>(scratch_bytes(pointers.size() * sizeof(float*) +
+                                                             row_offsets.size() * sizeof(std::int64_t)));
+    copy_from_host(device, pointers.data(), pointers.size() * sizeof(float*));
+    auto* offsets = reinterpret_cast<std::int64_t*>(device + pointers.size());
+    copy_from_host(offsets, row_offsets.data(), row_offsets.size() * sizeof(std::int64_t));
+    cuda::grouped_gemm(blas_, precision_, rows, static_cast<int>(out_dim), static_cast<int>(in_dim), device,
+                       device + used, const_cast<float* const*>(device + 2 * used));
+    launch_grouped_bias_activation(target + row_offsets.front() * out_dim, device + 3 * used, offsets, groups,
+                                   total * out_dim, out_dim, act, pre_act ? pre_act + row_offsets.front() * out_dim : nullptr,
+                                   out + row_offsets.front() * out_dim, stream_);
   }
 
   void softmax_topk(const float* logits, std::int64_t tokens, int num_experts, int top_k, bool normalize, float* probs,
@@ -195,16 +249,15 @@ class CudaOps final : public Ops {
       }
     }
   }
-  // Freed memory may be reused for other weights: forget its copies too.
-  void forget(const void* ptr) {
-    for (std::size_t i = 0; i < weight_cache_.size();) {
-      if (weight_cache_[i].source == ptr) {
-        release(weight_cache_[i].bf16);
-        weight_cache_.erase(weight_cache_.begin() + static_cast<std::ptrdiff_t>(i));
-      } else {
-        ++i;
-      }
+
+  // Small per-call device scratch (pointer arrays, offsets); grows, never shrinks.
+  void* scratch_bytes(std::size_t bytes) {
+    if (bytes > scratch_size_) {
+      release(scratch_);
+      scratch_ = allocate(bytes);
+      scratch_size_ = bytes;
     }
+    return scratch_;
   }
 
   void* bf16_scratch(std::size_t count) {
@@ -225,8 +278,10 @@ class CudaOps final : public Ops {
     return doubles_;
   }
 
-  static void release(void* ptr) noexcept {
-    if (ptr && cudaFree(ptr) != cudaSuccess) std::fprintf(stderr, "moe: cudaFree failed\n");
+  void release(void* ptr) noexcept {
+    if (!ptr) return;
+    sizes_.erase(ptr);
+    if (cudaFree(ptr) != cudaSuccess) std::fprintf(stderr, "moe: cudaFree failed\n");
   }
 
   int device_;
@@ -234,6 +289,9 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::vector<CachedWeights> weight_cache_;
+  std::unordered_map<void*, std::size_t> sizes_;  // of every allocation, to invalidate on free
+  void* scratch_ = nullptr;
+  std::size_t scratch_size_ = 0;
   void* bf16_input_ = nullptr;
   std::size_t bf16_input_bytes_ = 0;
   double* doubles_ = nullptr;

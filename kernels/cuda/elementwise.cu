@@ -13,6 +13,14 @@ __global__ void bias_activation_kernel(const float* c, const float* bias, std::i
     out[i] = bias_activation_element(c, bias, cols, act, i, pre_act);
 }
 
+__global__ void grouped_bias_activation_kernel(const float* c, const float* const* biases, const std::int64_t* offsets,
+                                               int groups, std::int64_t n, std::int64_t cols, Act act, float* pre_act,
+                                               float* out) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    out[i] = grouped_bias_activation_element(c, biases, offsets, groups, cols, act, i, pre_act);
+}
+
 __global__ void activation_backward_kernel(const float* z, const float* dh, std::int64_t n, Act act, float* dz) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
@@ -31,6 +39,15 @@ void launch_bias_activation(const float* c, const float* bias, std::int64_t n, s
                             float* pre_act, float* out, Stream stream) {
   if (n == 0) return;
   bias_activation_kernel<<<blocks_for(n, kBlock), kBlock, 0, stream>>>(c, bias, n, cols, act, pre_act, out);
+  MOE_CHECK_LAUNCH();
+}
+
+void launch_grouped_bias_activation(const float* c, const float* const* biases, const std::int64_t* offsets, int groups,
+                                    std::int64_t n, std::int64_t cols, Act act, float* pre_act, float* out,
+                                    Stream stream) {
+  if (n == 0) return;
+  grouped_bias_activation_kernel<<<blocks_for(n, kBlock), kBlock, 0, stream>>>(c, biases, offsets, groups, n, cols, act,
+                                                                               pre_act, out);
   MOE_CHECK_LAUNCH();
 }
 

@@ -2,8 +2,6 @@
 // moe-run for the collective commands:
 //   moe init --out model.h5 --experts 8 --top-k 2 --hidden 512 --expert-dim 2048
 //   moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output out.h5
-#include <malloc.h>
-
 #include <cstdio>
 #include <vector>
 
@@ -11,13 +9,6 @@
 #include "moe/error.hpp"
 
 int main(int argc, char** argv) {
-  // Checkpoint I/O goes through HDF5's filter pipeline, which allocates and frees a
-  // chunk-sized buffer per expert tensor. With glibc's defaults each is a fresh mmap
-  // whose pages fault in; keeping them in the heap made a 1 GB save 2× faster here
-  // (docs/performance.md). This is the program's choice; the library sets nothing.
-  mallopt(M_MMAP_THRESHOLD, 512 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-
   CLI::App app{"moe: Mixture-of-Experts layers with expert parallelism"};
   app.require_subcommand(1);
   // A repeated option takes its last value, as most command lines do.

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "checkpoint/detail/fletcher32.hpp"
 #include "checkpoint/detail/hdf5.hpp"
 #include "moe/checkpoint.hpp"
 #include "support/test_util.hpp"
@@ -216,6 +217,22 @@ TEST_F(Checkpoint, FileWithoutTheChecksumFilterStillLoads) {
   EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
   for (const auto& e : moe::inspect_checkpoint(path).experts)
     EXPECT_EQ(e.checksum, moe::ExpertSummary::Checksum::NotPresent);
+}
+
+}  // namespace
+
+// HDF5's own checksum (exported by libhdf5, not declared in its public headers).
+extern "C" std::uint32_t H5_checksum_fletcher32(const void* data, std::size_t len);
+
+namespace {
+
+TEST(Fletcher32, BitIdenticalToHdf5sOwn) {
+  std::vector<unsigned char> bytes(5000);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>((i * 2654435761u) >> 13);
+  for (std::size_t len : {0u, 1u, 2u, 3u, 719u, 720u, 721u, 722u, 1441u, 4096u, 5000u})
+    EXPECT_EQ(moe::hdf5::fletcher32(bytes.data(), len), H5_checksum_fletcher32(bytes.data(), len)) << len;
+  std::vector<unsigned char> ones(100000, 0xff);  // the largest sums HDF5 can meet
+  EXPECT_EQ(moe::hdf5::fletcher32(ones.data(), ones.size()), H5_checksum_fletcher32(ones.data(), ones.size()));
 }
 
 }  // namespace

@@ -265,13 +265,28 @@ MOEConfig read_checkpoint_config(const std::string& path) {
   return checkpoint::read_config_attributes(file.get(), path);
 }
 
-ReferenceModel load_reference_model(const std::string& path) {
+// A checkpoint opened on one process, its config read and its datasets checked.
+struct CheckedFile {
+  Handle file;
+  MOEConfig config;
+  std::int64_t step;
+};
+
+CheckedFile open_checked(const std::string& path) {
   Handle file = open_checkpoint(path);
+  const MOEConfig config = checkpoint::read_config_attributes(file.get(), path);
+  checkpoint::check_datasets(file.get(), config, path);
+  const std::int64_t step = checkpoint::read_step(file.get());
+  return {std::move(file), config, step};
+}
+
+ReferenceModel load_reference_model(const std::string& path) {
+  const CheckedFile checked = open_checked(path);
+  const Handle& file = checked.file;
   ReferenceModel model;
-  model.config = checkpoint::read_config_attributes(file.get(), path);
+  model.config = checked.config;
+  model.step = checked.step;
   const MOEConfig& c = model.config;
-  checkpoint::check_datasets(file.get(), c, path);
-  model.step = checkpoint::read_step(file.get());
   model.gate_weights = Tensor<FLOAT_TYPE>({c.hidden_dim, c.num_experts});
   std::string error = read_gate(file.get(), checkpoint::gate_dataset(), model.gate_weights.data());
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
@@ -284,12 +299,12 @@ ReferenceModel load_reference_model(const std::string& path) {
 }
 
 CheckpointSummary inspect_checkpoint(const std::string& path) {
-  Handle file = open_checkpoint(path);
+  const CheckedFile checked = open_checked(path);
+  const Handle& file = checked.file;
   CheckpointSummary summary;
-  summary.config = checkpoint::read_config_attributes(file.get(), path);
+  summary.config = checked.config;
+  summary.step = checked.step;
   const MOEConfig& c = summary.config;
-  checkpoint::check_datasets(file.get(), c, path);
-  summary.step = checkpoint::read_step(file.get());
   summary.has_optimizer_state = hdf5::link_exists(file.get(), "/optimizer");
 
   bool checksummed = true;

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "collective_check.hpp"
+#include "initialization.hpp"
 #include "launch/command.hpp"
 #include "moe/checkpoint.hpp"
 #include "moe/optimizer.hpp"
@@ -16,24 +17,9 @@ namespace {
 
 // The data stream is counter-based: the tokens of (seed, rank, step) are the same
 // whenever they are drawn, so its whole state is (seed, position).
-std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 Tensor<FLOAT_TYPE> tokens_for(std::uint64_t seed, int rank, std::int64_t step, std::int64_t count, std::int64_t hidden) {
-  std::uint64_t state = seed;
-  state = splitmix64(state) ^ (static_cast<std::uint64_t>(rank) << 40) ^ static_cast<std::uint64_t>(step);
   Tensor<FLOAT_TYPE> x({count, hidden});
-  for (std::int64_t i = 0; i < x.numel(); i += 2) {  // Box–Muller: two normals per pair of uniforms
-    const double u1 = (static_cast<double>(splitmix64(state) >> 11) + 1.0) * 0x1.0p-53;
-    const double u2 = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1)), angle = 6.283185307179586 * u2;
-    x[i] = static_cast<float>(r * std::cos(angle));
-    if (i + 1 < x.numel()) x[i + 1] = static_cast<float>(r * std::sin(angle));
-  }
+  fill_normal(x.data(), x.numel(), seed, (static_cast<std::uint64_t>(rank) << 40) ^ static_cast<std::uint64_t>(step));
   return x;
 }
 

@@ -18,14 +18,29 @@ std::uint64_t expert_stream(std::int64_t global_id, int part) {
   return 4 * (static_cast<std::uint64_t>(global_id) + 1) + static_cast<std::uint64_t>(part);
 }
 
+std::uint64_t stream_state(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t state = seed;
+  return splitmix64(state) ^ (stream * 0xD1B54A32D192ED03ull);
+}
+
+double unit_interval(std::uint64_t& state) {  // [0, 1), 53 random bits
+  return static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;
+}
+
 }  // namespace
 
 void fill_uniform(float* out, std::int64_t count, float bound, std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t state = seed;
-  state = splitmix64(state) ^ (stream * 0xD1B54A32D192ED03ull);
-  for (std::int64_t i = 0; i < count; ++i) {
-    const double unit = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // [0, 1)
-    out[i] = static_cast<float>((2.0 * unit - 1.0) * bound);
+  std::uint64_t state = stream_state(seed, stream);
+  for (std::int64_t i = 0; i < count; ++i) out[i] = static_cast<float>((2.0 * unit_interval(state) - 1.0) * bound);
+}
+
+void fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t state = stream_state(seed, stream);
+  for (std::int64_t i = 0; i < count; i += 2) {  // two normals per pair of uniforms
+    const double r = std::sqrt(-2.0 * std::log(1.0 - unit_interval(state)));
+    const double angle = 6.283185307179586 * unit_interval(state);
+    out[i] = static_cast<float>(r * std::cos(angle));
+    if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(angle));
   }
 }
 

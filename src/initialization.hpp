@@ -12,6 +12,9 @@ namespace moe {
 // (seed, stream): reproducible on every platform and compiler.
 void fill_uniform(float* out, std::int64_t count, float bound, std::uint64_t seed, std::uint64_t stream);
 
+// Standard normal values (Box–Muller) from the same kind of stream.
+void fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream);
+
 // PyTorch Linear's default scales: weights and bias of a layer with fan-in n in ±1/√n.
 void init_gate_weights(float* out, const MOEConfig& config, std::uint64_t seed);
 void init_expert_params(float* flat, const MOEConfig& config, std::uint64_t seed, std::int64_t global_id);

@@ -4,6 +4,7 @@
 # files ending with a clear message and a non-zero exit.
 # usage: test-moe-cli.sh BIN_DIR WORK_DIR
 set -uo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/checks.sh"
 bin=$(cd "$1" && pwd)
 work=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,12 +12,6 @@ source "$here/../../scripts/find-python.sh"
 moe_find_python numpy h5py || exit 1
 export PATH=$bin:$PATH
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
-failures=0
-check() {
-  local name=$1
-  shift
-  if "$@"; then echo "ok    $name"; else echo "FAIL  $name"; failures=$((failures + 1)); fi
-}
 fails_with() {  # fails_with MESSAGE COMMAND...: non-zero exit and MESSAGE in the output
   local message=$1
   shift

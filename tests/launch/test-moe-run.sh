@@ -2,14 +2,9 @@
 # moe-run as the README describes it: the flags it adds, its argument errors, and a
 # real two-rank run. usage: test-moe-run.sh MOE_RUN MPI_TEST_BINARY
 set -uo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/checks.sh"
 moe_run=$1
 mpi_tests=$2
-failures=0
-check() {  # check NAME CONDITION-COMMAND...
-  local name=$1
-  shift
-  if "$@"; then echo "ok    $name"; else echo "FAIL  $name"; failures=$((failures + 1)); fi
-}
 contains() { grep -q -- "$2" <<<"$1"; }
 lacks() { ! grep -q -- "$2" <<<"$1"; }
 

@@ -4,16 +4,11 @@
 # and at 2 ranks; a resume with the wrong optimizer is a clear error.
 # usage: test-moe-train.sh BIN_DIR WORK_DIR
 set -uo pipefail
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/checks.sh"
 bin=$(cd "$1" && pwd)
 work=$2
 export PATH=$bin:$PATH
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
-failures=0
-check() {
-  local name=$1
-  shift
-  if "$@"; then echo "ok    $name"; else echo "FAIL  $name"; failures=$((failures + 1)); fi
-}
 small=(--experts 4 --top-k 2 --hidden 32 --expert-dim 64 --tokens 64 --log-every 3 --save-every 0 --capacity-factor 1.0)
 
 for np in 1 2; do

@@ -26,6 +26,13 @@ class MpiTest : public ::testing::Test {
   void TearDown() override;
 };
 
+// Tokens per rank for the invariance tests: uneven (rank r has base + step·r), or every
+// rank the same but the last, which has none.
+inline std::int64_t uneven_tokens(int rank, std::int64_t base, std::int64_t step) { return base + step * rank; }
+inline std::int64_t none_on_last_rank(int rank, int ranks, std::int64_t tokens) {
+  return rank == ranks - 1 ? 0 : tokens;
+}
+
 // The message of the failure added on ranks that passed when another rank failed;
 // the printer does not repeat it.
 inline constexpr const char* kFailedElsewhere = "(failed on another rank)";

@@ -26,8 +26,8 @@ struct Scenario {
   TrafficMode traffic;
 };
 
-std::int64_t uneven(int rank, int) { return 15 + 9 * rank; }
-std::int64_t last_rank_empty(int rank, int ranks) { return rank == ranks - 1 ? 0 : 21; }
+std::int64_t uneven(int rank, int) { return moe::testing::uneven_tokens(rank, 15, 9); }
+std::int64_t last_rank_empty(int rank, int ranks) { return moe::testing::none_on_last_rank(rank, ranks, 21); }
 
 const Scenario kScenarios[] = {
     {"drop_uneven_dedup", 4, 2, true, uneven, TrafficMode::Deduplicated},

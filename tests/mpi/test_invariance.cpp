@@ -30,8 +30,8 @@ MOEConfig base(std::int64_t E, std::int64_t k, bool drop, float cf = 1.0f) {
   c.drop_tokens = drop;
   return c;
 }
-std::int64_t uneven(int rank, int) { return 20 + 13 * rank; }
-std::int64_t last_rank_empty(int rank, int ranks) { return rank == ranks - 1 ? 0 : 37; }
+std::int64_t uneven(int rank, int) { return moe::testing::uneven_tokens(rank, 20, 13); }
+std::int64_t last_rank_empty(int rank, int ranks) { return moe::testing::none_on_last_rank(rank, ranks, 37); }
 std::int64_t fifty(int, int) { return 50; }
 
 const Scenario kScenarios[] = {

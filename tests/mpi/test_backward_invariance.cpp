@@ -37,6 +37,8 @@ const Scenario kScenarios[] = {
     {"eight_per_rank_top4", 8, 4, true, uneven, TrafficMode::PerAssignment},
 };
 
+void PrintTo(const Scenario& s, std::ostream* os) { *os << s.name; }
+
 class BackwardInvariance : public moe::testing::MpiTest, public ::testing::WithParamInterface<Scenario> {};
 
 double norm_rel(const std::vector<float>& a, const std::vector<float>& b) {

@@ -47,6 +47,8 @@ const Scenario kScenarios[] = {
     {"gelu_raw_weights", [](int) { MOEConfig c = base(8, 2, true); c.activation = moe::Activation::GELU; c.normalize_top_k = false; return c; }, uneven, false},
 };
 
+void PrintTo(const Scenario& s, std::ostream* os) { *os << s.name; }
+
 class Invariance : public moe::testing::MpiTest,
                    public ::testing::WithParamInterface<std::tuple<Scenario, TrafficMode>> {};
 

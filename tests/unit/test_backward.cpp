@@ -27,6 +27,8 @@ struct GradCase {
   }
 };
 
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name(); }
+
 class Gradients : public ::testing::TestWithParam<GradCase> {};
 
 // ∂L/∂v[i] by central differences, v perturbed in place.

@@ -29,6 +29,10 @@ std::string gemm_name(const ::testing::TestParamInfo<std::tuple<GemmCase, int>>&
          std::to_string(p.n) + "x" + std::to_string(p.k) + "_threads" + std::to_string(std::get<1>(info.param));
 }
 
+void PrintTo(const GemmCase& p, std::ostream* os) {
+  *os << (p.ta ? "T" : "N") << (p.tb ? "T" : "N") << " " << p.m << "x" << p.n << "x" << p.k;
+}
+
 class CpuGemm : public ::testing::TestWithParam<std::tuple<GemmCase, int>> {};
 
 TEST_P(CpuGemm, MatchesFloat64) {

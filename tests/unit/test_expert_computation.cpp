@@ -54,6 +54,8 @@ struct ForwardCase {
   }
 };
 
+void PrintTo(const ForwardCase& c, std::ostream* os) { *os << c.name(); }
+
 class ForwardMatchesReference : public ::testing::TestWithParam<ForwardCase> {};
 
 TEST_P(ForwardMatchesReference, OutputWithinTolerance) {

@@ -26,6 +26,8 @@ struct GatingCase {
   }
 };
 
+void PrintTo(const GatingCase& c, std::ostream* os) { *os << c.name(); }
+
 class GatingMatchesReference : public ::testing::TestWithParam<GatingCase> {};
 
 TEST_P(GatingMatchesReference, WeightsIndicesAndLoss) {

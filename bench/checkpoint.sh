@@ -2,7 +2,8 @@
 # Checkpoint save/load of a 1.07 GB checkpoint (E=32, H=1024, F=4096) at 1, 2 and 4
 # ranks, against plain sequential POSIX I/O of the same bytes in the same run, with
 # glibc's default malloc and with large freed buffers kept in the heap (--tune-malloc,
-# what the moe program does). Reads from disk need root (to drop the page cache).
+# an experiment: it helped before moe's in-place Fletcher32 filter, no longer). Reads
+# from disk need root (to drop the page cache).
 # usage: bench/checkpoint.sh [BUILD_DIR] [DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

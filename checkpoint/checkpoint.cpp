@@ -305,7 +305,7 @@ CheckpointSummary inspect_checkpoint(const std::string& path) {
   summary.config = checked.config;
   summary.step = checked.step;
   const MOEConfig& c = summary.config;
-  summary.has_optimizer_state = hdf5::link_exists(file.get(), "/optimizer");
+  summary.has_optimizer_state = hdf5::link_exists(file.get(), kOptimizer);
 
   bool checksummed = true;
   for (const ExpertTensor& t : checkpoint::expert_tensors(c)) {

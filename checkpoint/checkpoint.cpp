@@ -1,4 +1,4 @@
-// Save, load and inspect checkpoints in the layout of DESIGN §6.
+// Save, load and inspect checkpoints in the layout of docs/design.md §6.
 #include "moe/checkpoint.hpp"
 
 #include <cmath>
@@ -16,7 +16,6 @@
 namespace moe {
 namespace {
 
-using checkpoint::ExpertTensor;
 using hdf5::Dims;
 using hdf5::Handle;
 
@@ -36,109 +35,202 @@ Handle expert_slab(const Dims& dims, std::int64_t first, std::int64_t count) {
   return space;
 }
 
-void write_gate(hid_t file, const MOEConfig& c, const std::string& name, const float* gate, bool this_rank_writes) {
-  const Dims dims{static_cast<hsize_t>(c.hidden_dim), static_cast<hsize_t>(c.num_experts)};
-  Handle dataset = hdf5::create_dataset(file, name, H5T_IEEE_F32LE, dims);
+// Host memory with a backend buffer's contents: the buffer itself on the CPU, else a copy.
+struct HostView {
+  std::vector<float> copy;
+  const float* data = nullptr;
+};
+HostView host_view(kernels::Ops& ops, const float* data, std::int64_t count) {
+  HostView v;
+  if (ops.backend() == kernels::Backend::CPU) {
+    v.data = data;
+  } else {
+    v.copy.resize(static_cast<std::size_t>(count));
+    if (count) ops.copy_to_host(v.copy.data(), data, sizeof(float) * v.copy.size());
+    v.data = v.copy.data();
+  }
+  return v;
+}
+
+// A replicated tensor (gate, expert bias, shared expert): one chunk with a Fletcher32
+// checksum, written by one rank; the others join the collective call with nothing.
+void write_replicated(hid_t file, const std::string& name, const Dims& dims, const float* data, bool this_rank_writes) {
+  hdf5::DatasetOptions options;
+  options.chunk = dims;
+  options.fletcher32 = true;
+  Handle dataset = hdf5::create_dataset(file, name, H5T_IEEE_F32LE, dims, options);
   Handle file_space = hdf5::dataspace(dims), memory = hdf5::dataspace(dims);
   if (!this_rank_writes) hdf5::select_none(file_space.get()), hdf5::select_none(memory.get());
-  hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), gate, true);
+  hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), data, true);
 }
 
-// Writes this rank's experts [first, first + count) — tensor i's [count, ...] block at
-// tensors[i] — into the four expert datasets of `group`, chunked one expert per chunk
-// with Fletcher32: one collective transfer per dataset, whose memory block has the
-// shape of its file selection.
-void write_experts(hid_t file, const MOEConfig& c, const std::string& group, const float* const tensors[4],
-                   std::int64_t first, std::int64_t count) {
-  int i = 0;
-  for (const ExpertTensor& t : checkpoint::expert_tensors(c, group)) {
-    const Dims dims = with_experts(static_cast<hsize_t>(c.num_experts), t.shape);
-    hdf5::DatasetOptions options;
-    options.chunk = with_experts(1, t.shape);
-    options.fletcher32 = true;
-    Handle dataset = hdf5::create_dataset(file, t.dataset, H5T_IEEE_F32LE, dims, options);
-    Handle file_space = expert_slab(dims, first, count);
-    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(count), t.shape));
-    // Collective: parallel HDF5 writes filtered (checksummed) chunks only that way.
-    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), tensors[i++], true);
-  }
-}
-
-// Reads `count` experts from `first` into `out(i)` (tensor i's [count, ...] block).
-// Data errors (a checksum that fails) are returned, not thrown, so that every rank
-// goes through the same calls and the caller can agree on the outcome.
-template <class Destination>
-std::string read_experts(hid_t file, const MOEConfig& c, const std::string& group, std::int64_t first,
-                         std::int64_t count, Destination out) {
-  std::string error;
-  int i = 0;
-  for (const ExpertTensor& t : checkpoint::expert_tensors(c, group)) {
-    Handle dataset = hdf5::open_dataset(file, t.dataset);
-    const Dims dims = hdf5::dataset_dims(dataset.get());
-    Handle file_space = expert_slab(dims, first, count);
-    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(count), t.shape));
-    try {
-      hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), out(i), false);
-    } catch (const Error& ex) {
-      if (error.empty())
-        error = detail::concat("reading ", t.dataset, " for experts [", first, ", ", first + count,
-                               ") failed (a corrupted chunk fails its Fletcher32 checksum): ", ex.what());
-    }
-    ++i;
-  }
-  return error;
-}
-
-// One expert into a flat [W1, W2, b1, b2] tensor.
-std::string read_flat_expert(hid_t file, const MOEConfig& c, std::int64_t e, float* flat) {
-  const auto tensors = checkpoint::expert_tensors(c);
-  return read_experts(file, c, "/experts", e, 1, [&](int i) { return flat + tensors[i].offset; });
-}
-
-std::string read_gate(hid_t file, const std::string& name, float* gate) {
+// Reads a whole dataset; a data error (a checksum that fails) is returned, not thrown,
+// so that every rank goes through the same calls and the caller can agree on the outcome.
+std::string read_whole(hid_t file, const std::string& name, float* out) {
   Handle dataset = hdf5::open_dataset(file, name);
   try {
-    hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, gate, false);
+    hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, out, false);
   } catch (const Error& e) {
-    return detail::concat("reading ", name, " failed: ", e.what());
+    return detail::concat("reading ", name, " failed (a corrupted chunk fails its Fletcher32 checksum): ", e.what());
   }
   return {};
 }
 
-// A parameter group (the model's, or one optimizer state set): the replicated gate,
-// written by rank 0, and this rank's experts. HDF5 reads and writes host memory: a
-// GPU layer's buffers travel through host copies.
-void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops,
-                 const Buffer<float>& gate, const ExpertStorage& experts, std::int64_t first, bool writes_gate) {
-  const bool host = ops.backend() == kernels::Backend::CPU;
-  std::vector<float> gate_copy, copies[4];
-  const float* tensors[4];
-  for (int i = 0; i < 4; ++i) {
-    const Buffer<float>* b[] = {&experts.w1, &experts.w2, &experts.b1, &experts.b2};
-    if (!host) copies[i] = b[i]->download();
-    tensors[i] = host ? experts.tensor(i) : copies[i].data();
+Dims dims_of(const std::vector<std::int64_t>& shape) {
+  Dims dims;
+  for (std::int64_t d : shape) dims.push_back(static_cast<hsize_t>(d));
+  return dims;
+}
+
+// Dataset d of experts [first, first + count), packed contiguously from the storage
+// tensor block `tensor` (host memory), into `out`.
+const float* packed_dataset(const ExpertLayout& layout, const ExpertDatasetSpec& d, const float* tensor,
+                            std::int64_t count, std::vector<float>& out) {
+  if (dataset_is_whole_tensor(layout, d)) return tensor;
+  out.resize(static_cast<std::size_t>(count * d.count()));
+  copy_dataset_out(layout, d, tensor, count, out.data());
+  return out.data();
+}
+
+// Writes experts [first, first + count) of `experts` into the datasets of `group`,
+// chunked one expert per chunk with Fletcher32: one collective transfer per dataset,
+// whose memory block has the shape of its file selection.
+void write_experts(hid_t file, kernels::Ops& ops, const std::string& group, const ExpertStorage& experts,
+                   std::int64_t total_experts, std::int64_t first) {
+  const ExpertLayout& layout = experts.layout;
+  std::vector<HostView> tensors;
+  for (std::size_t i = 0; i < experts.tensor_count(); ++i)
+    tensors.push_back(host_view(ops, experts.tensor(i), experts.total_size(i)));
+  std::vector<float> packed;
+  for (const ExpertDatasetSpec& d : layout.datasets) {
+    const Dims shape = dims_of(d.shape);
+    const Dims dims = with_experts(static_cast<hsize_t>(total_experts), shape);
+    hdf5::DatasetOptions options;
+    options.chunk = with_experts(1, shape);
+    options.fletcher32 = true;
+    Handle dataset = hdf5::create_dataset(file, group + "/" + d.name, H5T_IEEE_F32LE, dims, options);
+    Handle file_space = expert_slab(dims, first, experts.experts);
+    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(experts.experts), shape));
+    const float* data =
+        packed_dataset(layout, d, tensors[static_cast<std::size_t>(d.tensor)].data, experts.experts, packed);
+    // Collective: parallel HDF5 writes filtered (checksummed) chunks only that way.
+    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), data, true);
   }
-  if (!host) gate_copy = gate.download();
-  write_gate(file, c, checkpoint::gate_dataset(prefix), host ? gate.data() : gate_copy.data(), writes_gate);
-  write_experts(file, c, checkpoint::experts_group(prefix), tensors, first, experts.experts);
+}
+
+// Reads experts [first, first + count) of `group` into the host blocks tensors[i]
+// ([count, rows, cols] of storage tensor i). Errors as read_whole.
+std::string read_experts(hid_t file, const ExpertLayout& layout, const std::string& group, std::int64_t first,
+                         std::int64_t count, const std::vector<float*>& tensors) {
+  std::string error;
+  std::vector<float> packed;
+  for (const ExpertDatasetSpec& d : layout.datasets) {
+    const std::string name = group + "/" + d.name;
+    Handle dataset = hdf5::open_dataset(file, name);
+    const Dims dims = hdf5::dataset_dims(dataset.get());
+    Handle file_space = expert_slab(dims, first, count);
+    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(count), dims_of(d.shape)));
+    float* tensor = tensors[static_cast<std::size_t>(d.tensor)];
+    const bool whole = dataset_is_whole_tensor(layout, d);
+    if (!whole) packed.resize(static_cast<std::size_t>(count * d.count()));
+    try {
+      hdf5::read(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), whole ? tensor : packed.data(),
+                 false);
+    } catch (const Error& ex) {
+      if (error.empty())
+        error = detail::concat("reading ", name, " for experts [", first, ", ", first + count,
+                               ") failed (a corrupted chunk fails its Fletcher32 checksum): ", ex.what());
+    }
+    if (!whole) copy_dataset_in(layout, d, packed.data(), count, tensor);
+  }
+  return error;
+}
+
+// The same for a storage without the expert axis in the file (the shared expert).
+std::string read_single_expert(hid_t file, const ExpertLayout& layout, const std::string& group, float* flat) {
+  std::string error;
+  std::vector<float> packed;
+  for (const ExpertDatasetSpec& d : layout.datasets) {
+    packed.resize(static_cast<std::size_t>(d.count()));
+    const std::string e = read_whole(file, group + "/" + d.name, packed.data());
+    if (error.empty()) error = e;
+    copy_dataset_in(layout, d, packed.data(), 1, flat + layout.flat_offset(d.tensor));
+  }
+  return error;
+}
+
+// Into an ExpertStorage's buffers from host blocks (an upload on a GPU).
+struct HostBlocks {
+  std::vector<std::vector<float>> copies;
+  std::vector<float*> pointers;
+};
+HostBlocks host_blocks(kernels::Ops& ops, ExpertStorage& experts) {
+  HostBlocks b;
+  const bool host = ops.backend() == kernels::Backend::CPU;
+  b.copies.resize(experts.tensor_count());
+  for (std::size_t i = 0; i < experts.tensor_count(); ++i) {
+    if (!host) b.copies[i].resize(static_cast<std::size_t>(experts.total_size(i)));
+    b.pointers.push_back(host ? experts.tensor(i) : b.copies[i].data());
+  }
+  return b;
+}
+void finish_blocks(kernels::Ops& ops, ExpertStorage& experts, const HostBlocks& b) {
+  if (ops.backend() == kernels::Backend::CPU) return;
+  for (std::size_t i = 0; i < experts.tensor_count(); ++i) experts.tensors[i].upload(b.copies[i]);
+}
+
+// A parameter group (the model's, or one optimizer state set): the replicated tensors,
+// written by rank 0, and this rank's experts. HDF5 reads and writes host memory: a GPU
+// layer's buffers travel through host copies.
+void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops, ParameterSet& set,
+                 std::int64_t first, bool writes_replicated) {
+  const HostView gate = host_view(ops, set.gate.data(), static_cast<std::int64_t>(set.gate.size()));
+  write_replicated(file, checkpoint::gate_dataset(prefix),
+                   {static_cast<hsize_t>(c.hidden_dim), static_cast<hsize_t>(c.num_experts)}, gate.data,
+                   writes_replicated);
+  write_experts(file, ops, checkpoint::experts_group(prefix), set.experts, c.num_experts, first);
+  if (c.shared_expert_dim > 0) {
+    std::vector<float> flat(static_cast<std::size_t>(c.shared_expert_param_count()));
+    set.shared.copy_to_flat(0, flat.data());
+    const ExpertLayout& layout = set.shared.layout;
+    std::vector<float> packed;
+    for (const ExpertDatasetSpec& d : layout.datasets) {
+      const float* data = packed_dataset(layout, d, flat.data() + layout.flat_offset(d.tensor), 1, packed);
+      write_replicated(file, checkpoint::shared_group(prefix) + "/" + d.name, dims_of(d.shape), data,
+                       writes_replicated);
+    }
+  }
+  if (c.shared_gate) {
+    const HostView g = host_view(ops, set.shared_gate.data(), c.hidden_dim);
+    write_replicated(file, checkpoint::shared_gate_dataset(prefix), {static_cast<hsize_t>(c.hidden_dim)}, g.data,
+                     writes_replicated);
+  }
 }
 
 std::string read_group(hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops,
-                       Buffer<float>& gate, ExpertStorage& experts, std::int64_t first) {
-  const bool host = ops.backend() == kernels::Backend::CPU;
-  std::vector<float> gate_copy(host ? 0 : gate.size()), copies[4];
-  for (int i = 0; i < 4; ++i)
-    if (!host) copies[i].resize(static_cast<std::size_t>(experts.experts * experts.tensor_size(i)));
-  std::string error = read_gate(file, checkpoint::gate_dataset(prefix), host ? gate.data() : gate_copy.data());
-  const std::string experts_error =
-      read_experts(file, c, checkpoint::experts_group(prefix), first, experts.experts,
-                   [&](int i) { return host ? experts.tensor(i) : copies[i].data(); });
-  if (!host) {
-    gate.upload(gate_copy);
-    Buffer<float>* b[] = {&experts.w1, &experts.w2, &experts.b1, &experts.b2};
-    for (int i = 0; i < 4; ++i) b[i]->upload(copies[i]);
+                       ParameterSet& set, std::int64_t first) {
+  std::string error;
+  auto keep = [&](const std::string& e) {
+    if (error.empty()) error = e;
+  };
+  std::vector<float> host(set.gate.size());
+  keep(read_whole(file, checkpoint::gate_dataset(prefix), host.data()));
+  set.gate.upload(host);
+  HostBlocks blocks = host_blocks(ops, set.experts);
+  keep(read_experts(file, set.experts.layout, checkpoint::experts_group(prefix), first, set.experts.experts,
+                    blocks.pointers));
+  finish_blocks(ops, set.experts, blocks);
+  if (c.shared_expert_dim > 0) {
+    host.assign(static_cast<std::size_t>(c.shared_expert_param_count()), 0.0f);
+    keep(read_single_expert(file, set.shared.layout, checkpoint::shared_group(prefix), host.data()));
+    set.shared.copy_from_flat(0, host.data());
   }
-  return error.empty() ? experts_error : error;
+  if (c.shared_gate) {
+    host.assign(static_cast<std::size_t>(c.hidden_dim), 0.0f);
+    keep(read_whole(file, checkpoint::shared_gate_dataset(prefix), host.data()));
+    set.shared_gate.upload(host);
+  }
+  return error;
 }
 
 constexpr const char* kOptimizer = "/optimizer";
@@ -152,7 +244,7 @@ void write_optimizer(hid_t file, const MOEConfig& c, kernels::Ops& ops, Optimize
   for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
     hdf5::write_attribute(group.get(), name, value);
   for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer))
-    write_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.gate, *s.experts, first, rank_zero);
+    write_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.values, first, rank_zero);
 }
 
 // Checks, on rank 0, that the file holds state for this optimizer.
@@ -177,8 +269,7 @@ std::string read_optimizer(hid_t file, const MOEConfig& c, kernels::Ops& ops, Op
   detail::OptimizerAccess::restore(optimizer, hdf5::read_int64_attribute(group.get(), "step"), hyperparameters);
   std::string error;
   for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer)) {
-    const std::string e =
-        read_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.gate, *s.experts, first);
+    const std::string e = read_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.values, first);
     if (error.empty()) error = e;
   }
   return error;
@@ -209,8 +300,11 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
     checkpoint::write_config_attributes(file.get(), c, step);
     MoELayer& mutable_layer = const_cast<MoELayer&>(layer);  // reads only; the accessors are not const
     kernels::Ops& ops = detail::LayerAccess::ops(mutable_layer);
-    write_group(file.get(), c, "", ops, detail::LayerAccess::gate_buffer(mutable_layer),
-                detail::LayerAccess::experts(mutable_layer), layer.first_local_expert(), comm.rank() == 0);
+    write_group(file.get(), c, "", ops, detail::LayerAccess::params(mutable_layer), layer.first_local_expert(),
+                comm.rank() == 0);
+    if (c.has_expert_bias_vector())
+      write_replicated(file.get(), checkpoint::kExpertBiasDataset, {static_cast<hsize_t>(c.num_experts)},
+                       detail::LayerAccess::host_expert_bias(mutable_layer).data(), comm.rank() == 0);
     if (optimizer) write_optimizer(file.get(), c, ops, *optimizer, layer.first_local_expert(), comm.rank() == 0);
     if (!training.empty()) {
       Handle group = hdf5::create_group(file.get(), kTraining);
@@ -240,8 +334,13 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer
     Handle file = hdf5::open_file(path, false, checkpoint::hdf5_communicator(comm));
     step = checkpoint::read_step(file.get());
     kernels::Ops& ops = detail::LayerAccess::ops(layer);
-    error = read_group(file.get(), c, "", ops, detail::LayerAccess::gate_buffer(layer), detail::LayerAccess::experts(layer),
-                       layer.first_local_expert());
+    error = read_group(file.get(), c, "", ops, detail::LayerAccess::params(layer), layer.first_local_expert());
+    if (c.has_expert_bias_vector()) {
+      std::vector<float>& bias = detail::LayerAccess::host_expert_bias(layer);
+      const std::string bias_error = read_whole(file.get(), checkpoint::kExpertBiasDataset, bias.data());
+      if (error.empty()) error = bias_error;
+      detail::LayerAccess::expert_bias(layer).upload(bias);
+    }
     if (optimizer) {
       const std::string optimizer_error = read_optimizer(file.get(), c, ops, *optimizer, layer.first_local_expert());
       if (error.empty()) error = optimizer_error;
@@ -280,6 +379,13 @@ CheckedFile open_checked(const std::string& path) {
   return {std::move(file), config, step};
 }
 
+// One routed expert as a flat tensor.
+std::string read_flat_expert(hid_t file, const ExpertLayout& layout, std::int64_t e, float* flat) {
+  std::vector<float*> tensors;
+  for (std::size_t i = 0; i < layout.tensors.size(); ++i) tensors.push_back(flat + layout.flat_offset(static_cast<int>(i)));
+  return read_experts(file, layout, checkpoint::experts_group(), e, 1, tensors);
+}
+
 ReferenceModel load_reference_model(const std::string& path) {
   const CheckedFile checked = open_checked(path);
   const Handle& file = checked.file;
@@ -287,16 +393,42 @@ ReferenceModel load_reference_model(const std::string& path) {
   model.config = checked.config;
   model.step = checked.step;
   const MOEConfig& c = model.config;
+  const ExpertLayout layout = expert_layout(c);
   model.gate_weights = Tensor<FLOAT_TYPE>({c.hidden_dim, c.num_experts});
-  std::string error = read_gate(file.get(), checkpoint::gate_dataset(), model.gate_weights.data());
+  std::string error = read_whole(file.get(), checkpoint::gate_dataset(), model.gate_weights.data());
+  auto keep = [&](const std::string& e) {
+    if (error.empty()) error = e;
+  };
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
     model.expert_params.emplace_back(std::vector<std::int64_t>{c.expert_param_count()});
-    const std::string expert_error = read_flat_expert(file.get(), c, e, model.expert_params.back().data());
-    if (error.empty()) error = expert_error;
+    keep(read_flat_expert(file.get(), layout, e, model.expert_params.back().data()));
+  }
+  if (c.has_expert_bias_vector()) {
+    model.expert_bias = Tensor<FLOAT_TYPE>({c.num_experts});
+    keep(read_whole(file.get(), checkpoint::kExpertBiasDataset, model.expert_bias.data()));
+  }
+  if (c.shared_expert_dim > 0) {
+    model.shared_expert_params = Tensor<FLOAT_TYPE>({c.shared_expert_param_count()});
+    keep(read_single_expert(file.get(), shared_expert_layout(c), checkpoint::shared_group(),
+                            model.shared_expert_params.data()));
+  }
+  if (c.shared_gate) {
+    model.shared_gate_weights = Tensor<FLOAT_TYPE>({c.hidden_dim});
+    keep(read_whole(file.get(), checkpoint::shared_gate_dataset(), model.shared_gate_weights.data()));
   }
   MOE_CHECK_ARG(error.empty(), "load_reference_model", "'", path, "': ", error);
   return model;
 }
+
+namespace {
+
+double norm_of(const float* x, std::int64_t n) {
+  double sum = 0;
+  for (std::int64_t i = 0; i < n; ++i) sum += double(x[i]) * double(x[i]);
+  return std::sqrt(sum);
+}
+
+}  // namespace
 
 CheckpointSummary inspect_checkpoint(const std::string& path) {
   const CheckedFile checked = open_checked(path);
@@ -306,28 +438,47 @@ CheckpointSummary inspect_checkpoint(const std::string& path) {
   summary.step = checked.step;
   const MOEConfig& c = summary.config;
   summary.has_optimizer_state = hdf5::link_exists(file.get(), kOptimizer);
+  const ExpertLayout layout = expert_layout(c);
+  for (const ExpertDatasetSpec& d : layout.datasets) summary.expert_tensors.push_back(d.name);
 
-  bool checksummed = true;
-  for (const ExpertTensor& t : checkpoint::expert_tensors(c)) {
-    Handle dataset = hdf5::open_dataset(file.get(), t.dataset);
-    checksummed = checksummed && hdf5::has_fletcher32(dataset.get());
-  }
+  auto checksummed = [&](const std::string& name) {
+    Handle dataset = hdf5::open_dataset(file.get(), name);
+    return hdf5::has_fletcher32(dataset.get());
+  };
+  auto status = [](const std::string& error, bool has_checksum) {
+    return !error.empty() ? TensorChecksum::Failed : has_checksum ? TensorChecksum::Verified : TensorChecksum::NotPresent;
+  };
+  bool experts_checksummed = true;
+  for (const ExpertDatasetSpec& d : layout.datasets)
+    experts_checksummed = experts_checksummed && checksummed(checkpoint::experts_group() + "/" + d.name);
   std::vector<float> flat(static_cast<std::size_t>(c.expert_param_count()));
+  std::vector<float> packed;
   for (std::int64_t e = 0; e < c.num_experts; ++e) {
     ExpertSummary expert;
-    expert.error = read_flat_expert(file.get(), c, e, flat.data());
-    expert.checksum = !expert.error.empty() ? ExpertSummary::Checksum::Failed
-                      : checksummed        ? ExpertSummary::Checksum::Verified
-                                           : ExpertSummary::Checksum::NotPresent;
-    double* norms[] = {&expert.norm_w1, &expert.norm_w2, &expert.norm_b1, &expert.norm_b2};
-    int i = 0;
-    for (const ExpertTensor& t : checkpoint::expert_tensors(c)) {
-      double sum = 0;
-      for (std::int64_t j = 0; j < t.count; ++j) sum += double(flat[t.offset + j]) * double(flat[t.offset + j]);
-      *norms[i++] = std::sqrt(sum);
-    }
+    expert.error = read_flat_expert(file.get(), layout, e, flat.data());
+    expert.checksum = status(expert.error, experts_checksummed);
+    if (expert.error.empty())  // never numbers for a tensor that could not be read
+      for (const ExpertDatasetSpec& d : layout.datasets)
+        expert.norms.push_back(norm_of(packed_dataset(layout, d, flat.data() + layout.flat_offset(d.tensor), 1, packed),
+                                       d.count()));
     summary.experts.push_back(std::move(expert));
   }
+  // The replicated tensors, each read whole.
+  auto add_tensor = [&](const std::string& name, std::int64_t count) {
+    std::vector<float> values(static_cast<std::size_t>(count));
+    TensorSummary t;
+    t.name = name;
+    t.error = read_whole(file.get(), name, values.data());
+    t.checksum = status(t.error, checksummed(name));
+    if (t.error.empty()) t.norm = norm_of(values.data(), count);
+    summary.tensors.push_back(std::move(t));
+  };
+  add_tensor(checkpoint::gate_dataset(), c.hidden_dim * c.num_experts);
+  if (c.has_expert_bias_vector()) add_tensor(checkpoint::kExpertBiasDataset, c.num_experts);
+  if (c.shared_expert_dim > 0)
+    for (const ExpertDatasetSpec& d : shared_expert_layout(c).datasets)
+      add_tensor(checkpoint::shared_group() + "/" + d.name, d.count());
+  if (c.shared_gate) add_tensor(checkpoint::shared_gate_dataset(), c.hidden_dim);
   return summary;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/activation.hpp"
+#include "kernels/router_row.hpp"
 
 namespace moe::kernels {
 
@@ -49,11 +50,27 @@ class Ops {
                               const std::vector<const float*>& weights, std::int64_t out_dim,
                               const std::vector<const float*>& biases, Act act, float* pre_act, float* out) = 0;
 
-  // Per row of logits[T,E]: softmax into probs[T,E], top-k into indices[T,k] and
-  // weights[T,k] (kernels/router_row.hpp), log-sum-exp into lse[T] when not null.
-  virtual void softmax_topk(const float* logits, std::int64_t tokens, int num_experts,
-                            int top_k, bool normalize, float* probs, std::int32_t* indices,
-                            float* weights, float* lse) = 0;
+  // Per row of logits[T,E] (kernels/router_row.hpp route_row): the router's
+  // normalised scores into probs[T,E], top-k into indices[T,k] and weights[T,k],
+  // log-sum-exp into lse[T] when not null. expert_bias [E] may be null.
+  virtual void route(const float* logits, std::int64_t tokens, const RouterParams& params,
+                     const float* expert_bias, float* probs, std::int32_t* indices, float* weights,
+                     float* lse) = 0;
+
+  // glu experts (kernels/activation.hpp): h[n,F] = act(z[:, :F]) ⊙ z[:, F:] for z [n, 2F].
+  virtual void glu(const float* z, std::int64_t n, std::int64_t width, Act act, float* h) = 0;
+  // Its backward: dz [n, 2F] from dh [n, F] (dz does not alias z or dh).
+  virtual void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
+                            float* dz) = 0;
+
+  // out[r,:] += g_r · y[r,:] for r < n, g_r = sigmoid(gate_logit[r]), or 1 when
+  // gate_logit is null: the shared expert's output added to the routed output.
+  virtual void gated_add(const float* y, const float* gate_logit, std::int64_t n, std::int64_t width,
+                         float* out) = 0;
+  // Its backward: d_y[r,:] = g_r · d_out[r,:]; d_gate_logit[r] = (d_out[r,:]·y[r,:]) · g_r (1 − g_r)
+  // (skipped when gate_logit is null).
+  virtual void gated_add_backward(const float* d_out, const float* y, const float* gate_logit, std::int64_t n,
+                                  std::int64_t width, float* d_y, float* d_gate_logit) = 0;
 
   // dst[i,:] = src[rows[i],:] for i < n; rows of `width` floats.
   virtual void gather_rows(const float* src, const std::int32_t* rows, std::int64_t n,
@@ -92,11 +109,11 @@ class Ops {
   // Per token (kernels/router_row.hpp router_backward_row): d_logits[T,E] from the
   // gradient of each slot's weight d_weights[T,k] (0 for a dropped slot), the aux-loss
   // gradient per expert aux_grad[E] (host-side constant, in backend memory) and the
-  // z-loss scale.
-  virtual void router_backward(const float* probs, const std::int32_t* indices,
+  // z-loss scale; logits, probs, indices and lse as route() left them.
+  virtual void router_backward(const float* logits, const float* probs, const std::int32_t* indices,
                                const float* d_weights, const float* lse, std::int64_t tokens,
-                               int num_experts, int top_k, bool normalize,
-                               const float* aux_grad, float z_scale, float* d_logits) = 0;
+                               const RouterParams& params, const float* aux_grad, float z_scale,
+                               float* d_logits) = 0;
 
   // ---- Optimizer arithmetic, element-wise ----
 

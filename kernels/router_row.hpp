@@ -1,6 +1,7 @@
-// One token's routing (DESIGN §1): max-subtracted softmax over its E logits, the k
-// largest probabilities (ties to the lower expert index, slots by descending
-// probability) and their weights. Shared by the CPU ops and the CUDA kernel.
+// One token's routing (docs/design.md §1 and §1b), shared by the CPU ops and the CUDA
+// kernels: router scores (softmax, or sigmoid with an expert bias for selection),
+// group-limited top-k (ties to the lower index, slots by descending score), the
+// slot weights, and the backward of all of it.
 #pragma once
 
 #include <cstdint>
@@ -9,74 +10,163 @@
 
 namespace moe::kernels {
 
-// Orders probabilities for top-k: a number beats NaN, so a row with NaN still picks
-// valid, distinct experts (the lowest indices when every value is NaN).
+// What a router row needs to know; plain data so kernels take it by value.
+struct RouterParams {
+  int num_experts = 0;
+  int top_k = 0;
+  bool normalize = true;   // divide the k selected scores by their sum
+  bool sigmoid = false;    // sigmoid scores (else softmax)
+  int n_group = 1;         // group-limited top-k when > 1 (at most 64 groups)
+  int topk_group = 1;
+  float scale = 1.0f;      // routed_scaling_factor, after normalisation
+};
+
+// Added to the sigmoid router's selected-score sum before dividing, as DeepSeek-V3 does.
+constexpr float kSigmoidNormEps = 1e-20f;
+
+// Orders scores for top-k: a number beats NaN, so a row with NaN still picks valid,
+// distinct experts (the lowest indices when every value is NaN).
 MOE_HD inline bool ranks_above(float candidate, float best) {
   if (candidate != candidate) return false;  // NaN never beats anything
   if (best != best) return true;             // a number beats NaN
   return candidate > best;                   // strict: equal values keep the lower index
 }
 
-// logits, probs: [E]; indices, weights: [k]. Returns log(sum(exp(logits))) for the
-// router z-loss. With normalize, weights are probs / (sum of the k probs).
-MOE_HD inline float softmax_topk_row(const float* logits, int num_experts, int top_k,
-                                     bool normalize, float* probs, std::int32_t* indices,
-                                     float* weights) {
-  float max_logit = logits[0];
-  for (int e = 1; e < num_experts; ++e) {
-    if (logits[e] > max_logit || max_logit != max_logit) max_logit = logits[e];
-  }
-  float sum = 0.0f;
-  for (int e = 0; e < num_experts; ++e) {
-    probs[e] = expf(logits[e] - max_logit);
-    sum += probs[e];
-  }
-  const float inv_sum = 1.0f / sum;
-  for (int e = 0; e < num_experts; ++e) probs[e] *= inv_sum;
+MOE_HD inline float selection_score(const float* scores, const float* bias, int e) {
+  return bias ? scores[e] + bias[e] : scores[e];
+}
 
-  float selected_sum = 0.0f;
-  for (int j = 0; j < top_k; ++j) {
+// The groups a token may choose from, as a bit mask: the topk_group groups whose two
+// best selection scores sum highest (ties to the lower group). All groups when
+// n_group = 1.
+MOE_HD inline std::uint64_t allowed_groups(const float* scores, const float* bias, const RouterParams& p) {
+  if (p.n_group <= 1) return ~std::uint64_t{0};
+  const int size = p.num_experts / p.n_group;
+  float group_score[64];
+  for (int g = 0; g < p.n_group; ++g) {
+    int first = -1, second = -1;
+    for (int e = g * size; e < (g + 1) * size; ++e) {
+      const float c = selection_score(scores, bias, e);
+      if (first < 0 || ranks_above(c, selection_score(scores, bias, first))) {
+        second = first;
+        first = e;
+      } else if (second < 0 || ranks_above(c, selection_score(scores, bias, second))) {
+        second = e;
+      }
+    }
+    group_score[g] = selection_score(scores, bias, first) + (second >= 0 ? selection_score(scores, bias, second) : 0.0f);
+  }
+  std::uint64_t allowed = 0;
+  for (int j = 0; j < p.topk_group; ++j) {
     int best = -1;
-    for (int e = 0; e < num_experts; ++e) {
+    for (int g = 0; g < p.n_group; ++g) {
+      if (allowed >> g & 1u) continue;
+      if (best < 0 || ranks_above(group_score[g], group_score[best])) best = g;
+    }
+    allowed |= std::uint64_t{1} << best;
+  }
+  return allowed;
+}
+
+// indices[0..k): the k best selection scores among the allowed groups' experts.
+MOE_HD inline void select_top_k(const float* scores, const float* bias, const RouterParams& p, std::int32_t* indices) {
+  const std::uint64_t allowed = allowed_groups(scores, bias, p);
+  const int size = p.num_experts / (p.n_group > 1 ? p.n_group : 1);
+  for (int j = 0; j < p.top_k; ++j) {
+    int best = -1;
+    for (int e = 0; e < p.num_experts; ++e) {
+      if (!(allowed >> (e / size) & 1u)) continue;
       bool taken = false;
       for (int i = 0; i < j; ++i) taken = taken || indices[i] == e;
       if (taken) continue;
-      if (best < 0 || ranks_above(probs[e], probs[best])) best = e;
+      if (best < 0 || ranks_above(selection_score(scores, bias, e), selection_score(scores, bias, best))) best = e;
     }
     indices[j] = best;
-    weights[j] = probs[best];
-    selected_sum += probs[best];
   }
-  if (normalize) {
-    const float inv = 1.0f / selected_sum;
-    for (int j = 0; j < top_k; ++j) weights[j] *= inv;
+}
+
+MOE_HD inline float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+// One token: logits [E] in; probs [E] out — the router's normalised scores, which the
+// load-balancing loss averages (softmax probabilities, or s / Σ s for sigmoid scores
+// s); indices [k] and weights [k] out. expert_bias [E] (sigmoid router; may be null)
+// shifts the selection only. Returns log Σ exp(logits), for the z-loss.
+MOE_HD inline float route_row(const float* logits, const RouterParams& p, const float* expert_bias, float* probs,
+                              std::int32_t* indices, float* weights) {
+  const int E = p.num_experts;
+  float max_logit = logits[0];
+  for (int e = 1; e < E; ++e) {
+    if (logits[e] > max_logit || max_logit != max_logit) max_logit = logits[e];
   }
-  return max_logit + logf(sum);
+  float sum = 0.0f;
+  for (int e = 0; e < E; ++e) sum += expf(logits[e] - max_logit);
+  const float lse = max_logit + logf(sum);
+
+  float selected = 0.0f;
+  if (!p.sigmoid) {
+    const float inv_sum = 1.0f / sum;
+    for (int e = 0; e < E; ++e) probs[e] = expf(logits[e] - max_logit) * inv_sum;
+    select_top_k(probs, nullptr, p, indices);
+    for (int j = 0; j < p.top_k; ++j) weights[j] = probs[indices[j]], selected += weights[j];
+  } else {
+    // probs holds s while selecting, then s / Σ s.
+    float total = 0.0f;
+    for (int e = 0; e < E; ++e) probs[e] = sigmoid(logits[e]), total += probs[e];
+    select_top_k(probs, expert_bias, p, indices);
+    for (int j = 0; j < p.top_k; ++j) weights[j] = probs[indices[j]], selected += weights[j];
+    selected += kSigmoidNormEps;
+    const float inv_total = 1.0f / total;
+    for (int e = 0; e < E; ++e) probs[e] *= inv_total;
+  }
+  const float factor = p.normalize ? p.scale / selected : p.scale;
+  for (int j = 0; j < p.top_k; ++j) weights[j] *= factor;
+  return lse;
 }
 
 // One token's router backward. d_weights[j] is the loss gradient of slot j's weight
-// (0 when the slot was dropped). Selection is constant (DESIGN §1): the gradient flows
-// into the selected probabilities — through the normalisation when normalize — and
-// through the softmax into every logit; aux_grad[e] adds ∂L/∂probs[e] of the
-// load-balancing loss, and z_scale · lse · probs that of the router z-loss.
-// d_logits: [E] (output).
-MOE_HD inline void router_backward_row(const float* probs, const std::int32_t* indices,
-                                       const float* d_weights, float lse, int num_experts,
-                                       int top_k, bool normalize, const float* aux_grad,
-                                       float z_scale, float* d_logits) {
-  for (int e = 0; e < num_experts; ++e) d_logits[e] = aux_grad ? aux_grad[e] : 0.0f;
+// (0 when the slot was dropped). Selection is constant (docs/design.md §1): the
+// gradient flows into the selected scores — through the normalisation and the scale —
+// and from there into the logits (through the softmax into every logit; through the
+// sigmoid into each selected one). aux_grad[e] is ∂L/∂probs[e] of the load-balancing
+// loss (probs as route_row writes them); z_scale · lse · softmax(logits) is the
+// router z-loss's part (softmax router only). d_logits: [E] (output).
+MOE_HD inline void router_backward_row(const float* logits, const float* probs, const std::int32_t* indices,
+                                       const float* d_weights, float lse, const RouterParams& p,
+                                       const float* aux_grad, float z_scale, float* d_logits) {
+  const int E = p.num_experts, k = p.top_k;
+  // The selected scores a_j (softmax probabilities, or sigmoid scores).
   float selected = 0.0f, weighted = 0.0f;
-  for (int j = 0; j < top_k; ++j) selected += probs[indices[j]];
-  for (int j = 0; j < top_k; ++j) weighted += d_weights[j] * probs[indices[j]];
-  for (int j = 0; j < top_k; ++j) {
-    // w_j = p_j / s  ⇒  ∂L/∂p_j = (∂L/∂w_j − Σ_i ∂L/∂w_i · w_i) / s
-    const float d_prob = normalize ? (d_weights[j] - weighted / selected) / selected : d_weights[j];
-    d_logits[indices[j]] += d_prob;
+  for (int j = 0; j < k; ++j) {
+    const float a = p.sigmoid ? sigmoid(logits[indices[j]]) : probs[indices[j]];
+    selected += a;
+    weighted += d_weights[j] * a;
   }
-  float inner = 0.0f;
-  for (int e = 0; e < num_experts; ++e) inner += d_logits[e] * probs[e];
-  for (int e = 0; e < num_experts; ++e)
-    d_logits[e] = probs[e] * (d_logits[e] - inner) + z_scale * lse * probs[e];
+  if (p.sigmoid) selected += kSigmoidNormEps;
+  // w_j = c · a_j / D  ⇒  ∂L/∂a_m = c · (∂L/∂w_m − Σ_j ∂L/∂w_j · a_j / D) / D
+  if (!p.sigmoid) {
+    for (int e = 0; e < E; ++e) d_logits[e] = aux_grad ? aux_grad[e] : 0.0f;
+    for (int j = 0; j < k; ++j)
+      d_logits[indices[j]] += p.normalize ? p.scale * (d_weights[j] - weighted / selected) / selected
+                                          : p.scale * d_weights[j];
+    float inner = 0.0f;
+    for (int e = 0; e < E; ++e) inner += d_logits[e] * probs[e];
+    for (int e = 0; e < E; ++e) d_logits[e] = probs[e] * (d_logits[e] - inner) + z_scale * lse * probs[e];
+    return;
+  }
+  // Sigmoid: probs = s / Σ s, so the aux loss reaches every s; the weights reach the
+  // selected ones; then ∂s/∂logit = s (1 − s).
+  float total = 0.0f, inner = 0.0f;
+  for (int e = 0; e < E; ++e) total += sigmoid(logits[e]);
+  if (aux_grad)
+    for (int e = 0; e < E; ++e) inner += aux_grad[e] * probs[e];
+  for (int e = 0; e < E; ++e) d_logits[e] = aux_grad ? (aux_grad[e] - inner) / total : 0.0f;
+  for (int j = 0; j < k; ++j)
+    d_logits[indices[j]] += p.normalize ? p.scale * (d_weights[j] - weighted / selected) / selected
+                                        : p.scale * d_weights[j];
+  for (int e = 0; e < E; ++e) {
+    const float s = sigmoid(logits[e]);
+    d_logits[e] *= s * (1.0f - s);
+  }
 }
 
 }  // namespace moe::kernels

@@ -5,9 +5,11 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "moe/communicator.hpp"
 #include "moe/config.hpp"
+#include "moe/config_fields.hpp"
 #include "moe/layer.hpp"
 
 namespace moe::cli {
@@ -30,8 +32,29 @@ std::unique_ptr<Command> make_infer_command();
 std::unique_ptr<Command> make_make_tokens_command();
 std::unique_ptr<Command> make_train_command();
 
-// The MOEConfig options shared by the commands that build a layer from scratch.
-void add_config_options(CLI::App* command, MOEConfig& config, std::string& activation);
+// The MOEConfig options shared by the commands that build a layer from scratch: one
+// per field of moe/config_fields.hpp. A field whose flag is not given keeps the
+// defaults' value, except the activation, which then follows the expert kind (relu
+// for ffn, silu for glu).
+class ConfigOptions {
+ public:
+  explicit ConfigOptions(const MOEConfig& defaults = MOEConfig());
+  void add_to(CLI::App* command);
+  MOEConfig config() const;  // after parsing
+  bool given(const std::string& field_name) const;
+  std::vector<std::string> given_flags() const;
+
+ private:
+  struct Slot {
+    const ConfigField* field;
+    std::int64_t integer = 0;
+    double number = 0;
+    std::string text;
+    CLI::Option* option = nullptr;
+  };
+  MOEConfig defaults_;
+  std::vector<Slot> slots_;
+};
 
 // --device cpu|cuda and --precision fp32|tf32|bf16, applied by apply_device_options.
 struct DeviceOptions {

@@ -2,19 +2,59 @@
 
 namespace moe::cli {
 
-void add_config_options(CLI::App* command, MOEConfig& config, std::string& activation) {
-  command->add_option("--experts", config.num_experts, "number of experts (E)")->capture_default_str();
-  command->add_option("--top-k", config.top_k, "experts per token (k)")->capture_default_str();
-  command->add_option("--hidden", config.hidden_dim, "hidden size (H)")->capture_default_str();
-  command->add_option("--expert-dim", config.expert_dim, "expert FFN size (F)")->capture_default_str();
-  command->add_option("--capacity-factor", config.capacity_factor, "capacity factor, 1.0 to 2.0")->capture_default_str();
-  command->add_option("--activation", activation, "relu, gelu or silu")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"relu", "gelu", "silu"}));
-  command->add_flag("--dropless", [&config](std::int64_t) { config.drop_tokens = false; },
-                    "keep every assignment (no capacity limit)");
-  command->add_flag("--raw-weights", [&config](std::int64_t) { config.normalize_top_k = false; },
-                    "use the raw softmax probabilities as weights instead of renormalising the top k");
+ConfigOptions::ConfigOptions(const MOEConfig& defaults) : defaults_(defaults) {}
+
+void ConfigOptions::add_to(CLI::App* command) {
+  slots_.clear();
+  slots_.reserve(config_fields().size());  // the options keep pointers into the slots
+  for (const ConfigField& field : config_fields()) {
+    slots_.push_back(Slot{&field});
+    Slot& slot = slots_.back();
+    const FieldValue value = field.get(defaults_);
+    switch (field.type) {
+      case FieldType::Int:
+        slot.integer = std::get<std::int64_t>(value);
+        slot.option = command->add_option(field.flag, slot.integer, field.help)->capture_default_str();
+        break;
+      case FieldType::Float:
+        slot.number = std::get<double>(value);
+        slot.option = command->add_option(field.flag, slot.number, field.help)->capture_default_str();
+        break;
+      case FieldType::Choice:
+        slot.text = std::get<std::string>(value);
+        slot.option = command->add_option(field.flag, slot.text, field.help)->check(CLI::IsMember(field.choices));
+        break;
+      case FieldType::Bool: slot.option = command->add_flag(field.flag, field.help); break;
+    }
+  }
+}
+
+bool ConfigOptions::given(const std::string& name) const {
+  for (const Slot& slot : slots_)
+    if (name == slot.field->name) return slot.option && slot.option->count() > 0;
+  return false;
+}
+
+std::vector<std::string> ConfigOptions::given_flags() const {
+  std::vector<std::string> flags;
+  for (const Slot& slot : slots_)
+    if (slot.option && slot.option->count() > 0) flags.push_back(slot.field->flag);
+  return flags;
+}
+
+MOEConfig ConfigOptions::config() const {
+  MOEConfig c = defaults_;
+  for (const Slot& slot : slots_) {
+    if (!slot.option || slot.option->count() == 0) continue;
+    switch (slot.field->type) {
+      case FieldType::Int: slot.field->set(c, slot.integer); break;
+      case FieldType::Float: slot.field->set(c, slot.number); break;
+      case FieldType::Choice: slot.field->set(c, slot.text); break;
+      case FieldType::Bool: slot.field->set(c, std::int64_t{slot.field->flag_sets}); break;
+    }
+  }
+  if (!given("activation")) c.activation = default_activation(c.expert_kind);
+  return c;
 }
 
 void add_device_options(CLI::App* command, DeviceOptions& options) {

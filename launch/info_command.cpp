@@ -9,6 +9,10 @@
 namespace moe::cli {
 namespace {
 
+const char* status_text(TensorChecksum c) {
+  return c == TensorChecksum::Verified ? "verified" : c == TensorChecksum::NotPresent ? "none (no Fletcher32 filter)" : "FAILED";
+}
+
 class InfoCommand final : public Command {
  public:
   CLI::App* add_to(CLI::App& app) override {
@@ -22,27 +26,43 @@ class InfoCommand final : public Command {
     const CheckpointSummary s = inspect_checkpoint(path_);
     std::printf("checkpoint  %s (%.1f MB)\n", path_.c_str(), double(std::filesystem::file_size(path_)) / 1e6);
     std::printf("config      %s\n", s.config.to_string().c_str());
+    for (const ConfigField& field : config_fields())
+      std::printf("  %-22s %s\n", field.name, field_text(field, s.config).c_str());
     std::printf("step        %lld\n", static_cast<long long>(s.step));
     std::printf("optimizer   %s\n", s.has_optimizer_state ? "state present" : "none");
-    std::printf("%6s %12s %12s %12s %12s  %s\n", "expert", "|W1|", "|W2|", "|b1|", "|b2|", "checksum");
+    std::printf("%6s", "expert");
+    for (const std::string& name : s.expert_tensors) std::printf(" %12s", ("|" + name + "|").c_str());
+    std::printf("  checksum\n");
     int failed = 0, unchecked = 0;
     for (std::size_t e = 0; e < s.experts.size(); ++e) {
       const ExpertSummary& x = s.experts[e];
-      const char* status = x.checksum == ExpertSummary::Checksum::Verified     ? "verified"
-                           : x.checksum == ExpertSummary::Checksum::NotPresent ? "none (no Fletcher32 filter)"
-                                                                               : "FAILED";
-      failed += x.checksum == ExpertSummary::Checksum::Failed;
-      unchecked += x.checksum == ExpertSummary::Checksum::NotPresent;
-      std::printf("%6zu %12.5g %12.5g %12.5g %12.5g  %s\n", e, x.norm_w1, x.norm_w2, x.norm_b1, x.norm_b2, status);
+      failed += x.checksum == TensorChecksum::Failed;
+      unchecked += x.checksum == TensorChecksum::NotPresent;
+      std::printf("%6zu", e);
+      for (std::size_t i = 0; i < s.expert_tensors.size(); ++i)
+        if (i < x.norms.size()) std::printf(" %12.5g", x.norms[i]);
+        else std::printf(" %12s", "-");  // unreadable: no numbers
+      std::printf("  %s\n", status_text(x.checksum));
       if (!x.error.empty()) std::printf("         %s\n", x.error.c_str());
     }
-    if (failed)
-      std::printf("checksums   %d of %zu experts FAILED: the file is corrupt\n", failed, s.experts.size());
+    int tensors_failed = 0;
+    for (const TensorSummary& t : s.tensors) {
+      tensors_failed += t.checksum == TensorChecksum::Failed;
+      unchecked += t.checksum == TensorChecksum::NotPresent;
+      if (t.checksum == TensorChecksum::Failed)
+        std::printf("%-22s %12s  %s\n         %s\n", t.name.c_str(), "-", status_text(t.checksum), t.error.c_str());
+      else
+        std::printf("%-22s %12.5g  %s\n", t.name.c_str(), t.norm, status_text(t.checksum));
+    }
+    if (failed || tensors_failed)
+      std::printf("checksums   %d of %zu experts and %d of %zu other tensors FAILED: the file is corrupt\n", failed,
+                  s.experts.size(), tensors_failed, s.tensors.size());
     else if (unchecked)
-      std::printf("checksums   none stored (written without the Fletcher32 filter); every expert read\n");
+      std::printf("checksums   none stored for %d of the tensors (written without the Fletcher32 filter); every "
+                  "tensor read\n", unchecked);
     else
-      std::printf("checksums   all %zu experts verified\n", s.experts.size());
-    return failed ? 3 : 0;
+      std::printf("checksums   all %zu experts verified, and %zu other tensors\n", s.experts.size(), s.tensors.size());
+    return failed || tensors_failed ? 3 : 0;
   }
 
  private:

@@ -13,25 +13,25 @@ class InitCommand final : public Command {
   CLI::App* add_to(CLI::App& app) override {
     CLI::App* cmd = app.add_subcommand("init", "write a seeded random checkpoint for a config");
     cmd->add_option("--out", out_, "checkpoint to write (HDF5)")->required();
-    add_config_options(cmd, config_, activation_);
+    config_options_.add_to(cmd);
     cmd->add_option("--seed", seed_, "initialisation seed")->capture_default_str();
     return cmd;
   }
   bool collective() const override { return true; }
 
   int run(Communicator& comm) override {
-    config_.activation = parse_activation(activation_);
-    MoELayer layer(config_, comm, seed_);
+    const MOEConfig config = config_options_.config();
+    MoELayer layer(config, comm, seed_);
     save_checkpoint(out_, layer, 0);
     if (comm.rank() == 0)
-      std::printf("wrote %s: %s, seed %llu, %.1f MB, by %d rank(s)\n", out_.c_str(), config_.to_string().c_str(),
+      std::printf("wrote %s: %s, seed %llu, %.1f MB, by %d rank(s)\n", out_.c_str(), config.to_string().c_str(),
                   static_cast<unsigned long long>(seed_), double(std::filesystem::file_size(out_)) / 1e6, comm.size());
     return 0;
   }
 
  private:
-  std::string out_, activation_ = "relu";
-  MOEConfig config_;
+  std::string out_;
+  ConfigOptions config_options_;
   std::uint64_t seed_ = 1;
 };
 

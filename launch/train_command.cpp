@@ -25,14 +25,11 @@ Tensor<FLOAT_TYPE> tokens_for(std::uint64_t seed, int rank, std::int64_t step, s
 
 class TrainCommand final : public Command {
  public:
-  TrainCommand() {
-    config_ = MOEConfig(8, 2, 256, 1024, 1.25f);
-    options_.z_loss_coef = 1e-3f;
-  }
+  TrainCommand() : config_options_(MOEConfig(8, 2, 256, 1024, 1.25f)) { options_.z_loss_coef = 1e-3f; }
 
   CLI::App* add_to(CLI::App& app) override {
     CLI::App* cmd = app.add_subcommand("train", "train a layer on a synthetic teacher task (MSE), across ranks");
-    add_config_options(cmd, config_, activation_);
+    config_options_.add_to(cmd);
     cmd->add_option("--steps", steps_, "train until this step")->capture_default_str()->check(CLI::NonNegativeNumber);
     cmd->add_option("--tokens", tokens_, "tokens per rank per step")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_option("--optimizer", optimizer_, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
@@ -44,7 +41,9 @@ class TrainCommand final : public Command {
         ->capture_default_str();
     cmd->add_option("--clip", clip_, "clip gradients to this global norm (0: no clipping)")->capture_default_str();
     cmd->add_option("--aux-coef", options_.aux_loss_coef, "load-balancing loss coefficient")->capture_default_str();
-    cmd->add_option("--z-coef", options_.z_loss_coef, "router z-loss coefficient")->capture_default_str();
+    z_coef_option_ = cmd->add_option("--z-coef", options_.z_loss_coef,
+                                     "router z-loss coefficient (softmax router; 0 for sigmoid unless given)")
+                         ->capture_default_str();
     cmd->add_option("--seed", seed_, "student initialisation seed")->capture_default_str();
     cmd->add_option("--teacher-seed", teacher_seed_, "teacher seed")->capture_default_str();
     cmd->add_option("--data-seed", data_seed_, "token stream seed")->capture_default_str();
@@ -60,8 +59,21 @@ class TrainCommand final : public Command {
   int run(Communicator& comm) override {
     const bool root = comm.rank() == 0;
     std::int64_t step = 0;
-    if (!resume_.empty()) collective_check(comm, [&] { config_ = read_checkpoint_config(resume_); });
-    else config_.activation = parse_activation(activation_);
+    if (!resume_.empty()) {
+      collective_check(comm, [&] {
+        config_ = read_checkpoint_config(resume_);
+        // A config flag given with --resume must agree with the checkpoint.
+        const MOEConfig asked = config_options_.config();
+        for (const ConfigField& field : config_fields())
+          MOE_CHECK_ARG(!config_options_.given(field.name) || field_code(field, asked) == field_code(field, config_),
+                        "train", field.flag, " ", field_text(field, asked), " contradicts '", resume_,
+                        "', which holds ", field.name, " = ", field_text(field, config_),
+                        "; a resumed run keeps the checkpoint's config (drop the flag)");
+      });
+    } else {
+      config_ = config_options_.config();
+    }
+    if (config_.router == RouterKind::Sigmoid && z_coef_option_->count() == 0) options_.z_loss_coef = 0.0f;
 
     apply_device_options(device_, options_);
     MoELayer student(config_, comm, seed_, options_);
@@ -164,8 +176,10 @@ class TrainCommand final : public Command {
   }
 
  private:
+  ConfigOptions config_options_;
   MOEConfig config_;
-  std::string activation_ = "relu", optimizer_ = "adamw", checkpoint_, resume_;
+  CLI::Option* z_coef_option_ = nullptr;
+  std::string optimizer_ = "adamw", checkpoint_, resume_;
   LayerOptions options_;
   DeviceOptions device_;
   std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000;

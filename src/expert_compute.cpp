@@ -4,10 +4,12 @@
 
 namespace moe {
 
-ExpertParams expert_params_from_flat(const float* flat, std::int64_t hidden_dim,
-                                     std::int64_t expert_dim) {
-  const std::int64_t matrix = hidden_dim * expert_dim;
-  return ExpertParams{flat, flat + matrix, flat + 2 * matrix, flat + 2 * matrix + expert_dim};
+ExpertParams expert_params_from_flat(const float* flat, const ExpertLayout& layout) {
+  auto at = [&](ExpertTensorId id) -> const float* {
+    const int i = layout.index(id);
+    return i < 0 ? nullptr : flat + layout.flat_offset(i);
+  };
+  return ExpertParams{at(kWeightIn), at(kWeightOut), at(kBiasIn), at(kBiasOut)};
 }
 
 kernels::Act to_kernel_act(Activation activation) {
@@ -15,50 +17,93 @@ kernels::Act to_kernel_act(Activation activation) {
     case Activation::ReLU: return kernels::Act::ReLU;
     case Activation::GELU: return kernels::Act::GELU;
     case Activation::SiLU: return kernels::Act::SiLU;
+    case Activation::GELUTanh: return kernels::Act::GELUTanh;
   }
   return kernels::Act::ReLU;
 }
 
-void expert_ffn(kernels::Ops& ops, const float* x, std::int64_t n, const ExpertParams& params,
-                const MOEConfig& config, float* hidden_pre, float* hidden, float* y) {
-  const std::int64_t H = config.hidden_dim, F = config.expert_dim;
-  ops.linear(x, n, H, params.w1, F, params.b1, to_kernel_act(config.activation), hidden_pre, hidden);
-  ops.linear(hidden, n, F, params.w2, H, params.b2, kernels::Act::Identity, nullptr, y);
+namespace {
+
+bool is_glu(const ExpertLayout& layout) { return layout.kind == ExpertKind::GLU; }
+
+}  // namespace
+
+void expert_forward(kernels::Ops& ops, const float* x, std::int64_t n, const ExpertParams& p,
+                    const ExpertLayout& layout, Activation activation, float* pre, float* hidden, float* y) {
+  const std::int64_t H = layout.hidden, F = layout.width;
+  const kernels::Act act = to_kernel_act(activation);
+  if (is_glu(layout)) {
+    // The gate and up projections as one GEMM of width 2F, then act(gate) ⊙ up.
+    ops.linear(x, n, H, p.w_in, 2 * F, p.b_in, kernels::Act::Identity, nullptr, pre);
+    ops.glu(pre, n, F, act, hidden);
+  } else {
+    ops.linear(x, n, H, p.w_in, F, p.b_in, act, pre, hidden);
+  }
+  ops.linear(hidden, n, F, p.w_out, H, p.b_out, kernels::Act::Identity, nullptr, y);
 }
 
-void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments,
-                 const ExpertGrouping& grouping, const float* rows_in,
-                 const std::vector<ExpertParams>& params, const MOEConfig& config,
-                 bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
-  const std::int64_t H = config.hidden_dim, F = config.expert_dim;
+void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,
+                 const float* rows_in, const std::vector<ExpertParams>& params, const ExpertLayout& layout,
+                 Activation activation, bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
+  const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
   const auto A = static_cast<std::size_t>(assignments.size());
+  const bool glu = is_glu(layout);
 
   float* grouped_in = ws.grouped_in.resize(A * static_cast<std::size_t>(H));
   float* hidden = ws.hidden.resize(A * static_cast<std::size_t>(F));
-  float* hidden_pre = keep_for_backward ? ws.hidden_pre.resize(A * static_cast<std::size_t>(F)) : nullptr;
+  float* pre = keep_for_backward || glu ? ws.pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
   float* grouped_out = ws.grouped_out.resize(A * static_cast<std::size_t>(H));
 
-  ops.gather_rows(rows_in, ws.gather_rows.upload(grouping.grouped_input_row),
-                  static_cast<std::int64_t>(A), H, grouped_in);
+  ops.gather_rows(rows_in, ws.gather_rows.upload(grouping.grouped_input_row), static_cast<std::int64_t>(A), H,
+                  grouped_in);
   // Every expert's GEMM pair as two grouped GEMMs over the contiguous expert blocks.
-  std::vector<const float*> w1, b1, w2, b2;
+  std::vector<const float*> w_in, b_in, w_out, b_out;
   for (std::int64_t e = 0; e < assignments.num_experts; ++e) {
     const ExpertParams& p = params[static_cast<std::size_t>(e)];
-    w1.push_back(p.w1), b1.push_back(p.b1), w2.push_back(p.w2), b2.push_back(p.b2);
+    w_in.push_back(p.w_in), b_in.push_back(p.b_in), w_out.push_back(p.w_out), b_out.push_back(p.b_out);
   }
-  ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w1, F, b1, to_kernel_act(config.activation), hidden_pre,
-                     hidden);
-  ops.grouped_linear(hidden, grouping.expert_offsets, F, w2, H, b2, kernels::Act::Identity, nullptr, grouped_out);
+  const kernels::Act act = to_kernel_act(activation);
+  if (glu) {
+    ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w_in, GF, b_in, kernels::Act::Identity, nullptr, pre);
+    ops.glu(pre, static_cast<std::int64_t>(A), F, act, hidden);
+  } else {
+    ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w_in, F, b_in, act, pre, hidden);
+  }
+  ops.grouped_linear(hidden, grouping.expert_offsets, F, w_out, H, b_out, kernels::Act::Identity, nullptr,
+                     grouped_out);
   ops.combine_rows(grouped_out, H, assignments.output_rows, ws.combine_offsets.upload(assignments.offsets),
-                   ws.combine_sources.upload(grouping.grouped_row_of),
-                   ws.combine_weights.upload(assignments.weight), rows_out);
+                   ws.combine_sources.upload(grouping.grouped_row_of), ws.combine_weights.upload(assignments.weight),
+                   rows_out);
+}
+
+void expert_backward(kernels::Ops& ops, const float* x, const float* pre, const float* hidden, std::int64_t n,
+                     float* dy, const ExpertParams& p, const ExpertGradients& g, const ExpertLayout& layout,
+                     Activation activation, float* dh, float* d_pre, float* dx) {
+  const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
+  const kernels::Act act = to_kernel_act(activation);
+  // y = hidden·W_out + b_out
+  if (g.b_out) ops.add_column_sums(dy, n, H, g.b_out);
+  ops.gemm(true, false, F, H, n, 1.0f, hidden, F, dy, H, 1.0f, g.w_out, H);
+  ops.gemm(false, true, n, F, H, 1.0f, dy, H, p.w_out, H, 0.0f, dh, F);
+  // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu); pre = x·W_in + b_in
+  float* dz = dh;
+  if (is_glu(layout)) {
+    ops.glu_backward(pre, dh, n, F, act, d_pre);
+    dz = d_pre;
+  } else {
+    ops.activation_backward(pre, dh, n * F, act, dh);
+  }
+  if (g.b_in) ops.add_column_sums(dz, n, GF, g.b_in);
+  ops.gemm(true, false, H, GF, n, 1.0f, x, H, dz, GF, 1.0f, g.w_in, GF);
+  // ∂L/∂x, which may be written over ∂L/∂y: that is no longer needed.
+  ops.gemm(false, true, n, H, GF, 1.0f, dz, GF, p.w_in, GF, 0.0f, dx, H);
 }
 
 void backward_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,
                       const float* d_rows_out, const std::vector<ExpertParams>& params,
-                      const std::vector<ExpertGradients>& grads, const MOEConfig& config, ExpertWorkspace& ws,
-                      float* d_rows_in, float* d_weights) {
-  const std::int64_t H = config.hidden_dim, F = config.expert_dim;
+                      const std::vector<ExpertGradients>& grads, const ExpertLayout& layout, Activation activation,
+                      ExpertWorkspace& ws, float* d_rows_in, float* d_weights) {
+  const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
   const auto A = static_cast<std::size_t>(assignments.size());
   for (std::int64_t r = 0; r < assignments.output_rows; ++r)
     for (std::int32_t a = assignments.offsets[static_cast<std::size_t>(r)]; a < assignments.offsets[static_cast<std::size_t>(r) + 1]; ++a)
@@ -67,33 +112,20 @@ void backward_experts(kernels::Ops& ops, const ExpertAssignments& assignments, c
                     " but writes row ", r, "; the backward needs them equal");
   float* d_grouped = ws.d_grouped.resize(A * static_cast<std::size_t>(H));
   float* d_hidden = ws.d_hidden.resize(A * static_cast<std::size_t>(F));
+  float* d_pre = is_glu(layout) ? ws.d_pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
 
   // The weighted combine: ∂L/∂y = w · ∂L/∂out, and ∂L/∂w = ∂L/∂out · y.
   ops.combine_backward(d_rows_out, ws.grouped_out.data(), H, assignments.output_rows, ws.combine_offsets.data(),
                        ws.combine_sources.data(), ws.combine_weights.data(), d_grouped, d_weights);
 
-  const kernels::Act act = to_kernel_act(config.activation);
   for (std::int64_t e = 0; e < assignments.num_experts; ++e) {
     const std::int64_t begin = grouping.expert_offsets[static_cast<std::size_t>(e)];
     const std::int64_t n = grouping.expert_offsets[static_cast<std::size_t>(e) + 1] - begin;
     if (n == 0) continue;
-    const ExpertParams& p = params[static_cast<std::size_t>(e)];
-    const ExpertGradients& g = grads[static_cast<std::size_t>(e)];
-    float* dy = d_grouped + begin * H;  // [n, H]
-    float* dh = d_hidden + begin * F;   // [n, F]
-    const float* x = ws.grouped_in.data() + begin * H;
-    const float* h = ws.hidden.data() + begin * F;
-    const float* z = ws.hidden_pre.data() + begin * F;
-    // y = h·W2 + b2
-    ops.add_column_sums(dy, n, H, g.b2);
-    ops.gemm(true, false, F, H, n, 1.0f, h, F, dy, H, 1.0f, g.w2, H);
-    ops.gemm(false, true, n, F, H, 1.0f, dy, H, p.w2, H, 0.0f, dh, F);
-    // h = act(z), z = x·W1 + b1
-    ops.activation_backward(z, dh, n * F, act, dh);
-    ops.add_column_sums(dh, n, F, g.b1);
-    ops.gemm(true, false, H, F, n, 1.0f, x, H, dh, F, 1.0f, g.w1, F);
-    // ∂L/∂x, written over ∂L/∂y, which is no longer needed.
-    ops.gemm(false, true, n, H, F, 1.0f, dh, F, p.w1, F, 0.0f, dy, H);
+    float* dy = d_grouped + begin * H;
+    expert_backward(ops, ws.grouped_in.data() + begin * H, ws.pre.data() + begin * GF, ws.hidden.data() + begin * F,
+                    n, dy, params[static_cast<std::size_t>(e)], grads[static_cast<std::size_t>(e)], layout,
+                    activation, d_hidden + begin * F, d_pre ? d_pre + begin * GF : nullptr, dy);
   }
   // Each input row's gradient is the sum over its assignments (the gather's backward
   // is the combine again, unweighted).

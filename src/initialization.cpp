@@ -1,6 +1,9 @@
 #include "initialization.hpp"
 
 #include <cmath>
+#include <vector>
+
+#include "expert_layout.hpp"
 
 namespace moe {
 namespace {
@@ -12,11 +15,22 @@ std::uint64_t splitmix64(std::uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-// Streams: 0 is the gate; expert e uses 4·(e+1) + {0: W1, 1: W2, 2: b1, 3: b2}.
+// Streams: 0 is the gate; routed ffn expert e uses 4·(e+1) + its dataset's part
+// (W1, W2, b1, b2), as before glu existed, so ffn models keep their values; glu
+// experts and the shared expert have streams of their own above 2^32.
 constexpr std::uint64_t kGateStream = 0;
-std::uint64_t expert_stream(std::int64_t global_id, int part) {
-  return 4 * (static_cast<std::uint64_t>(global_id) + 1) + static_cast<std::uint64_t>(part);
+constexpr std::uint64_t kGluBase = std::uint64_t{1} << 32;
+constexpr std::uint64_t kSharedBase = std::uint64_t{2} << 32;
+constexpr std::uint64_t kSharedGateStream = kSharedBase + 16;
+std::uint64_t expert_stream(ExpertKind kind, std::int64_t global_id, int part) {
+  const auto id = static_cast<std::uint64_t>(global_id) + 1;
+  return kind == ExpertKind::GLU ? kGluBase + 8 * id + static_cast<std::uint64_t>(part)
+                                 : 4 * id + static_cast<std::uint64_t>(part);
 }
+
+// Every dataset of `layout` into its place in the flat expert.
+template <class Stream>
+void init_flat_expert(float* flat, const ExpertLayout& layout, std::uint64_t seed, Stream stream_of_part);
 
 std::uint64_t stream_state(std::uint64_t seed, std::uint64_t stream) {
   std::uint64_t state = seed;
@@ -50,13 +64,32 @@ void init_gate_weights(float* out, const MOEConfig& config, std::uint64_t seed) 
 }
 
 void init_expert_params(float* flat, const MOEConfig& config, std::uint64_t seed, std::int64_t global_id) {
-  const std::int64_t H = config.hidden_dim, F = config.expert_dim;
-  const float in_bound = 1.0f / std::sqrt(static_cast<float>(H));
-  const float hidden_bound = 1.0f / std::sqrt(static_cast<float>(F));
-  fill_uniform(flat, H * F, in_bound, seed, expert_stream(global_id, 0));                  // W1
-  fill_uniform(flat + H * F, F * H, hidden_bound, seed, expert_stream(global_id, 1));      // W2
-  fill_uniform(flat + 2 * H * F, F, in_bound, seed, expert_stream(global_id, 2));          // b1
-  fill_uniform(flat + 2 * H * F + F, H, hidden_bound, seed, expert_stream(global_id, 3));  // b2
+  init_flat_expert(flat, expert_layout(config), seed,
+                   [&](int part) { return expert_stream(config.expert_kind, global_id, part); });
 }
 
+void init_shared_expert_params(float* flat, const MOEConfig& config, std::uint64_t seed) {
+  init_flat_expert(flat, shared_expert_layout(config), seed,
+                   [](int part) { return kSharedBase + static_cast<std::uint64_t>(part); });
+}
+
+void init_shared_gate_weights(float* out, const MOEConfig& config, std::uint64_t seed) {
+  fill_uniform(out, config.hidden_dim, 1.0f / std::sqrt(static_cast<float>(config.hidden_dim)), seed,
+               kSharedGateStream);
+}
+
+namespace {
+
+template <class Stream>
+void init_flat_expert(float* flat, const ExpertLayout& layout, std::uint64_t seed, Stream stream_of_part) {
+  std::vector<float> values;
+  for (const ExpertDatasetSpec& d : layout.datasets) {
+    values.resize(static_cast<std::size_t>(d.count()));
+    fill_uniform(values.data(), d.count(), 1.0f / std::sqrt(static_cast<float>(d.fan_in)), seed,
+                 stream_of_part(d.init_part));
+    copy_dataset_in(layout, d, values.data(), 1, flat + layout.flat_offset(d.tensor));
+  }
+}
+
+}  // namespace
 }  // namespace moe

@@ -17,6 +17,10 @@ void fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64
 
 // PyTorch Linear's default scales: weights and bias of a layer with fan-in n in ±1/√n.
 void init_gate_weights(float* out, const MOEConfig& config, std::uint64_t seed);
+// A routed expert and the shared expert as flat tensors (expert_layout.hpp), and the
+// shared expert's gate [H].
 void init_expert_params(float* flat, const MOEConfig& config, std::uint64_t seed, std::int64_t global_id);
+void init_shared_expert_params(float* flat, const MOEConfig& config, std::uint64_t seed);
+void init_shared_gate_weights(float* out, const MOEConfig& config, std::uint64_t seed);
 
 }  // namespace moe

@@ -61,9 +61,11 @@ void expert_indices_in_range(const std::int32_t* indices, std::int64_t tokens,
 
 void flat_expert_params(std::int64_t numel, const MOEConfig& config, const char* name,
                         const char* where) {
-  MOE_CHECK_ARG(numel == config.expert_param_count(), where, name, " has ", numel,
-                " elements; expected 2*hidden_dim*expert_dim + expert_dim + hidden_dim = ",
-                config.expert_param_count(), " (hidden_dim = ", config.hidden_dim,
+  const bool reference_layout = config.expert_kind == ExpertKind::FFN && config.expert_bias;
+  MOE_CHECK_ARG(numel == config.expert_param_count(), where, name, " has ", numel, " elements; expected ",
+                reference_layout ? "2*hidden_dim*expert_dim + expert_dim + hidden_dim = " : "",
+                config.expert_param_count(), " for ", expert_kind_name(config.expert_kind), " experts",
+                config.expert_bias ? "" : " without biases", " (hidden_dim = ", config.hidden_dim,
                 ", expert_dim = ", config.expert_dim, ")");
 }
 

@@ -17,7 +17,10 @@
 #include "kernels/cpu/threads.hpp"
 #include "kernels/ops.hpp"
 #include "layer_access.hpp"
+#include "moe/config_fields.hpp"
+#include "parameter_set.hpp"
 #include "router.hpp"
+#include "shared_expert.hpp"
 #include "transport.hpp"
 
 namespace moe {
@@ -28,20 +31,28 @@ Traffic to_traffic(TrafficMode mode) {
 }
 
 // Fails on every rank, naming the field, when any rank's config, seed or options differ.
+// The config's fields come from their one description (moe/config_fields.hpp).
 void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint64_t seed,
                               const LayerOptions& options) {
-  std::uint32_t cf_bits = 0;
-  std::memcpy(&cf_bits, &c.capacity_factor, sizeof cf_bits);
-  const char* names[] = {"num_experts", "top_k", "hidden_dim", "expert_dim", "capacity_factor (bits)",
-                         "normalize_top_k", "drop_tokens", "activation", "seed", "traffic mode",
-                         "aux_loss_coef (bits)", "z_loss_coef (bits)"};
-  std::uint32_t aux_bits = 0, z_bits = 0;
-  std::memcpy(&aux_bits, &options.aux_loss_coef, sizeof aux_bits);
-  std::memcpy(&z_bits, &options.z_loss_coef, sizeof z_bits);
-  std::vector<std::int64_t> low = {c.num_experts, c.top_k, c.hidden_dim, c.expert_dim, cf_bits,
-                                   c.normalize_top_k, c.drop_tokens, static_cast<std::int64_t>(c.activation),
-                                   static_cast<std::int64_t>(seed), static_cast<std::int64_t>(options.traffic),
-                                   aux_bits, z_bits};
+  std::vector<std::string> names;
+  std::vector<std::int64_t> low;
+  for (const ConfigField& field : config_fields()) {
+    names.push_back(std::string(field.name) + (field.type == FieldType::Float ? " (bits)" : ""));
+    low.push_back(field_code(field, c));
+  }
+  auto float_bits = [](float v) {
+    std::uint32_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    return static_cast<std::int64_t>(bits);
+  };
+  for (const auto& [name, value] :
+       std::vector<std::pair<const char*, std::int64_t>>{{"seed", static_cast<std::int64_t>(seed)},
+                                                          {"traffic mode", static_cast<std::int64_t>(options.traffic)},
+                                                          {"aux_loss_coef (bits)", float_bits(options.aux_loss_coef)},
+                                                          {"z_loss_coef (bits)", float_bits(options.z_loss_coef)}}) {
+    names.push_back(name);
+    low.push_back(value);
+  }
   std::vector<std::int64_t> high = low;
   comm.all_reduce(low.data(), static_cast<std::int64_t>(low.size()), DataType::Int64, ReduceOp::Min);
   comm.all_reduce(high.data(), static_cast<std::int64_t>(high.size()), DataType::Int64, ReduceOp::Max);
@@ -95,15 +106,20 @@ struct MoELayer::Impl {
   int ranks = 1, rank = 0;
   std::int64_t local_experts = 0, first_expert = 0;
 
-  Buffer<float> gate{*ops};        // [H, E], replicated
-  ExpertStorage experts{*ops};     // this rank's experts, tensor by tensor
-  Buffer<float> gate_grad{*ops};   // [H, E], summed over ranks
-  ExpertStorage expert_grads{*ops};
+  ParameterSet params{*ops};  // gate and shared expert replicated; this rank's routed experts
+  ParameterSet grads{*ops};   // the same shapes; replicated ones summed over ranks
+  ParameterSet step{*ops};    // one backward's replicated gradients, before the sum over ranks
+  // Sigmoid router: the expert bias [E] (replicated, not trained by gradient), its
+  // host copy, and the global assignment counts since the last bias update.
+  Buffer<float> expert_bias{*ops};
+  std::vector<float> host_expert_bias;
+  std::vector<std::int64_t> load_since_update;
   RouterBuffers router{*ops};
   ExpertWorkspace workspace{*ops};
+  SharedExpert shared{*ops};
   Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops}, d_rows{*ops};
   Buffer<std::int32_t> token_offsets{*ops}, token_rows{*ops}, gather_tokens{*ops};
-  Buffer<float> saved_input{*ops}, d_slot_weights{*ops}, aux_grad{*ops}, d_logits{*ops}, gate_grad_step{*ops};
+  Buffer<float> saved_input{*ops};
   Buffer<float> input_rows{*ops}, output_rows{*ops}, grad_rows{*ops}, input_grad_rows{*ops};  // GPU staging
   Transport transport{*comm, *ops};
 
@@ -138,31 +154,56 @@ struct MoELayer::Impl {
                     "options.aux_loss_coef = ", options.aux_loss_coef, "; expected a finite value >= 0");
       MOE_CHECK_ARG(std::isfinite(options.z_loss_coef) && options.z_loss_coef >= 0, "MoELayer",
                     "options.z_loss_coef = ", options.z_loss_coef, "; expected a finite value >= 0");
+      MOE_CHECK_ARG(options.z_loss_coef == 0 || config.router == RouterKind::Softmax, "MoELayer",
+                    "options.z_loss_coef = ", options.z_loss_coef,
+                    " with the sigmoid router; the router z-loss is defined on softmax logits, expected 0");
     });
     check_same_on_every_rank(*comm, config, seed, options);
     if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
 
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
-    const auto gate_size = static_cast<std::size_t>(config.hidden_dim * config.num_experts);
     // Initialised in host memory and uploaded: the buffers may be on a GPU.
-    std::vector<float> host_gate(gate_size);
-    init_gate_weights(host_gate.data(), config, seed);
-    gate.upload(host_gate);
-    experts.resize(local_experts, config);
-    std::vector<float> flat(static_cast<std::size_t>(config.expert_param_count()));
+    params.resize(config, local_experts);
+    std::vector<float> host(static_cast<std::size_t>(config.hidden_dim * config.num_experts));
+    init_gate_weights(host.data(), config, seed);
+    params.gate.upload(host);
+    host.resize(static_cast<std::size_t>(config.expert_param_count()));
     for (std::int64_t e = 0; e < local_experts; ++e) {
-      init_expert_params(flat.data(), config, seed, first_expert + e);
-      experts.copy_from_flat(*ops, e, flat.data());
+      init_expert_params(host.data(), config, seed, first_expert + e);
+      params.experts.copy_from_flat(e, host.data());
     }
-    gate_grad.resize(gate_size);
-    expert_grads.resize(local_experts, config);
+    if (config.shared_expert_dim > 0) {
+      host.resize(static_cast<std::size_t>(config.shared_expert_param_count()));
+      init_shared_expert_params(host.data(), config, seed);
+      params.shared.copy_from_flat(0, host.data());
+    }
+    if (config.shared_gate) {
+      host.resize(static_cast<std::size_t>(config.hidden_dim));
+      init_shared_gate_weights(host.data(), config, seed);
+      params.shared_gate.upload(host);
+    }
+    if (config.has_expert_bias_vector()) {
+      host_expert_bias.assign(static_cast<std::size_t>(config.num_experts), 0.0f);
+      expert_bias.upload(host_expert_bias);
+      load_since_update.assign(static_cast<std::size_t>(config.num_experts), 0);
+    }
+    grads.resize(config, local_experts);
+    step.resize(config, 0);
     zero_grad();
   }
 
-  void zero_grad() {
-    gate_grad.zero();
-    expert_grads.zero();
+  void zero_grad() { grads.zero(); }
+
+  const float* bias_or_null() const { return config.has_expert_bias_vector() ? expert_bias.data() : nullptr; }
+  const float* shared_gate_or_null() const { return config.shared_gate ? params.shared_gate.data() : nullptr; }
+
+  // b += rate · sign(mean load − load) from the global counts since the last update.
+  void update_expert_bias() {
+    if (!config.has_expert_bias_vector() || config.bias_update_rate == 0.0f) return;
+    moe::update_expert_bias(host_expert_bias, load_since_update, config.bias_update_rate);
+    expert_bias.upload(host_expert_bias);
+    std::fill(load_since_update.begin(), load_since_update.end(), 0);
   }
 
   bool on_device() const { return ops->backend() == kernels::Backend::CUDA; }
@@ -179,19 +220,15 @@ struct MoELayer::Impl {
   }
 
   std::vector<ExpertParams> local_params() const {
-    std::vector<ExpertParams> params;
-    for (std::int64_t e = 0; e < local_experts; ++e) params.push_back(experts.params(e));
-    return params;
+    std::vector<ExpertParams> out;
+    for (std::int64_t e = 0; e < local_experts; ++e) out.push_back(params.experts.params(e));
+    return out;
   }
 
   std::vector<ExpertGradients> local_grads() {
-    std::vector<ExpertGradients> grads;
-    for (std::int64_t e = 0; e < local_experts; ++e) {
-      const ExpertParams p = expert_grads.params(e);
-      grads.push_back({const_cast<float*>(p.w1), const_cast<float*>(p.w2), const_cast<float*>(p.b1),
-                       const_cast<float*>(p.b2)});
-    }
-    return grads;
+    std::vector<ExpertGradients> out;
+    for (std::int64_t e = 0; e < local_experts; ++e) out.push_back(grads.experts.grads(e));
+    return out;
   }
 
   std::int64_t local_index(std::int64_t global_id, const char* where) const {
@@ -211,7 +248,6 @@ struct MoELayer::Impl {
   void exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
                             std::int64_t tokens, bool training, float* output, ForwardStats& stats);
   Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
-  void router_backward(const std::vector<float>& d_slot, float* dx);
 };
 
 ForwardResult MoELayer::Impl::forward(const Tensor<FLOAT_TYPE>& input, Pass pass) {
@@ -242,7 +278,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   const bool training = pass == Pass::Training;
   saved.valid = false;
   Routing routing;
-  route_tokens(*ops, x, tokens, gate.data(), config, router, routing);
+  route_tokens(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router, routing);
   const DispatchPlan plan = make_dispatch_plan(routing.indices.data(), tokens, config);
 
   ForwardResult result;
@@ -257,13 +293,23 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     saved.work = token_assignments(plan, routing.indices.data(), routing.weights.data());
     saved.grouping = group_by_expert(saved.work);
-    run_experts(*ops, saved.work, saved.grouping, x, local_params(), config, training, workspace, output);
+    run_experts(*ops, saved.work, saved.grouping, x, local_params(), params.experts.layout, config.activation,
+                training, workspace, output);
   } else {
     exchange_and_compute(x, routing, plan, tokens, training, output, stats);
   }
+  if (config.shared_expert_dim > 0)
+    shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
 
-  stats.tokens_per_expert = plan.kept_per_expert;
-  comm->all_reduce(stats.tokens_per_expert.data(), config.num_experts, DataType::Int64, ReduceOp::Sum);
+  // One all-reduce for the kept and the chosen assignments per expert.
+  const auto E = static_cast<std::size_t>(config.num_experts);
+  std::vector<std::int64_t> counts = plan.kept_per_expert;
+  counts.insert(counts.end(), routing.assignments_per_expert.begin(), routing.assignments_per_expert.end());
+  comm->all_reduce(counts.data(), static_cast<std::int64_t>(counts.size()), DataType::Int64, ReduceOp::Sum);
+  stats.tokens_per_expert.assign(counts.begin(), counts.begin() + static_cast<std::ptrdiff_t>(E));
+  stats.chosen_per_expert.assign(counts.begin() + static_cast<std::ptrdiff_t>(E), counts.end());
+  if (training && config.has_expert_bias_vector())
+    for (std::size_t e = 0; e < E; ++e) load_since_update[e] += stats.chosen_per_expert[e];
   result.expert_indices = Tensor<INT_TYPE>({tokens, config.top_k}, routing.indices);
   result.expert_weights = Tensor<FLOAT_TYPE>({tokens, config.top_k}, routing.weights);
   if (training) {
@@ -324,7 +370,8 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   saved.work = received_assignments(row_assignments.data(), received_rows, records.data(), local_experts);
   saved.grouping = group_by_expert(saved.work);
   float* expert_out = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
-  run_experts(*ops, saved.work, saved.grouping, received, local_params(), config, training, workspace, expert_out);
+  run_experts(*ops, saved.work, saved.grouping, received, local_params(), params.experts.layout, config.activation,
+              training, workspace, expert_out);
 
   // 6. Send the rows back, the reverse of step 3.
   float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
@@ -383,8 +430,8 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
   float* d_weights = workspace.d_weights.resize(A);
 
   if (ranks == 1) {
-    backward_experts(*ops, saved.work, saved.grouping, g, local_params(), local_grads(), config, workspace, dx,
-                     d_weights);
+    backward_experts(*ops, saved.work, saved.grouping, g, local_params(), local_grads(), params.experts.layout,
+                     config.activation, workspace, dx, d_weights);
     const std::vector<float> dw = workspace.d_weights.download();
     for (std::size_t a = 0; a < A; ++a) d_slot[static_cast<std::size_t>(saved.work.slot[a])] = dw[a];
   } else {
@@ -400,8 +447,8 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
                           row_bytes);
     float* d_received = d_rows.resize(static_cast<std::size_t>(received_rows * H));
-    backward_experts(*ops, saved.work, saved.grouping, d_returned, local_params(), local_grads(), config, workspace,
-                     d_received, d_weights);
+    backward_experts(*ops, saved.work, saved.grouping, d_returned, local_params(), local_grads(),
+                     params.experts.layout, config.activation, workspace, d_received, d_weights);
     // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
     float* d_sent = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
     transport.all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
@@ -414,34 +461,21 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     for (std::size_t a = 0; a < dw_back.size(); ++a)
       d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
   }
-  router_backward(d_slot, dx);
-  saved.valid = false;  // activations are used once
-}
-
-// ∂L/∂logits from the slots' weight gradients and the aux and z losses, then the
-// gate's gradient (summed over ranks) and the router's part of ∂L/∂input.
-void MoELayer::Impl::router_backward(const std::vector<float>& d_slot, float* dx) {
-  const std::int64_t H = config.hidden_dim, E = config.num_experts, k = config.top_k, T = saved.tokens;
-  std::vector<float> aux(static_cast<std::size_t>(E), 0.0f);
-  float z_scale = 0.0f;
-  if (T > 0) {
-    // L_aux = E · Σ_i f_i · P_i with f constant: ∂/∂probs[t, i] = E · f_i / T.
-    for (std::int64_t i = 0; i < E; ++i)
-      aux[static_cast<std::size_t>(i)] = static_cast<float>(
-          options.aux_loss_coef * double(E) *
-          (double(saved.routing.assignments_per_expert[static_cast<std::size_t>(i)]) / double(T * k)) / double(T));
-    // L_z = mean_t lse_t²: ∂/∂lse_t = 2 · lse_t / T.
-    z_scale = static_cast<float>(options.z_loss_coef * 2.0 / double(T));
+  // The replicated parameters' gradients of this rank's tokens, summed over ranks.
+  step.zero();
+  moe::router_backward(*ops, saved_input.data(), params.gate.data(), config, saved.routing, d_slot,
+                       options.aux_loss_coef, options.z_loss_coef, router, step.gate.data(), dx);
+  if (config.shared_expert_dim > 0)
+    shared.backward(*ops, saved_input.data(), T, g, params.shared, shared_gate_or_null(), config.activation,
+                    step.shared, step.shared_gate.data(), dx);
+  std::vector<ParameterSet::Tensor> sums = step.tensors(), into;
+  for (const ParameterSet::Tensor& t : grads.tensors())
+    if (t.replicated) into.push_back(t);
+  for (std::size_t i = 0; i < sums.size(); ++i) {
+    transport.all_reduce_sum(sums[i].data, sums[i].count);
+    ops->add(into[i].data, sums[i].data, sums[i].count);
   }
-  float* logits_grad = d_logits.resize(static_cast<std::size_t>(T * E));
-  ops->router_backward(router.probs.data(), router.indices.data(), d_slot_weights.upload(d_slot), router.lse.data(), T,
-                       static_cast<int>(E), static_cast<int>(k), config.normalize_top_k, aux_grad.upload(aux), z_scale,
-                       logits_grad);
-  float* step = gate_grad_step.resize(static_cast<std::size_t>(H * E));
-  ops->gemm(true, false, H, E, T, 1.0f, saved_input.data(), H, logits_grad, E, 0.0f, step, E);
-  transport.all_reduce_sum(step, H * E);
-  ops->add(gate_grad.data(), step, H * E);
-  ops->gemm(false, true, T, H, E, 1.0f, logits_grad, E, gate.data(), E, 1.0f, dx, H);
+  saved.valid = false;  // activations are used once
 }
 
 MoELayer::MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed, LayerOptions options)
@@ -459,14 +493,25 @@ void MoELayer::backward(const float* grad_output, float* grad_input) { impl_->ba
 void MoELayer::zero_grad() { impl_->zero_grad(); }
 
 Tensor<FLOAT_TYPE> MoELayer::gate_grad() const {
-  return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->gate_grad.download());
+  return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->grads.gate.download());
 }
 
 Tensor<FLOAT_TYPE> MoELayer::expert_grad(std::int64_t global_id) const {
   const std::int64_t e = impl_->local_index(global_id, "MoELayer::expert_grad");
   Tensor<FLOAT_TYPE> flat({impl_->config.expert_param_count()});
-  impl_->expert_grads.copy_to_flat(*impl_->ops, e, flat.data());
+  impl_->grads.experts.copy_to_flat(e, flat.data());
   return flat;
+}
+
+Tensor<FLOAT_TYPE> MoELayer::shared_expert_grad() const {
+  Tensor<FLOAT_TYPE> flat({impl_->config.shared_expert_param_count()});
+  if (flat.numel()) impl_->grads.shared.copy_to_flat(0, flat.data());
+  return flat;
+}
+
+Tensor<FLOAT_TYPE> MoELayer::shared_gate_grad() const {
+  return Tensor<FLOAT_TYPE>({static_cast<std::int64_t>(impl_->grads.shared_gate.size())},
+                            impl_->grads.shared_gate.download());
 }
 
 const MOEConfig& MoELayer::config() const { return impl_->config; }
@@ -479,22 +524,31 @@ bool MoELayer::owns_expert(std::int64_t id) const {
 }
 
 Tensor<FLOAT_TYPE> MoELayer::gate_weights() const {
-  return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->gate.download());
+  return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->params.gate.download());
 }
+
+namespace {
+
+// Copies a host tensor over a backend buffer after checking its shape.
+void set_buffer(kernels::Ops& ops, Buffer<float>& buffer, const Tensor<FLOAT_TYPE>& value,
+                const std::vector<std::int64_t>& shape, const char* where, const char* name, const char* meaning) {
+  MOE_CHECK_ARG(value.shape() == shape, where, name, " has shape ", shape_to_string(value.shape()), "; expected ",
+                meaning, " = ", shape_to_string(shape));
+  ops.copy_from_host(buffer.data(), value.data(), sizeof(float) * static_cast<std::size_t>(value.numel()));
+}
+
+}  // namespace
 
 void MoELayer::set_gate_weights(const Tensor<FLOAT_TYPE>& gate_weights) {
   const MOEConfig& c = impl_->config;
-  MOE_CHECK_ARG(gate_weights.shape() == (std::vector<std::int64_t>{c.hidden_dim, c.num_experts}),
-                "MoELayer::set_gate_weights", "gate_weights has shape ", shape_to_string(gate_weights.shape()),
-                "; expected [hidden_dim, num_experts] = [", c.hidden_dim, ", ", c.num_experts, "]");
-  impl_->ops->copy_from_host(impl_->gate.data(), gate_weights.data(), sizeof(float) * static_cast<std::size_t>(gate_weights.numel()));
+  set_buffer(*impl_->ops, impl_->params.gate, gate_weights, {c.hidden_dim, c.num_experts},
+             "MoELayer::set_gate_weights", "gate_weights", "[hidden_dim, num_experts]");
 }
 
 Tensor<FLOAT_TYPE> MoELayer::expert_params(std::int64_t global_id) const {
   const std::int64_t e = impl_->local_index(global_id, "MoELayer::expert_params");
-  const std::int64_t n = impl_->config.expert_param_count();
-  Tensor<FLOAT_TYPE> flat({n});
-  impl_->experts.copy_to_flat(*impl_->ops, e, flat.data());
+  Tensor<FLOAT_TYPE> flat({impl_->config.expert_param_count()});
+  impl_->params.experts.copy_to_flat(e, flat.data());
   return flat;
 }
 
@@ -502,7 +556,49 @@ void MoELayer::set_expert_params(std::int64_t global_id, const Tensor<FLOAT_TYPE
   constexpr const char* where = "MoELayer::set_expert_params";
   const std::int64_t e = impl_->local_index(global_id, where);
   checks::flat_expert_params(flat_params.numel(), impl_->config, "flat_params", where);
-  impl_->experts.copy_from_flat(*impl_->ops, e, flat_params.data());
+  impl_->params.experts.copy_from_flat(e, flat_params.data());
+}
+
+Tensor<FLOAT_TYPE> MoELayer::expert_bias() const {
+  return Tensor<FLOAT_TYPE>({static_cast<std::int64_t>(impl_->host_expert_bias.size())}, impl_->host_expert_bias);
+}
+
+void MoELayer::set_expert_bias(const Tensor<FLOAT_TYPE>& bias) {
+  const MOEConfig& c = impl_->config;
+  constexpr const char* where = "MoELayer::set_expert_bias";
+  MOE_CHECK_ARG(c.has_expert_bias_vector(), where, "the layer's router is ", router_name(c.router),
+                "; only the sigmoid router has an expert bias");
+  set_buffer(*impl_->ops, impl_->expert_bias, bias, {c.num_experts}, where, "bias", "[num_experts]");
+  impl_->host_expert_bias.assign(bias.data(), bias.data() + bias.numel());
+}
+
+void MoELayer::update_expert_bias() { impl_->update_expert_bias(); }
+
+Tensor<FLOAT_TYPE> MoELayer::shared_expert_params() const {
+  Tensor<FLOAT_TYPE> flat({impl_->config.shared_expert_param_count()});
+  if (flat.numel()) impl_->params.shared.copy_to_flat(0, flat.data());
+  return flat;
+}
+
+void MoELayer::set_shared_expert_params(const Tensor<FLOAT_TYPE>& flat_params) {
+  const MOEConfig& c = impl_->config;
+  constexpr const char* where = "MoELayer::set_shared_expert_params";
+  MOE_CHECK_ARG(c.shared_expert_dim > 0, where, "the layer has no shared expert (shared_expert_dim = 0)");
+  MOE_CHECK_ARG(flat_params.numel() == c.shared_expert_param_count(), where, "flat_params has ", flat_params.numel(),
+                " elements; expected the shared expert's ", c.shared_expert_param_count());
+  impl_->params.shared.copy_from_flat(0, flat_params.data());
+}
+
+Tensor<FLOAT_TYPE> MoELayer::shared_gate_weights() const {
+  return Tensor<FLOAT_TYPE>({static_cast<std::int64_t>(impl_->params.shared_gate.size())},
+                            impl_->params.shared_gate.download());
+}
+
+void MoELayer::set_shared_gate_weights(const Tensor<FLOAT_TYPE>& weights) {
+  const MOEConfig& c = impl_->config;
+  constexpr const char* where = "MoELayer::set_shared_gate_weights";
+  MOE_CHECK_ARG(c.shared_gate, where, "the layer's shared expert has no gate (shared_gate = false)");
+  set_buffer(*impl_->ops, impl_->params.shared_gate, weights, {c.hidden_dim}, where, "weights", "[hidden_dim]");
 }
 
 Tensor<FLOAT_TYPE> initial_gate_weights(const MOEConfig& config, std::uint64_t seed) {
@@ -521,15 +617,28 @@ Tensor<FLOAT_TYPE> initial_expert_params(const MOEConfig& config, std::uint64_t 
   return flat;
 }
 
+Tensor<FLOAT_TYPE> initial_shared_expert_params(const MOEConfig& config, std::uint64_t seed) {
+  config.validate();
+  Tensor<FLOAT_TYPE> flat({config.shared_expert_param_count()});
+  if (flat.numel()) init_shared_expert_params(flat.data(), config, seed);
+  return flat;
+}
+
+Tensor<FLOAT_TYPE> initial_shared_gate_weights(const MOEConfig& config, std::uint64_t seed) {
+  config.validate();
+  Tensor<FLOAT_TYPE> gate({config.shared_gate ? config.hidden_dim : 0});
+  if (gate.numel()) init_shared_gate_weights(gate.data(), config, seed);
+  return gate;
+}
+
 }  // namespace moe
 
 namespace moe::detail {
 
-ExpertStorage& LayerAccess::experts(MoELayer& layer) { return layer.impl_->experts; }
-const ExpertStorage& LayerAccess::experts(const MoELayer& layer) { return layer.impl_->experts; }
-Buffer<float>& LayerAccess::gate_grad(MoELayer& layer) { return layer.impl_->gate_grad; }
-ExpertStorage& LayerAccess::expert_grads(MoELayer& layer) { return layer.impl_->expert_grads; }
-Buffer<float>& LayerAccess::gate_buffer(MoELayer& layer) { return layer.impl_->gate; }
+ParameterSet& LayerAccess::params(MoELayer& layer) { return layer.impl_->params; }
+ParameterSet& LayerAccess::grads(MoELayer& layer) { return layer.impl_->grads; }
+Buffer<float>& LayerAccess::expert_bias(MoELayer& layer) { return layer.impl_->expert_bias; }
+std::vector<float>& LayerAccess::host_expert_bias(MoELayer& layer) { return layer.impl_->host_expert_bias; }
 kernels::Ops& LayerAccess::ops(MoELayer& layer) { return *layer.impl_->ops; }
 
 }  // namespace moe::detail

@@ -1,21 +1,22 @@
-// The library's own access to a layer's parameter storage (checkpoints, optimizers),
-// without copies: the gate [H, E] and this rank's experts, tensor by tensor.
+// The library's own access to a layer's storage (checkpoints, optimizers), without
+// copies, in the layer's ops' memory (host for the CPU backend, device for CUDA).
 #pragma once
 
+#include <vector>
+
 #include "buffer.hpp"
-#include "expert_storage.hpp"
 #include "moe/layer.hpp"
+#include "parameter_set.hpp"
 
 namespace moe::detail {
 
 struct LayerAccess {
-  // In the layer's ops' memory (host for the CPU backend, device for CUDA).
-  static ExpertStorage& experts(MoELayer& layer);
-  static const ExpertStorage& experts(const MoELayer& layer);
-  // The gradients, in the same layouts.
-  static Buffer<float>& gate_grad(MoELayer& layer);
-  static ExpertStorage& expert_grads(MoELayer& layer);
-  static Buffer<float>& gate_buffer(MoELayer& layer);
+  static ParameterSet& params(MoELayer& layer);
+  static ParameterSet& grads(MoELayer& layer);
+  // The sigmoid router's expert bias [E] and its host copy (empty otherwise); a
+  // writer of one must write the other.
+  static Buffer<float>& expert_bias(MoELayer& layer);
+  static std::vector<float>& host_expert_bias(MoELayer& layer);
   static kernels::Ops& ops(MoELayer& layer);
 };
 

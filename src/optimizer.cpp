@@ -16,41 +16,36 @@ struct Optimizer::Impl {
   SGDOptions sgd;
   AdamWOptions adamw;
   std::int64_t steps = 0;
-  // SGD: one state set (momentum); AdamW: two (exp_avg, exp_avg_sq).
+  // SGD: one state set (momentum); AdamW: two (exp_avg, exp_avg_sq), each shaped as
+  // the layer's parameters.
   struct StateSet {
     std::string name;
-    Buffer<float> gate;
-    ExpertStorage experts;
+    ParameterSet values;
   };
   std::vector<std::unique_ptr<StateSet>> state;
 
   Impl(MoELayer& l, OptimizerType t, const std::vector<std::string>& names) : layer(&l), type(t) {
     kernels::Ops& ops = detail::LayerAccess::ops(l);
-    const MOEConfig& c = l.config();
     for (const auto& name : names) {
-      auto set = std::make_unique<StateSet>(StateSet{name, Buffer<float>(ops), ExpertStorage(ops)});
-      set->gate.resize(static_cast<std::size_t>(c.hidden_dim * c.num_experts));
-      set->gate.zero();
-      set->experts.resize(l.num_local_experts(), c);
-      set->experts.zero();
+      auto set = std::make_unique<StateSet>(StateSet{name, ParameterSet(ops)});
+      set->values.resize(l.config(), l.num_local_experts());
+      set->values.zero();
       state.push_back(std::move(set));
     }
   }
 
-  // Calls update(param, grad, state pointers…, n) for the gate and each expert tensor.
+  // Calls update(param, grad, state pointers…, n) for every parameter tensor.
   template <class Update>
   void for_each_tensor(Update update) {
-    Buffer<float>& gate = detail::LayerAccess::gate_buffer(*layer);
-    Buffer<float>& gate_grad = detail::LayerAccess::gate_grad(*layer);
-    ExpertStorage& params = detail::LayerAccess::experts(*layer);
-    ExpertStorage& grads = detail::LayerAccess::expert_grads(*layer);
-    std::vector<float*> gate_state, tensor_state;
-    for (auto& s : state) gate_state.push_back(s->gate.data());
-    update(gate.data(), gate_grad.data(), gate_state, static_cast<std::int64_t>(gate.size()));
-    for (int i = 0; i < 4; ++i) {
+    const auto params = detail::LayerAccess::params(*layer).tensors();
+    const auto grads = detail::LayerAccess::grads(*layer).tensors();
+    std::vector<std::vector<ParameterSet::Tensor>> states;
+    for (auto& s : state) states.push_back(s->values.tensors());
+    std::vector<float*> tensor_state;
+    for (std::size_t i = 0; i < params.size(); ++i) {
       tensor_state.clear();
-      for (auto& s : state) tensor_state.push_back(s->experts.tensor(i));
-      update(params.tensor(i), grads.tensor(i), tensor_state, params.experts * params.tensor_size(i));
+      for (const auto& s : states) tensor_state.push_back(s[i].data);
+      update(params[i].data, grads[i].data, tensor_state, params[i].count);
     }
   }
 };
@@ -111,6 +106,7 @@ void Optimizer::step() {
       ops.adamw_update(p, g, st[0], st[1], n, a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, c1, c2);
     });
   }
+  o.layer->update_expert_bias();  // the sigmoid router's balancing step (a no-op otherwise)
 }
 
 std::int64_t Optimizer::step_count() const { return impl_->steps; }
@@ -123,18 +119,17 @@ void Optimizer::set_learning_rate(float lr) {
 
 double clip_grad_norm(MoELayer& layer, double max_norm) {
   kernels::Ops& ops = detail::LayerAccess::ops(layer);
-  ExpertStorage& grads = detail::LayerAccess::expert_grads(layer);
-  Buffer<float>& gate_grad = detail::LayerAccess::gate_grad(layer);
-  // Each rank's experts are its own: summed over ranks. The gate's gradient is the
-  // same on every rank (already summed): counted once, after the reduction.
-  double experts = 0.0;
-  for (int i = 0; i < 4; ++i) experts += ops.sum_squares(grads.tensor(i), grads.experts * grads.tensor_size(i));
-  layer.communicator().all_reduce(&experts, 1, DataType::Float64, ReduceOp::Sum);
-  const double norm = std::sqrt(experts + ops.sum_squares(gate_grad.data(), static_cast<std::int64_t>(gate_grad.size())));
+  const auto grads = detail::LayerAccess::grads(layer).tensors();
+  // Each rank's experts are its own: summed over ranks. The replicated tensors' (gate,
+  // shared expert) gradients are the same on every rank (already summed): counted
+  // once, after the reduction.
+  double sharded = 0.0, replicated = 0.0;
+  for (const auto& t : grads) (t.replicated ? replicated : sharded) += ops.sum_squares(t.data, t.count);
+  layer.communicator().all_reduce(&sharded, 1, DataType::Float64, ReduceOp::Sum);
+  const double norm = std::sqrt(sharded + replicated);
   if (max_norm > 0 && norm > max_norm) {
     const auto factor = static_cast<float>(max_norm / (norm + 1e-6));
-    for (int i = 0; i < 4; ++i) ops.scale(grads.tensor(i), grads.experts * grads.tensor_size(i), factor);
-    ops.scale(gate_grad.data(), static_cast<std::int64_t>(gate_grad.size()), factor);
+    for (const auto& t : grads) ops.scale(t.data, t.count, factor);
   }
   return norm;
 }
@@ -143,7 +138,7 @@ namespace detail {
 
 std::vector<OptimizerState> OptimizerAccess::state(Optimizer& optimizer) {
   std::vector<OptimizerState> out;
-  for (auto& s : optimizer.impl_->state) out.push_back({s->name, &s->gate, &s->experts});
+  for (auto& s : optimizer.impl_->state) out.push_back({s->name, &s->values});
   return out;
 }
 

@@ -1,5 +1,5 @@
 // The library's own access to an optimizer's state (for checkpoints): each state
-// tensor set has the layer's layouts, a gate [H, E] and this rank's experts.
+// set is a ParameterSet shaped as the layer's parameters.
 #pragma once
 
 #include <map>
@@ -7,15 +7,14 @@
 #include <vector>
 
 #include "buffer.hpp"
-#include "expert_storage.hpp"
+#include "parameter_set.hpp"
 #include "moe/optimizer.hpp"
 
 namespace moe::detail {
 
 struct OptimizerState {
   std::string name;  // "momentum", "exp_avg", "exp_avg_sq"
-  Buffer<float>* gate;
-  ExpertStorage* experts;
+  ParameterSet* values;
 };
 
 struct OptimizerAccess {

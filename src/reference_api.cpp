@@ -42,7 +42,7 @@ std::tuple<Tensor<FLOAT_TYPE>, Tensor<INT_TYPE>, Tensor<FLOAT_TYPE>> moe_gating_
   const std::int64_t T = checked_gating_inputs(input, gate_weights, config, "moe_gating_forward");
   ApiWorkspace& ws = workspace();
   Routing routing;
-  route_tokens(*ws.ops, input.data(), T, gate_weights.data(), config, ws.router, routing);
+  route_tokens(*ws.ops, input.data(), T, gate_weights.data(), nullptr, config, ws.router, routing);
 
   const std::vector<std::int64_t> routing_shape{T, config.top_k};
   Tensor<FLOAT_TYPE> loss({1});
@@ -58,7 +58,7 @@ Tensor<FLOAT_TYPE> moe_gate_probabilities(const Tensor<FLOAT_TYPE>& input,
       checked_gating_inputs(input, gate_weights, config, "moe_gate_probabilities");
   ApiWorkspace& ws = workspace();
   Routing routing;
-  route_tokens(*ws.ops, input.data(), T, gate_weights.data(), config, ws.router, routing);
+  route_tokens(*ws.ops, input.data(), T, gate_weights.data(), nullptr, config, ws.router, routing);
   return Tensor<FLOAT_TYPE>({T, config.num_experts}, ws.router.probs.download());
 }
 
@@ -75,12 +75,13 @@ Tensor<FLOAT_TYPE> moe_expert_computation(const Tensor<FLOAT_TYPE>& input,
   MOE_CHECK_ARG(static_cast<std::int64_t>(expert_params.size()) == config.num_experts, where,
                 "expert_params has ", expert_params.size(), " tensors; expected num_experts = ",
                 config.num_experts);
+  const ExpertLayout layout = expert_layout(config);
   std::vector<ExpertParams> params;
   params.reserve(expert_params.size());
   for (std::size_t e = 0; e < expert_params.size(); ++e) {
     const std::string name = "expert_params[" + std::to_string(e) + "]";
     checks::flat_expert_params(expert_params[e].numel(), config, name.c_str(), where);
-    params.push_back(expert_params_from_flat(expert_params[e].data(), config.hidden_dim, config.expert_dim));
+    params.push_back(expert_params_from_flat(expert_params[e].data(), layout));
   }
   checks::expert_indices_in_range(expert_indices.data(), T, config, where);
 
@@ -89,7 +90,7 @@ Tensor<FLOAT_TYPE> moe_expert_computation(const Tensor<FLOAT_TYPE>& input,
       token_assignments(plan, expert_indices.data(), expert_weights.data());
   Tensor<FLOAT_TYPE> output(input.shape());
   ApiWorkspace& ws = workspace();
-  run_experts(*ws.ops, assignments, group_by_expert(assignments), input.data(), params, config,
+  run_experts(*ws.ops, assignments, group_by_expert(assignments), input.data(), params, layout, config.activation,
               /*keep_for_backward=*/false, ws.experts, output.data());
   return output;
 }
@@ -124,10 +125,13 @@ Tensor<FLOAT_TYPE> apply_expert_ffn(const Tensor<FLOAT_TYPE>& input,
   checks::flat_expert_params(expert_weights.numel(), config, "expert_weights", where);
   ApiWorkspace& ws = workspace();
   Tensor<FLOAT_TYPE> output(input.shape());
-  float* hidden = ws.experts.hidden.resize(static_cast<std::size_t>(n * config.expert_dim));
-  expert_ffn(*ws.ops, input.data(), n,
-             expert_params_from_flat(expert_weights.data(), config.hidden_dim, config.expert_dim),
-             config, nullptr, hidden, output.data());
+  const ExpertLayout layout = expert_layout(config);
+  const auto rows = static_cast<std::size_t>(n);
+  float* pre = layout.kind == ExpertKind::GLU ? ws.experts.pre.resize(rows * static_cast<std::size_t>(layout.in_width))
+                                              : nullptr;
+  float* hidden = ws.experts.hidden.resize(rows * static_cast<std::size_t>(layout.width));
+  expert_forward(*ws.ops, input.data(), n, expert_params_from_flat(expert_weights.data(), layout), layout,
+                 config.activation, pre, hidden, output.data());
   return output;
 }
 

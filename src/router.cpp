@@ -2,8 +2,20 @@
 
 namespace moe {
 
+kernels::RouterParams router_params(const MOEConfig& c) {
+  kernels::RouterParams p;
+  p.num_experts = static_cast<int>(c.num_experts);
+  p.top_k = static_cast<int>(c.top_k);
+  p.normalize = c.normalize_top_k;
+  p.sigmoid = c.router == RouterKind::Sigmoid;
+  p.n_group = static_cast<int>(c.n_group);
+  p.topk_group = static_cast<int>(c.topk_group);
+  p.scale = c.routed_scaling_factor;
+  return p;
+}
+
 void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
-                  const MOEConfig& config, RouterBuffers& buffers, Routing& routing) {
+                  const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing) {
   const std::int64_t E = config.num_experts, k = config.top_k, H = config.hidden_dim;
   const auto T = static_cast<std::size_t>(tokens);
   float* logits = buffers.logits.resize(T * static_cast<std::size_t>(E));
@@ -13,8 +25,7 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
   std::int32_t* indices = buffers.indices.resize(T * static_cast<std::size_t>(k));
 
   ops.gemm(false, false, tokens, E, H, 1.0f, x, H, gate_weights, E, 0.0f, logits, E);
-  ops.softmax_topk(logits, tokens, static_cast<int>(E), static_cast<int>(k), config.normalize_top_k,
-                   probs, indices, weights, lse);
+  ops.route(logits, tokens, router_params(config), expert_bias, probs, indices, weights, lse);
 
   routing.tokens = tokens;
   routing.indices = buffers.indices.download();
@@ -26,6 +37,29 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
   routing.z_loss = 0.0;
   for (float v : buffers.lse.download()) routing.z_loss += double(v) * double(v);
   if (tokens > 0) routing.z_loss /= static_cast<double>(tokens);
+}
+
+void router_backward(kernels::Ops& ops, const float* x, const float* gate_weights, const MOEConfig& config,
+                     const Routing& routing, const std::vector<float>& d_slot, double aux_loss_coef,
+                     double z_loss_coef, RouterBuffers& buffers, float* gate_grad, float* dx) {
+  const std::int64_t H = config.hidden_dim, E = config.num_experts, k = config.top_k, T = routing.tokens;
+  std::vector<float> aux(static_cast<std::size_t>(E), 0.0f);
+  float z_scale = 0.0f;
+  if (T > 0) {
+    // L_aux = E · Σ_i f_i · P_i with f constant and P_i = mean_t probs[t, i]:
+    // ∂/∂probs[t, i] = E · f_i / T.
+    for (std::int64_t i = 0; i < E; ++i)
+      aux[static_cast<std::size_t>(i)] = static_cast<float>(
+          aux_loss_coef * double(E) *
+          (double(routing.assignments_per_expert[static_cast<std::size_t>(i)]) / double(T * k)) / double(T));
+    // L_z = mean_t lse_t²: ∂/∂lse_t = 2 · lse_t / T.
+    z_scale = static_cast<float>(z_loss_coef * 2.0 / double(T));
+  }
+  float* d_logits = buffers.d_logits.resize(static_cast<std::size_t>(T * E));
+  ops.router_backward(buffers.logits.data(), buffers.probs.data(), buffers.indices.data(), buffers.d_weights.upload(d_slot),
+                      buffers.lse.data(), T, router_params(config), buffers.aux_grad.upload(aux), z_scale, d_logits);
+  ops.gemm(true, false, H, E, T, 1.0f, x, H, d_logits, E, 0.0f, gate_grad, E);
+  ops.gemm(false, true, T, H, E, 1.0f, d_logits, E, gate_weights, E, 1.0f, dx, H);
 }
 
 double load_balancing_loss(const std::vector<double>& prob_sums,
@@ -47,6 +81,16 @@ std::vector<std::int64_t> count_per_expert(const std::int32_t* indices, std::int
   std::vector<std::int64_t> counts(static_cast<std::size_t>(num_experts), 0);
   for (std::int64_t i = 0; i < n; ++i) ++counts[static_cast<std::size_t>(indices[i])];
   return counts;
+}
+
+void update_expert_bias(std::vector<float>& bias, const std::vector<std::int64_t>& load, float rate) {
+  double total = 0.0;
+  for (std::int64_t l : load) total += static_cast<double>(l);
+  const double mean = load.empty() ? 0.0 : total / static_cast<double>(load.size());
+  for (std::size_t i = 0; i < bias.size(); ++i) {
+    const double gap = mean - static_cast<double>(load[i]);
+    bias[i] += gap > 0 ? rate : gap < 0 ? -rate : 0.0f;
+  }
 }
 
 }  // namespace moe

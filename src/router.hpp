@@ -1,6 +1,7 @@
-// The router (DESIGN §1 gate, top-k, weights, aux loss): one rank's tokens in, each
-// token's k experts and weights out. Backend ops do the work; the results the host
-// plan needs come back to host memory.
+// The router (docs/design.md §1 and §1b): one rank's tokens in, each token's k experts
+// and weights out, and the backward of that. Softmax and sigmoid routers, group-limited
+// top-k and the routed scaling all run through kernels/router_row.hpp on the Ops
+// interface; the results the host plan needs come back to host memory.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +16,14 @@ namespace moe {
 // Backend-memory results of the last route, kept for the backward pass.
 struct RouterBuffers {
   explicit RouterBuffers(kernels::Ops& ops)
-      : logits(ops), probs(ops), weights(ops), lse(ops), indices(ops) {}
-  Buffer<float> logits;        // [T, E]
-  Buffer<float> probs;         // [T, E]
-  Buffer<float> weights;       // [T, k]
-  Buffer<float> lse;           // [T] log-sum-exp of each token's logits
+      : logits(ops), probs(ops), weights(ops), lse(ops), indices(ops), d_weights(ops), aux_grad(ops),
+        d_logits(ops) {}
+  Buffer<float> logits;          // [T, E]
+  Buffer<float> probs;           // [T, E] the router's normalised scores
+  Buffer<float> weights;         // [T, k]
+  Buffer<float> lse;             // [T] log-sum-exp of each token's logits
   Buffer<std::int32_t> indices;  // [T, k]
+  Buffer<float> d_weights, aux_grad, d_logits;  // backward scratch
 };
 
 struct Routing {
@@ -33,9 +36,20 @@ struct Routing {
   double z_loss = 0.0;  // ST-MoE router z-loss: mean over tokens of logsumexp(logits)²
 };
 
-// x: [T, H] and gate_weights: [H, E], both in backend memory.
+kernels::RouterParams router_params(const MOEConfig& config);
+
+// x: [T, H], gate_weights: [H, E] and expert_bias: [E] (sigmoid router; null means
+// zero) in backend memory.
 void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
-                  const MOEConfig& config, RouterBuffers& buffers, Routing& routing);
+                  const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing);
+
+// The router's backward after route_tokens on the same buffers: d_slot [T·k] (host) is
+// ∂L/∂weight of each slot (0 where dropped); the aux loss and z-loss enter with their
+// coefficients. Writes this rank's ∂L/∂gate_weights into gate_grad [H, E] and adds
+// the router's part of ∂L/∂x into dx [T, H] (backend memory).
+void router_backward(kernels::Ops& ops, const float* x, const float* gate_weights, const MOEConfig& config,
+                     const Routing& routing, const std::vector<float>& d_slot, double aux_loss_coef,
+                     double z_loss_coef, RouterBuffers& buffers, float* gate_grad, float* dx);
 
 // L_aux = E · Σ_i f_i · P_i with f_i = counts[i] / (T·k) and P_i = prob_sums[i] / T;
 // 0 when T = 0.
@@ -46,5 +60,9 @@ double load_balancing_loss(const std::vector<double>& prob_sums,
 // counts[e] = how many of indices[0..n) are e.
 std::vector<std::int64_t> count_per_expert(const std::int32_t* indices, std::int64_t n,
                                            std::int64_t num_experts);
+
+// The aux-loss-free balancing step (docs/design.md §1b): b_i += rate · sign(mean_j
+// load_j − load_i), in float32, for global loads (the same on every rank).
+void update_expert_bias(std::vector<float>& bias, const std::vector<std::int64_t>& load, float rate);
 
 }  // namespace moe

@@ -1,4 +1,4 @@
-// HDF5 checkpoints (DESIGN §6): one file whatever the number of ranks, written in
+// HDF5 checkpoints (docs/design.md §6): one file whatever the number of ranks, written in
 // parallel (each rank its own experts' slices, through MPI-IO), loadable at any rank
 // count that divides num_experts, and readable by any HDF5 tool (h5py, h5dump).
 #pragma once
@@ -43,23 +43,38 @@ MOEConfig read_checkpoint_config(const std::string& path);
 struct ReferenceModel {
   MOEConfig config;
   Tensor<FLOAT_TYPE> gate_weights;               // [H, E]
-  std::vector<Tensor<FLOAT_TYPE>> expert_params;  // E flat [W1, W2, b1, b2]
+  std::vector<Tensor<FLOAT_TYPE>> expert_params;  // E flat experts (MoELayer::expert_params' layout)
+  Tensor<FLOAT_TYPE> expert_bias;                 // [E] sigmoid router; else empty
+  Tensor<FLOAT_TYPE> shared_expert_params;        // flat; empty without a shared expert
+  Tensor<FLOAT_TYPE> shared_gate_weights;         // [H]; empty without a shared gate
   std::int64_t step = 0;
 };
 ReferenceModel load_reference_model(const std::string& path);
 
-// What `moe info` prints: config, step, and for every expert the L2 norm of each
-// parameter tensor and whether its checksums verify.
+// What `moe info` prints: config, step, for every expert the L2 norm of each of its
+// datasets (expert_tensors names them) and whether its checksums verify, and the same
+// for every replicated tensor (gate, expert bias, shared expert). A tensor that could
+// not be read has an error and no numbers.
+enum class TensorChecksum { Verified, NotPresent, Failed };
 struct ExpertSummary {
-  double norm_w1 = 0, norm_w2 = 0, norm_b1 = 0, norm_b2 = 0;
-  enum class Checksum { Verified, NotPresent, Failed } checksum = Checksum::Verified;
+  std::vector<double> norms;  // one per CheckpointSummary::expert_tensors; empty when unreadable
+  using Checksum = TensorChecksum;
+  Checksum checksum = Checksum::Verified;
   std::string error;  // why reading it failed, when checksum == Failed
+};
+struct TensorSummary {
+  std::string name;  // its dataset, e.g. "/gate/weight"
+  double norm = 0;
+  TensorChecksum checksum = TensorChecksum::Verified;
+  std::string error;
 };
 struct CheckpointSummary {
   MOEConfig config;
   std::int64_t step = 0;
   bool has_optimizer_state = false;
+  std::vector<std::string> expert_tensors;  // e.g. w1 w2 b1 b2, or w_gate w_up w_down
   std::vector<ExpertSummary> experts;
+  std::vector<TensorSummary> tensors;
 };
 CheckpointSummary inspect_checkpoint(const std::string& path);
 

@@ -1,5 +1,5 @@
 // MoELayer: one Mixture-of-Experts layer with its experts sharded across the ranks of
-// a Communicator (DESIGN §2). Rank r of P owns experts [r·E/P, (r+1)·E/P) and a
+// a Communicator (docs/design.md §2). Rank r of P owns experts [r·E/P, (r+1)·E/P) and a
 // replica of the gate; every rank routes its own tokens, sends them to the experts'
 // owners, and combines what comes back. On every rank the result equals the
 // single-process API (moe/moe.hpp) on that rank's tokens with all E experts.
@@ -21,7 +21,7 @@ struct LayerAccess;
 
 // How token rows travel to the experts' owners.
 enum class TrafficMode {
-  // The minimum (DESIGN §2): a token crosses to a rank once however many of that
+  // The minimum (docs/design.md §2): a token crosses to a rank once however many of that
   // rank's experts it chose, and the owner sums the token's weighted expert outputs
   // before sending one row back.
   Deduplicated,
@@ -48,7 +48,7 @@ struct LayerOptions {
   Device device = Device::CPU;
   Precision precision = Precision::FP32;
   // The training loss is L = L_task + aux_loss_coef · L_aux + z_loss_coef · L_z, with
-  // L_aux the load-balancing loss (DESIGN §1) and L_z the ST-MoE router z-loss (mean
+  // L_aux the load-balancing loss (docs/design.md §1) and L_z the ST-MoE router z-loss (mean
   // over tokens of logsumexp(logits)²). backward() differentiates all three.
   float aux_loss_coef = 0.01f;
   float z_loss_coef = 0.0f;
@@ -65,11 +65,12 @@ struct ForwardStats {
   std::int64_t metadata_bytes_sent = 0;     // routing metadata to other ranks (row counts, expert ids, weights)
   std::int64_t dropped = 0;                 // this rank's assignments dropped by capacity
   std::vector<std::int64_t> tokens_per_expert;  // [E] kept assignments per expert, summed over all ranks
+  std::vector<std::int64_t> chosen_per_expert;  // [E] top-k choices per expert before capacity, all ranks
 };
 
 struct ForwardResult {
   Tensor<FLOAT_TYPE> output;          // the input's shape
-  float aux_loss = 0.0f;              // this rank's load-balancing loss (DESIGN §1)
+  float aux_loss = 0.0f;              // this rank's load-balancing loss (docs/design.md §1)
   float z_loss = 0.0f;                // this rank's router z-loss
   Tensor<INT_TYPE> expert_indices;    // [T, k] each token's experts (before capacity)
   Tensor<FLOAT_TYPE> expert_weights;  // [T, k] their gate weights
@@ -106,7 +107,9 @@ class MoELayer {
   // Clears the gradients (they accumulate over backward calls, for micro-batches).
   void zero_grad();
   Tensor<FLOAT_TYPE> gate_grad() const;                        // [H, E]
-  Tensor<FLOAT_TYPE> expert_grad(std::int64_t global_id) const;  // flat [dW1, dW2, db1, db2]
+  Tensor<FLOAT_TYPE> expert_grad(std::int64_t global_id) const;  // flat, as expert_params
+  Tensor<FLOAT_TYPE> shared_expert_grad() const;                 // flat; empty without a shared expert
+  Tensor<FLOAT_TYPE> shared_gate_grad() const;                   // [H]; empty without a shared gate
 
   const MOEConfig& config() const;
   const LayerOptions& options() const;
@@ -118,9 +121,28 @@ class MoELayer {
   Tensor<FLOAT_TYPE> gate_weights() const;  // [H, E]
   // Sets this rank's replica; keep the replicas equal (training does).
   void set_gate_weights(const Tensor<FLOAT_TYPE>& gate_weights);
-  // One local expert's parameters in the reference flat layout [W1, W2, b1, b2].
+  // One local expert's parameters as a flat tensor: for ffn experts the reference
+  // layout [W1, W2, b1, b2] (W1 [H,F], W2 [F,H]); for glu [W_in, W_down, b_in, b_down]
+  // with W_in [H, 2F] holding the gate projection in columns [0, F) and the up
+  // projection in [F, 2F) (b_in likewise); biases only when config.expert_bias.
   Tensor<FLOAT_TYPE> expert_params(std::int64_t global_id) const;
   void set_expert_params(std::int64_t global_id, const Tensor<FLOAT_TYPE>& flat_params);
+
+  // Sigmoid router: the expert bias [E] added to the scores for selection only
+  // (docs/design.md §1b), replicated, zero at construction. Empty for softmax.
+  Tensor<FLOAT_TYPE> expert_bias() const;
+  void set_expert_bias(const Tensor<FLOAT_TYPE>& bias);
+  // Collective in effect (every rank must call it after the same steps; Optimizer::step
+  // does): b_i += bias_update_rate · sign(mean load − load_i), the loads being every
+  // rank's top-k choices per expert over the training forwards since the last update.
+  void update_expert_bias();
+
+  // The shared expert (a flat tensor in the layout of expert_params, width
+  // shared_expert_dim) and its gate [H]; replicated: set them equal on every rank.
+  Tensor<FLOAT_TYPE> shared_expert_params() const;
+  void set_shared_expert_params(const Tensor<FLOAT_TYPE>& flat_params);
+  Tensor<FLOAT_TYPE> shared_gate_weights() const;
+  void set_shared_gate_weights(const Tensor<FLOAT_TYPE>& weights);
 
  private:
   friend struct detail::LayerAccess;
@@ -133,5 +155,7 @@ class MoELayer {
 Tensor<FLOAT_TYPE> initial_gate_weights(const MOEConfig& config, std::uint64_t seed);
 Tensor<FLOAT_TYPE> initial_expert_params(const MOEConfig& config, std::uint64_t seed,
                                          std::int64_t global_id);
+Tensor<FLOAT_TYPE> initial_shared_expert_params(const MOEConfig& config, std::uint64_t seed);
+Tensor<FLOAT_TYPE> initial_shared_gate_weights(const MOEConfig& config, std::uint64_t seed);
 
 }  // namespace moe

@@ -25,7 +25,7 @@ void activate_run(Act act, const float* in, float* out, std::int64_t count) {
       return;
     case Act::ReLU:
 #pragma omp simd
-      for (std::int64_t i = 0; i < count; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
+      for (std::int64_t i = 0; i < count; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];  // NaN passes
       return;
     default:
       for (std::int64_t i = 0; i < count; ++i) out[i] = activate(act, in[i]);
@@ -95,15 +95,48 @@ class CpuOps final : public Ops {
     }
   }
 
-  void softmax_topk(const float* logits, std::int64_t tokens, int num_experts, int top_k,
-                    bool normalize, float* probs, std::int32_t* indices, float* weights,
-                    float* lse) override {
+  void route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
+             float* probs, std::int32_t* indices, float* weights, float* lse) override {
+    const int E = params.num_experts, k = params.top_k;
 #pragma omp parallel for schedule(static)
     for (std::int64_t t = 0; t < tokens; ++t) {
-      const float row_lse = softmax_topk_row(logits + t * num_experts, num_experts, top_k,
-                                             normalize, probs + t * num_experts,
-                                             indices + t * top_k, weights + t * top_k);
+      const float row_lse = route_row(logits + t * E, params, expert_bias, probs + t * E, indices + t * k,
+                                      weights + t * k);
       if (lse) lse[t] = row_lse;
+    }
+  }
+
+  void glu(const float* z, std::int64_t n, std::int64_t width, Act act, float* h) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n * width; ++i) h[i] = glu_element(z, width, act, i);
+  }
+
+  void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
+                    float* dz) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = 0; i < n * width; ++i) glu_backward_element(z, dh, width, act, i, dz);
+  }
+
+  void gated_add(const float* y, const float* gate_logit, std::int64_t n, std::int64_t width, float* out) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < n; ++r) {
+      const float g = gate_logit ? sigmoid(gate_logit[r]) : 1.0f;
+#pragma omp simd
+      for (std::int64_t h = 0; h < width; ++h) out[r * width + h] += g * y[r * width + h];
+    }
+  }
+
+  void gated_add_backward(const float* d_out, const float* y, const float* gate_logit, std::int64_t n,
+                          std::int64_t width, float* d_y, float* d_gate_logit) override {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < n; ++r) {
+      const float g = gate_logit ? sigmoid(gate_logit[r]) : 1.0f;
+      double dot = 0.0;
+      for (std::int64_t h = 0; h < width; ++h) {
+        d_y[r * width + h] = g * d_out[r * width + h];
+        dot += double(d_out[r * width + h]) * double(y[r * width + h]);
+      }
+      if (gate_logit && d_gate_logit) d_gate_logit[r] = static_cast<float>(dot) * g * (1.0f - g);
     }
   }
 
@@ -197,13 +230,14 @@ class CpuOps final : public Ops {
     }
   }
 
-  void router_backward(const float* probs, const std::int32_t* indices, const float* d_weights, const float* lse,
-                       std::int64_t tokens, int num_experts, int top_k, bool normalize, const float* aux_grad,
+  void router_backward(const float* logits, const float* probs, const std::int32_t* indices, const float* d_weights,
+                       const float* lse, std::int64_t tokens, const RouterParams& params, const float* aux_grad,
                        float z_scale, float* d_logits) override {
+    const int E = params.num_experts, k = params.top_k;
 #pragma omp parallel for schedule(static)
     for (std::int64_t t = 0; t < tokens; ++t)
-      router_backward_row(probs + t * num_experts, indices + t * top_k, d_weights + t * top_k, lse[t],
-                          num_experts, top_k, normalize, aux_grad, z_scale, d_logits + t * num_experts);
+      router_backward_row(logits + t * E, probs + t * E, indices + t * k, d_weights + t * k, lse[t], params,
+                          aux_grad, z_scale, d_logits + t * E);
   }
 
   void add(float* x, const float* y, std::int64_t n) override {

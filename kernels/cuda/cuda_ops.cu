@@ -146,9 +146,24 @@ class CudaOps final : public Ops {
                                    out + row_offsets.front() * out_dim, stream_);
   }
 
-  void softmax_topk(const float* logits, std::int64_t tokens, int num_experts, int top_k, bool normalize, float* probs,
-                    std::int32_t* indices, float* weights, float* lse) override {
-    launch_softmax_topk(logits, tokens, num_experts, top_k, normalize, probs, indices, weights, lse, stream_);
+  void route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
+             float* probs, std::int32_t* indices, float* weights, float* lse) override {
+    launch_route(logits, tokens, params, expert_bias, probs, indices, weights, lse, stream_);
+  }
+
+  void glu(const float* z, std::int64_t n, std::int64_t width, Act act, float* h) override {
+    launch_glu(z, n, width, act, h, stream_);
+  }
+  void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
+                    float* dz) override {
+    launch_glu_backward(z, dh, n, width, act, dz, stream_);
+  }
+  void gated_add(const float* y, const float* gate_logit, std::int64_t n, std::int64_t width, float* out) override {
+    launch_gated_add(y, gate_logit, n, width, out, stream_);
+  }
+  void gated_add_backward(const float* d_out, const float* y, const float* gate_logit, std::int64_t n,
+                          std::int64_t width, float* d_y, float* d_gate_logit) override {
+    launch_gated_add_backward(d_out, y, gate_logit, n, width, d_y, d_gate_logit, stream_);
   }
 
   void gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst) override {
@@ -180,11 +195,11 @@ class CudaOps final : public Ops {
     launch_add_column_sums(m, rows, cols, sums, stream_);
   }
 
-  void router_backward(const float* probs, const std::int32_t* indices, const float* d_weights, const float* lse,
-                       std::int64_t tokens, int num_experts, int top_k, bool normalize, const float* aux_grad,
+  void router_backward(const float* logits, const float* probs, const std::int32_t* indices, const float* d_weights,
+                       const float* lse, std::int64_t tokens, const RouterParams& params, const float* aux_grad,
                        float z_scale, float* d_logits) override {
-    launch_router_backward(probs, indices, d_weights, lse, tokens, num_experts, top_k, normalize, aux_grad, z_scale,
-                           d_logits, stream_);
+    launch_router_backward(logits, probs, indices, d_weights, lse, tokens, params, aux_grad, z_scale, d_logits,
+                           stream_);
   }
 
   void add(float* x, const float* y, std::int64_t n) override {

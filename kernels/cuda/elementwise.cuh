@@ -47,6 +47,14 @@ void launch_grouped_bias_activation(const float* c, const float* const* biases, 
                                     std::int64_t n, std::int64_t cols, Act act, float* pre_act, float* out,
                                     Stream stream);
 void launch_activation_backward(const float* z, const float* dh, std::int64_t n, Act act, float* dz, Stream stream);
+// glu experts and the shared expert's gated add (the ops of the same names).
+void launch_glu(const float* z, std::int64_t n, std::int64_t width, Act act, float* h, Stream stream);
+void launch_glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act, float* dz,
+                         Stream stream);
+void launch_gated_add(const float* y, const float* gate_logit, std::int64_t n, std::int64_t width, float* out,
+                      Stream stream);
+void launch_gated_add_backward(const float* d_out, const float* y, const float* gate_logit, std::int64_t n,
+                               std::int64_t width, float* d_y, float* d_gate_logit, Stream stream);
 // dst (bfloat16, as raw 16-bit words) = round-to-nearest-even of src.
 void launch_to_bf16(const float* src, std::int64_t n, void* dst, Stream stream);
 

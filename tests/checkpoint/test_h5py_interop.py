@@ -44,7 +44,9 @@ run("init", "--out", ckpt, "--experts", "6", "--top-k", "2", "--hidden", "24", "
     "--activation", "silu", "--capacity-factor", "1.0", "--seed", "9")
 config, params = numpy_moe.load(ckpt)
 with h5py.File(ckpt, "r") as f:
-    check("format attributes", f.attrs["format"] == "moe-checkpoint" and int(f.attrs["format_version"]) == 1)
+    check("format attributes", f.attrs["format"] == "moe-checkpoint" and int(f.attrs["format_version"]) == 2
+          and f.attrs["expert_kind"] == "ffn" and f.attrs["router"] == "softmax" and int(f.attrs["expert_bias"]) == 1)
+    check("the gate is Fletcher32-checksummed too", f["gate/weight"].fletcher32)
     check("expert datasets are Fletcher32-checksummed, one expert per chunk",
           f["experts/w1"].fletcher32 and f["experts/w1"].chunks == (1, 24, 40))
 out_file = os.path.join(work, "moe_out.h5")

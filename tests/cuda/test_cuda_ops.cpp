@@ -64,7 +64,7 @@ TEST_F(CudaOps, GemmEveryTransposeInFp32AndTf32) {
 TEST_F(CudaOps, LinearWithBiasAndEveryActivationInEachPrecision) {
   for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32, GemmPrecision::BF16}) {
     auto ops = moe::kernels::make_cuda_ops(0, p);
-    for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU}) {
+    for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh}) {
       const std::int64_t n = 77, K = 96, N = 160;
       const auto x = random(n * K, 4), w = random(K * N, 5, 0.1), bias = random(N, 6);
       std::vector<float> pre(n * N), out(n * N);
@@ -92,29 +92,64 @@ TEST_F(CudaOps, Bf16WeightCopiesFollowWeightUpdates) {
   EXPECT_LE(relative_error(out.download().data(), expected.data(), n * N), 3e-2);
 }
 
-TEST_F(CudaOps, SoftmaxTopkAndRouterBackward) {
+TEST_F(CudaOps, RoutersAndRouterBackward) {
   const std::int64_t T = 300;
   const int E = 64, k = 8;
-  const auto logits = random(T * E, 10, 3.0);
-  std::vector<float> probs(T * E), weights(T * k), lse(T);
-  std::vector<std::int32_t> idx(T * k);
-  cpu->softmax_topk(logits.data(), T, E, k, true, probs.data(), idx.data(), weights.data(), lse.data());
-  Buffer<float> dl = device(logits), dp = device_zeros<float>(T * E), dw = device_zeros<float>(T * k),
-                dlse = device_zeros<float>(T);
-  Buffer<std::int32_t> di = device_zeros<std::int32_t>(T * k);
-  gpu->softmax_topk(dl.data(), T, E, k, true, dp.data(), di.data(), dw.data(), dlse.data());
-  EXPECT_EQ(di.download(), idx);
-  EXPECT_LE(relative_error(dp.download().data(), probs.data(), T * E), 1e-5);
-  EXPECT_LE(relative_error(dw.download().data(), weights.data(), T * k), 1e-5);
-  EXPECT_LE(relative_error(dlse.download().data(), lse.data(), T), 1e-5);
+  for (const bool sigmoid : {false, true}) {
+    moe::kernels::RouterParams p;
+    p.num_experts = E, p.top_k = k, p.sigmoid = sigmoid;
+    if (sigmoid) p.n_group = 8, p.topk_group = 4, p.scale = 2.5f;
+    const auto logits = random(T * E, 10, 3.0);
+    const auto bias = random(E, 13, 0.1);
+    std::vector<float> probs(T * E), weights(T * k), lse(T);
+    std::vector<std::int32_t> idx(T * k);
+    cpu->route(logits.data(), T, p, sigmoid ? bias.data() : nullptr, probs.data(), idx.data(), weights.data(),
+               lse.data());
+    Buffer<float> dl = device(logits), dbias = device(bias), dp = device_zeros<float>(T * E),
+                  dw = device_zeros<float>(T * k), dlse = device_zeros<float>(T);
+    Buffer<std::int32_t> di = device_zeros<std::int32_t>(T * k);
+    gpu->route(dl.data(), T, p, sigmoid ? dbias.data() : nullptr, dp.data(), di.data(), dw.data(), dlse.data());
+    EXPECT_EQ(di.download(), idx);
+    EXPECT_LE(relative_error(dp.download().data(), probs.data(), T * E), 1e-5);
+    EXPECT_LE(relative_error(dw.download().data(), weights.data(), T * k), 1e-5);
+    EXPECT_LE(relative_error(dlse.download().data(), lse.data(), T), 1e-5);
 
-  const auto d_weights = random(T * k, 11);
-  std::vector<float> aux(E, 0.02f), d_logits(T * E);
-  cpu->router_backward(probs.data(), idx.data(), d_weights.data(), lse.data(), T, E, k, true, aux.data(), 0.1f,
-                       d_logits.data());
-  Buffer<float> ddw = device(d_weights), daux = device(aux), dd = device_zeros<float>(T * E);
-  gpu->router_backward(dp.data(), di.data(), ddw.data(), dlse.data(), T, E, k, true, daux.data(), 0.1f, dd.data());
-  EXPECT_LE(relative_error(dd.download().data(), d_logits.data(), T * E), 1e-5);
+    const auto d_weights = random(T * k, 11);
+    const float z = sigmoid ? 0.0f : 0.1f;
+    std::vector<float> aux(E, 0.02f), d_logits(T * E);
+    cpu->router_backward(logits.data(), probs.data(), idx.data(), d_weights.data(), lse.data(), T, p, aux.data(), z,
+                         d_logits.data());
+    Buffer<float> ddw = device(d_weights), daux = device(aux), dd = device_zeros<float>(T * E);
+    gpu->router_backward(dl.data(), dp.data(), di.data(), ddw.data(), dlse.data(), T, p, daux.data(), z, dd.data());
+    EXPECT_LE(relative_error(dd.download().data(), d_logits.data(), T * E), 1e-5);
+  }
+}
+
+TEST_F(CudaOps, GluAndGatedAdd) {
+  const std::int64_t n = 70, F = 300, H = 500;
+  const auto z = random(n * 2 * F, 30), dh = random(n * F, 31), y = random(n * H, 32), logit = random(n, 33),
+             d_out = random(n * H, 34);
+  for (const Act act : {Act::SiLU, Act::GELU, Act::GELUTanh, Act::ReLU}) {
+    std::vector<float> h(n * F), dz(n * 2 * F);
+    cpu->glu(z.data(), n, F, act, h.data());
+    cpu->glu_backward(z.data(), dh.data(), n, F, act, dz.data());
+    Buffer<float> dzin = device(z), ddh = device(dh), dhout = device_zeros<float>(n * F),
+                  ddz = device_zeros<float>(n * 2 * F);
+    gpu->glu(dzin.data(), n, F, act, dhout.data());
+    gpu->glu_backward(dzin.data(), ddh.data(), n, F, act, ddz.data());
+    EXPECT_LE(relative_error(dhout.download().data(), h.data(), n * F), 1e-5);
+    EXPECT_LE(relative_error(ddz.download().data(), dz.data(), n * 2 * F), 1e-5);
+  }
+  std::vector<float> out = d_out, d_y(n * H), d_logit(n);
+  cpu->gated_add(y.data(), logit.data(), n, H, out.data());
+  cpu->gated_add_backward(d_out.data(), y.data(), logit.data(), n, H, d_y.data(), d_logit.data());
+  Buffer<float> dy = device(y), dlogit = device(logit), dout = device(d_out), gdy = device_zeros<float>(n * H),
+                gdl = device_zeros<float>(n), gout = device(d_out);
+  gpu->gated_add(dy.data(), dlogit.data(), n, H, gout.data());
+  gpu->gated_add_backward(dout.data(), dy.data(), dlogit.data(), n, H, gdy.data(), gdl.data());
+  EXPECT_LE(relative_error(gout.download().data(), out.data(), n * H), 1e-6);
+  EXPECT_LE(relative_error(gdy.download().data(), d_y.data(), n * H), 1e-6);
+  EXPECT_LE(relative_error(gdl.download().data(), d_logit.data(), n), 1e-4);
 }
 
 TEST_F(CudaOps, RowsGatherCombineAndBackward) {

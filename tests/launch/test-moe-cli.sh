@@ -32,7 +32,7 @@ PY
 }
 
 check "init (1 rank)" moe init --out model.h5 --experts 8 --top-k 2 --hidden 32 --expert-dim 64 --dropless --seed 3
-check "info verifies every checksum" bash -c "moe info model.h5 | grep -q 'all 8 experts verified'"
+check "info verifies every checksum" bash -c "moe info model.h5 | grep -q 'all 8 experts verified, and 1 other tensors'"
 check "make-tokens [B, S, H]" moe make-tokens --out tokens.h5 --tokens 300 --hidden 32 --batch 3
 for np in 1 2 4; do
   check "infer at $np rank(s)" moe-run -np $np moe infer --ckpt model.h5 --input tokens.h5 --output out$np.h5
@@ -66,7 +66,7 @@ with open("model.h5", "r+b") as raw:
     raw.seek(offset + 64)
     raw.write(bytes([byte[0] ^ 0xFF]))
 PY
-check "info reports a corrupted chunk (exit 3)" bash -c "moe info model.h5 > info.txt; test \$? = 3 && grep -q '1 of 8 experts FAILED' info.txt && grep -q '^     5 .*FAILED' info.txt"
+check "info reports a corrupted chunk (exit 3)" bash -c "moe info model.h5 > info.txt; test \$? = 3 && grep -q '1 of 8 experts and 0 of 1 other tensors FAILED' info.txt && grep -q '^     5 .*FAILED' info.txt"
 check "infer refuses a corrupted checkpoint" fails_with "Fletcher32" moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output o.h5
 
 ((failures == 0))

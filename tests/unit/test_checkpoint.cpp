@@ -76,7 +76,7 @@ TEST_F(Checkpoint, SummaryHasNormsAndVerifiedChecksums) {
   const Tensor<float> e1 = moe::initial_expert_params(config, 3, 1);
   double w1 = 0;
   for (std::int64_t i = 0; i < 8 * 12; ++i) w1 += double(e1[i]) * e1[i];
-  EXPECT_NEAR(s.experts[1].norm_w1, std::sqrt(w1), 1e-9);
+  EXPECT_NEAR(s.experts[1].norms[0], std::sqrt(w1), 1e-9);
   for (const auto& e : s.experts) EXPECT_EQ(e.checksum, moe::ExpertSummary::Checksum::Verified);
 }
 
@@ -107,9 +107,9 @@ TEST_F(Checkpoint, WrongFormatOrVersion) {
   {
     moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
     H5Adelete(f.get(), "format_version");
-    moe::hdf5::write_attribute(f.get(), "format_version", std::int64_t{2});
+    moe::hdf5::write_attribute(f.get(), "format_version", std::int64_t{3});
   }
-  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "format_version = 2", "reads version 1");
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "format_version = 3", "reads versions 1 to 2");
 }
 
 TEST_F(Checkpoint, MissingDataset) {
@@ -148,7 +148,7 @@ TEST_F(Checkpoint, ConfigDifferingFromTheLayerNamesTheFieldAndBothValues) {
   other = config;
   other.drop_tokens = false;
   moe::MoELayer dropless(other, *comm, 1);
-  EXPECT_MOE_ERROR(moe::load_checkpoint(path, dropless), "drop_tokens = 1 but the layer has drop_tokens = 0");
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, dropless), "drop_tokens = true but the layer has drop_tokens = false");
 }
 
 TEST_F(Checkpoint, CorruptedChunkFailsItsChecksum) {

@@ -65,7 +65,7 @@ TEST(Config, ValidateConfigPrintsAndReturnsFalse) {
 }
 
 TEST(Config, ActivationNamesRoundTrip) {
-  for (auto a : {moe::Activation::ReLU, moe::Activation::GELU, moe::Activation::SiLU})
+  for (auto a : {moe::Activation::ReLU, moe::Activation::GELU, moe::Activation::SiLU, moe::Activation::GELUTanh})
     EXPECT_EQ(moe::parse_activation(moe::activation_name(a)), a);
-  EXPECT_MOE_ERROR(moe::parse_activation("tanh"), "activation = \"tanh\"", "relu, gelu or silu");
+  EXPECT_MOE_ERROR(moe::parse_activation("tanh"), "activation = \"tanh\"", "relu, gelu, gelu_tanh or silu");
 }

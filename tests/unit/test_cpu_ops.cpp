@@ -67,8 +67,33 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(1, 2, 3)),
     gemm_name);
 
+// Each activation from its definition, in float64 (NaN stays NaN: max(NaN, 0) is not 0).
+double reference_activation(Act act, double z) {
+  const double pi = 3.14159265358979323846;
+  switch (act) {
+    case Act::Identity: return z;
+    case Act::ReLU: return std::isnan(z) ? z : std::fmax(z, 0.0);
+    case Act::GELU: return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
+    case Act::SiLU: return z / (1 + std::exp(-z));
+    case Act::GELUTanh: return 0.5 * z * (1 + std::tanh(std::sqrt(2 / pi) * (z + 0.044715 * z * z * z)));
+  }
+  return z;
+}
+
+TEST(CpuActivations, NaNInGivesNaNOutForEveryActivationAndItsGradient) {
+  const float nan = std::nanf("");
+  for (Act act : {Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh}) {
+    EXPECT_TRUE(std::isnan(moe::kernels::activate(act, nan))) << int(act);
+    EXPECT_TRUE(std::isnan(moe::kernels::activate_grad(act, nan))) << int(act);
+    std::vector<float> z = {nan, -1.0f, 2.0f}, out(3);
+    ops->linear(z.data(), 3, 1, std::vector<float>{1.0f}.data(), 1, nullptr, act, nullptr, out.data());
+    EXPECT_TRUE(std::isnan(out[0])) << int(act);
+    EXPECT_NEAR(out[2], reference_activation(act, 2.0), 1e-6) << int(act);
+  }
+}
+
 TEST(CpuLinear, BiasActivationAndPreActivation) {
-  for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU}) {
+  for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh}) {
     const std::int64_t n = 45, K = 70, N = 130;
     std::vector<float> x(n * K), w(K * N), bias(N), pre(n * N), out(n * N);
     fill_normal(x.data(), n * K, 1.0, 4);
@@ -81,10 +106,7 @@ TEST(CpuLinear, BiasActivationAndPreActivation) {
         double z = bias[c];
         for (std::int64_t l = 0; l < K; ++l) z += double(x[r * K + l]) * w[l * N + c];
         ref_pre[r * N + c] = z;
-        ref_out[r * N + c] = act == Act::Identity ? z
-                             : act == Act::ReLU   ? std::max(z, 0.0)
-                             : act == Act::GELU   ? 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)))
-                                                  : z / (1 + std::exp(-z));
+        ref_out[r * N + c] = reference_activation(act, z);
       }
     EXPECT_LE(relative_error(pre.data(), ref_pre.data(), n * N), 1e-5) << int(act);
     EXPECT_LE(relative_error(out.data(), ref_out.data(), n * N), 1e-5) << int(act);
@@ -100,7 +122,7 @@ TEST(CpuLinear, BiasActivationAndPreActivation) {
 }
 
 TEST(ActivationGrad, MatchesCentralDifferences) {
-  for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU})
+  for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh})
     for (float z : {-3.0f, -0.7f, 0.3f, 1.9f}) {
       const double h = 1e-3;
       const double numeric = (double(moe::kernels::activate(act, float(z + h))) -
@@ -115,7 +137,9 @@ TEST(CpuSoftmaxTopk, MatchesFloat64RowByRow) {
   std::vector<float> logits(T * E), probs(T * E), weights(T * k), lse(T);
   std::vector<std::int32_t> indices(T * k);
   fill_normal(logits.data(), T * E, 3.0, 7);
-  ops->softmax_topk(logits.data(), T, E, k, true, probs.data(), indices.data(), weights.data(), lse.data());
+  moe::kernels::RouterParams params;
+  params.num_experts = E, params.top_k = k;
+  ops->route(logits.data(), T, params, nullptr, probs.data(), indices.data(), weights.data(), lse.data());
   for (std::int64_t t = 0; t < T; ++t) {
     const float* l = &logits[t * E];
     double mx = *std::max_element(l, l + E), sum = 0;
@@ -141,7 +165,9 @@ TEST(RouterRow, NaNRanksBelowEveryNumber) {
   float logits[4] = {0.0f, 1.0f, 2.0f, 3.0f}, probs[4], w[2];
   std::int32_t idx[2];
   logits[3] = nan;  // one NaN logit makes the whole row NaN after normalisation
-  moe::kernels::softmax_topk_row(logits, 4, 2, true, probs, idx, w);
+  moe::kernels::RouterParams params;
+  params.num_experts = 4, params.top_k = 2;
+  moe::kernels::route_row(logits, params, nullptr, probs, idx, w);
   EXPECT_EQ(idx[0], 0);
   EXPECT_EQ(idx[1], 1);
   EXPECT_TRUE(std::isnan(w[0]));

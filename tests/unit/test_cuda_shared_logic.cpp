@@ -83,28 +83,53 @@ TEST(CudaSharedLogic, ColumnSumsAsTheKernelComputesThem) {
 }
 
 TEST(CudaSharedLogic, RouterRowsOnePerThread) {
-  // The kernels call softmax_topk_row and router_backward_row once per token, exactly
-  // as the CPU ops do; drive them per token and compare with the batched CPU op.
+  // The kernels call route_row and router_backward_row once per token, exactly as the
+  // CPU ops do; drive them per token and compare with the batched CPU op, for the
+  // softmax router and the sigmoid router with groups, bias and scaling.
   const std::int64_t T = 17;
-  const int E = 6, k = 3;
-  std::vector<float> logits(T * E), probs(T * E), weights(T * k), lse(T), probs2(T * E), weights2(T * k);
-  std::vector<std::int32_t> idx(T * k), idx2(T * k);
-  fill_normal(logits.data(), T * E, 2.0, 7);
-  cpu->softmax_topk(logits.data(), T, E, k, true, probs.data(), idx.data(), weights.data(), lse.data());
-  for (std::int64_t t = 0; t < T; ++t) {
-    const float l = moe::kernels::softmax_topk_row(&logits[t * E], E, k, true, &probs2[t * E], &idx2[t * k],
-                                                   &weights2[t * k]);
-    EXPECT_EQ(l, lse[t]);
+  const int E = 8, k = 3;
+  for (const bool sigmoid : {false, true}) {
+    moe::kernels::RouterParams p;
+    p.num_experts = E, p.top_k = k, p.sigmoid = sigmoid;
+    if (sigmoid) p.n_group = 4, p.topk_group = 2, p.scale = 2.5f;
+    std::vector<float> logits(T * E), probs(T * E), weights(T * k), lse(T), probs2(T * E), weights2(T * k), bias(E);
+    std::vector<std::int32_t> idx(T * k), idx2(T * k);
+    fill_normal(logits.data(), T * E, 2.0, 7);
+    fill_normal(bias.data(), E, 0.3, 17);
+    const float* b = sigmoid ? bias.data() : nullptr;
+    cpu->route(logits.data(), T, p, b, probs.data(), idx.data(), weights.data(), lse.data());
+    for (std::int64_t t = 0; t < T; ++t) {
+      const float l = moe::kernels::route_row(&logits[t * E], p, b, &probs2[t * E], &idx2[t * k], &weights2[t * k]);
+      EXPECT_EQ(l, lse[t]);
+    }
+    EXPECT_EQ(idx2, idx);
+    EXPECT_EQ(weights2, weights);
+    std::vector<float> dw(T * k), aux(E, 0.01f), d1(T * E), d2(T * E);
+    fill_normal(dw.data(), T * k, 1.0, 8);
+    const float z = sigmoid ? 0.0f : 0.1f;
+    cpu->router_backward(logits.data(), probs.data(), idx.data(), dw.data(), lse.data(), T, p, aux.data(), z,
+                         d1.data());
+    for (std::int64_t t = 0; t < T; ++t)
+      moe::kernels::router_backward_row(&logits[t * E], &probs[t * E], &idx[t * k], &dw[t * k], lse[t], p,
+                                        aux.data(), z, &d2[t * E]);
+    EXPECT_EQ(d1, d2);
   }
-  EXPECT_EQ(idx2, idx);
-  EXPECT_EQ(weights2, weights);
-  std::vector<float> dw(T * k), aux(E, 0.01f), d1(T * E), d2(T * E);
-  fill_normal(dw.data(), T * k, 1.0, 8);
-  cpu->router_backward(probs.data(), idx.data(), dw.data(), lse.data(), T, E, k, true, aux.data(), 0.1f, d1.data());
-  for (std::int64_t t = 0; t < T; ++t)
-    moe::kernels::router_backward_row(&probs[t * E], &idx[t * k], &dw[t * k], lse[t], E, k, true, aux.data(), 0.1f,
-                                      &d2[t * E]);
-  EXPECT_EQ(d1, d2);
+}
+
+TEST(CudaSharedLogic, GluAndGatedAddElements) {
+  const std::int64_t n = 5, F = 7, H = 6;
+  std::vector<float> z(n * 2 * F), dh(n * F), h1(n * F), h2(n * F), dz1(n * 2 * F), dz2(n * 2 * F);
+  fill_normal(z.data(), z.size(), 1.0, 20);
+  fill_normal(dh.data(), dh.size(), 1.0, 21);
+  cpu->glu(z.data(), n, F, moe::kernels::Act::SiLU, h1.data());
+  cpu->glu_backward(z.data(), dh.data(), n, F, moe::kernels::Act::SiLU, dz1.data());
+  for (std::int64_t i = 0; i < n * F; ++i) {
+    h2[i] = moe::kernels::glu_element(z.data(), F, moe::kernels::Act::SiLU, i);
+    moe::kernels::glu_backward_element(z.data(), dh.data(), F, moe::kernels::Act::SiLU, i, dz2.data());
+  }
+  EXPECT_EQ(h1, h2);
+  EXPECT_EQ(dz1, dz2);
+  (void)H;
 }
 
 TEST(CudaSharedLogic, OptimizerElementsAsTheKernelsRunThem) {

@@ -1,6 +1,6 @@
-// The training loss of one rank in float64 with the routing held fixed (DESIGN §1:
-// selection is constant under differentiation): what finite differences of the
-// layer's gradients are taken of.
+// The training loss of one rank in float64 with the routing held fixed (docs/design.md
+// §1: selection is constant under differentiation): what finite differences of the
+// layer's gradients are taken of. Built from the forward pieces of reference_moe.hpp.
 #pragma once
 
 #include <cmath>
@@ -15,52 +15,51 @@ struct LossTerms {
   double aux_coef = 0, z_coef = 0;
 };
 
-// Parameters in float64: gate [H,E]; experts E flat [W1, W2, b1, b2]; x [T,H].
-// indices [T,k] and kept [T·k] fix the selection and the capacity outcome.
-// L = Σ c ⊙ out + aux_coef · L_aux + z_coef · L_z.
-inline double training_loss(const std::vector<double>& gate, const std::vector<std::vector<double>>& experts,
-                            const std::vector<double>& x, std::int64_t T, const std::vector<std::int32_t>& indices,
-                            const std::vector<bool>& kept, const std::vector<double>& c, const MOEConfig& cfg,
-                            LossTerms terms) {
-  const std::int64_t E = cfg.num_experts, k = cfg.top_k, H = cfg.hidden_dim, F = cfg.expert_dim;
-  double task = 0, z = 0;
-  std::vector<double> prob_sums(E, 0.0), counts(E, 0.0);
+// A layer's parameters in float64: gate [H,E]; E flat experts; the shared expert
+// (flat, or empty) and its gate ([H], or empty); the sigmoid router's bias ([E], or empty).
+struct Params {
+  std::vector<double> gate;
+  std::vector<std::vector<double>> experts;
+  std::vector<double> shared, shared_gate, bias;
+};
+
+// L = Σ c ⊙ out + aux_coef · L_aux + z_coef · L_z for x [T,H], with indices [T,k] and
+// kept [T·k] fixing the selection and the capacity outcome.
+inline double training_loss(const Params& p, const std::vector<double>& x, std::int64_t T,
+                            const std::vector<std::int32_t>& indices, const std::vector<bool>& kept,
+                            const std::vector<double>& c, const MOEConfig& cfg, LossTerms terms) {
+  const std::int64_t E = cfg.num_experts, k = cfg.top_k, H = cfg.hidden_dim;
+  // The routing at this point, for its scores, aux loss and z-loss; the weights are
+  // recomputed for the fixed selection.
+  const Routing r = route(x.data(), T, p.gate.data(), cfg, p.bias.empty() ? nullptr : p.bias.data());
+  const bool sigmoid_router = cfg.router == RouterKind::Sigmoid;
+  std::vector<double> out(T * H, 0.0), prob_sums(E, 0.0), counts(E, 0.0);
   for (std::int64_t t = 0; t < T; ++t) {
-    std::vector<double> logit(E, 0.0), p(E);
-    for (std::int64_t e = 0; e < E; ++e)
-      for (std::int64_t h = 0; h < H; ++h) logit[e] += x[t * H + h] * gate[h * E + e];
-    double mx = logit[0];
-    for (double l : logit) mx = std::max(mx, l);
-    double sum = 0;
-    for (std::int64_t e = 0; e < E; ++e) sum += std::exp(logit[e] - mx);
-    const double lse = mx + std::log(sum);
-    z += lse * lse;
-    for (std::int64_t e = 0; e < E; ++e) p[e] = std::exp(logit[e] - lse), prob_sums[e] += p[e];
-    double selected = 0;
-    for (std::int64_t j = 0; j < k; ++j) selected += p[indices[t * k + j]], counts[indices[t * k + j]] += 1;
+    std::vector<double> score(E);
+    for (std::int64_t e = 0; e < E; ++e) {
+      score[e] = sigmoid_router ? sigmoid(r.logits[t * E + e]) : r.probs[t * E + e];
+      prob_sums[e] += r.probs[t * E + e];
+    }
+    double selected = sigmoid_router ? 1e-20 : 0.0;
+    for (std::int64_t j = 0; j < k; ++j) selected += score[indices[t * k + j]], counts[indices[t * k + j]] += 1;
     for (std::int64_t j = 0; j < k; ++j) {
       if (!kept[t * k + j]) continue;
       const int e = indices[t * k + j];
-      const double w = cfg.normalize_top_k ? p[e] / selected : p[e];
-      const std::vector<double>& f = experts[e];
-      for (std::int64_t o = 0; o < H; ++o) {
-        double y = f[2 * H * F + F + o];  // b2
-        for (std::int64_t m = 0; m < F; ++m) {
-          double pre = f[2 * H * F + m];  // b1
-          for (std::int64_t h = 0; h < H; ++h) pre += x[t * H + h] * f[h * F + m];
-          y += activate(cfg.activation, pre) * f[H * F + m * H + o];
-        }
-        task += c[t * H + o] * w * y;
-      }
+      const double w = double(cfg.routed_scaling_factor) * (cfg.normalize_top_k ? score[e] / selected : score[e]);
+      const auto y = expert_row(&x[t * H], p.experts[e].data(), cfg);
+      for (std::int64_t h = 0; h < H; ++h) out[t * H + h] += w * y[h];
     }
   }
+  if (cfg.shared_expert_dim > 0)
+    add_shared_expert(x.data(), T, p.shared.data(), p.shared_gate.empty() ? nullptr : p.shared_gate.data(), cfg, out);
+  double task = 0;
+  for (std::int64_t i = 0; i < T * H; ++i) task += c[i] * out[i];
   double aux = 0;
   if (T > 0) {
     for (std::int64_t e = 0; e < E; ++e) aux += (counts[e] / double(T * k)) * (prob_sums[e] / double(T));
     aux *= double(E);
-    z /= double(T);
   }
-  return task + terms.aux_coef * aux + terms.z_coef * z;
+  return task + terms.aux_coef * aux + terms.z_coef * r.z_loss;
 }
 
 }  // namespace moe::reference

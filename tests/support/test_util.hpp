@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,10 +31,15 @@ inline Tensor<float> random_tensor(std::vector<std::int64_t> shape, double stdde
 
 // max |a - b| / max |b|: the normwise relative error, which stays meaningful where
 // individual reference values are near zero. 0 for two empty arrays.
+// A NaN on one side only is an infinite error (std::max would quietly skip it); NaN
+// on both sides matches.
 template <class A, class B>
 double relative_error(const A* a, const B* b, std::int64_t n) {
   double diff = 0, scale = 0;
   for (std::int64_t i = 0; i < n; ++i) {
+    const bool nan_a = std::isnan(double(a[i])), nan_b = std::isnan(double(b[i]));
+    if (nan_a != nan_b) return std::numeric_limits<double>::infinity();
+    if (nan_a) continue;
     diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
     scale = std::max(scale, std::abs(double(b[i])));
   }

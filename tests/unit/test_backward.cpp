@@ -73,24 +73,27 @@ TEST_P(Gradients, MatchFiniteDifferencesOfTheFloat64Loss) {
   std::vector<bool> kept(plan.kept.begin(), plan.kept.end());
   if (p.drop) ASSERT_GT(plan.dropped, 0) << "meant to exercise dropping";
   const Tensor<float> g32 = layer.gate_weights();
-  std::vector<double> gate(g32.begin(), g32.end()), xs(x.begin(), x.end()), cs(c.begin(), c.end());
-  std::vector<std::vector<double>> experts;
+  moe::reference::Params params;
+  params.gate.assign(g32.begin(), g32.end());
+  std::vector<double> xs(x.begin(), x.end()), cs(c.begin(), c.end());
   for (std::int64_t e = 0; e < E; ++e) {
     const Tensor<float> f = layer.expert_params(e);
-    experts.emplace_back(f.begin(), f.end());
+    params.experts.emplace_back(f.begin(), f.end());
   }
   const moe::reference::LossTerms terms{p.aux_coef, p.z_coef};
-  auto loss = [&] { return moe::reference::training_loss(gate, experts, xs, T, indices, kept, cs, config, terms); };
+  auto loss = [&] { return moe::reference::training_loss(params, xs, T, indices, kept, cs, config, terms); };
 
   const Tensor<float> gate_grad = layer.gate_grad();
-  EXPECT_LE(moe::testing::relative_error(gate_grad.data(), numeric_gradient(gate, loss).data(), gate_grad.numel()), 1e-4)
+  EXPECT_LE(moe::testing::relative_error(gate_grad.data(), numeric_gradient(params.gate, loss).data(),
+                                         gate_grad.numel()),
+            1e-4)
       << "gate";
   EXPECT_LE(moe::testing::relative_error(dx.data(), numeric_gradient(xs, loss).data(), dx.numel()), 1e-4) << "input";
   const char* names[] = {"W1", "W2", "b1", "b2"};
   const std::int64_t F = 10, offsets[] = {0, H * F, 2 * H * F, 2 * H * F + F, 2 * H * F + F + H};
   for (std::int64_t e = 0; e < E; ++e) {
     const Tensor<float> grad = layer.expert_grad(e);
-    const std::vector<double> numeric = numeric_gradient(experts[e], loss);
+    const std::vector<double> numeric = numeric_gradient(params.experts[e], loss);
     for (int i = 0; i < 4; ++i)
       EXPECT_LE(moe::testing::relative_error(grad.data() + offsets[i], numeric.data() + offsets[i],
                                              offsets[i + 1] - offsets[i]),

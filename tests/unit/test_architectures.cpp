@@ -1,0 +1,342 @@
+// The architectures of docs/design.md §1b — glu experts (SwiGLU, GeGLU), experts with
+// and without biases, the sigmoid router with expert bias, group-limited top-k and
+// routed scaling, and the shared expert with and without its gate — against the
+// float64 reference (tests/support), forward and backward, plus the bias update,
+// the optimizers and checkpoints of every new tensor.
+// Tolerances: forward 1e-5 normwise relative; gradients 1e-4 against central finite
+// differences of the float64 loss, per tensor.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "dispatch_plan.hpp"
+#include "moe/checkpoint.hpp"
+#include "moe/layer.hpp"
+#include "moe/moe.hpp"
+#include "moe/optimizer.hpp"
+#include "support/reference_loss.hpp"
+#include "support/test_util.hpp"
+
+using moe::Activation;
+using moe::ExpertKind;
+using moe::MOEConfig;
+using moe::RouterKind;
+using moe::Tensor;
+using moe::testing::random_tensor;
+using moe::testing::relative_error;
+
+namespace {
+
+struct Arch {
+  ExpertKind kind;
+  bool bias;
+  Activation act;
+  RouterKind router;
+  std::int64_t n_group, topk_group;
+  float scale;
+  std::int64_t shared_dim;
+  bool shared_gate;
+  bool drop, normalize;
+  std::string name() const {
+    std::string n = std::string(moe::expert_kind_name(kind)) + "_" + moe::activation_name(act) +
+                    (bias ? "_bias" : "_nobias") + "_" + moe::router_name(router);
+    if (n_group > 1) n += "_groups" + std::to_string(topk_group) + "of" + std::to_string(n_group);
+    if (scale != 1.0f) n += "_scaled";
+    if (shared_dim > 0) n += shared_gate ? "_gatedshared" : "_shared";
+    return n + (drop ? "_drop" : "_dropless") + (normalize ? "" : "_raw");
+  }
+  MOEConfig config(std::int64_t E, std::int64_t k, std::int64_t H, std::int64_t F, float cf) const {
+    MOEConfig c(E, k, H, F, cf);
+    c.expert_kind = kind;
+    c.expert_bias = bias;
+    c.activation = act;
+    c.router = router;
+    c.n_group = n_group;
+    c.topk_group = topk_group;
+    c.routed_scaling_factor = scale;
+    c.shared_expert_dim = shared_dim;
+    c.shared_gate = shared_gate;
+    c.drop_tokens = drop;
+    c.normalize_top_k = normalize;
+    return c;
+  }
+};
+
+void PrintTo(const Arch& a, std::ostream* os) { *os << a.name(); }
+
+const std::vector<Arch> kArchs = {
+    // Mixtral: glu (SwiGLU), no biases, softmax router.
+    {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Softmax, 1, 1, 1.0f, 0, false, true, true},
+    // GeGLU with biases, raw weights, dropless.
+    {ExpertKind::GLU, true, Activation::GELU, RouterKind::Softmax, 1, 1, 1.0f, 0, false, false, false},
+    // Qwen2-MoE: glu, gated shared expert.
+    {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Softmax, 1, 1, 1.0f, 6, true, true, false},
+    // DeepSeek-V3: glu, sigmoid router with bias, groups, scaling, shared expert.
+    {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Sigmoid, 4, 2, 2.5f, 6, false, true, true},
+    // ffn experts without biases under the sigmoid router, gelu_tanh, raw weights.
+    {ExpertKind::FFN, false, Activation::GELUTanh, RouterKind::Sigmoid, 1, 1, 1.0f, 0, false, false, false},
+    // ffn with biases, group-limited softmax, ungated shared ffn expert, relu.
+    {ExpertKind::FFN, true, Activation::ReLU, RouterKind::Softmax, 2, 1, 1.5f, 5, false, true, true},
+};
+
+// A layer with random (not initial) parameters everywhere, so that biases, gates and
+// the expert bias all matter.
+moe::MoELayer random_layer(const MOEConfig& c, moe::Communicator& comm, std::uint64_t seed,
+                           moe::LayerOptions options = {}) {
+  moe::MoELayer layer(c, comm, seed, options);
+  layer.set_gate_weights(random_tensor({c.hidden_dim, c.num_experts}, 1.0, seed + 1));
+  for (std::int64_t e = 0; e < c.num_experts; ++e)
+    layer.set_expert_params(e, random_tensor({c.expert_param_count()}, 0.4, seed + 10 + e));
+  if (c.router == RouterKind::Sigmoid) layer.set_expert_bias(random_tensor({c.num_experts}, 0.1, seed + 2));
+  if (c.shared_expert_dim > 0) layer.set_shared_expert_params(random_tensor({c.shared_expert_param_count()}, 0.4, seed + 3));
+  if (c.shared_gate) layer.set_shared_gate_weights(random_tensor({c.hidden_dim}, 0.5, seed + 4));
+  return layer;
+}
+
+moe::reference::Params reference_params(const moe::MoELayer& layer) {
+  const MOEConfig& c = layer.config();
+  auto doubles = [](const Tensor<float>& t) { return std::vector<double>(t.begin(), t.end()); };
+  moe::reference::Params p;
+  p.gate = doubles(layer.gate_weights());
+  for (std::int64_t e = 0; e < c.num_experts; ++e) p.experts.push_back(doubles(layer.expert_params(e)));
+  p.shared = doubles(layer.shared_expert_params());
+  p.shared_gate = doubles(layer.shared_gate_weights());
+  p.bias = doubles(layer.expert_bias());
+  return p;
+}
+
+class ArchForward : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(ArchForward, MatchesTheFloat64Reference) {
+  const Arch a = GetParam();
+  for (const std::int64_t T : {1, 37, 96}) {
+    const MOEConfig c = a.config(8, a.n_group > 1 ? 3 : 2, 16, 12, 1.0f);
+    auto comm = moe::make_communicator(moe::CommBackend::Local);
+    moe::MoELayer layer = random_layer(c, *comm, 170 + T);
+    const Tensor<float> x = random_tensor({T, c.hidden_dim}, 1.0, 200 + T);
+    const moe::ForwardResult r = layer.forward(x);
+
+    const moe::reference::Params p = reference_params(layer);
+    const auto ref = moe::reference::route(x.data(), T, p.gate.data(), c, p.bias.empty() ? nullptr : p.bias.data());
+    ASSERT_GT(ref.min_selection_gap, 1e-5) << "a near tie: pick another seed";
+    EXPECT_EQ(std::vector<std::int32_t>(r.expert_indices.begin(), r.expert_indices.end()), ref.indices) << T;
+    EXPECT_LE(relative_error(r.expert_weights.data(), ref.weights.data(), T * c.top_k), 1e-5) << T;
+    EXPECT_NEAR(r.aux_loss, ref.aux_loss, 1e-5 * std::max(1.0, ref.aux_loss)) << T;
+
+    std::vector<const double*> experts;
+    for (const auto& e : p.experts) experts.push_back(e.data());
+    std::vector<double> out = moe::reference::expert_computation(x.data(), T, ref.indices, ref.weights, experts, c);
+    if (c.shared_expert_dim > 0)
+      moe::reference::add_shared_expert(x.data(), T, p.shared.data(), p.shared_gate.empty() ? nullptr : p.shared_gate.data(),
+                                        c, out);
+    EXPECT_LE(relative_error(r.output.data(), out.data(), T * c.hidden_dim), 1e-5) << T;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ArchForward, ::testing::ValuesIn(kArchs),
+                         [](const auto& info) { return info.param.name(); });
+
+// ∂L/∂v[i] by central differences, v perturbed in place.
+template <class Loss>
+std::vector<double> numeric_gradient(std::vector<double>& v, Loss loss) {
+  std::vector<double> grad(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const double saved = v[i], step = 1e-6 * std::max(1.0, std::abs(saved));
+    v[i] = saved + step;
+    const double up = loss();
+    v[i] = saved - step;
+    const double down = loss();
+    v[i] = saved;
+    grad[i] = (up - down) / (2 * step);
+  }
+  return grad;
+}
+
+class ArchGradients : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
+  const Arch a = GetParam();
+  const MOEConfig c = a.config(4, 2, 6, 5, 1.0f);
+  const std::int64_t T = 11, H = c.hidden_dim;
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::LayerOptions options;
+  options.aux_loss_coef = 0.3f;
+  options.z_loss_coef = c.router == RouterKind::Softmax ? 0.2f : 0.0f;
+  moe::MoELayer layer = random_layer(c, *comm, 31, options);
+  layer.set_gate_weights(random_tensor({H, c.num_experts}, 0.7, 32));
+  // Tokens with a common component, so that most of them prefer the same experts and
+  // capacity 1.0 drops some.
+  Tensor<float> x = random_tensor({T, H}, 1.0, 33);
+  for (float& v : x) v += 1.0f;
+  const Tensor<float> g = random_tensor({T, H}, 1.0, 34);
+  const moe::ForwardResult fwd = layer.forward(x, moe::Pass::Training);
+  const Tensor<float> dx = layer.backward(g);
+
+  std::vector<std::int32_t> indices(fwd.expert_indices.begin(), fwd.expert_indices.end());
+  const moe::DispatchPlan plan = moe::make_dispatch_plan(indices.data(), T, c);
+  const std::vector<bool> kept(plan.kept.begin(), plan.kept.end());
+  if (c.drop_tokens) EXPECT_GT(plan.dropped, 0) << "meant to exercise dropping";
+  moe::reference::Params p = reference_params(layer);
+  std::vector<double> xs(x.begin(), x.end()), gs(g.begin(), g.end());
+  const moe::reference::LossTerms terms{options.aux_loss_coef, options.z_loss_coef};
+  auto loss = [&] { return moe::reference::training_loss(p, xs, T, indices, kept, gs, c, terms); };
+  auto check = [&](const Tensor<float>& analytic, std::vector<double>& values, const std::string& what) {
+    ASSERT_EQ(analytic.numel(), static_cast<std::int64_t>(values.size())) << what;
+    EXPECT_LE(relative_error(analytic.data(), numeric_gradient(values, loss).data(), analytic.numel()), 1e-4) << what;
+  };
+  check(layer.gate_grad(), p.gate, "gate");
+  check(dx, xs, "input");
+  for (std::int64_t e = 0; e < c.num_experts; ++e) check(layer.expert_grad(e), p.experts[e], "expert " + std::to_string(e));
+  if (c.shared_expert_dim > 0) check(layer.shared_expert_grad(), p.shared, "shared expert");
+  if (c.shared_gate) check(layer.shared_gate_grad(), p.shared_gate, "shared gate");
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ArchGradients, ::testing::ValuesIn(kArchs),
+                         [](const auto& info) { return info.param.name(); });
+
+TEST(ExpertBias, UpdateMovesEachBiasAgainstItsLoad) {
+  MOEConfig c(8, 2, 16, 8);
+  c.router = RouterKind::Sigmoid;
+  c.bias_update_rate = 0.01f;
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::MoELayer layer = random_layer(c, *comm, 5);
+  const Tensor<float> before = layer.expert_bias();
+  std::vector<double> load(8, 0.0);
+  for (int step = 0; step < 2; ++step) {  // loads add up over forwards until the update
+    const moe::ForwardResult r = layer.forward(random_tensor({40, 16}, 1.0, 6 + step), moe::Pass::Training);
+    for (std::int32_t e : r.expert_indices) load[e] += 1;
+  }
+  layer.forward(random_tensor({40, 16}, 1.0, 9));  // an inference forward does not count
+  layer.update_expert_bias();
+  const Tensor<float> after = layer.expert_bias();
+  double mean = 0;
+  for (double l : load) mean += l / 8;
+  for (int e = 0; e < 8; ++e) {
+    const double expected = load[e] < mean ? 0.01 : load[e] > mean ? -0.01 : 0.0;
+    EXPECT_NEAR(after[e] - before[e], expected, 1e-7) << "expert " << e << " load " << load[e] << " mean " << mean;
+  }
+  layer.update_expert_bias();  // nothing counted since: no change
+  const Tensor<float> again = layer.expert_bias();
+  EXPECT_EQ(std::vector<float>(again.begin(), again.end()), std::vector<float>(after.begin(), after.end()));
+}
+
+TEST(ExpertBias, OnlyTheSigmoidRouterHasOne) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::MoELayer layer(MOEConfig(4, 2, 8, 8), *comm, 1);
+  EXPECT_EQ(layer.expert_bias().numel(), 0);
+  EXPECT_MOE_ERROR(layer.set_expert_bias(Tensor<float>({4})), "softmax", "only the sigmoid router");
+  MOEConfig sigmoid(4, 2, 8, 8);
+  sigmoid.router = RouterKind::Sigmoid;
+  moe::LayerOptions z;
+  z.z_loss_coef = 0.1f;
+  EXPECT_MOE_ERROR(moe::MoELayer(sigmoid, *comm, 1, z), "z_loss_coef = 0.1", "sigmoid router");
+}
+
+TEST(Architectures, ConfigRulesNameTheField) {
+  MOEConfig c(8, 4, 16, 8);
+  c.n_group = 3;
+  EXPECT_MOE_ERROR(c.validate(), "n_group = 3", "divisor of num_experts = 8");
+  c.n_group = 4, c.topk_group = 5;
+  EXPECT_MOE_ERROR(c.validate(), "topk_group = 5", "1..n_group");
+  c.topk_group = 1;
+  EXPECT_MOE_ERROR(c.validate(), "top_k = 4 exceeds the 2 experts");
+  c.topk_group = 2, c.routed_scaling_factor = 0.0f;
+  EXPECT_MOE_ERROR(c.validate(), "routed_scaling_factor = 0");
+  c.routed_scaling_factor = 1.0f, c.shared_gate = true;
+  EXPECT_MOE_ERROR(c.validate(), "shared_gate = true but shared_expert_dim = 0");
+  c.shared_expert_dim = 4, c.bias_update_rate = -1.0f;
+  EXPECT_MOE_ERROR(c.validate(), "bias_update_rate = -1");
+}
+
+TEST(Architectures, OptimizerStepsUpdateTheSharedExpertAndTheBias) {
+  for (const bool adamw : {true, false}) {
+    MOEConfig c = kArchs[3].config(8, 2, 16, 12, 1.25f);
+    c.bias_update_rate = 0.01f;
+    auto comm = moe::make_communicator(moe::CommBackend::Local);
+    moe::MoELayer layer = random_layer(c, *comm, 7);
+    moe::Optimizer opt = adamw ? moe::Optimizer::adamw(layer, {1e-2f}) : moe::Optimizer::sgd(layer, {1e-2f});
+    const Tensor<float> shared = layer.shared_expert_params(), bias = layer.expert_bias();
+    const Tensor<float> x = random_tensor({30, 16}, 1.0, 8);
+    layer.forward(x, moe::Pass::Training);
+    layer.zero_grad();
+    layer.backward(random_tensor({30, 16}, 1.0, 9));
+    opt.step();
+    EXPECT_GT(relative_error(layer.shared_expert_params().data(), shared.data(), shared.numel()), 1e-4);
+    EXPECT_GT(relative_error(layer.expert_bias().data(), bias.data(), bias.numel()), 1e-4);
+  }
+}
+
+TEST(Architectures, CheckpointsHoldEveryTensorAndTheOptimizerState) {
+  const std::string dir = (std::filesystem::temp_directory_path() / "moe-arch-ckpt").string();
+  std::filesystem::create_directories(dir);
+  for (const Arch& a : kArchs) {
+    const MOEConfig c = a.config(8, a.n_group > 1 ? 3 : 2, 16, 12, 1.25f);
+    auto comm = moe::make_communicator(moe::CommBackend::Local);
+    moe::MoELayer layer = random_layer(c, *comm, 11);
+    moe::Optimizer opt = moe::Optimizer::adamw(layer, {1e-2f});
+    const Tensor<float> x = random_tensor({20, 16}, 1.0, 12), g = random_tensor({20, 16}, 1.0, 13);
+    auto train_step = [&](moe::MoELayer& l, moe::Optimizer& o) {
+      l.forward(x, moe::Pass::Training);
+      l.zero_grad();
+      l.backward(g);
+      o.step();
+    };
+    train_step(layer, opt);
+    const std::string path = dir + "/" + a.name() + ".h5";
+    moe::save_checkpoint(path, layer, 1, &opt);
+    EXPECT_EQ(moe::read_checkpoint_config(path).to_string(), c.to_string());
+
+    moe::MoELayer loaded(moe::read_checkpoint_config(path), *comm, 999);
+    moe::Optimizer loaded_opt = moe::Optimizer::adamw(loaded, {1e-2f});
+    EXPECT_EQ(moe::load_checkpoint(path, loaded, &loaded_opt), 1);
+    // One more identical step on both: equal bits only if every tensor and every
+    // optimizer state came back.
+    train_step(layer, opt);
+    train_step(loaded, loaded_opt);
+    const Tensor<float> y1 = layer.forward(x).output, y2 = loaded.forward(x).output;
+    EXPECT_EQ(std::vector<float>(y1.begin(), y1.end()), std::vector<float>(y2.begin(), y2.end())) << a.name();
+    const Tensor<float> b1 = layer.expert_bias(), b2 = loaded.expert_bias();
+    EXPECT_EQ(std::vector<float>(b1.begin(), b1.end()), std::vector<float>(b2.begin(), b2.end())) << a.name();
+
+    const moe::CheckpointSummary s = moe::inspect_checkpoint(path);
+    for (const auto& e : s.experts) EXPECT_EQ(e.checksum, moe::TensorChecksum::Verified) << a.name();
+    for (const auto& t : s.tensors) EXPECT_EQ(t.checksum, moe::TensorChecksum::Verified) << t.name;
+    const std::size_t expected_tensors = 1 + (c.router == RouterKind::Sigmoid) +
+                                         (c.shared_expert_dim > 0 ? s.expert_tensors.size() : 0) + c.shared_gate;
+    EXPECT_EQ(s.tensors.size(), expected_tensors) << a.name();
+
+    const moe::ReferenceModel m = moe::load_reference_model(path);
+    EXPECT_EQ(m.shared_expert_params.numel(), c.shared_expert_param_count());
+    EXPECT_EQ(m.expert_bias.numel(), c.router == RouterKind::Sigmoid ? c.num_experts : 0);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Architectures, ReferenceApiRunsGluExperts) {
+  MOEConfig c(6, 2, 20, 14);
+  c.expert_kind = ExpertKind::GLU;
+  c.expert_bias = false;
+  c.activation = Activation::SiLU;
+  c.drop_tokens = false;
+  EXPECT_EQ(c.expert_param_count(), 20 * 28 + 14 * 20);
+  const Tensor<float> x = random_tensor({25, 20}, 1.0, 41), wg = random_tensor({20, 6}, 0.5, 42);
+  std::vector<Tensor<float>> experts;
+  std::vector<const float*> pointers;
+  for (int e = 0; e < 6; ++e) experts.push_back(random_tensor({c.expert_param_count()}, 0.3, 43 + e));
+  for (const auto& e : experts) pointers.push_back(e.data());
+  auto [weights, indices, loss] = moe::moe_gating_forward(x, wg, c);
+  const Tensor<float> out = moe::moe_expert_computation(x, weights, indices, experts, c);
+  const auto ref = moe::reference::expert_computation(x.data(), 25, std::vector<std::int32_t>(indices.begin(), indices.end()),
+                                                      std::vector<float>(weights.begin(), weights.end()), pointers, c);
+  EXPECT_LE(relative_error(out.data(), ref.data(), out.numel()), 1e-5);
+  const Tensor<float> y = moe::apply_expert_ffn(x, experts[2], c);
+  for (std::int64_t t = 0; t < 25; ++t) {
+    const auto row = moe::reference::expert_row(x.data() + t * 20, experts[2].data(), c);
+    EXPECT_LE(relative_error(y.data() + t * 20, row.data(), 20), 1e-5);
+  }
+  EXPECT_MOE_ERROR(moe::apply_expert_ffn(x, Tensor<float>({2 * 20 * 14 + 14 + 20}), c),
+                   "expected 840 for glu experts without biases");
+}
+
+}  // namespace

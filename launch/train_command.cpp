@@ -140,7 +140,9 @@ class TrainCommand final : public Command {
       optimizer.step();
 
       double max_load = 0, mean_load = 0;
-      for (std::int64_t n : out.stats.tokens_per_expert) max_load = std::max(max_load, double(n)), mean_load += double(n);
+      // The routing's balance: every rank's top-k choices per expert, before capacity
+      // (what the sigmoid router's bias update balances; the kept load is capped).
+      for (std::int64_t n : out.stats.chosen_per_expert) max_load = std::max(max_load, double(n)), mean_load += double(n);
       mean_load /= double(config_.num_experts);
       window_loss += sums[0] / (total_tokens * double(config_.hidden_dim));
       window_aux += sums[1] / comm.size();

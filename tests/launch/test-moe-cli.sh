@@ -45,6 +45,20 @@ check "init at 2 ranks writes the same model as at 1" bash -c \
   "moe-run -np 2 moe init --out model2.h5 --experts 8 --top-k 2 --hidden 32 --expert-dim 64 --dropless --seed 3 >/dev/null &&
    h5diff model.h5 model2.h5"
 
+# A DeepSeek-style layer through init, info and infer.
+ds=(--experts 8 --top-k 2 --hidden 32 --expert-dim 16 --dropless --seed 4 --expert-kind glu --no-expert-bias
+    --router sigmoid --n-group 4 --topk-group 2 --routed-scaling 2.5 --shared-expert-dim 24 --shared-gate)
+check "init a glu/sigmoid/shared layer at 1 and 2 ranks: the same file" bash -c \
+  "moe init --out ds1.h5 ${ds[*]} >/dev/null && moe-run -np 2 moe init --out ds2.h5 ${ds[*]} >/dev/null && h5diff ds1.h5 ds2.h5"
+check "info shows the architecture and verifies every tensor" bash -c \
+  "moe info ds1.h5 > ds_info.txt && grep -q 'expert_kind            glu' ds_info.txt && grep -q 'router                 sigmoid' ds_info.txt &&
+   grep -q '|w_gate|' ds_info.txt && grep -q '^/shared/gate ' ds_info.txt && grep -q '^/gate/expert_bias' ds_info.txt &&
+   grep -q 'all 8 experts verified, and 6 other tensors' ds_info.txt"
+check "infer a glu/sigmoid/shared layer at 1 and 2 ranks" bash -c \
+  "moe infer --ckpt ds1.h5 --input tokens.h5 --output ds_out1.h5 >/dev/null && moe-run -np 2 moe infer --ckpt ds1.h5 --input tokens.h5 --output ds_out2.h5 >/dev/null"
+check "2 ranks infer the same output as 1 (glu, sigmoid, shared)" same_outputs ds_out1.h5 ds_out2.h5
+check "an unknown expert kind names the choices" fails_with "--expert-kind: swiglu not in {ffn,glu}" moe init --out x.h5 --expert-kind swiglu
+
 check "a missing checkpoint" fails_with "'absent.h5' does not exist" moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a missing checkpoint, 2 ranks" fails_with "'absent.h5' does not exist" moe-run -np 2 moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a token file without /tokens" fails_with "has no dataset /tokens" moe-run -np 2 moe infer --ckpt model.h5 --input model.h5 --output o.h5

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # moe train: the loss falls; N steps, save, resume for M steps gives bitwise the same
 # checkpoint (parameters and optimizer state) as N + M steps straight through, at 1
-# and at 2 ranks; a resume with the wrong optimizer is a clear error.
+# and at 2 ranks; a resume with the wrong optimizer is a clear error. The same for a
+# DeepSeek-style layer (glu experts, sigmoid router with groups, shared expert), whose
+# expert-bias update keeps the load balanced with no aux loss.
 # usage: test-moe-train.sh BIN_DIR WORK_DIR
 set -uo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/checks.sh"
@@ -27,4 +29,25 @@ moe-run -np 2 moe train "${small[@]}" --steps 60 --log-every 20 --lr 0.005 >fall
 losses=($(awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $2}' falls.log))
 echo "    logged losses: ${losses[*]}"
 check "the loss falls over 60 steps at 2 ranks" awk -v a="${losses[0]:-0}" -v b="${losses[2]:-1}" 'BEGIN { exit !(b < 0.8 * a) }'
+# DeepSeek-style: glu experts without biases, the sigmoid router with groups and
+# scaling, a gated shared expert, no aux loss.
+arch=(--experts 8 --top-k 2 --hidden 64 --expert-dim 64 --tokens 512 --log-every 50 --save-every 0
+      --expert-kind glu --no-expert-bias --router sigmoid --n-group 2 --topk-group 2 --routed-scaling 2.5
+      --shared-expert-dim 32 --shared-gate --aux-coef 0 --lr 0.01)
+moe-run -np 2 moe train "${arch[@]}" --steps 7 --log-every 3 --ckpt arch_straight.h5 >arch_straight.log 2>&1
+moe-run -np 2 moe train "${arch[@]}" --steps 4 --log-every 3 --ckpt arch_first.h5 >arch_first.log 2>&1
+moe-run -np 2 moe train "${arch[@]}" --steps 7 --log-every 3 --resume arch_first.h5 --ckpt arch_resumed.h5 >arch_resumed.log 2>&1
+check "DeepSeek-style: 4 steps + resume for 3 = 7 straight, bitwise (expert bias included)" \
+  h5diff arch_straight.h5 arch_resumed.h5
+check "a config flag that contradicts the checkpoint is refused" bash -c \
+  "moe train ${arch[*]} --steps 8 --resume arch_first.h5 --hidden 32 2>&1 | grep -q -- '--hidden 32 contradicts'"
+last_load() { awk '$1 ~ /^[0-9]+$/ && NF == 7 {load = $7} END {print load}' "$1"; }
+moe-run -np 2 moe train "${arch[@]}" --steps 200 --bias-update-rate 0 >no_update.log 2>&1
+moe-run -np 2 moe train "${arch[@]}" --steps 200 --bias-update-rate 1e-2 >update.log 2>&1
+without=$(last_load no_update.log) with=$(last_load update.log)
+echo "    max load / mean load at step 200: $without without the bias update, $with with it"
+check "the bias update keeps the load balanced with no aux loss" \
+  awk -v a="$without" -v b="$with" 'BEGIN { exit !(b < a && b <= 1.2) }'
+losses=($(awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $2}' update.log))
+check "DeepSeek-style: the loss falls" awk -v a="${losses[0]:-0}" -v b="${losses[3]:-1}" 'BEGIN { exit !(b < 0.8 * a) }'
 ((failures == 0))

@@ -32,6 +32,8 @@ if(NOT HDF5_IS_PARALLEL)
 endif()
 
 find_package(CLI11 CONFIG REQUIRED)
+# JSON (safetensors headers, config.json of imported models): header-only.
+find_package(nlohmann_json 3 CONFIG REQUIRED)
 if(MOE_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

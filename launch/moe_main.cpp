@@ -1,4 +1,4 @@
-// The `moe` program: init, info, infer, make-tokens, train. Run it as one process, or under
+// The `moe` program: init, info, infer, make-tokens, train, import. Run it as one process, or under
 // moe-run for the collective commands:
 //   moe init --out model.h5 --experts 8 --top-k 2 --hidden 512 --expert-dim 2048
 //   moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output out.h5
@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   commands.push_back(moe::cli::make_infer_command());
   commands.push_back(moe::cli::make_make_tokens_command());
   commands.push_back(moe::cli::make_train_command());
+  commands.push_back(moe::cli::make_import_command());
   std::vector<CLI::App*> subcommands;
   for (auto& c : commands) subcommands.push_back(c->add_to(app));
   // Every rank parses the same command line, so a bad argument fails on every rank.

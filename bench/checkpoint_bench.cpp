@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   auto comm = moe::make_communicator();
   if (tune_malloc) {
     // HDF5's filter pipeline allocates and frees a chunk-sized buffer per chunk; with
-    // glibc's defaults every one is a fresh mmap whose pages fault in (DESIGN §4a).
+    // glibc's defaults every one is a fresh mmap whose pages fault in (docs/design.md §4a).
     mallopt(M_MMAP_THRESHOLD, 512 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
   }

@@ -29,7 +29,7 @@ for mode in dedup per-assignment; do
   done
 done
 echo "efficiency = ms at 1 rank / ms at P ranks (same tokens per rank); bytes/rank = token rows this mode sends"
-echo "to other ranks per forward (dedup is the minimum of DESIGN §2); per-assign. = what one row per assignment sends"
+echo "to other ranks per forward (dedup is the minimum of docs/design.md §2); per-assign. = what one row per assignment sends"
 echo
 echo "2. Same total work ($((2 * tokens)) tokens): 1 rank × 2 threads against 2 ranks × 1 thread"
 IFS=, read -r _ _ _ _ ms_1x2 tps_1x2 _ < <(run -np 1 --threads 2 "$bench" --tokens $((2 * tokens)))

@@ -1,5 +1,5 @@
 """The same MoE forward in PyTorch eager on the CPU, written the usual way (a loop
-over experts with index_add_), with the capacity rule of DESIGN §1, for the
+over experts with index_add_), with the capacity rule of docs/design.md §1, for the
 moe-versus-PyTorch ratio. Imported by compare_pytorch.py."""
 import math
 import time

@@ -1,4 +1,4 @@
-// Token files for batch inference (DESIGN §6): /tokens float32 [T, H] or [B, S, H] in,
+// Token files for batch inference (docs/design.md §6): /tokens float32 [T, H] or [B, S, H] in,
 // and the inference output file out. With P ranks, rank r takes the rows
 // [floor(r·T/P), floor((r+1)·T/P)) of the flattened tokens.
 #pragma once

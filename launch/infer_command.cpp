@@ -1,4 +1,4 @@
-// moe infer: the layer over a token file (DESIGN §6), one process or any P that
+// moe infer: the layer over a token file (docs/design.md §6), one process or any P that
 // divides num_experts; rank r takes its block of rows.
 #include <chrono>
 #include <cstdio>

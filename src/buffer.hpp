@@ -1,5 +1,5 @@
 // Buffer<T>: a move-only array in a backend's memory that grows and is then reused,
-// because fresh memory is slow to touch (DESIGN §4a: 70 ms against 10 ms for 84 MB).
+// because fresh memory is slow to touch (docs/design.md §4a: 70 ms against 10 ms for 84 MB).
 #pragma once
 
 #include <algorithm>

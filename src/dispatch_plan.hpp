@@ -1,4 +1,4 @@
-// The dispatch plan (DESIGN §1 capacity, §2 steps 2–4): which of a rank's top-k
+// The dispatch plan (docs/design.md §1 capacity, §2 steps 2–4): which of a rank's top-k
 // assignments are kept, and how the kept ones are laid out for the experts. Host
 // code, shared by every backend and by the single-process and distributed paths.
 #pragma once
@@ -55,7 +55,7 @@ struct ExpertAssignments {
 ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t* indices,
                                     const float* weights);
 
-// The regroup (DESIGN §2 step 4): assignments ordered by expert so each expert's
+// The regroup (docs/design.md §2 step 4): assignments ordered by expert so each expert's
 // input rows are one contiguous block (stable: row order within an expert).
 struct ExpertGrouping {
   std::vector<std::int64_t> expert_offsets;     // [num_experts + 1] into grouped rows
@@ -65,7 +65,7 @@ struct ExpertGrouping {
 
 ExpertGrouping group_by_expert(const ExpertAssignments& assignments);
 
-// How token rows travel to the experts' owners (DESIGN §2 step 3).
+// How token rows travel to the experts' owners (docs/design.md §2 step 3).
 enum class Traffic {
   Deduplicated,   // one row per (token, owner rank): a token crosses to a rank once
   PerAssignment,  // one row per kept assignment

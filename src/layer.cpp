@@ -1,4 +1,4 @@
-// MoELayer: the expert-parallel forward of DESIGN §2 out of the shared pieces — the
+// MoELayer: the expert-parallel forward of docs/design.md §2 out of the shared pieces — the
 // router, the dispatch plan, the send layout, the expert compute and the one
 // combine — with the Communicator moving rows between them.
 #include "moe/layer.hpp"
@@ -323,7 +323,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   return result;
 }
 
-// DESIGN §2 steps 2–7 for P > 1.
+// docs/design.md §2 steps 2–7 for P > 1.
 void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
                                           std::int64_t tokens, bool training, float* output, ForwardStats& stats) {
   const std::int64_t H = config.hidden_dim;
@@ -391,7 +391,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   }
 }
 
-// The forward in reverse (DESIGN §2): combine-backward, all-to-all, expert backward,
+// The forward in reverse (docs/design.md §2): combine-backward, all-to-all, expert backward,
 // all-to-all back, router backward — through the same layout and the same combine.
 Tensor<FLOAT_TYPE> MoELayer::Impl::backward(const Tensor<FLOAT_TYPE>& grad_output) {
   constexpr const char* where = "MoELayer::backward";

@@ -1,5 +1,5 @@
 // Communicator: the collectives an expert-parallel MoE layer needs, behind one
-// interface with a backend per transport (DESIGN §2, §4). Every rank of a job must
+// interface with a backend per transport (docs/design.md §2, §4). Every rank of a job must
 // call each collective in the same order; they block until every rank has joined.
 #pragma once
 

@@ -1,6 +1,6 @@
 // The single-process MoE API, named as in the reference API (shared/reference/
 // moe-kernel-api.md) so that code written against it ports directly. Computes exactly
-// DESIGN §1 on the CPU. Every function validates its arguments and throws moe::Error
+// docs/design.md §1 on the CPU. Every function validates its arguments and throws moe::Error
 // naming the argument, its value and what was expected.
 //
 // Inputs are [B, S, H] or [T, H] with T = B·S; T = 0 is valid. Non-finite input
@@ -31,7 +31,7 @@ Tensor<FLOAT_TYPE> moe_gate_probabilities(const Tensor<FLOAT_TYPE>& input,
                                           const MOEConfig& config);
 
 // Runs the selected experts and combines them: output has the input's shape. Applies
-// the capacity (DESIGN §1) when config.drop_tokens is true. expert_params holds
+// the capacity (docs/design.md §1) when config.drop_tokens is true. expert_params holds
 // num_experts flat tensors [W1, W2, b1, b2] of 2·H·F + F + H elements each.
 Tensor<FLOAT_TYPE> moe_expert_computation(const Tensor<FLOAT_TYPE>& input,
                                           const Tensor<FLOAT_TYPE>& expert_weights,
@@ -39,7 +39,7 @@ Tensor<FLOAT_TYPE> moe_expert_computation(const Tensor<FLOAT_TYPE>& input,
                                           const std::vector<Tensor<FLOAT_TYPE>>& expert_params,
                                           const MOEConfig& config);
 
-// L_aux = E · Σ_i f_i · P_i (DESIGN §1): gate_probs [T,E], expert_indices [T,k]; [1].
+// L_aux = E · Σ_i f_i · P_i (docs/design.md §1): gate_probs [T,E], expert_indices [T,k]; [1].
 Tensor<FLOAT_TYPE> compute_load_balancing_loss(const Tensor<FLOAT_TYPE>& gate_probs,
                                                const Tensor<INT_TYPE>& expert_indices,
                                                const MOEConfig& config);

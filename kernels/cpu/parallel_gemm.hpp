@@ -3,7 +3,7 @@
 // optional per-block epilogue while the block is still warm in cache.
 //
 // Why not OpenBLAS's own threads: its pool and OpenMP's both spin on every core, and
-// alternating GEMMs with OpenMP element-wise passes oversubscribes the machine (DESIGN
+// alternating GEMMs with OpenMP element-wise passes oversubscribes the machine (docs/design.md
 // §4a measured 40 ms instead of 22 ms). With one owner, a rank's share of the cores is
 // simply its OpenMP thread count.
 #pragma once

@@ -1,6 +1,6 @@
 // How many OpenMP threads a rank's CPU work uses when the user has not said
 // (OMP_NUM_THREADS): its share of the node's cores, so that ranks sharing a node do
-// not oversubscribe it (DESIGN §4a).
+// not oversubscribe it (docs/design.md §4a).
 #pragma once
 
 namespace moe::kernels::cpu {

@@ -1,4 +1,4 @@
-"""DESIGN §1 in numpy (float64), from a checkpoint read with h5py alone: proof that
+"""docs/design.md §1 in numpy (float64), from a checkpoint read with h5py alone: proof that
 the file describes itself, and the reference the interoperability tests compare with."""
 import math
 

@@ -97,6 +97,62 @@ TEST_F(CudaLayer, CheckpointsMoveBetweenGpuAndCpu) {
   std::filesystem::remove(path);
 }
 
+// The architectures of docs/design.md §1b on the GPU: glu experts (one GEMM of width
+// 2F, then the fused act ⊙ up), the sigmoid router with bias, groups and scaling, and
+// the gated shared expert, against the CPU layer — forward in every precision,
+// backward, AdamW steps with the expert-bias update, and a checkpoint round trip.
+TEST_F(CudaLayer, GluSigmoidAndSharedExpertMatchTheCpu) {
+  MOEConfig c(8, 3, 64, 96, 1.0f);
+  c.expert_kind = moe::ExpertKind::GLU;
+  c.expert_bias = false;
+  c.activation = moe::Activation::SiLU;
+  c.router = moe::RouterKind::Sigmoid;
+  c.n_group = 4, c.topk_group = 2, c.routed_scaling_factor = 2.5f;
+  c.shared_expert_dim = 80, c.shared_gate = true;
+  c.bias_update_rate = 1e-2f;
+  auto options = [&](moe::Device d, moe::Precision p = moe::Precision::FP32) {
+    moe::LayerOptions o = on(d, p);
+    o.z_loss_coef = 0.0f;  // the sigmoid router has no z-loss
+    return o;
+  };
+  moe::MoELayer cpu(c, *comm, 7, options(moe::Device::CPU));
+  const moe::ForwardResult expected = cpu.forward(x);
+  for (auto p : {moe::Precision::FP32, moe::Precision::TF32, moe::Precision::BF16}) {
+    moe::MoELayer gpu(c, *comm, 7, options(moe::Device::CUDA, p));
+    const moe::ForwardResult got = gpu.forward(x);
+    const double tol = p == moe::Precision::FP32 ? 1e-5 : p == moe::Precision::TF32 ? 5e-3 : 3e-2;
+    EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << moe::precision_name(p);
+    if (p == moe::Precision::FP32)
+      EXPECT_TRUE(std::equal(got.expert_indices.begin(), got.expert_indices.end(), expected.expert_indices.begin()));
+  }
+  moe::MoELayer gpu(c, *comm, 7, options(moe::Device::CUDA));
+  moe::Optimizer cpu_opt = moe::Optimizer::adamw(cpu), gpu_opt = moe::Optimizer::adamw(gpu);
+  for (int step = 0; step < 3; ++step) {
+    for (moe::MoELayer* l : {&cpu, &gpu}) l->zero_grad(), l->forward(x, moe::Pass::Training);
+    const Tensor<float> dx_cpu = cpu.backward(grad), dx_gpu = gpu.backward(grad);
+    EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 1e-5) << "input gradient, step " << step;
+    for (std::int64_t e = 0; e < 8; ++e) {
+      const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
+      EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "expert " << e;
+    }
+    const Tensor<float> sa = cpu.shared_expert_grad(), sb = gpu.shared_expert_grad();
+    EXPECT_LE(relative_error(sb.data(), sa.data(), sa.numel()), 1e-5) << "shared expert";
+    const Tensor<float> ga = cpu.shared_gate_grad(), gb = gpu.shared_gate_grad();
+    EXPECT_LE(relative_error(gb.data(), ga.data(), ga.numel()), 1e-5) << "shared gate";
+    cpu_opt.step();
+    gpu_opt.step();
+  }
+  const Tensor<float> ba = cpu.expert_bias(), bb = gpu.expert_bias();
+  EXPECT_TRUE(std::equal(ba.begin(), ba.end(), bb.begin())) << "expert bias after three updates";
+  const std::string path = std::filesystem::temp_directory_path() / ("moe-gpu-arch-" + std::to_string(::getpid()) + ".h5");
+  moe::save_checkpoint(path, gpu, 3, &gpu_opt);
+  moe::MoELayer back(c, *comm, 1, options(moe::Device::CPU));
+  EXPECT_EQ(moe::load_checkpoint(path, back), 3);
+  const Tensor<float> y_gpu = gpu.forward(x).output, y_back = back.forward(x).output;
+  EXPECT_LE(relative_error(y_back.data(), y_gpu.data(), x.numel()), 1e-5) << "GPU checkpoint read on the CPU";
+  std::filesystem::remove(path);
+}
+
 TEST(CudaLayerWithoutGpu, AskingForCudaWithoutOneIsAClearError) {
   if (moe::cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present";
   auto comm = moe::make_communicator(moe::CommBackend::Local);

@@ -1,4 +1,4 @@
-// Every CUDA op against the CPU op on the same random inputs (DESIGN §4: each kernel
+// Every CUDA op against the CPU op on the same random inputs (docs/design.md §4: each kernel
 // has a CPU reference and a test with a stated tolerance). Normwise relative error:
 // 1e-5 in FP32; 5e-3 with TF32 tensor cores; 3e-2 with BF16 inputs. Skips without a GPU.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// Training invariance (DESIGN §2): with P ranks, every rank's input gradient equals
+// Training invariance (docs/design.md §2): with P ranks, every rank's input gradient equals
 // the single-process gradient on its tokens; the gate gradient equals the sum over
 // ranks of the single-process gate gradients; each expert's gradient equals the
 // single-process gradient of the summed loss; and the global gradient norm used for

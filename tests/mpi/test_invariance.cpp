@@ -1,4 +1,4 @@
-// The main correctness property (DESIGN §2): on every rank, the P-rank layer's output
+// The main correctness property (docs/design.md §2): on every rank, the P-rank layer's output
 // and aux loss equal the single-process reference API on that rank's tokens with all
 // E experts, with dropping on and off, in both traffic modes, over shapes that stress
 // dispatch and combine. Relative error ≤ 1e-5.

@@ -1,4 +1,4 @@
-// What crosses the wire: in deduplicated mode exactly the minimum of DESIGN §2 (a
+// What crosses the wire: in deduplicated mode exactly the minimum of docs/design.md §2 (a
 // token crosses to an owner once), in per-assignment mode one row per kept
 // assignment; and every rank receives exactly what the others sent it.
 #include "dispatch_plan.hpp"

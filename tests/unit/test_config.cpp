@@ -52,7 +52,7 @@ TEST(Config, CapacityFactorOutsideOneToTwo) {
 }
 
 TEST(Config, RecommendedRangesAreAdviceNotErrors) {
-  // DESIGN §1: 256 experts and hidden 7168 are real models.
+  // docs/design.md §1: 256 experts and hidden 7168 are real models.
   EXPECT_NO_THROW(MOEConfig(256, 8, 7168, 2048).validate());
   EXPECT_NO_THROW(MOEConfig(2, 1, 8, 16).validate());
 }

@@ -1,4 +1,4 @@
-// Each CPU op against a float64 loop (DESIGN §4: every kernel has a reference and a
+// Each CPU op against a float64 loop (docs/design.md §4: every kernel has a reference and a
 // test comparing the two, with a stated tolerance: 1e-5 normwise relative).
 #include <gtest/gtest.h>
 #include <omp.h>

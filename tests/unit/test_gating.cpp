@@ -1,5 +1,5 @@
 // moe_gating_forward and compute_load_balancing_loss against the float64 reference,
-// and the routing properties DESIGN §1 promises.
+// and the routing properties docs/design.md §1 promises.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -49,12 +49,15 @@ inline std::vector<float> random_vector(std::int64_t n, float stddev, std::uint6
 }
 
 // The dense work of the same FLOPs as a MoE forward, run by OpenBLAS alone on the
-// same cores: the gate GEMM [T,H]·[H,E] and the expert pair [T·k,H]·[H,F],
-// [T·k,F]·[F,H] as single large GEMMs.
+// same cores: the gate GEMM [T,H]·[H,E] and the expert pair [T·k,H]·[H,G·F],
+// [T·k,F]·[F,H] as single large GEMMs (G = 2 for glu experts, whose input projection
+// is twice as wide), plus the shared expert's pair over the T tokens when it has a
+// width.
 class DenseGemmBaseline {
  public:
   DenseGemmBaseline(std::int64_t tokens, std::int64_t top_k, std::int64_t hidden,
-                    std::int64_t expert, std::int64_t experts, int threads);
+                    std::int64_t expert, std::int64_t experts, int threads, int in_factor = 1,
+                    std::int64_t shared_width = 0);
   void run();
   // run() and the backward GEMMs of the same shapes: for each of the three products
   // C = A·B, the gradients A' = C'·Bᵀ and B' = Aᵀ·C'.
@@ -65,6 +68,9 @@ class DenseGemmBaseline {
  private:
   std::int64_t T_, k_, H_, F_, E_;
   int threads_;
+  int G_;
+  std::int64_t S_;  // shared expert width (0: none)
+  std::vector<float> shared_w1_, shared_hidden_, shared_w2_, shared_out_;
   std::vector<float> x_, gate_, logits_, rows_, w1_, hidden_, w2_, out_;
   std::vector<float> d_x_, d_gate_, d_rows_, d_w1_, d_hidden_, d_w2_;
 };

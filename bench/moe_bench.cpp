@@ -1,7 +1,8 @@
-// Single-process benchmark: median ms per forward (the reference API, issue 2) or per
-// forward + backward (MoELayer on one rank, issue 5), tokens/s, GFLOP/s and the ratio
-// to cblas_sgemm doing the same FLOPs in the same run.
-// Usage: moe_bench [--mode forward|training] [--config ref,mid,fine] [--reps N] [--csv]
+// Single-process benchmark: median ms per forward (the reference API for the reference
+// layer, else MoELayer on one rank) or per forward + backward (MoELayer on one rank),
+// tokens/s, GFLOP/s and the ratio to cblas_sgemm doing the same FLOPs in the same run.
+// Usage: moe_bench [--mode forward|training] [--config ref,mid,fine,mixtral,deepseek]
+//                  [--expert-kind ffn|glu] [--router softmax|sigmoid] … [--reps N] [--csv]
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -19,13 +20,46 @@ struct BenchConfig {
   std::string name;
   std::int64_t E, k, H, F, T;
   int reps;
+  // The architecture (docs/design.md §1b); the reference layer unless set.
+  moe::ExpertKind kind = moe::ExpertKind::FFN;
+  moe::RouterKind router = moe::RouterKind::Softmax;
+  std::int64_t n_group = 1, topk_group = 1, shared = 0;
+  bool bias = true;
 };
 
+// mixtral: Mixtral-like glu experts scaled to a 2-core machine. deepseek: the
+// fine-grained DeepSeek-like layer (sigmoid router, 8 groups, shared expert).
 const std::map<std::string, BenchConfig> kConfigs = {
     {"ref", {"ref", 8, 2, 512, 2048, 128, 60}},
     {"mid", {"mid", 8, 2, 1024, 4096, 4096, 7}},
     {"fine", {"fine", 64, 8, 1024, 512, 4096, 7}},
+    {"mixtral", {"mixtral", 8, 2, 1024, 3584, 4096, 5, moe::ExpertKind::GLU, moe::RouterKind::Softmax, 1, 1, 0, false}},
+    {"deepseek",
+     {"deepseek", 64, 6, 1024, 352, 4096, 7, moe::ExpertKind::GLU, moe::RouterKind::Sigmoid, 8, 4, 704, false}},
 };
+
+moe::MOEConfig layer_config(const BenchConfig& bc) {
+  moe::MOEConfig c(bc.E, bc.k, bc.H, bc.F);
+  c.expert_kind = bc.kind;
+  c.activation = moe::default_activation(bc.kind);
+  c.expert_bias = bc.bias;
+  c.router = bc.router;
+  c.n_group = bc.n_group, c.topk_group = bc.topk_group;
+  c.shared_expert_dim = bc.shared;
+  return c;
+}
+
+std::string arch_text(const BenchConfig& bc) { return layer_config(bc).to_string(); }
+
+bool is_reference_layer(const BenchConfig& bc) {
+  return bc.kind == moe::ExpertKind::FFN && bc.bias && bc.router == moe::RouterKind::Softmax && bc.n_group == 1 &&
+         bc.shared == 0;
+}
+
+moe::bench::DenseGemmBaseline baseline_for(const BenchConfig& bc, int threads) {
+  return moe::bench::DenseGemmBaseline(bc.T, bc.k, bc.H, bc.F, bc.E, threads, bc.kind == moe::ExpertKind::GLU ? 2 : 1,
+                                       bc.shared);
+}
 
 struct Result {
   BenchConfig config;
@@ -33,24 +67,30 @@ struct Result {
   std::int64_t dropped_share_ppm;
 };
 
-// Forward + backward of the layer on one rank, the loss's gradient fixed.
-Result run_training(const BenchConfig& bc, int reps_override, int threads) {
-  const moe::MOEConfig config(bc.E, bc.k, bc.H, bc.F);
+// Forward (Pass::Inference) or forward + backward of the layer on one rank, the
+// loss's gradient fixed.
+Result run_layer(const BenchConfig& bc, bool training, int reps_override, int threads) {
+  const moe::MOEConfig config = layer_config(bc);
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::LayerOptions options;
-  options.z_loss_coef = 1e-3f;
+  options.z_loss_coef = config.router == moe::RouterKind::Softmax ? 1e-3f : 0.0f;
   moe::MoELayer layer(config, *comm, 1, options);
+  // A small gate keeps routing near uniform, as a trained, load-balanced router is.
   layer.set_gate_weights(moe::Tensor<float>({bc.H, bc.E}, moe::bench::random_vector(bc.H * bc.E, 0.02f, 11)));
   const moe::Tensor<float> x({bc.T, bc.H}, moe::bench::random_vector(bc.T * bc.H, 1.0f, 10));
   const moe::Tensor<float> grad({bc.T, bc.H}, moe::bench::random_vector(bc.T * bc.H, 1e-3f, 12));
+  // The layer's pointer API, as a framework calls it: output and input gradient land
+  // in buffers the caller keeps, so no fresh memory is touched per call.
+  std::vector<float> out(static_cast<std::size_t>(bc.T * bc.H)), d_x(out.size());
   auto step = [&] {
-    layer.forward(x, moe::Pass::Training);
-    layer.backward(grad);
+    layer.forward(x.data(), bc.T, out.data(), training ? moe::Pass::Training : moe::Pass::Inference);
+    if (training) layer.backward(grad.data(), d_x.data());
   };
-  moe::bench::DenseGemmBaseline baseline(bc.T, bc.k, bc.H, bc.F, bc.E, threads);
+  moe::bench::DenseGemmBaseline baseline = baseline_for(bc, threads);
   const int reps = reps_override > 0 ? reps_override : bc.reps;
-  const auto medians = moe::bench::interleaved_medians({step, [&] { baseline.run_training(); }}, 2, reps);
-  return {bc, medians[0], medians[1], baseline.training_flops(), 0};
+  const auto medians = moe::bench::interleaved_medians(
+      {step, [&] { training ? baseline.run_training() : baseline.run(); }}, 2, reps);
+  return {bc, medians[0], medians[1], training ? baseline.training_flops() : baseline.flops(), 0};
 }
 
 Result run(const BenchConfig& bc, int reps_override, int threads) {
@@ -69,7 +109,7 @@ Result run(const BenchConfig& bc, int reps_override, int threads) {
     moe::Tensor<float> out = moe::moe_expert_computation(x, weights, indices, experts, config);
     kept = out.numel();
   };
-  moe::bench::DenseGemmBaseline baseline(bc.T, bc.k, bc.H, bc.F, bc.E, threads);
+  moe::bench::DenseGemmBaseline baseline = baseline_for(bc, threads);
   const int reps = reps_override > 0 ? reps_override : bc.reps;
   const auto medians = moe::bench::interleaved_medians({forward, [&] { baseline.run(); }}, 2, reps);
   (void)kept;
@@ -86,7 +126,17 @@ int main(int argc, char** argv) {
   std::string mode = "forward";
   app.add_option("--mode", mode, "forward (reference API) or training (MoELayer forward + backward)")
       ->check(CLI::IsMember({"forward", "training"}));
-  app.add_option("--config", configs, "comma-separated: ref, mid, fine");
+  app.add_option("--config", configs, "comma-separated: ref, mid, fine, mixtral, deepseek");
+  // Overrides of the named configs' architecture.
+  std::string kind, router;
+  std::int64_t n_group = 0, topk_group = 0, shared = -1;
+  bool no_bias = false;
+  app.add_option("--expert-kind", kind, "ffn or glu")->check(CLI::IsMember({"ffn", "glu"}));
+  app.add_option("--router", router, "softmax or sigmoid")->check(CLI::IsMember({"softmax", "sigmoid"}));
+  app.add_option("--n-group", n_group, "expert groups (group-limited top-k)");
+  app.add_option("--topk-group", topk_group, "groups a token may use");
+  app.add_option("--shared-expert-dim", shared, "shared expert width (0: none)");
+  app.add_flag("--no-expert-bias", no_bias, "experts without biases");
   app.add_option("--reps", reps, "timed repetitions per candidate (default per config)");
   app.add_flag("--csv", csv, "print CSV rows instead of a table");
   CLI11_PARSE(app, argc, argv);
@@ -97,22 +147,33 @@ int main(int argc, char** argv) {
   for (std::string name; std::getline(list, name, ',');) {
     const auto it = kConfigs.find(name);
     if (it == kConfigs.end()) {
-      std::fprintf(stderr, "moe_bench: --config %s is not one of ref, mid, fine\n", name.c_str());
+      std::fprintf(stderr, "moe_bench: --config %s is not one of ref, mid, fine, mixtral, deepseek\n", name.c_str());
       return 2;
     }
-    results.push_back(mode == "training" ? run_training(it->second, reps, threads) : run(it->second, reps, threads));
+    BenchConfig bc = it->second;
+    if (!kind.empty()) bc.kind = moe::parse_expert_kind(kind);
+    if (!router.empty()) bc.router = moe::parse_router(router);
+    if (n_group > 0) bc.n_group = n_group;
+    if (topk_group > 0) bc.topk_group = topk_group;
+    if (shared >= 0) bc.shared = shared;
+    if (no_bias) bc.bias = false;
+    if (mode == "training") results.push_back(run_layer(bc, true, reps, threads));
+    else if (is_reference_layer(bc)) results.push_back(run(bc, reps, threads));
+    else results.push_back(run_layer(bc, false, reps, threads));
   }
 
   if (csv) {
-    std::printf("config,E,k,H,F,T,threads,moe_ms,sgemm_ms,gflops,ratio,mode\n");
+    std::printf("config,E,k,H,F,T,threads,moe_ms,sgemm_ms,gflops,ratio,mode,arch\n");
     for (const auto& r : results)
-      std::printf("%s,%ld,%ld,%ld,%ld,%ld,%d,%.3f,%.3f,%.1f,%.3f,%s\n", r.config.name.c_str(), r.config.E,
+      std::printf("%s,%ld,%ld,%ld,%ld,%ld,%d,%.3f,%.3f,%.1f,%.3f,%s,%s\n", r.config.name.c_str(), r.config.E,
                   r.config.k, r.config.H, r.config.F, r.config.T, threads, r.moe_s * 1e3, r.sgemm_s * 1e3,
-                  r.flops / r.moe_s / 1e9, r.sgemm_s / r.moe_s, mode.c_str());
+                  r.flops / r.moe_s / 1e9, r.sgemm_s / r.moe_s, mode.c_str(), arch_text(r.config).c_str());
     return 0;
   }
   std::printf("moe %s vs cblas_sgemm of the same FLOPs, %d thread(s)\n",
-              mode == "training" ? "forward + backward (MoELayer, 1 rank)" : "forward (reference API)", threads);
+              mode == "training" ? "forward + backward (MoELayer, 1 rank)"
+                                 : "forward (reference API for the reference layer, else MoELayer)",
+              threads);
   std::printf("%-5s %3s %2s %5s %5s %5s | %9s %11s %8s | %9s %8s | %6s\n", "cfg", "E", "k", "H", "F", "T",
               "moe ms", "tokens/s", "GFLOP/s", "sgemm ms", "GFLOP/s", "ratio");
   for (const auto& r : results) {
@@ -120,6 +181,7 @@ int main(int argc, char** argv) {
     std::printf("%-5s %3ld %2ld %5ld %5ld %5ld | %9.2f %11.0f %8.1f | %9.2f %8.1f | %6.3f\n", c.name.c_str(),
                 c.E, c.k, c.H, c.F, c.T, r.moe_s * 1e3, double(c.T) / r.moe_s, r.flops / r.moe_s / 1e9,
                 r.sgemm_s * 1e3, r.flops / r.sgemm_s / 1e9, r.sgemm_s / r.moe_s);
+    if (!is_reference_layer(c)) std::printf("      (%s)\n", arch_text(c).c_str());
   }
   std::printf("ratio = sgemm time / moe time (1.0 = the MoE layer runs at dense-GEMM speed)\n");
   return 0;

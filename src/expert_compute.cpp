@@ -64,6 +64,7 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const 
   }
   const kernels::Act act = to_kernel_act(activation);
   if (glu) {
+    // The gate and up projections as one grouped GEMM of width 2F, then act(gate) ⊙ up.
     ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w_in, GF, b_in, kernels::Act::Identity, nullptr, pre);
     ops.glu(pre, static_cast<std::int64_t>(A), F, act, hidden);
   } else {

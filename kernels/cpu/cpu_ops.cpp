@@ -8,6 +8,7 @@
 #include <new>
 #include <vector>
 
+#include "kernels/cpu/fast_math.hpp"
 #include "kernels/cpu/parallel_gemm.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/optimizer_math.hpp"
@@ -27,9 +28,41 @@ void activate_run(Act act, const float* in, float* out, std::int64_t count) {
 #pragma omp simd
       for (std::int64_t i = 0; i < count; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];  // NaN passes
       return;
+    case Act::SiLU:
+#pragma omp simd
+      for (std::int64_t i = 0; i < count; ++i) out[i] = cpu::fast_silu(in[i]);
+      return;
     default:
       for (std::int64_t i = 0; i < count; ++i) out[i] = activate(act, in[i]);
       return;
+  }
+}
+
+// h[r, c] = act(z[r, c]) · z[r, F + c] for columns [c0, c1) of every row of z [rows, 2F];
+// the activation is chosen once per call so that each loop is straight-line code.
+template <Act A>
+void glu_columns_as(const float* z, std::int64_t rows, std::int64_t F, std::int64_t c0, std::int64_t c1, float* h) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* gate = z + r * 2 * F;
+    const float* up = gate + F;
+    float* out = h + r * F;
+    if constexpr (A == Act::SiLU) {
+#pragma omp simd
+      for (std::int64_t c = c0; c < c1; ++c) out[c] = cpu::fast_silu(gate[c]) * up[c];
+    } else {
+      for (std::int64_t c = c0; c < c1; ++c) out[c] = activate(A, gate[c]) * up[c];
+    }
+  }
+}
+
+void glu_columns(Act act, const float* z, std::int64_t rows, std::int64_t F, std::int64_t c0, std::int64_t c1,
+                 float* h) {
+  switch (act) {
+    case Act::Identity: return glu_columns_as<Act::Identity>(z, rows, F, c0, c1, h);
+    case Act::ReLU: return glu_columns_as<Act::ReLU>(z, rows, F, c0, c1, h);
+    case Act::GELU: return glu_columns_as<Act::GELU>(z, rows, F, c0, c1, h);
+    case Act::SiLU: return glu_columns_as<Act::SiLU>(z, rows, F, c0, c1, h);
+    case Act::GELUTanh: return glu_columns_as<Act::GELUTanh>(z, rows, F, c0, c1, h);
   }
 }
 
@@ -86,13 +119,26 @@ class CpuOps final : public Ops {
   void grouped_linear(const float* x, const std::vector<std::int64_t>& row_offsets, std::int64_t in_dim,
                       const std::vector<const float*>& weights, std::int64_t out_dim,
                       const std::vector<const float*>& biases, Act act, float* pre_act, float* out) override {
-    // One GEMM per group: each is large enough to split across the cores on its own.
-    for (std::size_t g = 0; g + 1 < row_offsets.size(); ++g) {
-      const std::int64_t begin = row_offsets[g], rows = row_offsets[g + 1] - begin;
-      if (rows == 0) continue;
-      linear(x + begin * in_dim, rows, in_dim, weights[g], out_dim, biases[g], act,
-             pre_act ? pre_act + begin * out_dim : nullptr, out + begin * out_dim);
+    const auto groups = static_cast<std::int64_t>(row_offsets.size()) - 1;
+    auto run_group = [&](std::int64_t g) {
+      const std::int64_t begin = row_offsets[static_cast<std::size_t>(g)];
+      const std::int64_t rows = row_offsets[static_cast<std::size_t>(g) + 1] - begin;
+      if (rows == 0) return;
+      linear(x + begin * in_dim, rows, in_dim, weights[static_cast<std::size_t>(g)], out_dim,
+             biases[static_cast<std::size_t>(g)], act, pre_act ? pre_act + begin * out_dim : nullptr,
+             out + begin * out_dim);
+    };
+    // Many groups: each thread takes whole groups (one single-threaded GEMM each), which
+    // beats splitting every small GEMM across the cores. Few groups: one GEMM at a time,
+    // each split across the cores.
+    const int threads = omp_get_max_threads();
+    if (threads > 1 && groups >= 4 * threads && !omp_in_parallel()) {
+      cpu::SingleThreadedBlas single_threaded;
+#pragma omp parallel for schedule(dynamic, 1)
+      for (std::int64_t g = 0; g < groups; ++g) run_group(g);
+      return;
     }
+    for (std::int64_t g = 0; g < groups; ++g) run_group(g);
   }
 
   void route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
@@ -107,12 +153,31 @@ class CpuOps final : public Ops {
   }
 
   void glu(const float* z, std::int64_t n, std::int64_t width, Act act, float* h) override {
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n * width; ++i) h[i] = glu_element(z, width, act, i);
+    const int threads = omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int part = 0; part < threads; ++part)
+      glu_columns(act, z + n * part / threads * 2 * width, n * (part + 1) / threads - n * part / threads, width, 0,
+                  width, h + n * part / threads * width);
   }
 
   void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
                     float* dz) override {
+    if (act == Act::SiLU) {  // the vectorisable SiLU, row by row
+#pragma omp parallel for schedule(static)
+      for (std::int64_t r = 0; r < n; ++r) {
+        const float* gate = z + r * 2 * width;
+        const float* up = gate + width;
+        const float* d = dh + r * width;
+        float* d_gate = dz + r * 2 * width;
+        float* d_up = d_gate + width;
+#pragma omp simd
+        for (std::int64_t c = 0; c < width; ++c) {
+          d_gate[c] = d[c] * up[c] * cpu::fast_silu_grad(gate[c]);
+          d_up[c] = d[c] * cpu::fast_silu(gate[c]);
+        }
+      }
+      return;
+    }
 #pragma omp parallel for schedule(static)
     for (std::int64_t i = 0; i < n * width; ++i) glu_backward_element(z, dh, width, act, i, dz);
   }
@@ -213,6 +278,11 @@ class CpuOps final : public Ops {
   }
 
   void activation_backward(const float* z, const float* dh, std::int64_t n, Act act, float* dz) override {
+    if (act == Act::SiLU) {
+#pragma omp parallel for simd schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) dz[i] = dh[i] * cpu::fast_silu_grad(z[i]);
+      return;
+    }
 #pragma omp parallel for schedule(static)
     for (std::int64_t i = 0; i < n; ++i) dz[i] = dh[i] * activate_grad(act, z[i]);
   }

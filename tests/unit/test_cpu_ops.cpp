@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "kernels/cpu/fast_math.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/router_row.hpp"
 #include "support/test_util.hpp"
@@ -78,6 +79,24 @@ double reference_activation(Act act, double z) {
     case Act::GELUTanh: return 0.5 * z * (1 + std::tanh(std::sqrt(2 / pi) * (z + 0.044715 * z * z * z)));
   }
   return z;
+}
+
+TEST(CpuFastMath, ExpWithinTwoUlpAndEdgeCases) {
+  double worst = 0;
+  for (float x = -86.4f; x < 88.69f; x += 0.000917f) {
+    const double exact = std::exp(double(x));
+    worst = std::max(worst, std::abs(double(moe::kernels::cpu::fast_exp(x)) - exact) / exact);
+  }
+  EXPECT_LE(worst, 2 * 5.97e-8) << "relative error; 2 ulp of float32 is 1.19e-7";
+  EXPECT_TRUE(std::isnan(moe::kernels::cpu::fast_exp(std::nanf(""))));
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(100.0f), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(0.0f), 1.0f);
+  for (float z : {-30.0f, -3.0f, -0.5f, 0.0f, 0.7f, 4.0f, 40.0f}) {
+    EXPECT_NEAR(moe::kernels::cpu::fast_silu(z), z / (1 + std::exp(-double(z))), 2e-7 * std::max(1.0f, std::abs(z)));
+    const double s = 1 / (1 + std::exp(-double(z)));
+    EXPECT_NEAR(moe::kernels::cpu::fast_silu_grad(z), s * (1 + z * (1 - s)), 3e-7 * std::max(1.0f, std::abs(z)));
+  }
 }
 
 TEST(CpuActivations, NaNInGivesNaNOutForEveryActivationAndItsGradient) {

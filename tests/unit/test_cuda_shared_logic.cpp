@@ -127,8 +127,10 @@ TEST(CudaSharedLogic, GluAndGatedAddElements) {
     h2[i] = moe::kernels::glu_element(z.data(), F, moe::kernels::Act::SiLU, i);
     moe::kernels::glu_backward_element(z.data(), dh.data(), F, moe::kernels::Act::SiLU, i, dz2.data());
   }
-  EXPECT_EQ(h1, h2);
-  EXPECT_EQ(dz1, dz2);
+  // The CPU's SiLU uses its vectorised exp (kernels/cpu/fast_math.hpp), within 2 ulp of
+  // expf, so the two agree to float32 rounding, not bit for bit.
+  EXPECT_LE(moe::testing::relative_error(h1.data(), h2.data(), n * F), 1e-6);
+  EXPECT_LE(moe::testing::relative_error(dz1.data(), dz2.data(), n * 2 * F), 1e-6);
   (void)H;
 }
 

@@ -3,6 +3,7 @@
 // layer's gradients are taken of. Built from the forward pieces of reference_moe.hpp.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -60,6 +61,22 @@ inline double training_loss(const Params& p, const std::vector<double>& x, std::
     aux *= double(E);
   }
   return task + terms.aux_coef * aux + terms.z_coef * r.z_loss;
+}
+
+// ∂L/∂v[i] by central differences of the float64 loss, v perturbed in place.
+template <class Loss>
+std::vector<double> numeric_gradient(std::vector<double>& v, Loss loss) {
+  std::vector<double> grad(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const double saved = v[i], step = 1e-6 * std::max(1.0, std::abs(saved));
+    v[i] = saved + step;
+    const double up = loss();
+    v[i] = saved - step;
+    const double down = loss();
+    v[i] = saved;
+    grad[i] = (up - down) / (2 * step);
+  }
+  return grad;
 }
 
 }  // namespace moe::reference

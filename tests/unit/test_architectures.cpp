@@ -137,22 +137,6 @@ TEST_P(ArchForward, MatchesTheFloat64Reference) {
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchForward, ::testing::ValuesIn(kArchs),
                          [](const auto& info) { return info.param.name(); });
 
-// ∂L/∂v[i] by central differences, v perturbed in place.
-template <class Loss>
-std::vector<double> numeric_gradient(std::vector<double>& v, Loss loss) {
-  std::vector<double> grad(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const double saved = v[i], step = 1e-6 * std::max(1.0, std::abs(saved));
-    v[i] = saved + step;
-    const double up = loss();
-    v[i] = saved - step;
-    const double down = loss();
-    v[i] = saved;
-    grad[i] = (up - down) / (2 * step);
-  }
-  return grad;
-}
-
 class ArchGradients : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
@@ -183,7 +167,7 @@ TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
   auto loss = [&] { return moe::reference::training_loss(p, xs, T, indices, kept, gs, c, terms); };
   auto check = [&](const Tensor<float>& analytic, std::vector<double>& values, const std::string& what) {
     ASSERT_EQ(analytic.numel(), static_cast<std::int64_t>(values.size())) << what;
-    EXPECT_LE(relative_error(analytic.data(), numeric_gradient(values, loss).data(), analytic.numel()), 1e-4) << what;
+    EXPECT_LE(relative_error(analytic.data(), moe::reference::numeric_gradient(values, loss).data(), analytic.numel()), 1e-4) << what;
   };
   check(layer.gate_grad(), p.gate, "gate");
   check(dx, xs, "input");

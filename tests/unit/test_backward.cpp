@@ -31,22 +31,6 @@ void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name(); }
 
 class Gradients : public ::testing::TestWithParam<GradCase> {};
 
-// ∂L/∂v[i] by central differences, v perturbed in place.
-template <class Loss>
-std::vector<double> numeric_gradient(std::vector<double>& v, Loss loss) {
-  std::vector<double> grad(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const double saved = v[i], step = 1e-6 * std::max(1.0, std::abs(saved));
-    v[i] = saved + step;
-    const double up = loss();
-    v[i] = saved - step;
-    const double down = loss();
-    v[i] = saved;
-    grad[i] = (up - down) / (2 * step);
-  }
-  return grad;
-}
-
 TEST_P(Gradients, MatchFiniteDifferencesOfTheFloat64Loss) {
   const GradCase p = GetParam();
   MOEConfig config(4, 2, 6, 10, 1.0f);
@@ -84,16 +68,16 @@ TEST_P(Gradients, MatchFiniteDifferencesOfTheFloat64Loss) {
   auto loss = [&] { return moe::reference::training_loss(params, xs, T, indices, kept, cs, config, terms); };
 
   const Tensor<float> gate_grad = layer.gate_grad();
-  EXPECT_LE(moe::testing::relative_error(gate_grad.data(), numeric_gradient(params.gate, loss).data(),
+  EXPECT_LE(moe::testing::relative_error(gate_grad.data(), moe::reference::numeric_gradient(params.gate, loss).data(),
                                          gate_grad.numel()),
             1e-4)
       << "gate";
-  EXPECT_LE(moe::testing::relative_error(dx.data(), numeric_gradient(xs, loss).data(), dx.numel()), 1e-4) << "input";
+  EXPECT_LE(moe::testing::relative_error(dx.data(), moe::reference::numeric_gradient(xs, loss).data(), dx.numel()), 1e-4) << "input";
   const char* names[] = {"W1", "W2", "b1", "b2"};
   const std::int64_t F = 10, offsets[] = {0, H * F, 2 * H * F, 2 * H * F + F, 2 * H * F + F + H};
   for (std::int64_t e = 0; e < E; ++e) {
     const Tensor<float> grad = layer.expert_grad(e);
-    const std::vector<double> numeric = numeric_gradient(params.experts[e], loss);
+    const std::vector<double> numeric = moe::reference::numeric_gradient(params.experts[e], loss);
     for (int i = 0; i < 4; ++i)
       EXPECT_LE(moe::testing::relative_error(grad.data() + offsets[i], numeric.data() + offsets[i],
                                              offsets[i + 1] - offsets[i]),

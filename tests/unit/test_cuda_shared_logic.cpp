@@ -116,8 +116,8 @@ TEST(CudaSharedLogic, RouterRowsOnePerThread) {
   }
 }
 
-TEST(CudaSharedLogic, GluAndGatedAddElements) {
-  const std::int64_t n = 5, F = 7, H = 6;
+TEST(CudaSharedLogic, GluElementsAsTheKernelsRunThem) {
+  const std::int64_t n = 5, F = 7;
   std::vector<float> z(n * 2 * F), dh(n * F), h1(n * F), h2(n * F), dz1(n * 2 * F), dz2(n * 2 * F);
   fill_normal(z.data(), z.size(), 1.0, 20);
   fill_normal(dh.data(), dh.size(), 1.0, 21);
@@ -131,7 +131,6 @@ TEST(CudaSharedLogic, GluAndGatedAddElements) {
   // expf, so the two agree to float32 rounding, not bit for bit.
   EXPECT_LE(moe::testing::relative_error(h1.data(), h2.data(), n * F), 1e-6);
   EXPECT_LE(moe::testing::relative_error(dz1.data(), dz2.data(), n * 2 * F), 1e-6);
-  (void)H;
 }
 
 TEST(CudaSharedLogic, OptimizerElementsAsTheKernelsRunThem) {

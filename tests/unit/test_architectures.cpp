@@ -65,20 +65,36 @@ struct Arch {
 
 void PrintTo(const Arch& a, std::ostream* os) { *os << a.name(); }
 
-const std::vector<Arch> kArchs = {
-    // Mixtral: glu (SwiGLU), no biases, softmax router.
-    {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Softmax, 1, 1, 1.0f, 0, false, true, true},
-    // GeGLU with biases, raw weights, dropless.
-    {ExpertKind::GLU, true, Activation::GELU, RouterKind::Softmax, 1, 1, 1.0f, 0, false, false, false},
-    // Qwen2-MoE: glu, gated shared expert.
-    {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Softmax, 1, 1, 1.0f, 6, true, true, false},
-    // DeepSeek-V3: glu, sigmoid router with bias, groups, scaling, shared expert.
-    {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Sigmoid, 4, 2, 2.5f, 6, false, true, true},
-    // ffn experts without biases under the sigmoid router, gelu_tanh, raw weights.
-    {ExpertKind::FFN, false, Activation::GELUTanh, RouterKind::Sigmoid, 1, 1, 1.0f, 0, false, false, false},
-    // ffn with biases, group-limited softmax, ungated shared ffn expert, relu.
-    {ExpertKind::FFN, true, Activation::ReLU, RouterKind::Softmax, 2, 1, 1.5f, 5, false, true, true},
-};
+// Every combination of expert kind × router × shared expert (none, plain, gated), the
+// other options varied across them; the first four are the published models' layers.
+std::vector<Arch> all_architectures() {
+  std::vector<Arch> archs = {
+      // Mixtral: glu (SwiGLU), no biases, softmax router.
+      {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Softmax, 1, 1, 1.0f, 0, false, true, true},
+      // Qwen2-MoE: glu, softmax without renormalisation, gated shared expert.
+      {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Softmax, 1, 1, 1.0f, 6, true, true, false},
+      // DeepSeek-V3: glu, sigmoid router with bias, groups, scaling, shared expert.
+      {ExpertKind::GLU, false, Activation::SiLU, RouterKind::Sigmoid, 4, 2, 2.5f, 6, false, true, true},
+      // The reference layer with a plain shared expert and group-limited softmax.
+      {ExpertKind::FFN, true, Activation::ReLU, RouterKind::Softmax, 2, 1, 1.5f, 5, false, true, true},
+  };
+  const Activation acts[] = {Activation::GELU, Activation::GELUTanh, Activation::SiLU, Activation::ReLU};
+  int variant = 0;
+  for (ExpertKind kind : {ExpertKind::FFN, ExpertKind::GLU})
+    for (RouterKind router : {RouterKind::Softmax, RouterKind::Sigmoid})
+      for (int shared = 0; shared < 3; ++shared) {
+        Arch a{kind, variant % 2 == 0, acts[variant % 4], router, 1, 1, 1.0f, shared ? 5 : 0, shared == 2,
+               variant % 3 != 0, variant % 5 != 1};
+        if (variant % 3 == 2) a.n_group = 2, a.topk_group = 1;
+        if (variant % 4 == 1) a.scale = 1.75f;
+        bool listed = false;
+        for (const Arch& b : archs) listed = listed || b.name() == a.name();
+        if (!listed) archs.push_back(a);
+        ++variant;
+      }
+  return archs;
+}
+const std::vector<Arch> kArchs = all_architectures();
 
 // A layer with random (not initial) parameters everywhere, so that biases, gates and
 // the expert bias all matter.
@@ -235,7 +251,7 @@ TEST(Architectures, ConfigRulesNameTheField) {
 
 TEST(Architectures, OptimizerStepsUpdateTheSharedExpertAndTheBias) {
   for (const bool adamw : {true, false}) {
-    MOEConfig c = kArchs[3].config(8, 2, 16, 12, 1.25f);
+    MOEConfig c = kArchs[2].config(8, 2, 16, 12, 1.25f);
     c.bias_update_rate = 0.01f;
     auto comm = moe::make_communicator(moe::CommBackend::Local);
     moe::MoELayer layer = random_layer(c, *comm, 7);

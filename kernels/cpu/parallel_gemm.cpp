@@ -8,23 +8,32 @@
 namespace moe::kernels::cpu {
 namespace {
 
+// Keeps OpenBLAS single-threaded for one call and restores the caller's setting, so a
+// program that uses OpenBLAS elsewhere keeps its own thread count.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() {
+#if MOE_HAVE_OPENBLAS_THREADS
+    saved_ = openblas_get_num_threads();
+    if (saved_ != 1) openblas_set_num_threads(1);
+#endif
+  }
+  ~SingleThreadedBlas() {
+#if MOE_HAVE_OPENBLAS_THREADS
+    if (saved_ != 1) openblas_set_num_threads(saved_);
+#endif
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_ = 1;
+};
+
 // Below this many flops a fork/join costs more than the second core gives.
 constexpr double kMinFlopsToSplit = 4.0e6;
 
 }  // namespace
-
-SingleThreadedBlas::SingleThreadedBlas() {
-#if MOE_HAVE_OPENBLAS_THREADS
-  saved_ = openblas_get_num_threads();
-  if (saved_ != 1) openblas_set_num_threads(1);
-#endif
-}
-
-SingleThreadedBlas::~SingleThreadedBlas() {
-#if MOE_HAVE_OPENBLAS_THREADS
-  if (saved_ != 1) openblas_set_num_threads(saved_);
-#endif
-}
 
 void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                    float alpha, const float* a, std::int64_t lda, const float* b,

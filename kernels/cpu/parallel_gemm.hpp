@@ -26,18 +26,4 @@ void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
                    const BlockPrologue& prologue = nullptr,
                    const BlockEpilogue& epilogue = nullptr);
 
-// Keeps OpenBLAS single-threaded while it lives and restores the caller's setting, so
-// that a program using OpenBLAS elsewhere keeps its own thread count. Create it outside
-// an OpenMP parallel region (parallel_gemm makes its own).
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas();
-  ~SingleThreadedBlas();
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_ = 1;
-};
-
 }  // namespace moe::kernels::cpu

@@ -269,25 +269,61 @@ void write_attribute(hid_t location, const std::string& name, const std::string&
   MOE_CHECK(Hdf5, H5Awrite(attr.get(), type.get(), &text));
 }
 
-std::int64_t read_int64_attribute(hid_t location, const std::string& name) {
+namespace {
+
+// "'file.h5': attribute 'name' of /group", for messages.
+std::string describe_attribute(hid_t location, const std::string& name) {
+  std::string file(256, '\0'), object(256, '\0');
+  const ssize_t file_length = H5Fget_name(location, file.data(), file.size());
+  const ssize_t object_length = H5Iget_name(location, object.data(), object.size());
+  file.resize(file_length > 0 ? std::min<std::size_t>(static_cast<std::size_t>(file_length), 255) : 0);
+  object.resize(object_length > 0 ? std::min<std::size_t>(static_cast<std::size_t>(object_length), 255) : 0);
+  return "'" + file + "': attribute '" + name + "' of " + (object.empty() ? "/" : object);
+}
+
+// Opens an attribute after checking, before anything is read, that it holds exactly one
+// value of the expected type class: a file must not be able to make a scalar read copy
+// an array (a stack overwrite) or convert a string into a number.
+Handle open_scalar_attribute(hid_t location, const std::string& name, std::initializer_list<H5T_class_t> classes,
+                             const char* expected) {
   Handle attr = checked(H5Aopen(location, name.c_str(), H5P_DEFAULT), "H5Aopen");
+  Handle space = checked(H5Aget_space(attr.get()), "H5Aget_space");
+  const hssize_t points = H5Sget_simple_extent_npoints(space.get());
+  MOE_CHECK(Hdf5, points);
+  MOE_CHECK_ARG(points == 1, "checkpoint", describe_attribute(location, name), " holds ", points,
+                " values; expected a single ", expected);
+  Handle type = checked(H5Aget_type(attr.get()), "H5Aget_type");
+  const H5T_class_t found = H5Tget_class(type.get());
+  bool ok = false;
+  for (H5T_class_t c : classes) ok = ok || c == found;
+  MOE_CHECK_ARG(ok, "checkpoint", describe_attribute(location, name), " is ",
+                found == H5T_STRING    ? "a string"
+                : found == H5T_INTEGER ? "an integer"
+                : found == H5T_FLOAT   ? "a floating-point number"
+                                       : "of another HDF5 type",
+                "; expected ", expected);
+  return attr;
+}
+
+}  // namespace
+
+std::int64_t read_int64_attribute(hid_t location, const std::string& name) {
+  Handle attr = open_scalar_attribute(location, name, {H5T_INTEGER}, "integer");
   std::int64_t value = 0;
   MOE_CHECK(Hdf5, H5Aread(attr.get(), H5T_NATIVE_INT64, &value));
   return value;
 }
 
 double read_float64_attribute(hid_t location, const std::string& name) {
-  Handle attr = checked(H5Aopen(location, name.c_str(), H5P_DEFAULT), "H5Aopen");
+  Handle attr = open_scalar_attribute(location, name, {H5T_FLOAT, H5T_INTEGER}, "number");
   double value = 0;
   MOE_CHECK(Hdf5, H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &value));
   return value;
 }
 
 std::string read_string_attribute(hid_t location, const std::string& name) {
-  Handle attr = checked(H5Aopen(location, name.c_str(), H5P_DEFAULT), "H5Aopen");
+  Handle attr = open_scalar_attribute(location, name, {H5T_STRING}, "string");
   Handle file_type = checked(H5Aget_type(attr.get()), "H5Aget_type");
-  MOE_CHECK_ARG(H5Tget_class(file_type.get()) == H5T_STRING, "read_string_attribute", "attribute '", name,
-                "' is not a string");
   const htri_t variable = H5Tis_variable_str(file_type.get());
   MOE_CHECK(Hdf5, variable);
   if (variable) {

@@ -91,6 +91,43 @@ TEST_F(Checkpoint, NotHdf5) {
   EXPECT_MOE_ERROR(moe::load_checkpoint(file("text.h5"), layer), "text.h5' is not an HDF5 file");
 }
 
+// A file whose scalar attribute is an array, or of the wrong type, is refused before
+// anything is read into a scalar (issue 10: a 7000-value array overwrote the stack).
+TEST_F(Checkpoint, AttributesThatAreNotOneValueOfTheirTypeAreRefused) {
+  const std::string path = saved();
+  auto replace = [&](const char* name, hid_t type, std::vector<hsize_t> dims, const void* data) {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    H5Adelete(f.get(), name);
+    moe::hdf5::Handle space(dims.empty() ? H5Screate(H5S_SCALAR)
+                                         : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+    moe::hdf5::Handle attr(H5Acreate2(f.get(), name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT));
+    H5Awrite(attr.get(), type, data);
+  };
+  moe::MoELayer layer(config, *comm, 1);
+  const std::vector<std::int64_t> many(7000, 8);
+  replace("hidden_dim", H5T_NATIVE_INT64, {7000}, many.data());
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "attribute 'hidden_dim' of /", "holds 7000 values",
+                   "expected a single integer");
+  EXPECT_MOE_ERROR(moe::inspect_checkpoint(path), "holds 7000 values");
+  replace("hidden_dim", H5T_NATIVE_INT64, {2}, many.data());
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "holds 2 values");
+  const std::int64_t eight = 8;
+  replace("hidden_dim", H5T_NATIVE_INT64, {}, &eight);
+  replace("step", H5T_NATIVE_INT64, {7000}, many.data());
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "attribute 'step'", "holds 7000 values");
+  replace("step", H5T_NATIVE_INT64, {}, &eight);
+  const double wide = 1.5;
+  replace("top_k", H5T_NATIVE_DOUBLE, {}, &wide);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "attribute 'top_k'", "is a floating-point number",
+                   "expected integer");
+  {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    H5Adelete(f.get(), "top_k");
+    moe::hdf5::write_attribute(f.get(), "top_k", std::string("two"));
+  }
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "attribute 'top_k'", "is a string; expected integer");
+}
+
 TEST_F(Checkpoint, WrongFormatOrVersion) {
   {
     moe::hdf5::Handle f = moe::hdf5::create_file(file("other.h5"), nullptr);

@@ -14,3 +14,15 @@ cmake -S "$source_dir/tests/consumer" -B "$build/consumer-check/build" -DCMAKE_P
 cmake --build "$build/consumer-check/build" >/dev/null
 # The consumer must run from the install tree, not the build tree.
 LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" "$build/consumer-check/build/consumer"
+# The installed `moe` starts by itself (its RPATH finds the installed libmoe), with no
+# library path set and the build tree out of reach.
+work=$build/consumer-check/run
+mkdir -p "$work"
+env -u LD_LIBRARY_PATH "$prefix/bin/moe" init --out "$work/model.h5" --experts 4 --top-k 2 --hidden 8 \
+    --expert-dim 8 --expert-kind glu >/dev/null
+env -u LD_LIBRARY_PATH "$prefix/bin/moe" info "$work/model.h5" | grep -q "all 4 experts verified"
+if env -u LD_LIBRARY_PATH ldd "$prefix/bin/moe" | grep -q "$build/libmoe"; then
+  echo "check-consumer: the installed moe loads libmoe from the build tree" >&2
+  exit 1
+fi
+echo "check-consumer: the installed moe runs from $prefix"

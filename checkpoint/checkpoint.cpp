@@ -291,12 +291,12 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
   Communicator& comm = layer.communicator();
   const MOEConfig& c = layer.config();
   checkpoint::check_on_rank_zero(comm, [&] {
-    checkpoint::check_writable_destination(path);
     MOE_CHECK_ARG(!optimizer || &detail::OptimizerAccess::layer(*optimizer) == &layer, "save_checkpoint",
                   "the optimizer given updates another layer");
   });
+  checkpoint::PendingFile pending(comm, path);
   {
-    Handle file = hdf5::create_file(checkpoint::temporary_path(path), checkpoint::hdf5_communicator(comm));
+    Handle file = hdf5::create_file(pending.temporary(), checkpoint::hdf5_communicator(comm), true);
     checkpoint::write_config_attributes(file.get(), c, step);
     MoELayer& mutable_layer = const_cast<MoELayer&>(layer);  // reads only; the accessors are not const
     kernels::Ops& ops = detail::LayerAccess::ops(mutable_layer);
@@ -312,7 +312,7 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
     }
     file.close();
   }
-  checkpoint::commit_file(comm, path);
+  pending.commit();
 }
 
 std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer* optimizer,

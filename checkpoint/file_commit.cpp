@@ -1,11 +1,14 @@
 #include "checkpoint/file_commit.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 
 #include "collective_check.hpp"
@@ -33,8 +36,6 @@ void sync_to_disk(const std::string& name, bool directory) {
 
 }  // namespace
 
-std::string temporary_path(const std::string& path) { return path + ".moe-tmp"; }
-
 void check_writable_destination(const std::string& path) {
   const std::string dir = directory_of(path);
   MOE_CHECK_ARG(std::filesystem::is_directory(dir), "checkpoint", "cannot write '", path, "': the directory '", dir,
@@ -42,17 +43,107 @@ void check_writable_destination(const std::string& path) {
   MOE_CHECK_ARG(::access(dir.c_str(), W_OK) == 0, "checkpoint", "cannot write '", path, "': the directory '", dir,
                 "' is not writable");
   MOE_CHECK_ARG(!std::filesystem::is_directory(path), "checkpoint", "cannot write '", path, "': it is a directory");
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  MOE_CHECK_ARG(!std::filesystem::exists(status) || std::filesystem::is_regular_file(status), "checkpoint",
+                "refusing to write '", path, "': it exists and is not a regular file (",
+                std::filesystem::is_character_file(status) ? "a character device"
+                : std::filesystem::is_block_file(status)   ? "a block device"
+                : std::filesystem::is_fifo(status)         ? "a FIFO"
+                : std::filesystem::is_socket(status)       ? "a socket"
+                                                           : "not a plain file",
+                "); writing would replace it");
 }
 
-void commit_file(Communicator& comm, const std::string& path) {
-  comm.barrier();  // every rank has closed the temporary file
-  check_on_rank_zero(comm, [&] {
-    const std::string tmp = temporary_path(path);
-    sync_to_disk(tmp, false);
-    MOE_CHECK_ARG(std::rename(tmp.c_str(), path.c_str()) == 0, "commit_file", "renaming '", tmp, "' to '", path,
-                  "' failed: ", std::strerror(errno));
-    sync_to_disk(directory_of(path), true);
+void check_not_an_input(const std::string& output, const std::vector<std::pair<std::string, std::string>>& inputs) {
+  struct stat out {};
+  if (::stat(output.c_str(), &out) != 0) return;  // a new file cannot be an input
+  for (const auto& [option, input] : inputs) {
+    struct stat in {};
+    MOE_CHECK_ARG(::stat(input.c_str(), &in) != 0 || in.st_dev != out.st_dev || in.st_ino != out.st_ino, "output",
+                  "'", output, "' is the same file as ", option, " '", input,
+                  "'; writing it would destroy the input: choose another output path");
+  }
+}
+
+namespace {
+
+// 64 random bits from the kernel, for a temporary name no other writer picks.
+std::uint64_t random_bits() {
+  std::uint64_t value = 0;
+  const int fd = ::open("/dev/urandom", O_RDONLY);
+  if (fd >= 0) {
+    if (::read(fd, &value, sizeof value) != static_cast<ssize_t>(sizeof value)) value = 0;
+    ::close(fd);
+  }
+  return value ^ (static_cast<std::uint64_t>(::getpid()) << 32) ^ static_cast<std::uint64_t>(std::time(nullptr));
+}
+
+}  // namespace
+
+PendingFile::PendingFile(Communicator& comm, const std::string& path)
+    : comm_(comm), path_(path), lock_path_(path + ".moe-lock") {
+  std::int64_t token = 0;
+  check_on_rank_zero(comm_, [&] {
+    check_writable_destination(path_);
+    // Lock, then check that the lock file is still the one at its name (a finishing
+    // writer unlinks it): otherwise two writers could each hold a different inode.
+    for (int attempt = 0; attempt < 100 && lock_fd_ < 0; ++attempt) {
+      const int fd = ::open(lock_path_.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+      MOE_CHECK_ARG(fd >= 0, "checkpoint", "cannot create the lock file '", lock_path_, "': ", std::strerror(errno));
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int saved = errno;
+        ::close(fd);
+        MOE_CHECK_ARG(saved != EWOULDBLOCK, "checkpoint", "another job is writing '", path_, "' (it holds the lock '",
+                      lock_path_, "'); wait for it or choose another path");
+        detail::fail("checkpoint", "cannot lock '", lock_path_, "': ", std::strerror(saved));
+      }
+      struct stat held {}, named {};
+      if (::fstat(fd, &held) == 0 && ::stat(lock_path_.c_str(), &named) == 0 && held.st_ino == named.st_ino &&
+          held.st_dev == named.st_dev) {
+        lock_fd_ = fd;
+      } else {
+        ::close(fd);
+      }
+    }
+    MOE_CHECK_ARG(lock_fd_ >= 0, "checkpoint", "cannot hold the lock '", lock_path_, "'");
+    // Holding the lock, no other writer of this path is alive: a temporary file left by
+    // one that was killed is garbage.
+    const std::filesystem::path target(path_);
+    const std::string prefix = target.filename().string() + ".moe-tmp-";
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(directory_of(path_), ec))
+      if (entry.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(entry.path(), ec);
+    token = static_cast<std::int64_t>(random_bits() & 0x7fffffffffffffffull);
   });
+  comm_.all_reduce(&token, 1, DataType::Int64, ReduceOp::Sum);  // rank 0's token, to every rank
+  char suffix[32];
+  std::snprintf(suffix, sizeof suffix, ".moe-tmp-%016llx", static_cast<unsigned long long>(token));
+  temporary_ = path_ + suffix;
+}
+
+PendingFile::~PendingFile() {
+  if (!committed_ && comm_.rank() == 0) std::remove(temporary_.c_str());  // an error: leave no partial file
+  if (lock_fd_ >= 0) {
+    if (!committed_) ::unlink(lock_path_.c_str());
+    ::close(lock_fd_);
+  }
+}
+
+void PendingFile::commit() {
+  comm_.barrier();  // every rank has closed the temporary file
+  check_on_rank_zero(comm_, [&] {
+    sync_to_disk(temporary_, false);
+    MOE_CHECK_ARG(std::rename(temporary_.c_str(), path_.c_str()) == 0, "commit_file", "renaming '", temporary_,
+                  "' to '", path_, "' failed: ", std::strerror(errno));
+    sync_to_disk(directory_of(path_), true);
+  });
+  committed_ = true;
+  if (lock_fd_ >= 0) {
+    ::unlink(lock_path_.c_str());
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
 }
 
 void check_on_rank_zero(Communicator& comm, const std::function<void()>& check) {

@@ -1,23 +1,51 @@
-// Files that appear under their name only when complete: write to a temporary name,
-// then (on one rank, after every rank has closed it) flush it to disk and rename it.
+// Files that appear under their name only when complete: write to a unique temporary
+// name, then (on one rank, after every rank has closed it) flush it to disk and rename
+// it; and the checks that keep a write from destroying what is already there.
 #pragma once
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "moe/communicator.hpp"
 
 namespace moe::checkpoint {
 
-// "<path>.moe-tmp": where a file is written before it is committed.
-std::string temporary_path(const std::string& path);
-
-// Throws unless the directory that will hold `path` exists and is writable.
+// Throws unless `path` can be written: its directory exists and is writable, and it is
+// not an existing directory, device, FIFO or other non-regular file (replacing one of
+// those by a regular file would lose it: `--output /dev/null` as root).
 void check_writable_destination(const std::string& path);
 
-// Collective: after a barrier, rank 0 fsyncs the temporary file, renames it to
-// `path` and fsyncs the directory; every rank throws if that failed.
-void commit_file(Communicator& comm, const std::string& path);
+// Throws unless `output` differs from every one of `inputs` (the same device and inode
+// means the same file, whatever the path): writing it would destroy an input.
+void check_not_an_input(const std::string& output, const std::vector<std::pair<std::string, std::string>>& inputs);
+
+// A file being written under a temporary name and renamed to `path` when complete.
+// Collective over `comm`. The temporary name is unique to this write (the ranks agree
+// on it) and created exclusively; rank 0 holds an advisory lock on the target while
+// writing, so a second job writing the same path fails with "another job is writing".
+// If the writer is destroyed without commit() (an error), the temporary file is
+// removed and the previous file at `path` is untouched.
+class PendingFile {
+ public:
+  PendingFile(Communicator& comm, const std::string& path);
+  ~PendingFile();
+  PendingFile(const PendingFile&) = delete;
+  PendingFile& operator=(const PendingFile&) = delete;
+
+  const std::string& temporary() const { return temporary_; }
+  // Collective: after every rank has closed the file, rank 0 flushes it, renames it
+  // to `path`, flushes the directory and releases the lock; every rank throws if that
+  // failed.
+  void commit();
+
+ private:
+  Communicator& comm_;
+  std::string path_, temporary_, lock_path_;
+  int lock_fd_ = -1;  // rank 0
+  bool committed_ = false;
+};
 
 // Collective: throws on every rank if `check` throws on rank 0 (checks that read a
 // file once rather than on every rank).

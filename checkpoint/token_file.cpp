@@ -103,25 +103,25 @@ TokenBlock read_token_block(const std::string& path, Communicator& comm, std::in
 void write_token_file(const std::string& path, const Tensor<FLOAT_TYPE>& tokens) {
   MOE_CHECK_ARG(tokens.rank() == 2 || tokens.rank() == 3, "write_token_file", "tokens has shape ",
                 shape_to_string(tokens.shape()), "; expected [T, H] or [B, S, H]");
-  check_writable_destination(path);
+  auto local = make_communicator(CommBackend::Local);
+  PendingFile pending(*local, path);
   {
-    Handle file = hdf5::create_file(temporary_path(path), nullptr);
+    Handle file = hdf5::create_file(pending.temporary(), nullptr, true);
     {
       Handle dataset = hdf5::create_dataset(file.get(), kTokens, H5T_IEEE_F32LE, to_dims(tokens.shape()));
       hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, tokens.data(), false);
     }
     file.close();
   }
-  auto local = make_communicator(CommBackend::Local);
-  commit_file(*local, path);
+  pending.commit();
 }
 
 void write_inference_output(const std::string& path, Communicator& comm, const TokenBlock& block,
                             const ForwardResult& result, std::int64_t top_k) {
-  check_on_rank_zero(comm, [&] { check_writable_destination(path); });
+  PendingFile pending(comm, path);
   const auto T = static_cast<hsize_t>(block.total_rows), k = static_cast<hsize_t>(top_k);
   {
-    Handle file = hdf5::create_file(temporary_path(path), hdf5_communicator(comm));
+    Handle file = hdf5::create_file(pending.temporary(), hdf5_communicator(comm), true);
     write_rows(file.get(), "/output", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, to_dims(block.file_shape), block.row_begin,
                block.row_end, result.output.data());
     write_rows(file.get(), "/expert_indices", H5T_STD_I32LE, H5T_NATIVE_INT32, {T, k}, block.row_begin,
@@ -134,7 +134,7 @@ void write_inference_output(const std::string& path, Communicator& comm, const T
     write_per_rank(file.get(), "/dropped", H5T_STD_I64LE, H5T_NATIVE_INT64, comm.size(), comm.rank(), &dropped);
     file.close();
   }
-  commit_file(comm, path);
+  pending.commit();
 }
 
 }  // namespace moe::checkpoint

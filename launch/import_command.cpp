@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "checkpoint/file_commit.hpp"
 #include "collective_check.hpp"
 #include "launch/command.hpp"
 #include "moe/checkpoint.hpp"
@@ -31,7 +32,11 @@ class ImportCommand final : public Command {
 
   int run(Communicator& comm) override {
     MOEConfig config;
-    collective_check(comm, [&] { config = imported_config(source_); });
+    collective_check(comm, [&] {
+      checkpoint::check_not_an_input(out_, {{"--model", source_.model}});
+      checkpoint::check_writable_destination(out_);
+      config = imported_config(source_);
+    });
     MoELayer layer(config, comm, 0);
     import_layer(source_, layer);
     save_checkpoint(out_, layer, 0);

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "checkpoint/token_file.hpp"
+#include "checkpoint/file_commit.hpp"
 #include "collective_check.hpp"
 #include "launch/command.hpp"
 #include "moe/checkpoint.hpp"
@@ -29,7 +30,12 @@ class InferCommand final : public Command {
   int run(Communicator& comm) override {
     const auto start = std::chrono::steady_clock::now();
     MOEConfig config;
-    collective_check(comm, [&] { config = read_checkpoint_config(checkpoint_); });
+    collective_check(comm, [&] {
+      // Before any work: the output must not be one of the inputs, nor a device or FIFO.
+      checkpoint::check_not_an_input(output_, {{"--ckpt", checkpoint_}, {"--input", input_}});
+      checkpoint::check_writable_destination(output_);
+      config = read_checkpoint_config(checkpoint_);
+    });
     LayerOptions options;
     options.traffic = traffic_ == "dedup" ? TrafficMode::Deduplicated : TrafficMode::PerAssignment;
     apply_device_options(device_, options);

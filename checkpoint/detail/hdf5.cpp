@@ -135,10 +135,11 @@ bool is_hdf5_file(const std::string& path) {
   return H5Fis_hdf5(path.c_str()) > 0;
 }
 
-Handle create_file(const std::string& path, const Communicator* comm) {
+Handle create_file(const std::string& path, const Communicator* comm, bool exclusive) {
   quiet();
   Handle fapl = file_access(comm);
-  return checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), "H5Fcreate");
+  return checked(H5Fcreate(path.c_str(), exclusive ? H5F_ACC_EXCL : H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+                 "H5Fcreate");
 }
 
 Handle open_file(const std::string& path, bool writable, const Communicator* comm) {

@@ -37,7 +37,8 @@ using Dims = std::vector<hsize_t>;
 // Files. With a communicator whose native handle is an MPI_Comm the file is opened
 // through MPI-IO (every rank of it must call); otherwise with the POSIX driver.
 bool is_hdf5_file(const std::string& path);
-Handle create_file(const std::string& path, const Communicator* comm);
+// exclusive: fail if the file exists (a writer's unique temporary file).
+Handle create_file(const std::string& path, const Communicator* comm, bool exclusive = false);
 Handle open_file(const std::string& path, bool writable, const Communicator* comm);
 
 // Objects.

@@ -19,9 +19,11 @@ namespace moe {
 // position), stored as attributes of /training.
 using TrainingAttributes = std::map<std::string, std::int64_t>;
 
-// Collective over the layer's communicator. Written under "<path>.moe-tmp" and renamed
-// to `path` once every rank has closed it, so a crash mid-save leaves the previous
-// file at `path` intact. With an optimizer (of this layer), its type, step count,
+// Collective over the layer's communicator. Written under a unique temporary name
+// ("<path>.moe-tmp-<hex>") and renamed to `path` once every rank has closed it, so a
+// crash mid-save leaves the previous file at `path` intact; a second job saving to the
+// same path meanwhile fails with "another job is writing"; an existing `path` that is
+// not a regular file (a device, a FIFO) is refused. With an optimizer (of this layer), its type, step count,
 // hyperparameters and state (sharded like the experts) go under /optimizer.
 void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step = 0,
                      Optimizer* optimizer = nullptr, const TrainingAttributes& training = {});

@@ -59,6 +59,19 @@ check "infer a glu/sigmoid/shared layer at 1 and 2 ranks" bash -c \
 check "2 ranks infer the same output as 1 (glu, sigmoid, shared)" same_outputs ds_out1.h5 ds_out2.h5
 check "an unknown expert kind names the choices" fails_with "--expert-kind: swiglu not in {ffn,glu}" moe init --out x.h5 --expert-kind swiglu
 
+# Outputs that would destroy something (issue 10): an input, a device, a FIFO.
+cp model.h5 keep.h5
+check "infer refuses --output equal to --ckpt" fails_with "is the same file as --ckpt" \
+  moe infer --ckpt model.h5 --input tokens.h5 --output model.h5
+check "infer refuses --output equal to --input, through another path" fails_with "is the same file as --input" \
+  moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output ./../cli/tokens.h5
+check "the checkpoint is untouched" cmp model.h5 keep.h5
+check "an output that is a device is refused" fails_with "it exists and is not a regular file (a character device)" \
+  moe make-tokens --out /dev/null --tokens 4 --hidden 8
+mkfifo pipe
+check "an output that is a FIFO is refused" fails_with "(a FIFO)" moe init --out pipe --experts 4 --hidden 8 --expert-dim 8
+check "the FIFO is still a FIFO" test -p pipe
+
 check "a missing checkpoint" fails_with "'absent.h5' does not exist" moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a missing checkpoint, 2 ranks" fails_with "'absent.h5' does not exist" moe-run -np 2 moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a token file without /tokens" fails_with "has no dataset /tokens" moe-run -np 2 moe infer --ckpt model.h5 --input model.h5 --output o.h5

@@ -47,7 +47,8 @@ TEST_F(Checkpoint, RoundTripRestoresEveryParameterAndTheStep) {
   const std::string path = file("model.h5");
   moe::save_checkpoint(path, original, 17);
   EXPECT_TRUE(fs::exists(path));
-  EXPECT_FALSE(fs::exists(path + ".moe-tmp")) << "the temporary file is renamed, not left behind";
+  for (const auto& entry : fs::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename(), "model.h5") << "a save leaves only its file behind";
 
   moe::MoELayer restored(config, *comm, 99);  // a different initialisation
   EXPECT_EQ(moe::load_checkpoint(path, restored), 17);

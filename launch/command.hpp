@@ -26,6 +26,11 @@ class Command {
   virtual int run(Communicator& comm) = 0;
 };
 
+// Range checks whose messages say what was expected and what was given, e.g.
+// "--tokens: must be > 0 (got 0)" (CLI11's own print the limits of a double).
+CLI::Validator positive();
+CLI::Validator non_negative();
+
 std::unique_ptr<Command> make_init_command();
 std::unique_ptr<Command> make_info_command();
 std::unique_ptr<Command> make_infer_command();

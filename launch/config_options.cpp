@@ -2,6 +2,30 @@
 
 namespace moe::cli {
 
+namespace {
+
+CLI::Validator bound(bool strict) {
+  return CLI::Validator(
+      [strict](std::string& text) -> std::string {
+        double value = 0;
+        try {
+          std::size_t used = 0;
+          value = std::stod(text, &used);
+          if (used != text.size()) throw std::invalid_argument(text);
+        } catch (const std::exception&) {
+          return "expected a number (got '" + text + "')";
+        }
+        if (strict ? value > 0 : value >= 0) return {};
+        return std::string("must be ") + (strict ? "> 0" : ">= 0") + " (got " + text + ")";
+      },
+      strict ? "> 0" : ">= 0");
+}
+
+}  // namespace
+
+CLI::Validator positive() { return bound(true); }
+CLI::Validator non_negative() { return bound(false); }
+
 ConfigOptions::ConfigOptions(const MOEConfig& defaults) : defaults_(defaults) {}
 
 void ConfigOptions::add_to(CLI::App* command) {

@@ -14,9 +14,9 @@ class MakeTokensCommand final : public Command {
   CLI::App* add_to(CLI::App& app) override {
     CLI::App* cmd = app.add_subcommand("make-tokens", "write a random token file (/tokens, standard normal)");
     cmd->add_option("--out", out_, "token file to write")->required();
-    cmd->add_option("--tokens", tokens_, "number of tokens T")->required()->check(CLI::NonNegativeNumber);
-    cmd->add_option("--hidden", hidden_, "hidden size H")->required()->check(CLI::PositiveNumber);
-    cmd->add_option("--batch", batch_, "write [B, T/B, H] instead of [T, H]")->check(CLI::PositiveNumber);
+    cmd->add_option("--tokens", tokens_, "number of tokens T")->required()->check(non_negative());
+    cmd->add_option("--hidden", hidden_, "hidden size H")->required()->check(positive());
+    cmd->add_option("--batch", batch_, "write [B, T/B, H] instead of [T, H]")->check(positive());
     cmd->add_option("--seed", seed_, "random seed")->capture_default_str();
     return cmd;
   }

@@ -3,6 +3,7 @@
 //   moe init --out model.h5 --experts 8 --top-k 2 --hidden 512 --expert-dim 2048
 //   moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output out.h5
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "launch/command.hpp"
@@ -28,6 +29,20 @@ int main(int argc, char** argv) {
   commands.push_back(moe::cli::make_import_command());
   std::vector<CLI::App*> subcommands;
   for (auto& c : commands) subcommands.push_back(c->add_to(app));
+  // A first word that is no subcommand is named, rather than CLI11's "A subcommand is
+  // required".
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (CLI::App* sub : subcommands) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "moe: unknown command '%s'; expected one of %s (moe --help)\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
   // Every rank parses the same command line, so a bad argument fails on every rank.
   CLI11_PARSE(app, argc, argv);
 

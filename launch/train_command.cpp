@@ -30,8 +30,8 @@ class TrainCommand final : public Command {
   CLI::App* add_to(CLI::App& app) override {
     CLI::App* cmd = app.add_subcommand("train", "train a layer on a synthetic teacher task (MSE), across ranks");
     config_options_.add_to(cmd);
-    cmd->add_option("--steps", steps_, "train until this step")->capture_default_str()->check(CLI::NonNegativeNumber);
-    cmd->add_option("--tokens", tokens_, "tokens per rank per step")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--steps", steps_, "train until this step")->capture_default_str()->check(non_negative());
+    cmd->add_option("--tokens", tokens_, "tokens per rank per step")->capture_default_str()->check(positive());
     cmd->add_option("--optimizer", optimizer_, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
     cmd->add_option("--lr", lr_, "learning rate")->capture_default_str();
     cmd->add_option("--momentum", momentum_, "SGD momentum")->capture_default_str();
@@ -47,7 +47,7 @@ class TrainCommand final : public Command {
     cmd->add_option("--seed", seed_, "student initialisation seed")->capture_default_str();
     cmd->add_option("--teacher-seed", teacher_seed_, "teacher seed")->capture_default_str();
     cmd->add_option("--data-seed", data_seed_, "token stream seed")->capture_default_str();
-    cmd->add_option("--log-every", log_every_, "progress line every N steps")->capture_default_str()->check(CLI::PositiveNumber);
+    cmd->add_option("--log-every", log_every_, "progress line every N steps")->capture_default_str()->check(positive());
     cmd->add_option("--ckpt", checkpoint_, "checkpoint to write (periodically and at the end)");
     cmd->add_option("--save-every", save_every_, "checkpoint every N steps (0: only at the end)")->capture_default_str();
     cmd->add_option("--resume", resume_, "continue from this checkpoint (its config, state and data position)");

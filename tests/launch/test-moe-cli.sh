@@ -72,6 +72,10 @@ mkfifo pipe
 check "an output that is a FIFO is refused" fails_with "(a FIFO)" moe init --out pipe --experts 4 --hidden 8 --expert-dim 8
 check "the FIFO is still a FIFO" test -p pipe
 
+check "an unknown command is named" fails_with "unknown command 'bogus'; expected one of init, info" moe bogus
+check "a range error says what was expected" fails_with "--steps: must be >= 0 (got -1)" moe train --steps -1
+check "a range error for --tokens" fails_with "--tokens: must be > 0 (got 0)" moe train --tokens 0
+
 check "a missing checkpoint" fails_with "'absent.h5' does not exist" moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a missing checkpoint, 2 ranks" fails_with "'absent.h5' does not exist" moe-run -np 2 moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a token file without /tokens" fails_with "has no dataset /tokens" moe-run -np 2 moe infer --ckpt model.h5 --input model.h5 --output o.h5

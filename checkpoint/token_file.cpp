@@ -21,6 +21,12 @@ Dims to_dims(const std::vector<std::int64_t>& shape) { return Dims(shape.begin()
 void write_rows(hid_t file, const char* name, hid_t file_type, hid_t memory_type, const Dims& dims,
                 std::int64_t begin, std::int64_t end, const void* data) {
   Handle dataset = hdf5::create_dataset(file, name, file_type, dims);
+  // An empty dataset has no storage address: even a collective write that selects
+  // nothing fails on it ("addr overflow"). Every rank sees the same dims, so every rank
+  // skips alike.
+  hsize_t elements = 1;
+  for (hsize_t d : dims) elements *= d;
+  if (elements == 0) return;
   Handle file_space = hdf5::dataspace(dims);
   hdf5::select_flat_rows(file_space.get(), dims, static_cast<hsize_t>(begin), static_cast<hsize_t>(end));
   hsize_t width = dims.back();

@@ -59,6 +59,15 @@ check "infer a glu/sigmoid/shared layer at 1 and 2 ranks" bash -c \
 check "2 ranks infer the same output as 1 (glu, sigmoid, shared)" same_outputs ds_out1.h5 ds_out2.h5
 check "an unknown expert kind names the choices" fails_with "--expert-kind: swiglu not in {ffn,glu}" moe init --out x.h5 --expert-kind swiglu
 
+# Empty input: no tokens at all, or fewer tokens than ranks (issue 10).
+moe make-tokens --out empty.h5 --tokens 0 --hidden 32 >/dev/null
+moe make-tokens --out one.h5 --tokens 1 --hidden 32 >/dev/null
+for np in 1 2 4; do
+  check "infer of 0 tokens at $np rank(s)" bash -c "moe-run -np $np moe infer --ckpt model.h5 --input empty.h5 --output empty_out$np.h5 >/dev/null &&
+    \"$MOE_PYTHON\" -c \"import h5py; f = h5py.File('empty_out$np.h5'); assert f['output'].shape == (0, 32) and f['aux_loss'].shape == ($np,)\""
+done
+check "infer of 1 token at 4 ranks" moe-run -np 4 moe infer --ckpt model.h5 --input one.h5 --output one_out.h5
+
 # Outputs that would destroy something (issue 10): an input, a device, a FIFO.
 cp model.h5 keep.h5
 check "infer refuses --output equal to --ckpt" fails_with "is the same file as --ckpt" \

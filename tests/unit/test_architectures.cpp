@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "dispatch_plan.hpp"
 #include "moe/checkpoint.hpp"
@@ -337,6 +338,42 @@ TEST(Architectures, ReferenceApiRunsGluExperts) {
   }
   EXPECT_MOE_ERROR(moe::apply_expert_ffn(x, Tensor<float>({2 * 20 * 14 + 14 + 20}), c),
                    "expected 840 for glu experts without biases");
+}
+
+}  // namespace
+
+namespace {
+
+// Non-finite weights give non-finite outputs for the tokens that use them, with every
+// activation (issue 10: ReLU written as z > 0 ? z : 0 turned NaN into 0 and hid a
+// corrupted expert); other tokens stay finite.
+TEST(NonFinite, NaNOrInfWeightsReachTheOutputOfTheirTokens) {
+  for (ExpertKind kind : {ExpertKind::FFN, ExpertKind::GLU})
+    for (Activation act : {Activation::ReLU, Activation::GELU, Activation::GELUTanh, Activation::SiLU})
+      for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+        MOEConfig c(4, 1, 8, 6);
+        c.expert_kind = kind;
+        c.activation = act;
+        c.drop_tokens = false;
+        auto comm = moe::make_communicator(moe::CommBackend::Local);
+        moe::MoELayer layer(c, *comm, 3);
+        Tensor<float> flat = layer.expert_params(2);
+        for (std::int64_t i = 0; i < c.hidden_dim * (kind == ExpertKind::GLU ? 2 : 1) * c.expert_dim; ++i)
+          flat[i] = bad;  // W_in
+        layer.set_expert_params(2, flat);
+        const Tensor<float> x = random_tensor({40, 8}, 1.0, 5);
+        const moe::ForwardResult r = layer.forward(x);
+        int on_bad = 0;
+        for (std::int64_t t = 0; t < 40; ++t) {
+          bool finite = true;
+          for (std::int64_t h = 0; h < 8; ++h) finite = finite && std::isfinite(r.output[t * 8 + h]);
+          const bool uses_bad = r.expert_indices[t] == 2;
+          on_bad += uses_bad;
+          EXPECT_EQ(finite, !uses_bad) << moe::expert_kind_name(kind) << " " << moe::activation_name(act) << " "
+                                       << bad << " token " << t;
+        }
+        EXPECT_GT(on_bad, 0) << "meant to route a token to the corrupted expert";
+      }
 }
 
 }  // namespace

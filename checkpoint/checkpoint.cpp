@@ -258,6 +258,18 @@ void check_optimizer(hid_t file, const MOEConfig& c, Optimizer& optimizer, const
                 " optimizer state but the optimizer given is ", optimizer_name(optimizer.type()));
   for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer))
     checkpoint::check_datasets(file, c, path, std::string(kOptimizer) + "/" + s.name);
+  // Values a training run would divide by or raise to a power: a bad one would write
+  // NaN weights (issue 10: a negative step did, and the run saved them with exit 0).
+  const std::int64_t steps = hdf5::read_int64_attribute(group.get(), "step");
+  MOE_CHECK_ARG(steps >= 0, "load_checkpoint", "'", path, "': /optimizer step = ", steps, "; expected >= 0");
+  for (const auto& [name, unused] : detail::OptimizerAccess::hyperparameters(optimizer)) {
+    const double v = hdf5::read_float64_attribute(group.get(), name);
+    const bool unit = name == "beta1" || name == "beta2" || name == "momentum";
+    const bool positive = name == "lr" || name == "eps";
+    MOE_CHECK_ARG(std::isfinite(v) && (unit ? v >= 0 && v < 1 : positive ? v > 0 : v >= 0), "load_checkpoint", "'",
+                  path, "': /optimizer ", name, " = ", v, "; expected ",
+                  unit ? "a value in [0, 1)" : positive ? "a finite value > 0" : "a finite value >= 0");
+  }
 }
 
 std::string read_optimizer(hid_t file, const MOEConfig& c, kernels::Ops& ops, Optimizer& optimizer,
@@ -325,6 +337,8 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer
                   "the optimizer given updates another layer");
     Handle file = open_checkpoint(path);
     checkpoint::check_same_config(checkpoint::read_config_attributes(file.get(), path), c, path);
+    const std::int64_t file_step = checkpoint::read_step(file.get());
+    MOE_CHECK_ARG(file_step >= 0, "load_checkpoint", "'", path, "' holds step = ", file_step, "; expected >= 0");
     checkpoint::check_datasets(file.get(), c, path);
     if (optimizer) check_optimizer(file.get(), c, *optimizer, path);
   });

@@ -94,6 +94,8 @@ class TrainCommand final : public Command {
       restore("data_position", position);
       MOE_CHECK_ARG(position == step, "train", "'", resume_, "': data_position = ", position,
                     " differs from step = ", step);
+      MOE_CHECK_ARG(steps_ > step, "train", "--steps ", steps_, " is at or below the step of '", resume_, "' (",
+                    step, "): nothing to train; --steps is the step to train until, not a count");
     }
     // The teacher routes without capacity, so that every target is a full MoE output.
     MOEConfig teacher_config = config_;
@@ -128,6 +130,13 @@ class TrainCommand final : public Command {
         grad[i] = static_cast<float>(scale * diff);
       }
       comm.all_reduce(sums, 4, DataType::Float64, ReduceOp::Sum);
+      // The same sums on every rank, so every rank stops here alike, before a step or a
+      // save could write non-finite weights; the last checkpoint stays as it was.
+      collective_check(comm, [&] {
+        MOE_CHECK_ARG(std::isfinite(sums[0]), "train", "the loss is ", sums[0], " at step ", step + 1,
+                      "; training stopped without updating the weights",
+                      checkpoint_.empty() ? "" : " (the last checkpoint written is kept)");
+      });
       student.zero_grad();
       student.backward(grad);
       if (clip_ > 0) clip_grad_norm(student, clip_);

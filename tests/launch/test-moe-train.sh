@@ -29,6 +29,14 @@ moe-run -np 2 moe train "${small[@]}" --steps 60 --log-every 20 --lr 0.005 >fall
 losses=($(awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $2}' falls.log))
 echo "    logged losses: ${losses[*]}"
 check "the loss falls over 60 steps at 2 ranks" awk -v a="${losses[0]:-0}" -v b="${losses[2]:-1}" 'BEGIN { exit !(b < 0.8 * a) }'
+# Resume rules and a run that diverges (issue 10).
+check "--steps at or below the checkpoint's step is an error" bash -c \
+  "moe train ${small[*]} --steps 4 --resume first1.h5 2>&1 | grep -q -- '--steps 4 is at or below the step'"
+moe train "${small[@]}" --steps 10 --lr 1e30 --clip 0 --save-every 1 --ckpt diverged.h5 >diverged.log 2>&1
+check "a non-finite loss stops the run with an error" \
+  bash -c "grep -q 'the loss is .*nan at step 2; training stopped' diverged.log"
+check "the last good checkpoint is kept" bash -c "moe info diverged.h5 | grep -q '^step        1$'"
+
 # DeepSeek-style: glu experts without biases, the sigmoid router with groups and
 # scaling, a gated shared expert, no aux loss.
 arch=(--experts 8 --top-k 2 --hidden 64 --expert-dim 64 --tokens 512 --log-every 50 --save-every 0

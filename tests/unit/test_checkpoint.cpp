@@ -9,6 +9,7 @@
 #include "checkpoint/detail/fletcher32.hpp"
 #include "checkpoint/detail/hdf5.hpp"
 #include "moe/checkpoint.hpp"
+#include "moe/optimizer.hpp"
 #include "support/test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -127,6 +128,32 @@ TEST_F(Checkpoint, AttributesThatAreNotOneValueOfTheirTypeAreRefused) {
     moe::hdf5::write_attribute(f.get(), "top_k", std::string("two"));
   }
   EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), "attribute 'top_k'", "is a string; expected integer");
+}
+
+TEST_F(Checkpoint, NegativeStepsAndBadHyperparametersAreRefused) {
+  moe::MoELayer layer(config, *comm, 1);
+  moe::Optimizer opt = moe::Optimizer::adamw(layer);
+  const std::string path = file("trained.h5");
+  moe::save_checkpoint(path, layer, 5, &opt);
+  auto set = [&](const char* group, const char* name, auto value) {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    moe::hdf5::Handle g(H5Oopen(f.get(), group, H5P_DEFAULT));
+    H5Adelete(g.get(), name);
+    moe::hdf5::write_attribute(g.get(), name, value);
+  };
+  set("/", "step", std::int64_t{-3});
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer, &opt), "holds step = -3; expected >= 0");
+  set("/", "step", std::int64_t{5});
+  set("/optimizer", "step", std::int64_t{-1});
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer, &opt), "/optimizer step = -1");
+  set("/optimizer", "step", std::int64_t{5});
+  set("/optimizer", "beta2", 1.5);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer, &opt), "/optimizer beta2 = 1.5", "[0, 1)");
+  set("/optimizer", "beta2", 0.999);
+  set("/optimizer", "lr", -1.0);
+  EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer, &opt), "/optimizer lr = -1");
+  set("/optimizer", "lr", 1e-3);
+  EXPECT_EQ(moe::load_checkpoint(path, layer, &opt), 5);
 }
 
 TEST_F(Checkpoint, WrongFormatOrVersion) {

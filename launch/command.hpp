@@ -31,6 +31,10 @@ class Command {
 CLI::Validator positive();
 CLI::Validator non_negative();
 
+// Collective: throws the same error on every rank unless every rank was given the same
+// subcommand and the same value for every option, naming the option and the ranks.
+void check_same_command_line(Communicator& comm, const CLI::App& app, const CLI::App& command);
+
 std::unique_ptr<Command> make_init_command();
 std::unique_ptr<Command> make_info_command();
 std::unique_ptr<Command> make_infer_command();

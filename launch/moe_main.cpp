@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
     comm = moe::make_communicator(command->collective() ? backend : moe::CommBackend::Auto);
     if (!command->collective() && comm->rank() != 0) return 0;  // one-process tools run on rank 0
     if (!command->collective()) comm = moe::make_communicator(moe::CommBackend::Local);
+    for (std::size_t i = 0; i < commands.size(); ++i)
+      if (commands[i].get() == command && command->collective())
+        moe::cli::check_same_command_line(*comm, app, *subcommands[i]);
     return command->run(*comm);
   } catch (const moe::CollectiveError& e) {
     // Every rank has this error: each leaves cleanly, rank 0 says why.

@@ -85,6 +85,24 @@ check "an unknown command is named" fails_with "unknown command 'bogus'; expecte
 check "a range error says what was expected" fails_with "--steps: must be >= 0 (got -1)" moe train --steps -1
 check "a range error for --tokens" fails_with "--tokens: must be > 0 (got 0)" moe train --tokens 0
 
+# Ranks given different command lines (issue 10): an error naming the option and ranks.
+cat > per_rank.sh <<'SH'
+#!/usr/bin/env bash
+# Rank 1 gets "$1 $2" appended; the others do not.
+extra=()
+[[ ${OMPI_COMM_WORLD_RANK:-0} == 1 ]] && extra=("$1" "$2")
+shift 2
+exec moe "$@" "${extra[@]}"
+SH
+chmod +x per_rank.sh
+check "a --steps that differs between ranks is named, not a hang" fails_with \
+  "--steps differs between ranks (rank(s) 0 have one value, rank(s) 1 another" \
+  timeout 60 moe-run -np 2 ./per_rank.sh --steps 7 train --experts 4 --hidden 16 --expert-dim 16 --tokens 16 --steps 3
+check "a --ckpt that differs between ranks is named" fails_with "--ckpt differs between ranks" \
+  timeout 60 moe-run -np 2 ./per_rank.sh --ckpt other.h5 train --experts 4 --hidden 16 --expert-dim 16 --steps 1 --ckpt a.h5
+check "an --lr that differs between ranks is named" fails_with "--lr differs between ranks" \
+  timeout 60 moe-run -np 2 ./per_rank.sh --lr 0.5 train --experts 4 --hidden 16 --expert-dim 16 --steps 1
+
 check "a missing checkpoint" fails_with "'absent.h5' does not exist" moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a missing checkpoint, 2 ranks" fails_with "'absent.h5' does not exist" moe-run -np 2 moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a token file without /tokens" fails_with "has no dataset /tokens" moe-run -np 2 moe infer --ckpt model.h5 --input model.h5 --output o.h5

@@ -375,7 +375,12 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer
 
 MOEConfig read_checkpoint_config(const std::string& path) {
   Handle file = open_checkpoint(path);
-  return checkpoint::read_config_attributes(file.get(), path);
+  MOEConfig config = checkpoint::read_config_attributes(file.get(), path);
+  // The datasets must have the shapes the attributes claim before anyone allocates a
+  // layer of that size (a 0.6 MB file claiming hidden_dim = 262144 made moe infer
+  // allocate 4.7 GB before failing).
+  checkpoint::check_datasets(file.get(), config, path);
+  return config;
 }
 
 // A checkpoint opened on one process, its config read and its datasets checked.

@@ -3,6 +3,7 @@
 //   moe init --out model.h5 --experts 8 --top-k 2 --hidden 512 --expert-dim 2048
 //   moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output out.h5
 #include <cstdio>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -70,8 +71,14 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::exception& e) {
     // Possibly this rank alone: the others could be waiting for it, so end the job.
-    if (comm && comm->size() > 1) comm->abort("moe " + name + ": error: " + e.what());
-    std::fprintf(stderr, "moe %s: error: %s\n", name.c_str(), e.what());
+    // An allocation that failed outside moe's own checks still gets the reference
+    // API's words, not a bare "std::bad_alloc".
+    const std::string message = dynamic_cast<const std::bad_alloc*>(&e)
+                                    ? "Failed to allocate memory for activations (" + std::string(e.what()) +
+                                          "); use fewer tokens per call or more ranks"
+                                    : e.what();
+    if (comm && comm->size() > 1) comm->abort("moe " + name + ": error: " + message);
+    std::fprintf(stderr, "moe %s: error: %s\n", name.c_str(), message.c_str());
     return 1;
   }
 }

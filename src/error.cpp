@@ -11,6 +11,18 @@
 
 namespace moe {
 
+namespace detail {
+
+void check_fits_in_memory(std::int64_t bytes, const std::string& what) {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return;  // unknown: let the allocation decide
+  const double machine = double(pages) * double(page);
+  MOE_CHECK_ARG(double(bytes) <= machine, "memory", "Failed to allocate memory for ", what, ": it needs ", bytes,
+                " bytes (", double(bytes) / 1e9, " GB) and this machine has ", machine / 1e9, " GB");
+}
+
+}  // namespace detail
+
 std::string shape_to_string(const std::vector<std::int64_t>& shape) {
   std::string out = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {

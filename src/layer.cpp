@@ -163,8 +163,30 @@ struct MoELayer::Impl {
 
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
+    // Sized before anything is allocated: a config too large for the machine is an
+    // error naming the sizes, on every rank, not an allocation that kills the process.
+    collective_check(*comm, [&] {
+      const std::int64_t H = config.hidden_dim, E = config.num_experts;
+      const double tensors = double(local_experts) * double(config.expert_param_count()) + double(H) * double(E) +
+                             double(config.shared_expert_param_count()) + double(H);
+      const double bytes = 3.0 * 4.0 * tensors;  // parameters, gradients, one backward's replicated gradients
+      MOE_CHECK_ARG(bytes < 9.0e18, "MoELayer", "Failed to allocate memory for expert parameters: num_experts = ", E,
+                    ", hidden_dim = ", H, ", expert_dim = ", config.expert_dim, " imply ", bytes, " bytes");
+      if (!on_device())
+        detail::check_fits_in_memory(static_cast<std::int64_t>(bytes),
+                                     "expert parameters (" + std::to_string(local_experts) + " experts of " +
+                                         std::to_string(config.expert_param_count()) +
+                                         " values on this rank, with their gradients)");
+      try {
+        params.resize(config, local_experts);
+        grads.resize(config, local_experts);
+        step.resize(config, 0);
+      } catch (const Error& e) {
+        detail::fail("MoELayer", "Failed to allocate memory for expert parameters (", local_experts, " experts of ",
+                     config.expert_param_count(), " values on this rank): ", e.what());
+      }
+    });
     // Initialised in host memory and uploaded: the buffers may be on a GPU.
-    params.resize(config, local_experts);
     std::vector<float> host(static_cast<std::size_t>(config.hidden_dim * config.num_experts));
     init_gate_weights(host.data(), config, seed);
     params.gate.upload(host);
@@ -188,8 +210,6 @@ struct MoELayer::Impl {
       expert_bias.upload(host_expert_bias);
       load_since_update.assign(static_cast<std::size_t>(config.num_experts), 0);
     }
-    grads.resize(config, local_experts);
-    step.resize(config, 0);
     zero_grad();
   }
 

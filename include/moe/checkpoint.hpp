@@ -38,7 +38,8 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
 std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer* optimizer = nullptr,
                              TrainingAttributes* training = nullptr);
 
-// The config stored in a checkpoint (to build a layer that can load it).
+// The config stored in a checkpoint (to build a layer that can load it), after checking
+// that every dataset has the shape the config implies.
 MOEConfig read_checkpoint_config(const std::string& path);
 
 // A checkpoint as the single-process reference API takes it.

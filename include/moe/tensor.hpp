@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -17,12 +19,26 @@ using INT_TYPE = std::int32_t;
 
 std::string shape_to_string(const std::vector<std::int64_t>& shape);
 
+namespace detail {
+// Throws moe::Error unless `bytes` fit in this machine's physical memory, naming `what`
+// and both sizes: a larger request would be granted by overcommit and then end the
+// process when touched, instead of failing with a message.
+void check_fits_in_memory(std::int64_t bytes, const std::string& what);
+}  // namespace detail
+
 template <class T>
 class Tensor {
  public:
   Tensor() = default;
   explicit Tensor(std::vector<std::int64_t> shape) : shape_(std::move(shape)) {
-    data_.resize(static_cast<std::size_t>(count(shape_)));
+    const std::int64_t n = count(shape_);
+    detail::check_fits_in_memory(n * static_cast<std::int64_t>(sizeof(T)), "a tensor of shape " + shape_to_string(shape_));
+    try {
+      data_.resize(static_cast<std::size_t>(n));
+    } catch (const std::bad_alloc&) {
+      detail::fail("Tensor", "Failed to allocate memory for a tensor of shape ", shape_to_string(shape_), " (",
+                   n * static_cast<std::int64_t>(sizeof(T)), " bytes)");
+    }
   }
   Tensor(std::initializer_list<std::int64_t> shape) : Tensor(std::vector<std::int64_t>(shape)) {}
   // Tensor<float>(batch, seq, hidden), as the reference API writes it.
@@ -69,11 +85,19 @@ class Tensor {
   }
 
  private:
+  // The element count, checked: no negative dimension, and a byte count that fits
+  // (a product that overflows int64 would allocate a wrapped-around size).
   static std::int64_t count(const std::vector<std::int64_t>& shape) {
-    std::int64_t n = 1;
-    for (std::int64_t d : shape) {
+    for (std::int64_t d : shape)
       MOE_CHECK_ARG(d >= 0, "Tensor", "shape ", shape_to_string(shape),
                     " has a negative dimension; expected every dimension >= 0");
+    for (std::int64_t d : shape)
+      if (d == 0) return 0;
+    std::int64_t n = 1;
+    const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(sizeof(T));
+    for (std::int64_t d : shape) {
+      MOE_CHECK_ARG(n <= limit / d, "Tensor", "shape ", shape_to_string(shape),
+                    " has more elements than fit in memory (its byte count overflows int64)");
       n *= d;
     }
     return n;

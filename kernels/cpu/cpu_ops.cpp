@@ -11,6 +11,7 @@
 #include "kernels/cpu/fast_math.hpp"
 #include "kernels/cpu/parallel_gemm.hpp"
 #include "kernels/ops.hpp"
+#include "moe/error.hpp"
 #include "kernels/optimizer_math.hpp"
 #include "kernels/router_row.hpp"
 
@@ -72,7 +73,9 @@ class CpuOps final : public Ops {
 
   void* allocate(std::size_t bytes) override {
     void* ptr = nullptr;
-    if (posix_memalign(&ptr, 64, std::max<std::size_t>(bytes, 64)) != 0) throw std::bad_alloc();
+    // moe::Error, not std::bad_alloc: the caller adds what the memory was for.
+    if (posix_memalign(&ptr, 64, std::max<std::size_t>(bytes, 64)) != 0)
+      throw Error(detail::concat("Failed to allocate memory: ", bytes, " bytes of host memory"));
     return ptr;
   }
   void deallocate(void* ptr) noexcept override { std::free(ptr); }

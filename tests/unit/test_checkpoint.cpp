@@ -156,6 +156,17 @@ TEST_F(Checkpoint, NegativeStepsAndBadHyperparametersAreRefused) {
   EXPECT_EQ(moe::load_checkpoint(path, layer, &opt), 5);
 }
 
+TEST_F(Checkpoint, AConfigClaimingMoreThanTheDatasetsHoldIsRefusedBeforeAllocation) {
+  const std::string path = saved();
+  {
+    moe::hdf5::Handle f = moe::hdf5::open_file(path, true, nullptr);
+    H5Adelete(f.get(), "hidden_dim");
+    moe::hdf5::write_attribute(f.get(), "hidden_dim", std::int64_t{262144});
+  }
+  EXPECT_MOE_ERROR(moe::read_checkpoint_config(path), "dataset /gate/weight has shape [8, 4]",
+                   "expected [262144, 4]");
+}
+
 TEST_F(Checkpoint, WrongFormatOrVersion) {
   {
     moe::hdf5::Handle f = moe::hdf5::create_file(file("other.h5"), nullptr);

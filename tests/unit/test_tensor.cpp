@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "moe/layer.hpp"
 #include "moe/tensor.hpp"
 #include "support/test_util.hpp"
 
@@ -43,4 +44,17 @@ TEST(Tensor, BadShapesAndIndicesAreErrors) {
   EXPECT_MOE_ERROR(Tensor<float>({2, 2}, std::vector<float>(3)), "3 elements", "expected 4");
   t.reshape({3, 2});
   EXPECT_EQ(t.dim(0), 3);
+}
+
+TEST(Tensor, ShapesBeyondMemoryAreErrorsNotCrashes) {
+  EXPECT_MOE_ERROR(moe::Tensor<float>({std::int64_t{1} << 40, std::int64_t{1} << 40}), "overflows int64");
+  EXPECT_MOE_ERROR(moe::Tensor<float>({std::int64_t{1} << 20, std::int64_t{1} << 20, 64}),
+                   "Failed to allocate memory for a tensor of shape", "this machine has");
+  EXPECT_EQ(moe::Tensor<float>({std::int64_t{1} << 62, 0}).numel(), 0);
+}
+
+TEST(Tensor, ALayerTooLargeForTheMachineIsAnErrorNamingTheSizes) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  EXPECT_MOE_ERROR(moe::MoELayer(moe::MOEConfig(1000000, 2, 4096, 4096), *comm, 1),
+                   "Failed to allocate memory for expert parameters", "1000000 experts");
 }

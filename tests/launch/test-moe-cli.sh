@@ -126,5 +126,21 @@ with open("model.h5", "r+b") as raw:
 PY
 check "info reports a corrupted chunk (exit 3)" bash -c "moe info model.h5 > info.txt; test \$? = 3 && grep -q '1 of 8 experts and 0 of 1 other tensors FAILED' info.txt && grep -q '^     5 .*FAILED' info.txt"
 check "infer refuses a corrupted checkpoint" fails_with "Fletcher32" moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output o.h5
+# One flipped bit in the router's gate (unchecked before format 2, issue 10).
+"$MOE_PYTHON" - <<'PY'
+import h5py
+f = h5py.File("keep.h5", "r")
+offset = f["gate/weight"].id.get_chunk_info(0).byte_offset
+f.close()
+with open("keep.h5", "r+b") as raw:
+    raw.seek(offset + 8)
+    byte = raw.read(1)
+    raw.seek(offset + 8)
+    raw.write(bytes([byte[0] ^ 0x01]))
+PY
+check "info reports a flipped bit in /gate/weight, without numbers for it" bash -c \
+  "moe info keep.h5 > gate_info.txt; test \$? = 3 && grep -q '^/gate/weight  *-  FAILED' gate_info.txt && grep -q '0 of 8 experts and 1 of 1 other tensors FAILED' gate_info.txt"
+check "infer refuses a checkpoint whose gate is corrupt" fails_with "reading /gate/weight failed" \
+  moe infer --ckpt keep.h5 --input tokens.h5 --output o.h5
 
 ((failures == 0))

@@ -54,14 +54,18 @@ HostView host_view(kernels::Ops& ops, const float* data, std::int64_t count) {
 
 // A replicated tensor (gate, expert bias, shared expert): one chunk with a Fletcher32
 // checksum, written by one rank; the others join the collective call with nothing.
-void write_replicated(hid_t file, const std::string& name, const Dims& dims, const float* data, bool this_rank_writes) {
-  hdf5::DatasetOptions options;
-  options.chunk = dims;
-  options.fletcher32 = true;
-  Handle dataset = hdf5::create_dataset(file, name, H5T_IEEE_F32LE, dims, options);
-  Handle file_space = hdf5::dataspace(dims), memory = hdf5::dataspace(dims);
-  if (!this_rank_writes) hdf5::select_none(file_space.get()), hdf5::select_none(memory.get());
-  hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), data, true);
+void write_replicated(Communicator& comm, hid_t file, const std::string& name, const Dims& dims, const float* data,
+                      bool this_rank_writes) {
+  hdf5::collectively(comm, [&] {
+    hdf5::DatasetOptions options;
+    options.chunk = dims;
+    options.fletcher32 = true;
+    Handle dataset = hdf5::create_dataset(file, name, H5T_IEEE_F32LE, dims, options);
+    Handle file_space = hdf5::dataspace(dims), memory = hdf5::dataspace(dims);
+    if (!this_rank_writes) hdf5::select_none(file_space.get()), hdf5::select_none(memory.get());
+    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), data, true);
+    dataset.close();
+  });
 }
 
 // Reads a whole dataset; a data error (a checksum that fails) is returned, not thrown,
@@ -95,7 +99,7 @@ const float* packed_dataset(const ExpertLayout& layout, const ExpertDatasetSpec&
 // Writes experts [first, first + count) of `experts` into the datasets of `group`,
 // chunked one expert per chunk with Fletcher32: one collective transfer per dataset,
 // whose memory block has the shape of its file selection.
-void write_experts(hid_t file, kernels::Ops& ops, const std::string& group, const ExpertStorage& experts,
+void write_experts(Communicator& comm, hid_t file, kernels::Ops& ops, const std::string& group, const ExpertStorage& experts,
                    std::int64_t total_experts, std::int64_t first) {
   const ExpertLayout& layout = experts.layout;
   std::vector<HostView> tensors;
@@ -105,16 +109,19 @@ void write_experts(hid_t file, kernels::Ops& ops, const std::string& group, cons
   for (const ExpertDatasetSpec& d : layout.datasets) {
     const Dims shape = dims_of(d.shape);
     const Dims dims = with_experts(static_cast<hsize_t>(total_experts), shape);
-    hdf5::DatasetOptions options;
-    options.chunk = with_experts(1, shape);
-    options.fletcher32 = true;
-    Handle dataset = hdf5::create_dataset(file, group + "/" + d.name, H5T_IEEE_F32LE, dims, options);
-    Handle file_space = expert_slab(dims, first, experts.experts);
-    Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(experts.experts), shape));
     const float* data =
         packed_dataset(layout, d, tensors[static_cast<std::size_t>(d.tensor)].data, experts.experts, packed);
-    // Collective: parallel HDF5 writes filtered (checksummed) chunks only that way.
-    hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), data, true);
+    hdf5::collectively(comm, [&] {
+      hdf5::DatasetOptions options;
+      options.chunk = with_experts(1, shape);
+      options.fletcher32 = true;
+      Handle dataset = hdf5::create_dataset(file, group + "/" + d.name, H5T_IEEE_F32LE, dims, options);
+      Handle file_space = expert_slab(dims, first, experts.experts);
+      Handle memory = hdf5::dataspace(with_experts(static_cast<hsize_t>(experts.experts), shape));
+      // Collective: parallel HDF5 writes filtered (checksummed) chunks only that way.
+      hdf5::write(dataset.get(), H5T_NATIVE_FLOAT, memory.get(), file_space.get(), data, true);
+      dataset.close();
+    });
   }
 }
 
@@ -182,13 +189,13 @@ void finish_blocks(kernels::Ops& ops, ExpertStorage& experts, const HostBlocks& 
 // A parameter group (the model's, or one optimizer state set): the replicated tensors,
 // written by rank 0, and this rank's experts. HDF5 reads and writes host memory: a GPU
 // layer's buffers travel through host copies.
-void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops, ParameterSet& set,
+void write_group(Communicator& comm, hid_t file, const MOEConfig& c, const std::string& prefix, kernels::Ops& ops, ParameterSet& set,
                  std::int64_t first, bool writes_replicated) {
   const HostView gate = host_view(ops, set.gate.data(), static_cast<std::int64_t>(set.gate.size()));
-  write_replicated(file, checkpoint::gate_dataset(prefix),
+  write_replicated(comm, file, checkpoint::gate_dataset(prefix),
                    {static_cast<hsize_t>(c.hidden_dim), static_cast<hsize_t>(c.num_experts)}, gate.data,
                    writes_replicated);
-  write_experts(file, ops, checkpoint::experts_group(prefix), set.experts, c.num_experts, first);
+  write_experts(comm, file, ops, checkpoint::experts_group(prefix), set.experts, c.num_experts, first);
   if (c.shared_expert_dim > 0) {
     std::vector<float> flat(static_cast<std::size_t>(c.shared_expert_param_count()));
     set.shared.copy_to_flat(0, flat.data());
@@ -196,13 +203,13 @@ void write_group(hid_t file, const MOEConfig& c, const std::string& prefix, kern
     std::vector<float> packed;
     for (const ExpertDatasetSpec& d : layout.datasets) {
       const float* data = packed_dataset(layout, d, flat.data() + layout.flat_offset(d.tensor), 1, packed);
-      write_replicated(file, checkpoint::shared_group(prefix) + "/" + d.name, dims_of(d.shape), data,
+      write_replicated(comm, file, checkpoint::shared_group(prefix) + "/" + d.name, dims_of(d.shape), data,
                        writes_replicated);
     }
   }
   if (c.shared_gate) {
     const HostView g = host_view(ops, set.shared_gate.data(), c.hidden_dim);
-    write_replicated(file, checkpoint::shared_gate_dataset(prefix), {static_cast<hsize_t>(c.hidden_dim)}, g.data,
+    write_replicated(comm, file, checkpoint::shared_gate_dataset(prefix), {static_cast<hsize_t>(c.hidden_dim)}, g.data,
                      writes_replicated);
   }
 }
@@ -236,15 +243,18 @@ std::string read_group(hid_t file, const MOEConfig& c, const std::string& prefix
 constexpr const char* kOptimizer = "/optimizer";
 constexpr const char* kTraining = "/training";
 
-void write_optimizer(hid_t file, const MOEConfig& c, kernels::Ops& ops, Optimizer& optimizer, std::int64_t first,
+void write_optimizer(Communicator& comm, hid_t file, const MOEConfig& c, kernels::Ops& ops, Optimizer& optimizer, std::int64_t first,
                      bool rank_zero) {
-  Handle group = hdf5::create_group(file, kOptimizer);
-  hdf5::write_attribute(group.get(), "type", std::string(optimizer_name(optimizer.type())));
-  hdf5::write_attribute(group.get(), "step", optimizer.step_count());
-  for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
-    hdf5::write_attribute(group.get(), name, value);
+  hdf5::collectively(comm, [&] {
+    Handle group = hdf5::create_group(file, kOptimizer);
+    hdf5::write_attribute(group.get(), "type", std::string(optimizer_name(optimizer.type())));
+    hdf5::write_attribute(group.get(), "step", optimizer.step_count());
+    for (const auto& [name, value] : detail::OptimizerAccess::hyperparameters(optimizer))
+      hdf5::write_attribute(group.get(), name, value);
+    group.close();
+  });
   for (const detail::OptimizerState& s : detail::OptimizerAccess::state(optimizer))
-    write_group(file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.values, first, rank_zero);
+    write_group(comm, file, c, std::string(kOptimizer) + "/" + s.name, ops, *s.values, first, rank_zero);
 }
 
 // Checks, on rank 0, that the file holds state for this optimizer.
@@ -296,6 +306,17 @@ Handle open_checkpoint(const std::string& path) {
   return file;
 }
 
+// About how many bytes a save of `layer` (and its optimizer's state) writes: the whole
+// model, whatever the rank, since the file holds every expert.
+std::int64_t checkpoint_bytes(const MoELayer& layer, Optimizer* optimizer) {
+  const MOEConfig& c = layer.config();
+  const double values = double(c.num_experts) * double(c.expert_param_count()) +
+                        double(c.hidden_dim) * double(c.num_experts) + double(c.shared_expert_param_count()) +
+                        double(c.hidden_dim) + double(c.num_experts);
+  const double sets = 1.0 + (optimizer ? double(detail::OptimizerAccess::state(*optimizer).size()) : 0.0);
+  return static_cast<std::int64_t>(4.0 * values * sets);
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step, Optimizer* optimizer,
@@ -306,23 +327,30 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
     MOE_CHECK_ARG(!optimizer || &detail::OptimizerAccess::layer(*optimizer) == &layer, "save_checkpoint",
                   "the optimizer given updates another layer");
   });
-  checkpoint::PendingFile pending(comm, path);
+  checkpoint::PendingFile pending(comm, path, checkpoint_bytes(layer, optimizer));
   {
-    Handle file = hdf5::create_file(pending.temporary(), checkpoint::hdf5_communicator(comm), true);
-    checkpoint::write_config_attributes(file.get(), c, step);
+    Handle file;
+    hdf5::collectively(comm, [&] {
+      file = hdf5::create_file(pending.temporary(), checkpoint::hdf5_communicator(comm), true);
+      checkpoint::write_config_attributes(file.get(), c, step);
+    });
+    pending.reserve_space();
     MoELayer& mutable_layer = const_cast<MoELayer&>(layer);  // reads only; the accessors are not const
     kernels::Ops& ops = detail::LayerAccess::ops(mutable_layer);
-    write_group(file.get(), c, "", ops, detail::LayerAccess::params(mutable_layer), layer.first_local_expert(),
+    write_group(comm, file.get(), c, "", ops, detail::LayerAccess::params(mutable_layer), layer.first_local_expert(),
                 comm.rank() == 0);
     if (c.has_expert_bias_vector())
-      write_replicated(file.get(), checkpoint::kExpertBiasDataset, {static_cast<hsize_t>(c.num_experts)},
+      write_replicated(comm, file.get(), checkpoint::kExpertBiasDataset, {static_cast<hsize_t>(c.num_experts)},
                        detail::LayerAccess::host_expert_bias(mutable_layer).data(), comm.rank() == 0);
-    if (optimizer) write_optimizer(file.get(), c, ops, *optimizer, layer.first_local_expert(), comm.rank() == 0);
+    if (optimizer) write_optimizer(comm, file.get(), c, ops, *optimizer, layer.first_local_expert(), comm.rank() == 0);
     if (!training.empty()) {
-      Handle group = hdf5::create_group(file.get(), kTraining);
-      for (const auto& [name, value] : training) hdf5::write_attribute(group.get(), name, value);
+      hdf5::collectively(comm, [&] {
+        Handle group = hdf5::create_group(file.get(), kTraining);
+        for (const auto& [name, value] : training) hdf5::write_attribute(group.get(), name, value);
+        group.close();
+      });
     }
-    file.close();
+    hdf5::collectively(comm, [&] { file.close(); });
   }
   pending.commit();
 }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 
+#include "checkpoint/detail/hdf5.hpp"
 #include "collective_check.hpp"
 #include "moe/error.hpp"
 
@@ -68,6 +70,9 @@ void check_not_an_input(const std::string& output, const std::vector<std::pair<s
 
 namespace {
 
+// The bytes reserved: the estimate and a margin for HDF5's metadata and chunk indexes.
+std::int64_t reserved_bytes(std::int64_t expected) { return expected + expected / 50 + (std::int64_t{1} << 20); }
+
 // 64 random bits from the kernel, for a temporary name no other writer picks.
 std::uint64_t random_bits() {
   std::uint64_t value = 0;
@@ -81,11 +86,19 @@ std::uint64_t random_bits() {
 
 }  // namespace
 
-PendingFile::PendingFile(Communicator& comm, const std::string& path)
-    : comm_(comm), path_(path), lock_path_(path + ".moe-lock") {
+PendingFile::PendingFile(Communicator& comm, const std::string& path, std::int64_t expected_bytes)
+    : comm_(comm), path_(path), lock_path_(path + ".moe-lock"), expected_bytes_(expected_bytes) {
   std::int64_t token = 0;
   check_on_rank_zero(comm_, [&] {
     check_writable_destination(path_);
+    struct statvfs fs {};
+    if (expected_bytes > 0 && ::statvfs(directory_of(path_).c_str(), &fs) == 0) {
+      // Room for the file and a margin for HDF5's metadata and chunk indexes.
+      const double free_bytes = double(fs.f_bavail) * double(fs.f_frsize);
+      const double needed = double(reserved_bytes(expected_bytes));
+      MOE_CHECK_ARG(needed <= free_bytes, "checkpoint", "not enough space to write '", path_, "': it needs about ",
+                    needed / 1e6, " MB and ", directory_of(path_), " has ", free_bytes / 1e6, " MB free");
+    }
     // Lock, then check that the lock file is still the one at its name (a finishing
     // writer unlinks it): otherwise two writers could each hold a different inode.
     for (int attempt = 0; attempt < 100 && lock_fd_ < 0; ++attempt) {
@@ -122,6 +135,21 @@ PendingFile::PendingFile(Communicator& comm, const std::string& path)
   temporary_ = path_ + suffix;
 }
 
+void PendingFile::reserve_space() {
+  if (expected_bytes_ <= 0) return;
+  check_on_rank_zero(comm_, [&] {
+    const int fd = ::open(temporary_.c_str(), O_WRONLY | O_CLOEXEC);
+    MOE_CHECK_ARG(fd >= 0, "checkpoint", "cannot open '", temporary_, "' to reserve space: ", std::strerror(errno));
+    const int rc = ::fallocate(fd, 0, 0, static_cast<off_t>(reserved_bytes(expected_bytes_)));
+    const int saved = errno;
+    ::close(fd);
+    MOE_CHECK_ARG(rc == 0 || saved == EOPNOTSUPP || saved == ENOSYS, "checkpoint", "cannot write '", path_,
+                  "': reserving ", reserved_bytes(expected_bytes_), " bytes for it failed (",
+                  std::strerror(saved), "); the previous file is untouched");
+    reserved_ = rc == 0;
+  });
+}
+
 PendingFile::~PendingFile() {
   if (!committed_ && comm_.rank() == 0) std::remove(temporary_.c_str());  // an error: leave no partial file
   if (lock_fd_ >= 0) {
@@ -133,6 +161,11 @@ PendingFile::~PendingFile() {
 void PendingFile::commit() {
   comm_.barrier();  // every rank has closed the temporary file
   check_on_rank_zero(comm_, [&] {
+    if (reserved_) {  // give back what the reservation held beyond the file's end
+      const std::uint64_t end = hdf5::end_of_allocation(temporary_);
+      MOE_CHECK_ARG(::truncate(temporary_.c_str(), static_cast<off_t>(end)) == 0, "commit_file", "truncating '",
+                    temporary_, "' to ", end, " bytes failed: ", std::strerror(errno));
+    }
     sync_to_disk(temporary_, false);
     MOE_CHECK_ARG(std::rename(temporary_.c_str(), path_.c_str()) == 0, "commit_file", "renaming '", temporary_,
                   "' to '", path_, "' failed: ", std::strerror(errno));

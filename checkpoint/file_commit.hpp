@@ -29,12 +29,21 @@ void check_not_an_input(const std::string& output, const std::vector<std::pair<s
 // removed and the previous file at `path` is untouched.
 class PendingFile {
  public:
-  PendingFile(Communicator& comm, const std::string& path);
+  // `expected_bytes`: about what will be written; a file system with less free space
+  // is an error before anything is written (0: no check).
+  PendingFile(Communicator& comm, const std::string& path, std::int64_t expected_bytes = 0);
   ~PendingFile();
   PendingFile(const PendingFile&) = delete;
   PendingFile& operator=(const PendingFile&) = delete;
 
   const std::string& temporary() const { return temporary_; }
+  // Collective, after the temporary file is created: rank 0 reserves the expected
+  // bytes on disk (fallocate), so that a full disk is one agreed error here, before
+  // any collective write, instead of a write failing on some ranks in the middle of
+  // parallel HDF5's collective calls (where the others would wait forever). HDF5
+  // does not give the excess back, so commit() truncates the file to HDF5's end of
+  // allocation. A file system without fallocate is not reserved on.
+  void reserve_space();
   // Collective: after every rank has closed the file, rank 0 flushes it, renames it
   // to `path`, flushes the directory and releases the lock; every rank throws if that
   // failed.
@@ -43,7 +52,9 @@ class PendingFile {
  private:
   Communicator& comm_;
   std::string path_, temporary_, lock_path_;
-  int lock_fd_ = -1;  // rank 0
+  std::int64_t expected_bytes_ = 0;
+  int lock_fd_ = -1;      // rank 0
+  bool reserved_ = false;  // rank 0: the file was made longer than HDF5 will use
   bool committed_ = false;
 };
 

@@ -18,32 +18,37 @@ constexpr const char* kTokens = "/tokens";
 Dims to_dims(const std::vector<std::int64_t>& shape) { return Dims(shape.begin(), shape.end()); }
 
 // Writes rows [begin, end) of a dataset whose rows are its leading dimensions flattened.
-void write_rows(hid_t file, const char* name, hid_t file_type, hid_t memory_type, const Dims& dims,
+// Collective over `comm`, failures agreed (hdf5::collectively).
+void write_rows(Communicator& comm, hid_t file, const char* name, hid_t file_type, hid_t memory_type, const Dims& dims,
                 std::int64_t begin, std::int64_t end, const void* data) {
-  Handle dataset = hdf5::create_dataset(file, name, file_type, dims);
-  // An empty dataset has no storage address: even a collective write that selects
-  // nothing fails on it ("addr overflow"). Every rank sees the same dims, so every rank
-  // skips alike.
-  hsize_t elements = 1;
-  for (hsize_t d : dims) elements *= d;
-  if (elements == 0) return;
-  Handle file_space = hdf5::dataspace(dims);
-  hdf5::select_flat_rows(file_space.get(), dims, static_cast<hsize_t>(begin), static_cast<hsize_t>(end));
-  hsize_t width = dims.back();
-  Handle memory = hdf5::dataspace({static_cast<hsize_t>(end - begin) * width});
-  if (end == begin) hdf5::select_none(memory.get());
-  hdf5::write(dataset.get(), memory_type, memory.get(), file_space.get(), data, true);
+  hdf5::collectively(comm, [&] {
+    Handle dataset = hdf5::create_dataset(file, name, file_type, dims);
+    // An empty dataset has no storage address: even a collective write that selects
+    // nothing fails on it ("addr overflow"). Every rank sees the same dims, so every
+    // rank skips alike.
+    hsize_t elements = 1;
+    for (hsize_t d : dims) elements *= d;
+    if (elements == 0) return;
+    Handle file_space = hdf5::dataspace(dims);
+    hdf5::select_flat_rows(file_space.get(), dims, static_cast<hsize_t>(begin), static_cast<hsize_t>(end));
+    hsize_t width = dims.back();
+    Handle memory = hdf5::dataspace({static_cast<hsize_t>(end - begin) * width});
+    if (end == begin) hdf5::select_none(memory.get());
+    hdf5::write(dataset.get(), memory_type, memory.get(), file_space.get(), data, true);
+  });
 }
 
 // One element per rank of a [P] dataset.
-void write_per_rank(hid_t file, const char* name, hid_t file_type, hid_t memory_type, int ranks, int rank,
+void write_per_rank(Communicator& comm, hid_t file, const char* name, hid_t file_type, hid_t memory_type,
                     const void* value) {
-  const Dims dims{static_cast<hsize_t>(ranks)};
-  Handle dataset = hdf5::create_dataset(file, name, file_type, dims);
-  Handle file_space = hdf5::dataspace(dims);
-  hdf5::select_boxes(file_space.get(), {static_cast<hsize_t>(rank)}, {}, {1}, {}, true);
-  Handle memory = hdf5::dataspace({1});
-  hdf5::write(dataset.get(), memory_type, memory.get(), file_space.get(), value, true);
+  hdf5::collectively(comm, [&] {
+    const Dims dims{static_cast<hsize_t>(comm.size())};
+    Handle dataset = hdf5::create_dataset(file, name, file_type, dims);
+    Handle file_space = hdf5::dataspace(dims);
+    hdf5::select_boxes(file_space.get(), {static_cast<hsize_t>(comm.rank())}, {}, {1}, {}, true);
+    Handle memory = hdf5::dataspace({1});
+    hdf5::write(dataset.get(), memory_type, memory.get(), file_space.get(), value, true);
+  });
 }
 
 }  // namespace
@@ -110,7 +115,7 @@ void write_token_file(const std::string& path, const Tensor<FLOAT_TYPE>& tokens)
   MOE_CHECK_ARG(tokens.rank() == 2 || tokens.rank() == 3, "write_token_file", "tokens has shape ",
                 shape_to_string(tokens.shape()), "; expected [T, H] or [B, S, H]");
   auto local = make_communicator(CommBackend::Local);
-  PendingFile pending(*local, path);
+  PendingFile pending(*local, path, tokens.numel() * static_cast<std::int64_t>(sizeof(float)));
   {
     Handle file = hdf5::create_file(pending.temporary(), nullptr, true);
     {
@@ -124,21 +129,25 @@ void write_token_file(const std::string& path, const Tensor<FLOAT_TYPE>& tokens)
 
 void write_inference_output(const std::string& path, Communicator& comm, const TokenBlock& block,
                             const ForwardResult& result, std::int64_t top_k) {
-  PendingFile pending(comm, path);
   const auto T = static_cast<hsize_t>(block.total_rows), k = static_cast<hsize_t>(top_k);
+  const auto bytes = static_cast<std::int64_t>(4 * (double(block.total_rows) * double(block.rows.shape().back()) +
+                                                    2.0 * double(T) * double(k)));
+  PendingFile pending(comm, path, bytes);
   {
-    Handle file = hdf5::create_file(pending.temporary(), hdf5_communicator(comm), true);
-    write_rows(file.get(), "/output", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, to_dims(block.file_shape), block.row_begin,
+    Handle file;
+    hdf5::collectively(comm, [&] { file = hdf5::create_file(pending.temporary(), hdf5_communicator(comm), true); });
+    pending.reserve_space();
+    write_rows(comm, file.get(), "/output", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, to_dims(block.file_shape), block.row_begin,
                block.row_end, result.output.data());
-    write_rows(file.get(), "/expert_indices", H5T_STD_I32LE, H5T_NATIVE_INT32, {T, k}, block.row_begin,
+    write_rows(comm, file.get(), "/expert_indices", H5T_STD_I32LE, H5T_NATIVE_INT32, {T, k}, block.row_begin,
                block.row_end, result.expert_indices.data());
-    write_rows(file.get(), "/expert_weights", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {T, k}, block.row_begin,
+    write_rows(comm, file.get(), "/expert_weights", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, {T, k}, block.row_begin,
                block.row_end, result.expert_weights.data());
     const float aux = result.aux_loss;
     const std::int64_t dropped = result.stats.dropped;
-    write_per_rank(file.get(), "/aux_loss", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, comm.size(), comm.rank(), &aux);
-    write_per_rank(file.get(), "/dropped", H5T_STD_I64LE, H5T_NATIVE_INT64, comm.size(), comm.rank(), &dropped);
-    file.close();
+    write_per_rank(comm, file.get(), "/aux_loss", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &aux);
+    write_per_rank(comm, file.get(), "/dropped", H5T_STD_I64LE, H5T_NATIVE_INT64, &dropped);
+    hdf5::collectively(comm, [&] { file.close(); });
   }
   pending.commit();
 }

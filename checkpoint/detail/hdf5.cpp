@@ -3,9 +3,11 @@
 #include "checkpoint/detail/fletcher32.hpp"
 
 #include <cstdio>
+#include <functional>
 #include <cstdlib>
 
 #include "check.hpp"
+#include "collective_check.hpp"
 #include "moe/error.hpp"
 
 #if MOE_HAVE_MPI
@@ -42,6 +44,11 @@ struct Hdf5 {
 // HDF5 prints its error stack to stderr by default; moe puts it in moe::Error instead.
 void quiet() {
   static const bool done = [] {
+    // No HDF5 exit handler: moe closes every file it opens, and on an error path (a
+    // full disk) a file whose close failed is abandoned with its temporary name. HDF5's
+    // handler would try to close it again at exit and crash (seen: a segfault after
+    // "No space left on device").
+    H5dont_atexit();
     H5open();
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     register_fast_fletcher32();
@@ -384,6 +391,23 @@ void write(hid_t dataset, hid_t memory_type, hid_t memory_space, hid_t file_spac
            bool collective) {
   Handle dxpl = transfer(dataset, collective);
   MOE_CHECK(Hdf5, H5Dwrite(dataset, memory_type, memory_space, file_space, dxpl.get(), data));
+}
+
+std::uint64_t end_of_allocation(const std::string& path) {
+  Handle file = open_file(path, false, nullptr);
+  haddr_t eoa = 0;
+  MOE_CHECK(Hdf5, H5Fget_eoa(file.get(), &eoa));
+  return static_cast<std::uint64_t>(eoa);
+}
+
+void collectively(Communicator& comm, const std::function<void()>& io) {
+  std::string error;
+  try {
+    io();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  collective_check(comm, [&] { MOE_CHECK_ARG(error.empty(), "hdf5", error); });
 }
 
 void read(hid_t dataset, hid_t memory_type, hid_t memory_space, hid_t file_space, void* data, bool collective) {

@@ -6,6 +6,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,17 @@ void write(hid_t dataset, hid_t memory_type, hid_t memory_space, hid_t file_spac
            bool collective);
 void read(hid_t dataset, hid_t memory_type, hid_t memory_space, hid_t file_space, void* data,
           bool collective);
+
+// Runs `io` — HDF5 calls that every rank of `comm` makes together, as parallel HDF5
+// requires for creating objects and writing filtered data — and turns a failure on any
+// rank (a full disk, an I/O error) into a moe::CollectiveError on every rank. A rank
+// that failed alone and went on would leave the others waiting in the next collective
+// call forever.
+void collectively(Communicator& comm, const std::function<void()>& io);
+
+// The end of the space HDF5 allocated in a closed file (its "end of allocation"): the
+// length the file needs, when it has been made longer (a reservation).
+std::uint64_t end_of_allocation(const std::string& path);
 
 // Flushes the file's buffers to the operating system.
 void flush(hid_t file);

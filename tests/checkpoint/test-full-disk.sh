@@ -8,12 +8,13 @@ set -uo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/checks.sh"
 export PATH=$(cd "$1" && pwd):$PATH
 work=$2
+umount "$work/disk" 2>/dev/null  # a mount left by an interrupted run
 rm -rf "$work" && mkdir -p "$work/disk" || exit 1
 if ! mount -t tmpfs -o size=20M tmpfs "$work/disk" 2>/dev/null; then
   echo "SKIP: cannot mount a tmpfs here (not root, or not permitted)"
   exit 77
 fi
-trap 'umount "$work/disk" 2>/dev/null' EXIT
+trap 'cd / && umount "$work/disk"' EXIT  # cd out first: a busy mount point will not unmount
 cd "$work/disk" || exit 1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 leftovers() { compgen -G "*.moe-tmp-*"; compgen -G "*.moe-lock"; }

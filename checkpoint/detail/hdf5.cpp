@@ -152,7 +152,11 @@ Handle create_file(const std::string& path, const Communicator* comm, bool exclu
 Handle open_file(const std::string& path, bool writable, const Communicator* comm) {
   quiet();
   Handle fapl = file_access(comm);
-  return checked(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), "H5Fopen");
+  try {
+    return checked(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), "H5Fopen");
+  } catch (const Error& e) {
+    detail::fail("hdf5", "'", path, "' cannot be opened as an HDF5 file: it is truncated or damaged (", e.what(), ")");
+  }
 }
 
 bool link_exists(hid_t location, const std::string& path) {
@@ -182,7 +186,23 @@ Handle open_group(hid_t location, const std::string& name) {
 }
 
 Handle open_dataset(hid_t location, const std::string& path) {
-  return checked(H5Dopen2(location, path.c_str(), H5P_DEFAULT), "H5Dopen2");
+  // Name the file and the object in what goes wrong: a missing name, a link to
+  // nothing, a group (or another object) where a dataset belongs.
+  std::string file(512, '\0');
+  const ssize_t length = H5Fget_name(location, file.data(), file.size());
+  file.resize(length > 0 ? std::min<std::size_t>(static_cast<std::size_t>(length), 511) : 0);
+  MOE_CHECK_ARG(link_exists(location, path), "hdf5", "'", file, "' has no object ", path);
+  const htri_t target = H5Oexists_by_name(location, path.c_str(), H5P_DEFAULT);
+  MOE_CHECK_ARG(target > 0, "hdf5", "'", file, "': ", path, " is a link to nothing (dangling); expected a dataset");
+  H5O_info_t info;
+  MOE_CHECK(Hdf5, H5Oget_info_by_name2(location, path.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT));
+  MOE_CHECK_ARG(info.type == H5O_TYPE_DATASET, "hdf5", "'", file, "': ", path, " is ",
+                info.type == H5O_TYPE_GROUP ? "a group" : "not a dataset", "; expected a dataset");
+  try {
+    return checked(H5Dopen2(location, path.c_str(), H5P_DEFAULT), "H5Dopen2");
+  } catch (const Error& e) {
+    detail::fail("hdf5", "'", file, "': dataset ", path, " cannot be opened: ", e.what());
+  }
 }
 
 Handle create_dataset(hid_t location, const std::string& path, hid_t type, const Dims& dims,

@@ -103,6 +103,25 @@ check "a --ckpt that differs between ranks is named" fails_with "--ckpt differs 
 check "an --lr that differs between ranks is named" fails_with "--lr differs between ranks" \
   timeout 60 moe-run -np 2 ./per_rank.sh --lr 0.5 train --experts 4 --hidden 16 --expert-dim 16 --steps 1
 
+# Damaged files end with a message naming the file and the object (issue 10).
+moe init --out intact.h5 --experts 4 --top-k 2 --hidden 8 --expert-dim 8 >/dev/null
+head -c 3000 intact.h5 > truncated.h5
+check "a truncated file is named as such" fails_with "'truncated.h5' cannot be opened as an HDF5 file: it is truncated or damaged" moe info truncated.h5
+"$MOE_PYTHON" - <<'PY'
+import shutil, h5py
+shutil.copy("intact.h5", "group.h5")
+with h5py.File("group.h5", "r+") as f:
+    del f["experts/w1"]
+    f.create_group("experts/w1")
+shutil.copy("intact.h5", "dangling.h5")
+with h5py.File("dangling.h5", "r+") as f:
+    del f["experts/w2"]
+    f["experts/w2"] = h5py.SoftLink("/nowhere")
+PY
+check "a group where a dataset belongs is named" fails_with "'group.h5': /experts/w1 is a group; expected a dataset" \
+  moe-run -np 2 moe infer --ckpt group.h5 --input tokens.h5 --output o.h5
+check "a dangling link is named" fails_with "'dangling.h5': /experts/w2 is a link to nothing (dangling)" moe info dangling.h5
+
 check "a missing checkpoint" fails_with "'absent.h5' does not exist" moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a missing checkpoint, 2 ranks" fails_with "'absent.h5' does not exist" moe-run -np 2 moe infer --ckpt absent.h5 --input tokens.h5 --output o.h5
 check "a token file without /tokens" fails_with "has no dataset /tokens" moe-run -np 2 moe infer --ckpt model.h5 --input model.h5 --output o.h5

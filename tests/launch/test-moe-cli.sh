@@ -132,31 +132,24 @@ check "a bad config value" fails_with "top_k must be <= num_experts" moe init --
 check "an unwritable output" fails_with "does not exist" moe infer --ckpt model.h5 --input tokens.h5 --output no/dir/o.h5
 check "not a checkpoint" fails_with "not a moe checkpoint" moe info tokens.h5
 
-"$MOE_PYTHON" - <<'PY'
-import h5py
-f = h5py.File("model.h5", "r")
-offset = f["experts/w2"].id.get_chunk_info(5).byte_offset
-f.close()
-with open("model.h5", "r+b") as raw:
-    raw.seek(offset + 64)
+flip_bits() {  # flip_bits FILE DATASET CHUNK BYTE MASK: XOR one stored byte of a chunk
+  "$MOE_PYTHON" - "$@" <<'PY'
+import sys, h5py
+path, dataset, chunk, at, mask = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5], 0)
+with h5py.File(path, "r") as f:
+    offset = f[dataset].id.get_chunk_info(chunk).byte_offset + at
+with open(path, "r+b") as raw:
+    raw.seek(offset)
     byte = raw.read(1)
-    raw.seek(offset + 64)
-    raw.write(bytes([byte[0] ^ 0xFF]))
+    raw.seek(offset)
+    raw.write(bytes([byte[0] ^ mask]))
 PY
+}
+flip_bits model.h5 experts/w2 5 64 0xFF
 check "info reports a corrupted chunk (exit 3)" bash -c "moe info model.h5 > info.txt; test \$? = 3 && grep -q '1 of 8 experts and 0 of 1 other tensors FAILED' info.txt && grep -q '^     5 .*FAILED' info.txt"
 check "infer refuses a corrupted checkpoint" fails_with "Fletcher32" moe-run -np 2 moe infer --ckpt model.h5 --input tokens.h5 --output o.h5
 # One flipped bit in the router's gate (unchecked before format 2, issue 10).
-"$MOE_PYTHON" - <<'PY'
-import h5py
-f = h5py.File("keep.h5", "r")
-offset = f["gate/weight"].id.get_chunk_info(0).byte_offset
-f.close()
-with open("keep.h5", "r+b") as raw:
-    raw.seek(offset + 8)
-    byte = raw.read(1)
-    raw.seek(offset + 8)
-    raw.write(bytes([byte[0] ^ 0x01]))
-PY
+flip_bits keep.h5 gate/weight 0 8 0x01
 check "info reports a flipped bit in /gate/weight, without numbers for it" bash -c \
   "moe info keep.h5 > gate_info.txt; test \$? = 3 && grep -q '^/gate/weight  *-  FAILED' gate_info.txt && grep -q '0 of 8 experts and 1 of 1 other tensors FAILED' gate_info.txt"
 check "infer refuses a checkpoint whose gate is corrupt" fails_with "reading /gate/weight failed" \

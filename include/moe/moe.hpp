@@ -24,8 +24,9 @@ std::tuple<Tensor<FLOAT_TYPE>, Tensor<INT_TYPE>, Tensor<FLOAT_TYPE>> moe_gating_
     const Tensor<FLOAT_TYPE>& input, const Tensor<FLOAT_TYPE>& gate_weights,
     const MOEConfig& config);
 
-// The softmax probabilities [T, E] that moe_gating_forward routes by (an addition to
-// the reference API, to feed compute_load_balancing_loss).
+// The router's normalised scores [T, E] that moe_gating_forward routes by — softmax
+// probabilities, or s / Σ s for the sigmoid router (whose expert bias these functions
+// take as zero) — an addition to the reference API, to feed compute_load_balancing_loss.
 Tensor<FLOAT_TYPE> moe_gate_probabilities(const Tensor<FLOAT_TYPE>& input,
                                           const Tensor<FLOAT_TYPE>& gate_weights,
                                           const MOEConfig& config);

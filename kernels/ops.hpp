@@ -30,6 +30,9 @@ class Ops {
   virtual void fill_zero(void* dst, std::size_t bytes) = 0;
   // Waits until every op issued so far has finished (a no-op on the CPU).
   virtual void synchronize() = 0;
+  // Memory the ops did not write has changed (a framework updated parameters in
+  // place): anything derived from it, such as a cached low-precision copy, is stale.
+  virtual void written_elsewhere(const void* /*dst*/, std::size_t /*bytes*/) {}
 
   // C[m,n] = alpha · op(A) · op(B) + beta · C, op = transpose when trans_* is true.
   virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,

@@ -12,8 +12,10 @@ ExpertLayout expert_layout(ExpertKind kind, bool bias, std::int64_t H, std::int6
   l.width = F;
   const bool glu = kind == ExpertKind::GLU;
   l.in_width = (glu ? 2 : 1) * F;
-  l.tensors = {{kWeightIn, H, l.in_width}, {kWeightOut, F, H}};
-  if (bias) l.tensors.push_back({kBiasIn, 1, l.in_width}), l.tensors.push_back({kBiasOut, 1, H});
+  l.tensors = {{kWeightIn, H, l.in_width, glu ? "w_gate_up" : "w1"}, {kWeightOut, F, H, glu ? "w_down" : "w2"}};
+  if (bias)
+    l.tensors.push_back({kBiasIn, 1, l.in_width, glu ? "b_gate_up" : "b1"}),
+        l.tensors.push_back({kBiasOut, 1, H, glu ? "b_down" : "b2"});
   const char* in_axes = "(hidden_dim, expert_dim)";
   if (!glu) {
     l.datasets = {{"w1", 0, 0, F, {H, F}, H, 0, in_axes}, {"w2", 1, 0, H, {F, H}, F, 1, "(expert_dim, hidden_dim)"}};

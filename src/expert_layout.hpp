@@ -24,6 +24,7 @@ enum ExpertTensorId : int { kWeightIn = 0, kWeightOut = 1, kBiasIn = 2, kBiasOut
 struct ExpertTensorSpec {
   ExpertTensorId id;
   std::int64_t rows, cols;  // per expert; a bias has rows = 1
+  const char* name;         // as frameworks see the storage tensor: "w1", or "w_gate_up" for glu's W_in
   std::int64_t count() const { return rows * cols; }
 };
 

@@ -3,6 +3,7 @@
 // combine — with the Communicator moving rows between them.
 #include "moe/layer.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -25,6 +26,23 @@
 
 namespace moe {
 namespace {
+
+// Splits wall-clock time into phases: lap(p) adds the time since the previous lap to
+// p, once the device has finished what was queued (a no-op wait on the CPU).
+class PhaseClock {
+ public:
+  explicit PhaseClock(kernels::Ops& ops) : ops_(ops), last_(std::chrono::steady_clock::now()) {}
+  void lap(double& phase) {
+    ops_.synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    phase += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  kernels::Ops& ops_;
+  std::chrono::steady_clock::time_point last_;
+};
 
 Traffic to_traffic(TrafficMode mode) {
   return mode == TrafficMode::Deduplicated ? Traffic::Deduplicated : Traffic::PerAssignment;
@@ -135,6 +153,8 @@ struct MoELayer::Impl {
     SendLayout layout;  // P > 1
     std::vector<std::int64_t> recv_row_counts, recv_assignment_counts;
   } saved;
+  PhaseTimes backward_times;
+  float aux_loss_weight = 0, z_loss_weight = 0;  // what backward applies; options' until set
 
   Impl(const MOEConfig& c, Communicator& communicator, std::uint64_t seed, LayerOptions o)
       : config(c),
@@ -142,7 +162,9 @@ struct MoELayer::Impl {
         comm(&communicator),
         ops(make_layer_ops(communicator, o, device_error)),
         ranks(communicator.size()),
-        rank(communicator.rank()) {
+        rank(communicator.rank()),
+        aux_loss_weight(o.aux_loss_coef),
+        z_loss_weight(o.z_loss_coef) {
     collective_check(*comm, [&] {
       if (!device_error.empty()) throw Error(device_error);
       transport.check();
@@ -266,7 +288,8 @@ struct MoELayer::Impl {
   void check_backward_ready(const char* where) const;
   void compute_backward(const float* grad_output, float* grad_input);
   void exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
-                            std::int64_t tokens, bool training, float* output, ForwardStats& stats);
+                            std::int64_t tokens, bool training, float* output, ForwardStats& stats,
+                            PhaseClock& clock);
   Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
 };
 
@@ -297,11 +320,15 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
                                               const float* x, float* output, Pass pass) {
   const bool training = pass == Pass::Training;
   saved.valid = false;
+  ForwardResult result;
+  PhaseTimes& times = result.stats.times;
+  PhaseClock clock(*ops);
   Routing routing;
   route_tokens(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router, routing);
+  clock.lap(times.route);
   const DispatchPlan plan = make_dispatch_plan(routing.indices.data(), tokens, config);
+  clock.lap(times.plan);
 
-  ForwardResult result;
   result.aux_loss = static_cast<float>(routing.aux_loss);
   result.z_loss = static_cast<float>(routing.z_loss);
   ForwardStats& stats = result.stats;
@@ -313,13 +340,17 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     saved.work = token_assignments(plan, routing.indices.data(), routing.weights.data());
     saved.grouping = group_by_expert(saved.work);
+    clock.lap(times.plan);
     run_experts(*ops, saved.work, saved.grouping, x, local_params(), params.experts.layout, config.activation,
                 training, workspace, output);
+    clock.lap(times.experts);
   } else {
-    exchange_and_compute(x, routing, plan, tokens, training, output, stats);
+    exchange_and_compute(x, routing, plan, tokens, training, output, stats, clock);
   }
-  if (config.shared_expert_dim > 0)
+  if (config.shared_expert_dim > 0) {
     shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
+    clock.lap(times.shared_expert);
+  }
 
   // One all-reduce for the kept and the chosen assignments per expert.
   const auto E = static_cast<std::size_t>(config.num_experts);
@@ -330,6 +361,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   stats.chosen_per_expert.assign(counts.begin() + static_cast<std::ptrdiff_t>(E), counts.end());
   if (training && config.has_expert_bias_vector())
     for (std::size_t e = 0; e < E; ++e) load_since_update[e] += stats.chosen_per_expert[e];
+  clock.lap(times.reduce);
   result.expert_indices = Tensor<INT_TYPE>({tokens, config.top_k}, routing.indices);
   result.expert_weights = Tensor<FLOAT_TYPE>({tokens, config.top_k}, routing.weights);
   if (training) {
@@ -339,19 +371,23 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     saved.tokens = tokens;
     saved.routing = std::move(routing);
     saved.valid = true;
+    clock.lap(times.route);  // kept for the router's backward
   }
   return result;
 }
 
 // docs/design.md §2 steps 2–7 for P > 1.
 void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
-                                          std::int64_t tokens, bool training, float* output, ForwardStats& stats) {
+                                          std::int64_t tokens, bool training, float* output, ForwardStats& stats,
+                                          PhaseClock& clock) {
+  PhaseTimes& times = stats.times;
   const std::int64_t H = config.hidden_dim;
   const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
   const auto P = static_cast<std::size_t>(ranks);
   saved.layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks,
                                   to_traffic(options.traffic));
   const SendLayout& layout = saved.layout;
+  clock.lap(times.plan);
 
   // 2. Counts: rows and assignments for every peer, so each rank knows what arrives.
   std::vector<std::int64_t> send_counts(2 * P), recv_counts(2 * P);
@@ -387,19 +423,23 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
 
   // 4–5. Regroup by local expert, run the experts, and sum each received row's
   // weighted expert outputs into one row to send back.
+  clock.lap(times.dispatch);
   saved.work = received_assignments(row_assignments.data(), received_rows, records.data(), local_experts);
   saved.grouping = group_by_expert(saved.work);
   float* expert_out = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
   run_experts(*ops, saved.work, saved.grouping, received, local_params(), params.experts.layout, config.activation,
               training, workspace, expert_out);
+  clock.lap(times.experts);
 
   // 6. Send the rows back, the reverse of step 3.
   float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
   transport.all_to_allv(expert_out, recv_row_counts.data(), returned, layout.rows_per_rank.data(), row_bytes);
+  clock.lap(times.send_back);
 
   // 7. Each token's output is the sum of the rows that come back for it.
   ops->combine_rows(returned, H, tokens, token_offsets.upload(layout.token_offsets),
                     token_rows.upload(layout.token_rows), nullptr, output);
+  clock.lap(times.combine);
 
   for (std::size_t p = 0; p < P; ++p) {
     stats.rows_sent[p] = layout.rows_per_rank[p];
@@ -445,6 +485,9 @@ void MoELayer::Impl::check_backward_ready(const char* where) const {
 void MoELayer::Impl::compute_backward(const float* g, float* dx) {
   const std::int64_t H = config.hidden_dim, T = saved.tokens, k = config.top_k;
   const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
+  PhaseTimes& times = backward_times;
+  times = PhaseTimes{};
+  PhaseClock clock(*ops);
   std::vector<float> d_slot(static_cast<std::size_t>(T * k), 0.0f);  // ∂L/∂weight of each slot
   const auto A = static_cast<std::size_t>(saved.work.size());
   float* d_weights = workspace.d_weights.resize(A);
@@ -454,6 +497,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
                      config.activation, workspace, dx, d_weights);
     const std::vector<float> dw = workspace.d_weights.download();
     for (std::size_t a = 0; a < A; ++a) d_slot[static_cast<std::size_t>(saved.work.slot[a])] = dw[a];
+    clock.lap(times.experts);
   } else {
     const SendLayout& layout = saved.layout;
     const std::int64_t sent_rows = layout.rows();
@@ -463,12 +507,15 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     // the forward dispatched the tokens.
     ops->gather_rows(g, gather_tokens.upload(layout.row_token), sent_rows, H,
                      send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
+    clock.lap(times.combine);
     float* d_returned = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
     transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
                           row_bytes);
+    clock.lap(times.dispatch);
     float* d_received = d_rows.resize(static_cast<std::size_t>(received_rows * H));
     backward_experts(*ops, saved.work, saved.grouping, d_returned, local_params(), local_grads(),
                      params.experts.layout, config.activation, workspace, d_received, d_weights);
+    clock.lap(times.experts);
     // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
     float* d_sent = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
     transport.all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
@@ -476,18 +523,23 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     std::vector<float> dw_back(layout.assignments.size());
     comm->all_to_allv(dw_here.data(), saved.recv_assignment_counts.data(), dw_back.data(),
                       layout.assignments_per_rank.data(), sizeof(float));
+    clock.lap(times.send_back);
     ops->combine_rows(d_sent, H, T, token_offsets.upload(layout.token_offsets), token_rows.upload(layout.token_rows),
                       nullptr, dx);
     for (std::size_t a = 0; a < dw_back.size(); ++a)
       d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
+    clock.lap(times.combine);
   }
   // The replicated parameters' gradients of this rank's tokens, summed over ranks.
   step.zero();
   moe::router_backward(*ops, saved_input.data(), params.gate.data(), config, saved.routing, d_slot,
-                       options.aux_loss_coef, options.z_loss_coef, router, step.gate.data(), dx);
-  if (config.shared_expert_dim > 0)
+                       aux_loss_weight, z_loss_weight, router, step.gate.data(), dx);
+  clock.lap(times.route);
+  if (config.shared_expert_dim > 0) {
     shared.backward(*ops, saved_input.data(), T, g, params.shared, shared_gate_or_null(), config.activation,
                     step.shared, step.shared_gate.data(), dx);
+    clock.lap(times.shared_expert);
+  }
   std::vector<ParameterSet::Tensor> sums = step.tensors(), into;
   for (const ParameterSet::Tensor& t : grads.tensors())
     if (t.replicated) into.push_back(t);
@@ -495,6 +547,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     transport.all_reduce_sum(sums[i].data, sums[i].count);
     ops->add(into[i].data, sums[i].data, sums[i].count);
   }
+  clock.lap(times.reduce);
   saved.valid = false;  // activations are used once
 }
 
@@ -510,7 +563,45 @@ ForwardResult MoELayer::forward(const float* input, std::int64_t tokens, float* 
   return impl_->forward_in_place(input, tokens, output, pass);
 }
 void MoELayer::backward(const float* grad_output, float* grad_input) { impl_->backward_in_place(grad_output, grad_input); }
+const PhaseTimes& MoELayer::backward_times() const { return impl_->backward_times; }
+void MoELayer::set_loss_weights(float aux_loss_weight, float z_loss_weight) {
+  constexpr const char* where = "MoELayer::set_loss_weights";
+  MOE_CHECK_ARG(std::isfinite(aux_loss_weight), where, "aux_loss_weight = ", aux_loss_weight,
+                "; expected a finite value");
+  MOE_CHECK_ARG(std::isfinite(z_loss_weight), where, "z_loss_weight = ", z_loss_weight, "; expected a finite value");
+  MOE_CHECK_ARG(z_loss_weight == 0 || impl_->config.router == RouterKind::Softmax, where,
+                "z_loss_weight = ", z_loss_weight,
+                " with the sigmoid router; the router z-loss is defined on softmax logits, expected 0");
+  impl_->aux_loss_weight = aux_loss_weight;
+  impl_->z_loss_weight = z_loss_weight;
+}
 void MoELayer::zero_grad() { impl_->zero_grad(); }
+void MoELayer::parameters_written() {
+  for (const ParameterSet::Tensor& t : impl_->params.tensors())
+    impl_->ops->written_elsewhere(t.data, sizeof(float) * static_cast<std::size_t>(t.count));
+}
+
+std::vector<ParameterView> MoELayer::parameter_views() {
+  Impl& m = *impl_;
+  const std::int64_t H = m.config.hidden_dim;
+  std::vector<ParameterView> out;
+  out.push_back({"gate.weight", {H, m.config.num_experts}, m.params.gate.data(), m.grads.gate.data(), true});
+  auto add_experts = [&](const char* prefix, ExpertStorage& p, ExpertStorage& g, bool stacked, bool replicated) {
+    for (std::size_t i = 0; i < p.tensor_count(); ++i) {
+      const ExpertTensorSpec& t = p.layout.tensors[i];
+      std::vector<std::int64_t> shape;
+      if (stacked) shape.push_back(p.experts);
+      if (t.rows > 1 || (t.id != kBiasIn && t.id != kBiasOut)) shape.push_back(t.rows);
+      shape.push_back(t.cols);
+      out.push_back({std::string(prefix) + t.name, shape, p.tensor(i), g.tensor(i), replicated});
+    }
+  };
+  add_experts("experts.", m.params.experts, m.grads.experts, true, false);
+  if (m.config.shared_expert_dim > 0) add_experts("shared_expert.", m.params.shared, m.grads.shared, false, true);
+  if (m.config.shared_gate)
+    out.push_back({"shared_gate.weight", {H}, m.params.shared_gate.data(), m.grads.shared_gate.data(), true});
+  return out;
+}
 
 Tensor<FLOAT_TYPE> MoELayer::gate_grad() const {
   return Tensor<FLOAT_TYPE>({impl_->config.hidden_dim, impl_->config.num_experts}, impl_->grads.gate.download());

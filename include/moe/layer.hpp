@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "moe/communicator.hpp"
@@ -57,6 +58,26 @@ struct LayerOptions {
 // Whether a forward keeps what backward() needs.
 enum class Pass { Inference, Training };
 
+// Wall-clock seconds of the phases of one forward or one backward on this rank,
+// each measured to its end (on CUDA, to the device's completion of its kernels).
+// At one rank nothing crosses the wire and the experts write each token's row
+// themselves: dispatch, send_back and combine are then 0. A backward runs the same
+// phases in reverse: route is the router's backward, combine the gradient's gather
+// and sum, reduce the all-reduce of the replicated parameters' gradients.
+struct PhaseTimes {
+  double route = 0;          // gate GEMM, scores, top-k
+  double plan = 0;           // capacity, dispatch plan and send layout
+  double dispatch = 0;       // row counts, token rows and their metadata to the experts' owners
+  double experts = 0;        // this rank's expert FFNs
+  double send_back = 0;      // the experts' rows back to the tokens' ranks
+  double combine = 0;        // each token's returned rows summed into its output
+  double shared_expert = 0;  // the always-active expert, when there is one
+  double reduce = 0;         // all-reduces: load counts (forward), replicated gradients (backward)
+  double total() const {
+    return route + plan + dispatch + experts + send_back + combine + shared_expert + reduce;
+  }
+};
+
 // What one forward moved, for this rank.
 struct ForwardStats {
   std::vector<std::int64_t> rows_sent;      // [P] token rows to each rank (own rank: a local copy)
@@ -66,6 +87,19 @@ struct ForwardStats {
   std::int64_t dropped = 0;                 // this rank's assignments dropped by capacity
   std::vector<std::int64_t> tokens_per_expert;  // [E] kept assignments per expert, summed over all ranks
   std::vector<std::int64_t> chosen_per_expert;  // [E] top-k choices per expert before capacity, all ranks
+  PhaseTimes times;                             // where this forward's time went
+};
+
+// One trainable tensor of this rank's layer, in the layer's own memory (host for the
+// CPU, device for CUDA): what a framework views, without copies, as its parameter and
+// the parameter's gradient. Routed experts are stacked, [local experts, …]; the
+// replicated tensors (gate, shared expert, shared gate) must stay equal on every rank.
+struct ParameterView {
+  std::string name;  // e.g. "gate.weight", "experts.w1", "shared_expert.w_gate_up"
+  std::vector<std::int64_t> shape;
+  float* data = nullptr;
+  float* grad = nullptr;  // backward() accumulates here; zero_grad() clears it
+  bool replicated = false;
 };
 
 struct ForwardResult {
@@ -103,6 +137,13 @@ class MoELayer {
   // input and output are [tokens, H]; ForwardResult::output is left empty.
   ForwardResult forward(const float* input, std::int64_t tokens, float* output, Pass pass = Pass::Inference);
   void backward(const float* grad_output, float* grad_input);
+  // Where the last backward's time went.
+  const PhaseTimes& backward_times() const;
+  // The weights the next backward() gives ∂L/∂L_aux and ∂L/∂L_z — LayerOptions'
+  // aux_loss_coef and z_loss_coef until set. For a framework whose autograd supplies
+  // them with each backward. Local to this rank; z_loss_weight must be 0 with the
+  // sigmoid router.
+  void set_loss_weights(float aux_loss_weight, float z_loss_weight);
 
   // Clears the gradients (they accumulate over backward calls, for micro-batches).
   void zero_grad();
@@ -110,6 +151,11 @@ class MoELayer {
   Tensor<FLOAT_TYPE> expert_grad(std::int64_t global_id) const;  // flat, as expert_params
   Tensor<FLOAT_TYPE> shared_expert_grad() const;                 // flat; empty without a shared expert
   Tensor<FLOAT_TYPE> shared_gate_grad() const;                   // [H]; empty without a shared gate
+  // Every trainable tensor with its gradient, always in the same order.
+  std::vector<ParameterView> parameter_views();
+  // Call after writing parameters through parameter_views() (an optimizer outside
+  // moe): the CUDA BF16 path drops the weight copies it derived from the old values.
+  void parameters_written();
 
   const MOEConfig& config() const;
   const LayerOptions& options() const;

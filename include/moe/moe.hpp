@@ -10,6 +10,7 @@
 // are NaN; other tokens are unaffected, and the load-balancing loss is NaN.
 #pragma once
 
+#include <cstdint>
 #include <tuple>
 #include <vector>
 
@@ -49,5 +50,19 @@ Tensor<FLOAT_TYPE> compute_load_balancing_loss(const Tensor<FLOAT_TYPE>& gate_pr
 Tensor<FLOAT_TYPE> apply_expert_ffn(const Tensor<FLOAT_TYPE>& input,
                                     const Tensor<FLOAT_TYPE>& expert_weights,
                                     const MOEConfig& config);
+
+// The reference API's benchmark: num_runs forwards (moe_gating_forward, then
+// moe_expert_computation) of `num_tokens` random tokens (64, as the reference) through
+// experts initialised from seed 0, after one untimed warm-up. Prints the reference's
+// two lines, "Average time per forward pass: … ms" and "Throughput: … tokens/sec",
+// and returns the figures.
+struct BenchmarkResult {
+  double average_ms = 0;        // wall time per forward
+  double tokens_per_second = 0;
+  std::int64_t num_tokens = 0;
+  int num_runs = 0;
+};
+BenchmarkResult benchmark_moe_performance(const MOEConfig& config, int num_runs = 100,
+                                          std::int64_t num_tokens = 64);
 
 }  // namespace moe

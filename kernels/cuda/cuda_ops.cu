@@ -75,6 +75,7 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cuda, cudaMemsetAsync(dst, 0, bytes, stream_));
   }
   void synchronize() override { MOE_CHECK(Cuda, cudaStreamSynchronize(stream_)); }
+  void written_elsewhere(const void* dst, std::size_t bytes) override { touched(dst, bytes); }
 
   void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
             std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) override {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building and testing moe need, and only those
 # that are missing, so a second run is quick and needs no network.
-#   --with-torch   also python3-torch, for the PyTorch comparison benchmarks
+#   --with-torch   (kept for old scripts: python3-torch is now always installed, since
+#                  the Python package's tests and the PyTorch comparisons need it)
 set -euo pipefail
 
 packages=(
@@ -12,10 +13,13 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
   python3-numpy python3-h5py
+  # the Python package (python/) and its tests, metrics plots
+  python3-dev pybind11-dev python3-pybind11 libdlpack-dev python3-mpi4py python3-pytest
+  python3-torch python3-matplotlib
 )
 for arg in "$@"; do
   case "$arg" in
-    --with-torch) packages+=(python3-torch) ;;
+    --with-torch) ;;
     *) echo "install-deps: unknown option '$arg' (expected --with-torch)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,72 @@
+"""Run under mpirun by test_mpi.py: moe.torch.MoE over an mpi4py communicator must give
+each rank the single-process result on that rank's tokens (docs/design.md §2) — the
+output, the losses, dL/dx, its experts' gradients, and the gate's gradient summed over
+ranks. Prints "rank R of P: ok" on success; any failure aborts the whole job."""
+import sys
+import traceback
+
+from mpi4py import MPI
+
+import numpy as np
+import torch
+
+import moe
+import moe.torch
+
+TOLERANCE = 1e-5
+
+
+def check(actual, expected, what):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(np.abs(expected).max(), 1e-30)
+    error = np.abs(actual - expected).max() / scale
+    assert error <= TOLERANCE, f"{what}: error {error:.2e} above {TOLERANCE}"
+
+
+def main():
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    config = moe.MOEConfig(num_experts=8, top_k=2, hidden_dim=24, expert_dim=32, expert_kind="glu",
+                           shared_expert_dim=16, shared_gate=True)
+    tokens = 50
+    x_all = torch.from_numpy(np.random.default_rng(3).standard_normal((tokens, 24)).astype(np.float32))
+    probe_all = torch.from_numpy(np.random.default_rng(4).standard_normal((tokens, 24)).astype(np.float32))
+    rows = slice(rank * tokens // size, (rank + 1) * tokens // size)
+
+    def run(module):
+        x = x_all[rows].clone().requires_grad_()
+        out, aux, z = module(x, return_losses=True)
+        ((out * probe_all[rows]).sum() + 0.05 * aux + 0.01 * z).backward()
+        return out.detach(), aux.item(), x.grad
+
+    sharded = moe.torch.MoE(config, comm=comm, seed=9)
+    single = moe.torch.MoE(config, comm=None, seed=9)
+    assert sharded.layer.size == size and single.layer.size == 1
+    out, aux, dx = run(sharded)
+    ref_out, ref_aux, ref_dx = run(single)
+    check(out, ref_out, "output")
+    check(aux, ref_aux, "aux loss")
+    check(dx, ref_dx, "dL/dx")
+    first, n = sharded.layer.first_local_expert, sharded.layer.num_local_experts
+    for name, p in sharded.named_parameters():
+        ref = comm.allreduce(dict(single.named_parameters())[name].grad.numpy(), op=MPI.SUM)
+        check(p.grad, ref[first:first + n] if name.startswith("experts.") else ref, f"dL/d{name}")
+
+    # A bad argument on one rank ends the call on every rank with the message.
+    bad = torch.zeros(3, 23 if rank == size - 1 else 24)
+    try:
+        sharded(bad)
+        raise AssertionError("a wrong shape on one rank was accepted")
+    except moe.CollectiveError as e:
+        assert "x has shape [3, 23]" in str(e), str(e)
+    print(f"rank {rank} of {size}: ok", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)

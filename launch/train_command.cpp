@@ -9,6 +9,7 @@
 #include "collective_check.hpp"
 #include "initialization.hpp"
 #include "launch/command.hpp"
+#include "launch/training_metrics.hpp"
 #include "moe/checkpoint.hpp"
 #include "moe/optimizer.hpp"
 
@@ -47,7 +48,12 @@ class TrainCommand final : public Command {
     cmd->add_option("--seed", seed_, "student initialisation seed")->capture_default_str();
     cmd->add_option("--teacher-seed", teacher_seed_, "teacher seed")->capture_default_str();
     cmd->add_option("--data-seed", data_seed_, "token stream seed")->capture_default_str();
-    cmd->add_option("--log-every", log_every_, "progress line every N steps")->capture_default_str()->check(positive());
+    cmd->add_option("--log-every", log_every_, "progress line (and phase times) every N steps")
+        ->capture_default_str()
+        ->check(positive());
+    cmd->add_option("--metrics", metrics_,
+                    "append one JSON object per logged window to this file (JSON Lines; rank 0 writes it; "
+                    "scripts/plot-training.py draws it)");
     cmd->add_option("--ckpt", checkpoint_, "checkpoint to write (periodically and at the end)");
     cmd->add_option("--save-every", save_every_, "checkpoint every N steps (0: only at the end)")->capture_default_str();
     cmd->add_option("--resume", resume_, "continue from this checkpoint (its config, state and data position)");
@@ -103,6 +109,12 @@ class TrainCommand final : public Command {
     LayerOptions teacher_options;
     teacher_options.device = options_.device;
     MoELayer teacher(teacher_config, comm, teacher_seed_, teacher_options);
+    std::unique_ptr<MetricsFile> metrics;  // rank 0's, with --metrics
+    collective_check(comm, [&] {
+      MOE_CHECK_ARG(metrics_.empty() || (metrics_ != checkpoint_ && metrics_ != resume_), "train", "--metrics '",
+                    metrics_, "' is also the checkpoint; expected a file of its own");
+      if (root && !metrics_.empty()) metrics = std::make_unique<MetricsFile>(metrics_, !resume_.empty());
+    });
 
     if (root) {
       std::printf("moe train: %s on %d rank(s) (%s, %s), %lld tokens per rank per step, %s lr %g%s\n",
@@ -113,8 +125,7 @@ class TrainCommand final : public Command {
     }
     const double total_tokens = double(comm.size()) * double(tokens_);
     auto window_start = std::chrono::steady_clock::now();
-    std::int64_t window_steps = 0;
-    double window_loss = 0, window_aux = 0, window_z = 0, window_dropped = 0, window_load = 0;
+    TrainingWindow window;
     for (; step < steps_; ++step) {
       const Tensor<FLOAT_TYPE> x = tokens_for(data_seed_, comm.rank(), step, tokens_, config_.hidden_dim);
       const Tensor<FLOAT_TYPE> target = teacher.forward(x).output;
@@ -148,31 +159,33 @@ class TrainCommand final : public Command {
       }
       optimizer.step();
 
-      double max_load = 0, mean_load = 0;
-      // The routing's balance: every rank's top-k choices per expert, before capacity
-      // (what the sigmoid router's bias update balances; the kept load is capped).
-      for (std::int64_t n : out.stats.chosen_per_expert) max_load = std::max(max_load, double(n)), mean_load += double(n);
-      mean_load /= double(config_.num_experts);
-      window_loss += sums[0] / (total_tokens * double(config_.hidden_dim));
-      window_aux += sums[1] / comm.size();
-      window_z += sums[2] / comm.size();
-      window_dropped += sums[3] / (total_tokens * double(config_.top_k));
-      window_load += mean_load > 0 ? max_load / mean_load : 0;
-      ++window_steps;
+      // The routing's balance (load max) is over every rank's top-k choices per expert,
+      // before capacity: what the sigmoid router's bias update balances.
+      window.add_step(sums[0] / (total_tokens * double(config_.hidden_dim)), sums[1] / comm.size(),
+                      sums[2] / comm.size(), sums[3] / (total_tokens * double(config_.top_k)), out.stats,
+                      student.backward_times());
 
       const bool last = step + 1 == steps_;
       if ((step + 1) % log_every_ == 0 || last) {
         const double seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-        if (root)
+        const double n = double(window.steps), tokens_per_s = total_tokens * n / seconds;
+        if (root) {
           std::printf("%8lld %12.6f %9.4f %9.3f %11.0f %7.2f%% %9.2f\n", static_cast<long long>(step + 1),
-                      window_loss / window_steps, window_aux / window_steps, window_z / window_steps,
-                      total_tokens * window_steps / seconds, 100.0 * window_dropped / window_steps,
-                      window_load / window_steps);
+                      window.loss / n, window.aux / n, window.z / n, tokens_per_s, 100.0 * window.dropped_share / n,
+                      window.load_max_over_mean / n);
+          std::printf("%s\n", phase_line(window).c_str());
+        }
         std::fflush(stdout);
+        // A failed write (a full disk) ends every rank, not rank 0 alone.
+        collective_check(comm, [&] {
+          if (!metrics) return;
+          const Tensor<FLOAT_TYPE> bias = student.expert_bias();
+          metrics->write(step + 1, window, tokens_per_s, optimizer.learning_rate(),
+                         std::vector<float>(bias.begin(), bias.end()));
+        });
         window_start = std::chrono::steady_clock::now();
-        window_steps = 0;
-        window_loss = window_aux = window_z = window_dropped = window_load = 0;
+        window = TrainingWindow{};
       }
       if (!checkpoint_.empty() && (last || (save_every_ > 0 && (step + 1) % save_every_ == 0))) {
         save_checkpoint(checkpoint_, student, step + 1, &optimizer,
@@ -190,7 +203,7 @@ class TrainCommand final : public Command {
   ConfigOptions config_options_;
   MOEConfig config_;
   CLI::Option* z_coef_option_ = nullptr;
-  std::string optimizer_ = "adamw", checkpoint_, resume_;
+  std::string optimizer_ = "adamw", checkpoint_, resume_, metrics_;
   LayerOptions options_;
   DeviceOptions device_;
   std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000;

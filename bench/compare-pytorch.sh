@@ -5,7 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../build}
 shift || true
-bash "$here/../scripts/install-deps.sh" --with-torch >/dev/null
+bash "$here/../scripts/install-deps.sh" >/dev/null
 source "$here/../scripts/find-python.sh"
 moe_find_python torch
 exec "$MOE_PYTHON" "$here/compare_pytorch.py" "$build/bench/moe_bench" "$@"

@@ -2,8 +2,12 @@
 // fixed number of its own tokens through the expert-parallel layer. Prints one CSV
 // row (rank 0): ranks, threads per rank, tokens per rank, median ms per forward (the
 // slowest rank's time of each iteration), global tokens/s, and token-row bytes sent
-// per rank in both traffic modes.
+// per rank in both traffic modes; then where the time goes: the median ms of the
+// dispatch and send-back phases (docs/design.md §2), a raw MPI_Alltoallv of the same
+// byte counts both ways timed in the same run, and raw / phases (1.0: the phases cost
+// no more than MPI's own all-to-all).
 //   moe-run -np 2 build/bench/moe_dist_bench --tokens 4096 [--traffic dedup|per-assignment]
+#include <mpi.h>
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -17,7 +21,7 @@ int main(int argc, char** argv) {
   CLI::App app{"moe expert-parallel forward benchmark (run it under moe-run)"};
   std::int64_t E = 8, k = 2, H = 1024, F = 4096, tokens = 4096;
   int reps = 7;
-  bool header = false;
+  bool header = false, separate_waits = false;
   std::string traffic = "dedup";
   app.add_option("--experts", E, "num_experts");
   app.add_option("--top-k", k, "top_k");
@@ -27,13 +31,19 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "timed forwards");
   app.add_option("--traffic", traffic, "which mode is timed")->check(CLI::IsMember({"dedup", "per-assignment"}));
   app.add_flag("--header", header, "print the CSV header first");
+  app.add_flag("--separate-waits", separate_waits, "barriers before the exchanges, timed apart (see above)");
   CLI11_PARSE(app, argc, argv);
 
   auto comm = moe::make_communicator();
   const moe::MOEConfig config(E, k, H, F);
   const moe::TrafficMode timed_mode =
       traffic == "dedup" ? moe::TrafficMode::Deduplicated : moe::TrafficMode::PerAssignment;
-  moe::MoELayer layer(config, *comm, 1, {timed_mode});
+  // --separate-waits: barriers before the exchanges, timed apart, so the phases time the
+  // exchanges, not the wait for the slowest rank's experts (which a raw all-to-all
+  // after a barrier never sees). They cost a barrier each: off for the scaling figures.
+  moe::LayerOptions timed_options{timed_mode};
+  timed_options.separate_waits = separate_waits;
+  moe::MoELayer layer(config, *comm, 1, timed_options);
   // A small gate keeps routing near uniform, as a trained, load-balanced router is.
   moe::Tensor<float> gate({H, E}, moe::bench::random_vector(H * E, 0.02f, 11));
   layer.set_gate_weights(gate);
@@ -53,24 +63,53 @@ int main(int argc, char** argv) {
   double dropped = double(timed_stats.dropped);
   comm->all_reduce(&dropped, 1, moe::DataType::Float64, moe::ReduceOp::Sum);
 
-  std::vector<double> times;
+  std::vector<double> times, exchange_times, raw_times;
+  // The same rows both ways as a bare MPI_Alltoallv (rows of H floats), on the
+  // layer's own MPI communicator: what the two all-to-all phases cannot beat.
+  const MPI_Comm* mpi = static_cast<const MPI_Comm*>(comm->native_handle());
+  const int P = comm->size();
+  const int row = static_cast<int>(H);
+  std::vector<int> send_counts(P), recv_counts(P), send_offsets(P), recv_offsets(P);
+  for (int p = 0, s = 0, r = 0; p < P; ++p) {
+    send_counts[p] = static_cast<int>(timed_stats.rows_sent[p]) * row;
+    recv_counts[p] = static_cast<int>(timed_stats.rows_received[p]) * row;
+    send_offsets[p] = s, recv_offsets[p] = r;
+    s += send_counts[p], r += recv_counts[p];
+  }
+  std::vector<float> out_rows(send_offsets[P - 1] + send_counts[P - 1], 1.0f);
+  std::vector<float> in_rows(recv_offsets[P - 1] + recv_counts[P - 1], 0.0f);
+  auto raw_exchange = [&] {
+    MPI_Alltoallv(out_rows.data(), send_counts.data(), send_offsets.data(), MPI_FLOAT, in_rows.data(),
+                  recv_counts.data(), recv_offsets.data(), MPI_FLOAT, *mpi);
+    MPI_Alltoallv(in_rows.data(), recv_counts.data(), recv_offsets.data(), MPI_FLOAT, out_rows.data(),
+                  send_counts.data(), send_offsets.data(), MPI_FLOAT, *mpi);
+  };
   for (int r = 0; r < reps + 1; ++r) {
     comm->barrier();
     const auto start = std::chrono::steady_clock::now();
-    layer.forward(x);
-    double t = moe::bench::seconds_since(start);
-    comm->all_reduce(&t, 1, moe::DataType::Float64, moe::ReduceOp::Max);
-    if (r > 0) times.push_back(t);  // the first is a warm-up
+    const moe::PhaseTimes phases = layer.forward(x).stats.times;
+    double t[2] = {moe::bench::seconds_since(start), phases.dispatch + phases.send_back};
+    comm->all_reduce(t, 2, moe::DataType::Float64, moe::ReduceOp::Max);
+    double raw = 0;
+    if (mpi) {
+      comm->barrier();
+      const auto raw_start = std::chrono::steady_clock::now();
+      raw_exchange();
+      raw = moe::bench::seconds_since(raw_start);
+      comm->all_reduce(&raw, 1, moe::DataType::Float64, moe::ReduceOp::Max);
+    }
+    if (r > 0) times.push_back(t[0]), exchange_times.push_back(t[1]), raw_times.push_back(raw);  // r = 0 warms up
   }
   const double median = moe::bench::median(times);
-  const int P = comm->size();
+  const double exchange = moe::bench::median(exchange_times), raw = moe::bench::median(raw_times);
   if (comm->rank() == 0) {
     if (header)
       std::printf("ranks,threads,tokens_per_rank,timed_mode,ms,tokens_per_s,dedup_bytes_per_rank,"
-                  "per_assignment_bytes_per_rank,dropped_share\n");
-    std::printf("%d,%d,%ld,%s,%.3f,%.0f,%.0f,%.0f,%.4f\n", P, omp_get_max_threads(), tokens, traffic.c_str(),
-                median * 1e3, double(P * tokens) / median, bytes[0] / P, bytes[1] / P,
-                dropped / double(P * tokens * k));
+                  "per_assignment_bytes_per_rank,dropped_share,all_to_all_phases_ms,raw_alltoallv_ms,"
+                  "raw_over_phases\n");
+    std::printf("%d,%d,%ld,%s,%.3f,%.0f,%.0f,%.0f,%.4f,%.3f,%.3f,%.3f\n", P, omp_get_max_threads(), tokens,
+                traffic.c_str(), median * 1e3, double(P * tokens) / median, bytes[0] / P, bytes[1] / P,
+                dropped / double(P * tokens * k), exchange * 1e3, raw * 1e3, exchange > 0 ? raw / exchange : 0.0);
   }
   return 0;
 }

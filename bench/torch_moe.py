@@ -2,6 +2,9 @@
 over experts with index_add_), with the capacity rule of docs/design.md §1, for the
 moe-versus-PyTorch ratio. Imported by compare_pytorch.py."""
 import math
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -84,6 +87,27 @@ def time_config(name, reps=None, training=False, device="cpu", dtype=torch.float
     return median_ms(run, reps or c["reps"], sync=sync)
 
 
+# The thread settings a careful user would try on a CPU: PyTorch's intra-op threads times
+# the BLAS's own threads (Debian's PyTorch calls OpenBLAS, which keeps its own pool).
+THREAD_SETTINGS = [(t, b) for t in (1, 2) for b in (1, 2)]
+
+
+def time_in_subprocess(name, training, torch_threads, blas_threads, reps=None, python=sys.executable):
+    """Median ms of the PyTorch layer in a fresh process with those thread settings (a
+    process of its own, so no other library in this one has touched the thread pools)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads), OMP_NUM_THREADS=str(torch_threads))
+    command = [python, os.path.abspath(__file__), "--config", name, "--mode", "training" if training else "forward",
+               "--torch-threads", str(torch_threads)]
+    if reps:
+        command += ["--reps", str(reps)]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
+def setting_name(setting):
+    return f"torch {setting[0]} x OpenBLAS {setting[1]} thread(s)"
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -93,7 +117,10 @@ if __name__ == "__main__":
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--mode", default="forward", choices=["forward", "training"])
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     if args.device == "cuda" and args.dtype == "float32":
         torch.backends.cuda.matmul.allow_tf32 = False
     ms = time_config(args.config, args.reps, args.mode == "training", args.device, getattr(torch, args.dtype))

@@ -41,6 +41,7 @@ std::unique_ptr<Command> make_infer_command();
 std::unique_ptr<Command> make_make_tokens_command();
 std::unique_ptr<Command> make_train_command();
 std::unique_ptr<Command> make_import_command();
+std::unique_ptr<Command> make_bench_command();
 
 // The MOEConfig options shared by the commands that build a layer from scratch: one
 // per field of moe/config_fields.hpp. A field whose flag is not given keeps the

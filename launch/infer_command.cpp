@@ -7,6 +7,7 @@
 #include "checkpoint/file_commit.hpp"
 #include "collective_check.hpp"
 #include "launch/command.hpp"
+#include "launch/progress_line.hpp"
 #include "moe/checkpoint.hpp"
 
 namespace moe::cli {
@@ -29,6 +30,8 @@ class InferCommand final : public Command {
 
   int run(Communicator& comm) override {
     const auto start = std::chrono::steady_clock::now();
+    ProgressLine progress("moe infer", comm.rank() == 0);
+    progress.stage(1, 5, "reading the checkpoint's config");
     MOEConfig config;
     collective_check(comm, [&] {
       // Before any work: the output must not be one of the inputs, nor a device or FIFO.
@@ -40,10 +43,16 @@ class InferCommand final : public Command {
     options.traffic = traffic_ == "dedup" ? TrafficMode::Deduplicated : TrafficMode::PerAssignment;
     apply_device_options(device_, options);
     MoELayer layer(config, comm, 0, options);
+    progress.stage(2, 5, "loading " + checkpoint_);
     load_checkpoint(checkpoint_, layer);
+    progress.stage(3, 5, "reading the tokens of " + input_);
     const checkpoint::TokenBlock block = checkpoint::read_token_block(input_, comm, config.hidden_dim);
+    progress.stage(4, 5, "forward of " + std::to_string(block.total_rows) + " tokens on " +
+                             std::to_string(comm.size()) + " rank(s)");
     const ForwardResult result = layer.forward(block.rows);
+    progress.stage(5, 5, "writing " + output_);
     checkpoint::write_inference_output(output_, comm, block, result, config.top_k);
+    progress.clear();
 
     std::int64_t dropped = result.stats.dropped;
     comm.all_reduce(&dropped, 1, DataType::Int64, ReduceOp::Sum);

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   commands.push_back(moe::cli::make_make_tokens_command());
   commands.push_back(moe::cli::make_train_command());
   commands.push_back(moe::cli::make_import_command());
+  commands.push_back(moe::cli::make_bench_command());
   std::vector<CLI::App*> subcommands;
   for (auto& c : commands) subcommands.push_back(c->add_to(app));
   // A first word that is no subcommand is named, rather than CLI11's "A subcommand is

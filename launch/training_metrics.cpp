@@ -17,10 +17,11 @@ struct PhaseField {
   double PhaseTimes::*member;
 };
 constexpr PhaseField kPhases[] = {
-    {"route", &PhaseTimes::route},         {"plan", &PhaseTimes::plan},
+    {"route", &PhaseTimes::route},         {"plan", &PhaseTimes::plan},           {"pack", &PhaseTimes::pack},
     {"dispatch", &PhaseTimes::dispatch},   {"experts", &PhaseTimes::experts},
     {"send_back", &PhaseTimes::send_back}, {"combine", &PhaseTimes::combine},
     {"shared_expert", &PhaseTimes::shared_expert}, {"reduce", &PhaseTimes::reduce},
+    {"wait", &PhaseTimes::wait},
 };
 
 nlohmann::ordered_json phases_ms(const PhaseTimes& sum, std::int64_t steps) {

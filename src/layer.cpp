@@ -67,7 +67,8 @@ void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint6
        std::vector<std::pair<const char*, std::int64_t>>{{"seed", static_cast<std::int64_t>(seed)},
                                                           {"traffic mode", static_cast<std::int64_t>(options.traffic)},
                                                           {"aux_loss_coef (bits)", float_bits(options.aux_loss_coef)},
-                                                          {"z_loss_coef (bits)", float_bits(options.z_loss_coef)}}) {
+                                                          {"z_loss_coef (bits)", float_bits(options.z_loss_coef)},
+                                                          {"separate_waits", options.separate_waits ? 1 : 0}}) {
     names.push_back(name);
     low.push_back(value);
   }
@@ -389,6 +390,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   const SendLayout& layout = saved.layout;
   clock.lap(times.plan);
 
+  if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
   // 2. Counts: rows and assignments for every peer, so each rank knows what arrives.
   std::vector<std::int64_t> send_counts(2 * P), recv_counts(2 * P);
   for (std::size_t p = 0; p < P; ++p) {
@@ -410,8 +412,10 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
 
   // 3. Dispatch: token rows packed by destination, then the metadata riding with them.
   const std::int64_t sent_rows = layout.rows();
+  clock.lap(times.dispatch);
   ops->gather_rows(x, gather_tokens.upload(layout.row_token), sent_rows, H,
                    send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
+  clock.lap(times.pack);
   float* received = recv_rows.resize(static_cast<std::size_t>(received_rows * H));
   transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), received, recv_row_counts.data(), row_bytes);
   std::vector<std::int32_t> row_assignments(static_cast<std::size_t>(received_rows));
@@ -432,6 +436,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   clock.lap(times.experts);
 
   // 6. Send the rows back, the reverse of step 3.
+  if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
   float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
   transport.all_to_allv(expert_out, recv_row_counts.data(), returned, layout.rows_per_rank.data(), row_bytes);
   clock.lap(times.send_back);
@@ -507,7 +512,8 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     // the forward dispatched the tokens.
     ops->gather_rows(g, gather_tokens.upload(layout.row_token), sent_rows, H,
                      send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
-    clock.lap(times.combine);
+    clock.lap(times.pack);
+    if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
     float* d_returned = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
     transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
                           row_bytes);
@@ -517,6 +523,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
                      params.experts.layout, config.activation, workspace, d_received, d_weights);
     clock.lap(times.experts);
     // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
+    if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
     float* d_sent = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
     transport.all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
     const std::vector<float> dw_here = workspace.d_weights.download();

@@ -53,6 +53,10 @@ struct LayerOptions {
   // over tokens of logsumexp(logits)²). backward() differentiates all three.
   float aux_loss_coef = 0.01f;
   float z_loss_coef = 0.0f;
+  // For profiling: each all-to-all exchange starts with a barrier whose time goes to
+  // PhaseTimes::wait, so that dispatch and send_back time the exchange itself, not
+  // the wait for slower ranks (costs one barrier per exchange; off in production).
+  bool separate_waits = false;
 };
 
 // Whether a forward keeps what backward() needs.
@@ -61,20 +65,23 @@ enum class Pass { Inference, Training };
 // Wall-clock seconds of the phases of one forward or one backward on this rank,
 // each measured to its end (on CUDA, to the device's completion of its kernels).
 // At one rank nothing crosses the wire and the experts write each token's row
-// themselves: dispatch, send_back and combine are then 0. A backward runs the same
-// phases in reverse: route is the router's backward, combine the gradient's gather
-// and sum, reduce the all-reduce of the replicated parameters' gradients.
+// themselves: pack, dispatch, send_back and combine are then 0. A backward runs the
+// same phases in reverse: route is the router's backward, pack the gather of the
+// output gradient's rows, combine their sum into ∂L/∂x, reduce the all-reduce of the
+// replicated parameters' gradients.
 struct PhaseTimes {
   double route = 0;          // gate GEMM, scores, top-k
   double plan = 0;           // capacity, dispatch plan and send layout
+  double pack = 0;           // token rows copied into the send buffer, grouped by destination
   double dispatch = 0;       // row counts, token rows and their metadata to the experts' owners
   double experts = 0;        // this rank's expert FFNs
   double send_back = 0;      // the experts' rows back to the tokens' ranks
   double combine = 0;        // each token's returned rows summed into its output
   double shared_expert = 0;  // the always-active expert, when there is one
   double reduce = 0;         // all-reduces: load counts (forward), replicated gradients (backward)
+  double wait = 0;           // barriers before the exchanges, with LayerOptions::separate_waits only
   double total() const {
-    return route + plan + dispatch + experts + send_back + combine + shared_expert + reduce;
+    return route + plan + pack + dispatch + experts + send_back + combine + shared_expert + reduce + wait;
   }
 };
 

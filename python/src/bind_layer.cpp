@@ -75,12 +75,14 @@ py::dict times_dict(const PhaseTimes& t) {
   py::dict d;
   d["route"] = t.route;
   d["plan"] = t.plan;
+  d["pack"] = t.pack;
   d["dispatch"] = t.dispatch;
   d["experts"] = t.experts;
   d["send_back"] = t.send_back;
   d["combine"] = t.combine;
   d["shared_expert"] = t.shared_expert;
   d["reduce"] = t.reduce;
+  d["wait"] = t.wait;
   d["total"] = t.total();
   return d;
 }

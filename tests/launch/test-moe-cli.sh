@@ -38,6 +38,17 @@ for np in 1 2 4; do
   check "infer at $np rank(s)" moe-run -np $np moe infer --ckpt model.h5 --input tokens.h5 --output out$np.h5
 done
 check "2 ranks write the same output file as 1" same_outputs out1.h5 out2.h5
+check "infer prints no progress line when stderr is not a terminal" bash -c \
+  "! moe infer --ckpt model.h5 --input tokens.h5 --output quiet.h5 2>&1 | grep -q \$'\\r'"
+if command -v script >/dev/null; then
+  check "infer shows its stage on a terminal, then clears the line" bash -c \
+    "script -qec 'moe infer --ckpt model.h5 --input tokens.h5 --output tty.h5' /dev/null | grep -q '\\[4/5\\] forward of 300 tokens'"
+fi
+check "moe bench prints the reference API's two lines" bash -c \
+  "moe bench --experts 4 --hidden 32 --expert-dim 64 --runs 3 | grep -q 'Average time per forward pass: .* ms' &&
+   moe bench --experts 4 --hidden 32 --expert-dim 64 --runs 3 | grep -q 'Throughput: .* tokens/sec'"
+check "moe bench --layer at 2 ranks times every phase" bash -c \
+  "moe-run -np 2 moe bench --layer --experts 4 --hidden 32 --expert-dim 64 --tokens 200 --runs 3 | grep -q 'phases, ms per forward: route .* dispatch .* experts'"
 check "4 ranks write the same output file as 1" same_outputs out1.h5 out4.h5
 check "the output file has one aux loss and dropped count per rank" \
   "$MOE_PYTHON" -c "import h5py; f = h5py.File('out4.h5'); assert f['aux_loss'].shape == (4,) and f['dropped'].shape == (4,) and f['output'].shape == (3, 100, 32)"

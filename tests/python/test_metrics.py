@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PHASES = {"route", "plan", "dispatch", "experts", "send_back", "combine", "shared_expert", "reduce", "total"}
+PHASES = {"route", "plan", "pack", "dispatch", "experts", "send_back", "combine", "shared_expert", "reduce", "wait",
+          "total"}
 
 
 def moe_train(tmp_path, *args):

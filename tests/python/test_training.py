@@ -101,3 +101,19 @@ def test_state_dict_round_trips_through_a_checkpoint_and_h5py(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(third(x), module(x), rtol=0, atol=0)
     np.testing.assert_array_equal(third.layer.expert_bias(), state["expert_bias"].numpy())
+
+
+def test_the_readme_example_trains_and_saves(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    checkpoint = tmp_path / "example.h5"
+    run = subprocess.run([sys.executable, os.path.join(root, "examples", "python", "train_moe.py"), "--steps", "100",
+                          "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    last = run.stdout.strip().splitlines()[-1]
+    first_loss, last_loss = float(last.split()[1]), float(last.split()[6])
+    assert last_loss < 0.6 * first_loss, last
+    assert moe.read_checkpoint_config(str(checkpoint)).expert_kind == "glu"

@@ -111,8 +111,9 @@ TEST(PhaseTimes, CoverTheForwardAndTheBackward) {
   EXPECT_GT(f.shared_expert, 0);
   EXPECT_EQ(f.dispatch, 0);  // one rank: nothing crosses
   EXPECT_EQ(f.send_back, 0);
-  EXPECT_DOUBLE_EQ(f.total(), f.route + f.plan + f.dispatch + f.experts + f.send_back + f.combine +
-                                  f.shared_expert + f.reduce);
+  EXPECT_DOUBLE_EQ(f.total(), f.route + f.plan + f.pack + f.dispatch + f.experts + f.send_back + f.combine +
+                                  f.shared_expert + f.reduce + f.wait);
+  EXPECT_EQ(f.wait, 0);  // no barriers unless LayerOptions::separate_waits
   layer.backward(x);
   const moe::PhaseTimes& b = layer.backward_times();
   EXPECT_GT(b.experts, 0);

@@ -26,3 +26,17 @@ if env -u LD_LIBRARY_PATH ldd "$prefix/bin/moe" | grep -q "$build/libmoe"; then
   exit 1
 fi
 echo "check-consumer: the installed moe runs from $prefix"
+# The installed Python package (when built) imports from the prefix alone and finds the
+# installed libmoe through its RPATH.
+python=$(sed -n 's/^MOE_PYTHON_EXECUTABLE:[A-Z]*=//p; s/^Python3_EXECUTABLE:[A-Z]*=//p' "$build/CMakeCache.txt" | head -1)
+package=$(find "$prefix" -path '*site-packages/moe/__init__.py' 2>/dev/null | head -1)
+if [[ -n "$package" && -n "$python" ]]; then
+  site=$(dirname "$(dirname "$package")")
+  (cd "$work" && env -u LD_LIBRARY_PATH PYTHONPATH="$site" "$python" -c \
+    "import moe; assert moe.__file__.startswith('$prefix'), moe.__file__; moe.MoELayer(moe.MOEConfig(4, 2, 8, 8))")
+  if ldd "$(dirname "$package")"/_moe*.so | grep -q "$build/libmoe"; then
+    echo "check-consumer: the installed Python package loads libmoe from the build tree" >&2
+    exit 1
+  fi
+  echo "check-consumer: the installed Python package imports from $site"
+fi

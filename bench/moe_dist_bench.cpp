@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   CLI::App app{"moe expert-parallel forward benchmark (run it under moe-run)"};
   std::int64_t E = 8, k = 2, H = 1024, F = 4096, tokens = 4096;
   int reps = 7;
-  bool header = false, separate_waits = false, phases = false;
+  bool header = false, separate_waits = false, print_phases = false;
   std::string traffic = "dedup";
   app.add_option("--experts", E, "num_experts");
   app.add_option("--top-k", k, "top_k");
@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   app.add_option("--traffic", traffic, "which mode is timed")->check(CLI::IsMember({"dedup", "per-assignment"}));
   app.add_flag("--header", header, "print the CSV header first");
   app.add_flag("--separate-waits", separate_waits, "barriers before the exchanges, timed apart (see above)");
-  app.add_flag("--phases", phases, "after the CSV row, rank 0's mean ms per phase of the timed forwards");
+  app.add_flag("--phases", print_phases, "after the CSV row, rank 0's mean ms per phase of the timed forwards");
   CLI11_PARSE(app, argc, argv);
 
   auto comm = moe::make_communicator();
@@ -102,10 +102,7 @@ int main(int argc, char** argv) {
     }
     if (r == 0) continue;  // a warm-up
     times.push_back(t[0]), exchange_times.push_back(t[1]), raw_times.push_back(raw);
-    for (auto member : {&moe::PhaseTimes::route, &moe::PhaseTimes::plan, &moe::PhaseTimes::pack,
-                        &moe::PhaseTimes::dispatch, &moe::PhaseTimes::experts, &moe::PhaseTimes::send_back,
-                        &moe::PhaseTimes::combine, &moe::PhaseTimes::reduce, &moe::PhaseTimes::wait})
-      phase_sum.*member += phases.*member;
+    phase_sum += phases;
   }
   const double median = moe::bench::median(times);
   const double exchange = moe::bench::median(exchange_times), raw = moe::bench::median(raw_times);
@@ -118,12 +115,12 @@ int main(int argc, char** argv) {
                 traffic.c_str(), median * 1e3, double(P * tokens) / median, bytes[0] / P, bytes[1] / P,
                 dropped / double(P * tokens * k), exchange * 1e3, raw * 1e3, exchange > 0 ? raw / exchange : 0.0);
     const double n = reps > 0 ? reps : 1;
-    if (phases)
-      std::printf("rank 0 ms per forward: route %.3f plan %.3f pack %.3f dispatch %.3f experts %.3f send_back %.3f "
-                  "combine %.3f reduce %.3f wait %.3f\n",
-                  1e3 * phase_sum.route / n, 1e3 * phase_sum.plan / n, 1e3 * phase_sum.pack / n,
-                  1e3 * phase_sum.dispatch / n, 1e3 * phase_sum.experts / n, 1e3 * phase_sum.send_back / n,
-                  1e3 * phase_sum.combine / n, 1e3 * phase_sum.reduce / n, 1e3 * phase_sum.wait / n);
+    if (print_phases) {
+      std::printf("rank 0 ms per forward:");
+      for (const moe::PhaseTimes::Field& f : moe::PhaseTimes::fields)
+        std::printf(" %s %.3f", f.name, 1e3 * (phase_sum.*f.seconds) / n);
+      std::printf("\n");
+    }
   }
   return 0;
 }

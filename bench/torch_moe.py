@@ -17,6 +17,11 @@ CONFIGS = {
 
 
 class TorchMoE:
+    """The layer as PyTorch code is usually written (Hugging Face's Mixtral block, say): one
+    weight tensor per expert (a stacked [E, H, F] tensor indexed per expert would make
+    autograd build a full [E, H, F] gradient for every expert's slice), a loop over the
+    experts, and index_add_ for the combine."""
+
     def __init__(self, E, k, H, F, capacity_factor=1.25, seed=0, requires_grad=False, device="cpu",
                  dtype=torch.float32):
         g = torch.Generator().manual_seed(seed)
@@ -26,10 +31,13 @@ class TorchMoE:
             return (torch.randn(*shape, generator=g) * 0.02).to(device=device, dtype=dtype).requires_grad_(requires_grad)
 
         self.wg = param(H, E)
-        self.w1 = param(E, H, F)
-        self.b1 = param(E, F)
-        self.w2 = param(E, F, H)
-        self.b2 = param(E, H)
+        self.w1 = [param(H, F) for _ in range(E)]
+        self.b1 = [param(F) for _ in range(E)]
+        self.w2 = [param(F, H) for _ in range(E)]
+        self.b2 = [param(H) for _ in range(E)]
+
+    def parameters(self):
+        return [self.wg, *self.w1, *self.b1, *self.w2, *self.b2]
 
     def forward(self, x):
         T = x.shape[0]
@@ -81,7 +89,7 @@ def time_config(name, reps=None, training=False, device="cpu", dtype=torch.float
     else:
         def run():
             model.forward(x).backward(grad)
-            for p in (model.wg, model.w1, model.b1, model.w2, model.b2, x):
+            for p in (*model.parameters(), x):
                 p.grad = None
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     return median_ms(run, reps or c["reps"], sync=sync)

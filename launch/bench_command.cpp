@@ -61,13 +61,10 @@ class BenchCommand final : public Command {
     for (std::int64_t run = 0; run < runs_; ++run) {
       comm.barrier();
       const auto start = std::chrono::steady_clock::now();
-      const PhaseTimes t = layer.forward(x).stats.times;
+      sum += layer.forward(x).stats.times;
       double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       comm.all_reduce(&elapsed, 1, DataType::Float64, ReduceOp::Max);  // the slowest rank's
       seconds += elapsed;
-      sum.route += t.route, sum.plan += t.plan, sum.pack += t.pack, sum.dispatch += t.dispatch, sum.experts += t.experts;
-      sum.send_back += t.send_back, sum.combine += t.combine, sum.shared_expert += t.shared_expert;
-      sum.reduce += t.reduce, sum.wait += t.wait;
     }
     if (comm.rank() == 0) {
       const double ms = 1e3 * seconds / double(runs_);
@@ -76,11 +73,9 @@ class BenchCommand final : public Command {
                   comm.size(), device_.device.c_str(), static_cast<long long>(tokens_));
       std::printf("Average time per forward pass: %g ms\n", ms);
       std::printf("Throughput: %g tokens/sec\n", double(tokens_) * comm.size() / ms * 1000.0);
-      std::printf("rank 0 phases, ms per forward: route %.3f, plan %.3f, pack %.3f, dispatch %.3f, experts %.3f, "
-                  "send_back %.3f, combine %.3f, shared_expert %.3f, reduce %.3f, wait %.3f\n",
-                  1e3 * sum.route / n, 1e3 * sum.plan / n, 1e3 * sum.pack / n, 1e3 * sum.dispatch / n, 1e3 * sum.experts / n,
-                  1e3 * sum.send_back / n, 1e3 * sum.combine / n, 1e3 * sum.shared_expert / n, 1e3 * sum.reduce / n,
-                  1e3 * sum.wait / n);
+      std::printf("rank 0 phases, ms per forward:");
+      for (const PhaseTimes::Field& f : PhaseTimes::fields) std::printf(" %s %.3f", f.name, 1e3 * (sum.*f.seconds) / n);
+      std::printf("\n");
     }
     return 0;
   }

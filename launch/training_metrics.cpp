@@ -11,22 +11,9 @@
 namespace moe::cli {
 namespace {
 
-// The phases in the order a forward runs them, with their JSON and terminal names.
-struct PhaseField {
-  const char* name;
-  double PhaseTimes::*member;
-};
-constexpr PhaseField kPhases[] = {
-    {"route", &PhaseTimes::route},         {"plan", &PhaseTimes::plan},           {"pack", &PhaseTimes::pack},
-    {"dispatch", &PhaseTimes::dispatch},   {"experts", &PhaseTimes::experts},
-    {"send_back", &PhaseTimes::send_back}, {"combine", &PhaseTimes::combine},
-    {"shared_expert", &PhaseTimes::shared_expert}, {"reduce", &PhaseTimes::reduce},
-    {"wait", &PhaseTimes::wait},
-};
-
 nlohmann::ordered_json phases_ms(const PhaseTimes& sum, std::int64_t steps) {
   nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  for (const PhaseField& p : kPhases) out[p.name] = 1e3 * (sum.*p.member) / double(steps);
+  for (const PhaseTimes::Field& p : PhaseTimes::fields) out[p.name] = 1e3 * (sum.*p.seconds) / double(steps);
   out["total"] = 1e3 * sum.total() / double(steps);
   return out;
 }
@@ -41,10 +28,6 @@ void add_counts(std::vector<std::int64_t>& sum, const std::vector<std::int64_t>&
 
 }  // namespace
 
-void TrainingWindow::add_times(PhaseTimes& sum, const PhaseTimes& t) {
-  for (const PhaseField& p : kPhases) sum.*p.member += t.*p.member;
-}
-
 void TrainingWindow::add_step(double step_loss, double step_aux, double step_z, double step_dropped_share,
                               const ForwardStats& stats, const PhaseTimes& backward_times) {
   ++steps;
@@ -58,8 +41,8 @@ void TrainingWindow::add_step(double step_loss, double step_aux, double step_z, 
   load_max_over_mean += mean_load > 0 ? max_load / mean_load : 0;
   add_counts(chosen_per_expert, stats.chosen_per_expert);
   add_counts(kept_per_expert, stats.tokens_per_expert);
-  add_times(forward, stats.times);
-  add_times(backward, backward_times);
+  forward += stats.times;
+  backward += backward_times;
 }
 
 MetricsFile::MetricsFile(const std::string& path, bool append) : path_(path) {
@@ -100,8 +83,8 @@ std::string phase_line(const TrainingWindow& w) {
   auto part = [&](const char* label, const PhaseTimes& sum) {
     std::string s = label;
     char buffer[64];
-    for (const PhaseField& p : kPhases) {
-      const double ms = 1e3 * (sum.*p.member) / double(w.steps);
+    for (const PhaseTimes::Field& p : PhaseTimes::fields) {
+      const double ms = 1e3 * (sum.*p.seconds) / double(w.steps);
       if (ms == 0) continue;  // phases that do not run here (one rank, no shared expert)
       std::snprintf(buffer, sizeof buffer, " %s %.2f", p.name, ms);
       s += buffer;

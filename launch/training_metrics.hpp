@@ -20,7 +20,6 @@ struct TrainingWindow {
   PhaseTimes forward, backward;                                 // this rank's, summed
   double seconds = 0;
 
-  void add_times(PhaseTimes& sum, const PhaseTimes& t);
   void add_step(double step_loss, double step_aux, double step_z, double step_dropped_share,
                 const ForwardStats& stats, const PhaseTimes& backward_times);
 };

@@ -80,8 +80,27 @@ struct PhaseTimes {
   double shared_expert = 0;  // the always-active expert, when there is one
   double reduce = 0;         // all-reduces: load counts (forward), replicated gradients (backward)
   double wait = 0;           // barriers before the exchanges, with LayerOptions::separate_waits only
+
+  // Every phase with its name, in the order a forward runs them: what reports iterate.
+  struct Field {
+    const char* name;
+    double PhaseTimes::*seconds;
+  };
+  static constexpr Field fields[] = {
+      {"route", &PhaseTimes::route},         {"plan", &PhaseTimes::plan},
+      {"pack", &PhaseTimes::pack},           {"dispatch", &PhaseTimes::dispatch},
+      {"experts", &PhaseTimes::experts},     {"send_back", &PhaseTimes::send_back},
+      {"combine", &PhaseTimes::combine},     {"shared_expert", &PhaseTimes::shared_expert},
+      {"reduce", &PhaseTimes::reduce},       {"wait", &PhaseTimes::wait},
+  };
   double total() const {
-    return route + plan + pack + dispatch + experts + send_back + combine + shared_expert + reduce + wait;
+    double sum = 0;
+    for (const Field& f : fields) sum += this->*f.seconds;
+    return sum;
+  }
+  PhaseTimes& operator+=(const PhaseTimes& other) {
+    for (const Field& f : fields) this->*f.seconds += other.*f.seconds;
+    return *this;
   }
 };
 

@@ -129,6 +129,19 @@ class MoE(nn.Module):
         out = out.to(x.dtype)
         return (out, aux, z) if return_losses else out
 
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .double(), … would replace the parameters with copies the layer
+        # never sees: allowed only where they change nothing (e.g. a parent model's
+        # .to() onto the device the layer already uses).
+        for name, parameter in self.named_parameters():
+            moved = fn(parameter)
+            if moved.data_ptr() != parameter.data_ptr() or moved.dtype != parameter.dtype:
+                raise RuntimeError(
+                    f"moe.torch.MoE: {name} would move to {moved.device} as {moved.dtype}, away from the layer's "
+                    f"own storage ({parameter.device}, {parameter.dtype}); build the module with "
+                    f"device='cuda' (or 'cpu') instead of moving it, and feed it float32 tensors")
+        return self
+
     def update_expert_bias(self):
         """Sigmoid router: the aux-loss-free bias update from the loads since the last one.
         Call it after each optimizer step, on every rank."""

@@ -73,16 +73,7 @@ const char* memory_name(Memory m) { return m == Memory::Host ? "cpu" : "cuda"; }
 
 py::dict times_dict(const PhaseTimes& t) {
   py::dict d;
-  d["route"] = t.route;
-  d["plan"] = t.plan;
-  d["pack"] = t.pack;
-  d["dispatch"] = t.dispatch;
-  d["experts"] = t.experts;
-  d["send_back"] = t.send_back;
-  d["combine"] = t.combine;
-  d["shared_expert"] = t.shared_expert;
-  d["reduce"] = t.reduce;
-  d["wait"] = t.wait;
+  for (const PhaseTimes::Field& f : PhaseTimes::fields) d[f.name] = t.*f.seconds;
   d["total"] = t.total();
   return d;
 }
@@ -150,10 +141,8 @@ PyForward forward(PyLayer& l, const py::object& x, const py::object& out, bool t
     py::gil_scoped_release release;
     r = l.layer->forward(in->data(), tokens, target->data(), training ? Pass::Training : Pass::Inference);
   }
-  if (training) {
-    l.training_shape = in->shape();
-    l.has_training_forward = true;
-  }
+  l.has_training_forward = training;  // any forward discards the previous one's activations
+  if (training) l.training_shape = in->shape();
   PyForward f;
   f.output = output;
   f.aux_loss = r.aux_loss;

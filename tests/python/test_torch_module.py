@@ -142,6 +142,9 @@ def test_bad_inputs_name_the_argument():
         moe.torch.MoE(moe.MOEConfig(num_experts=4, top_k=5, hidden_dim=16, expert_dim=24))
     with pytest.raises(moe.Error, match="device = 'tpu'"):
         moe.torch.MoE(config, device="tpu")
+    with pytest.raises(RuntimeError, match="gate.weight would move to cpu as torch.float64"):
+        module.double()
+    assert module.to("cpu") is module  # a move that changes nothing is fine
     layer = moe.MoELayer(config)
     with pytest.raises(moe.Error, match=r"no forward\(x, training=True\)"):
         layer.backward(np.zeros((3, 16), np.float32))

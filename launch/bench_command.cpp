@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 
+#include "collective_check.hpp"
 #include "launch/command.hpp"
 #include "moe/moe.hpp"
 
@@ -36,9 +37,11 @@ class BenchCommand final : public Command {
   int run(Communicator& comm) override {
     const MOEConfig config = config_options_.config();
     if (!layer_) {
-      // The reference API is single-process: rank 0 runs it, the others wait.
-      if (comm.rank() == 0) benchmark_moe_performance(config, static_cast<int>(runs_), tokens_);
-      comm.barrier();
+      // The reference API is single-process: rank 0 runs it while the others wait, and
+      // an error there (a bad config) ends every rank with its message.
+      collective_check(comm, [&] {
+        if (comm.rank() == 0) benchmark_moe_performance(config, static_cast<int>(runs_), tokens_);
+      });
       return 0;
     }
     LayerOptions options;

@@ -14,6 +14,7 @@
 #include "bindings.hpp"
 #include "collective_check.hpp"
 #include "dlpack_bridge.hpp"
+#include "input_checks.hpp"
 #include "moe/checkpoint.hpp"
 #include "moe/communicator.hpp"
 #include "moe/layer.hpp"
@@ -101,35 +102,39 @@ struct PyForward {
 };
 
 // Checks run on every rank together, so a bad argument on one rank ends the call on all
-// (moe.CollectiveError) instead of leaving the others in the layer's collectives.
+// (moe.CollectiveError) instead of leaving the others in the layer's collectives. A
+// Python exception inside (numpy failing to allocate, say) is agreed on like a moe one.
 template <class Check>
-void agreed(PyLayer& l, Check&& check) {
-  collective_check(*l.comm, std::forward<Check>(check));
+void agreed(PyLayer& l, const char* where, Check&& check) {
+  collective_check(*l.comm, [&] {
+    try {
+      check();
+    } catch (py::error_already_set& e) {
+      detail::fail(where, std::string(py::str(e.value())));
+    }
+  });
+}
+
+// A new float32 numpy array of `shape`: the default destination on the CPU.
+py::object numpy_empty(const std::vector<std::int64_t>& shape) {
+  return py::module_::import("numpy").attr("empty")(py::cast(shape), "float32");
 }
 
 PyForward forward(PyLayer& l, const py::object& x, const py::object& out, bool training) {
   constexpr const char* where = "MoELayer.forward";
-  const std::int64_t H = l.layer->config().hidden_dim;
   std::optional<BorrowedArray> in, target;
   py::object output = out;
   std::int64_t tokens = 0;
-  agreed(l, [&] {
+  agreed(l, where, [&] {
     in.emplace(x, where, "x");
     MOE_CHECK_ARG(in->memory() == layer_memory(l), where, "x is in ", memory_name(in->memory()),
                   " memory; expected ", memory_name(layer_memory(l)), " memory, where the layer computes");
-    MOE_CHECK_ARG((in->shape().size() == 2 || in->shape().size() == 3) && in->shape().back() == H, where,
-                  "x has shape ", shape_to_string(in->shape()), "; expected [tokens, ", H, "] or [batch, seq, ", H,
-                  "] (hidden_dim = ", H, ")");
-    tokens = in->numel() / H;
-  });
-  if (output.is_none()) {
-    agreed(l, [&] {
+    tokens = checks::input_tokens(in->shape(), l.layer->config(), where);
+    if (output.is_none()) {
       MOE_CHECK_ARG(in->memory() == Memory::Host, where,
                     "out is None for an input in cuda memory; pass out= (a torch tensor of x's shape)");
-    });
-    output = py::module_::import("numpy").attr("empty")(py::cast(in->shape()), "float32");
-  }
-  agreed(l, [&] {
+      output = numpy_empty(in->shape());
+    }
     target.emplace(output, where, "out");
     MOE_CHECK_ARG(target->shape() == in->shape() && target->memory() == in->memory(), where, "out has shape ",
                   shape_to_string(target->shape()), " in ", memory_name(target->memory()),
@@ -158,7 +163,7 @@ py::object backward(PyLayer& l, const py::object& grad_output, const py::object&
   constexpr const char* where = "MoELayer.backward";
   std::optional<BorrowedArray> g, dx;
   py::object result = grad_input;
-  agreed(l, [&] {
+  agreed(l, where, [&] {
     MOE_CHECK_ARG(l.has_training_forward, where, "no forward(x, training=True) to differentiate");
     g.emplace(grad_output, where, "grad_output");
     MOE_CHECK_ARG(g->shape() == l.training_shape && g->memory() == layer_memory(l), where, "grad_output has shape ",
@@ -167,10 +172,8 @@ py::object backward(PyLayer& l, const py::object& grad_output, const py::object&
                   memory_name(layer_memory(l)), " memory");
     if (result.is_none()) {
       MOE_CHECK_ARG(g->memory() == Memory::Host, where, "grad_input is None for cuda memory; pass grad_input=");
+      result = numpy_empty(g->shape());
     }
-  });
-  if (result.is_none()) result = py::module_::import("numpy").attr("empty")(py::cast(g->shape()), "float32");
-  agreed(l, [&] {
     dx.emplace(result, where, "grad_input");
     MOE_CHECK_ARG(dx->shape() == g->shape() && dx->memory() == g->memory(), where, "grad_input has shape ",
                   shape_to_string(dx->shape()), "; expected ", shape_to_string(g->shape()), " in ",

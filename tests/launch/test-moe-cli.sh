@@ -47,6 +47,8 @@ fi
 check "moe bench prints the reference API's two lines" bash -c \
   "moe bench --experts 4 --hidden 32 --expert-dim 64 --runs 3 | grep -q 'Average time per forward pass: .* ms' &&
    moe bench --experts 4 --hidden 32 --expert-dim 64 --runs 3 | grep -q 'Throughput: .* tokens/sec'"
+check "moe bench at 2 ranks: a bad config ends both ranks with the message" fails_with \
+  "top_k must be <= num_experts" moe-run -np 2 moe bench --experts 4 --top-k 5 --runs 1
 check "moe bench --layer at 2 ranks times every phase" bash -c \
   "moe-run -np 2 moe bench --layer --experts 4 --hidden 32 --expert-dim 64 --tokens 200 --runs 3 | grep -q 'phases, ms per forward: route .* dispatch .* experts'"
 check "4 ranks write the same output file as 1" same_outputs out1.h5 out4.h5

@@ -58,7 +58,7 @@ def main():
         sharded(bad)
         raise AssertionError("a wrong shape on one rank was accepted")
     except moe.CollectiveError as e:
-        assert "x has shape [3, 23]" in str(e), str(e)
+        assert "input shape [3, 23]" in str(e), str(e)
     print(f"rank {rank} of {size}: ok", flush=True)
 
 

@@ -130,7 +130,7 @@ def test_zero_copy_parameters_gradients_and_input():
 def test_bad_inputs_name_the_argument():
     config = moe.MOEConfig(num_experts=4, top_k=2, hidden_dim=16, expert_dim=24)
     module = moe.torch.MoE(config)
-    with pytest.raises(moe.Error, match=r"x has shape \[3, 15\]; expected \[tokens, 16\]"):
+    with pytest.raises(moe.Error, match=r"Dimension mismatch: input hidden_dim != config.hidden_dim \(input shape \[3, 15\]"):
         module(torch.randn(3, 15))
     with pytest.raises(moe.Error, match="x has dtype int64; expected float32"):
         module.layer.forward(_IntArray())

@@ -84,6 +84,14 @@ std::uint64_t random_bits() {
   return value ^ (static_cast<std::uint64_t>(::getpid()) << 32) ^ static_cast<std::uint64_t>(std::time(nullptr));
 }
 
+// Bytes an unprivileged writer may still allocate under `directory`; a file system
+// that cannot say counts as unlimited.
+double free_bytes_under(const std::string& directory) {
+  struct statvfs fs {};
+  if (::statvfs(directory.c_str(), &fs) != 0) return 1e300;
+  return double(fs.f_bavail) * double(fs.f_frsize);
+}
+
 }  // namespace
 
 PendingFile::PendingFile(Communicator& comm, const std::string& path, std::int64_t expected_bytes)
@@ -91,10 +99,9 @@ PendingFile::PendingFile(Communicator& comm, const std::string& path, std::int64
   std::int64_t token = 0;
   check_on_rank_zero(comm_, [&] {
     check_writable_destination(path_);
-    struct statvfs fs {};
-    if (expected_bytes > 0 && ::statvfs(directory_of(path_).c_str(), &fs) == 0) {
+    if (expected_bytes > 0) {
       // Room for the file and a margin for HDF5's metadata and chunk indexes.
-      const double free_bytes = double(fs.f_bavail) * double(fs.f_frsize);
+      const double free_bytes = free_bytes_under(directory_of(path_));
       const double needed = double(reserved_bytes(expected_bytes));
       MOE_CHECK_ARG(needed <= free_bytes, "checkpoint", "not enough space to write '", path_, "': it needs about ",
                     needed / 1e6, " MB and ", directory_of(path_), " has ", free_bytes / 1e6, " MB free");
@@ -140,12 +147,27 @@ void PendingFile::reserve_space() {
   check_on_rank_zero(comm_, [&] {
     const int fd = ::open(temporary_.c_str(), O_WRONLY | O_CLOEXEC);
     MOE_CHECK_ARG(fd >= 0, "checkpoint", "cannot open '", temporary_, "' to reserve space: ", std::strerror(errno));
-    const int rc = ::fallocate(fd, 0, 0, static_cast<off_t>(reserved_bytes(expected_bytes_)));
-    const int saved = errno;
+    const off_t wanted = static_cast<off_t>(reserved_bytes(expected_bytes_));
+    struct stat before {};  // HDF5 may have written its header: a retry keeps it
+    const bool can_retry = ::fstat(fd, &before) == 0;
+    int rc = 0, saved = 0;
+    // Two writers reserving at the same moment can both fail although either alone
+    // fits: while one allocates, the other's partial allocation is held (tmpfs gives
+    // it back only when its call fails). A failure while the free space would now hold
+    // the reservation was such a race, so give back this attempt's blocks and try
+    // again after a random pause; the next attempt fails for good if the disk is full.
+    for (int attempt = 0;; ++attempt) {
+      rc = ::fallocate(fd, 0, 0, wanted);
+      saved = errno;
+      if (rc == 0 || saved != ENOSPC || !can_retry || attempt == 50) break;
+      if (::ftruncate(fd, before.st_size) != 0) break;
+      if (free_bytes_under(directory_of(temporary_)) < double(wanted)) break;
+      ::usleep(static_cast<useconds_t>(2000 + random_bits() % 30000));
+    }
     ::close(fd);
     MOE_CHECK_ARG(rc == 0 || saved == EOPNOTSUPP || saved == ENOSYS, "checkpoint", "cannot write '", path_,
-                  "': reserving ", reserved_bytes(expected_bytes_), " bytes for it failed (",
-                  std::strerror(saved), "); the previous file is untouched");
+                  "': reserving ", wanted, " bytes for it failed (", std::strerror(saved),
+                  "); the previous file is untouched");
     reserved_ = rc == 0;
   });
 }

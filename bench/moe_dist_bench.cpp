@@ -4,8 +4,10 @@
 // slowest rank's time of each iteration), global tokens/s, and token-row bytes sent
 // per rank in both traffic modes; then where the time goes: the median ms of the
 // dispatch and send-back phases (docs/design.md §2), a raw MPI_Alltoallv of the same
-// byte counts both ways timed in the same run, and raw / phases (1.0: the phases cost
-// no more than MPI's own all-to-all).
+// row counts both ways timed in the same run (each rank's rows for itself included, as
+// a layer that hands every row to MPI sends them), and raw / phases (1.0: the phases
+// cost no more than MPI's own all-to-all); then the same for a raw MPI_Alltoallv of the
+// rows that cross ranks only (the layer keeps its own rows in place).
 //   moe-run -np 2 build/bench/moe_dist_bench --tokens 4096 [--traffic dedup|per-assignment]
 #include <mpi.h>
 #include <omp.h>
@@ -28,7 +30,8 @@ int main(int argc, char** argv) {
   app.add_option("--hidden", H, "hidden_dim");
   app.add_option("--expert-dim", F, "expert_dim");
   app.add_option("--tokens", tokens, "tokens per rank");
-  app.add_option("--reps", reps, "timed forwards");
+  app.add_option("--reps", reps, "timed forwards (the two raw exchanges take turns, so at least 2)")
+      ->check(CLI::Range(2, 1000000));
   app.add_option("--traffic", traffic, "which mode is timed")->check(CLI::IsMember({"dedup", "per-assignment"}));
   app.add_flag("--header", header, "print the CSV header first");
   app.add_flag("--separate-waits", separate_waits, "barriers before the exchanges, timed apart (see above)");
@@ -64,7 +67,7 @@ int main(int argc, char** argv) {
   double dropped = double(timed_stats.dropped);
   comm->all_reduce(&dropped, 1, moe::DataType::Float64, moe::ReduceOp::Sum);
 
-  std::vector<double> times, exchange_times, raw_times;
+  std::vector<double> times, exchange_times, raw_times, raw_remote_times;
   moe::PhaseTimes phase_sum;  // rank 0's, over the timed forwards
   // The same rows both ways as a bare MPI_Alltoallv (rows of H floats), on the
   // layer's own MPI communicator: what the two all-to-all phases cannot beat.
@@ -80,11 +83,22 @@ int main(int argc, char** argv) {
   }
   std::vector<float> out_rows(send_offsets[P - 1] + send_counts[P - 1], 1.0f);
   std::vector<float> in_rows(recv_offsets[P - 1] + recv_counts[P - 1], 0.0f);
-  auto raw_exchange = [&] {
-    MPI_Alltoallv(out_rows.data(), send_counts.data(), send_offsets.data(), MPI_FLOAT, in_rows.data(),
-                  recv_counts.data(), recv_offsets.data(), MPI_FLOAT, *mpi);
-    MPI_Alltoallv(in_rows.data(), recv_counts.data(), recv_offsets.data(), MPI_FLOAT, out_rows.data(),
-                  send_counts.data(), send_offsets.data(), MPI_FLOAT, *mpi);
+  // The same without each rank's rows for itself: what crosses ranks.
+  std::vector<int> remote_send_counts = send_counts, remote_recv_counts = recv_counts;
+  remote_send_counts[comm->rank()] = remote_recv_counts[comm->rank()] = 0;
+  auto raw_exchange = [&](const std::vector<int>& to, const std::vector<int>& from) {
+    MPI_Alltoallv(out_rows.data(), to.data(), send_offsets.data(), MPI_FLOAT, in_rows.data(), from.data(),
+                  recv_offsets.data(), MPI_FLOAT, *mpi);
+    MPI_Alltoallv(in_rows.data(), from.data(), recv_offsets.data(), MPI_FLOAT, out_rows.data(), to.data(),
+                  send_offsets.data(), MPI_FLOAT, *mpi);
+  };
+  auto timed_raw_exchange = [&](const std::vector<int>& to, const std::vector<int>& from) {
+    comm->barrier();
+    const auto start = std::chrono::steady_clock::now();
+    raw_exchange(to, from);
+    double seconds = moe::bench::seconds_since(start);
+    comm->all_reduce(&seconds, 1, moe::DataType::Float64, moe::ReduceOp::Max);
+    return seconds;
   };
   for (int r = 0; r < reps + 1; ++r) {
     comm->barrier();
@@ -92,28 +106,30 @@ int main(int argc, char** argv) {
     const moe::PhaseTimes phases = layer.forward(x).stats.times;
     double t[2] = {moe::bench::seconds_since(start), phases.dispatch + phases.send_back};
     comm->all_reduce(t, 2, moe::DataType::Float64, moe::ReduceOp::Max);
-    double raw = 0;
-    if (mpi) {
-      comm->barrier();
-      const auto raw_start = std::chrono::steady_clock::now();
-      raw_exchange();
-      raw = moe::bench::seconds_since(raw_start);
-      comm->all_reduce(&raw, 1, moe::DataType::Float64, moe::ReduceOp::Max);
-    }
+    // One raw exchange per forward, the two kinds taking turns, so that each runs in the
+    // state the layer's exchanges meet: right after a forward, the buffers not warm
+    // from another exchange.
+    const bool remote_turn = r % 2 == 1;
+    const double raw = mpi ? remote_turn ? timed_raw_exchange(remote_send_counts, remote_recv_counts)
+                                         : timed_raw_exchange(send_counts, recv_counts)
+                           : 0.0;
     if (r == 0) continue;  // a warm-up
-    times.push_back(t[0]), exchange_times.push_back(t[1]), raw_times.push_back(raw);
+    times.push_back(t[0]), exchange_times.push_back(t[1]);
+    (remote_turn ? raw_remote_times : raw_times).push_back(raw);
     phase_sum += phases;
   }
   const double median = moe::bench::median(times);
   const double exchange = moe::bench::median(exchange_times), raw = moe::bench::median(raw_times);
+  const double raw_remote = moe::bench::median(raw_remote_times);
   if (comm->rank() == 0) {
     if (header)
       std::printf("ranks,threads,tokens_per_rank,timed_mode,ms,tokens_per_s,dedup_bytes_per_rank,"
                   "per_assignment_bytes_per_rank,dropped_share,all_to_all_phases_ms,raw_alltoallv_ms,"
-                  "raw_over_phases\n");
-    std::printf("%d,%d,%ld,%s,%.3f,%.0f,%.0f,%.0f,%.4f,%.3f,%.3f,%.3f\n", P, omp_get_max_threads(), tokens,
-                traffic.c_str(), median * 1e3, double(P * tokens) / median, bytes[0] / P, bytes[1] / P,
-                dropped / double(P * tokens * k), exchange * 1e3, raw * 1e3, exchange > 0 ? raw / exchange : 0.0);
+                  "raw_over_phases,raw_remote_alltoallv_ms,raw_remote_over_phases\n");
+    std::printf("%d,%d,%ld,%s,%.3f,%.0f,%.0f,%.0f,%.4f,%.3f,%.3f,%.3f,%.3f,%.3f\n", P, omp_get_max_threads(),
+                tokens, traffic.c_str(), median * 1e3, double(P * tokens) / median, bytes[0] / P, bytes[1] / P,
+                dropped / double(P * tokens * k), exchange * 1e3, raw * 1e3, exchange > 0 ? raw / exchange : 0.0,
+                raw_remote * 1e3, exchange > 0 ? raw_remote / exchange : 0.0);
     const double n = reps > 0 ? reps : 1;
     if (print_phases) {
       std::printf("rank 0 ms per forward:");

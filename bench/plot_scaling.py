@@ -33,11 +33,13 @@ def main(table, out_dir):
         fig, ax = plt.subplots(figsize=(6, 4))
         ranks = [r["ranks"] for r in a2a]
         x = range(len(a2a))
-        ax.bar([i - 0.2 for i in x], [float(r["phases_ms"]) for r in a2a], width=0.4, label="moe all-to-all phases")
-        ax.bar([i + 0.2 for i in x], [float(r["raw_ms"]) for r in a2a], width=0.4, label="raw MPI_Alltoallv")
+        ax.bar([i - 0.27 for i in x], [float(r["phases_ms"]) for r in a2a], width=0.27, label="moe all-to-all phases")
+        ax.bar([i for i in x], [float(r["raw_ms"]) for r in a2a], width=0.27, label="raw MPI_Alltoallv, same rows")
+        ax.bar([i + 0.27 for i in x], [float(r["raw_remote_ms"]) for r in a2a], width=0.27,
+               label="raw MPI_Alltoallv, rows crossing ranks")
         ax.set_xticks(list(x), [f"{r} ranks" for r in ranks])
         ax.set_ylabel("ms per forward")
-        ax.legend()
+        ax.legend(loc="upper left")
         ax.set_title("all-to-all: the layer's phases against raw MPI")
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "scaling-alltoall.png"), dpi=120)

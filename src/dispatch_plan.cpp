@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "moe/error.hpp"
+
 namespace moe {
 
 std::int64_t expert_capacity(const MOEConfig& config, std::int64_t tokens) {
@@ -85,14 +87,15 @@ ExpertGrouping group_by_expert(const ExpertAssignments& assignments) {
 }
 
 SendLayout make_send_layout(const DispatchPlan& plan, const std::int32_t* indices,
-                            const float* weights, int num_ranks, Traffic traffic) {
+                            const float* weights, int num_ranks, int own_rank, Traffic traffic) {
   const std::int64_t k = plan.top_k, T = plan.tokens;
   const std::int64_t experts_per_rank = plan.num_experts / num_ranks;
   const auto P = static_cast<std::size_t>(num_ranks);
 
-  // Rows are built per destination in token order, then concatenated in rank order.
+  // Rows are built per destination in token order, then concatenated in rank order with
+  // this rank's own last.
   struct RowsForRank {
-    std::vector<std::int32_t> token, count, slot;
+    std::vector<std::int32_t> token, slot;
     std::vector<AssignmentRecord> records;
   };
   std::vector<RowsForRank> by_rank(P);
@@ -105,27 +108,29 @@ SendLayout make_send_layout(const DispatchPlan& plan, const std::int32_t* indice
       // In deduplicated mode a token's later slots for the same owner join its row.
       const bool joins_row = traffic == Traffic::Deduplicated && !dest.token.empty() &&
                              dest.token.back() == static_cast<std::int32_t>(t);
-      if (joins_row) {
-        ++dest.count.back();
-      } else {
-        dest.token.push_back(static_cast<std::int32_t>(t));
-        dest.count.push_back(1);
-      }
-      dest.records.push_back({static_cast<std::int32_t>(indices[a] - static_cast<std::int64_t>(owner) * experts_per_rank),
-                              weights[a]});
+      if (!joins_row) dest.token.push_back(static_cast<std::int32_t>(t));
+      AssignmentRecord record{};
+      record.local_expert = static_cast<std::uint32_t>(indices[a] - static_cast<std::int64_t>(owner) * experts_per_rank);
+      record.starts_row = joins_row ? 0 : 1;
+      record.weight = weights[a];
+      dest.records.push_back(record);
       dest.slot.push_back(static_cast<std::int32_t>(a));
     }
   }
 
   SendLayout layout;
+  layout.own_rank = own_rank;
   layout.rows_per_rank.resize(P);
   layout.assignments_per_rank.resize(P);
-  for (std::size_t p = 0; p < P; ++p) {
+  std::vector<std::size_t> order;
+  for (std::size_t p = 0; p < P; ++p)
+    if (p != static_cast<std::size_t>(own_rank)) order.push_back(p);
+  order.push_back(static_cast<std::size_t>(own_rank));
+  for (std::size_t p : order) {
     RowsForRank& dest = by_rank[p];
     layout.rows_per_rank[p] = static_cast<std::int64_t>(dest.token.size());
     layout.assignments_per_rank[p] = static_cast<std::int64_t>(dest.records.size());
     layout.row_token.insert(layout.row_token.end(), dest.token.begin(), dest.token.end());
-    layout.row_assignments.insert(layout.row_assignments.end(), dest.count.begin(), dest.count.end());
     layout.assignments.insert(layout.assignments.end(), dest.records.begin(), dest.records.end());
     layout.assignment_slot.insert(layout.assignment_slot.end(), dest.slot.begin(), dest.slot.end());
   }
@@ -143,26 +148,24 @@ SendLayout make_send_layout(const DispatchPlan& plan, const std::int32_t* indice
   return layout;
 }
 
-ExpertAssignments received_assignments(const std::int32_t* row_assignments, std::int64_t rows,
-                                       const AssignmentRecord* records,
+ExpertAssignments received_assignments(const AssignmentRecord* records, std::int64_t count, std::int64_t rows,
                                        std::int64_t num_local_experts) {
   ExpertAssignments out;
   out.num_experts = num_local_experts;
   out.output_rows = rows;
-  out.offsets.resize(static_cast<std::size_t>(rows + 1));
-  out.offsets[0] = 0;
-  for (std::int64_t r = 0; r < rows; ++r)
-    out.offsets[static_cast<std::size_t>(r + 1)] = out.offsets[static_cast<std::size_t>(r)] + row_assignments[r];
-  const auto count = static_cast<std::size_t>(out.offsets.back());
-  out.input_row.resize(count);
-  out.expert.resize(count);
-  out.weight.resize(count);
-  for (std::int64_t r = 0; r < rows; ++r)
-    for (std::int32_t a = out.offsets[static_cast<std::size_t>(r)]; a < out.offsets[static_cast<std::size_t>(r + 1)]; ++a) {
-      out.input_row[static_cast<std::size_t>(a)] = static_cast<std::int32_t>(r);
-      out.expert[static_cast<std::size_t>(a)] = records[a].local_expert;
-      out.weight[static_cast<std::size_t>(a)] = records[a].weight;
-    }
+  out.input_row.resize(static_cast<std::size_t>(count));
+  out.expert.resize(static_cast<std::size_t>(count));
+  out.weight.resize(static_cast<std::size_t>(count));
+  for (std::int64_t a = 0; a < count; ++a) {
+    if (records[a].starts_row) out.offsets.push_back(static_cast<std::int32_t>(a));
+    MOE_CHECK_ARG(!out.offsets.empty(), "received_assignments", "the first record does not start a row");
+    out.input_row[static_cast<std::size_t>(a)] = static_cast<std::int32_t>(out.offsets.size() - 1);
+    out.expert[static_cast<std::size_t>(a)] = static_cast<std::int32_t>(records[a].local_expert);
+    out.weight[static_cast<std::size_t>(a)] = records[a].weight;
+  }
+  out.offsets.push_back(static_cast<std::int32_t>(count));
+  MOE_CHECK_ARG(static_cast<std::int64_t>(out.offsets.size()) == rows + 1, "received_assignments", count,
+                " records start ", out.offsets.size() - 1, " rows; ", rows, " rows arrived");
   return out;
 }
 

@@ -71,34 +71,41 @@ enum class Traffic {
   PerAssignment,  // one row per kept assignment
 };
 
-// One assignment as it travels with its row: the expert's id on its owner, the weight.
+// One assignment as it travels with its row: the expert's id on its owner, the weight,
+// and whether it is the first of its row's assignments (records go row by row, so the
+// flags delimit the rows and no per-row count has to travel).
 struct AssignmentRecord {
-  std::int32_t local_expert;
+  std::uint32_t local_expert : 31;
+  std::uint32_t starts_row : 1;
   float weight;
 };
+static_assert(sizeof(AssignmentRecord) == 8, "an assignment travels as 8 bytes");
 
-// The send side of a distributed forward. Rows are ordered by destination rank, then
-// token, then slot; each row carries its assignments (in slot order).
+// The send side of a distributed forward. Rows are ordered by destination rank — the
+// other ranks in rank order, then this rank itself, whose rows never travel (they are
+// the middle part of an ExchangeSpan) — then by token, then slot; each row carries its
+// assignments (in slot order).
 struct SendLayout {
+  int own_rank = 0;
   std::vector<std::int64_t> rows_per_rank;         // [P]
   std::vector<std::int64_t> assignments_per_rank;  // [P]
   std::vector<std::int32_t> row_token;             // [R]: the token each row carries
-  std::vector<std::int32_t> row_assignments;       // [R]: how many assignments ride on it
   std::vector<AssignmentRecord> assignments;       // [A], row by row
   std::vector<std::int32_t> assignment_slot;       // [A]: t·k + j, to map results back
   std::vector<std::int32_t> token_offsets;         // [T+1]: CSR of each token's rows …
   std::vector<std::int32_t> token_rows;            // … [R], to sum what comes back
 
   std::int64_t rows() const { return static_cast<std::int64_t>(row_token.size()); }
+  std::int64_t own_rows() const { return rows_per_rank[static_cast<std::size_t>(own_rank)]; }
+  std::int64_t own_assignments() const { return assignments_per_rank[static_cast<std::size_t>(own_rank)]; }
 };
 
 // Experts are owned in contiguous blocks: rank r owns [r·E/P, (r+1)·E/P).
 SendLayout make_send_layout(const DispatchPlan& plan, const std::int32_t* indices,
-                            const float* weights, int num_ranks, Traffic traffic);
+                            const float* weights, int num_ranks, int own_rank, Traffic traffic);
 
-// The owner's view of what it received: row r carries row_assignments[r] records.
-ExpertAssignments received_assignments(const std::int32_t* row_assignments, std::int64_t rows,
-                                       const AssignmentRecord* records,
+// The owner's view of what it received: `rows` rows and their `count` records, row by row.
+ExpertAssignments received_assignments(const AssignmentRecord* records, std::int64_t count, std::int64_t rows,
                                        std::int64_t num_local_experts);
 
 }  // namespace moe

@@ -136,7 +136,7 @@ struct MoELayer::Impl {
   RouterBuffers router{*ops};
   ExpertWorkspace workspace{*ops};
   SharedExpert shared{*ops};
-  Buffer<float> send_rows{*ops}, recv_rows{*ops}, expert_rows{*ops}, returned_rows{*ops}, d_rows{*ops};
+  Buffer<float> send_rows{*ops}, expert_rows{*ops};  // the exchanges' ExchangeSpans (rows in, rows out)
   Buffer<std::int32_t> token_offsets{*ops}, token_rows{*ops}, gather_tokens{*ops};
   Buffer<float> saved_input{*ops};
   Buffer<float> input_rows{*ops}, output_rows{*ops}, grad_rows{*ops}, input_grad_rows{*ops};  // GPU staging
@@ -153,6 +153,7 @@ struct MoELayer::Impl {
     ExpertGrouping grouping;
     SendLayout layout;  // P > 1
     std::vector<std::int64_t> recv_row_counts, recv_assignment_counts;
+    ExchangeSpan rows, assignments;
   } saved;
   PhaseTimes backward_times;
   float aux_loss_weight = 0, z_loss_weight = 0;  // what backward applies; options' until set
@@ -385,7 +386,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   const std::int64_t H = config.hidden_dim;
   const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
   const auto P = static_cast<std::size_t>(ranks);
-  saved.layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks,
+  saved.layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks, rank,
                                   to_traffic(options.traffic));
   const SendLayout& layout = saved.layout;
   clock.lap(times.plan);
@@ -402,47 +403,49 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   std::vector<std::int64_t>& recv_assignment_counts = saved.recv_assignment_counts;
   recv_row_counts.assign(P, 0);
   recv_assignment_counts.assign(P, 0);
-  std::int64_t received_rows = 0, assignments_in = 0;
   for (std::size_t p = 0; p < P; ++p) {
     recv_row_counts[p] = recv_counts[2 * p];
     recv_assignment_counts[p] = recv_counts[2 * p + 1];
-    received_rows += recv_row_counts[p];
-    assignments_in += recv_assignment_counts[p];
   }
-
-  // 3. Dispatch: token rows packed by destination, then the metadata riding with them.
-  const std::int64_t sent_rows = layout.rows();
+  // Where the rows and the assignments live during the exchange: own rows stay put.
+  saved.rows = make_exchange_span(layout.rows_per_rank, recv_row_counts, rank);
+  saved.assignments = make_exchange_span(layout.assignments_per_rank, recv_assignment_counts, rank);
+  const ExchangeSpan& rows = saved.rows;
   clock.lap(times.dispatch);
-  ops->gather_rows(x, gather_tokens.upload(layout.row_token), sent_rows, H,
-                   send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
+
+  // 3. Dispatch: the rows packed by destination — the own rows straight into the
+  // middle of the span, where the experts read them — then their assignments.
+  float* span = send_rows.resize(static_cast<std::size_t>(rows.total() * H));
+  ops->gather_rows(x, gather_tokens.upload(layout.row_token), layout.rows(), H, span);
   clock.lap(times.pack);
-  float* received = recv_rows.resize(static_cast<std::size_t>(received_rows * H));
-  transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), received, recv_row_counts.data(), row_bytes);
-  std::vector<std::int32_t> row_assignments(static_cast<std::size_t>(received_rows));
-  comm->all_to_allv(layout.row_assignments.data(), layout.rows_per_rank.data(), row_assignments.data(),
-                    recv_row_counts.data(), sizeof(std::int32_t));
-  std::vector<AssignmentRecord> records(static_cast<std::size_t>(assignments_in));
-  comm->all_to_allv(layout.assignments.data(), layout.assignments_per_rank.data(), records.data(),
-                    recv_assignment_counts.data(), sizeof(AssignmentRecord));
+  if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
+  transport.exchange_with_others(span, layout.rows_per_rank.data(), span + rows.owner_side_begin() * H,
+                                 recv_row_counts.data(), row_bytes);
+  const std::vector<AssignmentRecord> records =
+      metadata_to_owners(transport, saved.assignments, layout.assignments, layout.assignments_per_rank.data(),
+                         recv_assignment_counts.data());
+  clock.lap(times.dispatch);
 
   // 4–5. Regroup by local expert, run the experts, and sum each received row's
   // weighted expert outputs into one row to send back.
-  clock.lap(times.dispatch);
-  saved.work = received_assignments(row_assignments.data(), received_rows, records.data(), local_experts);
+  const std::int64_t received_rows = rows.own + rows.owner_side;
+  saved.work = received_assignments(records.data(), static_cast<std::int64_t>(records.size()), received_rows,
+                                    local_experts);
   saved.grouping = group_by_expert(saved.work);
-  float* expert_out = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
-  run_experts(*ops, saved.work, saved.grouping, received, local_params(), params.experts.layout, config.activation,
-              training, workspace, expert_out);
+  float* out_span = expert_rows.resize(static_cast<std::size_t>(rows.total() * H));
+  run_experts(*ops, saved.work, saved.grouping, span + rows.owner_view() * H, local_params(), params.experts.layout,
+              config.activation, training, workspace, out_span + rows.owner_view() * H);
   clock.lap(times.experts);
 
-  // 6. Send the rows back, the reverse of step 3.
+  // 6. Send the rows back, the reverse of step 3: they land before the own rows'
+  // outputs, so that [sender side | own] is every row in the send layout's order.
   if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-  float* returned = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
-  transport.all_to_allv(expert_out, recv_row_counts.data(), returned, layout.rows_per_rank.data(), row_bytes);
+  transport.exchange_with_others(out_span + rows.owner_side_begin() * H, recv_row_counts.data(), out_span,
+                                 layout.rows_per_rank.data(), row_bytes);
   clock.lap(times.send_back);
 
   // 7. Each token's output is the sum of the rows that come back for it.
-  ops->combine_rows(returned, H, tokens, token_offsets.upload(layout.token_offsets),
+  ops->combine_rows(out_span + rows.sender_view() * H, H, tokens, token_offsets.upload(layout.token_offsets),
                     token_rows.upload(layout.token_rows), nullptr, output);
   clock.lap(times.combine);
 
@@ -451,8 +454,7 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
     stats.rows_received[p] = recv_row_counts[p];
     if (static_cast<int>(p) == rank) continue;  // a local copy, not on the wire
     stats.bytes_sent += layout.rows_per_rank[p] * static_cast<std::int64_t>(row_bytes);
-    stats.metadata_bytes_sent += layout.rows_per_rank[p] * static_cast<std::int64_t>(sizeof(std::int32_t)) +
-                                 layout.assignments_per_rank[p] * static_cast<std::int64_t>(sizeof(AssignmentRecord));
+    stats.metadata_bytes_sent += layout.assignments_per_rank[p] * static_cast<std::int64_t>(sizeof(AssignmentRecord));
   }
 }
 
@@ -505,34 +507,32 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     clock.lap(times.experts);
   } else {
     const SendLayout& layout = saved.layout;
-    const std::int64_t sent_rows = layout.rows();
-    std::int64_t received_rows = 0;
-    for (std::int64_t n : saved.recv_row_counts) received_rows += n;
+    const ExchangeSpan& rows = saved.rows;
     // ∂L/∂(a returned row) is the gradient of its token's output: to the owners, as
-    // the forward dispatched the tokens.
-    ops->gather_rows(g, gather_tokens.upload(layout.row_token), sent_rows, H,
-                     send_rows.resize(static_cast<std::size_t>(sent_rows * H)));
+    // the forward dispatched the tokens, through the same span.
+    float* span = send_rows.resize(static_cast<std::size_t>(rows.total() * H));
+    ops->gather_rows(g, gather_tokens.upload(layout.row_token), layout.rows(), H, span);
     clock.lap(times.pack);
     if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-    float* d_returned = expert_rows.resize(static_cast<std::size_t>(received_rows * H));
-    transport.all_to_allv(send_rows.data(), layout.rows_per_rank.data(), d_returned, saved.recv_row_counts.data(),
-                          row_bytes);
+    transport.exchange_with_others(span, layout.rows_per_rank.data(), span + rows.owner_side_begin() * H,
+                                   saved.recv_row_counts.data(), row_bytes);
     clock.lap(times.dispatch);
-    float* d_received = d_rows.resize(static_cast<std::size_t>(received_rows * H));
-    backward_experts(*ops, saved.work, saved.grouping, d_returned, local_params(), local_grads(),
-                     params.experts.layout, config.activation, workspace, d_received, d_weights);
+    float* d_span = expert_rows.resize(static_cast<std::size_t>(rows.total() * H));
+    backward_experts(*ops, saved.work, saved.grouping, span + rows.owner_view() * H, local_params(), local_grads(),
+                     params.experts.layout, config.activation, workspace, d_span + rows.owner_view() * H,
+                     d_weights);
     clock.lap(times.experts);
     // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
     if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-    float* d_sent = returned_rows.resize(static_cast<std::size_t>(sent_rows * H));
-    transport.all_to_allv(d_received, saved.recv_row_counts.data(), d_sent, layout.rows_per_rank.data(), row_bytes);
+    transport.exchange_with_others(d_span + rows.owner_side_begin() * H, saved.recv_row_counts.data(), d_span,
+                                   layout.rows_per_rank.data(), row_bytes);
     const std::vector<float> dw_here = workspace.d_weights.download();
-    std::vector<float> dw_back(layout.assignments.size());
-    comm->all_to_allv(dw_here.data(), saved.recv_assignment_counts.data(), dw_back.data(),
-                      layout.assignments_per_rank.data(), sizeof(float));
+    const std::vector<float> dw_back = metadata_to_senders(transport, saved.assignments, dw_here.data(),
+                                                           saved.recv_assignment_counts.data(),
+                                                           layout.assignments_per_rank.data());
     clock.lap(times.send_back);
-    ops->combine_rows(d_sent, H, T, token_offsets.upload(layout.token_offsets), token_rows.upload(layout.token_rows),
-                      nullptr, dx);
+    ops->combine_rows(d_span + rows.sender_view() * H, H, T, token_offsets.upload(layout.token_offsets),
+                      token_rows.upload(layout.token_rows), nullptr, dx);
     for (std::size_t a = 0; a < dw_back.size(); ++a)
       d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
     clock.lap(times.combine);

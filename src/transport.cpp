@@ -18,19 +18,28 @@ void Transport::check() const {
   if (!problem_.empty()) throw Error(problem_);
 }
 
-void Transport::all_to_allv(const void* send, const std::int64_t* send_rows, void* recv,
-                            const std::int64_t* recv_rows, std::size_t row_bytes) {
+const std::int64_t* Transport::others_only(const std::int64_t* counts, int slot) {
+  std::vector<std::int64_t>& out = counts_[slot];
+  out.assign(counts, counts + comm_.size());
+  out[static_cast<std::size_t>(comm_.rank())] = 0;
+  return out.data();
+}
+
+void Transport::exchange_with_others(const void* send, const std::int64_t* send_rows, void* recv,
+                                     const std::int64_t* recv_rows, std::size_t row_bytes) {
+  const std::int64_t* to = others_only(send_rows, 0);
+  const std::int64_t* from = others_only(recv_rows, 1);
   if (!staged_) {
     ops_.synchronize();  // the rows must be complete before another stream or process reads them
-    comm_.all_to_allv_payload(send, send_rows, recv, recv_rows, row_bytes);
+    comm_.all_to_allv_payload(send, to, recv, from, row_bytes);
     return;
   }
   std::int64_t sent = 0, received = 0;
-  for (int p = 0; p < comm_.size(); ++p) sent += send_rows[p], received += recv_rows[p];
+  for (int p = 0; p < comm_.size(); ++p) sent += to[p], received += from[p];
   host_send_.resize(static_cast<std::size_t>(sent) * row_bytes);
   host_recv_.resize(static_cast<std::size_t>(received) * row_bytes);
   if (sent) ops_.copy_to_host(host_send_.data(), send, host_send_.size());
-  comm_.all_to_allv(host_send_.data(), send_rows, host_recv_.data(), recv_rows, row_bytes);
+  comm_.all_to_allv(host_send_.data(), to, host_recv_.data(), from, row_bytes);
   if (received) ops_.copy_from_host(recv, host_recv_.data(), host_recv_.size());
 }
 
@@ -44,6 +53,20 @@ void Transport::all_reduce_sum(float* data, std::int64_t n) {
   ops_.copy_to_host(host_send_.data(), data, host_send_.size());
   comm_.all_reduce(host_send_.data(), n, DataType::Float32, ReduceOp::Sum);
   ops_.copy_from_host(data, host_send_.data(), host_send_.size());
+}
+
+ExchangeSpan make_exchange_span(const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv,
+                                int own_rank) {
+  ExchangeSpan span;
+  for (std::size_t p = 0; p < send.size(); ++p) {
+    if (static_cast<int>(p) == own_rank) continue;
+    span.sender_side += send[p];
+    span.owner_side += recv[p];
+  }
+  span.own = send[static_cast<std::size_t>(own_rank)];
+  MOE_CHECK_ARG(recv[static_cast<std::size_t>(own_rank)] == span.own, "make_exchange_span", "rank ", own_rank,
+                " sends itself ", span.own, " but receives ", recv[static_cast<std::size_t>(own_rank)]);
+  return span;
 }
 
 }  // namespace moe

@@ -109,7 +109,7 @@ struct ForwardStats {
   std::vector<std::int64_t> rows_sent;      // [P] token rows to each rank (own rank: a local copy)
   std::vector<std::int64_t> rows_received;  // [P] token rows from each rank
   std::int64_t bytes_sent = 0;              // token-row bytes to other ranks: what crosses the wire
-  std::int64_t metadata_bytes_sent = 0;     // routing metadata to other ranks (row counts, expert ids, weights)
+  std::int64_t metadata_bytes_sent = 0;     // routing metadata to other ranks (expert ids, weights)
   std::int64_t dropped = 0;                 // this rank's assignments dropped by capacity
   std::vector<std::int64_t> tokens_per_expert;  // [E] kept assignments per expert, summed over all ranks
   std::vector<std::int64_t> chosen_per_expert;  // [E] top-k choices per expert before capacity, all ranks

@@ -192,4 +192,35 @@ TEST(Grouping, EachExpertsRowsAreContiguousAndStable) {
   EXPECT_EQ(g.grouped_row_of, (std::vector<std::int32_t>{3, 0, 4, 1, 2}));
 }
 
+// The send layout puts a rank's own rows last (they stay in place, docs/design.md §2),
+// and each record says whether it starts its row, which is all the owner needs.
+TEST(SendLayout, OwnRowsLastAndRecordsDelimitTheRows) {
+  const moe::MOEConfig config(4, 2, 8, 8);  // 2 ranks: rank 0 owns experts 0–1, rank 1 owns 2–3
+  const std::vector<std::int32_t> idx = {0, 1, 2, 0, 3, 2};  // 3 tokens, top-2
+  const std::vector<float> w = {0.5f, 0.5f, 0.6f, 0.4f, 0.7f, 0.3f};
+  const moe::DispatchPlan plan = moe::make_dispatch_plan(idx.data(), 3, config);
+  const moe::SendLayout layout = moe::make_send_layout(plan, idx.data(), w.data(), 2, 0, moe::Traffic::Deduplicated);
+  // To rank 1 (first, not own): token 1 (expert 2), token 2 (experts 3 and 2 in one row).
+  // To rank 0 (own, last): token 0 (experts 0 and 1 in one row), token 1 (expert 0).
+  EXPECT_EQ(layout.rows_per_rank, (std::vector<std::int64_t>{2, 2}));
+  EXPECT_EQ(layout.row_token, (std::vector<std::int32_t>{1, 2, 0, 1}));
+  EXPECT_EQ(layout.own_rows(), 2);
+  std::vector<int> starts, experts;
+  for (const moe::AssignmentRecord& r : layout.assignments)
+    starts.push_back(static_cast<int>(r.starts_row)), experts.push_back(static_cast<int>(r.local_expert));
+  EXPECT_EQ(starts, (std::vector<int>{1, 1, 0, 1, 0, 1}));
+  EXPECT_EQ(experts, (std::vector<int>{0, 1, 0, 0, 1, 0}));
+  EXPECT_EQ(layout.assignment_slot, (std::vector<std::int32_t>{2, 4, 5, 0, 1, 3}));
+
+  // The owner's view of rank 1's block: 2 rows, the second with two assignments.
+  const std::vector<moe::AssignmentRecord> to_rank1(layout.assignments.begin(), layout.assignments.begin() + 3);
+  const moe::ExpertAssignments got = moe::received_assignments(to_rank1.data(), 3, 2, 2);
+  EXPECT_EQ(got.offsets, (std::vector<std::int32_t>{0, 1, 3}));
+  EXPECT_EQ(got.input_row, (std::vector<std::int32_t>{0, 1, 1}));
+  EXPECT_EQ(got.expert, (std::vector<std::int32_t>{0, 1, 0}));
+  EXPECT_FLOAT_EQ(got.weight[1], 0.7f);
+  // Records that delimit another number of rows than arrived are an error, not a misread.
+  EXPECT_THROW(moe::received_assignments(to_rank1.data(), 3, 3, 2), moe::Error);
+}
+
 }  // namespace

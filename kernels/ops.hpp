@@ -16,6 +16,19 @@ namespace moe::kernels {
 
 enum class Backend { CPU, CUDA };
 
+// A layer of experts over their grouped rows, for Ops::expert_ffn: group g owns the
+// rows [row_offsets[g], row_offsets[g+1]) of x [rows, in_dim] and the weights w_in[g]
+// [in_dim, G·width], b_in[g], w_out[g] [width, in_dim], b_out[g] (G = 2 when gated;
+// biases may be null). The vectors are host arrays of backend pointers.
+struct ExpertBatch {
+  const float* x = nullptr;
+  std::vector<std::int64_t> row_offsets;
+  std::int64_t in_dim = 0, width = 0;
+  bool gated = false;  // glu: act(z[:, :width]) ⊙ z[:, width:]; else ffn: act(z)
+  Act act = Act::ReLU;
+  std::vector<const float*> w_in, b_in, w_out, b_out;
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -53,6 +66,11 @@ class Ops {
                               const std::vector<const float*>& weights, std::int64_t out_dim,
                               const std::vector<const float*>& biases, Act act, float* pre_act, float* out) = 0;
 
+  // Every expert of the batch on its rows: z = x·w_in + b_in, hidden = act(z) (ffn) or
+  // act(z[:, :F]) ⊙ z[:, F:] (glu), out = hidden·w_out + b_out. z goes to pre [rows, G·F]
+  // when pre is not null (glu needs it); hidden is [rows, F], out [rows, in_dim]. The
+  // default is grouped_linear, glu, grouped_linear; a backend may run it fused.
+  virtual void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // Per row of logits[T,E] (kernels/router_row.hpp route_row): the router's
   // normalised scores into probs[T,E], top-k into indices[T,k] and weights[T,k],
   // log-sum-exp into lse[T] when not null. expert_bias [E] may be null.

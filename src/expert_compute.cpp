@@ -1,5 +1,7 @@
 #include "expert_compute.hpp"
 
+#include <utility>
+
 #include "moe/error.hpp"
 
 namespace moe {
@@ -26,20 +28,30 @@ namespace {
 
 bool is_glu(const ExpertLayout& layout) { return layout.kind == ExpertKind::GLU; }
 
+kernels::ExpertBatch expert_batch(const ExpertLayout& layout, Activation activation, const float* x,
+                                  std::vector<std::int64_t> row_offsets) {
+  kernels::ExpertBatch batch;
+  batch.x = x;
+  batch.row_offsets = std::move(row_offsets);
+  batch.in_dim = layout.hidden;
+  batch.width = layout.width;
+  batch.gated = is_glu(layout);
+  batch.act = to_kernel_act(activation);
+  return batch;
+}
+
+void add_expert(kernels::ExpertBatch& batch, const ExpertParams& p) {
+  batch.w_in.push_back(p.w_in), batch.b_in.push_back(p.b_in);
+  batch.w_out.push_back(p.w_out), batch.b_out.push_back(p.b_out);
+}
+
 }  // namespace
 
 void expert_forward(kernels::Ops& ops, const float* x, std::int64_t n, const ExpertParams& p,
                     const ExpertLayout& layout, Activation activation, float* pre, float* hidden, float* y) {
-  const std::int64_t H = layout.hidden, F = layout.width;
-  const kernels::Act act = to_kernel_act(activation);
-  if (is_glu(layout)) {
-    // The gate and up projections as one GEMM of width 2F, then act(gate) ⊙ up.
-    ops.linear(x, n, H, p.w_in, 2 * F, p.b_in, kernels::Act::Identity, nullptr, pre);
-    ops.glu(pre, n, F, act, hidden);
-  } else {
-    ops.linear(x, n, H, p.w_in, F, p.b_in, act, pre, hidden);
-  }
-  ops.linear(hidden, n, F, p.w_out, H, p.b_out, kernels::Act::Identity, nullptr, y);
+  kernels::ExpertBatch batch = expert_batch(layout, activation, x, {0, n});
+  add_expert(batch, p);
+  ops.expert_ffn(batch, pre, hidden, y);
 }
 
 void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,
@@ -56,22 +68,10 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const 
 
   ops.gather_rows(rows_in, ws.gather_rows.upload(grouping.grouped_input_row), static_cast<std::int64_t>(A), H,
                   grouped_in);
-  // Every expert's GEMM pair as two grouped GEMMs over the contiguous expert blocks.
-  std::vector<const float*> w_in, b_in, w_out, b_out;
-  for (std::int64_t e = 0; e < assignments.num_experts; ++e) {
-    const ExpertParams& p = params[static_cast<std::size_t>(e)];
-    w_in.push_back(p.w_in), b_in.push_back(p.b_in), w_out.push_back(p.w_out), b_out.push_back(p.b_out);
-  }
-  const kernels::Act act = to_kernel_act(activation);
-  if (glu) {
-    // The gate and up projections as one grouped GEMM of width 2F, then act(gate) ⊙ up.
-    ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w_in, GF, b_in, kernels::Act::Identity, nullptr, pre);
-    ops.glu(pre, static_cast<std::int64_t>(A), F, act, hidden);
-  } else {
-    ops.grouped_linear(grouped_in, grouping.expert_offsets, H, w_in, F, b_in, act, pre, hidden);
-  }
-  ops.grouped_linear(hidden, grouping.expert_offsets, F, w_out, H, b_out, kernels::Act::Identity, nullptr,
-                     grouped_out);
+  // Every expert's FFN on its contiguous block of rows.
+  kernels::ExpertBatch batch = expert_batch(layout, activation, grouped_in, grouping.expert_offsets);
+  for (std::int64_t e = 0; e < assignments.num_experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
+  ops.expert_ffn(batch, pre, hidden, grouped_out);
   ops.combine_rows(grouped_out, H, assignments.output_rows, ws.combine_offsets.upload(assignments.offsets),
                    ws.combine_sources.upload(grouping.grouped_row_of), ws.combine_weights.upload(assignments.weight),
                    rows_out);

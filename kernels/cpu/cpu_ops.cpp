@@ -8,7 +8,8 @@
 #include <new>
 #include <vector>
 
-#include "kernels/cpu/fast_math.hpp"
+#include "kernels/cpu/elementwise.hpp"
+#include "kernels/cpu/expert_ffn.hpp"
 #include "kernels/cpu/parallel_gemm.hpp"
 #include "kernels/ops.hpp"
 #include "moe/error.hpp"
@@ -17,55 +18,6 @@
 
 namespace moe::kernels {
 namespace {
-
-// out[i] = act(in[i]) for one contiguous run; a switch per run, not per element, so
-// the ReLU and identity loops vectorise.
-void activate_run(Act act, const float* in, float* out, std::int64_t count) {
-  switch (act) {
-    case Act::Identity:
-      if (in != out) std::memcpy(out, in, sizeof(float) * static_cast<std::size_t>(count));
-      return;
-    case Act::ReLU:
-#pragma omp simd
-      for (std::int64_t i = 0; i < count; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];  // NaN passes
-      return;
-    case Act::SiLU:
-#pragma omp simd
-      for (std::int64_t i = 0; i < count; ++i) out[i] = cpu::fast_silu(in[i]);
-      return;
-    default:
-      for (std::int64_t i = 0; i < count; ++i) out[i] = activate(act, in[i]);
-      return;
-  }
-}
-
-// h[r, c] = act(z[r, c]) · z[r, F + c] for columns [c0, c1) of every row of z [rows, 2F];
-// the activation is chosen once per call so that each loop is straight-line code.
-template <Act A>
-void glu_columns_as(const float* z, std::int64_t rows, std::int64_t F, std::int64_t c0, std::int64_t c1, float* h) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* gate = z + r * 2 * F;
-    const float* up = gate + F;
-    float* out = h + r * F;
-    if constexpr (A == Act::SiLU) {
-#pragma omp simd
-      for (std::int64_t c = c0; c < c1; ++c) out[c] = cpu::fast_silu(gate[c]) * up[c];
-    } else {
-      for (std::int64_t c = c0; c < c1; ++c) out[c] = activate(A, gate[c]) * up[c];
-    }
-  }
-}
-
-void glu_columns(Act act, const float* z, std::int64_t rows, std::int64_t F, std::int64_t c0, std::int64_t c1,
-                 float* h) {
-  switch (act) {
-    case Act::Identity: return glu_columns_as<Act::Identity>(z, rows, F, c0, c1, h);
-    case Act::ReLU: return glu_columns_as<Act::ReLU>(z, rows, F, c0, c1, h);
-    case Act::GELU: return glu_columns_as<Act::GELU>(z, rows, F, c0, c1, h);
-    case Act::SiLU: return glu_columns_as<Act::SiLU>(z, rows, F, c0, c1, h);
-    case Act::GELUTanh: return glu_columns_as<Act::GELUTanh>(z, rows, F, c0, c1, h);
-  }
-}
 
 class CpuOps final : public Ops {
  public:
@@ -112,7 +64,7 @@ class CpuOps final : public Ops {
     if (act != Act::Identity || target != out) {
       apply_activation = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
         for (std::int64_t r = r0; r < r1; ++r)
-          activate_run(act, target + r * out_dim + c0, out + r * out_dim + c0, c1 - c0);
+          cpu::activate_run(act, target + r * out_dim + c0, out + r * out_dim + c0, c1 - c0);
       };
     }
     cpu::parallel_gemm(false, false, n, out_dim, in_dim, 1.0f, x, in_dim, w, out_dim,
@@ -132,6 +84,10 @@ class CpuOps final : public Ops {
     }
   }
 
+  void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out) override {
+    cpu::expert_ffn(batch, pre, hidden, out);
+  }
+
   void route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
              float* probs, std::int32_t* indices, float* weights, float* lse) override {
     const int E = params.num_experts, k = params.top_k;
@@ -144,28 +100,18 @@ class CpuOps final : public Ops {
   }
 
   void glu(const float* z, std::int64_t n, std::int64_t width, Act act, float* h) override {
-    const int threads = omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int part = 0; part < threads; ++part)
-      glu_columns(act, z + n * part / threads * 2 * width, n * (part + 1) / threads - n * part / threads, width, 0,
-                  width, h + n * part / threads * width);
+#pragma omp parallel for schedule(static)
+    for (std::int64_t r = 0; r < n; ++r) cpu::glu_rows(act, z + r * 2 * width, 1, width, h + r * width);
   }
 
   void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
                     float* dz) override {
-    if (act == Act::SiLU) {  // the vectorisable SiLU, row by row
+    if (act == Act::SiLU) {  // the vectorised SiLU, row by row
 #pragma omp parallel for schedule(static)
       for (std::int64_t r = 0; r < n; ++r) {
         const float* gate = z + r * 2 * width;
-        const float* up = gate + width;
-        const float* d = dh + r * width;
-        float* d_gate = dz + r * 2 * width;
-        float* d_up = d_gate + width;
-#pragma omp simd
-        for (std::int64_t c = 0; c < width; ++c) {
-          d_gate[c] = d[c] * up[c] * cpu::fast_silu_grad(gate[c]);
-          d_up[c] = d[c] * cpu::fast_silu(gate[c]);
-        }
+        cpu::silu_times_backward_run(gate, gate + width, dh + r * width, dz + r * 2 * width,
+                                     dz + r * 2 * width + width, width);
       }
       return;
     }
@@ -269,9 +215,10 @@ class CpuOps final : public Ops {
   }
 
   void activation_backward(const float* z, const float* dh, std::int64_t n, Act act, float* dz) override {
-    if (act == Act::SiLU) {
-#pragma omp parallel for simd schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) dz[i] = dh[i] * cpu::fast_silu_grad(z[i]);
+    if (act == Act::SiLU) {  // the vectorised SiLU, in runs of 4096
+      constexpr std::int64_t kRun = 4096;
+#pragma omp parallel for schedule(static)
+      for (std::int64_t i = 0; i < n; i += kRun) cpu::silu_backward_run(z + i, dh + i, dz + i, std::min(kRun, n - i));
       return;
     }
 #pragma omp parallel for schedule(static)

@@ -6,34 +6,33 @@
 #include <algorithm>
 
 namespace moe::kernels::cpu {
-namespace {
-
-// Keeps OpenBLAS single-threaded for one call and restores the caller's setting, so a
-// program that uses OpenBLAS elsewhere keeps its own thread count.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() {
+SingleThreadedBlas::SingleThreadedBlas() {
 #if MOE_HAVE_OPENBLAS_THREADS
-    saved_ = openblas_get_num_threads();
-    if (saved_ != 1) openblas_set_num_threads(1);
+  saved_ = openblas_get_num_threads();
+  if (saved_ != 1) openblas_set_num_threads(1);
 #endif
-  }
-  ~SingleThreadedBlas() {
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
 #if MOE_HAVE_OPENBLAS_THREADS
-    if (saved_ != 1) openblas_set_num_threads(saved_);
+  if (saved_ != 1) openblas_set_num_threads(saved_);
 #endif
+}
+
+void serial_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                 const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k > 0) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+                static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+    return;
   }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_ = 1;
-};
-
-// Below this many flops a fork/join costs more than the second core gives.
-constexpr double kMinFlopsToSplit = 4.0e6;
-
-}  // namespace
+  // An empty inner dimension: C = beta · C (BLAS rejects lda = 0 here).
+  for (std::int64_t r = 0; r < m; ++r)
+    for (std::int64_t col = 0; col < n; ++col) c[r * ldc + col] = beta == 0.0f ? 0.0f : beta * c[r * ldc + col];
+}
 
 void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                    float alpha, const float* a, std::int64_t lda, const float* b,
@@ -63,18 +62,7 @@ void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
     const float* a_block = a + (trans_a ? r0 : r0 * lda);
     const float* b_block = b + (trans_b ? c0 * ldb : c0);
     float* c_block = c + r0 * ldc + c0;
-    if (k > 0) {
-      cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                  trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(r1 - r0),
-                  static_cast<int>(c1 - c0), static_cast<int>(k), alpha, a_block,
-                  static_cast<int>(lda), b_block, static_cast<int>(ldb), beta, c_block,
-                  static_cast<int>(ldc));
-    } else {
-      // An empty inner dimension: C = beta · C (BLAS rejects lda = 0 here).
-      for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t col = c0; col < c1; ++col)
-          c[r * ldc + col] = beta == 0.0f ? 0.0f : beta * c[r * ldc + col];
-    }
+    serial_gemm(trans_a, trans_b, r1 - r0, c1 - c0, k, alpha, a_block, lda, b_block, ldb, beta, c_block, ldc);
     if (epilogue) epilogue(r0, r1, c0, c1);
   };
 

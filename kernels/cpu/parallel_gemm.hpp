@@ -20,6 +20,28 @@ using BlockEpilogue = std::function<void(std::int64_t row_begin, std::int64_t ro
 // Called once per block before its GEMM (to seed C, e.g. with a bias when beta = 1).
 using BlockPrologue = BlockEpilogue;
 
+// Below this many flops a fork/join costs more than the second core gives.
+constexpr double kMinFlopsToSplit = 4.0e6;
+
+// Keeps OpenBLAS single-threaded while it lives and restores the caller's setting, so a
+// program that uses OpenBLAS elsewhere keeps its own thread count. Construct it outside
+// the parallel region: the setting is process-wide.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas();
+  ~SingleThreadedBlas();
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_ = 1;
+};
+
+// One cblas_sgemm on the calling thread (with k = 0 meaning C = beta · C).
+void serial_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                 const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                 std::int64_t ldc);
+
 void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                    float alpha, const float* a, std::int64_t lda, const float* b,
                    std::int64_t ldb, float beta, float* c, std::int64_t ldc,

@@ -83,13 +83,17 @@ double reference_activation(Act act, double z) {
 
 TEST(CpuFastMath, ExpWithinTwoUlpAndEdgeCases) {
   double worst = 0;
-  for (float x = -86.4f; x < 88.69f; x += 0.000917f) {
+  for (float x = -86.9f; x < 88.72f; x += 0.000917f) {
     const double exact = std::exp(double(x));
     worst = std::max(worst, std::abs(double(moe::kernels::cpu::fast_exp(x)) - exact) / exact);
   }
   EXPECT_LE(worst, 2 * 5.97e-8) << "relative error; 2 ulp of float32 is 1.19e-7";
   EXPECT_TRUE(std::isnan(moe::kernels::cpu::fast_exp(std::nanf(""))));
   EXPECT_EQ(moe::kernels::cpu::fast_exp(100.0f), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(88.73f), std::numeric_limits<float>::infinity()) << "e^88.73 > FLT_MAX";
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(std::numeric_limits<float>::infinity()), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(-87.0f), 0.0f) << "results under 1.7e-38 flush to 0";
+  EXPECT_EQ(moe::kernels::cpu::fast_exp(-1000.0f), 0.0f);
   EXPECT_EQ(moe::kernels::cpu::fast_exp(-std::numeric_limits<float>::infinity()), 0.0f);
   EXPECT_EQ(moe::kernels::cpu::fast_exp(0.0f), 1.0f);
   for (float z : {-30.0f, -3.0f, -0.5f, 0.0f, 0.7f, 4.0f, 40.0f}) {
@@ -139,6 +143,84 @@ TEST(CpuLinear, BiasActivationAndPreActivation) {
     EXPECT_LE(relative_error(out2.data(), ref_pre.data(), n * N), 1e-5);
   }
 }
+
+// Ops::expert_ffn: every group's FFN (ffn or glu, with and without biases) against a
+// float64 loop, with 1, 2 and 3 threads so that the CPU's per-thread row ranges cut
+// groups in different places, an empty group included; and the default (grouped_linear,
+// glu, grouped_linear) that the CUDA backend runs, on the same batch.
+class CpuExpertFfn : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
+
+TEST_P(CpuExpertFfn, MatchesFloat64WhereverTheThreadRangesCut) {
+  const auto [gated, with_bias, threads] = GetParam();
+  omp_set_num_threads(threads);
+  const std::vector<std::int64_t> offsets = {3, 40, 40, 177, 178, 310};  // rows 0–2 are not in the batch
+  const std::int64_t rows = offsets.back(), H = 64, F = 96, GF = gated ? 2 * F : F;
+  const std::size_t groups = offsets.size() - 1;
+  std::vector<float> x(rows * H), w_in(groups * H * GF), b_in(groups * GF), w_out(groups * F * H), b_out(groups * H);
+  fill_normal(x.data(), std::int64_t(x.size()), 1.0, 21);
+  fill_normal(w_in.data(), std::int64_t(w_in.size()), 0.3, 22);
+  fill_normal(b_in.data(), std::int64_t(b_in.size()), 0.5, 23);
+  fill_normal(w_out.data(), std::int64_t(w_out.size()), 0.2, 24);
+  fill_normal(b_out.data(), std::int64_t(b_out.size()), 0.5, 25);
+  const Act act = gated ? Act::SiLU : Act::GELU;
+  moe::kernels::ExpertBatch batch;
+  batch.x = x.data();
+  batch.row_offsets = offsets;
+  batch.in_dim = H, batch.width = F, batch.gated = gated, batch.act = act;
+  for (std::size_t g = 0; g < groups; ++g) {
+    batch.w_in.push_back(w_in.data() + g * H * GF), batch.w_out.push_back(w_out.data() + g * F * H);
+    batch.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
+    batch.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
+  }
+  // The reference, from the definition (docs/design.md §1b).
+  const std::int64_t first = offsets.front(), n = rows - first;
+  std::vector<double> ref_pre(n * GF), ref_hidden(n * F), ref_out(n * H);
+  for (std::size_t g = 0; g < groups; ++g)
+    for (std::int64_t r = offsets[g]; r < offsets[g + 1]; ++r) {
+      const std::int64_t i = r - first;
+      for (std::int64_t c = 0; c < GF; ++c) {
+        double z = with_bias ? b_in[g * GF + c] : 0.0;
+        for (std::int64_t l = 0; l < H; ++l) z += double(x[r * H + l]) * w_in[(g * H + l) * GF + c];
+        ref_pre[i * GF + c] = z;
+      }
+      for (std::int64_t c = 0; c < F; ++c)
+        ref_hidden[i * F + c] = gated ? reference_activation(act, ref_pre[i * GF + c]) * ref_pre[i * GF + F + c]
+                                      : reference_activation(act, ref_pre[i * GF + c]);
+      for (std::int64_t c = 0; c < H; ++c) {
+        double y = with_bias ? b_out[g * H + c] : 0.0;
+        for (std::int64_t l = 0; l < F; ++l) y += ref_hidden[i * F + l] * w_out[(g * F + l) * H + c];
+        ref_out[i * H + c] = y;
+      }
+    }
+  for (bool fused : {true, false}) {
+    std::vector<float> pre(rows * GF), hidden(rows * F), out(rows * H);
+    if (fused)
+      ops->expert_ffn(batch, pre.data(), hidden.data(), out.data());
+    else
+      ops->moe::kernels::Ops::expert_ffn(batch, pre.data(), hidden.data(), out.data());
+    const char* which = fused ? "the CPU's" : "the default";
+    EXPECT_LE(relative_error(pre.data() + first * GF, ref_pre.data(), n * GF), 1e-5) << which;
+    EXPECT_LE(relative_error(hidden.data() + first * F, ref_hidden.data(), n * F), 1e-5) << which;
+    EXPECT_LE(relative_error(out.data() + first * H, ref_out.data(), n * H), 1e-5) << which;
+    if (!gated) {  // ffn may go without pre: the same output
+      std::vector<float> out2(rows * H), hidden2(rows * F);
+      if (fused)
+        ops->expert_ffn(batch, nullptr, hidden2.data(), out2.data());
+      else
+        ops->moe::kernels::Ops::expert_ffn(batch, nullptr, hidden2.data(), out2.data());
+      EXPECT_EQ(out2, out) << which;
+    }
+  }
+  omp_set_num_threads(omp_get_num_procs());
+}
+
+INSTANTIATE_TEST_SUITE_P(KindsBiasesAndThreads, CpuExpertFfn,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool(), ::testing::Values(1, 2, 3)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) ? "glu" : "ffn") +
+                                  (std::get<1>(info.param) ? "_bias" : "_no_bias") + "_threads" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
 
 TEST(ActivationGrad, MatchesCentralDifferences) {
   for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh})

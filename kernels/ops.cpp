@@ -15,4 +15,8 @@ void Ops::expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float*
   grouped_linear(hidden, batch.row_offsets, F, batch.w_out, H, batch.b_out, Act::Identity, nullptr, out);
 }
 
+void Ops::for_each_concurrently(std::int64_t count, const std::function<void(std::int64_t)>& fn) {
+  for (std::int64_t i = 0; i < count; ++i) fn(i);
+}
+
 }  // namespace moe::kernels

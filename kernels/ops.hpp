@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -71,6 +72,11 @@ class Ops {
   // when pre is not null (glu needs it); hidden is [rows, F], out [rows, in_dim]. The
   // default is grouped_linear, glu, grouped_linear; a backend may run it fused.
   virtual void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out);
+  // Calls fn(i) for every i < count, several at once where the backend can: on the CPU
+  // one OpenMP thread per call, and the ops fn calls run on that thread alone. The calls
+  // must not write what another call reads or writes; they are taken in order of i, so
+  // put the largest first. The default calls them one after the other.
+  virtual void for_each_concurrently(std::int64_t count, const std::function<void(std::int64_t)>& fn);
   // Per row of logits[T,E] (kernels/router_row.hpp route_row): the router's
   // normalised scores into probs[T,E], top-k into indices[T,k] and weights[T,k],
   // log-sum-exp into lse[T] when not null. expert_bias [E] may be null.

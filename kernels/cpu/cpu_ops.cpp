@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <vector>
 
@@ -86,6 +87,22 @@ class CpuOps final : public Ops {
 
   void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out) override {
     cpu::expert_ffn(batch, pre, hidden, out);
+  }
+
+  void for_each_concurrently(std::int64_t count, const std::function<void(std::int64_t)>& fn) override {
+    cpu::SingleThreadedBlas single_threaded;  // the process-wide setting, before the threads start
+    // An exception may not leave an OpenMP region: the first is kept and rethrown.
+    std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (std::int64_t i = 0; i < count; ++i) {
+      try {
+        fn(i);
+      } catch (...) {
+#pragma omp critical(moe_for_each_concurrently)
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
   }
 
   void route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,

@@ -61,7 +61,7 @@ void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out)
   const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(batch.in_dim) *
                        static_cast<double>(GF + batch.width);
   const std::int64_t threads =
-      flops < kMinFlopsToSplit ? 1 : std::min<std::int64_t>(omp_get_max_threads(), rows);
+      flops < kMinFlopsToSplit || omp_in_parallel() ? 1 : std::min<std::int64_t>(omp_get_max_threads(), rows);
   SingleThreadedBlas single_threaded;
   auto run_range = [&](std::int64_t part) {
     const std::int64_t lo = first + rows * part / threads, hi = first + rows * (part + 1) / threads;

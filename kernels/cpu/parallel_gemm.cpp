@@ -47,7 +47,8 @@ void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
   const std::int64_t extent = split_columns ? n : m;
   const std::int64_t align = split_columns ? 16 : 4;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  std::int64_t blocks = flops < kMinFlopsToSplit ? 1 : omp_get_max_threads();
+  // Inside a parallel region (Ops::for_each_concurrently) this thread is the GEMM's only one.
+  std::int64_t blocks = flops < kMinFlopsToSplit || omp_in_parallel() ? 1 : omp_get_max_threads();
   blocks = std::max<std::int64_t>(1, std::min(blocks, (extent + align - 1) / align));
 
   auto run_block = [&](std::int64_t block) {

@@ -6,6 +6,7 @@
 // Tolerances: forward 1e-5 normwise relative; gradients 1e-4 against central finite
 // differences of the float64 loss, per tensor.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <filesystem>
@@ -154,12 +155,9 @@ TEST_P(ArchForward, MatchesTheFloat64Reference) {
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchForward, ::testing::ValuesIn(kArchs),
                          [](const auto& info) { return info.param.name(); });
 
-class ArchGradients : public ::testing::TestWithParam<Arch> {};
-
-TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
-  const Arch a = GetParam();
-  const MOEConfig c = a.config(4, 2, 6, 5, 1.0f);
-  const std::int64_t T = 11, H = c.hidden_dim;
+// The layer's gradients against central differences of the float64 loss, on T tokens.
+void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, std::int64_t T) {
+  const std::int64_t H = c.hidden_dim;
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::LayerOptions options;
   options.aux_loss_coef = 0.3f;
@@ -191,6 +189,25 @@ TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
   for (std::int64_t e = 0; e < c.num_experts; ++e) check(layer.expert_grad(e), p.experts[e], "expert " + std::to_string(e));
   if (c.shared_expert_dim > 0) check(layer.shared_expert_grad(), p.shared, "shared expert");
   if (c.shared_gate) check(layer.shared_gate_grad(), p.shared_gate, "shared gate");
+}
+
+class ArchGradients : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
+  const Arch a = GetParam();
+  expect_gradients_match_the_float64_loss(a, a.config(4, 2, 6, 5, 1.0f), 11);
+}
+
+// With many experts the backward runs whole experts concurrently, one per thread
+// (src/expert_compute.cpp): the same gradients with 1, 2 and 3 threads.
+TEST(ArchGradientsManyExperts, MatchFiniteDifferencesWhateverTheThreadCount) {
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE("threads = " + std::to_string(threads));
+    omp_set_num_threads(threads);
+    for (const Arch& a : {kArchs[2], kArchs[3]})  // DeepSeek-like glu, and ffn with biases
+      expect_gradients_match_the_float64_loss(a, a.config(20, 3, 6, 5, 1.0f), 23);
+  }
+  omp_set_num_threads(omp_get_num_procs());
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchGradients, ::testing::ValuesIn(kArchs),

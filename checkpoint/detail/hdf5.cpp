@@ -1,6 +1,7 @@
 #include "checkpoint/detail/hdf5.hpp"
 
 #include "checkpoint/detail/fletcher32.hpp"
+#include "checkpoint/detail/hdf5_probe.hpp"
 
 #include <cstdio>
 #include <functional>
@@ -139,6 +140,7 @@ void Handle::close() {
 
 bool is_hdf5_file(const std::string& path) {
   quiet();
+  probe_untrusted_file(path);
   return H5Fis_hdf5(path.c_str()) > 0;
 }
 
@@ -151,6 +153,7 @@ Handle create_file(const std::string& path, const Communicator* comm, bool exclu
 
 Handle open_file(const std::string& path, bool writable, const Communicator* comm) {
   quiet();
+  if (!writable) probe_untrusted_file(path);
   Handle fapl = file_access(comm);
   try {
     return checked(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), "H5Fopen");

@@ -93,6 +93,36 @@ TEST_F(Checkpoint, NotHdf5) {
   EXPECT_MOE_ERROR(moe::load_checkpoint(file("text.h5"), layer), "text.h5' is not an HDF5 file");
 }
 
+// A damaged global heap (where the checkpoint's string attributes live) crashes
+// Debian's libhdf5 1.10.8 itself: a collection that claims 16 bytes, or an object that
+// claims 4 GB. The file's metadata is read in a child process first
+// (checkpoint/detail/hdf5_probe.hpp), so each reader ends with an error naming the file
+// instead of a segfault. (Issue 10: found by scripts/fuzz.sh.)
+TEST_F(Checkpoint, ADamagedGlobalHeapIsAnErrorNotACrash) {
+  struct Damage {
+    std::size_t offset;  // from the heap's "GCOL" signature
+    std::vector<unsigned char> bytes;
+  };
+  const Damage damages[] = {{8, {0x10, 0, 0, 0, 0, 0, 0, 0}}, {24, {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}}};
+  for (const Damage& damage : damages) {
+    SCOPED_TRACE("offset " + std::to_string(damage.offset));
+    std::ifstream in(saved(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    const std::size_t heap = bytes.find("GCOL");
+    ASSERT_NE(heap, std::string::npos) << "the checkpoint has no global heap: its string attributes moved";
+    std::copy(damage.bytes.begin(), damage.bytes.end(), bytes.begin() + static_cast<std::ptrdiff_t>(heap + damage.offset));
+    const std::string path = file("damaged-" + std::to_string(damage.offset) + ".h5");
+    std::ofstream(path, std::ios::binary) << bytes;
+    moe::MoELayer layer(config, *comm, 1);
+    const std::string crashed = path + "' is damaged: libhdf5 crashed";
+    EXPECT_MOE_ERROR(moe::inspect_checkpoint(path), crashed.c_str());
+    EXPECT_MOE_ERROR(moe::load_checkpoint(path, layer), crashed.c_str());
+    EXPECT_MOE_ERROR(moe::load_reference_model(path), crashed.c_str());
+    EXPECT_MOE_ERROR(moe::read_checkpoint_config(path), crashed.c_str());
+  }
+}
+
 // A file whose scalar attribute is an array, or of the wrong type, is refused before
 // anything is read into a scalar (issue 10: a 7000-value array overwrote the stack).
 TEST_F(Checkpoint, AttributesThatAreNotOneValueOfTheirTypeAreRefused) {

@@ -36,10 +36,13 @@ export ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_RO
 # A file whose metadata libhdf5 loops on must end as moe's error before the fuzzer's own
 # 20 s timeout calls it a hang.
 export MOE_FILE_PROBE_SECONDS=5
+# What libFuzzer's handlers write from inside moe's probe children (tests/fuzz/fuzz_files.cpp).
+export MOE_FUZZ_CHILD_DIR=$build/probe-children
 
 # Seeds.
 seeds=$build/seeds
-rm -rf "$seeds" "$build/findings" && mkdir -p "$seeds/files" "$seeds/safetensors" "$build/findings"
+rm -rf "$seeds" "$build/findings" "$MOE_FUZZ_CHILD_DIR" &&
+  mkdir -p "$seeds/files" "$seeds/safetensors" "$build/findings" "$MOE_FUZZ_CHILD_DIR"
 moe=$build/bin/moe
 (cd "$seeds/files" &&
   "$moe" init --out ffn.h5 --experts 2 --top-k 1 --hidden 8 --expert-dim 4 >/dev/null &&

@@ -153,7 +153,10 @@ Handle create_file(const std::string& path, const Communicator* comm, bool exclu
 
 Handle open_file(const std::string& path, bool writable, const Communicator* comm) {
   quiet();
-  if (!writable) probe_untrusted_file(path);
+  // A collective open is not probed: every rank would fork, and ranks whose probes
+  // disagreed would leave the others waiting in H5Fopen. moe opens a file collectively
+  // only after rank 0 has opened it alone (probed) and shared the verdict.
+  if (!writable && !comm) probe_untrusted_file(path);
   Handle fapl = file_access(comm);
   try {
     return checked(H5Fopen(path.c_str(), writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl.get()), "H5Fopen");

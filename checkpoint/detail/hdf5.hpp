@@ -36,7 +36,9 @@ class Handle {
 using Dims = std::vector<hsize_t>;
 
 // Files. With a communicator whose native handle is an MPI_Comm the file is opened
-// through MPI-IO (every rank of it must call); otherwise with the POSIX driver.
+// through MPI-IO (every rank of it must call); otherwise with the POSIX driver. A file
+// opened for reading without a communicator, and one is_hdf5_file looks at, first has
+// its metadata read in a child process (hdf5_probe.hpp).
 bool is_hdf5_file(const std::string& path);
 // exclusive: fail if the file exists (a writer's unique temporary file).
 Handle create_file(const std::string& path, const Communicator* comm, bool exclusive = false);

@@ -6,8 +6,9 @@
 // after the other. Against splitting each GEMM across the threads (parallel_gemm):
 // - no thread packs what another packs: an expert's weights are packed twice only when
 //   a range boundary cuts it, and the token rows once;
-// - the activation reads its GEMM's output while that is still in this core's cache,
-//   and one thread's memory-bound pass overlaps another's GEMM;
+// - the activation follows its GEMM on the same core (for small experts, such as
+//   DeepSeek's, while the GEMM's output is still in that core's cache), and one
+//   thread's memory-bound pass overlaps another thread's GEMM;
 // - the work is balanced by rows however uneven the experts' loads are, with one
 //   fork/join per call instead of three per expert.
 #include "kernels/cpu/expert_ffn.hpp"

@@ -4,14 +4,23 @@
 namespace moe::kernels {
 
 void Ops::expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out) {
-  const std::int64_t H = batch.in_dim, F = batch.width;
-  if (batch.gated) {
-    grouped_linear(batch.x, batch.row_offsets, H, batch.w_in, 2 * F, batch.b_in, Act::Identity, nullptr, pre);
-    const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
-    glu(pre + first * 2 * F, rows, F, batch.act, hidden + first * F);
-  } else {
-    grouped_linear(batch.x, batch.row_offsets, H, batch.w_in, F, batch.b_in, batch.act, pre, hidden);
+  const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
+  const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
+  float* z = batch.gated ? pre : nullptr;  // glu: the projection, then the product
+  const Act first_act = batch.gated ? Act::Identity : batch.act;
+  float* first_pre = batch.gated ? nullptr : pre;
+  float* first_out = batch.gated ? z : hidden;
+  if (batch.row_offsets.size() == 2) {
+    // One expert (the shared expert): plain linears, as before there was a batch.
+    if (rows == 0) return;
+    linear(batch.x + first * H, rows, H, batch.w_in[0], GF, batch.b_in[0], first_act,
+           first_pre ? first_pre + first * GF : nullptr, first_out + first * GF);
+    if (batch.gated) glu(z + first * GF, rows, F, batch.act, hidden + first * F);
+    linear(hidden + first * F, rows, F, batch.w_out[0], H, batch.b_out[0], Act::Identity, nullptr, out + first * H);
+    return;
   }
+  grouped_linear(batch.x, batch.row_offsets, H, batch.w_in, GF, batch.b_in, first_act, first_pre, first_out);
+  if (batch.gated) glu(z + first * GF, rows, F, batch.act, hidden + first * F);
   grouped_linear(hidden, batch.row_offsets, F, batch.w_out, H, batch.b_out, Act::Identity, nullptr, out);
 }
 

@@ -150,10 +150,7 @@ TEST(CpuLinear, BiasActivationAndPreActivation) {
 // glu, grouped_linear) that the CUDA backend runs, on the same batch.
 class CpuExpertFfn : public ::testing::TestWithParam<std::tuple<bool, bool, int>> {};
 
-TEST_P(CpuExpertFfn, MatchesFloat64WhereverTheThreadRangesCut) {
-  const auto [gated, with_bias, threads] = GetParam();
-  omp_set_num_threads(threads);
-  const std::vector<std::int64_t> offsets = {3, 40, 40, 177, 178, 310};  // rows 0–2 are not in the batch
+void expect_expert_ffn_matches_float64(const std::vector<std::int64_t>& offsets, bool gated, bool with_bias) {
   const std::int64_t rows = offsets.back(), H = 64, F = 96, GF = gated ? 2 * F : F;
   const std::size_t groups = offsets.size() - 1;
   std::vector<float> x(rows * H), w_in(groups * H * GF), b_in(groups * GF), w_out(groups * F * H), b_out(groups * H);
@@ -210,6 +207,18 @@ TEST_P(CpuExpertFfn, MatchesFloat64WhereverTheThreadRangesCut) {
         ops->moe::kernels::Ops::expert_ffn(batch, nullptr, hidden2.data(), out2.data());
       EXPECT_EQ(out2, out) << which;
     }
+  }
+}
+
+TEST_P(CpuExpertFfn, MatchesFloat64WhereverTheThreadRangesCut) {
+  const auto [gated, with_bias, threads] = GetParam();
+  omp_set_num_threads(threads);
+  // Rows 0–2 are not in the batch, and an empty group; then one group alone (the shared
+  // expert, which the default runs as plain linears).
+  for (const std::vector<std::int64_t>& offsets : {std::vector<std::int64_t>{3, 40, 40, 177, 178, 310},
+                                                   std::vector<std::int64_t>{3, 310}}) {
+    SCOPED_TRACE(std::to_string(offsets.size() - 1) + " groups");
+    expect_expert_ffn_matches_float64(offsets, gated, with_bias);
   }
   omp_set_num_threads(omp_get_num_procs());
 }

@@ -70,7 +70,8 @@ class Ops {
   // Every expert of the batch on its rows: z = x·w_in + b_in, hidden = act(z) (ffn) or
   // act(z[:, :F]) ⊙ z[:, F:] (glu), out = hidden·w_out + b_out. z goes to pre [rows, G·F]
   // when pre is not null (glu needs it); hidden is [rows, F], out [rows, in_dim]. The
-  // default is grouped_linear, glu, grouped_linear; a backend may run it fused.
+  // default is grouped_linear, glu, grouped_linear (linear for a single group); the CPU
+  // runs each thread's rows through whole pipelines (kernels/cpu/expert_ffn.cpp).
   virtual void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU
   // one OpenMP thread per call, and the ops fn calls run on that thread alone. The calls

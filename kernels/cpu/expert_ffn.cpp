@@ -13,8 +13,6 @@
 //   fork/join per call instead of three per expert.
 #include "kernels/cpu/expert_ffn.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -61,8 +59,7 @@ void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out)
   const std::int64_t GF = batch.gated ? 2 * batch.width : batch.width;
   const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(batch.in_dim) *
                        static_cast<double>(GF + batch.width);
-  const std::int64_t threads =
-      flops < kMinFlopsToSplit || omp_in_parallel() ? 1 : std::min<std::int64_t>(omp_get_max_threads(), rows);
+  const std::int64_t threads = parts_worth(flops, rows);
   SingleThreadedBlas single_threaded;
   auto run_range = [&](std::int64_t part) {
     const std::int64_t lo = first + rows * part / threads, hi = first + rows * (part + 1) / threads;
@@ -71,12 +68,7 @@ void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out)
       if (r0 < r1) expert_rows(batch, g, r0, r1, pre, hidden, out);
     }
   };
-  if (threads == 1) {
-    run_range(0);
-    return;
-  }
-#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(threads))
-  for (std::int64_t part = 0; part < threads; ++part) run_range(part);
+  run_parts(threads, run_range);
 }
 
 }  // namespace moe::kernels::cpu

@@ -19,6 +19,20 @@ SingleThreadedBlas::~SingleThreadedBlas() {
 #endif
 }
 
+std::int64_t parts_worth(double flops, std::int64_t max_parts) {
+  const std::int64_t threads = flops < kMinFlopsToSplit || omp_in_parallel() ? 1 : omp_get_max_threads();
+  return std::max<std::int64_t>(1, std::min(threads, max_parts));
+}
+
+void run_parts(std::int64_t parts, const std::function<void(std::int64_t)>& part) {
+  if (parts <= 1) {
+    if (parts == 1) part(0);
+    return;
+  }
+#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(parts))
+  for (std::int64_t p = 0; p < parts; ++p) part(p);
+}
+
 void serial_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                  const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                  std::int64_t ldc) {
@@ -47,9 +61,7 @@ void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
   const std::int64_t extent = split_columns ? n : m;
   const std::int64_t align = split_columns ? 16 : 4;
   const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  // Inside a parallel region (Ops::for_each_concurrently) this thread is the GEMM's only one.
-  std::int64_t blocks = flops < kMinFlopsToSplit || omp_in_parallel() ? 1 : omp_get_max_threads();
-  blocks = std::max<std::int64_t>(1, std::min(blocks, (extent + align - 1) / align));
+  const std::int64_t blocks = parts_worth(flops, (extent + align - 1) / align);
 
   auto run_block = [&](std::int64_t block) {
     // Block boundaries on multiples of `align`, the last block takes the remainder.
@@ -67,12 +79,7 @@ void parallel_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, s
     if (epilogue) epilogue(r0, r1, c0, c1);
   };
 
-  if (blocks == 1) {
-    run_block(0);
-    return;
-  }
-#pragma omp parallel for schedule(static, 1) num_threads(static_cast<int>(blocks))
-  for (std::int64_t block = 0; block < blocks; ++block) run_block(block);
+  run_parts(blocks, run_block);
 }
 
 }  // namespace moe::kernels::cpu

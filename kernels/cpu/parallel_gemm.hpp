@@ -23,6 +23,15 @@ using BlockPrologue = BlockEpilogue;
 // Below this many flops a fork/join costs more than the second core gives.
 constexpr double kMinFlopsToSplit = 4.0e6;
 
+// How many parts work of `flops` is worth cutting into: 1 below kMinFlopsToSplit or
+// inside a parallel region (Ops::for_each_concurrently: this thread is the only one),
+// else the OpenMP thread count, at most max_parts.
+std::int64_t parts_worth(double flops, std::int64_t max_parts);
+
+// part(p) for every p < parts, one OpenMP thread each; on the calling thread when
+// parts == 1. part must not throw.
+void run_parts(std::int64_t parts, const std::function<void(std::int64_t)>& part);
+
 // Keeps OpenBLAS single-threaded while it lives and restores the caller's setting, so a
 // program that uses OpenBLAS elsewhere keeps its own thread count. Construct it outside
 // the parallel region: the setting is process-wide.

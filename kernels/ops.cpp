@@ -1,6 +1,8 @@
 // The Ops operations that have a default made of the others.
 #include "kernels/ops.hpp"
 
+#include "kernels/random_stream.hpp"
+
 namespace moe::kernels {
 
 void Ops::expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out) {
@@ -22,6 +24,16 @@ void Ops::expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float*
   grouped_linear(batch.x, batch.row_offsets, H, batch.w_in, GF, batch.b_in, first_act, first_pre, first_out);
   if (batch.gated) glu(z + first * GF, rows, F, batch.act, hidden + first * F);
   grouped_linear(hidden, batch.row_offsets, F, batch.w_out, H, batch.b_out, Act::Identity, nullptr, out);
+}
+
+void Ops::expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                      std::int64_t ldc) {
+  gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void Ops::fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream) {
+  fill_normal_on_host(out, count, stream_start(seed, stream));
 }
 
 void Ops::for_each_concurrently(std::int64_t count, const std::function<void(std::int64_t)>& fn) {

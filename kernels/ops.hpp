@@ -27,6 +27,9 @@ struct ExpertBatch {
   std::int64_t in_dim = 0, width = 0;
   bool gated = false;  // glu: act(z[:, :width]) ⊙ z[:, width:]; else ffn: act(z)
   Act act = Act::ReLU;
+  // false (an inference forward): nothing reads pre or hidden afterwards, so a backend
+  // may leave them unwritten.
+  bool keep_for_backward = true;
   std::vector<const float*> w_in, b_in, w_out, b_out;
 };
 
@@ -39,6 +42,11 @@ class Ops {
   virtual void* allocate(std::size_t bytes) = 0;
   virtual void deallocate(void* ptr) noexcept = 0;
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
+  // copy_to_host without the wait: host_dst holds the bytes after the next synchronize()
+  // or copy_to_host(), so that several results cost one wait. Default: copy_to_host.
+  virtual void copy_to_host_later(void* host_dst, const void* src, std::size_t bytes) {
+    copy_to_host(host_dst, src, bytes);
+  }
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void fill_zero(void* dst, std::size_t bytes) = 0;
@@ -52,6 +60,13 @@ class Ops {
   virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
                     float alpha, const float* a, std::int64_t lda, const float* b,
                     std::int64_t ldb, float beta, float* c, std::int64_t ldc) = 0;
+
+  // gemm() for the experts' own products (their backward): where the backend runs the
+  // experts in a lower precision (CUDA with bf16), these run in it too, with float32
+  // results; the router's and other products stay in gemm()'s precision. Default: gemm().
+  virtual void expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                           const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                           std::int64_t ldc);
 
   // out[n,N] = act(x[n,K] · w[K,N] + bias[N]); bias may be null. When pre_act is not
   // null it receives x·w + bias (kept for the backward pass).
@@ -142,6 +157,11 @@ class Ops {
                                const float* d_weights, const float* lse, std::int64_t tokens,
                                const RouterParams& params, const float* aux_grad, float z_scale,
                                float* d_logits) = 0;
+
+  // out[i] = element i of the standard normal stream (seed, stream) of
+  // src/initialization.hpp's fill_normal (kernels/random_stream.hpp), made where out
+  // lives: synthetic token rows without a host round trip. Default: on the host.
+  virtual void fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream);
 
   // ---- Optimizer arithmetic, element-wise ----
 

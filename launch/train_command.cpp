@@ -2,12 +2,14 @@
 // to targets and the student layer learns them with mean-squared error — across the
 // ranks of the job, with progress on rank 0, periodic checkpoints (parameters,
 // optimizer state, step and the data stream's position) and exact resume.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 
+#include "buffer.hpp"
 #include "collective_check.hpp"
-#include "initialization.hpp"
+#include "kernels/ops.hpp"
 #include "launch/command.hpp"
 #include "launch/training_metrics.hpp"
 #include "moe/checkpoint.hpp"
@@ -18,11 +20,53 @@ namespace {
 
 // The data stream is counter-based: the tokens of (seed, rank, step) are the same
 // whenever they are drawn, so its whole state is (seed, position).
-Tensor<FLOAT_TYPE> tokens_for(std::uint64_t seed, int rank, std::int64_t step, std::int64_t count, std::int64_t hidden) {
-  Tensor<FLOAT_TYPE> x({count, hidden});
-  fill_normal(x.data(), x.numel(), seed, (static_cast<std::uint64_t>(rank) << 40) ^ static_cast<std::uint64_t>(step));
-  return x;
+std::uint64_t token_stream(int rank, std::int64_t step) {
+  return (static_cast<std::uint64_t>(rank) << 40) ^ static_cast<std::uint64_t>(step);
 }
+
+// One step's data where the layer computes (device memory for --device cuda, host
+// memory for the CPU): the token rows, the teacher's targets, the student's output and
+// ∂L/∂output. The rows are made there (Ops::fill_normal: the stream of tokens_for), and
+// the loss is reduced there, so a GPU step moves nothing but scalars across to the host.
+class StepData {
+ public:
+  StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden)
+      : ops_(options.device == Device::CUDA
+                 ? kernels::make_cuda_ops(comm.local_rank() % std::max(1, kernels::cuda_device_count()),
+                                          kernels::GemmPrecision::FP32)
+                 : kernels::make_cpu_ops()),
+        n_(tokens * hidden),
+        x_(*ops_), target_(*ops_), output_(*ops_), grad_(*ops_), grad_input_(*ops_) {
+    for (Buffer<float>* b : {&x_, &target_, &output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
+  }
+  // This rank's token rows of a step: tokens_for's values.
+  const float* tokens(std::uint64_t seed, int rank, std::int64_t step) {
+    ops_->fill_normal(x_.data(), n_, seed, token_stream(rank, step));
+    ops_->synchronize();  // the layers read them on streams of their own
+    return x_.data();
+  }
+  float* target() { return target_.data(); }
+  float* output() { return output_.data(); }
+  float* grad_input() { return grad_input_.data(); }
+  // Σ (output − target)² over this rank's values, leaving ∂L/∂output = scale · (output −
+  // target) in grad(). Ops::sum_squares sums in a fixed order: the same bits every run.
+  double squared_error(double scale) {
+    float* g = grad_.data();
+    ops_->scale(target_.data(), n_, -1.0f);
+    ops_->copy(g, output_.data(), sizeof(float) * static_cast<std::size_t>(n_));
+    ops_->add(g, target_.data(), n_);
+    const double sum = ops_->sum_squares(g, n_);
+    ops_->scale(g, n_, static_cast<float>(scale));
+    ops_->synchronize();
+    return sum;
+  }
+  const float* grad() const { return grad_.data(); }
+
+ private:
+  std::unique_ptr<kernels::Ops> ops_;
+  std::int64_t n_;
+  Buffer<float> x_, target_, output_, grad_, grad_input_;
+};
 
 class TrainCommand final : public Command {
  public:
@@ -108,6 +152,7 @@ class TrainCommand final : public Command {
     teacher_config.drop_tokens = false;
     LayerOptions teacher_options;
     teacher_options.device = options_.device;
+    teacher_options.precision = options_.precision;  // the job's arithmetic throughout
     MoELayer teacher(teacher_config, comm, teacher_seed_, teacher_options);
     std::unique_ptr<MetricsFile> metrics;  // rank 0's, with --metrics
     collective_check(comm, [&] {
@@ -126,20 +171,15 @@ class TrainCommand final : public Command {
     const double total_tokens = double(comm.size()) * double(tokens_);
     auto window_start = std::chrono::steady_clock::now();
     TrainingWindow window;
+    StepData data(options_, comm, tokens_, config_.hidden_dim);
     for (; step < steps_; ++step) {
-      const Tensor<FLOAT_TYPE> x = tokens_for(data_seed_, comm.rank(), step, tokens_, config_.hidden_dim);
-      const Tensor<FLOAT_TYPE> target = teacher.forward(x).output;
-      const ForwardResult out = student.forward(x, Pass::Training);
+      const float* x = data.tokens(data_seed_, comm.rank(), step);
+      teacher.forward(x, tokens_, data.target());
+      const ForwardResult out = student.forward(x, tokens_, data.output(), Pass::Training);
 
       // Loss: mean squared error over every rank's tokens; its gradient on this rank.
-      Tensor<FLOAT_TYPE> grad(x.shape());
-      double sums[4] = {0, out.aux_loss, out.z_loss, double(out.stats.dropped)};
-      const double scale = 2.0 / (total_tokens * double(config_.hidden_dim));
-      for (std::int64_t i = 0; i < x.numel(); ++i) {
-        const double diff = double(out.output[i]) - double(target[i]);
-        sums[0] += diff * diff;
-        grad[i] = static_cast<float>(scale * diff);
-      }
+      double sums[4] = {data.squared_error(2.0 / (total_tokens * double(config_.hidden_dim))), out.aux_loss,
+                        out.z_loss, double(out.stats.dropped)};
       comm.all_reduce(sums, 4, DataType::Float64, ReduceOp::Sum);
       // The same sums on every rank, so every rank stops here alike, before a step or a
       // save could write non-finite weights; the last checkpoint stays as it was.
@@ -149,7 +189,7 @@ class TrainCommand final : public Command {
                       checkpoint_.empty() ? "" : " (the last checkpoint written is kept)");
       });
       student.zero_grad();
-      student.backward(grad);
+      student.backward(data.grad(), data.grad_input());
       if (clip_ > 0) clip_grad_norm(student, clip_);
       // A function of the step alone (not of --steps), so a resumed run follows the
       // same schedule as one that never stopped.

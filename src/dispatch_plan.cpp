@@ -40,12 +40,13 @@ DispatchPlan make_dispatch_plan(const std::int32_t* indices, std::int64_t tokens
   return plan;
 }
 
-ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t* indices,
-                                    const float* weights) {
-  ExpertAssignments out;
+void token_assignments(const DispatchPlan& plan, const std::int32_t* indices, const float* weights,
+                       ExpertAssignments& out) {
   out.num_experts = plan.num_experts;
   out.output_rows = plan.tokens;
   out.offsets.resize(static_cast<std::size_t>(plan.tokens + 1));
+  // clear() keeps the vectors' memory: a layer refills the same ones every forward.
+  out.input_row.clear(), out.expert.clear(), out.weight.clear(), out.slot.clear();
   const std::size_t kept = plan.kept.size() - static_cast<std::size_t>(plan.dropped);
   out.input_row.reserve(kept);
   out.expert.reserve(kept);
@@ -63,13 +64,17 @@ ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t
     }
     out.offsets[static_cast<std::size_t>(t + 1)] = static_cast<std::int32_t>(out.expert.size());
   }
+}
+
+ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t* indices, const float* weights) {
+  ExpertAssignments out;
+  token_assignments(plan, indices, weights, out);
   return out;
 }
 
-ExpertGrouping group_by_expert(const ExpertAssignments& assignments) {
+void group_by_expert(const ExpertAssignments& assignments, ExpertGrouping& grouping) {
   const std::size_t experts = static_cast<std::size_t>(assignments.num_experts);
   const std::size_t count = assignments.expert.size();
-  ExpertGrouping grouping;
   grouping.expert_offsets.assign(experts + 1, 0);
   for (std::int32_t e : assignments.expert) ++grouping.expert_offsets[static_cast<std::size_t>(e) + 1];
   for (std::size_t e = 0; e < experts; ++e) grouping.expert_offsets[e + 1] += grouping.expert_offsets[e];
@@ -83,6 +88,11 @@ ExpertGrouping group_by_expert(const ExpertAssignments& assignments) {
     grouping.grouped_input_row[static_cast<std::size_t>(g)] = assignments.input_row[a];
     grouping.grouped_row_of[a] = static_cast<std::int32_t>(g);
   }
+}
+
+ExpertGrouping group_by_expert(const ExpertAssignments& assignments) {
+  ExpertGrouping grouping;
+  group_by_expert(assignments, grouping);
   return grouping;
 }
 

@@ -51,9 +51,12 @@ struct ExpertAssignments {
   std::int64_t size() const { return static_cast<std::int64_t>(expert.size()); }
 };
 
-// The kept assignments of a plan, by token, in slot order.
+// The kept assignments of a plan, by token, in slot order. The overload with `out`
+// refills it, keeping its vectors' memory (a layer's forward does, every call).
 ExpertAssignments token_assignments(const DispatchPlan& plan, const std::int32_t* indices,
                                     const float* weights);
+void token_assignments(const DispatchPlan& plan, const std::int32_t* indices, const float* weights,
+                       ExpertAssignments& out);
 
 // The regroup (docs/design.md §2 step 4): assignments ordered by expert so each expert's
 // input rows are one contiguous block (stable: row order within an expert).
@@ -64,6 +67,7 @@ struct ExpertGrouping {
 };
 
 ExpertGrouping group_by_expert(const ExpertAssignments& assignments);
+void group_by_expert(const ExpertAssignments& assignments, ExpertGrouping& grouping);  // refills, as above
 
 // How token rows travel to the experts' owners (docs/design.md §2 step 3).
 enum class Traffic {

@@ -79,6 +79,7 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const 
                   grouped_in);
   // Every expert's FFN on its contiguous block of rows.
   kernels::ExpertBatch batch = expert_batch(layout, activation, grouped_in, grouping.expert_offsets);
+  batch.keep_for_backward = keep_for_backward;
   for (std::int64_t e = 0; e < assignments.num_experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
   ops.expert_ffn(batch, pre, hidden, grouped_out);
   ops.combine_rows(grouped_out, H, assignments.output_rows, ws.combine_offsets.upload(assignments.offsets),
@@ -93,8 +94,8 @@ void expert_backward(kernels::Ops& ops, const float* x, const float* pre, const 
   const kernels::Act act = to_kernel_act(activation);
   // y = hidden·W_out + b_out
   if (g.b_out) ops.add_column_sums(dy, n, H, g.b_out);
-  ops.gemm(true, false, F, H, n, 1.0f, hidden, F, dy, H, 1.0f, g.w_out, H);
-  ops.gemm(false, true, n, F, H, 1.0f, dy, H, p.w_out, H, 0.0f, dh, F);
+  ops.expert_gemm(true, false, F, H, n, 1.0f, hidden, F, dy, H, 1.0f, g.w_out, H);
+  ops.expert_gemm(false, true, n, F, H, 1.0f, dy, H, p.w_out, H, 0.0f, dh, F);
   // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu); pre = x·W_in + b_in
   float* dz = dh;
   if (is_glu(layout)) {
@@ -104,9 +105,9 @@ void expert_backward(kernels::Ops& ops, const float* x, const float* pre, const 
     ops.activation_backward(pre, dh, n * F, act, dh);
   }
   if (g.b_in) ops.add_column_sums(dz, n, GF, g.b_in);
-  ops.gemm(true, false, H, GF, n, 1.0f, x, H, dz, GF, 1.0f, g.w_in, GF);
+  ops.expert_gemm(true, false, H, GF, n, 1.0f, x, H, dz, GF, 1.0f, g.w_in, GF);
   // ∂L/∂x, which may be written over ∂L/∂y: that is no longer needed.
-  ops.gemm(false, true, n, H, GF, 1.0f, dz, GF, p.w_in, GF, 0.0f, dx, H);
+  ops.expert_gemm(false, true, n, H, GF, 1.0f, dz, GF, p.w_in, GF, 0.0f, dx, H);
 }
 
 void backward_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,

@@ -4,16 +4,10 @@
 #include <vector>
 
 #include "expert_layout.hpp"
+#include "kernels/random_stream.hpp"
 
 namespace moe {
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 // Streams: 0 is the gate; routed ffn expert e uses 4·(e+1) + its dataset's part
 // (W1, W2, b1, b2), as before glu existed, so ffn models keep their values; glu
@@ -32,30 +26,19 @@ std::uint64_t expert_stream(ExpertKind kind, std::int64_t global_id, int part) {
 template <class Stream>
 void init_flat_expert(float* flat, const ExpertLayout& layout, std::uint64_t seed, Stream stream_of_part);
 
-std::uint64_t stream_state(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t state = seed;
-  return splitmix64(state) ^ (stream * 0xD1B54A32D192ED03ull);
-}
-
-double unit_interval(std::uint64_t& state) {  // [0, 1), 53 random bits
-  return static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;
-}
-
 }  // namespace
 
 void fill_uniform(float* out, std::int64_t count, float bound, std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t state = stream_state(seed, stream);
-  for (std::int64_t i = 0; i < count; ++i) out[i] = static_cast<float>((2.0 * unit_interval(state) - 1.0) * bound);
+  // Each draw from the stream's start alone (kernels/random_stream.hpp): on every core,
+  // with the serial loop's values (a DeepSeek-like rank holds 2.8 billion expert values).
+  const std::uint64_t start = kernels::stream_start(seed, stream);
+#pragma omp parallel for schedule(static) if (count > (std::int64_t{1} << 20))
+  for (std::int64_t i = 0; i < count; ++i)
+    out[i] = static_cast<float>((2.0 * kernels::unit_draw(start, static_cast<std::uint64_t>(i)) - 1.0) * bound);
 }
 
 void fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t state = stream_state(seed, stream);
-  for (std::int64_t i = 0; i < count; i += 2) {  // two normals per pair of uniforms
-    const double r = std::sqrt(-2.0 * std::log(1.0 - unit_interval(state)));
-    const double angle = 6.283185307179586 * unit_interval(state);
-    out[i] = static_cast<float>(r * std::cos(angle));
-    if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(angle));
-  }
+  kernels::fill_normal_on_host(out, count, kernels::stream_start(seed, stream));
 }
 
 void init_gate_weights(float* out, const MOEConfig& config, std::uint64_t seed) {

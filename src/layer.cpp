@@ -340,8 +340,8 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
 
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
-    saved.work = token_assignments(plan, routing.indices.data(), routing.weights.data());
-    saved.grouping = group_by_expert(saved.work);
+    token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
+    group_by_expert(saved.work, saved.grouping);
     clock.lap(times.plan);
     run_experts(*ops, saved.work, saved.grouping, x, local_params(), params.experts.layout, config.activation,
                 training, workspace, output);

@@ -27,15 +27,22 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
   ops.gemm(false, false, tokens, E, H, 1.0f, x, H, gate_weights, E, 0.0f, logits, E);
   ops.route(logits, tokens, router_params(config), expert_bias, probs, indices, weights, lse);
 
+  // The host needs the choices, weights, log-sum-exps and probability sums: fetched with
+  // one wait for the device, not one each.
   routing.tokens = tokens;
-  routing.indices = buffers.indices.download();
-  routing.weights = buffers.weights.download();
+  routing.indices.resize(T * static_cast<std::size_t>(k));
+  routing.weights.resize(T * static_cast<std::size_t>(k));
+  std::vector<float> host_lse(T);
+  ops.copy_to_host_later(routing.indices.data(), indices, sizeof(std::int32_t) * routing.indices.size());
+  ops.copy_to_host_later(routing.weights.data(), weights, sizeof(float) * routing.weights.size());
+  ops.copy_to_host_later(host_lse.data(), lse, sizeof(float) * T);
   routing.prob_sums.assign(static_cast<std::size_t>(E), 0.0);
   ops.column_sums(probs, tokens, E, routing.prob_sums.data());
+  ops.synchronize();  // column_sums waited already on a GPU; this says so for any backend
   routing.assignments_per_expert = count_per_expert(routing.indices.data(), tokens * k, E);
   routing.aux_loss = load_balancing_loss(routing.prob_sums, routing.assignments_per_expert, tokens, k);
   routing.z_loss = 0.0;
-  for (float v : buffers.lse.download()) routing.z_loss += double(v) * double(v);
+  for (float v : host_lse) routing.z_loss += double(v) * double(v);
   if (tokens > 0) routing.z_loss /= static_cast<double>(tokens);
 }
 

@@ -2,17 +2,23 @@
 // kernel per element-wise or per-row op (each in its own .cu, sharing its per-element
 // logic with the CPU through kernels/*.hpp and the .cuh headers).
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <unordered_map>
 #include <vector>
 
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/optimizer.cuh"
+#include "kernels/cuda/random.cuh"
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/router.cuh"
 #include "kernels/cuda/rows.cuh"
+#include "kernels/cuda/upload_ring.cuh"
+#include "kernels/random_stream.hpp"
 
 namespace moe::kernels::cuda {
 namespace {
@@ -24,14 +30,16 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
+    uploads_ = std::make_unique<UploadRing>(stream_);
   }
 
   ~CudaOps() override {
     // Destructors never throw: failures are reported and the rest is still released.
+    if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess) std::fprintf(stderr, "moe: a stream failed\n");
     for (auto& w : weight_cache_) release(w.bf16);
-    release(bf16_input_);
-    release(scratch_);
-    release(doubles_);
+    uploads_.reset();
+    if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
+    for (Scratch* s : {&table_, &doubles_, &partials_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
   }
@@ -48,7 +56,7 @@ class CudaOps final : public Ops {
     // Memory freed may come back for other weights: drop the bf16 copies made from it.
     const auto it = sizes_.find(ptr);
     if (it != sizes_.end()) {
-      touched(ptr, it->second);
+      touched(ptr, it->second, /*freed=*/true);
       sizes_.erase(it);
     }
     release(ptr);
@@ -58,11 +66,35 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cuda, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     synchronize();
   }
+  // Into pinned memory on the stream (a copy to pageable memory would wait); the bytes
+  // move to host_dst when synchronize() has seen the stream finish.
+  void copy_to_host_later(void* host_dst, const void* src, std::size_t bytes) override {
+    if (!bytes) return;
+    std::size_t at = (downloads_used_ + 15) / 16 * 16;
+    if (at + bytes > downloads_capacity_) {
+      synchronize();  // lands what is queued, and frees the staging memory for a larger one
+      at = 0;
+      if (bytes > downloads_capacity_) {
+        if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
+        downloads_ = nullptr, downloads_capacity_ = 0;
+        const std::size_t capacity = bytes < (std::size_t{1} << 20) ? std::size_t{1} << 20 : 2 * bytes;
+        MOE_CHECK(Cuda, cudaMallocHost(&downloads_, capacity));
+        downloads_capacity_ = capacity;
+      }
+    }
+    char* staged = static_cast<char*>(downloads_) + at;
+    MOE_CHECK(Cuda, cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    pending_downloads_.push_back({host_dst, staged, bytes});
+    downloads_used_ = at + bytes;
+  }
   void copy_from_host(void* dst, const void* host_src, std::size_t bytes) override {
     if (!bytes) return;
     touched(dst, bytes);
+    // The caller may reuse its host memory as soon as this returns: small copies are
+    // staged in pinned memory and the host goes on; large ones wait for the copy.
+    if (bytes <= UploadRing::kMaxBytes) return uploads_->upload(dst, host_src, bytes);
     MOE_CHECK(Cuda, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
-    synchronize();  // the caller may reuse its host memory as soon as this returns
+    synchronize();
   }
   void copy(void* dst, const void* src, std::size_t bytes) override {
     if (!bytes) return;
@@ -74,7 +106,12 @@ class CudaOps final : public Ops {
     touched(dst, bytes);
     MOE_CHECK(Cuda, cudaMemsetAsync(dst, 0, bytes, stream_));
   }
-  void synchronize() override { MOE_CHECK(Cuda, cudaStreamSynchronize(stream_)); }
+  void synchronize() override {
+    MOE_CHECK(Cuda, cudaStreamSynchronize(stream_));
+    for (const PendingDownload& d : pending_downloads_) std::memcpy(d.host_dst, d.staged, d.bytes);
+    pending_downloads_.clear();
+    downloads_used_ = 0;
+  }
   void written_elsewhere(const void* dst, std::size_t bytes) override { touched(dst, bytes); }
 
   void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
@@ -90,7 +127,7 @@ class CudaOps final : public Ops {
     if (n == 0) return;
     float* target = pre_act ? pre_act : out;
     if (precision_ == GemmPrecision::BF16) {
-      void* xb = bf16_scratch(static_cast<std::size_t>(n * in_dim));
+      void* xb = grow(x16_, 2 * static_cast<std::size_t>(n * in_dim));
       launch_to_bf16(x, n * in_dim, xb, stream_);
       cuda::gemm(blas_, GemmPrecision::BF16, false, false, n, out_dim, in_dim, 1.0f, xb, in_dim,
                  bf16_weights(w, static_cast<std::size_t>(in_dim * out_dim)), out_dim, 0.0f, target, out_dim);
@@ -105,46 +142,69 @@ class CudaOps final : public Ops {
                       const std::vector<const float*>& weights, std::int64_t out_dim,
                       const std::vector<const float*>& biases, Act act, float* pre_act, float* out) override {
     const int groups = static_cast<int>(row_offsets.size()) - 1;
-    const std::int64_t total = row_offsets.back() - row_offsets.front();
+    const std::int64_t first = row_offsets.front(), total = row_offsets.back() - first;
     if (groups <= 0 || total == 0) return;
+    float* pre = pre_act ? pre_act + first * out_dim : nullptr;
     if (precision_ == GemmPrecision::BF16) {
-      // The grouped GEMM writes bf16 results for bf16 inputs; the layer keeps FP32
-      // activations, so bf16 runs one cublasGemmEx per expert on the stream.
-      for (int g = 0; g < groups; ++g) {
-        const std::int64_t begin = row_offsets[g], rows = row_offsets[g + 1] - begin;
-        if (rows)
-          linear(x + begin * in_dim, rows, in_dim, weights[g], out_dim, biases[g], act,
-                 pre_act ? pre_act + begin * out_dim : nullptr, out + begin * out_dim);
-      }
+      // bf16 operands and a bf16 result; the bias and activation then write float32.
+      void* y16 = grow(y16_, 2 * static_cast<std::size_t>(total * out_dim));
+      const GroupTable t = group_table(
+          row_offsets, {{to_bf16(x + first * in_dim, total * in_dim, x16_), in_dim, weight_operands(weights, in_dim * out_dim),
+                         y16, out_dim, biases}}, 2);
+      cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(out_dim), static_cast<int>(in_dim), t.operands(0));
+      launch_expert_output(y16, t.biases(0), t.offsets, groups, total, out_dim, act, pre, out + first * out_dim,
+                           stream_);
       return;
     }
-    float* target = pre_act ? pre_act : out;
-    // The non-empty groups' operands, as device arrays of pointers.
-    std::vector<int> rows;
-    std::vector<const float*> pointers;  // a (x rows), b (weights), c (target), each groups long
-    std::vector<const float*> a, b;
-    std::vector<float*> c;
-    for (int g = 0; g < groups; ++g) {
-      const std::int64_t begin = row_offsets[g], n = row_offsets[g + 1] - begin;
-      if (n == 0) continue;
-      rows.push_back(static_cast<int>(n));
-      a.push_back(x + begin * in_dim), b.push_back(weights[g]), c.push_back(target + begin * out_dim);
-    }
-    const std::size_t used = rows.size();
-    pointers.insert(pointers.end(), a.begin(), a.end());
-    pointers.insert(pointers.end(), b.begin(), b.end());
-    pointers.insert(pointers.end(), c.begin(), c.end());
-    pointers.insert(pointers.end(), biases.begin(), biases.end());
-    auto** device = static_cast<const float**>(scratch_bytes(pointers.size() * sizeof(float*) +
-                                                             row_offsets.size() * sizeof(std::int64_t)));
-    copy_from_host(device, pointers.data(), pointers.size() * sizeof(float*));
-    auto* offsets = reinterpret_cast<std::int64_t*>(device + pointers.size());
-    copy_from_host(offsets, row_offsets.data(), row_offsets.size() * sizeof(std::int64_t));
-    cuda::grouped_gemm(blas_, precision_, rows, static_cast<int>(out_dim), static_cast<int>(in_dim), device,
-                       device + used, const_cast<float* const*>(device + 2 * used));
-    launch_grouped_bias_activation(target + row_offsets.front() * out_dim, device + 3 * used, offsets, groups,
-                                   total * out_dim, out_dim, act, pre_act ? pre_act + row_offsets.front() * out_dim : nullptr,
-                                   out + row_offsets.front() * out_dim, stream_);
+    float* c = pre ? pre : out + first * out_dim;
+    const GroupTable t = group_table(
+        row_offsets, {{x + first * in_dim, in_dim, weight_operands(weights, in_dim * out_dim), c, out_dim, biases}}, 4);
+    cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(out_dim), static_cast<int>(in_dim), t.operands(0));
+    // The bias and activation over every group in one pass.
+    launch_grouped_bias_activation(c, t.biases(0), t.offsets, groups, total * out_dim, out_dim, act, pre,
+                                   out + first * out_dim, stream_);
+  }
+
+  // In bf16, every expert at once in bf16 from end to end: the rows converted once, two
+  // grouped GEMMs on the cached bf16 weights with bf16 results, the bias, activation (or
+  // glu product) and conversion for the second GEMM in one pass over every expert's rows,
+  // and the output bias in one more. The float32 pre-activations and hidden are written
+  // only for a backward. Other precisions: the default (grouped_linear, glu, grouped_linear).
+  void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out) override {
+    if (precision_ != GemmPrecision::BF16) return Ops::expert_ffn(batch, pre, hidden, out);
+    const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
+    const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
+    const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
+    if (groups <= 0 || rows == 0) return;
+    void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
+    void* h16 = grow(h16_, 2 * static_cast<std::size_t>(rows * F));
+    void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * H));
+    const GroupTable t = group_table(
+        batch.row_offsets,
+        {{to_bf16(batch.x + first * H, rows * H, x16_), H, weight_operands(batch.w_in, H * GF), z16, GF, batch.b_in},
+         {h16, F, weight_operands(batch.w_out, F * H), y16, H, batch.b_out}},
+        2);
+    cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
+    const bool keep = batch.keep_for_backward;
+    launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
+                         keep && pre ? pre + first * GF : nullptr, keep ? hidden + first * F : nullptr, h16, stream_);
+    cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
+    launch_expert_output(y16, t.biases(1), t.offsets, groups, rows, H, Act::Identity, nullptr, out + first * H,
+                         stream_);
+  }
+
+  // In bf16 the experts' backward products take bf16 operands (cached weights, or a
+  // conversion) with float32 results and accumulation: mixed-precision training.
+  void expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                   const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                   std::int64_t ldc) override {
+    if (precision_ != GemmPrecision::BF16) return gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (m == 0 || n == 0) return;
+    // The extent of a row-major operand stored as rows × cols with leading dimension ld.
+    auto extent = [](std::int64_t rows, std::int64_t cols, std::int64_t ld) { return (rows - 1) * ld + cols; };
+    const void* a16 = bf16_operand(a, extent(trans_a ? k : m, trans_a ? m : k, lda), a16_);
+    const void* b16 = bf16_operand(b, extent(trans_b ? n : k, trans_b ? k : n, ldb), b16_);
+    cuda::gemm(blas_, GemmPrecision::BF16, trans_a, trans_b, m, n, k, alpha, a16, lda, b16, ldb, beta, c, ldc);
   }
 
   void route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
@@ -177,8 +237,8 @@ class CudaOps final : public Ops {
   }
 
   void column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
-    double* sums = doubles(static_cast<std::size_t>(cols));
-    launch_column_sums(m, rows, cols, sums, stream_);
+    auto* sums = static_cast<double*>(grow(doubles_, sizeof(double) * static_cast<std::size_t>(cols)));
+    launch_column_sums(m, rows, cols, partials(rows, cols), sums, stream_);
     copy_to_host(host_sums, sums, sizeof(double) * static_cast<std::size_t>(cols));
   }
 
@@ -193,7 +253,7 @@ class CudaOps final : public Ops {
   }
 
   void add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, float* sums) override {
-    launch_add_column_sums(m, rows, cols, sums, stream_);
+    launch_add_column_sums(m, rows, cols, partials(rows, cols), sums, stream_);
   }
 
   void router_backward(const float* logits, const float* probs, const std::int32_t* indices, const float* d_weights,
@@ -201,6 +261,11 @@ class CudaOps final : public Ops {
                        float z_scale, float* d_logits) override {
     launch_router_backward(logits, probs, indices, d_weights, lse, tokens, params, aux_grad, z_scale, d_logits,
                            stream_);
+  }
+
+  void fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream) override {
+    touched(out, sizeof(float) * static_cast<std::size_t>(count));
+    launch_fill_normal(out, count, stream_start(seed, stream), stream_);
   }
 
   void add(float* x, const float* y, std::int64_t n) override {
@@ -214,10 +279,10 @@ class CudaOps final : public Ops {
   double sum_squares(const float* x, std::int64_t n) override {
     const int blocks = sum_squares_blocks(n);
     if (blocks == 0) return 0.0;
-    double* partials = doubles(static_cast<std::size_t>(blocks));
-    launch_sum_squares(x, n, partials, stream_);
+    auto* block_sums = static_cast<double*>(grow(doubles_, sizeof(double) * static_cast<std::size_t>(blocks)));
+    launch_sum_squares(x, n, block_sums, stream_);
     std::vector<double> host(static_cast<std::size_t>(blocks));
-    copy_to_host(host.data(), partials, sizeof(double) * host.size());
+    copy_to_host(host.data(), block_sums, sizeof(double) * host.size());
     double total = 0.0;
     for (double p : host) total += p;  // in block order: the same bits every time
     return total;
@@ -235,63 +300,150 @@ class CudaOps final : public Ops {
 
  private:
   // BF16 copies of expert weights, made once and kept until the weights change: every
-  // op that writes memory reports it through touched(), which drops overlapping copies.
+  // op that writes memory reports it through touched(), which marks overlapping copies
+  // stale; the next use converts again into the same memory (a training job changes its
+  // weights every step: no cudaFree and cudaMalloc, which wait for the GPU, per step).
+  // Memory freed drops its copies.
   struct CachedWeights {
     const float* source;
     std::size_t count;
     void* bf16;
+    bool stale;
   };
 
   void* bf16_weights(const float* w, std::size_t count) {
     for (auto& c : weight_cache_)
-      if (c.source == w && c.count == count) return c.bf16;
+      if (c.source == w && c.count == count) {
+        if (c.stale) launch_to_bf16(w, static_cast<std::int64_t>(count), c.bf16, stream_), c.stale = false;
+        return c.bf16;
+      }
     void* copy = allocate(count * 2);
     launch_to_bf16(w, static_cast<std::int64_t>(count), copy, stream_);
-    weight_cache_.push_back({w, count, copy});
+    weight_cache_.push_back({w, count, copy, false});
     return copy;
   }
 
-  void touched(const void* dst, std::size_t bytes) {
+  void touched(const void* dst, std::size_t bytes, bool freed = false) {
     const char* begin = static_cast<const char*>(dst);
     const char* end = begin + bytes;
     for (std::size_t i = 0; i < weight_cache_.size();) {
       const char* b = reinterpret_cast<const char*>(weight_cache_[i].source);
       const char* e = b + weight_cache_[i].count * sizeof(float);
-      if (begin < e && b < end) {
+      const bool overlaps = begin < e && b < end;
+      if (overlaps && freed) {
         release(weight_cache_[i].bf16);
         weight_cache_.erase(weight_cache_.begin() + static_cast<std::ptrdiff_t>(i));
-      } else {
-        ++i;
+        continue;
       }
+      if (overlaps) weight_cache_[i].stale = true;
+      ++i;
     }
   }
 
-  // Small per-call device scratch (pointer arrays, offsets); grows, never shrinks.
-  void* scratch_bytes(std::size_t bytes) {
-    if (bytes > scratch_size_) {
-      release(scratch_);
-      scratch_ = allocate(bytes);
-      scratch_size_ = bytes;
+  // Device memory reused call after call: the stream's order keeps one call's use apart
+  // from the next's. It grows and never shrinks; before memory in use is freed, the
+  // stream is drained.
+  struct Scratch {
+    void* ptr = nullptr;
+    std::size_t bytes = 0;
+  };
+  void* grow(Scratch& s, std::size_t bytes) {
+    if (bytes > s.bytes) {
+      if (s.ptr) synchronize();
+      release(s.ptr);
+      s.ptr = nullptr, s.bytes = 0;
+      s.ptr = allocate(bytes);
+      s.bytes = bytes;
     }
-    return scratch_;
+    return s.ptr;
+  }
+  double* partials(std::int64_t rows, std::int64_t cols) {
+    return static_cast<double*>(grow(partials_, sizeof(double) * static_cast<std::size_t>(column_chunks(rows) * cols)));
   }
 
-  void* bf16_scratch(std::size_t count) {
-    if (count * 2 > bf16_input_bytes_) {
-      release(bf16_input_);
-      bf16_input_ = allocate(count * 2);
-      bf16_input_bytes_ = count * 2;
-    }
-    return bf16_input_;
+  // A float32 matrix of `count` elements in bf16 in `into` (one conversion launch).
+  void* to_bf16(const float* src, std::int64_t count, Scratch& into) {
+    void* dst = grow(into, 2 * static_cast<std::size_t>(count));
+    launch_to_bf16(src, count, dst, stream_);
+    return dst;
+  }
+  // An expert GEMM's operand in bf16: the cached copy when it is a weight converted
+  // before (and unchanged since), else converted into `into`.
+  const void* bf16_operand(const float* src, std::int64_t count, Scratch& into) {
+    for (auto& c : weight_cache_)
+      if (c.source == src && !c.stale && c.count >= static_cast<std::size_t>(count)) return c.bf16;
+    return to_bf16(src, count, into);
+  }
+  // The weights of a grouped GEMM as its B operands: bf16 copies in bf16, else as they are.
+  std::vector<const void*> weight_operands(const std::vector<const float*>& weights, std::int64_t count) {
+    std::vector<const void*> b(weights.size());
+    for (std::size_t g = 0; g < weights.size(); ++g)
+      b[g] = precision_ == GemmPrecision::BF16 ? bf16_weights(weights[g], static_cast<std::size_t>(count))
+                                               : static_cast<const void*>(weights[g]);
+    return b;
   }
 
-  double* doubles(std::size_t count) {
-    if (count > doubles_count_) {
-      release(doubles_);
-      doubles_ = static_cast<double*>(allocate(count * sizeof(double)));
-      doubles_count_ = count;
+  // One GEMM stage of a grouped launch: the rows of A (from the first row, a_width wide),
+  // each group's B, the rows of C (c_width wide), each group's bias.
+  struct GroupStage {
+    const void* a;
+    std::int64_t a_width;
+    std::vector<const void*> b;
+    void* c;
+    std::int64_t c_width;
+    std::vector<const float*> biases;
+  };
+  // What the grouped GEMMs and epilogues of one call read on the device, uploaded in one
+  // staged copy: per stage the A, B and C pointers of the non-empty groups (cuBLAS skips
+  // none) and every group's bias, then the row offsets relative to the first row.
+  struct GroupTable {
+    std::vector<int> rows;  // of the non-empty groups (host, for cuBLAS)
+    std::size_t used = 0, groups = 0, stages = 0;
+    const void* const* device = nullptr;
+    const std::int64_t* offsets = nullptr;
+    std::vector<const void*> host;  // the same table on the host
+    // Stage s's operands for grouped_gemm.
+    GroupedOperands operands(int stage) const {
+      const std::size_t at = 3 * used * static_cast<std::size_t>(stage);
+      auto writable = [](const void* const* p) { return const_cast<void* const*>(p); };
+      return {host.data() + at, host.data() + at + used, writable(host.data() + at + 2 * used),
+              device + at,      device + at + used,      writable(device + at + 2 * used)};
     }
-    return doubles_;
+    const float* const* biases(int stage) const {
+      return reinterpret_cast<const float* const*>(device + 3 * used * stages + groups * static_cast<std::size_t>(stage));
+    }
+  };
+  GroupTable group_table(const std::vector<std::int64_t>& row_offsets, const std::vector<GroupStage>& stages,
+                         std::size_t element_bytes) {
+    GroupTable t;
+    t.groups = row_offsets.size() - 1, t.stages = stages.size();
+    std::vector<std::size_t> nonempty;
+    for (std::size_t g = 0; g < t.groups; ++g)
+      if (row_offsets[g + 1] > row_offsets[g]) nonempty.push_back(g), t.rows.push_back(static_cast<int>(row_offsets[g + 1] - row_offsets[g]));
+    t.used = nonempty.size();
+    std::vector<const void*> table;
+    for (const GroupStage& s : stages) {
+      auto row = [&](const void* base, std::int64_t width, std::size_t g) {
+        return static_cast<const char*>(base) +
+               static_cast<std::size_t>((row_offsets[g] - row_offsets.front()) * width) * element_bytes;
+      };
+      for (std::size_t g : nonempty) table.push_back(row(s.a, s.a_width, g));
+      for (std::size_t g : nonempty) table.push_back(s.b[g]);
+      for (std::size_t g : nonempty) table.push_back(row(s.c, s.c_width, g));
+    }
+    for (const GroupStage& s : stages) table.insert(table.end(), s.biases.begin(), s.biases.end());
+    std::vector<std::int64_t> offsets(row_offsets.size());
+    for (std::size_t g = 0; g < offsets.size(); ++g) offsets[g] = row_offsets[g] - row_offsets.front();
+    const std::size_t table_bytes = table.size() * sizeof(void*), offset_bytes = offsets.size() * sizeof(std::int64_t);
+    std::vector<char> host(table_bytes + offset_bytes);
+    std::memcpy(host.data(), table.data(), table_bytes);
+    std::memcpy(host.data() + table_bytes, offsets.data(), offset_bytes);
+    char* device = static_cast<char*>(grow(table_, host.size()));
+    copy_from_host(device, host.data(), host.size());
+    t.device = reinterpret_cast<const void* const*>(device);
+    t.offsets = reinterpret_cast<const std::int64_t*>(device + table_bytes);
+    t.host = std::move(table);
+    return t;
   }
 
   void release(void* ptr) noexcept {
@@ -306,12 +458,18 @@ class CudaOps final : public Ops {
   cublasHandle_t blas_ = nullptr;
   std::vector<CachedWeights> weight_cache_;
   std::unordered_map<void*, std::size_t> sizes_;  // of every allocation, to invalidate on free
-  void* scratch_ = nullptr;
-  std::size_t scratch_size_ = 0;
-  void* bf16_input_ = nullptr;
-  std::size_t bf16_input_bytes_ = 0;
-  double* doubles_ = nullptr;
-  std::size_t doubles_count_ = 0;
+  std::unique_ptr<UploadRing> uploads_;
+  struct PendingDownload {
+    void* host_dst;
+    const void* staged;
+    std::size_t bytes;
+  };
+  std::vector<PendingDownload> pending_downloads_;  // copy_to_host_later's, landed by synchronize()
+  void* downloads_ = nullptr;                        // pinned staging for them
+  std::size_t downloads_capacity_ = 0, downloads_used_ = 0;
+  Scratch table_, doubles_, partials_;
+  Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
+  Scratch a16_, b16_;              // bf16 operands of expert_gemm
 };
 
 }  // namespace

@@ -4,14 +4,52 @@
 namespace moe::kernels::cuda {
 namespace {
 
-__global__ void column_sums_kernel(const float* m, std::int64_t rows, std::int64_t cols, double* sums) {
-  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (c < cols) sums[c] = column_sum(m, rows, cols, c);
+// Block (kColumnsPerBlock, kColumnLanes) over columns [blockIdx.x·32, +32) of chunk
+// first_chunk + blockIdx.y: partials[chunk·cols + c] = column_chunk_sum(m, rows, cols, c, chunk).
+__global__ void column_chunk_sums_kernel(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t first_chunk,
+                                         double* partials) {
+  __shared__ double lane_sums[kColumnLanes][kColumnsPerBlock];
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(kColumnsPerBlock) + threadIdx.x;
+  const std::int64_t chunk = first_chunk + blockIdx.y;
+  const std::int64_t begin = chunk * kColumnChunkRows;
+  const std::int64_t end = begin + kColumnChunkRows < rows ? begin + kColumnChunkRows : rows;
+  double sum = 0.0;
+  if (c < cols)
+    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) sum += m[r * cols + c];
+  lane_sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  for (int stride = kColumnLanes / 2; stride > 0; stride /= 2) {
+    if (static_cast<int>(threadIdx.y) < stride) lane_sums[threadIdx.y][threadIdx.x] += lane_sums[threadIdx.y + stride][threadIdx.x];
+    __syncthreads();
+  }
+  if (threadIdx.y == 0 && c < cols) partials[chunk * cols + c] = lane_sums[0][threadIdx.x];
 }
 
-__global__ void add_column_sums_kernel(const float* m, std::int64_t rows, std::int64_t cols, float* sums) {
+// The chunks' partials of each column, in chunk order.
+template <class Sum>
+__global__ void finish_column_sums_kernel(const double* partials, std::int64_t chunks, std::int64_t cols, Sum* sums,
+                                          bool add) {
   const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (c < cols) sums[c] += static_cast<float>(column_sum(m, rows, cols, c));
+  if (c >= cols) return;
+  double sum = 0.0;
+  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) sum += partials[chunk * cols + c];
+  sums[c] = add ? static_cast<Sum>(sums[c] + sum) : static_cast<Sum>(sum);
+}
+
+template <class Sum>
+void column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, Sum* sums, bool add,
+                 Stream stream) {
+  if (cols == 0) return;
+  const std::int64_t chunks = column_chunks(rows);
+  constexpr std::int64_t kMaxGridY = 65535;
+  for (std::int64_t first = 0; first < chunks; first += kMaxGridY) {
+    const std::int64_t count = chunks - first < kMaxGridY ? chunks - first : kMaxGridY;
+    const dim3 grid(static_cast<unsigned>((cols + kColumnsPerBlock - 1) / kColumnsPerBlock), static_cast<unsigned>(count));
+    column_chunk_sums_kernel<<<grid, dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(m, rows, cols, first, partials);
+    MOE_CHECK_LAUNCH();
+  }
+  finish_column_sums_kernel<<<blocks_for(cols, kBlock), kBlock, 0, stream>>>(partials, chunks, cols, sums, add);
+  MOE_CHECK_LAUNCH();
 }
 
 constexpr std::int64_t kPerBlock = std::int64_t{1} << 16;
@@ -33,16 +71,14 @@ __global__ void sum_squares_kernel(const float* x, std::int64_t n, double* parti
 
 }  // namespace
 
-void launch_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* sums, Stream stream) {
-  if (cols == 0) return;
-  column_sums_kernel<<<blocks_for(cols, kBlock), kBlock, 0, stream>>>(m, rows, cols, sums);
-  MOE_CHECK_LAUNCH();
+void launch_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, double* sums,
+                        Stream stream) {
+  column_sums(m, rows, cols, partials, sums, false, stream);
 }
 
-void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, float* sums, Stream stream) {
-  if (cols == 0) return;
-  add_column_sums_kernel<<<blocks_for(cols, kBlock), kBlock, 0, stream>>>(m, rows, cols, sums);
-  MOE_CHECK_LAUNCH();
+void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, float* sums,
+                            Stream stream) {
+  column_sums(m, rows, cols, partials, sums, true, stream);
 }
 
 int sum_squares_blocks(std::int64_t n) { return static_cast<int>((n + kPerBlock - 1) / kPerBlock); }

@@ -1,6 +1,10 @@
-// Column sums (aux loss, bias gradients) and the sum of squares (gradient norms): one
-// thread per column summing rows in order, and per-block partials summed in order on
-// the host, so results do not depend on the launch shape.
+// Column sums (aux loss, bias gradients) and the sum of squares (gradient norms), as
+// parallel reductions whose order of additions is fixed by the data's shape alone, so
+// results do not depend on the launch shape or the GPU:
+//   column sums: rows cut into chunks of kColumnChunkRows; inside a chunk, lane l of
+//   kColumnLanes sums rows l, l + kColumnLanes, ...; the lanes are added as a tree
+//   (column_chunk_sum below, which the kernel computes); then chunks in order.
+//   sum of squares: per-block partials summed in order on the host.
 #pragma once
 
 #include <cstdint>
@@ -10,15 +14,40 @@
 
 namespace moe::kernels::cuda {
 
+constexpr int kColumnLanes = 8;             // threads per column in a block
+constexpr int kColumnsPerBlock = 32;        // a warp's width of adjacent columns: coalesced reads
+constexpr std::int64_t kColumnChunkRows = 256;
+
+MOE_HD inline std::int64_t column_chunks(std::int64_t rows) { return (rows + kColumnChunkRows - 1) / kColumnChunkRows; }
+
+// The sum of column c over the rows of one chunk, in the kernel's order of additions.
+MOE_HD inline double column_chunk_sum(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t c,
+                                      std::int64_t chunk) {
+  const std::int64_t begin = chunk * kColumnChunkRows;
+  const std::int64_t end = begin + kColumnChunkRows < rows ? begin + kColumnChunkRows : rows;
+  double lane[kColumnLanes];
+  for (int l = 0; l < kColumnLanes; ++l) {
+    lane[l] = 0.0;
+    for (std::int64_t r = begin + l; r < end; r += kColumnLanes) lane[l] += m[r * cols + c];
+  }
+  for (int stride = kColumnLanes / 2; stride > 0; stride /= 2)
+    for (int l = 0; l < stride; ++l) lane[l] += lane[l + stride];
+  return lane[0];
+}
+
+// The whole column: chunks in order.
 MOE_HD inline double column_sum(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t c) {
   double sum = 0.0;
-  for (std::int64_t r = 0; r < rows; ++r) sum += m[r * cols + c];
+  for (std::int64_t chunk = 0; chunk < column_chunks(rows); ++chunk) sum += column_chunk_sum(m, rows, cols, c, chunk);
   return sum;
 }
 
 // sums[c] (device, float64) = column sums; or, for add_column_sums, float sums[c] += it.
-void launch_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* sums, Stream stream);
-void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, float* sums, Stream stream);
+// partials (device) holds column_chunks(rows) · cols doubles of scratch.
+void launch_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, double* sums,
+                        Stream stream);
+void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, float* sums,
+                            Stream stream);
 // partials[b] (device, float64) for b < sum_squares_blocks(n): each block's Σ x².
 int sum_squares_blocks(std::int64_t n);
 void launch_sum_squares(const float* x, std::int64_t n, double* partials, Stream stream);

@@ -4,6 +4,10 @@
 namespace moe::kernels::cuda {
 namespace {
 
+// A thread per token with serial work per row (top-k over E): small blocks spread a few
+// thousand tokens over every multiprocessor (8192 tokens: 256 blocks for 132 SMs).
+constexpr int kRouterBlock = 32;
+
 __global__ void route_kernel(const float* logits, std::int64_t tokens, RouterParams p, const float* expert_bias,
                              float* probs, std::int32_t* indices, float* weights, float* lse) {
   const std::int64_t t = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
@@ -28,7 +32,7 @@ __global__ void router_backward_kernel(const float* logits, const float* probs, 
 void launch_route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
                   float* probs, std::int32_t* indices, float* weights, float* lse, Stream stream) {
   if (tokens == 0) return;
-  route_kernel<<<blocks_for(tokens, 128), 128, 0, stream>>>(logits, tokens, params, expert_bias, probs, indices,
+  route_kernel<<<blocks_for(tokens, kRouterBlock), kRouterBlock, 0, stream>>>(logits, tokens, params, expert_bias, probs, indices,
                                                             weights, lse);
   MOE_CHECK_LAUNCH();
 }
@@ -37,7 +41,7 @@ void launch_router_backward(const float* logits, const float* probs, const std::
                             const float* d_weights, const float* lse, std::int64_t tokens, const RouterParams& params,
                             const float* aux_grad, float z_scale, float* d_logits, Stream stream) {
   if (tokens == 0) return;
-  router_backward_kernel<<<blocks_for(tokens, 128), 128, 0, stream>>>(logits, probs, indices, d_weights, lse, tokens,
+  router_backward_kernel<<<blocks_for(tokens, kRouterBlock), kRouterBlock, 0, stream>>>(logits, probs, indices, d_weights, lse, tokens,
                                                                       params, aux_grad, z_scale, d_logits);
   MOE_CHECK_LAUNCH();
 }

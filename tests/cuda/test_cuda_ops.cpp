@@ -3,8 +3,13 @@
 // 1e-5 in FP32; 5e-3 with TF32 tensor cores; 3e-2 with BF16 inputs. Skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "buffer.hpp"
+#include "kernels/cuda/reductions.cuh"
 #include "kernels/ops.hpp"
+#include "support/expert_reference.hpp"
 #include "support/test_util.hpp"
 
 using moe::Buffer;
@@ -77,6 +82,167 @@ TEST_F(CudaOps, LinearWithBiasAndEveryActivationInEachPrecision) {
       EXPECT_LE(relative_error(dpre.download().data(), pre.data(), n * N), tol) << int(p) << " act " << int(act);
     }
   }
+}
+
+TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
+  // Every expert at once (bf16: the fused path of cuda_ops.cu; else grouped_linear, glu,
+  // grouped_linear), ffn and glu, with and without biases, a batch that starts past row 0
+  // and has an empty group; against the float64 definition. bf16 without a backward
+  // leaves pre and hidden alone and gives the same output.
+  const std::vector<std::int64_t> offsets = {5, 40, 40, 97, 130};
+  const std::int64_t H = 64, F = 96, first = offsets.front(), rows = offsets.back(), n = rows - first;
+  const std::size_t groups = offsets.size() - 1;
+  for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32, GemmPrecision::BF16}) {
+    auto ops = moe::kernels::make_cuda_ops(0, p);
+    const double tol = p == GemmPrecision::FP32 ? 1e-5 : p == GemmPrecision::TF32 ? 5e-3 : 3e-2;
+    for (const char* method : {"one_launch", "per_group"}) {
+    ::setenv("MOE_GROUPED_GEMM", method, 1);  // both ways of launching the grouped products (read per call)
+    for (const bool gated : {false, true})
+      for (const bool with_bias : {false, true}) {
+        const std::int64_t GF = gated ? 2 * F : F;
+        const auto x = random(rows * H, 31), w_in = random(groups * H * GF, 32, 0.3), b_in = random(groups * GF, 33, 0.5),
+                   w_out = random(groups * F * H, 34, 0.2), b_out = random(groups * H, 35, 0.5);
+        Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
+                      dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
+        moe::kernels::ExpertBatch host, dev;
+        for (auto* b : {&host, &dev}) {
+          b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
+          b->act = gated ? Act::SiLU : Act::GELU;
+        }
+        host.x = x.data(), dev.x = dx.data();
+        for (std::size_t g = 0; g < groups; ++g) {
+          host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
+          host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
+          host.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
+          dev.b_in.push_back(with_bias ? db_in.data() + g * GF : nullptr);
+          host.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
+          dev.b_out.push_back(with_bias ? db_out.data() + g * H : nullptr);
+        }
+        const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
+        Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
+                      out = device_zeros<float>(rows * H, ops.get());
+        ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
+        const std::string what = std::string(gated ? "glu" : "ffn") + (with_bias ? " bias" : "") + " precision " +
+                                 std::to_string(int(p)) + " " + method;
+        const auto got_pre = pre.download(), got_hidden = hidden.download(), got_out = out.download();
+        EXPECT_LE(relative_error(got_pre.data() + first * GF, ref.pre.data(), n * GF), tol) << what;
+        EXPECT_LE(relative_error(got_hidden.data() + first * F, ref.hidden.data(), n * F), tol) << what;
+        EXPECT_LE(relative_error(got_out.data() + first * H, ref.out.data(), n * H), tol) << what;
+        if (p == GemmPrecision::BF16) {
+          Buffer<float> pre2 = device_zeros<float>(rows * GF, ops.get()),
+                        hidden2 = device_zeros<float>(rows * F, ops.get()), out2 = device_zeros<float>(rows * H, ops.get());
+          dev.keep_for_backward = false;
+          ops->expert_ffn(dev, pre2.data(), hidden2.data(), out2.data());
+          EXPECT_EQ(out2.download(), got_out) << what;
+        }
+        // grouped_linear on its own: the first product with its bias and activation.
+        Buffer<float> gl_pre = device_zeros<float>(rows * GF, ops.get()), gl_out = device_zeros<float>(rows * GF, ops.get());
+        ops->grouped_linear(dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
+        std::vector<double> relu(ref.pre.size());
+        for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = ref.pre[i] > 0 ? ref.pre[i] : 0.0;
+        EXPECT_LE(relative_error(gl_pre.download().data() + first * GF, ref.pre.data(), n * GF), tol) << what;
+        EXPECT_LE(relative_error(gl_out.download().data() + first * GF, relu.data(), n * GF), tol) << what;
+      }
+    }
+  }
+  ::unsetenv("MOE_GROUPED_GEMM");
+}
+
+TEST_F(CudaOps, ExpertGemmInBf16EveryTranspose) {
+  // The experts' backward products in bf16: bf16 operands, float32 accumulation into C.
+  auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    const std::int64_t m = 67, n = 129, k = 45;
+    const auto a = random(m * k, 41), b = random(k * n, 42), c0 = random(m * n, 43);
+    std::vector<float> expected = c0;
+    cpu->gemm(ta, tb, m, n, k, 0.5f, a.data(), ta ? m : k, b.data(), tb ? k : n, 1.0f, expected.data(), n);
+    Buffer<float> da = device(a, ops.get()), db = device(b, ops.get()), dc = device(c0, ops.get());
+    ops->expert_gemm(ta, tb, m, n, k, 0.5f, da.data(), ta ? m : k, db.data(), tb ? k : n, 1.0f, dc.data(), n);
+    EXPECT_LE(relative_error(dc.download().data(), expected.data(), m * n), 1e-2) << "trans " << ta << tb;
+  }
+}
+
+TEST_F(CudaOps, Bf16ExpertGemmWritesAllOfAFreshC) {
+  // beta = 0 into memory never written, then a kernel of ours reads every element (the
+  // backward's activation_backward reads such a GEMM's ∂L/∂hidden): the values must be
+  // the product's. Under compute-sanitizer initcheck this separates cuBLAS's writes
+  // that the tool does not see from a real uninitialised read.
+  auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  const std::int64_t m = 300, n = 520, k = 96;
+  const auto a = random(m * k, 51), b = random(n * k, 52), z = random(m * n, 53);
+  std::vector<float> product(m * n), expected(m * n);
+  cpu->gemm(false, true, m, n, k, 1.0f, a.data(), k, b.data(), k, 0.0f, product.data(), n);
+  cpu->activation_backward(z.data(), product.data(), m * n, Act::GELU, expected.data());
+  Buffer<float> da = device(a, ops.get()), db = device(b, ops.get()), dz = device(z, ops.get());
+  Buffer<float> dc(*ops), out = device_zeros<float>(m * n, ops.get());
+  dc.resize(m * n);  // not zeroed
+  ops->expert_gemm(false, true, m, n, k, 1.0f, da.data(), k, db.data(), k, 0.0f, dc.data(), n);
+  ops->activation_backward(dz.data(), dc.data(), m * n, Act::GELU, out.data());
+  EXPECT_LE(relative_error(out.download().data(), expected.data(), m * n), 1e-2);
+}
+
+TEST_F(CudaOps, DownloadsQueuedLaterLandAtTheNextSynchronize) {
+  // copy_to_host_later stages on the stream and writes the host at synchronize() (or the
+  // next copy_to_host): several results for one wait. Sizes past the first staging
+  // buffer make it grow while copies are queued.
+  const std::vector<std::int64_t> sizes = {5, 1000, 300000, 7, 600000};
+  std::vector<Buffer<float>> device_arrays;
+  std::vector<std::vector<float>> host(sizes.size());
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    device_arrays.push_back(device(random(sizes[i], 60 + i)));
+    host[i].assign(static_cast<std::size_t>(sizes[i]), -1.0f);
+  }
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    gpu->scale(device_arrays[i].data(), sizes[i], 2.0f);  // work queued before each copy
+    gpu->copy_to_host_later(host[i].data(), device_arrays[i].data(), sizeof(float) * sizes[i]);
+  }
+  gpu->synchronize();
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> expected = random(sizes[i], 60 + i);
+    for (float& v : expected) v *= 2.0f;
+    EXPECT_EQ(host[i], expected) << "array " << i;
+  }
+  std::vector<float> one(7, 0.0f), two(7, 0.0f);
+  gpu->copy_to_host_later(one.data(), device_arrays[3].data(), sizeof(float) * 7);
+  gpu->copy_to_host(two.data(), device_arrays[3].data(), sizeof(float) * 7);
+  EXPECT_EQ(one, two) << "copy_to_host lands the queued copies too";
+}
+
+TEST_F(CudaOps, NormalStreamOnTheGpuIsTheHostsStream) {
+  // Synthetic token rows made on the GPU (moe train --device cuda): the host's values,
+  // up to the last bit of the GPU's double-precision log, sin and cos. An odd count.
+  const std::int64_t n = 100001;
+  std::vector<float> host(n);
+  cpu->fill_normal(host.data(), n, 2000, 12345);
+  Buffer<float> d = device_zeros<float>(n);
+  gpu->fill_normal(d.data(), n, 2000, 12345);
+  const auto got = d.download();
+  EXPECT_LE(relative_error(got.data(), host.data(), n), 1e-7);
+  std::int64_t differ = 0;
+  for (std::int64_t i = 0; i < n; ++i) differ += got[i] != host[i];
+  EXPECT_LE(differ, n / 1000) << "elements not bit-identical";
+}
+
+TEST_F(CudaOps, SmallUploadsQueuedBehindWorkArriveInOrder) {
+  // copy_from_host returns before the GPU has the bytes (a pinned staging ring): the
+  // caller's memory may be reused at once, and every upload lands in stream order. 100
+  // uploads from one reused host array (more than the ring's slots), each behind a
+  // kernel on the same rows, then a second upload over the first rows.
+  const std::int64_t W = 1000, R = 100;
+  Buffer<float> d = device_zeros<float>(W * R);
+  std::vector<float> host(W);
+  for (std::int64_t r = 0; r < R; ++r) {
+    std::fill(host.begin(), host.end(), float(r));
+    gpu->scale(d.data() + r * W, W, 3.0f);
+    gpu->copy_from_host(d.data() + r * W, host.data(), sizeof(float) * W);
+  }
+  std::fill(host.begin(), host.end(), -1.0f);
+  gpu->copy_from_host(d.data(), host.data(), sizeof(float) * W);
+  std::fill(host.begin(), host.end(), -2.0f);  // after the call: must not reach the GPU
+  const auto got = d.download();
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t i = 0; i < W; ++i) ASSERT_EQ(got[r * W + i], r == 0 ? -1.0f : float(r)) << r << "," << i;
 }
 
 TEST_F(CudaOps, Bf16WeightCopiesFollowWeightUpdates) {
@@ -195,6 +361,17 @@ TEST_F(CudaOps, ReductionsActivationBackwardAndOptimizers) {
   Buffer<float> dm = device(m);
   gpu->column_sums(dm.data(), rows, cols, gpu_sums.data());
   for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(gpu_sums[c], sums[c], 1e-9 * rows);
+  // Many chunks of rows, and as many columns as a bias gradient: the kernel's order of
+  // additions is the shared column_sum's (kernels/cuda/reductions.cuh), bit for bit.
+  {
+    const std::int64_t tall = 70000, wide = 300;
+    const auto big = random(tall * wide, 25);
+    Buffer<float> dbig = device(big);
+    std::vector<double> got(wide);
+    gpu->column_sums(dbig.data(), tall, wide, got.data());
+    for (std::int64_t c = 0; c < wide; c += 7)
+      EXPECT_EQ(got[c], moe::kernels::cuda::column_sum(big.data(), tall, wide, c)) << "column " << c;
+  }
   std::vector<float> bias(cols, 1.0f);
   cpu->add_column_sums(m.data(), rows, cols, bias.data());
   Buffer<float> db = device(std::vector<float>(cols, 1.0f));

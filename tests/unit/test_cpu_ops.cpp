@@ -5,9 +5,11 @@
 
 #include <cmath>
 
+#include "initialization.hpp"
 #include "kernels/cpu/fast_math.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/router_row.hpp"
+#include "support/expert_reference.hpp"
 #include "support/test_util.hpp"
 
 using moe::kernels::Act;
@@ -68,18 +70,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(1, 2, 3)),
     gemm_name);
 
-// Each activation from its definition, in float64 (NaN stays NaN: max(NaN, 0) is not 0).
-double reference_activation(Act act, double z) {
-  const double pi = 3.14159265358979323846;
-  switch (act) {
-    case Act::Identity: return z;
-    case Act::ReLU: return std::isnan(z) ? z : std::fmax(z, 0.0);
-    case Act::GELU: return 0.5 * z * (1 + std::erf(z / std::sqrt(2.0)));
-    case Act::SiLU: return z / (1 + std::exp(-z));
-    case Act::GELUTanh: return 0.5 * z * (1 + std::tanh(std::sqrt(2 / pi) * (z + 0.044715 * z * z * z)));
-  }
-  return z;
-}
+using moe::testing::reference_activation;
 
 TEST(CpuFastMath, ExpWithinTwoUlpAndEdgeCases) {
   double worst = 0;
@@ -171,24 +162,7 @@ void expect_expert_ffn_matches_float64(const std::vector<std::int64_t>& offsets,
   }
   // The reference, from the definition (docs/design.md §1b).
   const std::int64_t first = offsets.front(), n = rows - first;
-  std::vector<double> ref_pre(n * GF), ref_hidden(n * F), ref_out(n * H);
-  for (std::size_t g = 0; g < groups; ++g)
-    for (std::int64_t r = offsets[g]; r < offsets[g + 1]; ++r) {
-      const std::int64_t i = r - first;
-      for (std::int64_t c = 0; c < GF; ++c) {
-        double z = with_bias ? b_in[g * GF + c] : 0.0;
-        for (std::int64_t l = 0; l < H; ++l) z += double(x[r * H + l]) * w_in[(g * H + l) * GF + c];
-        ref_pre[i * GF + c] = z;
-      }
-      for (std::int64_t c = 0; c < F; ++c)
-        ref_hidden[i * F + c] = gated ? reference_activation(act, ref_pre[i * GF + c]) * ref_pre[i * GF + F + c]
-                                      : reference_activation(act, ref_pre[i * GF + c]);
-      for (std::int64_t c = 0; c < H; ++c) {
-        double y = with_bias ? b_out[g * H + c] : 0.0;
-        for (std::int64_t l = 0; l < F; ++l) y += ref_hidden[i * F + l] * w_out[(g * F + l) * H + c];
-        ref_out[i * H + c] = y;
-      }
-    }
+  const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(batch);
   for (bool fused : {true, false}) {
     std::vector<float> pre(rows * GF), hidden(rows * F), out(rows * H);
     if (fused)
@@ -196,9 +170,9 @@ void expect_expert_ffn_matches_float64(const std::vector<std::int64_t>& offsets,
     else
       ops->moe::kernels::Ops::expert_ffn(batch, pre.data(), hidden.data(), out.data());
     const char* which = fused ? "the CPU's" : "the default";
-    EXPECT_LE(relative_error(pre.data() + first * GF, ref_pre.data(), n * GF), 1e-5) << which;
-    EXPECT_LE(relative_error(hidden.data() + first * F, ref_hidden.data(), n * F), 1e-5) << which;
-    EXPECT_LE(relative_error(out.data() + first * H, ref_out.data(), n * H), 1e-5) << which;
+    EXPECT_LE(relative_error(pre.data() + first * GF, ref.pre.data(), n * GF), 1e-5) << which;
+    EXPECT_LE(relative_error(hidden.data() + first * F, ref.hidden.data(), n * F), 1e-5) << which;
+    EXPECT_LE(relative_error(out.data() + first * H, ref.out.data(), n * H), 1e-5) << which;
     if (!gated) {  // ffn may go without pre: the same output
       std::vector<float> out2(rows * H), hidden2(rows * F);
       if (fused)
@@ -324,6 +298,41 @@ TEST(CpuColumnSums, Float64AndIndependentOfThreadCount) {
   ops->column_sums(m.data(), rows, cols, two.data());
   EXPECT_EQ(one, two);
   for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(one[c], ref[c], 1e-9);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(SeededFill, EveryThreadCountGivesTheSerialValues) {
+  // fill_uniform and fill_normal compute each draw from the stream's start, so that
+  // large fills (a layer's experts, a training step's tokens) run in parallel: the
+  // values must be those of one thread, bit for bit, an odd count included.
+  const std::int64_t n = (std::int64_t{1} << 20) + 3;
+  std::vector<float> serial_u(n), serial_n(n), u(n), v(n);
+  omp_set_num_threads(1);
+  moe::fill_uniform(serial_u.data(), n, 0.5f, 7, 3);
+  moe::fill_normal(serial_n.data(), n, 7, 3);
+  for (const int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    moe::fill_uniform(u.data(), n, 0.5f, 7, 3);
+    moe::fill_normal(v.data(), n, 7, 3);
+    EXPECT_EQ(u, serial_u) << threads << " threads";
+    EXPECT_EQ(v, serial_n) << threads << " threads";
+  }
+  omp_set_num_threads(omp_get_num_procs());
+  // The ops' fill_normal (synthetic tokens made where the layer computes) is the same stream.
+  std::vector<float> from_ops(n);
+  ops->fill_normal(from_ops.data(), n, 7, 3);
+  EXPECT_EQ(from_ops, serial_n);
+  // And they are the distributions they claim: mean 0, spread as stated.
+  double mean = 0, squares = 0, max_u = 0;
+  for (std::int64_t i = 0; i < n; ++i) mean += serial_n[i], squares += double(serial_n[i]) * serial_n[i];
+  for (float x : serial_u) max_u = std::max(max_u, double(std::fabs(x)));
+  EXPECT_NEAR(mean / n, 0.0, 5e-3);
+  EXPECT_NEAR(squares / n, 1.0, 5e-3);
+  EXPECT_LE(max_u, 0.5);
+  EXPECT_GT(max_u, 0.499);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/rows.cuh"
 #include "kernels/ops.hpp"
@@ -74,12 +75,54 @@ TEST(CudaSharedLogic, BiasActivationMatchesLinearsEpilogue) {
 }
 
 TEST(CudaSharedLogic, ColumnSumsAsTheKernelComputesThem) {
-  const std::int64_t rows = 300, cols = 9;
-  std::vector<float> m(rows * cols);
-  fill_normal(m.data(), rows * cols, 1.0, 6);
-  std::vector<double> expected(cols);
-  cpu->column_sums(m.data(), rows, cols, expected.data());
-  for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(cuda::column_sum(m.data(), rows, cols, c), expected[c], 1e-9);
+  // Chunked and laned as the kernel adds (kernels/cuda/reductions.cuh), against the sum
+  // in float64 from the definition: fewer rows than a chunk, a whole chunk, and several
+  // chunks with a partial last one.
+  for (const std::int64_t rows : {std::int64_t{5}, cuda::kColumnChunkRows, std::int64_t{1000}}) {
+    const std::int64_t cols = 9;
+    std::vector<float> m(rows * cols);
+    fill_normal(m.data(), rows * cols, 1.0, 6);
+    for (std::int64_t c = 0; c < cols; ++c) {
+      double expected = 0.0, magnitude = 0.0;
+      for (std::int64_t r = 0; r < rows; ++r) expected += double(m[r * cols + c]), magnitude += std::fabs(m[r * cols + c]);
+      EXPECT_NEAR(cuda::column_sum(m.data(), rows, cols, c), expected, 1e-12 * magnitude) << rows << " rows";
+    }
+  }
+}
+
+TEST(CudaSharedLogic, ExpertEpilogueAsTheBf16KernelDrivesIt) {
+  // The bf16 expert path's first epilogue, row by row with the row's group found as the
+  // kernel finds it, against the CPU's glu and activation on z + the group's bias.
+  const std::int64_t F = 6;
+  const std::vector<std::int64_t> offsets = {0, 3, 3, 7};  // an empty middle group
+  const int groups = 3;
+  const std::int64_t rows = offsets.back();
+  for (const bool gated : {false, true}) {
+    for (Act act : {Act::ReLU, Act::GELU, Act::SiLU}) {
+      const std::int64_t GF = gated ? 2 * F : F;
+      std::vector<float> z(rows * GF), biases(groups * GF), with_bias(rows * GF), expected(rows * F);
+      fill_normal(z.data(), rows * GF, 1.0, 21);
+      fill_normal(biases.data(), groups * GF, 1.0, 22);
+      std::vector<const float*> bias_of = {biases.data(), nullptr, biases.data() + 2 * GF};
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const int g = r < 3 ? 0 : 2;
+        for (std::int64_t j = 0; j < GF; ++j) with_bias[r * GF + j] = z[r * GF + j] + biases[g * GF + j];
+      }
+      if (gated) cpu->glu(with_bias.data(), rows, F, act, expected.data());
+      else
+        for (std::int64_t i = 0; i < rows * F; ++i) expected[i] = moe::kernels::activate(act, with_bias[i]);
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const float* bias = bias_of[static_cast<std::size_t>(cuda::group_of_row(offsets.data(), groups, r))];
+        for (std::int64_t j = 0; j < F; ++j) {
+          const float gate = z[r * GF + j] + bias[j];
+          const float up = gated ? z[r * GF + F + j] + bias[F + j] : 0.0f;
+          EXPECT_NEAR(cuda::expert_hidden_value(gate, up, gated, act), expected[r * F + j],
+                      1e-6 * (1.0 + std::fabs(expected[r * F + j])))
+              << r << "," << j;
+        }
+      }
+    }
+  }
 }
 
 TEST(CudaSharedLogic, RouterRowsOnePerThread) {

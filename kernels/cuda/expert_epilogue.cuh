@@ -1,0 +1,36 @@
+// The element-wise work between and after the experts' two grouped bf16 GEMMs, each one
+// launch over every expert's rows (no per-expert launches): the first GEMM's bf16
+// result z plus the group's bias gives the hidden activation, act(z) (ffn) or
+// act(z_gate) ⊙ z_up (glu), written in bf16 for the second GEMM and, for the backward,
+// z and the hidden in float32; the second GEMM's bf16 result plus its bias becomes the
+// float32 expert output. Rows are grouped: rows [offsets[g], offsets[g+1]) are expert g's
+// (offsets relative to the first row, on the device, groups + 1 entries).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/activation.hpp"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/stream.cuh"
+#include "kernels/host_device.hpp"
+
+namespace moe::kernels::cuda {
+
+// One element of the hidden from the first GEMM's results with their biases added:
+// gate = z[r, j] + b[j], and for glu up = z[r, F + j] + b[F + j]. The same as the CPU's
+// activation (ffn) and glu_element (glu).
+MOE_HD inline float expert_hidden_value(float gate, float up, bool gated, Act act) {
+  return gated ? activate(act, gate) * up : activate(act, gate);
+}
+
+// z: bf16 [rows, G·F]; pre (float [rows, G·F]) and hidden (float [rows, F]) written when
+// not null; hidden_bf16 [rows, F] always.
+void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,
+                          std::int64_t rows, std::int64_t width, bool gated, Act act, float* pre, float* hidden,
+                          void* hidden_bf16, Stream stream);
+// The bias and activation after a grouped bf16 GEMM: z = y[r, :] (bf16) + biases[group
+// of r] (null entries: none); pre[r, :] = z when pre is not null; out[r, :] = act(z) (float).
+void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,
+                          std::int64_t rows, std::int64_t cols, Act act, float* pre, float* out, Stream stream);
+
+}  // namespace moe::kernels::cuda

@@ -1,14 +1,22 @@
-// GPU benchmark (issue 6): the layer on one GPU, token rows in device memory, against
-// cuBLAS doing the same FLOPs as dense GEMMs in the same precision, in the same run.
-// Prints CSV: mode,precision,E,k,H,F,T,moe_ms,cublas_ms,ratio (ratio = cublas/moe).
-//   gpu_bench [--config mid] [--precision fp32|tf32|bf16] [--mode forward|training] [--reps N]
+// GPU benchmark (issues 6 and 11): the layer on one GPU, token rows in device memory,
+// against cuBLAS doing the same GEMM FLOPs as dense products in the same precision, in
+// the same run. Dropless (no token dropped), so moe, the dense products and the PyTorch
+// baselines of bench/torch_gpu_moe.py do the same work.
+// Prints CSV: config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,
+// one_launch_ms,per_group_ms (ratio = dense_ms / moe_ms; the last two with --compare-gemm,
+// the layer with its grouped products forced to one launch or to a launch per expert),
+// and on stderr where a step's time goes (the layer's phase times, synchronised).
+//   gpu_bench [--config mid|mixtral|fine|deepseek|ref] [--experts --top-k --hidden --expert-dim --tokens]
+//             [--kind ffn|glu] [--router softmax|sigmoid --groups N --topk-groups N] [--shared F_s]
+//             [--precision fp32|tf32|bf16] [--mode forward|training] [--reps N] [--header]
 #include <cublas_v2.h>
-#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -35,71 +43,90 @@ namespace {
 
 struct Shape {
   std::int64_t E, k, H, F, T;
+  std::string kind = "ffn", router = "softmax";
+  std::int64_t groups = 1, topk_groups = 1, shared = 0;
 };
-const std::map<std::string, Shape> kShapes = {{"ref", {8, 2, 512, 2048, 128}},
-                                              {"mid", {8, 2, 1024, 4096, 4096}},
-                                              {"fine", {64, 8, 1024, 512, 4096}}};
+// The shapes of issue 11: mid, Mixtral-like (8 of 14336-wide experts), fine-grained, and
+// DeepSeek-like (one rank's 64 of a 256-expert layer: glu, sigmoid router with 8 groups,
+// shared expert 2048).
+const std::map<std::string, Shape> kShapes = {
+    {"ref", {8, 2, 512, 2048, 128}},
+    {"mid", {8, 2, 1024, 4096, 4096}},
+    {"mixtral", {8, 2, 4096, 14336, 8192}},
+    {"fine", {64, 8, 2048, 1408, 8192}},
+    {"deepseek", {64, 8, 7168, 2048, 4096, "glu", "sigmoid", 8, 4, 2048}}};
+
+__global__ void fill_kernel(float* p, std::size_t n) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)
+    p[i] = 0.01f * static_cast<float>(static_cast<int>(i % 199) - 99);  // not zeros: zeros run cooler
+}
 
 void* device_alloc(std::size_t bytes) {
   void* p = nullptr;
   CHECK_CUDA(cudaMalloc(&p, bytes));
-  CHECK_CUDA(cudaMemset(p, 0, bytes));
+  fill_kernel<<<1024, 256>>>(static_cast<float*>(p), bytes / 4);
+  CHECK_CUDA(cudaGetLastError());
   return p;
 }
 
-// Dense GEMMs of the same FLOPs: the gate [T,H]·[H,E] and the expert pair over T·k
-// rows (and, for training, each product's two backward products).
-class CublasBaseline {
+// The layer's products as dense GEMMs: the router [T,H]·[H,E] (float32, as moe keeps it),
+// the experts' two over all T·k rows, the shared expert's two; for training, each one's
+// two backward products (moe's backward precision: bf16 experts in bf16).
+class DenseBaseline {
  public:
-  CublasBaseline(const Shape& s, moe::Precision p, bool training) : s_(s), p_(p), training_(training) {
+  DenseBaseline(const Shape& s, moe::Precision p, bool training) : p_(p), training_(training) {
     CHECK_CUBLAS(cublasCreate(&h_));
-    const std::size_t e = p == moe::Precision::BF16 ? 2 : 4;
-    const std::size_t n = static_cast<std::size_t>(s.T * s.k);
-    x_ = device_alloc(s.T * s.H * 4), gate_ = device_alloc(s.H * s.E * 4), logits_ = device_alloc(s.T * s.E * 4);
-    rows_ = device_alloc(n * s.H * e), w1_ = device_alloc(s.H * s.F * e), hid_ = device_alloc(n * s.F * 4);
-    hid_in_ = device_alloc(n * s.F * e), w2_ = device_alloc(s.F * s.H * e), out_ = device_alloc(n * s.H * 4);
-    d_ = device_alloc(std::max(n * s.F, n * s.H) * 4), dw_ = device_alloc(std::max(s.H * s.F, s.H * s.E) * 4);
+    const std::int64_t n = s.T * s.k, GF = s.kind == "glu" ? 2 * s.F : s.F;
+    add(s.T, s.E, s.H, moe::Precision::FP32);
+    add(n, GF, s.H, p), add(n, s.H, s.F, p);
+    if (s.shared) add(s.T, 2 * s.shared, s.H, p), add(s.T, s.H, s.shared, p);
+    std::size_t a = 0, b = 0, c = 0;
+    for (const Gemm& g : gemms_) {
+      const std::size_t mk = g.m * g.k, kn = g.k * g.n, mn = g.m * g.n;
+      a = std::max({a, mk, mn}), b = std::max({b, kn, mk}), c = std::max({c, mn, kn, mk});
+    }
+    a_ = device_alloc(a * 4), b_ = device_alloc(b * 4), c_ = device_alloc(c * 4);
   }
+  ~DenseBaseline() {
+    for (void* p : {a_, b_, c_}) cudaFree(p);
+    cublasDestroy(h_);
+  }
+  DenseBaseline(const DenseBaseline&) = delete;
+  DenseBaseline& operator=(const DenseBaseline&) = delete;
   void run() {
-    const int n = static_cast<int>(s_.T * s_.k);
-    gemm(false, false, s_.T, s_.E, s_.H, x_, gate_, logits_, moe::Precision::FP32);
-    gemm(false, false, n, s_.F, s_.H, rows_, w1_, hid_, p_);
-    gemm(false, false, n, s_.H, s_.F, hid_in_, w2_, out_, p_);
-    if (training_) {  // backward products, in FP32 (or TF32): moe's backward precision
-      const moe::Precision b = p_ == moe::Precision::TF32 ? moe::Precision::TF32 : moe::Precision::FP32;
-      gemm(false, true, n, s_.F, s_.H, out_, w1_f(), d_, b);
-      gemm(true, false, s_.F, s_.H, n, hid_, out_, dw_, b);
-      gemm(false, true, n, s_.H, s_.F, d_, w1_f(), out_, b);
-      gemm(true, false, s_.H, s_.F, n, out_, d_, dw_, b);
-      gemm(false, true, s_.T, s_.H, s_.E, logits_, gate_, x_, moe::Precision::FP32);
-      gemm(true, false, s_.H, s_.E, s_.T, x_, logits_, dw_, moe::Precision::FP32);
+    for (const Gemm& g : gemms_) {
+      gemm(false, false, g.m, g.n, g.k, g.p);
+      if (training_) gemm(false, true, g.m, g.k, g.n, g.p), gemm(true, false, g.k, g.n, g.m, g.p);
     }
   }
   double flops() const {
-    const double f = 4.0 * s_.T * s_.k * s_.H * s_.F + 2.0 * s_.T * s_.H * s_.E;
+    double f = 0;
+    for (const Gemm& g : gemms_) f += 2.0 * g.m * g.n * g.k;
     return training_ ? 3 * f : f;
   }
 
  private:
-  void* w1_f() {
-    if (!w1f_) w1f_ = device_alloc(s_.H * s_.F * 4);
-    return w1f_;
+  struct Gemm {
+    std::size_t m, n, k;
+    moe::Precision p;
+  };
+  void add(std::int64_t m, std::int64_t n, std::int64_t k, moe::Precision p) {
+    gemms_.push_back({static_cast<std::size_t>(m), static_cast<std::size_t>(n), static_cast<std::size_t>(k), p});
   }
-  // Row-major C = op(A)·op(B) through column-major cuBLAS (operands swapped).
-  void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const void* a, const void* b, void* c,
-            moe::Precision p) {
+  // Row-major C = op(A)·op(B) through column-major cuBLAS (operands swapped); bf16
+  // products write bf16, as moe's expert products do.
+  void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, moe::Precision p) {
     const float one = 1.0f, zero = 0.0f;
     const cudaDataType_t in = p == moe::Precision::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t compute = p == moe::Precision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    CHECK_CUBLAS(cublasGemmEx_64(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b,
-                                 in, tb ? k : n, a, in, ta ? m : k, &zero, c, CUDA_R_32F, n, compute,
-                                 CUBLAS_GEMM_DEFAULT));
+    CHECK_CUBLAS(cublasGemmEx_64(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b_,
+                                 in, tb ? k : n, a_, in, ta ? m : k, &zero, c_, in, n, compute, CUBLAS_GEMM_DEFAULT));
   }
-  Shape s_;
   moe::Precision p_;
   bool training_;
   cublasHandle_t h_;
-  void *x_, *gate_, *logits_, *rows_, *w1_, *hid_, *hid_in_, *w2_, *out_, *d_, *dw_, *w1f_ = nullptr;
+  std::vector<Gemm> gemms_;
+  void *a_, *b_, *c_;
 };
 
 double median_ms(const std::function<void()>& run, int reps) {
@@ -115,46 +142,121 @@ double median_ms(const std::function<void()>& run, int reps) {
   return moe::bench::median(times);
 }
 
+// The layer's own phase times (route, plan, experts, …; each phase ends with a
+// synchronisation) over a few steps, in ms per step, on stderr.
+void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, float* out, float* grad_in, bool training,
+                  const std::string& what) {
+  constexpr int kSteps = 5;
+  moe::PhaseTimes forward, backward;
+  for (int i = 0; i < kSteps; ++i) {
+    forward += layer.forward(x, tokens, out, training ? moe::Pass::Training : moe::Pass::Inference).stats.times;
+    if (training) layer.backward(out, grad_in), backward += layer.backward_times();
+  }
+  std::string line = "gpu_bench phases " + what + " (ms per step): forward";
+  auto add = [&](const moe::PhaseTimes& t) {
+    char item[64];
+    for (const auto& f : moe::PhaseTimes::fields)
+      if (t.*f.seconds > 0) std::snprintf(item, sizeof item, " %s %.3f", f.name, t.*f.seconds * 1e3 / kSteps), line += item;
+  };
+  add(forward);
+  if (training) line += " | backward", add(backward);
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"moe GPU benchmark against cuBLAS of the same FLOPs"};
-  std::string config = "mid", precision = "bf16", mode = "forward";
+  std::string config = "mid", precision = "bf16";
+  std::vector<std::string> modes = {"forward"};
+  Shape s{};
+  std::string kind, router;
+  std::int64_t E = 0, k = 0, H = 0, F = 0, T = 0, groups = 0, topk_groups = 0, shared = -1;
   int reps = 20;
-  bool header = false;
-  app.add_option("--config", config)->check(CLI::IsMember({"ref", "mid", "fine"}));
+  bool header = false, compare_gemm = false;
+  app.add_option("--config", config)->check(CLI::IsMember({"ref", "mid", "mixtral", "fine", "deepseek"}));
+  app.add_option("--experts", E), app.add_option("--top-k", k), app.add_option("--hidden", H);
+  app.add_option("--expert-dim", F), app.add_option("--tokens", T);
+  app.add_option("--kind", kind)->check(CLI::IsMember({"ffn", "glu"}));
+  app.add_option("--router", router)->check(CLI::IsMember({"softmax", "sigmoid"}));
+  app.add_option("--groups", groups), app.add_option("--topk-groups", topk_groups);
+  app.add_option("--shared", shared, "shared expert width (0: none)");
   app.add_option("--precision", precision)->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
-  app.add_option("--mode", mode)->check(CLI::IsMember({"forward", "training"}));
+  app.add_option("--mode", modes, "forward, training, or both (forward,training): one line each")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"forward", "training"}));
   app.add_option("--reps", reps);
   app.add_flag("--header", header);
+  app.add_flag("--compare-gemm", compare_gemm,
+               "also time the layer with each way of launching the grouped products (MOE_GROUPED_GEMM)");
   CLI11_PARSE(app, argc, argv);
   if (moe::cuda_device_count() == 0) {
     std::fprintf(stderr, "gpu_bench: no CUDA device\n");
     return 77;
   }
-  const Shape s = kShapes.at(config);
-  const bool training = mode == "training";
+  s = kShapes.at(config);
+  if (E) s.E = E;
+  if (k) s.k = k;
+  if (H) s.H = H;
+  if (F) s.F = F;
+  if (T) s.T = T;
+  if (!kind.empty()) s.kind = kind;
+  if (!router.empty()) s.router = router;
+  if (groups) s.groups = groups;
+  if (topk_groups) s.topk_groups = topk_groups;
+  if (shared >= 0) s.shared = shared;
+
+  moe::MOEConfig c(s.E, s.k, s.H, s.F);
+  c.drop_tokens = false;
+  c.expert_kind = moe::parse_expert_kind(s.kind);
+  c.activation = moe::default_activation(c.expert_kind);
+  c.expert_bias = c.expert_kind == moe::ExpertKind::FFN;  // Mixtral, Qwen and DeepSeek have none
+  c.router = moe::parse_router(s.router);
+  c.n_group = s.groups, c.topk_group = s.topk_groups;
+  if (c.router == moe::RouterKind::Sigmoid) c.routed_scaling_factor = 2.5f;
+  c.shared_expert_dim = s.shared;
   moe::LayerOptions options;
   options.device = moe::Device::CUDA;
   options.precision = precision == "fp32" ? moe::Precision::FP32
                       : precision == "tf32" ? moe::Precision::TF32
                                             : moe::Precision::BF16;
   auto comm = moe::make_communicator(moe::CommBackend::Local);
-  moe::MoELayer layer(moe::MOEConfig(s.E, s.k, s.H, s.F), *comm, 1, options);
+  moe::MoELayer layer(c, *comm, 1, options);
   layer.set_gate_weights(moe::Tensor<float>({s.H, s.E}, moe::bench::random_vector(s.H * s.E, 0.02f, 11)));
   const std::vector<float> host_x = moe::bench::random_vector(s.T * s.H, 1.0f, 10);
-  float *x = static_cast<float*>(device_alloc(host_x.size() * 4)), *out = static_cast<float*>(device_alloc(host_x.size() * 4));
-  float* grad_in = static_cast<float*>(device_alloc(host_x.size() * 4));
+  auto* x = static_cast<float*>(device_alloc(host_x.size() * 4));
+  auto* out = static_cast<float*>(device_alloc(host_x.size() * 4));
+  auto* grad_in = static_cast<float*>(device_alloc(host_x.size() * 4));
   CHECK_CUDA(cudaMemcpy(x, host_x.data(), host_x.size() * 4, cudaMemcpyHostToDevice));
-  auto step = [&] {
-    layer.forward(x, s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
-    if (training) layer.backward(out, grad_in);  // any gradient will do for timing
-  };
-  CublasBaseline baseline(s, options.precision, training);
-  const double moe_ms = median_ms(step, reps);
-  const double cublas_ms = median_ms([&] { baseline.run(); }, reps);
-  if (header) std::printf("mode,precision,E,k,H,F,T,moe_ms,cublas_ms,moe_TFLOPs,ratio\n");
-  std::printf("%s,%s,%ld,%ld,%ld,%ld,%ld,%.3f,%.3f,%.1f,%.3f\n", mode.c_str(), precision.c_str(), s.E, s.k, s.H, s.F,
-              s.T, moe_ms, cublas_ms, baseline.flops() / (moe_ms * 1e-3) / 1e12, cublas_ms / moe_ms);
+  if (header)
+    std::printf("config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,"
+                "per_group_ms\n");
+  for (const std::string& mode : modes) {
+    const bool training = mode == "training";
+    auto step = [&] {
+      layer.forward(x, s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
+      if (training) layer.backward(out, grad_in);  // any gradient will do for timing
+    };
+    const double moe_ms = median_ms(step, reps);
+    std::string methods = "-,-";
+    if (compare_gemm) {
+      char both[64];
+      setenv("MOE_GROUPED_GEMM", "one_launch", 1);
+      const double one_launch = median_ms(step, reps);
+      setenv("MOE_GROUPED_GEMM", "per_group", 1);
+      const double per_group = median_ms(step, reps);
+      unsetenv("MOE_GROUPED_GEMM");
+      std::snprintf(both, sizeof both, "%.3f,%.3f", one_launch, per_group);
+      methods = both;
+    }
+    print_phases(layer, x, s.T, out, grad_in, training,
+                 config + " " + s.kind + " " + mode + " " + precision);
+    DenseBaseline baseline(s, options.precision, training);
+    const double dense_ms = median_ms([&] { baseline.run(); }, reps);
+    std::printf("%s,%s,%s,%s,%s,%ld,%ld,%ld,%ld,%ld,%ld,%.3f,%.3f,%.1f,%.3f,%s\n", config.c_str(), s.kind.c_str(),
+                s.router.c_str(), mode.c_str(), precision.c_str(), s.E, s.k, s.H, s.F, s.T, s.shared, moe_ms, dense_ms,
+                baseline.flops() / (moe_ms * 1e-3) / 1e12, dense_ms / moe_ms, methods.c_str());
+    std::fflush(stdout);
+  }
   return 0;
 }

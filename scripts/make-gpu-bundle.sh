@@ -3,13 +3,14 @@
 # and driver but none of moe's other dependencies and no package access: the test
 # and benchmark programs, libmoe, and every shared library they need except the C/C++
 # runtime and CUDA's own (the GPU machine has those), packed as gpu-bundle.tar.xz.
-# Built for sm_90 (H100/H200) without NCCL (the check runs one GPU).
+# Built for sm_90 (H100/H200) with NCCL (the check runs it at one rank; libnccl.so.2
+# comes from PyTorch's NVIDIA wheels there).
 # usage: scripts/make-gpu-bundle.sh [CUDA_ARCHITECTURES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:-90}
 bash scripts/install-deps.sh >/dev/null
-cmake -S . -B build-gpu-bundle -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DMOE_WITH_NCCL=OFF \
+cmake -S . -B build-gpu-bundle -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DMOE_WITH_NCCL=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$arch" >/dev/null
 cmake --build build-gpu-bundle -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench moe_cli >/dev/null
 rm -rf gpu-bundle && mkdir -p gpu-bundle/bin gpu-bundle/lib

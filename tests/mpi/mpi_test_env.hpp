@@ -13,8 +13,12 @@ namespace moe::testing {
 // The job's communicator (MPI_COMM_WORLD), made once by the test main.
 Communicator& world();
 
+// The transport under test: MPI, or NCCL when the environment sets MOE_TEST_COMM=nccl
+// (which puts the layers on the GPU: NCCL moves device memory).
+moe::CommBackend test_comm_backend();
+
 // Layer options for the device under test: the CPU, or the GPU when the environment
-// sets MOE_TEST_DEVICE=cuda (ctest -L cuda).
+// sets MOE_TEST_DEVICE=cuda (ctest -L cuda) or MOE_TEST_COMM=nccl.
 moe::LayerOptions layer_options();
 
 // Base fixture for multi-rank tests. Keep collective calls unconditional in a test

@@ -47,10 +47,16 @@ class RankAwarePrinter : public ::testing::EmptyTestEventListener {
 
 Communicator& world() { return *g_world; }
 
+moe::CommBackend test_comm_backend() {
+  const char* comm = std::getenv("MOE_TEST_COMM");
+  return comm && std::string(comm) == "nccl" ? moe::CommBackend::NCCL : moe::CommBackend::MPI;
+}
+
 moe::LayerOptions layer_options() {
   moe::LayerOptions options;
   const char* device = std::getenv("MOE_TEST_DEVICE");
-  if (device && std::string(device) == "cuda") options.device = moe::Device::CUDA;
+  if ((device && std::string(device) == "cuda") || test_comm_backend() == moe::CommBackend::NCCL)
+    options.device = moe::Device::CUDA;
   return options;
 }
 
@@ -69,12 +75,18 @@ void MpiTest::TearDown() {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  moe::testing::g_world = moe::make_communicator(moe::CommBackend::MPI);
+  const moe::CommBackend backend = moe::testing::test_comm_backend();
+  if (backend == moe::CommBackend::NCCL && moe::cuda_device_count() == 0) {
+    std::printf("MOE_TEST_COMM=nccl but no CUDA device is visible: nothing to test\n");
+    return 77;  // ctest's "skipped"
+  }
+  moe::testing::g_world = moe::make_communicator(backend);
   auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
   delete listeners.Release(listeners.default_result_printer());
   listeners.Append(new moe::testing::RankAwarePrinter(moe::testing::g_world->rank()));
   if (moe::testing::g_world->rank() == 0)
-    std::printf("moe MPI tests on %d rank(s)\n", moe::testing::g_world->size());
+    std::printf("moe MPI tests on %d rank(s) over %s\n", moe::testing::g_world->size(),
+                moe::comm_backend_name(moe::testing::g_world->backend()));
   const int failed = RUN_ALL_TESTS();
   moe::testing::g_world.reset();
   // A GPU run on a machine without a GPU skipped everything: say so to ctest (77).

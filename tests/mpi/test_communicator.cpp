@@ -2,6 +2,8 @@
 // sender and receiver, and the local-rank split.
 #include <numeric>
 
+#include "buffer.hpp"
+#include "kernels/ops.hpp"
 #include "moe/communicator.hpp"
 #include "mpi_test_env.hpp"
 
@@ -13,7 +15,7 @@ class Communicator : public moe::testing::MpiTest {};
 
 TEST_F(Communicator, LocalRankComesFromTheSharedMemorySplit) {
   // Every test rank runs on this one machine.
-  EXPECT_EQ(world().backend(), moe::CommBackend::MPI);
+  EXPECT_EQ(world().backend(), moe::testing::test_comm_backend());
   EXPECT_EQ(world().local_size(), world().size());
   EXPECT_EQ(world().local_rank(), world().rank());
 }
@@ -48,6 +50,40 @@ TEST_F(Communicator, AllToAllvMovesRowsOfUnevenCounts) {
   for (int p = 0; p < P; ++p)
     for (int i = 0; i < recv_rows[p]; ++i)
       for (std::size_t c = 0; c < width; ++c) EXPECT_FLOAT_EQ(recv[at++], float(1000 * p + 10 * r + i) + 0.01f * c);
+}
+
+TEST_F(Communicator, PayloadCollectivesInTheirMemorySpace) {
+  // The token rows' transport and the gate gradient's sum, in the memory the backend
+  // moves (device memory for NCCL: its grouped send/recv and all-reduce).
+  const int P = world().size(), r = world().rank();
+  const bool on_device = world().payload_memory() == moe::MemorySpace::Device;
+  std::unique_ptr<moe::kernels::Ops> ops = on_device ? moe::kernels::make_cuda_ops(world().local_rank() %
+                                                                                   moe::kernels::cuda_device_count(),
+                                                                               moe::kernels::GemmPrecision::FP32)
+                                                     : moe::kernels::make_cpu_ops();
+  const std::size_t width = 3;
+  std::vector<std::int64_t> send_rows(P), recv_rows(P);
+  std::vector<float> send;
+  for (int p = 0; p < P; ++p) {
+    send_rows[p] = 1 + (r + p) % 2, recv_rows[p] = 1 + (p + r) % 2;
+    for (int i = 0; i < send_rows[p]; ++i)
+      for (std::size_t c = 0; c < width; ++c) send.push_back(float(100 * r + 10 * p + i + c));
+  }
+  const std::int64_t received = std::accumulate(recv_rows.begin(), recv_rows.end(), std::int64_t{0});
+  moe::Buffer<float> d_send(*ops), d_recv(*ops), d_sum(*ops);
+  d_send.upload(send);
+  d_recv.resize(static_cast<std::size_t>(received) * width);
+  world().all_to_allv_payload(d_send.data(), send_rows.data(), d_recv.data(), recv_rows.data(), width * sizeof(float));
+  const std::vector<float> recv = d_recv.download();
+  std::size_t at = 0;
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < recv_rows[p]; ++i)
+      for (std::size_t c = 0; c < width; ++c) EXPECT_EQ(recv[at++], float(100 * p + 10 * r + i + c));
+  d_sum.upload(std::vector<float>{float(r), 1.0f});
+  world().all_reduce_payload(d_sum.data(), 2, moe::DataType::Float32, moe::ReduceOp::Sum);
+  const std::vector<float> sum = d_sum.download();
+  EXPECT_EQ(sum[0], float(P * (P - 1) / 2));
+  EXPECT_EQ(sum[1], float(P));
 }
 
 TEST_F(Communicator, AllReduceAndBroadcast) {

@@ -86,7 +86,8 @@ class Ops {
   // act(z[:, :F]) ⊙ z[:, F:] (glu), out = hidden·w_out + b_out. z goes to pre [rows, G·F]
   // when pre is not null (glu needs it); hidden is [rows, F], out [rows, in_dim]. The
   // default is grouped_linear, glu, grouped_linear (linear for a single group); the CPU
-  // runs each thread's rows through whole pipelines (kernels/cpu/expert_ffn.cpp).
+  // runs each thread's rows through whole pipelines (kernels/cpu/expert_ffn.cpp); CUDA
+  // in bf16 keeps the intermediate in bf16 between two grouped products (cuda_ops.cu).
   virtual void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU
   // one OpenMP thread per call, and the ops fn calls run on that thread alone. The calls

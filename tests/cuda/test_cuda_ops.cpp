@@ -48,21 +48,28 @@ class CudaOps : public ::testing::Test {
   std::unique_ptr<moe::kernels::Ops> gpu;
 };
 
-TEST_F(CudaOps, GemmEveryTransposeInFp32AndTf32) {
-  for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32}) {
+TEST_F(CudaOps, GemmAndExpertGemmEveryTransposeInEachPrecision) {
+  // gemm() runs in FP32 (or TF32 when asked) in every precision: the router's products
+  // stay FP32 in a bf16 layer. expert_gemm() is gemm() but in bf16, where its operands
+  // are bf16 and C accumulates in FP32 (the experts' backward products).
+  for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32, GemmPrecision::BF16}) {
     auto ops = moe::kernels::make_cuda_ops(0, p);
-    for (int t = 0; t < 4; ++t) {
-      const bool ta = t & 1, tb = t & 2;
-      const std::int64_t m = 67, n = 129, k = 45;
-      const auto a = random(m * k, 1), b = random(k * n, 2), c0 = random(m * n, 3);
-      std::vector<float> expected = c0;
-      cpu->gemm(ta, tb, m, n, k, 0.5f, a.data(), ta ? m : k, b.data(), tb ? k : n, 1.0f, expected.data(), n);
-      Buffer<float> da = device(a, ops.get()), db = device(b, ops.get()), dc = device(c0, ops.get());
-      ops->gemm(ta, tb, m, n, k, 0.5f, da.data(), ta ? m : k, db.data(), tb ? k : n, 1.0f, dc.data(), n);
-      const auto got = dc.download();
-      EXPECT_LE(relative_error(got.data(), expected.data(), m * n), p == GemmPrecision::FP32 ? 1e-5 : 5e-3)
-          << "trans " << ta << tb << " precision " << int(p);
-    }
+    for (const bool expert : {false, true})
+      for (int t = 0; t < 4; ++t) {
+        const bool ta = t & 1, tb = t & 2;
+        const std::int64_t m = 67, n = 129, k = 45;
+        const auto a = random(m * k, 1), b = random(k * n, 2), c0 = random(m * n, 3);
+        std::vector<float> expected = c0;
+        cpu->gemm(ta, tb, m, n, k, 0.5f, a.data(), ta ? m : k, b.data(), tb ? k : n, 1.0f, expected.data(), n);
+        Buffer<float> da = device(a, ops.get()), db = device(b, ops.get()), dc = device(c0, ops.get());
+        if (expert)
+          ops->expert_gemm(ta, tb, m, n, k, 0.5f, da.data(), ta ? m : k, db.data(), tb ? k : n, 1.0f, dc.data(), n);
+        else
+          ops->gemm(ta, tb, m, n, k, 0.5f, da.data(), ta ? m : k, db.data(), tb ? k : n, 1.0f, dc.data(), n);
+        const double tol = p == GemmPrecision::TF32 ? 5e-3 : p == GemmPrecision::BF16 && expert ? 1e-2 : 1e-5;
+        EXPECT_LE(relative_error(dc.download().data(), expected.data(), m * n), tol)
+            << (expert ? "expert_gemm" : "gemm") << " trans " << ta << tb << " precision " << int(p);
+      }
   }
 }
 
@@ -96,71 +103,56 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
     auto ops = moe::kernels::make_cuda_ops(0, p);
     const double tol = p == GemmPrecision::FP32 ? 1e-5 : p == GemmPrecision::TF32 ? 5e-3 : 3e-2;
     for (const char* method : {"one_launch", "per_group"}) {
-    ::setenv("MOE_GROUPED_GEMM", method, 1);  // both ways of launching the grouped products (read per call)
-    for (const bool gated : {false, true})
-      for (const bool with_bias : {false, true}) {
-        const std::int64_t GF = gated ? 2 * F : F;
-        const auto x = random(rows * H, 31), w_in = random(groups * H * GF, 32, 0.3), b_in = random(groups * GF, 33, 0.5),
-                   w_out = random(groups * F * H, 34, 0.2), b_out = random(groups * H, 35, 0.5);
-        Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
-                      dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
-        moe::kernels::ExpertBatch host, dev;
-        for (auto* b : {&host, &dev}) {
-          b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
-          b->act = gated ? Act::SiLU : Act::GELU;
+      ::setenv("MOE_GROUPED_GEMM", method, 1);  // both ways of launching the grouped products (read per call)
+      for (const bool gated : {false, true})
+        for (const bool with_bias : {false, true}) {
+          const std::int64_t GF = gated ? 2 * F : F;
+          const auto x = random(rows * H, 31), w_in = random(groups * H * GF, 32, 0.3), b_in = random(groups * GF, 33, 0.5),
+                     w_out = random(groups * F * H, 34, 0.2), b_out = random(groups * H, 35, 0.5);
+          Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
+                        dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
+          moe::kernels::ExpertBatch host, dev;
+          for (auto* b : {&host, &dev}) {
+            b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
+            b->act = gated ? Act::SiLU : Act::GELU;
+          }
+          host.x = x.data(), dev.x = dx.data();
+          for (std::size_t g = 0; g < groups; ++g) {
+            host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
+            host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
+            host.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
+            dev.b_in.push_back(with_bias ? db_in.data() + g * GF : nullptr);
+            host.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
+            dev.b_out.push_back(with_bias ? db_out.data() + g * H : nullptr);
+          }
+          const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
+          Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
+                        out = device_zeros<float>(rows * H, ops.get());
+          ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
+          const std::string what = std::string(gated ? "glu" : "ffn") + (with_bias ? " bias" : "") + " precision " +
+                                   std::to_string(int(p)) + " " + method;
+          const auto got_pre = pre.download(), got_hidden = hidden.download(), got_out = out.download();
+          EXPECT_LE(relative_error(got_pre.data() + first * GF, ref.pre.data(), n * GF), tol) << what;
+          EXPECT_LE(relative_error(got_hidden.data() + first * F, ref.hidden.data(), n * F), tol) << what;
+          EXPECT_LE(relative_error(got_out.data() + first * H, ref.out.data(), n * H), tol) << what;
+          if (p == GemmPrecision::BF16) {
+            Buffer<float> pre2 = device_zeros<float>(rows * GF, ops.get()),
+                          hidden2 = device_zeros<float>(rows * F, ops.get()), out2 = device_zeros<float>(rows * H, ops.get());
+            dev.keep_for_backward = false;
+            ops->expert_ffn(dev, pre2.data(), hidden2.data(), out2.data());
+            EXPECT_EQ(out2.download(), got_out) << what;
+          }
+          // grouped_linear on its own: the first product with its bias and activation.
+          Buffer<float> gl_pre = device_zeros<float>(rows * GF, ops.get()), gl_out = device_zeros<float>(rows * GF, ops.get());
+          ops->grouped_linear(dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
+          std::vector<double> relu(ref.pre.size());
+          for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = ref.pre[i] > 0 ? ref.pre[i] : 0.0;
+          EXPECT_LE(relative_error(gl_pre.download().data() + first * GF, ref.pre.data(), n * GF), tol) << what;
+          EXPECT_LE(relative_error(gl_out.download().data() + first * GF, relu.data(), n * GF), tol) << what;
         }
-        host.x = x.data(), dev.x = dx.data();
-        for (std::size_t g = 0; g < groups; ++g) {
-          host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
-          host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
-          host.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
-          dev.b_in.push_back(with_bias ? db_in.data() + g * GF : nullptr);
-          host.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
-          dev.b_out.push_back(with_bias ? db_out.data() + g * H : nullptr);
-        }
-        const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
-        Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
-                      out = device_zeros<float>(rows * H, ops.get());
-        ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
-        const std::string what = std::string(gated ? "glu" : "ffn") + (with_bias ? " bias" : "") + " precision " +
-                                 std::to_string(int(p)) + " " + method;
-        const auto got_pre = pre.download(), got_hidden = hidden.download(), got_out = out.download();
-        EXPECT_LE(relative_error(got_pre.data() + first * GF, ref.pre.data(), n * GF), tol) << what;
-        EXPECT_LE(relative_error(got_hidden.data() + first * F, ref.hidden.data(), n * F), tol) << what;
-        EXPECT_LE(relative_error(got_out.data() + first * H, ref.out.data(), n * H), tol) << what;
-        if (p == GemmPrecision::BF16) {
-          Buffer<float> pre2 = device_zeros<float>(rows * GF, ops.get()),
-                        hidden2 = device_zeros<float>(rows * F, ops.get()), out2 = device_zeros<float>(rows * H, ops.get());
-          dev.keep_for_backward = false;
-          ops->expert_ffn(dev, pre2.data(), hidden2.data(), out2.data());
-          EXPECT_EQ(out2.download(), got_out) << what;
-        }
-        // grouped_linear on its own: the first product with its bias and activation.
-        Buffer<float> gl_pre = device_zeros<float>(rows * GF, ops.get()), gl_out = device_zeros<float>(rows * GF, ops.get());
-        ops->grouped_linear(dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
-        std::vector<double> relu(ref.pre.size());
-        for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = ref.pre[i] > 0 ? ref.pre[i] : 0.0;
-        EXPECT_LE(relative_error(gl_pre.download().data() + first * GF, ref.pre.data(), n * GF), tol) << what;
-        EXPECT_LE(relative_error(gl_out.download().data() + first * GF, relu.data(), n * GF), tol) << what;
-      }
     }
   }
   ::unsetenv("MOE_GROUPED_GEMM");
-}
-
-TEST_F(CudaOps, ExpertGemmInBf16EveryTranspose) {
-  // The experts' backward products in bf16: bf16 operands, float32 accumulation into C.
-  auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-  for (int t = 0; t < 4; ++t) {
-    const bool ta = t & 1, tb = t & 2;
-    const std::int64_t m = 67, n = 129, k = 45;
-    const auto a = random(m * k, 41), b = random(k * n, 42), c0 = random(m * n, 43);
-    std::vector<float> expected = c0;
-    cpu->gemm(ta, tb, m, n, k, 0.5f, a.data(), ta ? m : k, b.data(), tb ? k : n, 1.0f, expected.data(), n);
-    Buffer<float> da = device(a, ops.get()), db = device(b, ops.get()), dc = device(c0, ops.get());
-    ops->expert_gemm(ta, tb, m, n, k, 0.5f, da.data(), ta ? m : k, db.data(), tb ? k : n, 1.0f, dc.data(), n);
-    EXPECT_LE(relative_error(dc.download().data(), expected.data(), m * n), 1e-2) << "trans " << ta << tb;
-  }
 }
 
 TEST_F(CudaOps, Bf16ExpertGemmWritesAllOfAFreshC) {

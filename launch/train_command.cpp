@@ -26,8 +26,9 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
 
 // One step's data where the layer computes (device memory for --device cuda, host
 // memory for the CPU): the token rows, the teacher's targets, the student's output and
-// ∂L/∂output. The rows are made there (Ops::fill_normal: the stream of tokens_for), and
-// the loss is reduced there, so a GPU step moves nothing but scalars across to the host.
+// ∂L/∂output. The rows are made there (Ops::fill_normal of the stream (data seed,
+// token_stream(rank, step)): the host's values, up to the GPU's last bit), and the loss is reduced
+// there, so a GPU step moves nothing but scalars across to the host.
 class StepData {
  public:
   StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden)
@@ -39,7 +40,7 @@ class StepData {
         x_(*ops_), target_(*ops_), output_(*ops_), grad_(*ops_), grad_input_(*ops_) {
     for (Buffer<float>* b : {&x_, &target_, &output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
   }
-  // This rank's token rows of a step: tokens_for's values.
+  // This rank's token rows of a step.
   const float* tokens(std::uint64_t seed, int rank, std::int64_t step) {
     ops_->fill_normal(x_.data(), n_, seed, token_stream(rank, step));
     ops_->synchronize();  // the layers read them on streams of their own

@@ -163,9 +163,7 @@ void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, flo
   std::fprintf(stderr, "%s\n", line.c_str());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App app{"moe GPU benchmark against cuBLAS of the same FLOPs"};
   std::string config = "mid", precision = "bf16";
   std::vector<std::string> modes = {"forward"};
@@ -259,4 +257,16 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   return 0;
+}
+
+}  // namespace
+
+// A bad shape or option (a moe::Error from the layer's checks) ends with its message.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_bench: %s\n", e.what());
+    return 2;
+  }
 }

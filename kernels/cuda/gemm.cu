@@ -28,9 +28,11 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
 }
 
 GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
-  if (const char* forced = std::getenv("MOE_GROUPED_GEMM")) {
+  if (const char* forced = std::getenv("MOE_GROUPED_GEMM"); forced && *forced) {
     if (std::strcmp(forced, "one_launch") == 0) return GroupedGemmMethod::OneLaunch;
     if (std::strcmp(forced, "per_group") == 0) return GroupedGemmMethod::PerGroup;
+    MOE_CHECK_ARG(false, "grouped GEMM", "MOE_GROUPED_GEMM = '", forced,
+                  "'; expected one_launch, per_group, or unset (chosen by size)");
   }
   long long total = 0;
   for (int r : rows) total += r;

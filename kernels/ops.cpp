@@ -1,6 +1,9 @@
 // The Ops operations that have a default made of the others.
 #include "kernels/ops.hpp"
 
+#include <vector>
+
+#include "kernels/plan_steps.hpp"
 #include "kernels/random_stream.hpp"
 
 namespace moe::kernels {
@@ -30,6 +33,20 @@ void Ops::expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
   gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
+                           std::int64_t experts, std::int64_t capacity, const SingleRankPlan& out) {
+  const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n);
+  const auto keyed = static_cast<std::size_t>(experts * chunks);
+  std::vector<std::int32_t> counts(keyed), bases(keyed), group_bases(keyed),
+      entry_bases(static_cast<std::size_t>(chunks)), row_of(static_cast<std::size_t>(n));
+  std::vector<std::uint8_t> kept(static_cast<std::size_t>(n));
+  std::vector<std::int64_t> offsets(static_cast<std::size_t>(experts + 1)), entries(1);
+  plan::run_plan_steps_serially(plan::PlanArrays{
+      indices, weights, tokens, top_k, experts, capacity, counts.data(), bases.data(), group_bases.data(),
+      entry_bases.data(), kept.data(), row_of.data(), offsets.data(), entries.data(), out.host_kept_per_expert,
+      out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights, out.entry_slot});
 }
 
 void Ops::fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream) {

@@ -33,6 +33,18 @@ struct ExpertBatch {
   std::vector<const float*> w_in, b_in, w_out, b_out;
 };
 
+// Where Ops::plan_single_rank writes: the grouped rows and the combine's entries in
+// backend memory, sized for tokens·top_k entries (only the A kept are written), and
+// the kept count per expert in host memory, there after the next synchronize().
+struct SingleRankPlan {
+  std::int32_t* grouped_tokens;   // [A] the token of each grouped row, by (expert, token, slot)
+  std::int32_t* combine_offsets;  // [tokens + 1] each token's entries …
+  std::int32_t* combine_sources;  // [A] … the grouped row of each kept assignment, by token in slot order
+  float* combine_weights;         // [A] … its weight
+  std::int32_t* entry_slot;       // [A] … and its assignment t·top_k + j
+  std::int64_t* host_kept_per_expert;  // [experts]
+};
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -126,6 +138,20 @@ class Ops {
   virtual void combine_rows(const float* src, std::int64_t width, std::int64_t n_out,
                             const std::int32_t* offsets, const std::int32_t* sources,
                             const float* weights, float* dst) = 0;
+
+  // dst[positions[i]] = values[i] for i < n (positions distinct).
+  virtual void scatter(const float* values, const std::int32_t* positions, std::int64_t n, float* dst) = 0;
+
+  // The single-rank dispatch plan where the routing lives (kernels/plan_steps.hpp,
+  // docs/design.md §4b), from indices and weights [tokens·top_k] in backend memory,
+  // into `out`, capacity ≤ tokens·top_k. The default runs the steps one thread at a time
+  // in host memory, which costs O(T·k·(E + 256)): the CPU layer plans on the host
+  // unless asked (MOE_SINGLE_RANK_PLAN=steps, which tests this path without a GPU).
+  virtual void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens,
+                                std::int64_t top_k, std::int64_t experts, std::int64_t capacity,
+                                const SingleRankPlan& out);
+  // Whether a single-rank layer uses plan_single_rank unless told otherwise.
+  virtual bool plans_where_routed() const { return false; }
 
   // sums[E] (float64, host memory) = column sums of m[rows, E], summed in a fixed order
   // so the result does not depend on the thread count.

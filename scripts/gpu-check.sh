@@ -11,7 +11,8 @@
 #      `moe --comm nccl train --device cuda` at one rank;
 #   4. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
-#      over experts) at the configs of issue 11, in the same run;
+#      over experts) at the configs of issue 11, in the same run, and the single-rank
+#      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host);
 # and prints a table last. Meant to finish inside 6 minutes.
 # usage: scripts/gpu-check.sh [RESULTS_DIR]     (default $OUT, else ./gpu-check-results)
 set -uo pipefail
@@ -180,6 +181,20 @@ else
   bench deepseek glu forward bf16
   bench mid ffn forward,training fp32
 fi
+
+# The single-rank plan as kernels (the default) against the host plan, same run: what
+# planning where the routing lives saves a forward.
+plan_ab() {  # plan_ab CONFIG KIND
+  local ms=()
+  for choice in host steps host steps; do
+    ms+=("$(MOE_SINGLE_RANK_PLAN=$choice timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+              --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+  done
+  row "$1 $2 forward bf16: host plan / plan steps ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+      "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}"
+}
+plan_ab mid ffn
+plan_ab fine ffn
 
 echo "== 5. the training job against the layer $(elapsed)"
 # moe train at the mid shape with 8192 tokens a step, bf16, dropless; tokens/s of its

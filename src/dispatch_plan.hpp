@@ -1,6 +1,9 @@
 // The dispatch plan (docs/design.md §1 capacity, §2 steps 2–4): which of a rank's top-k
 // assignments are kept, and how the kept ones are laid out for the experts. Host
-// code, shared by every backend and by the single-process and distributed paths.
+// code, shared by every backend and by the single-process and distributed paths; a
+// single-rank layer on a GPU computes the same arrays where the routing lives, as the
+// stable ranks of kernels/plan_steps.hpp (tests/unit/test_plan_steps.cpp holds the two
+// equal).
 #pragma once
 
 #include <cstdint>

@@ -63,11 +63,25 @@ void expert_forward(kernels::Ops& ops, const float* x, std::int64_t n, const Exp
   ops.expert_ffn(batch, pre, hidden, y);
 }
 
-void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,
-                 const float* rows_in, const std::vector<ExpertParams>& params, const ExpertLayout& layout,
-                 Activation activation, bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
+ExpertRows load_plan(const ExpertAssignments& assignments, const ExpertGrouping& grouping, ExpertWorkspace& ws) {
+  for (std::int64_t r = 0; r < assignments.output_rows; ++r)
+    for (std::int32_t a = assignments.offsets[static_cast<std::size_t>(r)]; a < assignments.offsets[static_cast<std::size_t>(r) + 1]; ++a)
+      MOE_CHECK_ARG(assignments.input_row[static_cast<std::size_t>(a)] == r, "load_plan", "assignment ", a,
+                    " reads row ", assignments.input_row[static_cast<std::size_t>(a)], " but writes row ", r,
+                    "; the experts' backward needs them equal");
+  ws.gather_rows.upload(grouping.grouped_input_row);
+  ws.combine_offsets.upload(assignments.offsets);
+  ws.combine_sources.upload(grouping.grouped_row_of);
+  ws.combine_weights.upload(assignments.weight);
+  if (!assignments.slot.empty()) ws.entry_slot.upload(assignments.slot);
+  return ExpertRows{assignments.output_rows, grouping.expert_offsets};
+}
+
+void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in,
+                 const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
+                 bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
   const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
-  const auto A = static_cast<std::size_t>(assignments.size());
+  const auto A = static_cast<std::size_t>(rows.size());
   const bool glu = is_glu(layout);
 
   float* grouped_in = ws.grouped_in.resize(A * static_cast<std::size_t>(H));
@@ -75,16 +89,22 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const 
   float* pre = keep_for_backward || glu ? ws.pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
   float* grouped_out = ws.grouped_out.resize(A * static_cast<std::size_t>(H));
 
-  ops.gather_rows(rows_in, ws.gather_rows.upload(grouping.grouped_input_row), static_cast<std::int64_t>(A), H,
-                  grouped_in);
+  ops.gather_rows(rows_in, ws.gather_rows.data(), static_cast<std::int64_t>(A), H, grouped_in);
   // Every expert's FFN on its contiguous block of rows.
-  kernels::ExpertBatch batch = expert_batch(layout, activation, grouped_in, grouping.expert_offsets);
+  kernels::ExpertBatch batch = expert_batch(layout, activation, grouped_in, rows.expert_offsets);
   batch.keep_for_backward = keep_for_backward;
-  for (std::int64_t e = 0; e < assignments.num_experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
+  const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
+  for (std::int64_t e = 0; e < experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
   ops.expert_ffn(batch, pre, hidden, grouped_out);
-  ops.combine_rows(grouped_out, H, assignments.output_rows, ws.combine_offsets.upload(assignments.offsets),
-                   ws.combine_sources.upload(grouping.grouped_row_of), ws.combine_weights.upload(assignments.weight),
-                   rows_out);
+  ops.combine_rows(grouped_out, H, rows.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(),
+                   ws.combine_weights.data(), rows_out);
+}
+
+void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,
+                 const float* rows_in, const std::vector<ExpertParams>& params, const ExpertLayout& layout,
+                 Activation activation, bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
+  run_experts(ops, load_plan(assignments, grouping, ws), rows_in, params, layout, activation, keep_for_backward,
+              ws, rows_out);
 }
 
 void expert_backward(kernels::Ops& ops, const float* x, const float* pre, const float* hidden, std::int64_t n,
@@ -110,51 +130,47 @@ void expert_backward(kernels::Ops& ops, const float* x, const float* pre, const 
   ops.expert_gemm(false, true, n, H, GF, 1.0f, dz, GF, p.w_in, GF, 0.0f, dx, H);
 }
 
-void backward_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,
-                      const float* d_rows_out, const std::vector<ExpertParams>& params,
-                      const std::vector<ExpertGradients>& grads, const ExpertLayout& layout, Activation activation,
-                      ExpertWorkspace& ws, float* d_rows_in, float* d_weights) {
+void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_rows_out,
+                      const std::vector<ExpertParams>& params, const std::vector<ExpertGradients>& grads,
+                      const ExpertLayout& layout, Activation activation, ExpertWorkspace& ws, float* d_rows_in,
+                      float* d_weights) {
   const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
-  const auto A = static_cast<std::size_t>(assignments.size());
-  for (std::int64_t r = 0; r < assignments.output_rows; ++r)
-    for (std::int32_t a = assignments.offsets[static_cast<std::size_t>(r)]; a < assignments.offsets[static_cast<std::size_t>(r) + 1]; ++a)
-      MOE_CHECK_ARG(assignments.input_row[static_cast<std::size_t>(a)] == r, "backward_experts",
-                    "assignment ", a, " reads row ", assignments.input_row[static_cast<std::size_t>(a)],
-                    " but writes row ", r, "; the backward needs them equal");
+  const auto A = static_cast<std::size_t>(rows.size());
+  const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
   float* d_grouped = ws.d_grouped.resize(A * static_cast<std::size_t>(H));
   float* d_hidden = ws.d_hidden.resize(A * static_cast<std::size_t>(F));
   float* d_pre = is_glu(layout) ? ws.d_pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
 
   // The weighted combine: ∂L/∂y = w · ∂L/∂out, and ∂L/∂w = ∂L/∂out · y.
-  ops.combine_backward(d_rows_out, ws.grouped_out.data(), H, assignments.output_rows, ws.combine_offsets.data(),
+  ops.combine_backward(d_rows_out, ws.grouped_out.data(), H, rows.output_rows, ws.combine_offsets.data(),
                        ws.combine_sources.data(), ws.combine_weights.data(), d_grouped, d_weights);
 
   auto expert_rows = [&](std::int64_t e) {
-    return grouping.expert_offsets[static_cast<std::size_t>(e) + 1] - grouping.expert_offsets[static_cast<std::size_t>(e)];
+    return rows.expert_offsets[static_cast<std::size_t>(e) + 1] - rows.expert_offsets[static_cast<std::size_t>(e)];
   };
   auto backward_of = [&](std::int64_t e) {
-    const std::int64_t begin = grouping.expert_offsets[static_cast<std::size_t>(e)], n = expert_rows(e);
+    const std::int64_t begin = rows.expert_offsets[static_cast<std::size_t>(e)], n = expert_rows(e);
     if (n == 0) return;
     float* dy = d_grouped + begin * H;
     expert_backward(ops, ws.grouped_in.data() + begin * H, ws.pre.data() + begin * GF, ws.hidden.data() + begin * F,
                     n, dy, params[static_cast<std::size_t>(e)], grads[static_cast<std::size_t>(e)], layout,
                     activation, d_hidden + begin * F, d_pre ? d_pre + begin * GF : nullptr, dy);
   };
-  if (assignments.num_experts >= kExpertsToRunConcurrently) {
+  if (experts >= kExpertsToRunConcurrently) {
     // Many small experts: whole experts at once, largest first, each on one thread (each
     // writes only its own rows and gradients), rather than each GEMM cut across threads.
-    std::vector<std::int64_t> order(static_cast<std::size_t>(assignments.num_experts));
+    std::vector<std::int64_t> order(static_cast<std::size_t>(experts));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return expert_rows(a) > expert_rows(b); });
-    ops.for_each_concurrently(assignments.num_experts,
+    ops.for_each_concurrently(experts,
                               [&](std::int64_t i) { backward_of(order[static_cast<std::size_t>(i)]); });
   } else {
-    for (std::int64_t e = 0; e < assignments.num_experts; ++e) backward_of(e);
+    for (std::int64_t e = 0; e < experts; ++e) backward_of(e);
   }
   // Each input row's gradient is the sum over its assignments (the gather's backward
   // is the combine again, unweighted).
-  ops.combine_rows(d_grouped, H, assignments.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(),
-                   nullptr, d_rows_in);
+  ops.combine_rows(d_grouped, H, rows.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(), nullptr,
+                   d_rows_in);
 }
 
 }  // namespace moe

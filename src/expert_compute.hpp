@@ -42,16 +42,19 @@ kernels::Act to_kernel_act(Activation activation);
 struct ExpertWorkspace {
   explicit ExpertWorkspace(kernels::Ops& ops)
       : grouped_in(ops), pre(ops), hidden(ops), grouped_out(ops),
-        gather_rows(ops), combine_offsets(ops), combine_sources(ops), combine_weights(ops),
+        gather_rows(ops), combine_offsets(ops), combine_sources(ops), combine_weights(ops), entry_slot(ops),
         d_grouped(ops), d_hidden(ops), d_pre(ops), d_weights(ops) {}
   Buffer<float> grouped_in;   // [A, H] input rows, grouped by expert
   Buffer<float> pre;          // [A, G·F] x·W_in + b_in (ffn: kept only for training)
   Buffer<float> hidden;       // [A, F] act(pre), or act(gate) ⊙ up for glu
   Buffer<float> grouped_out;  // [A, H] expert outputs before weighting
+  // The plan (ExpertRows): the input row of each grouped row, and the combine's entries
+  // (offsets per output row; each entry's grouped row, weight and — single rank — slot).
   Buffer<std::int32_t> gather_rows;
   Buffer<std::int32_t> combine_offsets;
   Buffer<std::int32_t> combine_sources;
   Buffer<float> combine_weights;
+  Buffer<std::int32_t> entry_slot;
   // Backward scratch.
   Buffer<float> d_grouped;  // [A, H] ∂L/∂(expert output), then ∂L/∂(expert input)
   Buffer<float> d_hidden;   // [A, F]
@@ -59,9 +62,31 @@ struct ExpertWorkspace {
   Buffer<float> d_weights;  // [A] ∂L/∂(assignment weight)
 };
 
+// A plan as the experts run it: the workspace's gather_rows and combine_* arrays
+// (backend memory) hold the grouped rows' inputs and the combine's entries; the
+// experts' row offsets stay on the host, where the GEMMs take their sizes.
+struct ExpertRows {
+  std::int64_t output_rows = 0;
+  std::vector<std::int64_t> expert_offsets;  // [local experts + 1]
+
+  std::int64_t size() const { return expert_offsets.empty() ? 0 : expert_offsets.back(); }
+};
+
+// Copies a host plan into the workspace. Every assignment's input row must be its output
+// row (true of the token and the received-row assignments), as backward_experts needs.
+// When the assignments carry their slots, the workspace's entry_slot gets them too.
+ExpertRows load_plan(const ExpertAssignments& assignments, const ExpertGrouping& grouping,
+                     ExpertWorkspace& workspace);
+
 // rows_out[r] = Σ_a weight[a] · expert_{expert[a]}(rows_in[input_row[a]]) for every
-// output row r of `assignments`; rows with no assignment become zero. params[e] is the
-// expert that local id e names. rows_in and rows_out are [*, H] in backend memory.
+// output row r of the plan in the workspace; rows with no assignment become zero.
+// params[e] is the expert that local id e names. rows_in and rows_out are [*, H] in
+// backend memory.
+void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in,
+                 const std::vector<ExpertParams>& params, const ExpertLayout& layout,
+                 Activation activation, bool keep_for_backward, ExpertWorkspace& workspace,
+                 float* rows_out);
+// load_plan, then run_experts.
 void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments,
                  const ExpertGrouping& grouping, const float* rows_in,
                  const std::vector<ExpertParams>& params, const ExpertLayout& layout,
@@ -69,13 +94,10 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments,
                  float* rows_out);
 
 // The backward of run_experts, after a run_experts with keep_for_backward on the same
-// workspace (and for assignments whose input row is their output row, as both the
-// token and the received-row assignments are): given d_rows_out[r] = ∂L/∂rows_out[r],
-// accumulates every local expert's parameter gradients into grads[e], writes
-// d_rows_in[r] = ∂L/∂rows_in[r] and returns ∂L/∂weight[a] for every assignment a in
-// d_weights (backend memory, [A]).
-void backward_experts(kernels::Ops& ops, const ExpertAssignments& assignments,
-                      const ExpertGrouping& grouping, const float* d_rows_out,
+// workspace: given d_rows_out[r] = ∂L/∂rows_out[r], accumulates every local expert's
+// parameter gradients into grads[e], writes d_rows_in[r] = ∂L/∂rows_in[r] and returns
+// ∂L/∂weight of every combine entry in d_weights (backend memory, [A]).
+void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_rows_out,
                       const std::vector<ExpertParams>& params,
                       const std::vector<ExpertGradients>& grads, const ExpertLayout& layout,
                       Activation activation, ExpertWorkspace& workspace, float* d_rows_in,

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -149,8 +150,9 @@ struct MoELayer::Impl {
     std::vector<std::int64_t> input_shape;
     std::int64_t tokens = 0;
     Routing routing;
-    ExpertAssignments work;
+    ExpertAssignments work;  // the host plan's assignments and grouping (their memory reused)
     ExpertGrouping grouping;
+    ExpertRows expert_rows;  // the plan the experts ran, in the workspace
     SendLayout layout;  // P > 1
     std::vector<std::int64_t> recv_row_counts, recv_assignment_counts;
     ExchangeSpan rows, assignments;
@@ -282,6 +284,32 @@ struct MoELayer::Impl {
     return global_id - first_expert;
   }
 
+  // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
+  // workspace, where the backend plans there (a GPU) or MOE_SINGLE_RANK_PLAN=steps asks
+  // for it; false (MOE_SINGLE_RANK_PLAN=host, or the CPU by default) leaves the plan
+  // to the host. The variable lets one run compare the two.
+  bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
+    bool where_routed = ops->plans_where_routed();
+    if (const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN"); forced && *forced) {
+      const std::string choice = forced;
+      MOE_CHECK_ARG(choice == "host" || choice == "steps", "MoELayer::forward", "MOE_SINGLE_RANK_PLAN = '", choice,
+                    "'; expected host (the host plan), steps (the plan where the routing lives) or unset");
+      where_routed = choice == "steps";
+    }
+    if (!where_routed || tokens == 0) return false;
+    const std::int64_t k = config.top_k;
+    const auto n = static_cast<std::size_t>(tokens * k);
+    const kernels::SingleRankPlan out{workspace.gather_rows.resize(n),
+                                      workspace.combine_offsets.resize(static_cast<std::size_t>(tokens + 1)),
+                                      workspace.combine_sources.resize(n),
+                                      workspace.combine_weights.resize(n),
+                                      workspace.entry_slot.resize(n),
+                                      host_kept_per_expert};
+    ops->plan_single_rank(router.indices.data(), router.weights.data(), tokens, k, config.num_experts,
+                          std::min(expert_capacity(config, tokens), tokens * k), out);
+    return true;
+  }
+
   ForwardResult forward(const Tensor<FLOAT_TYPE>& input, Pass pass);
   ForwardResult forward_in_place(const float* input, std::int64_t tokens, float* output, Pass pass);
   ForwardResult compute_forward(const std::vector<std::int64_t>& shape, std::int64_t tokens, const float* x,
@@ -325,26 +353,45 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   ForwardResult result;
   PhaseTimes& times = result.stats.times;
   PhaseClock clock(*ops);
+  const auto E = static_cast<std::size_t>(config.num_experts);
   Routing routing;
-  route_tokens(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router, routing);
+  launch_routing(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router);
+  // On one rank the plan runs where the routing lives when the backend has it (a GPU),
+  // queued before the routing's one wait, so no T·k choices go to the host first.
+  std::vector<std::int64_t> kept_per_expert(E, 0);
+  const bool planned_where_routed = ranks == 1 && plan_where_routed(tokens, kept_per_expert.data());
+  finish_routing(*ops, tokens, config, router, routing);
   clock.lap(times.route);
-  const DispatchPlan plan = make_dispatch_plan(routing.indices.data(), tokens, config);
+  DispatchPlan plan;  // the host plan, when the plan was not made where the routing lives
+  if (!planned_where_routed) {
+    plan = make_dispatch_plan(routing.indices.data(), tokens, config);
+    kept_per_expert = plan.kept_per_expert;
+  }
   clock.lap(times.plan);
 
   result.aux_loss = static_cast<float>(routing.aux_loss);
   result.z_loss = static_cast<float>(routing.z_loss);
   ForwardStats& stats = result.stats;
-  stats.dropped = plan.dropped;
+  stats.dropped = tokens * config.top_k;
+  for (std::int64_t kept : kept_per_expert) stats.dropped -= kept;
   stats.rows_sent.assign(static_cast<std::size_t>(ranks), 0);
   stats.rows_received.assign(static_cast<std::size_t>(ranks), 0);
 
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
-    token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
-    group_by_expert(saved.work, saved.grouping);
+    if (planned_where_routed) {
+      saved.expert_rows.output_rows = tokens;
+      saved.expert_rows.expert_offsets.assign(E + 1, 0);
+      for (std::size_t e = 0; e < E; ++e)
+        saved.expert_rows.expert_offsets[e + 1] = saved.expert_rows.expert_offsets[e] + kept_per_expert[e];
+    } else {
+      token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
+      group_by_expert(saved.work, saved.grouping);
+      saved.expert_rows = load_plan(saved.work, saved.grouping, workspace);
+    }
     clock.lap(times.plan);
-    run_experts(*ops, saved.work, saved.grouping, x, local_params(), params.experts.layout, config.activation,
-                training, workspace, output);
+    run_experts(*ops, saved.expert_rows, x, local_params(), params.experts.layout, config.activation, training,
+                workspace, output);
     clock.lap(times.experts);
   } else {
     exchange_and_compute(x, routing, plan, tokens, training, output, stats, clock);
@@ -355,8 +402,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   }
 
   // One all-reduce for the kept and the chosen assignments per expert.
-  const auto E = static_cast<std::size_t>(config.num_experts);
-  std::vector<std::int64_t> counts = plan.kept_per_expert;
+  std::vector<std::int64_t> counts = kept_per_expert;
   counts.insert(counts.end(), routing.assignments_per_expert.begin(), routing.assignments_per_expert.end());
   comm->all_reduce(counts.data(), static_cast<std::int64_t>(counts.size()), DataType::Int64, ReduceOp::Sum);
   stats.tokens_per_expert.assign(counts.begin(), counts.begin() + static_cast<std::ptrdiff_t>(E));
@@ -431,9 +477,10 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   const std::int64_t received_rows = rows.own + rows.owner_side;
   saved.work = received_assignments(records.data(), static_cast<std::int64_t>(records.size()), received_rows,
                                     local_experts);
-  saved.grouping = group_by_expert(saved.work);
+  group_by_expert(saved.work, saved.grouping);
+  saved.expert_rows = load_plan(saved.work, saved.grouping, workspace);
   float* out_span = expert_rows.resize(static_cast<std::size_t>(rows.total() * H));
-  run_experts(*ops, saved.work, saved.grouping, span + rows.owner_view() * H, local_params(), params.experts.layout,
+  run_experts(*ops, saved.expert_rows, span + rows.owner_view() * H, local_params(), params.experts.layout,
               config.activation, training, workspace, out_span + rows.owner_view() * H);
   clock.lap(times.experts);
 
@@ -495,15 +542,17 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
   PhaseTimes& times = backward_times;
   times = PhaseTimes{};
   PhaseClock clock(*ops);
-  std::vector<float> d_slot(static_cast<std::size_t>(T * k), 0.0f);  // ∂L/∂weight of each slot
-  const auto A = static_cast<std::size_t>(saved.work.size());
+  // ∂L/∂weight of each slot (0 where dropped), in backend memory.
+  float* d_slot = router.d_weights.resize(static_cast<std::size_t>(T * k));
+  const auto A = static_cast<std::size_t>(saved.expert_rows.size());
   float* d_weights = workspace.d_weights.resize(A);
 
   if (ranks == 1) {
-    backward_experts(*ops, saved.work, saved.grouping, g, local_params(), local_grads(), params.experts.layout,
+    backward_experts(*ops, saved.expert_rows, g, local_params(), local_grads(), params.experts.layout,
                      config.activation, workspace, dx, d_weights);
-    const std::vector<float> dw = workspace.d_weights.download();
-    for (std::size_t a = 0; a < A; ++a) d_slot[static_cast<std::size_t>(saved.work.slot[a])] = dw[a];
+    // The combine's entries are the kept slots: their weight gradients go to their slots.
+    ops->fill_zero(d_slot, sizeof(float) * static_cast<std::size_t>(T * k));
+    ops->scatter(d_weights, workspace.entry_slot.data(), static_cast<std::int64_t>(A), d_slot);
     clock.lap(times.experts);
   } else {
     const SendLayout& layout = saved.layout;
@@ -518,7 +567,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
                                    saved.recv_row_counts.data(), row_bytes);
     clock.lap(times.dispatch);
     float* d_span = expert_rows.resize(static_cast<std::size_t>(rows.total() * H));
-    backward_experts(*ops, saved.work, saved.grouping, span + rows.owner_view() * H, local_params(), local_grads(),
+    backward_experts(*ops, saved.expert_rows, span + rows.owner_view() * H, local_params(), local_grads(),
                      params.experts.layout, config.activation, workspace, d_span + rows.owner_view() * H,
                      d_weights);
     clock.lap(times.experts);
@@ -533,8 +582,10 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     clock.lap(times.send_back);
     ops->combine_rows(d_span + rows.sender_view() * H, H, T, token_offsets.upload(layout.token_offsets),
                       token_rows.upload(layout.token_rows), nullptr, dx);
+    std::vector<float> host_d_slot(static_cast<std::size_t>(T * k), 0.0f);
     for (std::size_t a = 0; a < dw_back.size(); ++a)
-      d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
+      host_d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
+    ops->copy_from_host(d_slot, host_d_slot.data(), sizeof(float) * host_d_slot.size());
     clock.lap(times.combine);
   }
   // The replicated parameters' gradients of this rank's tokens, summed over ranks.

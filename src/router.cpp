@@ -14,8 +14,8 @@ kernels::RouterParams router_params(const MOEConfig& c) {
   return p;
 }
 
-void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
-                  const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing) {
+void launch_routing(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
+                    const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers) {
   const std::int64_t E = config.num_experts, k = config.top_k, H = config.hidden_dim;
   const auto T = static_cast<std::size_t>(tokens);
   float* logits = buffers.logits.resize(T * static_cast<std::size_t>(E));
@@ -23,21 +23,25 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
   float* weights = buffers.weights.resize(T * static_cast<std::size_t>(k));
   float* lse = buffers.lse.resize(T);
   std::int32_t* indices = buffers.indices.resize(T * static_cast<std::size_t>(k));
-
   ops.gemm(false, false, tokens, E, H, 1.0f, x, H, gate_weights, E, 0.0f, logits, E);
   ops.route(logits, tokens, router_params(config), expert_bias, probs, indices, weights, lse);
+}
 
+void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& config, RouterBuffers& buffers,
+                    Routing& routing) {
+  const std::int64_t E = config.num_experts, k = config.top_k;
+  const auto T = static_cast<std::size_t>(tokens);
   // The host needs the choices, weights, log-sum-exps and probability sums: fetched with
   // one wait for the device, not one each.
   routing.tokens = tokens;
   routing.indices.resize(T * static_cast<std::size_t>(k));
   routing.weights.resize(T * static_cast<std::size_t>(k));
   std::vector<float> host_lse(T);
-  ops.copy_to_host_later(routing.indices.data(), indices, sizeof(std::int32_t) * routing.indices.size());
-  ops.copy_to_host_later(routing.weights.data(), weights, sizeof(float) * routing.weights.size());
-  ops.copy_to_host_later(host_lse.data(), lse, sizeof(float) * T);
+  ops.copy_to_host_later(routing.indices.data(), buffers.indices.data(), sizeof(std::int32_t) * routing.indices.size());
+  ops.copy_to_host_later(routing.weights.data(), buffers.weights.data(), sizeof(float) * routing.weights.size());
+  ops.copy_to_host_later(host_lse.data(), buffers.lse.data(), sizeof(float) * T);
   routing.prob_sums.assign(static_cast<std::size_t>(E), 0.0);
-  ops.column_sums(probs, tokens, E, routing.prob_sums.data());
+  ops.column_sums(buffers.probs.data(), tokens, E, routing.prob_sums.data());
   ops.synchronize();  // column_sums waited already on a GPU; this says so for any backend
   routing.assignments_per_expert = count_per_expert(routing.indices.data(), tokens * k, E);
   routing.aux_loss = load_balancing_loss(routing.prob_sums, routing.assignments_per_expert, tokens, k);
@@ -46,8 +50,14 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
   if (tokens > 0) routing.z_loss /= static_cast<double>(tokens);
 }
 
+void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
+                  const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing) {
+  launch_routing(ops, x, tokens, gate_weights, expert_bias, config, buffers);
+  finish_routing(ops, tokens, config, buffers, routing);
+}
+
 void router_backward(kernels::Ops& ops, const float* x, const float* gate_weights, const MOEConfig& config,
-                     const Routing& routing, const std::vector<float>& d_slot, double aux_loss_coef,
+                     const Routing& routing, const float* d_slot, double aux_loss_coef,
                      double z_loss_coef, RouterBuffers& buffers, float* gate_grad, float* dx) {
   const std::int64_t H = config.hidden_dim, E = config.num_experts, k = config.top_k, T = routing.tokens;
   std::vector<float> aux(static_cast<std::size_t>(E), 0.0f);
@@ -63,7 +73,7 @@ void router_backward(kernels::Ops& ops, const float* x, const float* gate_weight
     z_scale = static_cast<float>(z_loss_coef * 2.0 / double(T));
   }
   float* d_logits = buffers.d_logits.resize(static_cast<std::size_t>(T * E));
-  ops.router_backward(buffers.logits.data(), buffers.probs.data(), buffers.indices.data(), buffers.d_weights.upload(d_slot),
+  ops.router_backward(buffers.logits.data(), buffers.probs.data(), buffers.indices.data(), d_slot,
                       buffers.lse.data(), T, router_params(config), buffers.aux_grad.upload(aux), z_scale, d_logits);
   ops.gemm(true, false, H, E, T, 1.0f, x, H, d_logits, E, 0.0f, gate_grad, E);
   ops.gemm(false, true, T, H, E, 1.0f, d_logits, E, gate_weights, E, 1.0f, dx, H);

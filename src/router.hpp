@@ -23,7 +23,7 @@ struct RouterBuffers {
   Buffer<float> weights;         // [T, k]
   Buffer<float> lse;             // [T] log-sum-exp of each token's logits
   Buffer<std::int32_t> indices;  // [T, k]
-  Buffer<float> d_weights, aux_grad, d_logits;  // backward scratch
+  Buffer<float> d_weights, aux_grad, d_logits;  // backward scratch (d_weights: ∂L/∂weight of each slot)
 };
 
 struct Routing {
@@ -39,16 +39,23 @@ struct Routing {
 kernels::RouterParams router_params(const MOEConfig& config);
 
 // x: [T, H], gate_weights: [H, E] and expert_bias: [E] (sigmoid router; null means
-// zero) in backend memory.
+// zero) in backend memory. route_tokens is launch_routing then finish_routing: the
+// first queues the router's work and leaves its results in `buffers`; the second
+// brings what the host needs back with one wait, so that work queued between the two
+// (the single-rank plan on a GPU) costs no wait of its own.
+void launch_routing(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
+                    const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers);
+void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& config, RouterBuffers& buffers,
+                    Routing& routing);
 void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
                   const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing);
 
-// The router's backward after route_tokens on the same buffers: d_slot [T·k] (host) is
+// The router's backward after route_tokens on the same buffers: d_slot [T·k] (backend memory) is
 // ∂L/∂weight of each slot (0 where dropped); the aux loss and z-loss enter with their
 // coefficients. Writes this rank's ∂L/∂gate_weights into gate_grad [H, E] and adds
 // the router's part of ∂L/∂x into dx [T, H] (backend memory).
 void router_backward(kernels::Ops& ops, const float* x, const float* gate_weights, const MOEConfig& config,
-                     const Routing& routing, const std::vector<float>& d_slot, double aux_loss_coef,
+                     const Routing& routing, const float* d_slot, double aux_loss_coef,
                      double z_loss_coef, RouterBuffers& buffers, float* gate_grad, float* dx);
 
 // L_aux = E · Σ_i f_i · P_i with f_i = counts[i] / (T·k) and P_i = prob_sums[i] / T;

@@ -192,6 +192,10 @@ class CpuOps final : public Ops {
     }
   }
 
+  void scatter(const float* values, const std::int32_t* positions, std::int64_t n, float* dst) override {
+    for (std::int64_t i = 0; i < n; ++i) dst[positions[i]] = values[i];
+  }
+
   void column_sums(const float* m, std::int64_t rows, std::int64_t cols,
                    double* host_sums) override {
     // Fixed chunks summed in chunk order: the same bits whatever the thread count.

@@ -13,6 +13,7 @@
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/optimizer.cuh"
+#include "kernels/cuda/plan.cuh"
 #include "kernels/cuda/random.cuh"
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/router.cuh"
@@ -39,7 +40,7 @@ class CudaOps final : public Ops {
     for (auto& w : weight_cache_) release(w.bf16);
     uploads_.reset();
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
-    for (Scratch* s : {&table_, &doubles_, &partials_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
+    for (Scratch* s : {&table_, &doubles_, &partials_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
   }
@@ -234,6 +235,43 @@ class CudaOps final : public Ops {
   void combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
                     const std::int32_t* sources, const float* weights, float* dst) override {
     launch_combine_rows(src, width, n_out, offsets, sources, weights, dst, stream_);
+  }
+
+  void scatter(const float* values, const std::int32_t* positions, std::int64_t n, float* dst) override {
+    launch_scatter(values, positions, n, dst, stream_);
+  }
+
+  // The plan's steps as kernels on the stream (plan.cu); only the E kept counts come
+  // back, with the next wait.
+  bool plans_where_routed() const override { return true; }
+  void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
+                        std::int64_t experts, std::int64_t capacity, const SingleRankPlan& out) override {
+    const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n), keyed = experts * chunks;
+    // One scratch allocation, carved at 8-byte boundaries.
+    std::size_t used = 0;
+    auto carve = [&](std::size_t bytes) {
+      const std::size_t at = used;
+      used += (bytes + 7) / 8 * 8;
+      return at;
+    };
+    const std::size_t counts = carve(4 * keyed), bases = carve(4 * keyed), group_bases = carve(4 * keyed),
+                      entry_bases = carve(4 * chunks), row_of = carve(4 * n), kept = carve(n),
+                      offsets = carve(8 * (experts + 1)), entries = carve(8), kept_per_expert = carve(8 * experts);
+    char* base = static_cast<char*>(grow(plan_, used));
+    plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity,
+                       reinterpret_cast<std::int32_t*>(base + counts),
+                       reinterpret_cast<std::int32_t*>(base + bases),
+                       reinterpret_cast<std::int32_t*>(base + group_bases),
+                       reinterpret_cast<std::int32_t*>(base + entry_bases),
+                       reinterpret_cast<std::uint8_t*>(base + kept),
+                       reinterpret_cast<std::int32_t*>(base + row_of),
+                       reinterpret_cast<std::int64_t*>(base + offsets),
+                       reinterpret_cast<std::int64_t*>(base + entries),
+                       reinterpret_cast<std::int64_t*>(base + kept_per_expert),
+                       out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights,
+                       out.entry_slot};
+    launch_single_rank_plan(p, stream_);
+    copy_to_host_later(out.host_kept_per_expert, p.kept_per_expert, sizeof(std::int64_t) * static_cast<std::size_t>(experts));
   }
 
   void column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
@@ -468,6 +506,7 @@ class CudaOps final : public Ops {
   void* downloads_ = nullptr;                        // pinned staging for them
   std::size_t downloads_capacity_ = 0, downloads_used_ = 0;
   Scratch table_, doubles_, partials_;
+  Scratch plan_;                   // plan_single_rank's counts, bases and flags
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
   Scratch a16_, b16_;              // bf16 operands of expert_gemm
 };

@@ -40,6 +40,12 @@ __global__ void combine_backward_kernel(const float* d_dst, const float* src, st
   }
 }
 
+__global__ void scatter_kernel(const float* values, const std::int32_t* positions, std::int64_t n, float* dst) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
+    scatter_element(values, positions, i, dst);
+}
+
 unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < 1 ? 1 : (rows > 65535 * 16 ? 65535 * 16 : rows)); }
 
 }  // namespace
@@ -64,6 +70,13 @@ void launch_combine_backward(const float* d_dst, const float* src, std::int64_t 
   if (n_out == 0) return;
   combine_backward_kernel<<<row_blocks(n_out), kBlock, 0, stream>>>(d_dst, src, width, n_out, offsets, sources,
                                                                     weights, d_src, d_weights);
+  MOE_CHECK_LAUNCH();
+}
+
+void launch_scatter(const float* values, const std::int32_t* positions, std::int64_t n, float* dst, Stream stream) {
+  if (n == 0) return;
+  const std::int64_t blocks = (n + kBlock - 1) / kBlock;
+  scatter_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kBlock, 0, stream>>>(values, positions, n, dst);
   MOE_CHECK_LAUNCH();
 }
 

@@ -36,6 +36,11 @@ MOE_HD inline float combine_backward_element(const float* d_dst, const float* sr
   return d_dst[r * width + h] * src[s];
 }
 
+// dst[positions[i]] = values[i]
+MOE_HD inline void scatter_element(const float* values, const std::int32_t* positions, std::int64_t i, float* dst) {
+  dst[positions[i]] = values[i];
+}
+
 void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,
                         Stream stream);
 void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
@@ -43,5 +48,7 @@ void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_ou
 void launch_combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
                              const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
                              float* d_src, float* d_weights, Stream stream);
+
+void launch_scatter(const float* values, const std::int32_t* positions, std::int64_t n, float* dst, Stream stream);
 
 }  // namespace moe::kernels::cuda

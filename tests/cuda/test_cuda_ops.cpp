@@ -345,6 +345,72 @@ TEST_F(CudaOps, RowsGatherCombineAndBackward) {
   EXPECT_LE(relative_error(ddw.download().data(), d_w.data(), 40), 1e-5);
 }
 
+// The plan's kernels (kernels/cuda/plan.cu) against the same steps run one thread at a
+// time on the host (Ops' default, which tests/unit/test_plan_steps.cpp holds to the
+// host plan): integers, so equal exactly. Then scatter, which sends the backward's
+// weight gradients to their slots.
+TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
+  struct Shape { std::int64_t T, k, E, capacity; };
+  for (const Shape s : {Shape{1, 1, 1, 1}, Shape{128, 2, 8, 40}, Shape{129, 2, 8, 33}, Shape{1000, 8, 64, 100},
+                        Shape{300, 8, 256, 9}, Shape{4096, 2, 8, 4096 * 2}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << s.T << " k=" << s.k << " E=" << s.E << " C=" << s.capacity);
+    const std::int64_t n = s.T * s.k;
+    std::vector<std::int32_t> indices(static_cast<std::size_t>(n));
+    std::vector<float> weights = random(n, 41);
+    std::uint64_t state = 17;
+    for (std::int64_t t = 0; t < s.T; ++t)  // distinct experts per token, skewed to low ids
+      for (std::int64_t j = 0; j < s.k; ++j) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double u = static_cast<double>(state >> 11) / 9007199254740992.0;
+        indices[static_cast<std::size_t>(t * s.k + j)] =
+            static_cast<std::int32_t>((static_cast<std::int64_t>(u * u * static_cast<double>(s.E)) + j) % s.E);
+      }
+    struct Result {
+      std::vector<std::int32_t> grouped, offsets, sources, slots;
+      std::vector<float> combine_weights;
+      std::vector<std::int64_t> kept;
+    };
+    auto run = [&](moe::kernels::Ops& ops) {
+      Buffer<std::int32_t> di = device(indices, &ops), grouped(ops), offsets(ops), sources(ops), slots(ops);
+      Buffer<float> dw = device(weights, &ops), cw(ops);
+      Result r;
+      r.kept.assign(static_cast<std::size_t>(s.E), -1);
+      const moe::kernels::SingleRankPlan out{grouped.resize(static_cast<std::size_t>(n)),
+                                             offsets.resize(static_cast<std::size_t>(s.T + 1)),
+                                             sources.resize(static_cast<std::size_t>(n)),
+                                             cw.resize(static_cast<std::size_t>(n)),
+                                             slots.resize(static_cast<std::size_t>(n)), r.kept.data()};
+      ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, out);
+      ops.synchronize();
+      std::int64_t A = 0;
+      for (std::int64_t c : r.kept) A += c;
+      auto first = [&](auto& b) {
+        auto v = b.download();
+        v.resize(static_cast<std::size_t>(A));
+        return v;
+      };
+      r.grouped = first(grouped), r.sources = first(sources), r.slots = first(slots), r.combine_weights = first(cw);
+      r.offsets = offsets.download();
+      return r;
+    };
+    const Result want = run(*cpu), got = run(*gpu);
+    EXPECT_EQ(got.kept, want.kept);
+    EXPECT_EQ(got.grouped, want.grouped);
+    EXPECT_EQ(got.offsets, want.offsets);
+    EXPECT_EQ(got.sources, want.sources);
+    EXPECT_EQ(got.slots, want.slots);
+    EXPECT_EQ(got.combine_weights, want.combine_weights);
+
+    std::vector<float> scattered(static_cast<std::size_t>(n), 0.0f);
+    const std::vector<float> values = random(static_cast<std::int64_t>(want.slots.size()), 43);
+    cpu->scatter(values.data(), want.slots.data(), static_cast<std::int64_t>(values.size()), scattered.data());
+    Buffer<float> dv = device(values), dst = device_zeros<float>(static_cast<std::size_t>(n));
+    Buffer<std::int32_t> dslots = device(want.slots);
+    gpu->scatter(dv.data(), dslots.data(), static_cast<std::int64_t>(values.size()), dst.data());
+    EXPECT_EQ(dst.download(), scattered);
+  }
+}
+
 TEST_F(CudaOps, ReductionsActivationBackwardAndOptimizers) {
   const std::int64_t rows = 513, cols = 70, n = rows * cols;
   const auto m = random(n, 15), z = random(n, 16), dh = random(n, 17);

@@ -1,0 +1,213 @@
+// The single-rank dispatch plan as independent per-element steps, so that it can run
+// where the routing lives (docs/design.md §4b). It computes exactly what the host plan
+// (src/dispatch_plan.cpp) computes: slot-major admission against the capacity, the kept
+// assignments grouped by (expert, token, slot), and the combine's entries by token in
+// slot order. The GPU runs one thread per step below (kernels/cuda/plan.cu); the host
+// tests run the same functions in loops and compare with the host plan.
+//
+// Every step is a stable rank: an item's place among the earlier items with the same
+// key. The items are cut into chunks of kChunk; per (key, chunk) a count, per key an
+// exclusive scan of the counts over the chunks, and per item the count before it in its
+// own chunk. No atomics, so the result has no ordering freedom.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/host_device.hpp"
+
+namespace moe::kernels::plan {
+
+constexpr std::int64_t kChunk = 256;
+
+MOE_HD inline std::int64_t chunk_count(std::int64_t items) { return (items + kChunk - 1) / kChunk; }
+
+// Admission serves every token's slot 0 (in token order), then every slot 1, and so
+// on: the p-th item of that order is assignment t·k + j with t = p mod T, j = p div T.
+MOE_HD inline std::int64_t slot_major_assignment(std::int64_t p, std::int64_t tokens, std::int64_t top_k) {
+  return (p % tokens) * top_k + p / tokens;
+}
+
+// Keys of the three ranks; -1 means the item takes no part.
+struct AdmissionKey {  // items in slot-major order, keyed by expert
+  const std::int32_t* indices;
+  std::int64_t tokens, top_k;
+  MOE_HD std::int32_t operator()(std::int64_t p) const { return indices[slot_major_assignment(p, tokens, top_k)]; }
+};
+struct KeptExpertKey {  // assignments in token order, kept ones keyed by expert
+  const std::int32_t* indices;
+  const std::uint8_t* kept;
+  MOE_HD std::int32_t operator()(std::int64_t a) const { return kept[a] ? indices[a] : -1; }
+};
+struct KeptKey {  // assignments in token order, kept ones under one key
+  const std::uint8_t* kept;
+  MOE_HD std::int32_t operator()(std::int64_t a) const { return kept[a] ? 0 : -1; }
+};
+
+// How many items of chunk `chunk` (of `items`) have key `key`: counts[key·chunks + chunk].
+template <class Key>
+MOE_HD std::int32_t count_in_chunk(const Key& key_of, std::int64_t items, std::int64_t chunk, std::int32_t key) {
+  const std::int64_t end = (chunk + 1) * kChunk < items ? (chunk + 1) * kChunk : items;
+  std::int32_t count = 0;
+  for (std::int64_t p = chunk * kChunk; p < end; ++p) count += key_of(p) == key ? 1 : 0;
+  return count;
+}
+
+// One key's exclusive scan over the chunks: bases[key·chunks + c] = Σ_{c' < c} counts,
+// and the key's total.
+MOE_HD inline void scan_chunk_counts(const std::int32_t* counts, std::int64_t chunks, std::int32_t key,
+                                     std::int32_t* bases, std::int64_t* total) {
+  std::int64_t sum = 0;
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    bases[key * chunks + c] = static_cast<std::int32_t>(sum);
+    sum += counts[key * chunks + c];
+  }
+  *total = sum;
+}
+
+// How many items before p have key `key`: p's stable rank under that key when it has it.
+template <class Key>
+MOE_HD std::int64_t count_before(const Key& key_of, const std::int32_t* bases, std::int64_t chunks, std::int64_t p,
+                                 std::int32_t key) {
+  const std::int64_t chunk = p / kChunk;
+  std::int64_t count = bases[key * chunks + chunk];
+  for (std::int64_t q = chunk * kChunk; q < p; ++q) count += key_of(q) == key ? 1 : 0;
+  return count;
+}
+
+// The capacity rule (docs/design.md §1): an assignment is kept when fewer than
+// `capacity` assignments to its expert were admitted before it.
+MOE_HD inline bool admitted(std::int64_t capacity_rank, std::int64_t capacity) { return capacity_rank < capacity; }
+
+// The grouped rows begin at offsets[e] for expert e: offsets[0] = 0 and
+// offsets[e+1] = offsets[e] + kept[e], for E experts.
+MOE_HD inline void expert_offsets(const std::int64_t* kept_per_expert, std::int64_t experts, std::int64_t* offsets) {
+  offsets[0] = 0;
+  for (std::int64_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + kept_per_expert[e];
+}
+
+// ---- The plan, one function per thread of each step ----
+
+// Inputs, outputs and scratch of one single-rank plan (all in the memory it runs in).
+// Outputs are sized for T·k entries: only the first A = Σ kept are written.
+struct PlanArrays {
+  const std::int32_t* indices;  // [T·k] expert of each assignment
+  const float* weights;         // [T·k]
+  std::int64_t tokens, top_k, experts, capacity;
+  // Scratch.
+  std::int32_t* counts;         // [E · chunks], each step's counts until its scan
+  std::int32_t* bases;          // [E · chunks] admission
+  std::int32_t* group_bases;    // [E · chunks] grouping
+  std::int32_t* entry_bases;    // [chunks] combine entries
+  std::uint8_t* kept;           // [T·k]
+  std::int32_t* row_of;         // [T·k] grouped row of each kept assignment
+  std::int64_t* offsets;        // [E + 1] grouped rows of expert e begin at offsets[e]
+  std::int64_t* entries;        // [1] A
+  // Results.
+  std::int64_t* kept_per_expert;  // [E]
+  std::int32_t* grouped_tokens;   // [A]: the token of each grouped row
+  std::int32_t* combine_offsets;  // [T + 1]: each token's entries …
+  std::int32_t* combine_sources;  // [A] … the grouped row of each (by token, in slot order)
+  float* combine_weights;         // [A] … its weight
+  std::int32_t* entry_slot;       // [A] … and its assignment t·k + j
+
+  MOE_HD std::int64_t items() const { return tokens * top_k; }
+  MOE_HD std::int64_t chunks() const { return chunk_count(items()); }
+};
+
+// The steps, in order; "thread i of n" is what one GPU thread does (plan.cu).
+
+// 1. Admission: count (E·chunks threads), scan (E), decide (T·k).
+MOE_HD inline void admission_count(const PlanArrays& p, std::int64_t i) {
+  const std::int64_t chunks = p.chunks();
+  p.counts[i] = count_in_chunk(AdmissionKey{p.indices, p.tokens, p.top_k}, p.items(), i % chunks,
+                               static_cast<std::int32_t>(i / chunks));
+}
+MOE_HD inline void admission_scan(const PlanArrays& p, std::int64_t e) {
+  std::int64_t chosen = 0;  // each expert's count before any drop; not needed here
+  scan_chunk_counts(p.counts, p.chunks(), static_cast<std::int32_t>(e), p.bases, &chosen);
+}
+MOE_HD inline void admission_decide(const PlanArrays& p, std::int64_t item) {
+  const AdmissionKey key{p.indices, p.tokens, p.top_k};
+  const std::int64_t rank = count_before(key, p.bases, p.chunks(), item, key(item));
+  p.kept[slot_major_assignment(item, p.tokens, p.top_k)] = admitted(rank, p.capacity) ? 1 : 0;
+}
+
+// 2. Grouping: count (E·chunks), scan (E: the totals are the kept counts), offsets
+// (one thread), place (T·k: each kept assignment's grouped row).
+MOE_HD inline void grouping_count(const PlanArrays& p, std::int64_t i) {
+  const std::int64_t chunks = p.chunks();
+  p.counts[i] = count_in_chunk(KeptExpertKey{p.indices, p.kept}, p.items(), i % chunks,
+                               static_cast<std::int32_t>(i / chunks));
+}
+MOE_HD inline void grouping_scan(const PlanArrays& p, std::int64_t e) {
+  scan_chunk_counts(p.counts, p.chunks(), static_cast<std::int32_t>(e), p.group_bases, p.kept_per_expert + e);
+}
+MOE_HD inline void grouping_offsets(const PlanArrays& p) { expert_offsets(p.kept_per_expert, p.experts, p.offsets); }
+MOE_HD inline void grouping_place(const PlanArrays& p, std::int64_t a) {
+  if (!p.kept[a]) return;
+  const std::int32_t e = p.indices[a];
+  const std::int64_t g =
+      p.offsets[e] + count_before(KeptExpertKey{p.indices, p.kept}, p.group_bases, p.chunks(), a, e);
+  p.grouped_tokens[g] = static_cast<std::int32_t>(a / p.top_k);
+  p.row_of[a] = static_cast<std::int32_t>(g);
+}
+
+// 3. The combine's entries, the kept assignments in token order: count (chunks), scan
+// (one thread: the total is A), place (T·k), and each token's first entry (T + 1).
+MOE_HD inline void entry_count(const PlanArrays& p, std::int64_t chunk) {
+  p.counts[chunk] = count_in_chunk(KeptKey{p.kept}, p.items(), chunk, 0);
+}
+MOE_HD inline void entry_scan(const PlanArrays& p) { scan_chunk_counts(p.counts, p.chunks(), 0, p.entry_bases, p.entries); }
+MOE_HD inline void entry_place(const PlanArrays& p, std::int64_t a) {
+  if (!p.kept[a]) return;
+  const std::int64_t entry = count_before(KeptKey{p.kept}, p.entry_bases, p.chunks(), a, 0);
+  p.combine_sources[entry] = p.row_of[a];
+  p.combine_weights[entry] = p.weights[a];
+  p.entry_slot[entry] = static_cast<std::int32_t>(a);
+}
+MOE_HD inline void token_entry_offset(const PlanArrays& p, std::int64_t t) {
+  p.combine_offsets[t] = static_cast<std::int32_t>(
+      t < p.tokens ? count_before(KeptKey{p.kept}, p.entry_bases, p.chunks(), t * p.top_k, 0) : *p.entries);
+}
+
+// The steps in their order, each as a functor run(count, step) is given: step(p, i)
+// for every i < count, in any order or at once, and each step after the one before
+// has finished. The GPU launches a kernel per step (plan.cu); the host tests loop.
+struct AdmissionCount { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_count(p, i); } };
+struct AdmissionScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t e) const { admission_scan(p, e); } };
+struct AdmissionDecide { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_decide(p, i); } };
+struct GroupingCount { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { grouping_count(p, i); } };
+struct GroupingScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t e) const { grouping_scan(p, e); } };
+struct GroupingOffsets { MOE_HD void operator()(const PlanArrays& p, std::int64_t) const { grouping_offsets(p); } };
+struct GroupingPlace { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { grouping_place(p, a); } };
+struct EntryCount { MOE_HD void operator()(const PlanArrays& p, std::int64_t c) const { entry_count(p, c); } };
+struct EntryScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t) const { entry_scan(p); } };
+struct EntryPlace { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { entry_place(p, a); } };
+struct TokenEntryOffset { MOE_HD void operator()(const PlanArrays& p, std::int64_t t) const { token_entry_offset(p, t); } };
+
+template <class Run>
+void for_each_plan_step(const PlanArrays& p, Run&& run) {
+  const std::int64_t n = p.items(), chunks = p.chunks(), keyed = p.experts * chunks;
+  run(keyed, AdmissionCount{});
+  run(p.experts, AdmissionScan{});
+  run(n, AdmissionDecide{});
+  run(keyed, GroupingCount{});
+  run(p.experts, GroupingScan{});
+  run(std::int64_t{1}, GroupingOffsets{});
+  run(n, GroupingPlace{});
+  run(chunks, EntryCount{});
+  run(std::int64_t{1}, EntryScan{});
+  run(n, EntryPlace{});
+  run(p.tokens + 1, TokenEntryOffset{});
+}
+
+// The GPU's plan run on the host, a thread at a time (the tests compare it with
+// src/dispatch_plan.cpp; it costs O(T·k·(E + kChunk)), so the CPU layer keeps the
+// host plan).
+inline void run_plan_steps_serially(const PlanArrays& p) {
+  for_each_plan_step(p, [&](std::int64_t count, auto step) {
+    for (std::int64_t i = 0; i < count; ++i) step(p, i);
+  });
+}
+
+}  // namespace moe::kernels::plan

@@ -1,0 +1,232 @@
+// The GPU's single-rank plan (kernels/plan_steps.hpp, one function per thread) run on
+// the host, step by step as the kernels run it, against the host plan
+// (src/dispatch_plan.cpp) and against the definition of the capacity rule: the GPU's
+// plan logic is tested on machines without one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "dispatch_plan.hpp"
+#include "kernels/plan_steps.hpp"
+
+namespace plan = moe::kernels::plan;
+
+namespace {
+
+struct StepResult {
+  std::vector<std::uint8_t> kept;
+  std::vector<std::int64_t> kept_per_expert;
+  std::vector<std::int32_t> grouped_tokens, combine_offsets, combine_sources, entry_slot;
+  std::vector<float> combine_weights;
+  std::int64_t entries = 0;
+};
+
+StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector<float>& weights, std::int64_t T,
+                     std::int64_t k, std::int64_t E, std::int64_t capacity) {
+  const std::int64_t n = T * k, chunks = plan::chunk_count(n);
+  // Scratch filled with garbage: a step that reads what it did not write shows up.
+  const std::int32_t junk = 0x5a5a5a5a;
+  std::vector<std::int32_t> counts(E * chunks, junk), bases(E * chunks, junk), group_bases(E * chunks, junk),
+      entry_bases(chunks, junk), row_of(n, junk);
+  std::vector<std::int64_t> offsets(E + 1, junk), entries(1, junk);
+  StepResult r;
+  r.kept.assign(n, 7);
+  r.kept_per_expert.assign(E, junk);
+  r.grouped_tokens.assign(n, junk);
+  r.combine_offsets.assign(T + 1, junk);
+  r.combine_sources.assign(n, junk);
+  r.entry_slot.assign(n, junk);
+  r.combine_weights.assign(n, -99.0f);
+  plan::PlanArrays p{indices.data(), weights.data(), T, k, E, capacity, counts.data(), bases.data(),
+                     group_bases.data(), entry_bases.data(), r.kept.data(), row_of.data(), offsets.data(),
+                     entries.data(), r.kept_per_expert.data(), r.grouped_tokens.data(), r.combine_offsets.data(),
+                     r.combine_sources.data(), r.combine_weights.data(), r.entry_slot.data()};
+  plan::run_plan_steps_serially(p);
+  r.entries = entries[0];
+  return r;
+}
+
+moe::MOEConfig config_of(std::int64_t E, std::int64_t k, float capacity_factor, bool drop) {
+  moe::MOEConfig c;
+  c.num_experts = E;
+  c.top_k = k;
+  c.hidden_dim = 8;
+  c.expert_dim = 8;
+  c.capacity_factor = capacity_factor;
+  c.drop_tokens = drop;
+  return c;
+}
+
+// Choices skewed towards low expert ids, so that the capacity drops some; distinct
+// experts within a token, as top-k gives.
+std::vector<std::int32_t> skewed_choices(std::int64_t T, std::int64_t k, std::int64_t E, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> out;
+  for (std::int64_t t = 0; t < T; ++t) {
+    std::vector<std::int32_t> row;
+    while (static_cast<std::int64_t>(row.size()) < k) {
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+      const auto e = static_cast<std::int32_t>(static_cast<double>(E) * u * u);
+      if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
+    }
+    out.insert(out.end(), row.begin(), row.end());
+  }
+  return out;
+}
+
+class PlanSteps : public ::testing::TestWithParam<std::tuple<std::int64_t, std::int64_t, std::int64_t, float, bool>> {};
+
+TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
+  const auto [T, k, E, cf, drop] = GetParam();
+  const moe::MOEConfig config = config_of(E, k, cf, drop);
+  const std::vector<std::int32_t> indices = skewed_choices(T, k, E, static_cast<std::uint32_t>(T * 31 + E));
+  std::vector<float> weights(indices.size());
+  for (std::size_t a = 0; a < weights.size(); ++a) weights[a] = 0.5f + 0.001f * static_cast<float>(a);
+
+  const moe::DispatchPlan host = moe::make_dispatch_plan(indices.data(), T, config);
+  const moe::ExpertAssignments work = moe::token_assignments(host, indices.data(), weights.data());
+  const moe::ExpertGrouping grouping = moe::group_by_expert(work);
+  const std::int64_t capacity = std::min<std::int64_t>(host.capacity, T * k);
+  const StepResult steps = run_steps(indices, weights, T, k, E, capacity);
+
+  // The capacity rule from its definition: walking slot 0 of every token, then slot 1,
+  // …, an assignment is kept while its expert has admitted fewer than C.
+  std::vector<std::int64_t> admitted(E, 0);
+  for (std::int64_t j = 0; j < k; ++j)
+    for (std::int64_t t = 0; t < T; ++t) {
+      const std::int64_t a = t * k + j;
+      const bool keep = admitted[indices[a]] < host.capacity;
+      admitted[indices[a]] += keep ? 1 : 0;
+      ASSERT_EQ(steps.kept[a], keep ? 1 : 0) << "token " << t << " slot " << j;
+    }
+  if (drop && cf < 1.0f) EXPECT_GT(host.dropped, 0) << "the case should drop some assignments";
+
+  EXPECT_EQ(steps.kept_per_expert, host.kept_per_expert);
+  const auto A = static_cast<std::size_t>(work.size());
+  ASSERT_EQ(steps.entries, static_cast<std::int64_t>(A));
+  auto first = [&](const auto& v) { return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin(), v.begin() + A); };
+  EXPECT_EQ(first(steps.grouped_tokens), grouping.grouped_input_row);
+  EXPECT_EQ(steps.combine_offsets, work.offsets);
+  EXPECT_EQ(first(steps.combine_sources), grouping.grouped_row_of);
+  EXPECT_EQ(first(steps.combine_weights), work.weight);
+  EXPECT_EQ(first(steps.entry_slot), work.slot);
+  // Grouped rows in (expert, token) order: each expert's block, tokens ascending.
+  for (std::int64_t e = 0; e < E; ++e)
+    for (std::int64_t g = grouping.expert_offsets[e] + 1; g < grouping.expert_offsets[e + 1]; ++g)
+      EXPECT_LE(steps.grouped_tokens[g - 1], steps.grouped_tokens[g]);
+}
+
+// (T, k, E, capacity factor, drop): chunk edges (T·k of 256 and just past), one
+// chunk, many chunks, few and many experts, dropless.
+INSTANTIATE_TEST_SUITE_P(Shapes, PlanSteps,
+                         ::testing::Values(std::make_tuple(1, 1, 1, 1.0f, true), std::make_tuple(7, 2, 4, 0.5f, true),
+                                           std::make_tuple(128, 2, 8, 0.75f, true),
+                                           std::make_tuple(129, 2, 8, 1.25f, true),
+                                           std::make_tuple(300, 4, 16, 0.6f, true),
+                                           std::make_tuple(1000, 8, 64, 1.0f, true),
+                                           std::make_tuple(513, 2, 8, 1.0f, false),
+                                           std::make_tuple(64, 6, 256, 2.0f, true)));
+
+}  // namespace
+
+// ---- The whole layer with the plan steps (MOE_SINGLE_RANK_PLAN=steps) ----
+
+#include <cstdlib>
+
+#include "moe/layer.hpp"
+#include "support/test_util.hpp"
+
+namespace {
+
+// Sets MOE_SINGLE_RANK_PLAN for the scope of the object.
+class PlanChoice {
+ public:
+  explicit PlanChoice(const char* value) { setenv("MOE_SINGLE_RANK_PLAN", value, 1); }
+  ~PlanChoice() { unsetenv("MOE_SINGLE_RANK_PLAN"); }
+};
+
+struct LayerRun {
+  moe::ForwardResult forward;
+  moe::Tensor<float> dx, gate_grad;
+  std::vector<moe::Tensor<float>> expert_grads;
+  moe::Tensor<float> shared_grad;
+};
+
+LayerRun run_layer(const moe::MOEConfig& config, const char* plan_choice, std::int64_t tokens) {
+  const PlanChoice choice(plan_choice);
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::LayerOptions options;
+  options.aux_loss_coef = 0.01f;
+  moe::MoELayer layer(config, *comm, 5, options);
+  // A peaky router, so that the capacity drops some assignments.
+  layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
+  const moe::Tensor<float> x = moe::testing::random_tensor({tokens, config.hidden_dim}, 1.0, 7);
+  LayerRun run;
+  run.forward = layer.forward(x, moe::Pass::Training);
+  run.dx = layer.backward(moe::testing::random_tensor({tokens, config.hidden_dim}, 1.0, 8));
+  run.gate_grad = layer.gate_grad();
+  for (std::int64_t e = 0; e < config.num_experts; ++e) run.expert_grads.push_back(layer.expert_grad(e));
+  run.shared_grad = layer.shared_expert_grad();
+  return run;
+}
+
+void expect_same(const moe::Tensor<float>& a, const moe::Tensor<float>& b, const char* what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << what << " differs";
+}
+
+// The plan steps give the host plan's arrays, so the layer computes the same bits:
+// forward, statistics and every gradient, with drops, dropless, and the architectures
+// of docs/design.md §1b.
+TEST(PlanStepsInTheLayer, GiveTheHostPlansBits) {
+  std::vector<moe::MOEConfig> configs;
+  moe::MOEConfig drops(8, 2, 12, 16, 1.0f);
+  configs.push_back(drops);
+  moe::MOEConfig dropless = drops;
+  dropless.drop_tokens = false;
+  configs.push_back(dropless);
+  moe::MOEConfig deepseek(16, 4, 12, 8, 1.0f);
+  deepseek.expert_kind = moe::ExpertKind::GLU;
+  deepseek.activation = moe::Activation::SiLU;
+  deepseek.expert_bias = false;
+  deepseek.router = moe::RouterKind::Sigmoid;
+  deepseek.n_group = 4;
+  deepseek.topk_group = 2;
+  deepseek.shared_expert_dim = 8;
+  configs.push_back(deepseek);
+  for (const moe::MOEConfig& config : configs) {
+    SCOPED_TRACE(config.to_string());
+    const std::int64_t T = 300;  // T·k crosses chunks of 256
+    const LayerRun host = run_layer(config, "host", T), steps = run_layer(config, "steps", T);
+    expect_same(host.forward.output, steps.forward.output, "output");
+    ASSERT_EQ(host.forward.expert_indices.shape(), steps.forward.expert_indices.shape());
+    EXPECT_TRUE(std::equal(host.forward.expert_indices.begin(), host.forward.expert_indices.end(),
+                           steps.forward.expert_indices.begin()));
+    EXPECT_EQ(host.forward.stats.dropped, steps.forward.stats.dropped);
+    if (config.drop_tokens) EXPECT_GT(host.forward.stats.dropped, 0) << "meant to drop";
+    EXPECT_EQ(host.forward.stats.tokens_per_expert, steps.forward.stats.tokens_per_expert);
+    EXPECT_EQ(host.forward.stats.chosen_per_expert, steps.forward.stats.chosen_per_expert);
+    EXPECT_EQ(host.forward.aux_loss, steps.forward.aux_loss);
+    expect_same(host.dx, steps.dx, "dx");
+    expect_same(host.gate_grad, steps.gate_grad, "gate gradient");
+    for (std::size_t e = 0; e < host.expert_grads.size(); ++e) expect_same(host.expert_grads[e], steps.expert_grads[e], "expert gradient");
+    expect_same(host.shared_grad, steps.shared_grad, "shared expert gradient");
+  }
+}
+
+TEST(PlanStepsInTheLayer, AnUnknownChoiceIsAnErrorNamingIt) {
+  const PlanChoice choice("gpu");
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::MoELayer layer(moe::MOEConfig(4, 2, 8, 8, 1.0f), *comm, 1);
+  try {
+    layer.forward(moe::testing::random_tensor({5, 8}, 1.0, 2), moe::Pass::Inference);
+    FAIL() << "expected an error";
+  } catch (const moe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOE_SINGLE_RANK_PLAN = 'gpu'"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

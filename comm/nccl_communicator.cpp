@@ -82,6 +82,9 @@ class NcclCommunicator final : public Communicator {
                    std::size_t row_bytes) override {
     host_->all_to_allv(send, send_rows, recv, recv_rows, row_bytes);
   }
+  void all_to_allv_pair(const RowExchange& first, const RowExchange& second) override {
+    host_->all_to_allv_pair(first, second);
+  }
   void all_reduce(void* data, std::int64_t count, DataType type, ReduceOp op) override {
     host_->all_reduce(data, count, type, op);
   }

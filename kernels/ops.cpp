@@ -1,6 +1,7 @@
 // The Ops operations that have a default made of the others.
 #include "kernels/ops.hpp"
 
+#include <chrono>
 #include <vector>
 
 #include "kernels/plan_steps.hpp"
@@ -47,6 +48,19 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
       indices, weights, tokens, top_k, experts, capacity, counts.data(), bases.data(), group_bases.data(),
       entry_bases.data(), kept.data(), row_of.data(), offsets.data(), entries.data(), out.host_kept_per_expert,
       out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights, out.entry_slot});
+}
+
+std::size_t Ops::mark() {
+  host_marks_.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  return host_marks_.size() - 1;
+}
+double Ops::seconds_between(std::size_t a, std::size_t b) { return host_marks_.at(b) - host_marks_.at(a); }
+void Ops::release_marks(std::size_t first) noexcept {
+  if (first < host_marks_.size()) host_marks_.resize(first);
+}
+
+void Ops::sum_squares_each(const std::vector<const float*>& x, const std::vector<std::int64_t>& n, double* sums) {
+  for (std::size_t i = 0; i < x.size(); ++i) sums[i] = sum_squares(x[i], n[i]);
 }
 
 void Ops::fill_normal(float* out, std::int64_t count, std::uint64_t seed, std::uint64_t stream) {

@@ -64,6 +64,14 @@ class Ops {
   virtual void fill_zero(void* dst, std::size_t bytes) = 0;
   // Waits until every op issued so far has finished (a no-op on the CPU).
   virtual void synchronize() = 0;
+  // Timing phases without a wait at each: mark() notes the point the queued work has
+  // reached when the mark is passed (the host's clock by default, where work is done
+  // when issued; an event on a GPU's stream), and seconds_between(a, b) waits for b
+  // and gives the time from a to b. Marks form a stack: release_marks(first) forgets
+  // `first` and every later mark.
+  virtual std::size_t mark();
+  virtual double seconds_between(std::size_t a, std::size_t b);
+  virtual void release_marks(std::size_t first) noexcept;
   // Memory the ops did not write has changed (a framework updated parameters in
   // place): anything derived from it, such as a cached low-precision copy, is stale.
   virtual void written_elsewhere(const void* /*dst*/, std::size_t /*bytes*/) {}
@@ -198,6 +206,10 @@ class Ops {
   virtual void scale(float* x, std::int64_t n, float s) = 0;
   // Σ x² in float64, in a fixed order.
   virtual double sum_squares(const float* x, std::int64_t n) = 0;
+  // sums[i] (host) = sum_squares(x[i], n[i]), bit for bit, for several arrays with one
+  // wait for the device instead of one each (a gradient norm over every tensor).
+  virtual void sum_squares_each(const std::vector<const float*>& x, const std::vector<std::int64_t>& n,
+                                double* sums);
   // SGD with momentum and decoupled weight decay (kernels/optimizer_math.hpp).
   virtual void sgd_update(float* param, const float* grad, float* momentum, std::int64_t n,
                           float lr, float mu, float weight_decay) = 0;
@@ -205,6 +217,9 @@ class Ops {
   virtual void adamw_update(float* param, const float* grad, float* m, float* v,
                             std::int64_t n, float lr, float beta1, float beta2, float eps,
                             float weight_decay, float correction1, float correction2) = 0;
+
+ private:
+  std::vector<double> host_marks_;  // the default marks: seconds on a steady clock
 };
 
 // The arithmetic of the expert GEMMs on the GPU (moe::Precision, same order).

@@ -28,21 +28,35 @@
 namespace moe {
 namespace {
 
-// Splits wall-clock time into phases: lap(p) adds the time since the previous lap to
-// p, once the device has finished what was queued (a no-op wait on the CPU).
+// Splits the time of the work into phases without a wait at each: lap(p) marks the end
+// of phase p (Ops::mark: on a GPU an event on the stream, so the host goes on queuing
+// the next phase's kernels), and finish() waits once and adds each phase's time.
 class PhaseClock {
  public:
-  explicit PhaseClock(kernels::Ops& ops) : ops_(ops), last_(std::chrono::steady_clock::now()) {}
-  void lap(double& phase) {
+  explicit PhaseClock(kernels::Ops& ops) : ops_(ops), start_(ops.mark()) {}
+  ~PhaseClock() { ops_.release_marks(start_); }
+  PhaseClock(const PhaseClock&) = delete;
+  PhaseClock& operator=(const PhaseClock&) = delete;
+  void lap(double& phase) { laps_.push_back({&phase, ops_.mark()}); }
+  // Waits for the work queued so far (as the waiting laps of before did) and books it.
+  void finish() {
     ops_.synchronize();
-    const auto now = std::chrono::steady_clock::now();
-    phase += std::chrono::duration<double>(now - last_).count();
-    last_ = now;
+    std::size_t previous = start_;
+    for (const Lap& lap : laps_) {
+      *lap.phase += ops_.seconds_between(previous, lap.mark);
+      previous = lap.mark;
+    }
+    laps_.clear();
   }
 
  private:
+  struct Lap {
+    double* phase;
+    std::size_t mark;
+  };
   kernels::Ops& ops_;
-  std::chrono::steady_clock::time_point last_;
+  std::size_t start_;
+  std::vector<Lap> laps_;
 };
 
 Traffic to_traffic(TrafficMode mode) {
@@ -421,6 +435,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     saved.valid = true;
     clock.lap(times.route);  // kept for the router's backward
   }
+  clock.finish();
   return result;
 }
 
@@ -465,11 +480,12 @@ void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing
   ops->gather_rows(x, gather_tokens.upload(layout.row_token), layout.rows(), H, span);
   clock.lap(times.pack);
   if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-  transport.exchange_with_others(span, layout.rows_per_rank.data(), span + rows.owner_side_begin() * H,
-                                 recv_row_counts.data(), row_bytes);
+  // The rows and their assignment records travel together: one wait for the peers.
+  const Transport::Rows dispatched{span, layout.rows_per_rank.data(), span + rows.owner_side_begin() * H,
+                                   recv_row_counts.data(), row_bytes};
   const std::vector<AssignmentRecord> records =
       metadata_to_owners(transport, saved.assignments, layout.assignments, layout.assignments_per_rank.data(),
-                         recv_assignment_counts.data());
+                         recv_assignment_counts.data(), &dispatched);
   clock.lap(times.dispatch);
 
   // 4–5. Regroup by local expert, run the experts, and sum each received row's
@@ -573,12 +589,12 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     clock.lap(times.experts);
     // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
     if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-    transport.exchange_with_others(d_span + rows.owner_side_begin() * H, saved.recv_row_counts.data(), d_span,
-                                   layout.rows_per_rank.data(), row_bytes);
     const std::vector<float> dw_here = workspace.d_weights.download();
+    const Transport::Rows returned{d_span + rows.owner_side_begin() * H, saved.recv_row_counts.data(), d_span,
+                                   layout.rows_per_rank.data(), row_bytes};
     const std::vector<float> dw_back = metadata_to_senders(transport, saved.assignments, dw_here.data(),
                                                            saved.recv_assignment_counts.data(),
-                                                           layout.assignments_per_rank.data());
+                                                           layout.assignments_per_rank.data(), &returned);
     clock.lap(times.send_back);
     ops->combine_rows(d_span + rows.sender_view() * H, H, T, token_offsets.upload(layout.token_offsets),
                       token_rows.upload(layout.token_rows), nullptr, dx);
@@ -606,6 +622,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     ops->add(into[i].data, sums[i].data, sums[i].count);
   }
   clock.lap(times.reduce);
+  clock.finish();
   saved.valid = false;  // activations are used once
 }
 

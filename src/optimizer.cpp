@@ -123,8 +123,13 @@ double clip_grad_norm(MoELayer& layer, double max_norm) {
   // Each rank's experts are its own: summed over ranks. The replicated tensors' (gate,
   // shared expert) gradients are the same on every rank (already summed): counted
   // once, after the reduction.
+  std::vector<const float*> data;
+  std::vector<std::int64_t> counts;
+  for (const auto& t : grads) data.push_back(t.data), counts.push_back(t.count);
+  std::vector<double> sums(grads.size());
+  ops.sum_squares_each(data, counts, sums.data());  // one wait for the device, not one per tensor
   double sharded = 0.0, replicated = 0.0;
-  for (const auto& t : grads) (t.replicated ? replicated : sharded) += ops.sum_squares(t.data, t.count);
+  for (std::size_t i = 0; i < grads.size(); ++i) (grads[i].replicated ? replicated : sharded) += sums[i];
   layer.communicator().all_reduce(&sharded, 1, DataType::Float64, ReduceOp::Sum);
   const double norm = std::sqrt(sharded + replicated);
   if (max_norm > 0 && norm > max_norm) {

@@ -43,7 +43,31 @@ void Transport::exchange_with_others(const void* send, const std::int64_t* send_
   if (received) ops_.copy_from_host(recv, host_recv_.data(), host_recv_.size());
 }
 
+void Transport::exchange_pair(const Rows& rows, const void* send, const std::int64_t* send_counts, void* recv,
+                              const std::int64_t* recv_counts, std::size_t bytes) {
+  if (!staged_ && comm_.payload_memory() == MemorySpace::Device) {  // rows on the device, metadata on the host
+    exchange_with_others(rows.send, rows.send_rows, rows.recv, rows.recv_rows, rows.row_bytes);
+    comm_.all_to_allv(send, others_only(send_counts, 2), recv, others_only(recv_counts, 3), bytes);
+    return;
+  }
+  const std::int64_t* to = others_only(rows.send_rows, 0);
+  const std::int64_t* from = others_only(rows.recv_rows, 1);
+  const Communicator::RowExchange metadata{send, others_only(send_counts, 2), recv, others_only(recv_counts, 3), bytes};
+  if (!staged_) {
+    comm_.all_to_allv_pair({rows.send, to, rows.recv, from, rows.row_bytes}, metadata);
+    return;
+  }
+  std::int64_t sent = 0, received = 0;
+  for (int p = 0; p < comm_.size(); ++p) sent += to[p], received += from[p];
+  host_send_.resize(static_cast<std::size_t>(sent) * rows.row_bytes);
+  host_recv_.resize(static_cast<std::size_t>(received) * rows.row_bytes);
+  if (sent) ops_.copy_to_host(host_send_.data(), rows.send, host_send_.size());
+  comm_.all_to_allv_pair({host_send_.data(), to, host_recv_.data(), from, rows.row_bytes}, metadata);
+  if (received) ops_.copy_from_host(rows.recv, host_recv_.data(), host_recv_.size());
+}
+
 void Transport::all_reduce_sum(float* data, std::int64_t n) {
+  if (comm_.size() == 1) return;  // the sum over one rank: nothing to wait for or move
   if (!staged_) {
     ops_.synchronize();
     comm_.all_reduce_payload(data, n, DataType::Float32, ReduceOp::Sum);

@@ -34,13 +34,31 @@ class Transport {
                                  const std::int64_t* recv_counts) {
     comm_.all_to_allv(send, others_only(send_counts), recv, others_only(recv_counts, 1), sizeof(T));
   }
+  // Rows as exchange_with_others takes them.
+  struct Rows {
+    const void* send;
+    const std::int64_t* send_rows;
+    void* recv;
+    const std::int64_t* recv_rows;
+    std::size_t row_bytes;
+  };
+  // exchange_with_others(rows) and exchange_host_with_others(metadata) in flight at once
+  // (Communicator::all_to_allv_pair) where the communicator moves host memory; over a
+  // device-memory communicator (NCCL) one after the other.
+  template <class T>
+  void exchange_with_others(const Rows& rows, const T* send, const std::int64_t* send_counts, T* recv,
+                            const std::int64_t* recv_counts) {
+    exchange_pair(rows, send, send_counts, recv, recv_counts, sizeof(T));
+  }
   // In-place sum over ranks of n floats in the ops' memory.
   void all_reduce_sum(float* data, std::int64_t n);
 
   bool staged() const { return staged_; }
 
  private:
-  // counts with this rank's own entry zeroed (slot 0 or 1 of two scratch arrays).
+  void exchange_pair(const Rows& rows, const void* send, const std::int64_t* send_counts, void* recv,
+                     const std::int64_t* recv_counts, std::size_t bytes);
+  // counts with this rank's own entry zeroed (slot 0 to 3 of four scratch arrays).
   const std::int64_t* others_only(const std::int64_t* counts, int slot = 0);
 
   Communicator& comm_;
@@ -48,7 +66,7 @@ class Transport {
   bool staged_;
   std::string problem_;
   std::vector<char> host_send_, host_recv_;
-  std::vector<std::int64_t> counts_[2];
+  std::vector<std::int64_t> counts_[4];
 };
 
 // One buffer for an exchange in which a rank's own rows stay where they are
@@ -73,12 +91,17 @@ ExchangeSpan make_exchange_span(const std::vector<std::int64_t>& send, const std
 
 // Host metadata (a value per row or per assignment) along an ExchangeSpan: from the
 // send layout's order to the owners' order [own | from the others] ...
+// With `rows`, the exchange of those rows travels with it (Transport's pair).
 template <class T>
 std::vector<T> metadata_to_owners(Transport& transport, const ExchangeSpan& span, const std::vector<T>& in_send_order,
-                                  const std::int64_t* send_counts, const std::int64_t* recv_counts) {
+                                  const std::int64_t* send_counts, const std::int64_t* recv_counts,
+                                  const Transport::Rows* rows = nullptr) {
   std::vector<T> all(static_cast<std::size_t>(span.total()));
   std::copy(in_send_order.begin(), in_send_order.end(), all.begin());
-  transport.exchange_host_with_others(all.data(), send_counts, all.data() + span.owner_side_begin(), recv_counts);
+  if (rows)
+    transport.exchange_with_others(*rows, all.data(), send_counts, all.data() + span.owner_side_begin(), recv_counts);
+  else
+    transport.exchange_host_with_others(all.data(), send_counts, all.data() + span.owner_side_begin(), recv_counts);
   all.erase(all.begin(), all.begin() + span.owner_view());
   return all;
 }
@@ -86,10 +109,15 @@ std::vector<T> metadata_to_owners(Transport& transport, const ExchangeSpan& span
 // ... and back, from the owners' order to the send layout's [for the others | own].
 template <class T>
 std::vector<T> metadata_to_senders(Transport& transport, const ExchangeSpan& span, const T* in_owner_order,
-                                   const std::int64_t* owner_counts, const std::int64_t* sender_counts) {
+                                   const std::int64_t* owner_counts, const std::int64_t* sender_counts,
+                                   const Transport::Rows* rows = nullptr) {
   std::vector<T> all(static_cast<std::size_t>(span.total()));
   std::copy(in_owner_order, in_owner_order + span.own + span.owner_side, all.begin() + span.owner_view());
-  transport.exchange_host_with_others(all.data() + span.owner_side_begin(), owner_counts, all.data(), sender_counts);
+  if (rows)
+    transport.exchange_with_others(*rows, all.data() + span.owner_side_begin(), owner_counts, all.data(),
+                                   sender_counts);
+  else
+    transport.exchange_host_with_others(all.data() + span.owner_side_begin(), owner_counts, all.data(), sender_counts);
   all.resize(static_cast<std::size_t>(span.sender_side + span.own));
   return all;
 }

@@ -49,6 +49,23 @@ class Communicator {
   virtual void all_to_allv(const void* send, const std::int64_t* send_rows, void* recv,
                            const std::int64_t* recv_rows, std::size_t row_bytes) = 0;
 
+  // One all_to_allv's arguments.
+  struct RowExchange {
+    const void* send;
+    const std::int64_t* send_rows;
+    void* recv;
+    const std::int64_t* recv_rows;
+    std::size_t row_bytes;
+  };
+  // Two all_to_allv exchanges of host memory in flight at once, so that a step waits
+  // for its peers once rather than twice (the token rows and their assignment
+  // records). MPI posts `second` as point-to-point messages before `first`; the
+  // default runs them one after the other.
+  virtual void all_to_allv_pair(const RowExchange& first, const RowExchange& second) {
+    all_to_allv(first.send, first.send_rows, first.recv, first.recv_rows, first.row_bytes);
+    all_to_allv(second.send, second.send_rows, second.recv, second.recv_rows, second.row_bytes);
+  }
+
   virtual void all_reduce(void* data, std::int64_t count, DataType type, ReduceOp op) = 0;
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
   virtual void barrier() = 0;

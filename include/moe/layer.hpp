@@ -63,7 +63,9 @@ struct LayerOptions {
 enum class Pass { Inference, Training };
 
 // Wall-clock seconds of the phases of one forward or one backward on this rank,
-// each measured to its end (on CUDA, to the device's completion of its kernels).
+// each measured to its end (on CUDA, to the device's completion of its kernels, read
+// from events on the stream: timing does not make the host wait at each phase).
+// On one GPU the single-rank plan runs inside the routing's phase.
 // At one rank nothing crosses the wire and the experts write each token's row
 // themselves: pack, dispatch, send_back and combine are then 0. A backward runs the
 // same phases in reverse: route is the router's backward, pack the gather of the

@@ -40,6 +40,8 @@ class CudaOps final : public Ops {
     for (auto& w : weight_cache_) release(w.bf16);
     uploads_.reset();
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
+    for (cudaEvent_t event : marks_)
+      if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
     for (Scratch* s : {&table_, &doubles_, &partials_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
@@ -62,6 +64,26 @@ class CudaOps final : public Ops {
     }
     release(ptr);
   }
+  // Marks are events on the stream, created once and reused.
+  std::size_t mark() override {
+    if (marks_used_ == marks_.size()) {
+      cudaEvent_t event = nullptr;
+      MOE_CHECK(Cuda, cudaEventCreate(&event));
+      marks_.push_back(event);
+    }
+    MOE_CHECK(Cuda, cudaEventRecord(marks_[marks_used_], stream_));
+    return marks_used_++;
+  }
+  double seconds_between(std::size_t a, std::size_t b) override {
+    MOE_CHECK(Cuda, cudaEventSynchronize(marks_.at(b)));
+    float ms = 0.0f;
+    MOE_CHECK(Cuda, cudaEventElapsedTime(&ms, marks_.at(a), marks_.at(b)));
+    return static_cast<double>(ms) * 1e-3;
+  }
+  void release_marks(std::size_t first) noexcept override {
+    if (first < marks_used_) marks_used_ = first;
+  }
+
   void copy_to_host(void* host_dst, const void* src, std::size_t bytes) override {
     if (!bytes) return;
     MOE_CHECK(Cuda, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
@@ -325,6 +347,27 @@ class CudaOps final : public Ops {
     for (double p : host) total += p;  // in block order: the same bits every time
     return total;
   }
+  // Every array's block partials into one scratch, one download, then each array's
+  // partials summed in block order as sum_squares does.
+  void sum_squares_each(const std::vector<const float*>& x, const std::vector<std::int64_t>& n,
+                        double* sums) override {
+    std::vector<std::size_t> first(x.size() + 1, 0);
+    for (std::size_t i = 0; i < x.size(); ++i) first[i + 1] = first[i] + static_cast<std::size_t>(sum_squares_blocks(n[i]));
+    if (first.back() == 0) {
+      for (std::size_t i = 0; i < x.size(); ++i) sums[i] = 0.0;
+      return;
+    }
+    auto* block_sums = static_cast<double*>(grow(doubles_, sizeof(double) * first.back()));
+    for (std::size_t i = 0; i < x.size(); ++i)
+      if (first[i + 1] > first[i]) launch_sum_squares(x[i], n[i], block_sums + first[i], stream_);
+    std::vector<double> host(first.back());
+    copy_to_host(host.data(), block_sums, sizeof(double) * host.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      double total = 0.0;
+      for (std::size_t b = first[i]; b < first[i + 1]; ++b) total += host[b];
+      sums[i] = total;
+    }
+  }
   void sgd_update(float* param, const float* grad, float* momentum, std::int64_t n, float lr, float mu,
                   float weight_decay) override {
     touched(param, sizeof(float) * static_cast<std::size_t>(n));
@@ -507,6 +550,8 @@ class CudaOps final : public Ops {
   std::size_t downloads_capacity_ = 0, downloads_used_ = 0;
   Scratch table_, doubles_, partials_;
   Scratch plan_;                   // plan_single_rank's counts, bases and flags
+  std::vector<cudaEvent_t> marks_;  // mark()'s events; the first marks_used_ are in use
+  std::size_t marks_used_ = 0;
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
   Scratch a16_, b16_;              // bf16 operands of expert_gemm
 };

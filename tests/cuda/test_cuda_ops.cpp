@@ -436,6 +436,15 @@ TEST_F(CudaOps, ReductionsActivationBackwardAndOptimizers) {
   gpu->add_column_sums(dm.data(), rows, cols, db.data());
   EXPECT_LE(relative_error(db.download().data(), bias.data(), cols), 1e-6);
   EXPECT_NEAR(gpu->sum_squares(dm.data(), n), cpu->sum_squares(m.data(), n), 1e-9 * n);
+  {  // several arrays with one wait: each sum the bits of its own sum_squares (one empty)
+    Buffer<float> dz = device(z);
+    const std::vector<const float*> arrays = {dm.data(), dz.data() + 5, dm.data(), dz.data()};
+    const std::vector<std::int64_t> counts = {n, 1000, 0, n};
+    std::vector<double> each(arrays.size(), -1.0);
+    gpu->sum_squares_each(arrays, counts, each.data());
+    for (std::size_t i = 0; i < arrays.size(); ++i)
+      EXPECT_EQ(each[i], gpu->sum_squares(arrays[i], counts[i])) << "array " << i;
+  }
 
   for (Act act : {Act::ReLU, Act::GELU, Act::SiLU}) {
     std::vector<float> dz(n);

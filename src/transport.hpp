@@ -34,14 +34,8 @@ class Transport {
                                  const std::int64_t* recv_counts) {
     comm_.all_to_allv(send, others_only(send_counts), recv, others_only(recv_counts, 1), sizeof(T));
   }
-  // Rows as exchange_with_others takes them.
-  struct Rows {
-    const void* send;
-    const std::int64_t* send_rows;
-    void* recv;
-    const std::int64_t* recv_rows;
-    std::size_t row_bytes;
-  };
+  // Rows as exchange_with_others takes them (the counts with every rank's entry).
+  using Rows = Communicator::RowExchange;
   // exchange_with_others(rows) and exchange_host_with_others(metadata) in flight at once
   // (Communicator::all_to_allv_pair) where the communicator moves host memory; over a
   // device-memory communicator (NCCL) one after the other.

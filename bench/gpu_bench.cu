@@ -8,7 +8,9 @@
 // and on stderr where a step's time goes (the layer's phase times, synchronised).
 //   gpu_bench [--config mid|mixtral|fine|deepseek|ref] [--experts --top-k --hidden --expert-dim --tokens]
 //             [--kind ffn|glu] [--router softmax|sigmoid --groups N --topk-groups N] [--shared F_s]
-//             [--precision fp32|tf32|bf16] [--mode forward|training] [--reps N] [--header]
+//             [--precision fp32|tf32|bf16] [--mode forward|training|step] [--reps N] [--header]
+// step = a training step as `moe train` takes it, less the data and the teacher: zero_grad,
+// forward, backward, clip_grad_norm (1.0), AdamW (its dense baseline is training's).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -18,10 +20,12 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "bench_util.hpp"
 #include "moe/layer.hpp"
+#include "moe/optimizer.hpp"
 
 namespace {
 
@@ -180,9 +184,11 @@ int run(int argc, char** argv) {
   app.add_option("--groups", groups), app.add_option("--topk-groups", topk_groups);
   app.add_option("--shared", shared, "shared expert width (0: none)");
   app.add_option("--precision", precision)->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
-  app.add_option("--mode", modes, "forward, training, or both (forward,training): one line each")
+  app.add_option("--mode", modes,
+                 "forward, training (forward + backward), step (training + gradient clipping + AdamW), "
+                 "or several (forward,training): one line each")
       ->delimiter(',')
-      ->check(CLI::IsMember({"forward", "training"}));
+      ->check(CLI::IsMember({"forward", "training", "step"}));
   app.add_option("--reps", reps);
   app.add_flag("--header", header);
   app.add_flag("--compare-gemm", compare_gemm,
@@ -229,11 +235,15 @@ int run(int argc, char** argv) {
   if (header)
     std::printf("config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,"
                 "per_group_ms\n");
+  std::optional<moe::Optimizer> adamw;  // its state only when a step is timed
+  if (std::find(modes.begin(), modes.end(), "step") != modes.end()) adamw.emplace(moe::Optimizer::adamw(layer));
   for (const std::string& mode : modes) {
-    const bool training = mode == "training";
+    const bool training = mode != "forward", optimizer_step = mode == "step";
     auto step = [&] {
+      if (optimizer_step) layer.zero_grad();
       layer.forward(x, s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
       if (training) layer.backward(out, grad_in);  // any gradient will do for timing
+      if (optimizer_step) moe::clip_grad_norm(layer, 1.0), adamw->step();
     };
     const double moe_ms = median_ms(step, reps);
     std::string methods = "-,-";

@@ -3,7 +3,6 @@
 // combine — with the Communicator moving rows between them.
 #include "moe/layer.hpp"
 
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>

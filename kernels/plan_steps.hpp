@@ -28,10 +28,9 @@ MOE_HD inline std::int64_t slot_major_assignment(std::int64_t p, std::int64_t to
 }
 
 // Keys of the three ranks; -1 means the item takes no part.
-struct AdmissionKey {  // items in slot-major order, keyed by expert
-  const std::int32_t* indices;
-  std::int64_t tokens, top_k;
-  MOE_HD std::int32_t operator()(std::int64_t p) const { return indices[slot_major_assignment(p, tokens, top_k)]; }
+struct AdmissionKey {  // items in slot-major order, keyed by expert (laid out so by step 1's first kernel)
+  const std::int32_t* slot_major_experts;
+  MOE_HD std::int32_t operator()(std::int64_t p) const { return slot_major_experts[p]; }
 };
 struct KeptExpertKey {  // assignments in token order, kept ones keyed by expert
   const std::int32_t* indices;
@@ -94,6 +93,7 @@ struct PlanArrays {
   const float* weights;         // [T·k]
   std::int64_t tokens, top_k, experts, capacity;
   // Scratch.
+  std::int32_t* slot_major_experts;  // [T·k] the experts in admission order (one division each, not one per look)
   std::int32_t* counts;         // [E · chunks], each step's counts until its scan
   std::int32_t* bases;          // [E · chunks] admission
   std::int32_t* group_bases;    // [E · chunks] grouping
@@ -116,10 +116,13 @@ struct PlanArrays {
 
 // The steps, in order; "thread i of n" is what one GPU thread does (plan.cu).
 
-// 1. Admission: count (E·chunks threads), scan (E), decide (T·k).
+// 1. Admission: order (T·k threads), count (E·chunks), scan (E), decide (T·k).
+MOE_HD inline void admission_order(const PlanArrays& p, std::int64_t item) {
+  p.slot_major_experts[item] = p.indices[slot_major_assignment(item, p.tokens, p.top_k)];
+}
 MOE_HD inline void admission_count(const PlanArrays& p, std::int64_t i) {
   const std::int64_t chunks = p.chunks();
-  p.counts[i] = count_in_chunk(AdmissionKey{p.indices, p.tokens, p.top_k}, p.items(), i % chunks,
+  p.counts[i] = count_in_chunk(AdmissionKey{p.slot_major_experts}, p.items(), i % chunks,
                                static_cast<std::int32_t>(i / chunks));
 }
 MOE_HD inline void admission_scan(const PlanArrays& p, std::int64_t e) {
@@ -127,7 +130,7 @@ MOE_HD inline void admission_scan(const PlanArrays& p, std::int64_t e) {
   scan_chunk_counts(p.counts, p.chunks(), static_cast<std::int32_t>(e), p.bases, &chosen);
 }
 MOE_HD inline void admission_decide(const PlanArrays& p, std::int64_t item) {
-  const AdmissionKey key{p.indices, p.tokens, p.top_k};
+  const AdmissionKey key{p.slot_major_experts};
   const std::int64_t rank = count_before(key, p.bases, p.chunks(), item, key(item));
   p.kept[slot_major_assignment(item, p.tokens, p.top_k)] = admitted(rank, p.capacity) ? 1 : 0;
 }
@@ -173,6 +176,7 @@ MOE_HD inline void token_entry_offset(const PlanArrays& p, std::int64_t t) {
 // The steps in their order, each as a functor run(count, step) is given: step(p, i)
 // for every i < count, in any order or at once, and each step after the one before
 // has finished. The GPU launches a kernel per step (plan.cu); the host tests loop.
+struct AdmissionOrder { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_order(p, i); } };
 struct AdmissionCount { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_count(p, i); } };
 struct AdmissionScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t e) const { admission_scan(p, e); } };
 struct AdmissionDecide { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_decide(p, i); } };
@@ -188,6 +192,7 @@ struct TokenEntryOffset { MOE_HD void operator()(const PlanArrays& p, std::int64
 template <class Run>
 void for_each_plan_step(const PlanArrays& p, Run&& run) {
   const std::int64_t n = p.items(), chunks = p.chunks(), keyed = p.experts * chunks;
+  run(n, AdmissionOrder{});
   run(keyed, AdmissionCount{});
   run(p.experts, AdmissionScan{});
   run(n, AdmissionDecide{});

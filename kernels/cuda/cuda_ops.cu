@@ -276,11 +276,12 @@ class CudaOps final : public Ops {
       used += (bytes + 7) / 8 * 8;
       return at;
     };
-    const std::size_t counts = carve(4 * keyed), bases = carve(4 * keyed), group_bases = carve(4 * keyed),
-                      entry_bases = carve(4 * chunks), row_of = carve(4 * n), kept = carve(n),
+    const std::size_t slot_major = carve(4 * n), counts = carve(4 * keyed), bases = carve(4 * keyed),
+                      group_bases = carve(4 * keyed), entry_bases = carve(4 * chunks), row_of = carve(4 * n), kept = carve(n),
                       offsets = carve(8 * (experts + 1)), entries = carve(8), kept_per_expert = carve(8 * experts);
     char* base = static_cast<char*>(grow(plan_, used));
     plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity,
+                       reinterpret_cast<std::int32_t*>(base + slot_major),
                        reinterpret_cast<std::int32_t*>(base + counts),
                        reinterpret_cast<std::int32_t*>(base + bases),
                        reinterpret_cast<std::int32_t*>(base + group_bases),

@@ -29,7 +29,7 @@ StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector
   const std::int64_t n = T * k, chunks = plan::chunk_count(n);
   // Scratch filled with garbage: a step that reads what it did not write shows up.
   const std::int32_t junk = 0x5a5a5a5a;
-  std::vector<std::int32_t> counts(E * chunks, junk), bases(E * chunks, junk), group_bases(E * chunks, junk),
+  std::vector<std::int32_t> slot_major(n, junk), counts(E * chunks, junk), bases(E * chunks, junk), group_bases(E * chunks, junk),
       entry_bases(chunks, junk), row_of(n, junk);
   std::vector<std::int64_t> offsets(E + 1, junk), entries(1, junk);
   StepResult r;
@@ -40,7 +40,7 @@ StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector
   r.combine_sources.assign(n, junk);
   r.entry_slot.assign(n, junk);
   r.combine_weights.assign(n, -99.0f);
-  plan::PlanArrays p{indices.data(), weights.data(), T, k, E, capacity, counts.data(), bases.data(),
+  plan::PlanArrays p{indices.data(), weights.data(), T, k, E, capacity, slot_major.data(), counts.data(), bases.data(),
                      group_bases.data(), entry_bases.data(), r.kept.data(), row_of.data(), offsets.data(),
                      entries.data(), r.kept_per_expert.data(), r.grouped_tokens.data(), r.combine_offsets.data(),
                      r.combine_sources.data(), r.combine_weights.data(), r.entry_slot.data()};

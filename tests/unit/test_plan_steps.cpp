@@ -5,12 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <random>
 #include <tuple>
 #include <vector>
 
 #include "dispatch_plan.hpp"
 #include "kernels/plan_steps.hpp"
+#include "moe/layer.hpp"
+#include "support/test_util.hpp"
 
 namespace plan = moe::kernels::plan;
 
@@ -133,11 +136,6 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PlanSteps,
 }  // namespace
 
 // ---- The whole layer with the plan steps (MOE_SINGLE_RANK_PLAN=steps) ----
-
-#include <cstdlib>
-
-#include "moe/layer.hpp"
-#include "support/test_util.hpp"
 
 namespace {
 

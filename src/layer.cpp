@@ -196,6 +196,7 @@ struct MoELayer::Impl {
       MOE_CHECK_ARG(options.z_loss_coef == 0 || config.router == RouterKind::Softmax, "MoELayer",
                     "options.z_loss_coef = ", options.z_loss_coef,
                     " with the sigmoid router; the router z-loss is defined on softmax logits, expected 0");
+      plan_where_routed_choice = single_rank_plan_choice(*ops);
     });
     check_same_on_every_rank(*comm, config, seed, options);
     if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
@@ -300,16 +301,20 @@ struct MoELayer::Impl {
   // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
   // workspace, where the backend plans there (a GPU) or MOE_SINGLE_RANK_PLAN=steps asks
   // for it; false (MOE_SINGLE_RANK_PLAN=host, or the CPU by default) leaves the plan
-  // to the host. The variable lets one run compare the two.
+  // to the host. The variable lets one run compare the two (one layer per choice).
+  // MOE_SINGLE_RANK_PLAN, read when the layer is built (an unknown value fails there,
+  // on every rank).
+  static bool single_rank_plan_choice(const kernels::Ops& ops) {
+    const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN");
+    if (!forced || !*forced) return ops.plans_where_routed();
+    const std::string choice = forced;
+    MOE_CHECK_ARG(choice == "host" || choice == "steps", "MoELayer", "MOE_SINGLE_RANK_PLAN = '", choice,
+                  "'; expected host (the host plan), steps (the plan where the routing lives) or unset");
+    return choice == "steps";
+  }
+  bool plan_where_routed_choice = false;
   bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
-    bool where_routed = ops->plans_where_routed();
-    if (const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN"); forced && *forced) {
-      const std::string choice = forced;
-      MOE_CHECK_ARG(choice == "host" || choice == "steps", "MoELayer::forward", "MOE_SINGLE_RANK_PLAN = '", choice,
-                    "'; expected host (the host plan), steps (the plan where the routing lives) or unset");
-      where_routed = choice == "steps";
-    }
-    if (!where_routed || tokens == 0) return false;
+    if (!plan_where_routed_choice || tokens == 0) return false;
     const std::int64_t k = config.top_k;
     const auto n = static_cast<std::size_t>(tokens * k);
     const kernels::SingleRankPlan out{workspace.gather_rows.resize(n),

@@ -25,36 +25,14 @@ const std::int64_t* Transport::others_only(const std::int64_t* counts, int slot)
   return out.data();
 }
 
-void Transport::exchange_with_others(const void* send, const std::int64_t* send_rows, void* recv,
-                                     const std::int64_t* recv_rows, std::size_t row_bytes) {
-  const std::int64_t* to = others_only(send_rows, 0);
-  const std::int64_t* from = others_only(recv_rows, 1);
+// The rows as exchange(send, recv) moves them: in the ops' memory when the communicator
+// takes it, else (a GPU layer over a host-memory communicator) through host copies.
+template <class Exchange>
+void Transport::rows_through_host(const Rows& rows, const std::int64_t* to, const std::int64_t* from,
+                                  Exchange&& exchange) {
   if (!staged_) {
     ops_.synchronize();  // the rows must be complete before another stream or process reads them
-    comm_.all_to_allv_payload(send, to, recv, from, row_bytes);
-    return;
-  }
-  std::int64_t sent = 0, received = 0;
-  for (int p = 0; p < comm_.size(); ++p) sent += to[p], received += from[p];
-  host_send_.resize(static_cast<std::size_t>(sent) * row_bytes);
-  host_recv_.resize(static_cast<std::size_t>(received) * row_bytes);
-  if (sent) ops_.copy_to_host(host_send_.data(), send, host_send_.size());
-  comm_.all_to_allv(host_send_.data(), to, host_recv_.data(), from, row_bytes);
-  if (received) ops_.copy_from_host(recv, host_recv_.data(), host_recv_.size());
-}
-
-void Transport::exchange_pair(const Rows& rows, const void* send, const std::int64_t* send_counts, void* recv,
-                              const std::int64_t* recv_counts, std::size_t bytes) {
-  if (!staged_ && comm_.payload_memory() == MemorySpace::Device) {  // rows on the device, metadata on the host
-    exchange_with_others(rows.send, rows.send_rows, rows.recv, rows.recv_rows, rows.row_bytes);
-    comm_.all_to_allv(send, others_only(send_counts, 2), recv, others_only(recv_counts, 3), bytes);
-    return;
-  }
-  const std::int64_t* to = others_only(rows.send_rows, 0);
-  const std::int64_t* from = others_only(rows.recv_rows, 1);
-  const Communicator::RowExchange metadata{send, others_only(send_counts, 2), recv, others_only(recv_counts, 3), bytes};
-  if (!staged_) {
-    comm_.all_to_allv_pair({rows.send, to, rows.recv, from, rows.row_bytes}, metadata);
+    exchange(rows.send, rows.recv);
     return;
   }
   std::int64_t sent = 0, received = 0;
@@ -62,8 +40,32 @@ void Transport::exchange_pair(const Rows& rows, const void* send, const std::int
   host_send_.resize(static_cast<std::size_t>(sent) * rows.row_bytes);
   host_recv_.resize(static_cast<std::size_t>(received) * rows.row_bytes);
   if (sent) ops_.copy_to_host(host_send_.data(), rows.send, host_send_.size());
-  comm_.all_to_allv_pair({host_send_.data(), to, host_recv_.data(), from, rows.row_bytes}, metadata);
+  exchange(host_send_.data(), host_recv_.data());
   if (received) ops_.copy_from_host(rows.recv, host_recv_.data(), host_recv_.size());
+}
+
+void Transport::exchange_with_others(const void* send, const std::int64_t* send_rows, void* recv,
+                                     const std::int64_t* recv_rows, std::size_t row_bytes) {
+  const std::int64_t* to = others_only(send_rows, 0);
+  const std::int64_t* from = others_only(recv_rows, 1);
+  rows_through_host({send, send_rows, recv, recv_rows, row_bytes}, to, from, [&](const void* out, void* in) {
+    comm_.all_to_allv_payload(out, to, in, from, row_bytes);
+  });
+}
+
+void Transport::exchange_pair(const Rows& rows, const void* send, const std::int64_t* send_counts, void* recv,
+                              const std::int64_t* recv_counts, std::size_t bytes) {
+  const Communicator::RowExchange metadata{send, others_only(send_counts, 2), recv, others_only(recv_counts, 3), bytes};
+  if (comm_.payload_memory() == MemorySpace::Device) {  // rows on the device, metadata on the host: one by one
+    exchange_with_others(rows.send, rows.send_rows, rows.recv, rows.recv_rows, rows.row_bytes);
+    comm_.all_to_allv(metadata.send, metadata.send_rows, metadata.recv, metadata.recv_rows, bytes);
+    return;
+  }
+  const std::int64_t* to = others_only(rows.send_rows, 0);
+  const std::int64_t* from = others_only(rows.recv_rows, 1);
+  rows_through_host(rows, to, from, [&](const void* out, void* in) {
+    comm_.all_to_allv_pair({out, to, in, from, rows.row_bytes}, metadata);
+  });
 }
 
 void Transport::all_reduce_sum(float* data, std::int64_t n) {

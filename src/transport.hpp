@@ -50,6 +50,8 @@ class Transport {
   bool staged() const { return staged_; }
 
  private:
+  template <class Exchange>
+  void rows_through_host(const Rows& rows, const std::int64_t* to, const std::int64_t* from, Exchange&& exchange);
   void exchange_pair(const Rows& rows, const void* send, const std::int64_t* send_counts, void* recv,
                      const std::int64_t* recv_counts, std::size_t bytes);
   // counts with this rank's own entry zeroed (slot 0 to 3 of four scratch arrays).

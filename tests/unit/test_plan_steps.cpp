@@ -218,9 +218,8 @@ TEST(PlanStepsInTheLayer, GiveTheHostPlansBits) {
 TEST(PlanStepsInTheLayer, AnUnknownChoiceIsAnErrorNamingIt) {
   const PlanChoice choice("gpu");
   auto comm = moe::make_communicator(moe::CommBackend::Local);
-  moe::MoELayer layer(moe::MOEConfig(4, 2, 8, 8, 1.0f), *comm, 1);
   try {
-    layer.forward(moe::testing::random_tensor({5, 8}, 1.0, 2), moe::Pass::Inference);
+    moe::MoELayer layer(moe::MOEConfig(4, 2, 8, 8, 1.0f), *comm, 1);
     FAIL() << "expected an error";
   } catch (const moe::Error& e) {
     EXPECT_NE(std::string(e.what()).find("MOE_SINGLE_RANK_PLAN = 'gpu'"), std::string::npos) << e.what();

@@ -1,18 +1,23 @@
 // Single-process benchmark: median ms per forward (the reference API for the reference
 // layer, else MoELayer on one rank) or per forward + backward (MoELayer on one rank),
 // tokens/s, GFLOP/s and the ratio to cblas_sgemm doing the same FLOPs in the same run.
-// Usage: moe_bench [--mode forward|training] [--config ref,mid,fine,mixtral,deepseek]
+// --mode step times a training step as `moe train` takes it, less its data: zero_grad,
+// forward, backward, clipping to norm 1 and AdamW (bench/job-vs-step.sh sets the job
+// beside it).
+// Usage: moe_bench [--mode forward|training|step] [--config ref,mid,fine,mixtral,deepseek]
 //                  [--expert-kind ffn|glu] [--router softmax|sigmoid] … [--reps N] [--csv]
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "bench_util.hpp"
 #include "moe/layer.hpp"
 #include "moe/moe.hpp"
+#include "moe/optimizer.hpp"
 
 namespace {
 
@@ -25,6 +30,7 @@ struct BenchConfig {
   moe::RouterKind router = moe::RouterKind::Softmax;
   std::int64_t n_group = 1, topk_group = 1, shared = 0;
   bool bias = true;
+  bool dropless = false;  // no capacity: every assignment is computed
 };
 
 // mixtral: Mixtral-like glu experts scaled to a 2-core machine. deepseek: the
@@ -46,6 +52,7 @@ moe::MOEConfig layer_config(const BenchConfig& bc) {
   c.router = bc.router;
   c.n_group = bc.n_group, c.topk_group = bc.topk_group;
   c.shared_expert_dim = bc.shared;
+  c.drop_tokens = !bc.dropless;
   return c;
 }
 
@@ -53,7 +60,7 @@ std::string arch_text(const BenchConfig& bc) { return layer_config(bc).to_string
 
 bool is_reference_layer(const BenchConfig& bc) {
   return bc.kind == moe::ExpertKind::FFN && bc.bias && bc.router == moe::RouterKind::Softmax && bc.n_group == 1 &&
-         bc.shared == 0;
+         bc.shared == 0 && !bc.dropless;
 }
 
 moe::bench::DenseGemmBaseline baseline_for(const BenchConfig& bc, int threads) {
@@ -67,9 +74,11 @@ struct Result {
   std::int64_t dropped_share_ppm;
 };
 
-// Forward (Pass::Inference) or forward + backward of the layer on one rank, the
-// loss's gradient fixed.
-Result run_layer(const BenchConfig& bc, bool training, int reps_override, int threads) {
+// Forward (Pass::Inference), forward + backward, or a whole training step of the layer on
+// one rank, the loss's gradient fixed.
+enum class LayerMode { Forward, Training, Step };
+Result run_layer(const BenchConfig& bc, LayerMode mode, int reps_override, int threads) {
+  const bool training = mode != LayerMode::Forward;
   const moe::MOEConfig config = layer_config(bc);
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::LayerOptions options;
@@ -82,9 +91,13 @@ Result run_layer(const BenchConfig& bc, bool training, int reps_override, int th
   // The layer's pointer API, as a framework calls it: output and input gradient land
   // in buffers the caller keeps, so no fresh memory is touched per call.
   std::vector<float> out(static_cast<std::size_t>(bc.T * bc.H)), d_x(out.size());
+  std::optional<moe::Optimizer> adamw;
+  if (mode == LayerMode::Step) adamw.emplace(moe::Optimizer::adamw(layer));
   auto step = [&] {
+    if (adamw) layer.zero_grad();
     layer.forward(x.data(), bc.T, out.data(), training ? moe::Pass::Training : moe::Pass::Inference);
     if (training) layer.backward(grad.data(), d_x.data());
+    if (adamw) moe::clip_grad_norm(layer, 1.0), adamw->step();
   };
   moe::bench::DenseGemmBaseline baseline = baseline_for(bc, threads);
   const int reps = reps_override > 0 ? reps_override : bc.reps;
@@ -124,19 +137,23 @@ int main(int argc, char** argv) {
   int reps = 0;
   bool csv = false;
   std::string mode = "forward";
-  app.add_option("--mode", mode, "forward (reference API) or training (MoELayer forward + backward)")
-      ->check(CLI::IsMember({"forward", "training"}));
+  app.add_option("--mode", mode,
+                 "forward (reference API), training (MoELayer forward + backward) or step (training + "
+                 "gradient clipping + AdamW, as moe train steps)")
+      ->check(CLI::IsMember({"forward", "training", "step"}));
   app.add_option("--config", configs, "comma-separated: ref, mid, fine, mixtral, deepseek");
   // Overrides of the named configs' architecture.
   std::string kind, router;
-  std::int64_t n_group = 0, topk_group = 0, shared = -1;
-  bool no_bias = false;
+  std::int64_t n_group = 0, topk_group = 0, shared = -1, tokens = 0;
+  bool no_bias = false, dropless = false;
   app.add_option("--expert-kind", kind, "ffn or glu")->check(CLI::IsMember({"ffn", "glu"}));
   app.add_option("--router", router, "softmax or sigmoid")->check(CLI::IsMember({"softmax", "sigmoid"}));
   app.add_option("--n-group", n_group, "expert groups (group-limited top-k)");
   app.add_option("--topk-group", topk_group, "groups a token may use");
   app.add_option("--shared-expert-dim", shared, "shared expert width (0: none)");
   app.add_flag("--no-expert-bias", no_bias, "experts without biases");
+  app.add_flag("--dropless", dropless, "no capacity limit (runs MoELayer, not the reference API)");
+  app.add_option("--tokens", tokens, "tokens per forward (default per config)")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed repetitions per candidate (default per config)");
   app.add_flag("--csv", csv, "print CSV rows instead of a table");
   CLI11_PARSE(app, argc, argv);
@@ -157,9 +174,12 @@ int main(int argc, char** argv) {
     if (topk_group > 0) bc.topk_group = topk_group;
     if (shared >= 0) bc.shared = shared;
     if (no_bias) bc.bias = false;
-    if (mode == "training") results.push_back(run_layer(bc, true, reps, threads));
+    if (tokens > 0) bc.T = tokens;
+    bc.dropless = dropless;
+    if (mode == "training") results.push_back(run_layer(bc, LayerMode::Training, reps, threads));
+    else if (mode == "step") results.push_back(run_layer(bc, LayerMode::Step, reps, threads));
     else if (is_reference_layer(bc)) results.push_back(run(bc, reps, threads));
-    else results.push_back(run_layer(bc, false, reps, threads));
+    else results.push_back(run_layer(bc, LayerMode::Forward, reps, threads));
   }
 
   if (csv) {
@@ -172,6 +192,7 @@ int main(int argc, char** argv) {
   }
   std::printf("moe %s vs cblas_sgemm of the same FLOPs, %d thread(s)\n",
               mode == "training" ? "forward + backward (MoELayer, 1 rank)"
+              : mode == "step"   ? "training step: forward + backward + clipping + AdamW (MoELayer, 1 rank)"
                                  : "forward (reference API for the reference layer, else MoELayer)",
               threads);
   std::printf("%-5s %3s %2s %5s %5s %5s | %9s %11s %8s | %9s %8s | %6s\n", "cfg", "E", "k", "H", "F", "T",

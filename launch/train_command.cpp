@@ -29,33 +29,54 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
 // ∂L/∂output. The rows are made there (Ops::fill_normal of the stream (data seed,
 // token_stream(rank, step)): the host's values, up to the GPU's last bit), and the loss is reduced
 // there, so a GPU step moves nothing but scalars across to the host.
+//
+// Two kinds of data:
+// - a stream (dataset_batches = 0): every step draws new rows and runs the teacher on them;
+// - a dataset (dataset_batches = N): the teacher labels the stream's first N batches once,
+//   and step s trains on batch s mod N, epoch after epoch, as a job over a fixed dataset
+//   does. Batch i is the stream's batch i, bit for bit, so the first N steps are the
+//   stream's. The teacher's forward then leaves the step, whose time is the student's.
 class StepData {
  public:
-  StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden)
+  StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden,
+           std::int64_t dataset_batches)
       : ops_(options.device == Device::CUDA
                  ? kernels::make_cuda_ops(comm.local_rank() % std::max(1, kernels::cuda_device_count()),
                                           kernels::GemmPrecision::FP32)
                  : kernels::make_cpu_ops()),
+        tokens_(tokens),
         n_(tokens * hidden),
+        batches_(std::max<std::int64_t>(1, dataset_batches)),
+        dataset_(dataset_batches > 0),
         x_(*ops_), target_(*ops_), output_(*ops_), grad_(*ops_), grad_input_(*ops_) {
-    for (Buffer<float>* b : {&x_, &target_, &output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
+    for (Buffer<float>* b : {&output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
+    for (Buffer<float>* b : {&x_, &target_}) b->resize(static_cast<std::size_t>(n_ * batches_));
   }
-  // This rank's token rows of a step.
-  const float* tokens(std::uint64_t seed, int rank, std::int64_t step) {
-    ops_->fill_normal(x_.data(), n_, seed, token_stream(rank, step));
-    ops_->synchronize();  // the layers read them on streams of their own
-    return x_.data();
+  // With a dataset, labels its batches: the teacher's forward of each, once.
+  void label_dataset(MoELayer& teacher, std::uint64_t seed, int rank) {
+    if (!dataset_) return;
+    for (std::int64_t i = 0; i < batches_; ++i) teacher.forward(draw(seed, rank, i), tokens_, target_.data() + n_ * i);
   }
-  float* target() { return target_.data(); }
+  // This rank's token rows of a step, and their targets (labelled now for a stream).
+  const float* tokens(std::uint64_t seed, int rank, std::int64_t step, MoELayer& teacher) {
+    if (dataset_) {
+      batch_ = step % batches_;
+      return x_.data() + n_ * batch_;
+    }
+    const float* x = draw(seed, rank, step);
+    teacher.forward(x, tokens_, target_.data());
+    return x;
+  }
   float* output() { return output_.data(); }
   float* grad_input() { return grad_input_.data(); }
   // Σ (output − target)² over this rank's values, leaving ∂L/∂output = scale · (output −
-  // target) in grad(). Ops::sum_squares sums in a fixed order: the same bits every run.
+  // target) in grad(); the target is left as it was (a dataset's is read again next epoch).
+  // Ops::sum_squares sums in a fixed order: the same bits every run.
   double squared_error(double scale) {
     float* g = grad_.data();
-    ops_->scale(target_.data(), n_, -1.0f);
-    ops_->copy(g, output_.data(), sizeof(float) * static_cast<std::size_t>(n_));
-    ops_->add(g, target_.data(), n_);
+    ops_->copy(g, target_.data() + n_ * batch_, sizeof(float) * static_cast<std::size_t>(n_));
+    ops_->scale(g, n_, -1.0f);
+    ops_->add(g, output_.data(), n_);
     const double sum = ops_->sum_squares(g, n_);
     ops_->scale(g, n_, static_cast<float>(scale));
     ops_->synchronize();
@@ -64,8 +85,18 @@ class StepData {
   const float* grad() const { return grad_.data(); }
 
  private:
+  // The stream's batch `step`, into the dataset's slot for it (slot 0 for a stream).
+  const float* draw(std::uint64_t seed, int rank, std::int64_t step) {
+    float* x = x_.data() + n_ * (dataset_ ? step : 0);
+    ops_->fill_normal(x, n_, seed, token_stream(rank, step));
+    ops_->synchronize();  // the layers read them on streams of their own
+    return x;
+  }
+
   std::unique_ptr<kernels::Ops> ops_;
-  std::int64_t n_;
+  std::int64_t tokens_, n_, batches_;
+  bool dataset_;
+  std::int64_t batch_ = 0;  // the dataset's batch of the current step
   Buffer<float> x_, target_, output_, grad_, grad_input_;
 };
 
@@ -77,7 +108,13 @@ class TrainCommand final : public Command {
     CLI::App* cmd = app.add_subcommand("train", "train a layer on a synthetic teacher task (MSE), across ranks");
     config_options_.add_to(cmd);
     cmd->add_option("--steps", steps_, "train until this step")->capture_default_str()->check(non_negative());
-    cmd->add_option("--tokens", tokens_, "tokens per rank per step")->capture_default_str()->check(positive());
+    tokens_option_ =
+        cmd->add_option("--tokens", tokens_, "tokens per rank per step")->capture_default_str()->check(positive());
+    dataset_option_ = cmd->add_option("--dataset-batches", dataset_batches_,
+                                      "label this many batches per rank once and cycle through them, epoch after "
+                                      "epoch (0: a fresh batch, labelled by the teacher, every step)")
+                          ->capture_default_str()
+                          ->check(non_negative());
     cmd->add_option("--optimizer", optimizer_, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
     cmd->add_option("--lr", lr_, "learning rate")->capture_default_str();
     cmd->add_option("--momentum", momentum_, "SGD momentum")->capture_default_str();
@@ -140,7 +177,18 @@ class TrainCommand final : public Command {
       };
       restore("data_seed", data_seed_);
       restore("teacher_seed", teacher_seed_);
-      restore("tokens_per_rank", tokens_);
+      // The data's shape is the checkpoint's; a flag given with --resume must agree.
+      // `absent` is what a checkpoint without the attribute held.
+      auto keep = [&](const char* name, const CLI::Option* flag, std::int64_t& value, std::int64_t absent) {
+        const std::int64_t asked = value;
+        value = absent;
+        restore(name, value);
+        MOE_CHECK_ARG(flag->count() == 0 || asked == value, "train", flag->get_name(), " ", asked,
+                      " contradicts '", resume_, "', which holds ", name, " = ", value,
+                      "; a resumed run keeps the checkpoint's data (drop the flag)");
+      };
+      keep("tokens_per_rank", tokens_option_, tokens_, tokens_);
+      keep("dataset_batches", dataset_option_, dataset_batches_, 0);
       std::int64_t position = step;
       restore("data_position", position);
       MOE_CHECK_ARG(position == step, "train", "'", resume_, "': data_position = ", position,
@@ -163,19 +211,21 @@ class TrainCommand final : public Command {
     });
 
     if (root) {
-      std::printf("moe train: %s on %d rank(s) (%s, %s), %lld tokens per rank per step, %s lr %g%s\n",
+      const std::string data =
+          dataset_batches_ > 0 ? ", a dataset of " + std::to_string(dataset_batches_) + " batches per rank" : "";
+      std::printf("moe train: %s on %d rank(s) (%s, %s), %lld tokens per rank per step%s, %s lr %g%s\n",
                   config_.to_string().c_str(), comm.size(), device_.device.c_str(), comm_backend_name(comm.backend()),
-                  static_cast<long long>(tokens_), optimizer_.c_str(),
+                  static_cast<long long>(tokens_), data.c_str(), optimizer_.c_str(),
                   double(optimizer.learning_rate()), resume_.empty() ? "" : (", resumed at step " + std::to_string(step)).c_str());
       std::printf("%8s %12s %9s %9s %11s %8s %9s\n", "step", "loss", "aux", "z", "tokens/s", "dropped", "load max");
     }
     const double total_tokens = double(comm.size()) * double(tokens_);
     auto window_start = std::chrono::steady_clock::now();
     TrainingWindow window;
-    StepData data(options_, comm, tokens_, config_.hidden_dim);
+    StepData data(options_, comm, tokens_, config_.hidden_dim, dataset_batches_);
+    data.label_dataset(teacher, data_seed_, comm.rank());
     for (; step < steps_; ++step) {
-      const float* x = data.tokens(data_seed_, comm.rank(), step);
-      teacher.forward(x, tokens_, data.target());
+      const float* x = data.tokens(data_seed_, comm.rank(), step, teacher);
       const ForwardResult out = student.forward(x, tokens_, data.output(), Pass::Training);
 
       // Loss: mean squared error over every rank's tokens; its gradient on this rank.
@@ -233,7 +283,8 @@ class TrainCommand final : public Command {
                         {{"data_seed", static_cast<std::int64_t>(data_seed_)},
                          {"data_position", step + 1},
                          {"teacher_seed", static_cast<std::int64_t>(teacher_seed_)},
-                         {"tokens_per_rank", tokens_}});
+                         {"tokens_per_rank", tokens_},
+                         {"dataset_batches", dataset_batches_}});
         if (root) std::printf("%8lld saved %s\n", static_cast<long long>(step + 1), checkpoint_.c_str());
       }
     }
@@ -243,11 +294,12 @@ class TrainCommand final : public Command {
  private:
   ConfigOptions config_options_;
   MOEConfig config_;
-  CLI::Option* z_coef_option_ = nullptr;
+  CLI::Option *z_coef_option_ = nullptr, *tokens_option_ = nullptr, *dataset_option_ = nullptr;
   std::string optimizer_ = "adamw", checkpoint_, resume_, metrics_;
   LayerOptions options_;
   DeviceOptions device_;
-  std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000;
+  std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000,
+               dataset_batches_ = 0;
   float lr_ = 2e-3f, momentum_ = 0.9f, weight_decay_ = 0.0f, clip_ = 1.0f;
   std::uint64_t seed_ = 1, teacher_seed_ = 1000, data_seed_ = 2000;
 };

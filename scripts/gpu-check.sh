@@ -13,6 +13,8 @@
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
 #      over experts) at the configs of issue 11, in the same run, and the single-rank
 #      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host);
+#   5. times `moe train --device cuda` (from the stream and from a dataset) against the
+#      layer's own training step (gpu_bench --mode step);
 # and prints a table last. Meant to finish inside 6 minutes.
 # usage: scripts/gpu-check.sh [RESULTS_DIR]     (default $OUT, else ./gpu-check-results)
 set -uo pipefail
@@ -199,23 +201,38 @@ plan_ab fine ffn
 echo "== 5. the training job against the layer $(elapsed)"
 # moe train at the mid shape with 8192 tokens a step, bf16, dropless; tokens/s of its
 # second logged window against the layer's own training step (gpu_bench --mode step:
-# forward, backward, clipping, AdamW) at the same shape. The job also runs its teacher's
-# forward every step, so it is compared with step + forward too: issue 11's target is
-# 0.8 of the step alone, and the teacher alone holds the job below step / (step + forward).
-timeout 120 "$bin/moe" train --device cuda --precision bf16 --experts 8 --top-k 2 --hidden 1024 --expert-dim 4096 \
-  --tokens 8192 --dropless --steps 40 --log-every 20 >"$results/train_job.log" 2>&1
-job=$(awk '$1 == 40 {print $5}' "$results/train_job.log")
+# forward, backward, clipping, AdamW) at the same shape. Two jobs: one from the stream
+# (the teacher's forward labels every step's batch, which alone holds it below
+# step / (step + forward)) and one from a dataset labelled once (--dataset-batches 4),
+# whose step is the student's alone. Issue 11's target: the job at >= 0.8 of the step.
+train_job() {  # name, extra flags
+  local name=$1
+  shift
+  timeout 120 "$bin/moe" train --device cuda --precision bf16 --experts 8 --top-k 2 --hidden 1024 --expert-dim 4096 \
+    --tokens 8192 --dropless --steps 40 --log-every 20 "$@" >"$results/train_$name.log" 2>&1
+  awk '$1 == 40 && NF == 7 {print $5}' "$results/train_$name.log"
+}
+job_stream=$(train_job stream)
+job_dataset=$(train_job dataset --dataset-batches 4)
 layer=$(timeout 90 "$bin/gpu_bench" --config mid --tokens 8192 --mode step,forward --precision bf16 --reps 10 \
           2>>"$results/bench.log")
 step_ms=$(awk -F, '$4 == "step" {print $12}' <<<"$layer")
 forward_ms=$(awk -F, '$4 == "forward" {print $12}' <<<"$layer")
-if [[ -n "$job" && -n "$step_ms" && -n "$forward_ms" ]]; then
+if [[ -n "$step_ms" && -n "$forward_ms" ]]; then
   step_tps=$(awk -v ms="$step_ms" 'BEGIN { printf "%.0f", 8192 / ms * 1000 }')
   with_teacher_tps=$(awk -v s="$step_ms" -v f="$forward_ms" 'BEGIN { printf "%.0f", 8192 / (s + f) * 1000 }')
-  row "moe train --device cuda bf16, mid, 8192 tok" "$job" \
-      "tokens/s; layer step $step_tps tokens/s → job/step $(awk -v j="$job" -v l="$step_tps" 'BEGIN { printf "%.2f", j / l }'); step + teacher forward $with_teacher_tps → $(awk -v j="$job" -v l="$with_teacher_tps" 'BEGIN { printf "%.2f", j / l }')"
+  ratio() { awk -v j="$1" -v l="$2" 'BEGIN { printf "%.2f", j / l }'; }
+  for name in stream dataset; do
+    job=job_$name
+    if [[ -n "${!job}" ]]; then
+      row "moe train --device cuda bf16, mid, 8192 tok, $name" "${!job}" \
+          "tokens/s; layer step $step_tps tokens/s → job/step $(ratio "${!job}" "$step_tps"); step + teacher forward $with_teacher_tps → $(ratio "${!job}" "$with_teacher_tps")"
+    else
+      row "moe train --device cuda bf16, $name" "FAILED" "train_$name.log: $(tail -1 "$results/train_$name.log")"
+    fi
+  done
 else
-  row "moe train --device cuda bf16" "FAILED" "train_job.log: $(tail -1 "$results/train_job.log")"
+  row "gpu_bench --mode step,forward (mid, 8192 tok)" "FAILED" "bench.log: $(tail -1 "$results/bench.log")"
 fi
 
 echo

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # moe train: the loss falls; N steps, save, resume for M steps gives bitwise the same
 # checkpoint (parameters and optimizer state) as N + M steps straight through, at 1
-# and at 2 ranks; a resume with the wrong optimizer is a clear error. The same for a
+# and at 2 ranks, from the stream and from a dataset; a resume with the wrong optimizer is a clear error. The same for a
 # DeepSeek-style layer (glu experts, sigmoid router with groups, shared expert), whose
 # expert-bias update keeps the load balanced with no aux loss.
 # usage: test-moe-train.sh BIN_DIR WORK_DIR
@@ -21,6 +21,25 @@ for np in 1 2; do
   check "4 steps + resume for 3 = 7 steps straight, bitwise, at $np rank(s)" h5diff straight$np.h5 resumed$np.h5
   check "the resumed run says where it resumed ($np rank(s))" grep -q "resumed at step 4" resumed$np.log
 done
+# A dataset (--dataset-batches N): batch i is the stream's batch i, so N >= steps trains
+# exactly as the stream does; N < steps cycles, and resumes across an epoch's end.
+moe-run -np 2 moe train "${small[@]}" --steps 7 --dataset-batches 7 --ckpt dataset7.h5 >dataset7.log 2>&1
+same_weights() {
+  for group in /experts /gate /optimizer; do h5diff -q "$1" "$2" $group $group >/dev/null || return 1; done
+}
+weights_differ() { ! same_weights "$@"; }
+check "a dataset of 7 batches trains 7 steps bitwise as the stream does" same_weights straight2.h5 dataset7.h5
+check "... and the checkpoint says it was a dataset" bash -c "h5dump -a /training/dataset_batches dataset7.h5 | grep -q '(0): 7'"
+moe-run -np 2 moe train "${small[@]}" --steps 7 --dataset-batches 3 --ckpt dataset3.h5 >dataset3.log 2>&1
+moe-run -np 2 moe train "${small[@]}" --steps 4 --dataset-batches 3 --ckpt dataset3_first.h5 >dataset3_first.log 2>&1
+moe-run -np 2 moe train "${small[@]}" --steps 7 --resume dataset3_first.h5 --ckpt dataset3_resumed.h5 >dataset3_resumed.log 2>&1
+check "a dataset of 3 batches: 4 steps + resume for 3 = 7 straight, bitwise" h5diff dataset3.h5 dataset3_resumed.h5
+check "a dataset of 3 batches cycles (it differs from the stream after step 3)" weights_differ straight2.h5 dataset3.h5
+check "the log says the data is a dataset" grep -q "a dataset of 3 batches per rank" dataset3.log
+check "a resume keeps the checkpoint's dataset: a contradicting flag is refused" bash -c \
+  "moe train ${small[*]} --steps 8 --resume dataset3_first.h5 --dataset-batches 2 2>&1 | grep -q -- '--dataset-batches 2 contradicts'"
+check "... and so is a contradicting --tokens" bash -c \
+  "moe train ${small[*]} --steps 8 --resume dataset3_first.h5 --tokens 32 2>&1 | grep -q -- '--tokens 32 contradicts'"
 check "the checkpoint holds optimizer state" bash -c "moe info resumed2.h5 | grep -q 'optimizer   state present'"
 check "a resume needs the same optimizer" bash -c \
   "moe train ${small[*]} --steps 8 --resume first1.h5 --optimizer sgd 2>&1 | grep -q 'holds adamw optimizer state but the optimizer given is sgd'"

@@ -11,6 +11,9 @@
 //             [--precision fp32|tf32|bf16] [--mode forward|training|step] [--reps N] [--header]
 // step = a training step as `moe train` takes it, less the data and the teacher: zero_grad,
 // forward, backward, clip_grad_norm (1.0), AdamW (its dense baseline is training's).
+// --capacity-factor CF drops past the capacity instead (the dense products still do the
+// dropless FLOPs); --static-shapes runs the experts capacity-padded
+// (LayerOptions::static_shapes; capacity factor 1.25 unless given).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -175,7 +178,8 @@ int run(int argc, char** argv) {
   std::string kind, router;
   std::int64_t E = 0, k = 0, H = 0, F = 0, T = 0, groups = 0, topk_groups = 0, shared = -1;
   int reps = 20;
-  bool header = false, compare_gemm = false;
+  bool header = false, compare_gemm = false, static_shapes = false;
+  float capacity_factor = 0.0f;  // 0: dropless
   app.add_option("--config", config)->check(CLI::IsMember({"ref", "mid", "mixtral", "fine", "deepseek"}));
   app.add_option("--experts", E), app.add_option("--top-k", k), app.add_option("--hidden", H);
   app.add_option("--expert-dim", F), app.add_option("--tokens", T);
@@ -190,6 +194,9 @@ int run(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"forward", "training", "step"}));
   app.add_option("--reps", reps);
+  app.add_option("--capacity-factor", capacity_factor, "drop past this capacity factor (default: dropless)")
+      ->check(CLI::Range(1.0f, 2.0f));
+  app.add_flag("--static-shapes", static_shapes, "capacity-padded experts (LayerOptions::static_shapes)");
   app.add_flag("--header", header);
   app.add_flag("--compare-gemm", compare_gemm,
                "also time the layer with each way of launching the grouped products (MOE_GROUPED_GEMM)");
@@ -211,7 +218,9 @@ int run(int argc, char** argv) {
   if (shared >= 0) s.shared = shared;
 
   moe::MOEConfig c(s.E, s.k, s.H, s.F);
-  c.drop_tokens = false;
+  if (static_shapes && capacity_factor == 0.0f) capacity_factor = 1.25f;
+  c.drop_tokens = capacity_factor > 0.0f;
+  if (c.drop_tokens) c.capacity_factor = capacity_factor;
   c.expert_kind = moe::parse_expert_kind(s.kind);
   c.activation = moe::default_activation(c.expert_kind);
   c.expert_bias = c.expert_kind == moe::ExpertKind::FFN;  // Mixtral, Qwen and DeepSeek have none
@@ -221,6 +230,7 @@ int run(int argc, char** argv) {
   c.shared_expert_dim = s.shared;
   moe::LayerOptions options;
   options.device = moe::Device::CUDA;
+  options.static_shapes = static_shapes;
   options.precision = precision == "fp32" ? moe::Precision::FP32
                       : precision == "tf32" ? moe::Precision::TF32
                                             : moe::Precision::BF16;

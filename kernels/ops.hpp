@@ -34,10 +34,11 @@ struct ExpertBatch {
 };
 
 // Where Ops::plan_single_rank writes: the grouped rows and the combine's entries in
-// backend memory, sized for tokens·top_k entries (only the A kept are written), and
-// the kept count per expert in host memory, there after the next synchronize().
+// backend memory, sized for tokens·top_k entries (only the A kept are written; a
+// padded plan's grouped_tokens holds E·R), and the kept count per expert in host
+// memory, there after the next synchronize().
 struct SingleRankPlan {
-  std::int32_t* grouped_tokens;   // [A] the token of each grouped row, by (expert, token, slot)
+  std::int32_t* grouped_tokens;   // [A] the token of each grouped row, by (expert, token, slot); -1: padding
   std::int32_t* combine_offsets;  // [tokens + 1] each token's entries …
   std::int32_t* combine_sources;  // [A] … the grouped row of each kept assignment, by token in slot order
   float* combine_weights;         // [A] … its weight
@@ -136,7 +137,8 @@ class Ops {
   virtual void gated_add_backward(const float* d_out, const float* y, const float* gate_logit, std::int64_t n,
                                   std::int64_t width, float* d_y, float* d_gate_logit) = 0;
 
-  // dst[i,:] = src[rows[i],:] for i < n; rows of `width` floats.
+  // dst[i,:] = src[rows[i],:] for i < n; rows of `width` floats. rows[i] = -1 makes
+  // row i zero: a padding row of a capacity-padded plan (docs/design.md §4b).
   virtual void gather_rows(const float* src, const std::int32_t* rows, std::int64_t n,
                            std::int64_t width, float* dst) = 0;
 
@@ -152,12 +154,14 @@ class Ops {
 
   // The single-rank dispatch plan where the routing lives (kernels/plan_steps.hpp,
   // docs/design.md §4b), from indices and weights [tokens·top_k] in backend memory,
-  // into `out`, capacity ≤ tokens·top_k. The default runs the steps one thread at a time
+  // into `out`, capacity ≤ tokens·top_k. rows_per_expert = 0 packs the grouped rows;
+  // R > 0 (at least every expert's kept count) gives expert e rows [e·R, e·R + R),
+  // those past its kept ones padding (grouped token -1). The default runs the steps one thread at a time
   // in host memory, which costs O(T·k·(E + 256)): the CPU layer plans on the host
   // unless asked (MOE_SINGLE_RANK_PLAN=steps, which tests this path without a GPU).
   virtual void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens,
                                 std::int64_t top_k, std::int64_t experts, std::int64_t capacity,
-                                const SingleRankPlan& out);
+                                std::int64_t rows_per_expert, const SingleRankPlan& out);
   // Whether a single-rank layer uses plan_single_rank unless told otherwise.
   virtual bool plans_where_routed() const { return false; }
 

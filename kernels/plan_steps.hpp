@@ -77,11 +77,15 @@ MOE_HD std::int64_t count_before(const Key& key_of, const std::int32_t* bases, s
 // `capacity` assignments to its expert were admitted before it.
 MOE_HD inline bool admitted(std::int64_t capacity_rank, std::int64_t capacity) { return capacity_rank < capacity; }
 
-// The grouped rows begin at offsets[e] for expert e: offsets[0] = 0 and
-// offsets[e+1] = offsets[e] + kept[e], for E experts.
-MOE_HD inline void expert_offsets(const std::int64_t* kept_per_expert, std::int64_t experts, std::int64_t* offsets) {
+// The grouped rows begin at offsets[e] for expert e, for E experts. Packed
+// (rows_per_expert = 0): offsets[0] = 0 and offsets[e+1] = offsets[e] + kept[e].
+// Capacity-padded (rows_per_expert = R > 0): offsets[e] = e·R, whatever was kept, so
+// the experts' GEMM shapes are known before the routing (docs/design.md §4b).
+MOE_HD inline void expert_offsets(const std::int64_t* kept_per_expert, std::int64_t experts,
+                                  std::int64_t rows_per_expert, std::int64_t* offsets) {
   offsets[0] = 0;
-  for (std::int64_t e = 0; e < experts; ++e) offsets[e + 1] = offsets[e] + kept_per_expert[e];
+  for (std::int64_t e = 0; e < experts; ++e)
+    offsets[e + 1] = offsets[e] + (rows_per_expert > 0 ? rows_per_expert : kept_per_expert[e]);
 }
 
 // ---- The plan, one function per thread of each step ----
@@ -92,6 +96,7 @@ struct PlanArrays {
   const std::int32_t* indices;  // [T·k] expert of each assignment
   const float* weights;         // [T·k]
   std::int64_t tokens, top_k, experts, capacity;
+  std::int64_t rows_per_expert;  // 0: packed grouped rows; R > 0: padded to R per expert (R >= every kept count)
   // Scratch.
   std::int32_t* slot_major_experts;  // [T·k] the experts in admission order (one division each, not one per look)
   std::int32_t* counts;         // [E · chunks], each step's counts until its scan
@@ -104,7 +109,7 @@ struct PlanArrays {
   std::int64_t* entries;        // [1] A
   // Results.
   std::int64_t* kept_per_expert;  // [E]
-  std::int32_t* grouped_tokens;   // [A]: the token of each grouped row
+  std::int32_t* grouped_tokens;   // [A] (padded: [E·R]): the token of each grouped row, -1 for padding
   std::int32_t* combine_offsets;  // [T + 1]: each token's entries …
   std::int32_t* combine_sources;  // [A] … the grouped row of each (by token, in slot order)
   float* combine_weights;         // [A] … its weight
@@ -136,7 +141,8 @@ MOE_HD inline void admission_decide(const PlanArrays& p, std::int64_t item) {
 }
 
 // 2. Grouping: count (E·chunks), scan (E: the totals are the kept counts), offsets
-// (one thread), place (T·k: each kept assignment's grouped row).
+// (one thread), padding (E·R, padded plans only), place (T·k: each kept assignment's
+// grouped row).
 MOE_HD inline void grouping_count(const PlanArrays& p, std::int64_t i) {
   const std::int64_t chunks = p.chunks();
   p.counts[i] = count_in_chunk(KeptExpertKey{p.indices, p.kept}, p.items(), i % chunks,
@@ -145,7 +151,13 @@ MOE_HD inline void grouping_count(const PlanArrays& p, std::int64_t i) {
 MOE_HD inline void grouping_scan(const PlanArrays& p, std::int64_t e) {
   scan_chunk_counts(p.counts, p.chunks(), static_cast<std::int32_t>(e), p.group_bases, p.kept_per_expert + e);
 }
-MOE_HD inline void grouping_offsets(const PlanArrays& p) { expert_offsets(p.kept_per_expert, p.experts, p.offsets); }
+MOE_HD inline void grouping_offsets(const PlanArrays& p) {
+  expert_offsets(p.kept_per_expert, p.experts, p.rows_per_expert, p.offsets);
+}
+// Padded only (E·R threads): the rows past an expert's kept ones are padding.
+MOE_HD inline void grouping_pad(const PlanArrays& p, std::int64_t g) {
+  if (g % p.rows_per_expert >= p.kept_per_expert[g / p.rows_per_expert]) p.grouped_tokens[g] = -1;
+}
 MOE_HD inline void grouping_place(const PlanArrays& p, std::int64_t a) {
   if (!p.kept[a]) return;
   const std::int32_t e = p.indices[a];
@@ -183,6 +195,7 @@ struct AdmissionDecide { MOE_HD void operator()(const PlanArrays& p, std::int64_
 struct GroupingCount { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { grouping_count(p, i); } };
 struct GroupingScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t e) const { grouping_scan(p, e); } };
 struct GroupingOffsets { MOE_HD void operator()(const PlanArrays& p, std::int64_t) const { grouping_offsets(p); } };
+struct GroupingPad { MOE_HD void operator()(const PlanArrays& p, std::int64_t g) const { grouping_pad(p, g); } };
 struct GroupingPlace { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { grouping_place(p, a); } };
 struct EntryCount { MOE_HD void operator()(const PlanArrays& p, std::int64_t c) const { entry_count(p, c); } };
 struct EntryScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t) const { entry_scan(p); } };
@@ -199,6 +212,7 @@ void for_each_plan_step(const PlanArrays& p, Run&& run) {
   run(keyed, GroupingCount{});
   run(p.experts, GroupingScan{});
   run(std::int64_t{1}, GroupingOffsets{});
+  run(p.experts * p.rows_per_expert, GroupingPad{});  // none when packed
   run(n, GroupingPlace{});
   run(chunks, EntryCount{});
   run(std::int64_t{1}, EntryScan{});

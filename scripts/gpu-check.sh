@@ -12,7 +12,8 @@
 #   4. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
 #      over experts) at the configs of issue 11, in the same run, and the single-rank
-#      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host);
+#      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host), and
+#      capacity-padded experts (--static-shapes) against packed ones;
 #   5. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 # and prints a table last. Meant to finish inside 6 minutes.
@@ -197,6 +198,22 @@ plan_ab() {  # plan_ab CONFIG KIND
 }
 plan_ab mid ffn
 plan_ab fine ffn
+
+# Capacity-padded experts (--static-shapes) against the packed layout at the same
+# capacity (1.25), same run: a decode-sized batch, where the expert weights' reads bound
+# the time and the padding should cost nothing, and a training-sized one, where it
+# costs up to a quarter more expert FLOPs.
+static_ab() {  # static_ab CONFIG KIND TOKENS
+  local ms=()
+  for flag in "" --static-shapes "" --static-shapes; do
+    ms+=("$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward --precision bf16 \
+              --capacity-factor 1.25 $flag --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+  done
+  row "$1 $2 T=$3 forward bf16 cf 1.25: packed / static ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+      "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}"
+}
+static_ab mid ffn 64
+static_ab mid ffn 4096
 
 echo "== 5. the training job against the layer $(elapsed)"
 # moe train at the mid shape with 8192 tokens a step, bf16, dropless; tokens/s of its

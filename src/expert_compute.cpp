@@ -74,7 +74,11 @@ ExpertRows load_plan(const ExpertAssignments& assignments, const ExpertGrouping&
   ws.combine_sources.upload(grouping.grouped_row_of);
   ws.combine_weights.upload(assignments.weight);
   if (!assignments.slot.empty()) ws.entry_slot.upload(assignments.slot);
-  return ExpertRows{assignments.output_rows, grouping.expert_offsets};
+  ExpertRows rows;
+  rows.output_rows = assignments.output_rows;
+  rows.expert_offsets = grouping.expert_offsets;
+  rows.entries = assignments.size();
+  return rows;
 }
 
 void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in,
@@ -141,7 +145,10 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
   float* d_hidden = ws.d_hidden.resize(A * static_cast<std::size_t>(F));
   float* d_pre = is_glu(layout) ? ws.d_pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
 
-  // The weighted combine: ∂L/∂y = w · ∂L/∂out, and ∂L/∂w = ∂L/∂out · y.
+  // The weighted combine: ∂L/∂y = w · ∂L/∂out, and ∂L/∂w = ∂L/∂out · y. It writes the
+  // entries' rows only: a padding row's gradient is zero (and so is all it adds to the
+  // expert's gradients, its input row being zero too).
+  if (rows.padded) ops.fill_zero(d_grouped, sizeof(float) * A * static_cast<std::size_t>(H));
   ops.combine_backward(d_rows_out, ws.grouped_out.data(), H, rows.output_rows, ws.combine_offsets.data(),
                        ws.combine_sources.data(), ws.combine_weights.data(), d_grouped, d_weights);
 

@@ -68,7 +68,13 @@ struct ExpertWorkspace {
 struct ExpertRows {
   std::int64_t output_rows = 0;
   std::vector<std::int64_t> expert_offsets;  // [local experts + 1]
+  // Capacity-padded (LayerOptions::static_shapes): some grouped rows belong to no
+  // entry; they are gathered as zeros, and their gradients are zeroed before the
+  // combine's backward writes the others.
+  bool padded = false;
+  std::int64_t entries = 0;  // the combine's entries: the kept assignments (size() unless padded)
 
+  // The grouped rows.
   std::int64_t size() const { return expert_offsets.empty() ? 0 : expert_offsets.back(); }
 };
 

@@ -82,7 +82,8 @@ void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint6
                                                           {"traffic mode", static_cast<std::int64_t>(options.traffic)},
                                                           {"aux_loss_coef (bits)", float_bits(options.aux_loss_coef)},
                                                           {"z_loss_coef (bits)", float_bits(options.z_loss_coef)},
-                                                          {"separate_waits", options.separate_waits ? 1 : 0}}) {
+                                                          {"separate_waits", options.separate_waits ? 1 : 0},
+                                                          {"static_shapes", options.static_shapes ? 1 : 0}}) {
     names.push_back(name);
     low.push_back(value);
   }
@@ -196,7 +197,17 @@ struct MoELayer::Impl {
       MOE_CHECK_ARG(options.z_loss_coef == 0 || config.router == RouterKind::Softmax, "MoELayer",
                     "options.z_loss_coef = ", options.z_loss_coef,
                     " with the sigmoid router; the router z-loss is defined on softmax logits, expected 0");
+      MOE_CHECK_ARG(!options.static_shapes || config.drop_tokens, "MoELayer",
+                    "options.static_shapes = true with drop_tokens = false; expected a capacity (drop_tokens = "
+                    "true): the padded experts run C rows each");
+      MOE_CHECK_ARG(!options.static_shapes || ranks == 1, "MoELayer", "options.static_shapes = true on ", ranks,
+                    " ranks; expected one rank (the capacity-padded plan is the single-rank plan)");
       plan_where_routed_choice = single_rank_plan_choice(*ops);
+      // The padded layout comes from the plan steps, on either backend.
+      const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN");
+      MOE_CHECK_ARG(!options.static_shapes || !forced || std::string(forced) != "host", "MoELayer", "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host; expected steps or "
+                    "unset (the capacity-padded plan is made by the plan steps)");
+      plan_where_routed_choice = plan_where_routed_choice || options.static_shapes;
     });
     check_same_on_every_rank(*comm, config, seed, options);
     if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
@@ -313,18 +324,24 @@ struct MoELayer::Impl {
     return choice == "steps";
   }
   bool plan_where_routed_choice = false;
+  // With static shapes, each expert's rows: R = min(C, T), enough for its kept ones (the
+  // router picks k distinct experts per token, so an expert keeps at most T). 0: packed.
+  std::int64_t padded_rows_per_expert(std::int64_t tokens) const {
+    return options.static_shapes ? std::min(expert_capacity(config, tokens), tokens) : 0;
+  }
   bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
     if (!plan_where_routed_choice || tokens == 0) return false;
-    const std::int64_t k = config.top_k;
+    const std::int64_t k = config.top_k, rows_per_expert = padded_rows_per_expert(tokens);
     const auto n = static_cast<std::size_t>(tokens * k);
-    const kernels::SingleRankPlan out{workspace.gather_rows.resize(n),
+    const auto grouped = rows_per_expert > 0 ? static_cast<std::size_t>(config.num_experts * rows_per_expert) : n;
+    const kernels::SingleRankPlan out{workspace.gather_rows.resize(grouped),
                                       workspace.combine_offsets.resize(static_cast<std::size_t>(tokens + 1)),
                                       workspace.combine_sources.resize(n),
                                       workspace.combine_weights.resize(n),
                                       workspace.entry_slot.resize(n),
                                       host_kept_per_expert};
     ops->plan_single_rank(router.indices.data(), router.weights.data(), tokens, k, config.num_experts,
-                          std::min(expert_capacity(config, tokens), tokens * k), out);
+                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, out);
     return true;
   }
 
@@ -398,10 +415,15 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     if (planned_where_routed) {
+      // Packed: the kept counts; padded: R rows each, known before the routing.
+      const std::int64_t rows_per_expert = padded_rows_per_expert(tokens);
       saved.expert_rows.output_rows = tokens;
+      saved.expert_rows.padded = rows_per_expert > 0;
+      saved.expert_rows.entries = tokens * config.top_k - stats.dropped;
       saved.expert_rows.expert_offsets.assign(E + 1, 0);
       for (std::size_t e = 0; e < E; ++e)
-        saved.expert_rows.expert_offsets[e + 1] = saved.expert_rows.expert_offsets[e] + kept_per_expert[e];
+        saved.expert_rows.expert_offsets[e + 1] =
+            saved.expert_rows.expert_offsets[e] + (rows_per_expert > 0 ? rows_per_expert : kept_per_expert[e]);
     } else {
       token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
       group_by_expert(saved.work, saved.grouping);
@@ -564,7 +586,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
   PhaseClock clock(*ops);
   // ∂L/∂weight of each slot (0 where dropped), in backend memory.
   float* d_slot = router.d_weights.resize(static_cast<std::size_t>(T * k));
-  const auto A = static_cast<std::size_t>(saved.expert_rows.size());
+  const auto A = static_cast<std::size_t>(saved.expert_rows.entries);
   float* d_weights = workspace.d_weights.resize(A);
 
   if (ranks == 1) {

@@ -57,6 +57,14 @@ struct LayerOptions {
   // PhaseTimes::wait, so that dispatch and send_back time the exchange itself, not
   // the wait for slower ranks (costs one barrier per exchange; off in production).
   bool separate_waits = false;
+  // Capacity-padded experts (docs/design.md §4b): every expert runs on R = min(C, T)
+  // rows, its kept rows then zero rows, so that the experts' shapes follow from the
+  // token count alone and not from the routing. The output and gradients are those
+  // of the packed layout (up to the GEMMs' rounding), for (C·E − kept)/kept more
+  // expert FLOPs: for small batches, where the expert weights' reads bound the time,
+  // about nothing. It is what a CUDA-graph capture of the forward needs (the capture
+  // itself is not built yet). Needs a capacity (config.drop_tokens) and one rank.
+  bool static_shapes = false;
 };
 
 // Whether a forward keeps what backward() needs.

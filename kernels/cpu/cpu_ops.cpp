@@ -163,8 +163,10 @@ class CpuOps final : public Ops {
                    std::int64_t width, float* dst) override {
     const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(width);
 #pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(dst + i * width, src + static_cast<std::int64_t>(rows[i]) * width, row_bytes);
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (rows[i] < 0) std::memset(dst + i * width, 0, row_bytes);
+      else std::memcpy(dst + i * width, src + static_cast<std::int64_t>(rows[i]) * width, row_bytes);
+    }
   }
 
   void combine_rows(const float* src, std::int64_t width, std::int64_t n_out,

@@ -267,7 +267,8 @@ class CudaOps final : public Ops {
   // back, with the next wait.
   bool plans_where_routed() const override { return true; }
   void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
-                        std::int64_t experts, std::int64_t capacity, const SingleRankPlan& out) override {
+                        std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert,
+                        const SingleRankPlan& out) override {
     const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n), keyed = experts * chunks;
     // One scratch allocation, carved at 8-byte boundaries.
     std::size_t used = 0;
@@ -280,7 +281,7 @@ class CudaOps final : public Ops {
                       group_bases = carve(4 * keyed), entry_bases = carve(4 * chunks), row_of = carve(4 * n), kept = carve(n),
                       offsets = carve(8 * (experts + 1)), entries = carve(8), kept_per_expert = carve(8 * experts);
     char* base = static_cast<char*>(grow(plan_, used));
-    plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity,
+    plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity, rows_per_expert,
                        reinterpret_cast<std::int32_t*>(base + slot_major),
                        reinterpret_cast<std::int32_t*>(base + counts),
                        reinterpret_cast<std::int32_t*>(base + bases),

@@ -10,10 +10,10 @@
 
 namespace moe::kernels::cuda {
 
-// dst[i, h] = src[rows[i], h]
+// dst[i, h] = src[rows[i], h], or 0 for a padding row (rows[i] = -1)
 MOE_HD inline float gather_element(const float* src, const std::int32_t* rows, std::int64_t width, std::int64_t i,
                                    std::int64_t h) {
-  return src[static_cast<std::int64_t>(rows[i]) * width + h];
+  return rows[i] < 0 ? 0.0f : src[static_cast<std::int64_t>(rows[i]) * width + h];
 }
 
 // dst[r, h] = Σ_{a in row r} weights[a] · src[sources[a], h] (weights null means 1).

@@ -75,6 +75,33 @@ TEST_F(CudaLayer, BackwardAndOptimizerStepsMatchTheCpu) {
   EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "parameters after three AdamW steps";
 }
 
+// Capacity-padded experts on the GPU (LayerOptions::static_shapes: the plan kernels
+// with rows_per_expert, zero padding rows) against the packed layer on the CPU:
+// forward in fp32 and bf16, and a training step's gradients in fp32.
+TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
+  moe::MoELayer cpu(config, *comm, 7, on(moe::Device::CPU));
+  cpu.forward(x, moe::Pass::Training);
+  const moe::ForwardResult expected = cpu.forward(x, moe::Pass::Training);
+  const Tensor<float> dx_cpu = cpu.backward(grad);
+  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
+    moe::LayerOptions options = on(moe::Device::CUDA, p);
+    options.static_shapes = true;
+    moe::MoELayer gpu(config, *comm, 7, options);
+    gpu.forward(x, moe::Pass::Training);  // twice, so that the second reuses the first's buffers
+    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
+    const double tol = p == moe::Precision::FP32 ? 1e-5 : 3e-2;
+    EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << moe::precision_name(p);
+    EXPECT_EQ(got.stats.tokens_per_expert, expected.stats.tokens_per_expert);
+    if (p != moe::Precision::FP32) continue;
+    const Tensor<float> dx_gpu = gpu.backward(grad);
+    EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 1e-5) << "input gradient";
+    for (std::int64_t e = 0; e < 8; ++e) {
+      const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
+      EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "expert " << e;
+    }
+  }
+}
+
 TEST_F(CudaLayer, Bf16TrainingStepMatchesTheCpuWithinBf16Tolerance) {
   // Mixed precision: bf16 expert products forward and backward, float32 results,
   // gradients and optimizer state. Normwise relative error against the CPU's float32

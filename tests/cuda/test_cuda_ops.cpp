@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "buffer.hpp"
@@ -314,10 +315,10 @@ TEST_F(CudaOps, RowsGatherCombineAndBackward) {
   const std::int64_t W = 1000, n_src = 40;
   const auto src = random(n_src * W, 12);
   std::vector<std::int32_t> rows;
-  for (int i = 0; i < 55; ++i) rows.push_back((i * 7) % n_src);
+  for (int i = 0; i < 55; ++i) rows.push_back(i % 9 == 4 ? -1 : (i * 7) % n_src);  // -1: a padding row, zeros
   std::vector<float> gathered(rows.size() * W);
   cpu->gather_rows(src.data(), rows.data(), std::int64_t(rows.size()), W, gathered.data());
-  Buffer<float> ds = device(src), dg = device_zeros<float>(rows.size() * W);
+  Buffer<float> ds = device(src), dg = device(std::vector<float>(rows.size() * W, std::nanf("")));
   Buffer<std::int32_t> dr = device(rows);
   gpu->gather_rows(ds.data(), dr.data(), std::int64_t(rows.size()), W, dg.data());
   EXPECT_EQ(dg.download(), gathered);
@@ -370,36 +371,45 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       std::vector<float> combine_weights;
       std::vector<std::int64_t> kept;
     };
-    auto run = [&](moe::kernels::Ops& ops) {
+    // Packed, and padded to R = min(C, T·k) rows per expert (every padding row -1; these
+    // choices may repeat an expert within a token, so T rows need not hold its kept ones).
+    const std::int64_t padded = std::min(s.capacity, n);
+    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert) {
       Buffer<std::int32_t> di = device(indices, &ops), grouped(ops), offsets(ops), sources(ops), slots(ops);
       Buffer<float> dw = device(weights, &ops), cw(ops);
       Result r;
       r.kept.assign(static_cast<std::size_t>(s.E), -1);
-      const moe::kernels::SingleRankPlan out{grouped.resize(static_cast<std::size_t>(n)),
+      const std::int64_t rows = rows_per_expert > 0 ? s.E * rows_per_expert : n;
+      const moe::kernels::SingleRankPlan out{grouped.resize(static_cast<std::size_t>(rows)),
                                              offsets.resize(static_cast<std::size_t>(s.T + 1)),
                                              sources.resize(static_cast<std::size_t>(n)),
                                              cw.resize(static_cast<std::size_t>(n)),
                                              slots.resize(static_cast<std::size_t>(n)), r.kept.data()};
-      ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, out);
+      ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, out);
       ops.synchronize();
       std::int64_t A = 0;
       for (std::int64_t c : r.kept) A += c;
-      auto first = [&](auto& b) {
+      auto first = [&](auto& b, std::int64_t count) {
         auto v = b.download();
-        v.resize(static_cast<std::size_t>(A));
+        v.resize(static_cast<std::size_t>(count));
         return v;
       };
-      r.grouped = first(grouped), r.sources = first(sources), r.slots = first(slots), r.combine_weights = first(cw);
+      r.grouped = first(grouped, rows_per_expert > 0 ? rows : A), r.sources = first(sources, A),
+      r.slots = first(slots, A), r.combine_weights = first(cw, A);
       r.offsets = offsets.download();
       return r;
     };
-    const Result want = run(*cpu), got = run(*gpu);
-    EXPECT_EQ(got.kept, want.kept);
-    EXPECT_EQ(got.grouped, want.grouped);
-    EXPECT_EQ(got.offsets, want.offsets);
-    EXPECT_EQ(got.sources, want.sources);
-    EXPECT_EQ(got.slots, want.slots);
-    EXPECT_EQ(got.combine_weights, want.combine_weights);
+    for (const std::int64_t rows_per_expert : {std::int64_t{0}, padded}) {
+      SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert);
+      const Result want = run(*cpu, rows_per_expert), got = run(*gpu, rows_per_expert);
+      EXPECT_EQ(got.kept, want.kept);
+      EXPECT_EQ(got.grouped, want.grouped);
+      EXPECT_EQ(got.offsets, want.offsets);
+      EXPECT_EQ(got.sources, want.sources);
+      EXPECT_EQ(got.slots, want.slots);
+      EXPECT_EQ(got.combine_weights, want.combine_weights);
+    }
+    const Result want = run(*cpu, 0);
 
     std::vector<float> scattered(static_cast<std::size_t>(n), 0.0f);
     const std::vector<float> values = random(static_cast<std::int64_t>(want.slots.size()), 43);

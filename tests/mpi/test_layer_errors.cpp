@@ -35,6 +35,19 @@ TEST_F(LayerErrors, ConfigsThatDifferBetweenRanks) {
   if (P > 1) EXPECT_MOE_ERROR(moe::MoELayer(MOEConfig(8, 2, 16, 16), world(), seed), "seed ranges from 5 to 6");
 }
 
+TEST_F(LayerErrors, StaticShapesNeedOneRank) {
+  const int P = world().size();
+  moe::LayerOptions options;
+  options.static_shapes = true;
+  const MOEConfig config(2 * P, 1, 8, 8);
+  if (P == 1) {
+    EXPECT_NO_THROW(moe::MoELayer(config, world(), 1, options));
+  } else {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1, options), "options.static_shapes = true on ",
+                     "expected one rank");
+  }
+}
+
 TEST_F(LayerErrors, AnInvalidConfigOnOneRankFailsEveryRank) {
   const int P = world().size(), rank = world().rank();
   MOEConfig config(8, 2, 16, 16);

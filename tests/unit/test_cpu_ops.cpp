@@ -264,11 +264,12 @@ TEST(CpuRows, GatherAndCombine) {
   const std::int64_t W = 19;
   std::vector<float> src(6 * W);
   fill_normal(src.data(), 6 * W, 1.0, 8);
-  const std::vector<std::int32_t> rows = {5, 0, 0, 3};
-  std::vector<float> gathered(4 * W);
-  ops->gather_rows(src.data(), rows.data(), 4, W, gathered.data());
-  for (int i = 0; i < 4; ++i)
-    for (int h = 0; h < W; ++h) EXPECT_EQ(gathered[i * W + h], src[rows[i] * W + h]);
+  // -1 is a padding row: zeros, whatever the destination held.
+  const std::vector<std::int32_t> rows = {5, 0, -1, 0, 3};
+  std::vector<float> gathered(5 * W, std::nanf(""));
+  ops->gather_rows(src.data(), rows.data(), 5, W, gathered.data());
+  for (int i = 0; i < 5; ++i)
+    for (int h = 0; h < W; ++h) EXPECT_EQ(gathered[i * W + h], rows[i] < 0 ? 0.0f : src[rows[i] * W + h]);
 
   // Row 0 ← 0.5·src[1] + 2·src[4]; row 1 empty → zeros; row 2 ← −1·src[5].
   const std::vector<std::int32_t> offsets = {0, 2, 2, 3}, sources = {1, 4, 5};

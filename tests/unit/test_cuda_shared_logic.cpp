@@ -28,7 +28,7 @@ TEST(CudaSharedLogic, GatherAndCombineRows) {
   const std::int64_t W = 13, n_src = 9;
   std::vector<float> src(n_src * W);
   fill_normal(src.data(), n_src * W, 1.0, 1);
-  const std::vector<std::int32_t> rows = {4, 0, 8, 8, 3};
+  const std::vector<std::int32_t> rows = {4, 0, -1, 8, 8, 3};
   std::vector<float> expected(rows.size() * W);
   cpu->gather_rows(src.data(), rows.data(), std::int64_t(rows.size()), W, expected.data());
   for (std::size_t i = 0; i < rows.size(); ++i)

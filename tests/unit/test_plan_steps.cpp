@@ -28,7 +28,7 @@ struct StepResult {
 };
 
 StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector<float>& weights, std::int64_t T,
-                     std::int64_t k, std::int64_t E, std::int64_t capacity) {
+                     std::int64_t k, std::int64_t E, std::int64_t capacity, std::int64_t rows_per_expert = 0) {
   const std::int64_t n = T * k, chunks = plan::chunk_count(n);
   // Scratch filled with garbage: a step that reads what it did not write shows up.
   const std::int32_t junk = 0x5a5a5a5a;
@@ -38,12 +38,12 @@ StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector
   StepResult r;
   r.kept.assign(n, 7);
   r.kept_per_expert.assign(E, junk);
-  r.grouped_tokens.assign(n, junk);
+  r.grouped_tokens.assign(rows_per_expert > 0 ? E * rows_per_expert : n, junk);
   r.combine_offsets.assign(T + 1, junk);
   r.combine_sources.assign(n, junk);
   r.entry_slot.assign(n, junk);
   r.combine_weights.assign(n, -99.0f);
-  plan::PlanArrays p{indices.data(), weights.data(), T, k, E, capacity, slot_major.data(), counts.data(), bases.data(),
+  plan::PlanArrays p{indices.data(), weights.data(), T, k, E, capacity, rows_per_expert, slot_major.data(), counts.data(), bases.data(),
                      group_bases.data(), entry_bases.data(), r.kept.data(), row_of.data(), offsets.data(),
                      entries.data(), r.kept_per_expert.data(), r.grouped_tokens.data(), r.combine_offsets.data(),
                      r.combine_sources.data(), r.combine_weights.data(), r.entry_slot.data()};
@@ -120,6 +120,32 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   for (std::int64_t e = 0; e < E; ++e)
     for (std::int64_t g = grouping.expert_offsets[e] + 1; g < grouping.expert_offsets[e + 1]; ++g)
       EXPECT_LE(steps.grouped_tokens[g - 1], steps.grouped_tokens[g]);
+
+  // Padded to R = min(C, T) rows per expert (distinct experts per token: no expert
+  // keeps more than T): expert e's kept rows are the packed plan's, moved to e·R; the
+  // rest of its R rows are padding (-1); the combine's entries name the moved rows.
+  if (!drop) return;  // padding needs a capacity
+  const std::int64_t R = std::min<std::int64_t>(host.capacity, T);
+  const StepResult padded = run_steps(indices, weights, T, k, E, capacity, R);
+  EXPECT_EQ(padded.kept, steps.kept);
+  EXPECT_EQ(padded.kept_per_expert, host.kept_per_expert);
+  ASSERT_EQ(padded.grouped_tokens.size(), static_cast<std::size_t>(E * R));
+  std::vector<std::int32_t> moved(A);  // each packed grouped row's padded place
+  for (std::int64_t e = 0; e < E; ++e) {
+    const std::int64_t begin = grouping.expert_offsets[e], kept = grouping.expert_offsets[e + 1] - begin;
+    ASSERT_LE(kept, R);
+    for (std::int64_t r = 0; r < R; ++r) {
+      const std::int32_t want = r < kept ? grouping.grouped_input_row[begin + r] : -1;
+      EXPECT_EQ(padded.grouped_tokens[e * R + r], want) << "expert " << e << " row " << r;
+      if (r < kept) moved[begin + r] = static_cast<std::int32_t>(e * R + r);
+    }
+  }
+  std::vector<std::int32_t> want_sources(A);
+  for (std::size_t a = 0; a < A; ++a) want_sources[a] = moved[grouping.grouped_row_of[a]];
+  EXPECT_EQ(first(padded.combine_sources), want_sources);
+  EXPECT_EQ(padded.combine_offsets, work.offsets);
+  EXPECT_EQ(first(padded.combine_weights), work.weight);
+  EXPECT_EQ(first(padded.entry_slot), work.slot);
 }
 
 // (T, k, E, capacity factor, drop): chunk edges (T·k of 256 and just past), one
@@ -153,11 +179,13 @@ struct LayerRun {
   moe::Tensor<float> shared_grad;
 };
 
-LayerRun run_layer(const moe::MOEConfig& config, const char* plan_choice, std::int64_t tokens) {
+LayerRun run_layer(const moe::MOEConfig& config, const char* plan_choice, std::int64_t tokens,
+                   bool static_shapes = false) {
   const PlanChoice choice(plan_choice);
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::LayerOptions options;
   options.aux_loss_coef = 0.01f;
+  options.static_shapes = static_shapes;
   moe::MoELayer layer(config, *comm, 5, options);
   // A peaky router, so that the capacity drops some assignments.
   layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
@@ -213,6 +241,65 @@ TEST(PlanStepsInTheLayer, GiveTheHostPlansBits) {
     for (std::size_t e = 0; e < host.expert_grads.size(); ++e) expect_same(host.expert_grads[e], steps.expert_grads[e], "expert gradient");
     expect_same(host.shared_grad, steps.shared_grad, "shared expert gradient");
   }
+}
+
+void expect_close(const moe::Tensor<float>& a, const moe::Tensor<float>& b, const char* what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  EXPECT_LE(moe::testing::relative_error(a.data(), b.data(), a.numel()), 1e-6) << what;
+}
+
+// Capacity-padded experts (LayerOptions::static_shapes) compute what the packed layout
+// computes: the same routing, drops and statistics exactly; the output and every
+// gradient to 1e-6 (normwise relative; only the GEMMs' row counts differ, which may
+// change their blocking). Few tokens (the decode case), chunk edges, and a case where
+// R = T < C.
+TEST(StaticShapes, GiveThePackedLayersResults) {
+  std::vector<std::pair<moe::MOEConfig, std::int64_t>> cases;
+  moe::MOEConfig drops(8, 2, 12, 16, 1.0f);
+  for (const std::int64_t T : {1, 3, 300}) cases.emplace_back(drops, T);
+  moe::MOEConfig roomy(4, 3, 12, 16, 2.0f);  // C = 1.5T: R = T
+  cases.emplace_back(roomy, 40);
+  moe::MOEConfig deepseek(16, 4, 12, 8, 1.0f);
+  deepseek.expert_kind = moe::ExpertKind::GLU;
+  deepseek.activation = moe::Activation::SiLU;
+  deepseek.expert_bias = false;
+  deepseek.router = moe::RouterKind::Sigmoid;
+  deepseek.n_group = 4;
+  deepseek.topk_group = 2;
+  deepseek.shared_expert_dim = 8;
+  cases.emplace_back(deepseek, 300);
+  moe::MOEConfig glu_biased = drops;
+  glu_biased.expert_kind = moe::ExpertKind::GLU;
+  glu_biased.activation = moe::Activation::SiLU;
+  cases.emplace_back(glu_biased, 77);
+  for (const auto& [config, T] : cases) {
+    SCOPED_TRACE(::testing::Message() << config.to_string() << " T=" << T);
+    const LayerRun packed = run_layer(config, "host", T), padded = run_layer(config, "", T, true);
+    expect_close(packed.forward.output, padded.forward.output, "output");
+    EXPECT_TRUE(std::equal(packed.forward.expert_indices.begin(), packed.forward.expert_indices.end(),
+                           padded.forward.expert_indices.begin()));
+    EXPECT_EQ(packed.forward.stats.dropped, padded.forward.stats.dropped);
+    EXPECT_EQ(packed.forward.stats.tokens_per_expert, padded.forward.stats.tokens_per_expert);
+    EXPECT_EQ(packed.forward.aux_loss, padded.forward.aux_loss);
+    expect_close(packed.dx, padded.dx, "dx");
+    expect_close(packed.gate_grad, padded.gate_grad, "gate gradient");
+    for (std::size_t e = 0; e < packed.expert_grads.size(); ++e)
+      expect_close(packed.expert_grads[e], padded.expert_grads[e], "expert gradient");
+    expect_close(packed.shared_grad, padded.shared_grad, "shared expert gradient");
+  }
+}
+
+TEST(StaticShapes, NeedACapacityAndThePlanSteps) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::LayerOptions options;
+  options.static_shapes = true;
+  moe::MOEConfig dropless(4, 2, 8, 8, 1.0f);
+  dropless.drop_tokens = false;
+  EXPECT_MOE_ERROR(moe::MoELayer(dropless, *comm, 1, options), "options.static_shapes = true with drop_tokens = false",
+                   "expected a capacity");
+  const PlanChoice host("host");
+  EXPECT_MOE_ERROR(moe::MoELayer(moe::MOEConfig(4, 2, 8, 8, 1.0f), *comm, 1, options),
+                   "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host");
 }
 
 TEST(PlanStepsInTheLayer, AnUnknownChoiceIsAnErrorNamingIt) {

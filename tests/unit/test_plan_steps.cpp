@@ -199,6 +199,20 @@ LayerRun run_layer(const moe::MOEConfig& config, const char* plan_choice, std::i
   return run;
 }
 
+// A small DeepSeek-style layer (docs/design.md §1b): glu experts without biases, the
+// sigmoid router with groups, a shared expert.
+moe::MOEConfig deepseek_like() {
+  moe::MOEConfig c(16, 4, 12, 8, 1.0f);
+  c.expert_kind = moe::ExpertKind::GLU;
+  c.activation = moe::Activation::SiLU;
+  c.expert_bias = false;
+  c.router = moe::RouterKind::Sigmoid;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.shared_expert_dim = 8;
+  return c;
+}
+
 void expect_same(const moe::Tensor<float>& a, const moe::Tensor<float>& b, const char* what) {
   ASSERT_EQ(a.shape(), b.shape()) << what;
   EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << what << " differs";
@@ -214,14 +228,7 @@ TEST(PlanStepsInTheLayer, GiveTheHostPlansBits) {
   moe::MOEConfig dropless = drops;
   dropless.drop_tokens = false;
   configs.push_back(dropless);
-  moe::MOEConfig deepseek(16, 4, 12, 8, 1.0f);
-  deepseek.expert_kind = moe::ExpertKind::GLU;
-  deepseek.activation = moe::Activation::SiLU;
-  deepseek.expert_bias = false;
-  deepseek.router = moe::RouterKind::Sigmoid;
-  deepseek.n_group = 4;
-  deepseek.topk_group = 2;
-  deepseek.shared_expert_dim = 8;
+  const moe::MOEConfig deepseek = deepseek_like();
   configs.push_back(deepseek);
   for (const moe::MOEConfig& config : configs) {
     SCOPED_TRACE(config.to_string());
@@ -259,14 +266,7 @@ TEST(StaticShapes, GiveThePackedLayersResults) {
   for (const std::int64_t T : {1, 3, 300}) cases.emplace_back(drops, T);
   moe::MOEConfig roomy(4, 3, 12, 16, 2.0f);  // C = 1.5T: R = T
   cases.emplace_back(roomy, 40);
-  moe::MOEConfig deepseek(16, 4, 12, 8, 1.0f);
-  deepseek.expert_kind = moe::ExpertKind::GLU;
-  deepseek.activation = moe::Activation::SiLU;
-  deepseek.expert_bias = false;
-  deepseek.router = moe::RouterKind::Sigmoid;
-  deepseek.n_group = 4;
-  deepseek.topk_group = 2;
-  deepseek.shared_expert_dim = 8;
+  const moe::MOEConfig deepseek = deepseek_like();
   cases.emplace_back(deepseek, 300);
   moe::MOEConfig glu_biased = drops;
   glu_biased.expert_kind = moe::ExpertKind::GLU;

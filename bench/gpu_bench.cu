@@ -9,6 +9,8 @@
 //   gpu_bench [--config mid|mixtral|fine|deepseek|ref] [--experts --top-k --hidden --expert-dim --tokens]
 //             [--kind ffn|glu] [--router softmax|sigmoid --groups N --topk-groups N] [--shared F_s]
 //             [--precision fp32|tf32|bf16] [--mode forward|training|step] [--reps N] [--header]
+// async = forward_async (no host results, so no wait); graph = forward_async recorded once
+// as a CUDA graph and replayed (both need --static-shapes).
 // step = a training step as `moe train` takes it, less the data and the teacher: zero_grad,
 // forward, backward, clip_grad_norm (1.0), AdamW (its dense baseline is training's).
 // --capacity-factor CF drops past the capacity instead (the dense products still do the
@@ -190,9 +192,10 @@ int run(int argc, char** argv) {
   app.add_option("--precision", precision)->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_option("--mode", modes,
                  "forward, training (forward + backward), step (training + gradient clipping + AdamW), "
-                 "or several (forward,training): one line each")
+                 "async (forward_async: no host results, no wait), graph (forward_async captured once and "
+                 "replayed; async and graph need --static-shapes), or several (forward,training): one line each")
       ->delimiter(',')
-      ->check(CLI::IsMember({"forward", "training", "step"}));
+      ->check(CLI::IsMember({"forward", "training", "step", "async", "graph"}));
   app.add_option("--reps", reps);
   app.add_option("--capacity-factor", capacity_factor, "drop past this capacity factor (default: dropless)")
       ->check(CLI::Range(1.0f, 2.0f));
@@ -248,8 +251,12 @@ int run(int argc, char** argv) {
   std::optional<moe::Optimizer> adamw;  // its state only when a step is timed
   if (std::find(modes.begin(), modes.end(), "step") != modes.end()) adamw.emplace(moe::Optimizer::adamw(layer));
   for (const std::string& mode : modes) {
-    const bool training = mode != "forward", optimizer_step = mode == "step";
+    const bool training = mode == "training" || mode == "step", optimizer_step = mode == "step";
+    std::optional<moe::ForwardGraph> graph;
+    if (mode == "graph") graph.emplace(layer.capture_forward(x, s.T, out));
     auto step = [&] {
+      if (mode == "async") return layer.forward_async(x, s.T, out);
+      if (graph) return graph->replay();
       if (optimizer_step) layer.zero_grad();
       layer.forward(x, s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
       if (training) layer.backward(out, grad_in);  // any gradient will do for timing

@@ -2,9 +2,11 @@
 #include "kernels/ops.hpp"
 
 #include <chrono>
+#include <memory>
 #include <vector>
 
 #include "kernels/plan_steps.hpp"
+#include "moe/error.hpp"
 #include "kernels/random_stream.hpp"
 
 namespace moe::kernels {
@@ -30,6 +32,10 @@ void Ops::expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float*
   grouped_linear(hidden, batch.row_offsets, F, batch.w_out, H, batch.b_out, Act::Identity, nullptr, out);
 }
 
+void Ops::begin_capture() { throw Error("Ops::begin_capture: recording ops (CUDA graphs) needs the GPU backend"); }
+std::unique_ptr<CapturedWork> Ops::end_capture() { throw Error("Ops::end_capture: no recording was begun"); }
+void Ops::replay(CapturedWork&) { throw Error("Ops::replay: recording ops needs a GPU backend"); }
+
 void Ops::expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                       const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                       std::int64_t ldc) {
@@ -44,10 +50,11 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
   std::vector<std::int32_t> slot_major_experts(static_cast<std::size_t>(n)), counts(keyed), bases(keyed),
       group_bases(keyed), entry_bases(static_cast<std::size_t>(chunks)), row_of(static_cast<std::size_t>(n));
   std::vector<std::uint8_t> kept(static_cast<std::size_t>(n));
-  std::vector<std::int64_t> offsets(static_cast<std::size_t>(experts + 1)), entries(1);
+  std::vector<std::int64_t> offsets(static_cast<std::size_t>(experts + 1)), entries(1),
+      kept_per_expert(out.host_kept_per_expert ? 0 : static_cast<std::size_t>(experts));
   plan::run_plan_steps_serially(plan::PlanArrays{
       indices, weights, tokens, top_k, experts, capacity, rows_per_expert, slot_major_experts.data(), counts.data(), bases.data(), group_bases.data(),
-      entry_bases.data(), kept.data(), row_of.data(), offsets.data(), entries.data(), out.host_kept_per_expert,
+      entry_bases.data(), kept.data(), row_of.data(), offsets.data(), entries.data(), out.host_kept_per_expert ? out.host_kept_per_expert : kept_per_expert.data(),
       out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights, out.entry_slot});
 }
 

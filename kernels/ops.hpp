@@ -43,7 +43,13 @@ struct SingleRankPlan {
   std::int32_t* combine_sources;  // [A] … the grouped row of each kept assignment, by token in slot order
   float* combine_weights;         // [A] … its weight
   std::int32_t* entry_slot;       // [A] … and its assignment t·top_k + j
-  std::int64_t* host_kept_per_expert;  // [experts]
+  std::int64_t* host_kept_per_expert;  // [experts]; null: not wanted (nothing waits for it)
+};
+
+// Work recorded once and replayed (a CUDA graph), with what its replays read.
+class CapturedWork {
+ public:
+  virtual ~CapturedWork() = default;
 };
 
 class Ops {
@@ -76,6 +82,19 @@ class Ops {
   // Memory the ops did not write has changed (a framework updated parameters in
   // place): anything derived from it, such as a cached low-precision copy, is stale.
   virtual void written_elsewhere(const void* /*dst*/, std::size_t /*bytes*/) {}
+
+  // Recording (docs/design.md §4b; a GPU's CUDA graphs): the ops issued between
+  // begin_capture and end_capture are recorded instead of run, and replay runs them
+  // again. While recording, an op that would wait or copy to the host is an error;
+  // copies from the host are recorded with a copy of their bytes that the recording
+  // keeps. A replay reads the memory the recorded ops read, so it is valid while
+  // nothing recorded has been freed: memory_epoch() counts the frees. The default
+  // (the CPU) has no recording and throws.
+  virtual void begin_capture();
+  virtual std::unique_ptr<CapturedWork> end_capture();
+  virtual void abort_capture() noexcept {}
+  virtual void replay(CapturedWork& work);
+  virtual std::uint64_t memory_epoch() const { return 0; }
 
   // C[m,n] = alpha · op(A) · op(B) + beta · C, op = transpose when trans_* is true.
   virtual void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,

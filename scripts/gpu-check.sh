@@ -202,15 +202,16 @@ plan_ab fine ffn
 # Capacity-padded experts (--static-shapes) against the packed layout at the same
 # capacity (1.25), same run: a decode-sized batch, where the expert weights' reads bound
 # the time and the padding should cost nothing, and a training-sized one, where it
-# costs up to a quarter more expert FLOPs.
+# costs up to a quarter more expert FLOPs. Padded, also forward_async (no host results,
+# no wait) and its CUDA graph replayed.
 static_ab() {  # static_ab CONFIG KIND TOKENS
-  local ms=()
-  for flag in "" --static-shapes "" --static-shapes; do
-    ms+=("$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward --precision bf16 \
-              --capacity-factor 1.25 $flag --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-  done
-  row "$1 $2 T=$3 forward bf16 cf 1.25: packed / static ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-      "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}"
+  local packed static
+  packed=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward --precision bf16 \
+             --capacity-factor 1.25 --reps 20 2>>"$results/bench.log" | cut -d, -f12)
+  static=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward,async,graph \
+             --precision bf16 --static-shapes --reps 20 2>>"$results/bench.log" | cut -d, -f12 | paste -sd/)
+  row "$1 $2 T=$3 bf16 cf 1.25: packed forward ms" "${packed:-FAILED}" \
+      "static forward / async / graph replay: ${static:-FAILED} (bench.log says why if failed)"
 }
 static_ab mid ffn 64
 static_ab mid ffn 4096

@@ -349,6 +349,8 @@ struct MoELayer::Impl {
   ForwardResult forward_in_place(const float* input, std::int64_t tokens, float* output, Pass pass);
   ForwardResult compute_forward(const std::vector<std::int64_t>& shape, std::int64_t tokens, const float* x,
                                 float* output, Pass pass);
+  ExpertRows rows_of_single_rank_plan(std::int64_t tokens, const std::vector<std::int64_t>* kept_per_expert) const;
+  void forward_async(const float* x, std::int64_t tokens, float* output);
   void backward_in_place(const float* grad_output, float* grad_input);
   void check_backward_ready(const char* where) const;
   void compute_backward(const float* grad_output, float* grad_input);
@@ -415,15 +417,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     if (planned_where_routed) {
-      // Packed: the kept counts; padded: R rows each, known before the routing.
-      const std::int64_t rows_per_expert = padded_rows_per_expert(tokens);
-      saved.expert_rows.output_rows = tokens;
-      saved.expert_rows.padded = rows_per_expert > 0;
-      saved.expert_rows.entries = tokens * config.top_k - stats.dropped;
-      saved.expert_rows.expert_offsets.assign(E + 1, 0);
-      for (std::size_t e = 0; e < E; ++e)
-        saved.expert_rows.expert_offsets[e + 1] =
-            saved.expert_rows.expert_offsets[e] + (rows_per_expert > 0 ? rows_per_expert : kept_per_expert[e]);
+      saved.expert_rows = rows_of_single_rank_plan(tokens, &kept_per_expert);
     } else {
       token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
       group_by_expert(saved.work, saved.grouping);
@@ -463,6 +457,44 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   }
   clock.finish();
   return result;
+}
+
+// The experts' rows of a plan made where the routing lives: packed, each expert's kept
+// count (kept_per_expert); padded (static shapes), R rows each, known before the
+// routing (kept_per_expert may then be null: the entries are not counted).
+ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
+                                                    const std::vector<std::int64_t>* kept_per_expert) const {
+  const std::int64_t rows_per_expert = padded_rows_per_expert(tokens);
+  ExpertRows rows;
+  rows.output_rows = tokens;
+  rows.padded = rows_per_expert > 0;
+  rows.expert_offsets.assign(static_cast<std::size_t>(config.num_experts) + 1, 0);
+  for (std::size_t e = 0; e < static_cast<std::size_t>(config.num_experts); ++e) {
+    const std::int64_t kept = kept_per_expert ? (*kept_per_expert)[e] : 0;
+    rows.expert_offsets[e + 1] = rows.expert_offsets[e] + (rows.padded ? rows_per_expert : kept);
+    rows.entries += kept;
+  }
+  return rows;
+}
+
+// The forward with nothing for the host: routing, the plan (padded) and the experts
+// queued where the layer computes, without a wait (docs/design.md §4b).
+void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* output) {
+  constexpr const char* where = "MoELayer::forward_async";
+  MOE_CHECK_ARG(options.static_shapes, where,
+                "options.static_shapes = false; expected true (packed experts take their row counts from the "
+                "routing, which the host would wait for)");
+  MOE_CHECK_ARG(tokens >= 0 && tokens <= std::numeric_limits<std::int32_t>::max() / config.top_k, where,
+                "tokens = ", tokens, "; expected 0 <= tokens and tokens * top_k <= 2^31 - 1");
+  MOE_CHECK_ARG(tokens == 0 || (x && output), where, "input or output is null for ", tokens, " tokens");
+  saved.valid = false;
+  if (tokens == 0) return;
+  launch_routing(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router);
+  plan_where_routed(tokens, nullptr);  // static shapes plan where the routing lives
+  run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr), x, local_params(), params.experts.layout,
+              config.activation, false, workspace, output);
+  if (config.shared_expert_dim > 0)
+    shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
 }
 
 // docs/design.md §2 steps 2–7 for P > 1.
@@ -664,6 +696,50 @@ ForwardResult MoELayer::forward(const float* input, std::int64_t tokens, float* 
   return impl_->forward_in_place(input, tokens, output, pass);
 }
 void MoELayer::backward(const float* grad_output, float* grad_input) { impl_->backward_in_place(grad_output, grad_input); }
+void MoELayer::forward_async(const float* input, std::int64_t tokens, float* output) {
+  impl_->forward_async(input, tokens, output);
+}
+void MoELayer::synchronize() { impl_->ops->synchronize(); }
+
+struct ForwardGraph::State {
+  kernels::Ops* ops;
+  std::unique_ptr<kernels::CapturedWork> work;
+  std::uint64_t memory_epoch;  // the ops' frees when recorded
+};
+ForwardGraph::ForwardGraph() = default;
+ForwardGraph::~ForwardGraph() = default;
+ForwardGraph::ForwardGraph(ForwardGraph&&) noexcept = default;
+ForwardGraph& ForwardGraph::operator=(ForwardGraph&&) noexcept = default;
+
+void ForwardGraph::replay() {
+  constexpr const char* where = "ForwardGraph::replay";
+  MOE_CHECK_ARG(state_, where, "an empty graph; expected one from MoELayer::capture_forward");
+  MOE_CHECK_ARG(state_->ops->memory_epoch() == state_->memory_epoch, where,
+                "the layer has freed memory since the capture (a call with more tokens moved its buffers); "
+                "capture again");
+  state_->ops->replay(*state_->work);
+}
+
+ForwardGraph MoELayer::capture_forward(const float* input, std::int64_t tokens, float* output) {
+  constexpr const char* where = "MoELayer::capture_forward";
+  Impl& m = *impl_;
+  MOE_CHECK_ARG(m.on_device(), where, "options.device = cpu; expected cuda (CUDA graphs record GPU work)");
+  MOE_CHECK_ARG(tokens > 0, where, "tokens = ", tokens, "; expected at least one token to record");
+  // Once unrecorded: the buffers reach their size and the bf16 copies are made, so the
+  // recording allocates and converts nothing.
+  m.forward_async(input, tokens, output);
+  m.ops->begin_capture();
+  ForwardGraph graph;
+  try {
+    m.forward_async(input, tokens, output);
+    graph.state_ = std::make_unique<ForwardGraph::State>(ForwardGraph::State{m.ops.get(), m.ops->end_capture(), 0});
+  } catch (...) {
+    m.ops->abort_capture();
+    throw;
+  }
+  graph.state_->memory_epoch = m.ops->memory_epoch();
+  return graph;
+}
 const PhaseTimes& MoELayer::backward_times() const { return impl_->backward_times; }
 void MoELayer::set_loss_weights(float aux_loss_weight, float z_loss_weight) {
   constexpr const char* where = "MoELayer::set_loss_weights";

@@ -147,6 +147,28 @@ struct ForwardResult {
   ForwardStats stats;
 };
 
+// A single-rank inference forward recorded once as a CUDA graph and replayed
+// (MoELayer::capture_forward; docs/design.md §4b). Each replay computes the output for
+// what the input memory holds then, on the layer's stream, as forward_async would;
+// MoELayer::synchronize() waits for it. Replays read the layer's current parameters
+// (bf16 copies made stale by a write are refreshed first). Valid while its layer lives
+// and has freed none of the memory the recording reads: a later call with more tokens
+// than any before may move the layer's buffers, and replay() then throws, asking for a
+// new capture.
+class ForwardGraph {
+ public:
+  ForwardGraph();
+  ~ForwardGraph();
+  ForwardGraph(ForwardGraph&&) noexcept;
+  ForwardGraph& operator=(ForwardGraph&&) noexcept;
+  void replay();
+
+ private:
+  friend class MoELayer;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 class MoELayer {
  public:
   // Collective: every rank of `comm` builds the layer with the same config, seed and
@@ -173,6 +195,17 @@ class MoELayer {
   // input and output are [tokens, H]; ForwardResult::output is left empty.
   ForwardResult forward(const float* input, std::int64_t tokens, float* output, Pass pass = Pass::Inference);
   void backward(const float* grad_output, float* grad_input);
+  // An inference forward without ForwardResult's host values (choices, losses,
+  // statistics), on token rows in the layer's memory, for a layer with
+  // options.static_shapes (one rank): on a GPU the host only queues the work on the
+  // layer's stream and returns, with no wait. synchronize() waits for the output.
+  void forward_async(const float* input, std::int64_t tokens, float* output);
+  // Waits for the work queued on the layer's stream (a no-op on the CPU).
+  void synchronize();
+  // forward_async recorded as a CUDA graph (a GPU layer): the input and output memory,
+  // and the token count, are fixed; each replay reads the input anew. The capture runs
+  // the forward once first, which sizes the layer's buffers and makes its bf16 copies.
+  ForwardGraph capture_forward(const float* input, std::int64_t tokens, float* output);
   // Where the last backward's time went.
   const PhaseTimes& backward_times() const;
   // The weights the next backward() gives ∂L/∂L_aux and ∂L/∂L_z — LayerOptions'

@@ -12,6 +12,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/graph_recorder.cuh"
 #include "kernels/cuda/optimizer.cuh"
 #include "kernels/cuda/plan.cuh"
 #include "kernels/cuda/random.cuh"
@@ -32,10 +33,12 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
     uploads_ = std::make_unique<UploadRing>(stream_);
+    recorder_ = std::make_unique<GraphRecorder>(stream_);
   }
 
   ~CudaOps() override {
     // Destructors never throw: failures are reported and the rest is still released.
+    recorder_.reset();  // ends a recording left open
     if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess) std::fprintf(stderr, "moe: a stream failed\n");
     for (auto& w : weight_cache_) release(w.bf16);
     uploads_.reset();
@@ -86,6 +89,7 @@ class CudaOps final : public Ops {
 
   void copy_to_host(void* host_dst, const void* src, std::size_t bytes) override {
     if (!bytes) return;
+    not_while_recording("a copy to the host");
     MOE_CHECK(Cuda, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     synchronize();
   }
@@ -93,6 +97,7 @@ class CudaOps final : public Ops {
   // move to host_dst when synchronize() has seen the stream finish.
   void copy_to_host_later(void* host_dst, const void* src, std::size_t bytes) override {
     if (!bytes) return;
+    not_while_recording("a copy to the host");
     std::size_t at = (downloads_used_ + 15) / 16 * 16;
     if (at + bytes > downloads_capacity_) {
       synchronize();  // lands what is queued, and frees the staging memory for a larger one
@@ -114,7 +119,9 @@ class CudaOps final : public Ops {
     if (!bytes) return;
     touched(dst, bytes);
     // The caller may reuse its host memory as soon as this returns: small copies are
-    // staged in pinned memory and the host goes on; large ones wait for the copy.
+    // staged in pinned memory and the host goes on; large ones wait for the copy. A
+    // recording keeps its own copy of the bytes, for every replay.
+    if (recorder_->recording()) return recorder_->upload(dst, host_src, bytes);
     if (bytes <= UploadRing::kMaxBytes) return uploads_->upload(dst, host_src, bytes);
     MOE_CHECK(Cuda, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
     synchronize();
@@ -130,12 +137,28 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cuda, cudaMemsetAsync(dst, 0, bytes, stream_));
   }
   void synchronize() override {
+    not_while_recording("a wait for the GPU");
     MOE_CHECK(Cuda, cudaStreamSynchronize(stream_));
     for (const PendingDownload& d : pending_downloads_) std::memcpy(d.host_dst, d.staged, d.bytes);
     pending_downloads_.clear();
     downloads_used_ = 0;
   }
   void written_elsewhere(const void* dst, std::size_t bytes) override { touched(dst, bytes); }
+
+  void begin_capture() override {
+    synchronize();  // lands the downloads queued before
+    recorder_->begin();
+  }
+  std::unique_ptr<CapturedWork> end_capture() override { return recorder_->end(); }
+  void abort_capture() noexcept override { recorder_->abort(); }
+  void replay(CapturedWork& work) override {
+    // bf16 copies made stale since the recording (an optimizer step) are converted
+    // again into the same memory first, which the recording reads.
+    for (auto& c : weight_cache_)
+      if (c.stale) launch_to_bf16(c.source, static_cast<std::int64_t>(c.count), c.bf16, stream_), c.stale = false;
+    recorder_->replay(work);
+  }
+  std::uint64_t memory_epoch() const override { return frees_; }
 
   void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
             std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) override {
@@ -295,7 +318,8 @@ class CudaOps final : public Ops {
                        out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights,
                        out.entry_slot};
     launch_single_rank_plan(p, stream_);
-    copy_to_host_later(out.host_kept_per_expert, p.kept_per_expert, sizeof(std::int64_t) * static_cast<std::size_t>(experts));
+    if (out.host_kept_per_expert)
+      copy_to_host_later(out.host_kept_per_expert, p.kept_per_expert, sizeof(std::int64_t) * static_cast<std::size_t>(experts));
   }
 
   void column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
@@ -531,6 +555,7 @@ class CudaOps final : public Ops {
 
   void release(void* ptr) noexcept {
     if (!ptr) return;
+    ++frees_;
     sizes_.erase(ptr);
     if (cudaFree(ptr) != cudaSuccess) std::fprintf(stderr, "moe: cudaFree failed\n");
   }
@@ -549,6 +574,13 @@ class CudaOps final : public Ops {
   };
   std::vector<PendingDownload> pending_downloads_;  // copy_to_host_later's, landed by synchronize()
   void* downloads_ = nullptr;                        // pinned staging for them
+  std::unique_ptr<GraphRecorder> recorder_;
+  std::uint64_t frees_ = 0;  // memory_epoch(): device memory freed so far
+  void not_while_recording(const char* what) const {
+    MOE_CHECK_ARG(!recorder_->recording(), "CudaOps", what,
+                  " while recording a CUDA graph; the recorded work must not wait for the GPU or read its "
+                  "results on the host");
+  }
   std::size_t downloads_capacity_ = 0, downloads_used_ = 0;
   Scratch table_, doubles_, partials_;
   Scratch plan_;                   // plan_single_rank's counts, bases and flags

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <unistd.h>
 
+#include "buffer.hpp"
+#include "kernels/ops.hpp"
 #include "moe/checkpoint.hpp"
 #include "moe/layer.hpp"
 #include "moe/optimizer.hpp"
@@ -99,6 +101,42 @@ TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
       const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
       EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "expert " << e;
     }
+  }
+}
+
+// A captured forward (a CUDA graph of forward_async) replays the forward: for new input
+// values in the same memory its output is the eager forward's, with an eager forward
+// run between replays (which rewrites the shared scratch); after a parameter write it
+// reads the new values (bf16 copies refreshed); once the layer has freed memory, a
+// replay is refused.
+TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
+  auto memory = moe::kernels::make_cuda_ops(0, moe::kernels::GemmPrecision::FP32);
+  const std::int64_t T = 64, H = config.hidden_dim, n = T * H;
+  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
+    SCOPED_TRACE(moe::precision_name(p));
+    moe::LayerOptions options = on(moe::Device::CUDA, p);
+    options.static_shapes = true;
+    moe::MoELayer layer(config, *comm, 7, options);
+    moe::Buffer<float> input(*memory), output(*memory);
+    input.resize(static_cast<std::size_t>(n));
+    input.zero();
+    output.resize(static_cast<std::size_t>(n));
+    memory->synchronize();
+    moe::ForwardGraph graph = layer.capture_forward(input.data(), T, output.data());
+    for (int round = 0; round < 3; ++round) {
+      const Tensor<float> x = moe::testing::random_tensor({T, H}, 1.0, 20 + round);
+      if (round == 2)
+        layer.set_expert_params(3, moe::testing::random_tensor({config.expert_param_count()}, 0.05, 30));
+      input.upload(x.data(), static_cast<std::size_t>(n));
+      memory->synchronize();  // the layer reads on its own stream
+      graph.replay();
+      layer.synchronize();
+      const std::vector<float> got = output.download();
+      const moe::ForwardResult want = layer.forward(x);
+      EXPECT_LE(relative_error(got.data(), want.output.data(), n), 1e-6) << "round " << round;
+    }
+    layer.forward(moe::testing::random_tensor({16 * T, H}, 1.0, 40));  // more tokens: buffers move
+    EXPECT_MOE_ERROR(graph.replay(), "freed memory since the capture", "capture again");
   }
 }
 

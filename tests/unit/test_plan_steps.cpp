@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <random>
 #include <tuple>
@@ -300,6 +301,46 @@ TEST(StaticShapes, NeedACapacityAndThePlanSteps) {
   const PlanChoice host("host");
   EXPECT_MOE_ERROR(moe::MoELayer(moe::MOEConfig(4, 2, 8, 8, 1.0f), *comm, 1, options),
                    "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host");
+}
+
+// forward_async (static shapes, no host results) computes forward's output bit for bit,
+// with and without a shared expert, at a decode size and past a chunk; no tokens is a
+// no-op.
+TEST(ForwardAsync, GivesTheForwardsOutput) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::LayerOptions options;
+  options.static_shapes = true;
+  for (const moe::MOEConfig& config : {moe::MOEConfig(8, 2, 12, 16, 1.25f), deepseek_like()}) {
+    moe::MoELayer layer(config, *comm, 3, options);
+    layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
+    for (const std::int64_t T : {2, 300}) {
+      SCOPED_TRACE(::testing::Message() << config.to_string() << " T=" << T);
+      const moe::Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, 9);
+      const moe::ForwardResult expected = layer.forward(x);
+      std::vector<float> out(static_cast<std::size_t>(x.numel()), std::nanf(""));
+      layer.forward_async(x.data(), T, out.data());
+      layer.synchronize();
+      EXPECT_TRUE(std::equal(out.begin(), out.end(), expected.output.begin()));
+    }
+    layer.forward_async(nullptr, 0, nullptr);
+  }
+}
+
+TEST(ForwardAsync, NeedsStaticShapesAndCaptureNeedsAGpu) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  const moe::MOEConfig config(4, 2, 8, 8, 1.0f);
+  std::vector<float> x(8 * 4, 0.5f), out(x.size());
+  moe::MoELayer packed(config, *comm, 1);
+  EXPECT_MOE_ERROR(packed.forward_async(x.data(), 4, out.data()), "MoELayer::forward_async",
+                   "options.static_shapes = false; expected true");
+  moe::LayerOptions options;
+  options.static_shapes = true;
+  moe::MoELayer padded(config, *comm, 1, options);
+  EXPECT_MOE_ERROR(padded.forward_async(x.data(), 4, nullptr), "input or output is null for 4 tokens");
+  EXPECT_MOE_ERROR(padded.capture_forward(x.data(), 4, out.data()), "MoELayer::capture_forward",
+                   "options.device = cpu; expected cuda");
+  moe::ForwardGraph empty;
+  EXPECT_MOE_ERROR(empty.replay(), "ForwardGraph::replay: an empty graph");
 }
 
 TEST(PlanStepsInTheLayer, AnUnknownChoiceIsAnErrorNamingIt) {

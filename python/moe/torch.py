@@ -55,11 +55,13 @@ class MoE(nn.Module):
     first F columns, w_down, b_gate_up, b_down); shared_expert.<tensor> and
     shared_gate.weight when configured. The sigmoid router's expert bias is state
     (state_dict key "expert_bias"), updated by update_expert_bias() after each
-    optimizer step."""
+    optimizer step. static_shapes=True runs every expert on capacity-padded rows (one
+    rank, a capacity; docs/design.md §4b)."""
 
-    def __init__(self, config, comm=None, seed=0, device="cpu", precision="fp32"):
+    def __init__(self, config, comm=None, seed=0, device="cpu", precision="fp32", static_shapes=False):
         super().__init__()
-        self.layer = MoELayer(config, comm, seed, device, precision, aux_loss_coef=0.0, z_loss_coef=0.0)
+        self.layer = MoELayer(config, comm, seed, device, precision, aux_loss_coef=0.0, z_loss_coef=0.0,
+                              static_shapes=static_shapes)
         self.config = self.layer.config
         self.aux_loss = None
         self.z_loss = None

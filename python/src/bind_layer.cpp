@@ -232,8 +232,9 @@ void bind_layer(py::module_& m) {
                       "Collective: every rank builds it with the same config, seed and options.")
       .def(py::init([](const MOEConfig& config, const py::object& comm, std::uint64_t seed, const std::string& device,
                        const std::string& precision, float aux_loss_coef, float z_loss_coef,
-                       const std::string& traffic) {
+                       const std::string& traffic, bool static_shapes) {
              LayerOptions options;
+             options.static_shapes = static_shapes;
              options.device = parse_device(device);
              options.precision = parse_precision(precision);
              options.aux_loss_coef = aux_loss_coef;
@@ -251,7 +252,7 @@ void bind_layer(py::module_& m) {
            }),
            py::arg("config"), py::arg("comm") = py::none(), py::arg("seed") = 0, py::arg("device") = "cpu",
            py::arg("precision") = "fp32", py::arg("aux_loss_coef") = 0.01f, py::arg("z_loss_coef") = 0.0f,
-           py::arg("traffic") = "deduplicated")
+           py::arg("traffic") = "deduplicated", py::arg("static_shapes") = false)
       .def("forward", &forward, py::arg("x"), py::arg("out") = py::none(), py::arg("training") = false,
            "Collective. x: float32 [T, H] or [B, S, H], C-contiguous, in the layer's memory (numpy or torch, "
            "read in place through DLPack). Writes the output into out (allocated as numpy when None).")

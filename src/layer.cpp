@@ -205,8 +205,9 @@ struct MoELayer::Impl {
       plan_where_routed_choice = single_rank_plan_choice(*ops);
       // The padded layout comes from the plan steps, on either backend.
       const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN");
-      MOE_CHECK_ARG(!options.static_shapes || !forced || std::string(forced) != "host", "MoELayer", "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host; expected steps or "
-                    "unset (the capacity-padded plan is made by the plan steps)");
+      MOE_CHECK_ARG(!options.static_shapes || !forced || std::string(forced) != "host", "MoELayer",
+                    "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host; expected steps or unset (the "
+                    "capacity-padded plan is made by the plan steps)");
       plan_where_routed_choice = plan_where_routed_choice || options.static_shapes;
     });
     check_same_on_every_rank(*comm, config, seed, options);
@@ -332,6 +333,10 @@ struct MoELayer::Impl {
   bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
     if (!plan_where_routed_choice || tokens == 0) return false;
     const std::int64_t k = config.top_k, rows_per_expert = padded_rows_per_expert(tokens);
+    // Grouped rows are int32 indices, as the T·k assignments are (checked on entry).
+    MOE_CHECK_ARG(config.num_experts * rows_per_expert <= std::numeric_limits<std::int32_t>::max(), "MoELayer::forward",
+                  "tokens = ", tokens, " gives num_experts · ", rows_per_expert, " padded rows (static shapes); "
+                  "expected at most 2^31 - 1: pass fewer tokens per call");
     const auto n = static_cast<std::size_t>(tokens * k);
     const auto grouped = rows_per_expert > 0 ? static_cast<std::size_t>(config.num_experts * rows_per_expert) : n;
     const kernels::SingleRankPlan out{workspace.gather_rows.resize(grouped),

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "kernels/plan_steps.hpp"
-#include "moe/error.hpp"
 #include "kernels/random_stream.hpp"
+#include "moe/error.hpp"
 
 namespace moe::kernels {
 
@@ -51,11 +51,13 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
       group_bases(keyed), entry_bases(static_cast<std::size_t>(chunks)), row_of(static_cast<std::size_t>(n));
   std::vector<std::uint8_t> kept(static_cast<std::size_t>(n));
   std::vector<std::int64_t> offsets(static_cast<std::size_t>(experts + 1)), entries(1),
-      kept_per_expert(out.host_kept_per_expert ? 0 : static_cast<std::size_t>(experts));
+      unwanted_kept(out.host_kept_per_expert ? 0 : static_cast<std::size_t>(experts));
+  std::int64_t* kept_per_expert = out.host_kept_per_expert ? out.host_kept_per_expert : unwanted_kept.data();
   plan::run_plan_steps_serially(plan::PlanArrays{
-      indices, weights, tokens, top_k, experts, capacity, rows_per_expert, slot_major_experts.data(), counts.data(), bases.data(), group_bases.data(),
-      entry_bases.data(), kept.data(), row_of.data(), offsets.data(), entries.data(), out.host_kept_per_expert ? out.host_kept_per_expert : kept_per_expert.data(),
-      out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights, out.entry_slot});
+      indices, weights, tokens, top_k, experts, capacity, rows_per_expert, slot_major_experts.data(), counts.data(),
+      bases.data(), group_bases.data(), entry_bases.data(), kept.data(), row_of.data(), offsets.data(),
+      entries.data(), kept_per_expert, out.grouped_tokens, out.combine_offsets, out.combine_sources,
+      out.combine_weights, out.entry_slot});
 }
 
 std::size_t Ops::mark() {

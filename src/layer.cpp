@@ -20,43 +20,14 @@
 #include "layer_access.hpp"
 #include "moe/config_fields.hpp"
 #include "parameter_set.hpp"
+#include "phase_clock.hpp"
 #include "router.hpp"
 #include "shared_expert.hpp"
+#include "token_exchange.hpp"
 #include "transport.hpp"
 
 namespace moe {
 namespace {
-
-// Splits the time of the work into phases without a wait at each: lap(p) marks the end
-// of phase p (Ops::mark: on a GPU an event on the stream, so the host goes on queuing
-// the next phase's kernels), and finish() waits once and adds each phase's time.
-class PhaseClock {
- public:
-  explicit PhaseClock(kernels::Ops& ops) : ops_(ops), start_(ops.mark()) {}
-  ~PhaseClock() { ops_.release_marks(start_); }
-  PhaseClock(const PhaseClock&) = delete;
-  PhaseClock& operator=(const PhaseClock&) = delete;
-  void lap(double& phase) { laps_.push_back({&phase, ops_.mark()}); }
-  // Waits for the work queued so far (as the waiting laps of before did) and books it.
-  void finish() {
-    ops_.synchronize();
-    std::size_t previous = start_;
-    for (const Lap& lap : laps_) {
-      *lap.phase += ops_.seconds_between(previous, lap.mark);
-      previous = lap.mark;
-    }
-    laps_.clear();
-  }
-
- private:
-  struct Lap {
-    double* phase;
-    std::size_t mark;
-  };
-  kernels::Ops& ops_;
-  std::size_t start_;
-  std::vector<Lap> laps_;
-};
 
 Traffic to_traffic(TrafficMode mode) {
   return mode == TrafficMode::Deduplicated ? Traffic::Deduplicated : Traffic::PerAssignment;
@@ -151,11 +122,10 @@ struct MoELayer::Impl {
   RouterBuffers router{*ops};
   ExpertWorkspace workspace{*ops};
   SharedExpert shared{*ops};
-  Buffer<float> send_rows{*ops}, expert_rows{*ops};  // the exchanges' ExchangeSpans (rows in, rows out)
-  Buffer<std::int32_t> token_offsets{*ops}, token_rows{*ops}, gather_tokens{*ops};
   Buffer<float> saved_input{*ops};
   Buffer<float> input_rows{*ops}, output_rows{*ops}, grad_rows{*ops}, input_grad_rows{*ops};  // GPU staging
   Transport transport{*comm, *ops};
+  std::unique_ptr<TokenExchange> exchange;  // P > 1: the tokens to their experts' owners and back
 
   // What a training forward keeps for backward (host side; the activations stay in
   // the workspaces above).
@@ -164,12 +134,9 @@ struct MoELayer::Impl {
     std::vector<std::int64_t> input_shape;
     std::int64_t tokens = 0;
     Routing routing;
-    ExpertAssignments work;  // the host plan's assignments and grouping (their memory reused)
+    ExpertAssignments work;  // P = 1, the host plan's assignments and grouping (their memory reused)
     ExpertGrouping grouping;
     ExpertRows expert_rows;  // the plan the experts ran, in the workspace
-    SendLayout layout;  // P > 1
-    std::vector<std::int64_t> recv_row_counts, recv_assignment_counts;
-    ExchangeSpan rows, assignments;
   } saved;
   PhaseTimes backward_times;
   float aux_loss_weight = 0, z_loss_weight = 0;  // what backward applies; options' until set
@@ -215,6 +182,9 @@ struct MoELayer::Impl {
 
     local_experts = config.num_experts / ranks;
     first_expert = rank * local_experts;
+    if (ranks > 1)
+      exchange = std::make_unique<TokenExchange>(*comm, *ops, transport, config.hidden_dim, local_experts,
+                                                 to_traffic(options.traffic), options.separate_waits);
     // Sized before anything is allocated: a config too large for the machine is an
     // error naming the sizes, on every rank, not an allocation that kills the process.
     collective_check(*comm, [&] {
@@ -359,9 +329,6 @@ struct MoELayer::Impl {
   void backward_in_place(const float* grad_output, float* grad_input);
   void check_backward_ready(const char* where) const;
   void compute_backward(const float* grad_output, float* grad_input);
-  void exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
-                            std::int64_t tokens, bool training, float* output, ForwardStats& stats,
-                            PhaseClock& clock);
   Tensor<FLOAT_TYPE> backward(const Tensor<FLOAT_TYPE>& grad_output);
 };
 
@@ -433,7 +400,12 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
                 workspace, output);
     clock.lap(times.experts);
   } else {
-    exchange_and_compute(x, routing, plan, tokens, training, output, stats, clock);
+    saved.expert_rows = exchange->dispatch(x, routing, plan, workspace, times, clock);
+    run_experts(*ops, saved.expert_rows, exchange->received_rows(), local_params(), params.experts.layout,
+                config.activation, training, workspace, exchange->result_rows());
+    clock.lap(times.experts);
+    exchange->return_and_combine(tokens, output, times, clock);
+    exchange->count_traffic(stats);
   }
   if (config.shared_expert_dim > 0) {
     shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
@@ -502,88 +474,6 @@ void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* o
     shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
 }
 
-// docs/design.md §2 steps 2–7 for P > 1.
-void MoELayer::Impl::exchange_and_compute(const float* x, const Routing& routing, const DispatchPlan& plan,
-                                          std::int64_t tokens, bool training, float* output, ForwardStats& stats,
-                                          PhaseClock& clock) {
-  PhaseTimes& times = stats.times;
-  const std::int64_t H = config.hidden_dim;
-  const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
-  const auto P = static_cast<std::size_t>(ranks);
-  saved.layout = make_send_layout(plan, routing.indices.data(), routing.weights.data(), ranks, rank,
-                                  to_traffic(options.traffic));
-  const SendLayout& layout = saved.layout;
-  clock.lap(times.plan);
-
-  if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-  // 2. Counts: rows and assignments for every peer, so each rank knows what arrives.
-  std::vector<std::int64_t> send_counts(2 * P), recv_counts(2 * P);
-  for (std::size_t p = 0; p < P; ++p) {
-    send_counts[2 * p] = layout.rows_per_rank[p];
-    send_counts[2 * p + 1] = layout.assignments_per_rank[p];
-  }
-  comm->all_to_all(send_counts.data(), recv_counts.data(), 2);
-  std::vector<std::int64_t>& recv_row_counts = saved.recv_row_counts;
-  std::vector<std::int64_t>& recv_assignment_counts = saved.recv_assignment_counts;
-  recv_row_counts.assign(P, 0);
-  recv_assignment_counts.assign(P, 0);
-  for (std::size_t p = 0; p < P; ++p) {
-    recv_row_counts[p] = recv_counts[2 * p];
-    recv_assignment_counts[p] = recv_counts[2 * p + 1];
-  }
-  // Where the rows and the assignments live during the exchange: own rows stay put.
-  saved.rows = make_exchange_span(layout.rows_per_rank, recv_row_counts, rank);
-  saved.assignments = make_exchange_span(layout.assignments_per_rank, recv_assignment_counts, rank);
-  const ExchangeSpan& rows = saved.rows;
-  clock.lap(times.dispatch);
-
-  // 3. Dispatch: the rows packed by destination — the own rows straight into the
-  // middle of the span, where the experts read them — then their assignments.
-  float* span = send_rows.resize(static_cast<std::size_t>(rows.total() * H));
-  ops->gather_rows(x, gather_tokens.upload(layout.row_token), layout.rows(), H, span);
-  clock.lap(times.pack);
-  if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-  // The rows and their assignment records travel together: one wait for the peers.
-  const Transport::Rows dispatched{span, layout.rows_per_rank.data(), span + rows.owner_side_begin() * H,
-                                   recv_row_counts.data(), row_bytes};
-  const std::vector<AssignmentRecord> records =
-      metadata_to_owners(transport, saved.assignments, layout.assignments, layout.assignments_per_rank.data(),
-                         recv_assignment_counts.data(), &dispatched);
-  clock.lap(times.dispatch);
-
-  // 4–5. Regroup by local expert, run the experts, and sum each received row's
-  // weighted expert outputs into one row to send back.
-  const std::int64_t received_rows = rows.own + rows.owner_side;
-  saved.work = received_assignments(records.data(), static_cast<std::int64_t>(records.size()), received_rows,
-                                    local_experts);
-  group_by_expert(saved.work, saved.grouping);
-  saved.expert_rows = load_plan(saved.work, saved.grouping, workspace);
-  float* out_span = expert_rows.resize(static_cast<std::size_t>(rows.total() * H));
-  run_experts(*ops, saved.expert_rows, span + rows.owner_view() * H, local_params(), params.experts.layout,
-              config.activation, training, workspace, out_span + rows.owner_view() * H);
-  clock.lap(times.experts);
-
-  // 6. Send the rows back, the reverse of step 3: they land before the own rows'
-  // outputs, so that [sender side | own] is every row in the send layout's order.
-  if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-  transport.exchange_with_others(out_span + rows.owner_side_begin() * H, recv_row_counts.data(), out_span,
-                                 layout.rows_per_rank.data(), row_bytes);
-  clock.lap(times.send_back);
-
-  // 7. Each token's output is the sum of the rows that come back for it.
-  ops->combine_rows(out_span + rows.sender_view() * H, H, tokens, token_offsets.upload(layout.token_offsets),
-                    token_rows.upload(layout.token_rows), nullptr, output);
-  clock.lap(times.combine);
-
-  for (std::size_t p = 0; p < P; ++p) {
-    stats.rows_sent[p] = layout.rows_per_rank[p];
-    stats.rows_received[p] = recv_row_counts[p];
-    if (static_cast<int>(p) == rank) continue;  // a local copy, not on the wire
-    stats.bytes_sent += layout.rows_per_rank[p] * static_cast<std::int64_t>(row_bytes);
-    stats.metadata_bytes_sent += layout.assignments_per_rank[p] * static_cast<std::int64_t>(sizeof(AssignmentRecord));
-  }
-}
-
 // The forward in reverse (docs/design.md §2): combine-backward, all-to-all, expert backward,
 // all-to-all back, router backward — through the same layout and the same combine.
 Tensor<FLOAT_TYPE> MoELayer::Impl::backward(const Tensor<FLOAT_TYPE>& grad_output) {
@@ -616,8 +506,7 @@ void MoELayer::Impl::check_backward_ready(const char* where) const {
 }
 
 void MoELayer::Impl::compute_backward(const float* g, float* dx) {
-  const std::int64_t H = config.hidden_dim, T = saved.tokens, k = config.top_k;
-  const std::size_t row_bytes = sizeof(float) * static_cast<std::size_t>(H);
+  const std::int64_t T = saved.tokens, k = config.top_k;
   PhaseTimes& times = backward_times;
   times = PhaseTimes{};
   PhaseClock clock(*ops);
@@ -634,38 +523,12 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     ops->scatter(d_weights, workspace.entry_slot.data(), static_cast<std::int64_t>(A), d_slot);
     clock.lap(times.experts);
   } else {
-    const SendLayout& layout = saved.layout;
-    const ExchangeSpan& rows = saved.rows;
-    // ∂L/∂(a returned row) is the gradient of its token's output: to the owners, as
-    // the forward dispatched the tokens, through the same span.
-    float* span = send_rows.resize(static_cast<std::size_t>(rows.total() * H));
-    ops->gather_rows(g, gather_tokens.upload(layout.row_token), layout.rows(), H, span);
-    clock.lap(times.pack);
-    if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-    transport.exchange_with_others(span, layout.rows_per_rank.data(), span + rows.owner_side_begin() * H,
-                                   saved.recv_row_counts.data(), row_bytes);
-    clock.lap(times.dispatch);
-    float* d_span = expert_rows.resize(static_cast<std::size_t>(rows.total() * H));
-    backward_experts(*ops, saved.expert_rows, span + rows.owner_view() * H, local_params(), local_grads(),
-                     params.experts.layout, config.activation, workspace, d_span + rows.owner_view() * H,
+    exchange->dispatch_gradient(g, times, clock);
+    backward_experts(*ops, saved.expert_rows, exchange->gradient_rows(), local_params(), local_grads(),
+                     params.experts.layout, config.activation, workspace, exchange->input_gradient_rows(),
                      d_weights);
     clock.lap(times.experts);
-    // Back to the tokens' ranks: the rows' gradients and every assignment's weight gradient.
-    if (options.separate_waits) comm->barrier(), clock.lap(times.wait);
-    const std::vector<float> dw_here = workspace.d_weights.download();
-    const Transport::Rows returned{d_span + rows.owner_side_begin() * H, saved.recv_row_counts.data(), d_span,
-                                   layout.rows_per_rank.data(), row_bytes};
-    const std::vector<float> dw_back = metadata_to_senders(transport, saved.assignments, dw_here.data(),
-                                                           saved.recv_assignment_counts.data(),
-                                                           layout.assignments_per_rank.data(), &returned);
-    clock.lap(times.send_back);
-    ops->combine_rows(d_span + rows.sender_view() * H, H, T, token_offsets.upload(layout.token_offsets),
-                      token_rows.upload(layout.token_rows), nullptr, dx);
-    std::vector<float> host_d_slot(static_cast<std::size_t>(T * k), 0.0f);
-    for (std::size_t a = 0; a < dw_back.size(); ++a)
-      host_d_slot[static_cast<std::size_t>(layout.assignment_slot[a])] = dw_back[a];
-    ops->copy_from_host(d_slot, host_d_slot.data(), sizeof(float) * host_d_slot.size());
-    clock.lap(times.combine);
+    exchange->return_gradient(workspace.d_weights, T, k, dx, d_slot, times, clock);
   }
   // The replicated parameters' gradients of this rank's tokens, summed over ranks.
   step.zero();

@@ -49,10 +49,10 @@ else
   if cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
        >"$results/build.log" 2>&1 &&
      cmake --build build-gpu -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench moe_cli \
-       >>"$results/build.log" 2>&1; then
+       decode_with_cuda_graph >>"$results/build.log" 2>&1; then
     mkdir -p build-gpu/check-bin
     cp build-gpu/tests/cuda/moe_cuda_tests build-gpu/tests/mpi/moe_mpi_tests build-gpu/bench/gpu_bench \
-       build-gpu/bin/moe build-gpu/check-bin/
+       build-gpu/bin/moe build-gpu/examples/decode_with_cuda_graph build-gpu/check-bin/
     bin=$PWD/build-gpu/check-bin
     row "programs" "built" "build-gpu ($(elapsed))"
   else
@@ -81,6 +81,14 @@ if ((status == 0 && skipped == 0 && passed > 0)); then
 else
   grep -A3 "Failure" "$results/cuda_tests.log" | head -40
   row "cuda tests (ops + layer, P=1)" "FAIL" "exit $status: $passed ok, $((failed / 2)) failed, $skipped skipped"
+fi
+
+# The CUDA-graph example a user copies (examples/decode_with_cuda_graph.cpp).
+if [[ -x "$bin/decode_with_cuda_graph" ]]; then
+  timeout 60 "$bin/decode_with_cuda_graph" >"$results/decode_graph.log" 2>&1
+  status=$?
+  row "examples/decode_with_cuda_graph" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
+      "exit $status: $(tail -1 "$results/decode_graph.log")"
 fi
 
 echo "== 2. compute-sanitizer on the cuda tests $(elapsed)"

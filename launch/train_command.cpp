@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 
 #include "buffer.hpp"
 #include "collective_check.hpp"
@@ -49,6 +50,12 @@ class StepData {
         batches_(std::max<std::int64_t>(1, dataset_batches)),
         dataset_(dataset_batches > 0),
         x_(*ops_), target_(*ops_), output_(*ops_), grad_(*ops_), grad_input_(*ops_) {
+    // The rows and targets of every batch: named by the flag when they cannot fit.
+    const double bytes = 2.0 * sizeof(float) * double(n_) * double(batches_);
+    const std::string what = "the dataset (--dataset-batches " + std::to_string(batches_) + " of " +
+                             std::to_string(tokens) + " token rows and their targets)";
+    MOE_CHECK_ARG(bytes < 9.0e18, "train", what, " needs ", bytes, " bytes");
+    if (options.device == Device::CPU) detail::check_fits_in_memory(static_cast<std::int64_t>(bytes), what);
     for (Buffer<float>* b : {&output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
     for (Buffer<float>* b : {&x_, &target_}) b->resize(static_cast<std::size_t>(n_ * batches_));
   }
@@ -204,32 +211,34 @@ class TrainCommand final : public Command {
     teacher_options.precision = options_.precision;  // the job's arithmetic throughout
     MoELayer teacher(teacher_config, comm, teacher_seed_, teacher_options);
     std::unique_ptr<MetricsFile> metrics;  // rank 0's, with --metrics
+    std::optional<StepData> data;
     collective_check(comm, [&] {
       MOE_CHECK_ARG(metrics_.empty() || (metrics_ != checkpoint_ && metrics_ != resume_), "train", "--metrics '",
                     metrics_, "' is also the checkpoint; expected a file of its own");
       if (root && !metrics_.empty()) metrics = std::make_unique<MetricsFile>(metrics_, !resume_.empty());
+      // A dataset too large for the memory fails here, on every rank, naming its size.
+      data.emplace(options_, comm, tokens_, config_.hidden_dim, dataset_batches_);
     });
 
     if (root) {
-      const std::string data =
+      const std::string source =
           dataset_batches_ > 0 ? ", a dataset of " + std::to_string(dataset_batches_) + " batches per rank" : "";
       std::printf("moe train: %s on %d rank(s) (%s, %s), %lld tokens per rank per step%s, %s lr %g%s\n",
                   config_.to_string().c_str(), comm.size(), device_.device.c_str(), comm_backend_name(comm.backend()),
-                  static_cast<long long>(tokens_), data.c_str(), optimizer_.c_str(),
+                  static_cast<long long>(tokens_), source.c_str(), optimizer_.c_str(),
                   double(optimizer.learning_rate()), resume_.empty() ? "" : (", resumed at step " + std::to_string(step)).c_str());
       std::printf("%8s %12s %9s %9s %11s %8s %9s\n", "step", "loss", "aux", "z", "tokens/s", "dropped", "load max");
     }
     const double total_tokens = double(comm.size()) * double(tokens_);
     auto window_start = std::chrono::steady_clock::now();
     TrainingWindow window;
-    StepData data(options_, comm, tokens_, config_.hidden_dim, dataset_batches_);
-    data.label_dataset(teacher, data_seed_, comm.rank());
+    data->label_dataset(teacher, data_seed_, comm.rank());
     for (; step < steps_; ++step) {
-      const float* x = data.tokens(data_seed_, comm.rank(), step, teacher);
-      const ForwardResult out = student.forward(x, tokens_, data.output(), Pass::Training);
+      const float* x = data->tokens(data_seed_, comm.rank(), step, teacher);
+      const ForwardResult out = student.forward(x, tokens_, data->output(), Pass::Training);
 
       // Loss: mean squared error over every rank's tokens; its gradient on this rank.
-      double sums[4] = {data.squared_error(2.0 / (total_tokens * double(config_.hidden_dim))), out.aux_loss,
+      double sums[4] = {data->squared_error(2.0 / (total_tokens * double(config_.hidden_dim))), out.aux_loss,
                         out.z_loss, double(out.stats.dropped)};
       comm.all_reduce(sums, 4, DataType::Float64, ReduceOp::Sum);
       // The same sums on every rank, so every rank stops here alike, before a step or a
@@ -240,7 +249,7 @@ class TrainCommand final : public Command {
                       checkpoint_.empty() ? "" : " (the last checkpoint written is kept)");
       });
       student.zero_grad();
-      student.backward(data.grad(), data.grad_input());
+      student.backward(data->grad(), data->grad_input());
       if (clip_ > 0) clip_grad_norm(student, clip_);
       // A function of the step alone (not of --steps), so a resumed run follows the
       // same schedule as one that never stopped.

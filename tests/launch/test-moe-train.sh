@@ -40,6 +40,8 @@ check "a resume keeps the checkpoint's dataset: a contradicting flag is refused"
   "moe train ${small[*]} --steps 8 --resume dataset3_first.h5 --dataset-batches 2 2>&1 | grep -q -- '--dataset-batches 2 contradicts'"
 check "... and so is a contradicting --tokens" bash -c \
   "moe train ${small[*]} --steps 8 --resume dataset3_first.h5 --tokens 32 2>&1 | grep -q -- '--tokens 32 contradicts'"
+check "a dataset larger than the memory is an error naming the flag" bash -c \
+  "moe train ${small[*]} --steps 2 --dataset-batches 100000000000 2>&1 | grep -q 'dataset (--dataset-batches 100000000000'"
 check "the checkpoint holds optimizer state" bash -c "moe info resumed2.h5 | grep -q 'optimizer   state present'"
 check "a resume needs the same optimizer" bash -c \
   "moe train ${small[*]} --steps 8 --resume first1.h5 --optimizer sgd 2>&1 | grep -q 'holds adamw optimizer state but the optimizer given is sgd'"

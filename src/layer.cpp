@@ -126,6 +126,9 @@ struct MoELayer::Impl {
   Buffer<float> input_rows{*ops}, output_rows{*ops}, grad_rows{*ops}, input_grad_rows{*ops};  // GPU staging
   Transport transport{*comm, *ops};
   std::unique_ptr<TokenExchange> exchange;  // P > 1: the tokens to their experts' owners and back
+  // Held by this layer only; a ForwardGraph watches it, so that a replay after the
+  // layer is gone is an error instead of a use of freed memory.
+  std::shared_ptr<const bool> alive = std::make_shared<const bool>(true);
 
   // What a training forward keeps for backward (host side; the activations stay in
   // the workspaces above).
@@ -570,7 +573,8 @@ void MoELayer::forward_async(const float* input, std::int64_t tokens, float* out
 void MoELayer::synchronize() { impl_->ops->synchronize(); }
 
 struct ForwardGraph::State {
-  kernels::Ops* ops;
+  kernels::Ops* ops;  // the recording layer's, valid while `layer` has not expired
+  std::weak_ptr<const bool> layer;
   std::unique_ptr<kernels::CapturedWork> work;
   std::uint64_t memory_epoch;  // the ops' frees when recorded
 };
@@ -582,6 +586,7 @@ ForwardGraph& ForwardGraph::operator=(ForwardGraph&&) noexcept = default;
 void ForwardGraph::replay() {
   constexpr const char* where = "ForwardGraph::replay";
   MOE_CHECK_ARG(state_, where, "an empty graph; expected one from MoELayer::capture_forward");
+  MOE_CHECK_ARG(!state_->layer.expired(), where, "the layer that recorded the graph has been destroyed");
   MOE_CHECK_ARG(state_->ops->memory_epoch() == state_->memory_epoch, where,
                 "the layer has freed memory since the capture (a call with more tokens moved its buffers); "
                 "capture again");
@@ -600,7 +605,8 @@ ForwardGraph MoELayer::capture_forward(const float* input, std::int64_t tokens, 
   ForwardGraph graph;
   try {
     m.forward_async(input, tokens, output);
-    graph.state_ = std::make_unique<ForwardGraph::State>(ForwardGraph::State{m.ops.get(), m.ops->end_capture(), 0});
+    graph.state_ =
+        std::make_unique<ForwardGraph::State>(ForwardGraph::State{m.ops.get(), m.alive, m.ops->end_capture(), 0});
   } catch (...) {
     m.ops->abort_capture();
     throw;

@@ -138,6 +138,20 @@ TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
     layer.forward(moe::testing::random_tensor({16 * T, H}, 1.0, 40));  // more tokens: buffers move
     EXPECT_MOE_ERROR(graph.replay(), "freed memory since the capture", "capture again");
   }
+  // A graph that outlives its layer refuses to replay.
+  moe::ForwardGraph orphan;
+  {
+    moe::LayerOptions options = on(moe::Device::CUDA);
+    options.static_shapes = true;
+    moe::MoELayer layer(config, *comm, 7, options);
+    moe::Buffer<float> input(*memory), output(*memory);
+    input.resize(static_cast<std::size_t>(n));
+    input.zero();
+    output.resize(static_cast<std::size_t>(n));
+    memory->synchronize();
+    orphan = layer.capture_forward(input.data(), T, output.data());
+  }
+  EXPECT_MOE_ERROR(orphan.replay(), "the layer that recorded the graph has been destroyed");
 }
 
 TEST_F(CudaLayer, Bf16TrainingStepMatchesTheCpuWithinBf16Tolerance) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <memory>
 #include <unistd.h>
 
 #include "buffer.hpp"
@@ -112,45 +113,44 @@ TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
 TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
   auto memory = moe::kernels::make_cuda_ops(0, moe::kernels::GemmPrecision::FP32);
   const std::int64_t T = 64, H = config.hidden_dim, n = T * H;
-  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
-    SCOPED_TRACE(moe::precision_name(p));
+  // A static-shape layer and the device rows it is recorded on (input zeroed).
+  struct Recorded {
+    moe::MoELayer layer;
+    moe::Buffer<float> input, output;
+    moe::ForwardGraph graph;
+  };
+  auto record = [&](moe::Precision p) {
     moe::LayerOptions options = on(moe::Device::CUDA, p);
     options.static_shapes = true;
-    moe::MoELayer layer(config, *comm, 7, options);
-    moe::Buffer<float> input(*memory), output(*memory);
-    input.resize(static_cast<std::size_t>(n));
-    input.zero();
-    output.resize(static_cast<std::size_t>(n));
-    memory->synchronize();
-    moe::ForwardGraph graph = layer.capture_forward(input.data(), T, output.data());
+    auto r = std::make_unique<Recorded>(Recorded{moe::MoELayer(config, *comm, 7, options), moe::Buffer<float>(*memory),
+                                                 moe::Buffer<float>(*memory), moe::ForwardGraph()});
+    r->input.resize(static_cast<std::size_t>(n));
+    r->input.zero();
+    r->output.resize(static_cast<std::size_t>(n));
+    memory->synchronize();  // the layer reads on its own stream
+    r->graph = r->layer.capture_forward(r->input.data(), T, r->output.data());
+    return r;
+  };
+  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
+    SCOPED_TRACE(moe::precision_name(p));
+    const auto r = record(p);
     for (int round = 0; round < 3; ++round) {
       const Tensor<float> x = moe::testing::random_tensor({T, H}, 1.0, 20 + round);
       if (round == 2)
-        layer.set_expert_params(3, moe::testing::random_tensor({config.expert_param_count()}, 0.05, 30));
-      input.upload(x.data(), static_cast<std::size_t>(n));
-      memory->synchronize();  // the layer reads on its own stream
-      graph.replay();
-      layer.synchronize();
-      const std::vector<float> got = output.download();
-      const moe::ForwardResult want = layer.forward(x);
+        r->layer.set_expert_params(3, moe::testing::random_tensor({config.expert_param_count()}, 0.05, 30));
+      r->input.upload(x.data(), static_cast<std::size_t>(n));
+      memory->synchronize();
+      r->graph.replay();
+      r->layer.synchronize();
+      const std::vector<float> got = r->output.download();
+      const moe::ForwardResult want = r->layer.forward(x);
       EXPECT_LE(relative_error(got.data(), want.output.data(), n), 1e-6) << "round " << round;
     }
-    layer.forward(moe::testing::random_tensor({16 * T, H}, 1.0, 40));  // more tokens: buffers move
-    EXPECT_MOE_ERROR(graph.replay(), "freed memory since the capture", "capture again");
+    r->layer.forward(moe::testing::random_tensor({16 * T, H}, 1.0, 40));  // more tokens: buffers move
+    EXPECT_MOE_ERROR(r->graph.replay(), "freed memory since the capture", "capture again");
   }
   // A graph that outlives its layer refuses to replay.
-  moe::ForwardGraph orphan;
-  {
-    moe::LayerOptions options = on(moe::Device::CUDA);
-    options.static_shapes = true;
-    moe::MoELayer layer(config, *comm, 7, options);
-    moe::Buffer<float> input(*memory), output(*memory);
-    input.resize(static_cast<std::size_t>(n));
-    input.zero();
-    output.resize(static_cast<std::size_t>(n));
-    memory->synchronize();
-    orphan = layer.capture_forward(input.data(), T, output.data());
-  }
+  moe::ForwardGraph orphan = std::move(record(moe::Precision::FP32)->graph);
   EXPECT_MOE_ERROR(orphan.replay(), "the layer that recorded the graph has been destroyed");
 }
 

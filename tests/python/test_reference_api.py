@@ -65,23 +65,16 @@ def test_gating_and_experts_match_the_definition_and_the_layer(E, k, H, F, T, cf
     assert close(out, ref_out)
     assert close(moe.apply_expert_ffn(x, experts[0], config), reference_expert(experts[0], x, H, F))
 
-    layer = moe.MoELayer(config)
-    layer.set_gate_weights(gate)
-    for e in range(E):
-        layer.set_expert_params(e, experts[e])
-    result = layer.forward(x)
-    np.testing.assert_array_equal(result.expert_indices, indices)
-    assert close(result.output, out.astype(np.float64))
-    assert math.isclose(result.aux_loss, loss[0], rel_tol=TOLERANCE)
-
-    # Capacity-padded experts (static_shapes) compute the same layer.
-    padded = moe.MoELayer(config, static_shapes=True)
-    padded.set_gate_weights(gate)
-    for e in range(E):
-        padded.set_expert_params(e, experts[e])
-    padded_result = padded.forward(x)
-    np.testing.assert_array_equal(padded_result.expert_indices, indices)
-    assert close(padded_result.output, out.astype(np.float64))
+    # The layer, packed and with capacity-padded experts (static_shapes), computes the same.
+    for static_shapes in (False, True):
+        layer = moe.MoELayer(config, static_shapes=static_shapes)
+        layer.set_gate_weights(gate)
+        for e in range(E):
+            layer.set_expert_params(e, experts[e])
+        result = layer.forward(x)
+        np.testing.assert_array_equal(result.expert_indices, indices)
+        assert close(result.output, out.astype(np.float64))
+        assert math.isclose(result.aux_loss, loss[0], rel_tol=TOLERANCE)
 
 
 def test_reference_errors_keep_the_reference_messages(rng):

@@ -28,10 +28,12 @@ namespace {
 class CudaOps final : public Ops {
  public:
   CudaOps(int device, GemmPrecision precision) : device_(device), precision_(precision) {
+    const int gemm_lanes = gemm_lanes_from_environment();  // a bad value fails before anything is made
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
+    lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_);
     uploads_ = std::make_unique<UploadRing>(stream_);
     recorder_ = std::make_unique<GraphRecorder>(stream_);
   }
@@ -40,6 +42,7 @@ class CudaOps final : public Ops {
     // Destructors never throw: failures are reported and the rest is still released.
     recorder_.reset();  // ends a recording left open
     if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess) std::fprintf(stderr, "moe: a stream failed\n");
+    lanes_.reset();
     for (auto& w : weight_cache_) release(w.bf16);
     uploads_.reset();
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
@@ -197,7 +200,7 @@ class CudaOps final : public Ops {
       const GroupTable t = group_table(
           row_offsets, {{to_bf16(x + first * in_dim, total * in_dim, x16_), in_dim, weight_operands(weights, in_dim * out_dim),
                          y16, out_dim, biases}}, 2);
-      cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(out_dim), static_cast<int>(in_dim), t.operands(0));
+      cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(out_dim), static_cast<int>(in_dim), t.operands(0));
       launch_expert_output(y16, t.biases(0), t.offsets, groups, total, out_dim, act, pre, out + first * out_dim,
                            stream_);
       return;
@@ -205,7 +208,7 @@ class CudaOps final : public Ops {
     float* c = pre ? pre : out + first * out_dim;
     const GroupTable t = group_table(
         row_offsets, {{x + first * in_dim, in_dim, weight_operands(weights, in_dim * out_dim), c, out_dim, biases}}, 4);
-    cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(out_dim), static_cast<int>(in_dim), t.operands(0));
+    cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(out_dim), static_cast<int>(in_dim), t.operands(0));
     // The bias and activation over every group in one pass.
     launch_grouped_bias_activation(c, t.biases(0), t.offsets, groups, total * out_dim, out_dim, act, pre,
                                    out + first * out_dim, stream_);
@@ -230,11 +233,11 @@ class CudaOps final : public Ops {
         {{to_bf16(batch.x + first * H, rows * H, x16_), H, weight_operands(batch.w_in, H * GF), z16, GF, batch.b_in},
          {h16, F, weight_operands(batch.w_out, F * H), y16, H, batch.b_out}},
         2);
-    cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
+    cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
     const bool keep = batch.keep_for_backward;
     launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
                          keep && pre ? pre + first * GF : nullptr, keep ? hidden + first * F : nullptr, h16, stream_);
-    cuda::grouped_gemm(blas_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
+    cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
     launch_expert_output(y16, t.biases(1), t.offsets, groups, rows, H, Act::Identity, nullptr, out + first * H,
                          stream_);
   }
@@ -564,6 +567,7 @@ class CudaOps final : public Ops {
   GemmPrecision precision_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams
   std::vector<CachedWeights> weight_cache_;
   std::unordered_map<void*, std::size_t> sizes_;  // of every allocation, to invalidate on free
   std::unique_ptr<UploadRing> uploads_;

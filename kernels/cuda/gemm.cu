@@ -1,5 +1,9 @@
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include <nvtx3/nvToolsExtMemCudaRt.h>
 
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/gemm.cuh"
@@ -11,8 +15,99 @@ namespace {
 // From this many rows per group on average, one cublasGemmEx per group beats one
 // cublasGemmGroupedBatchedEx launch (measured on an H200, docs/performance.md).
 constexpr long long kPerGroupMinMeanRows = 512;
+constexpr int kDefaultGemmLanes = 4, kMaxGemmLanes = 8;
+
+// compute-sanitizer's initcheck does not see what cuBLAS's kernels write on an H200: it
+// reported every element of a bf16 GEMM's fresh C as uninitialised when a kernel of ours
+// read it, while the values read were the product (CudaOps.Bf16ExpertGemmWritesAllOfAFreshC,
+// docs/performance.md). So each product's C is marked written through NVTX's memory API,
+// which the tool reads; initcheck's reports are then reads of memory nothing wrote.
+// Without a tool attached the call returns at once.
+void mark_written(cublasHandle_t handle, const void* c, std::size_t bytes) {
+  static const nvtxDomainHandle_t domain = nvtxDomainCreateA("moe");
+  cudaStream_t stream = nullptr;
+  MOE_CHECK(Cublas, cublasGetStream(handle, &stream));
+  nvtxMemVirtualRangeDesc_t range{bytes, c};
+  nvtxMemMarkInitializedBatch_t batch{};
+  batch.extCompatID = NVTX_EXT_COMPATID_MEM;
+  batch.structSize = sizeof(batch);
+  batch.regionType = NVTX_MEM_TYPE_VIRTUAL_ADDRESS;
+  batch.regionDescCount = 1;
+  batch.regionDescElementSize = sizeof(range);
+  batch.regionDescElements = &range;
+  nvtxMemCudaMarkInitialized(domain, stream, 0, &batch);
+}
+
+// The bytes of a row-major rows × cols matrix of `element` bytes with leading dimension ld.
+std::size_t matrix_bytes(std::int64_t rows, std::int64_t cols, std::int64_t ld, std::size_t element) {
+  return static_cast<std::size_t>((rows - 1) * ld + cols) * element;
+}
 
 }  // namespace
+
+int gemm_lanes_from_environment() {
+  const char* asked = std::getenv("MOE_GEMM_STREAMS");
+  if (!asked || !*asked) return kDefaultGemmLanes;
+  char* end = nullptr;
+  const long lanes = std::strtol(asked, &end, 10);
+  MOE_CHECK_ARG(*end == '\0' && lanes >= 1 && lanes <= kMaxGemmLanes, "grouped GEMM", "MOE_GEMM_STREAMS = '", asked,
+                "'; expected a count of streams from 1 to ", kMaxGemmLanes, ", or unset (", kDefaultGemmLanes, ")");
+  return static_cast<int>(lanes);
+}
+
+GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle)
+    : main_(main), main_handle_(main_handle) {
+  MOE_CHECK_ARG(lanes >= 1 && lanes <= kMaxGemmLanes, "GemmLanes", "lanes = ", lanes, "; expected 1 to ", kMaxGemmLanes);
+  if (lanes == 1) {
+    handles_.push_back(main_handle);
+    return;
+  }
+  try {
+    MOE_CHECK(Cuda, cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
+    for (int i = 0; i < lanes; ++i) {
+      streams_.push_back(nullptr);
+      MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&streams_.back(), cudaStreamNonBlocking));
+      handles_.push_back(nullptr);
+      MOE_CHECK(Cublas, cublasCreate(&handles_.back()));
+      MOE_CHECK(Cublas, cublasSetStream(handles_.back(), streams_.back()));
+      done_.push_back(nullptr);
+      MOE_CHECK(Cuda, cudaEventCreateWithFlags(&done_.back(), cudaEventDisableTiming));
+    }
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+GemmLanes::~GemmLanes() { release(); }
+
+void GemmLanes::release() noexcept {
+  // Never throws: failures are reported and the rest is still released.
+  for (cudaStream_t s : streams_)
+    if (s && cudaStreamSynchronize(s) != cudaSuccess) std::fprintf(stderr, "moe: a GEMM stream failed\n");
+  if (!streams_.empty())  // else the one handle is the main stream's, not ours
+    for (cublasHandle_t h : handles_)
+      if (h && cublasDestroy(h) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
+  for (cudaEvent_t e : done_)
+    if (e && cudaEventDestroy(e) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
+  if (forked_ && cudaEventDestroy(forked_) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
+  for (cudaStream_t s : streams_)
+    if (s && cudaStreamDestroy(s) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
+  streams_.clear(), handles_.clear(), done_.clear(), forked_ = nullptr;
+}
+
+void GemmLanes::fork() {
+  if (streams_.empty()) return;
+  MOE_CHECK(Cuda, cudaEventRecord(forked_, main_));
+  for (cudaStream_t s : streams_) MOE_CHECK(Cuda, cudaStreamWaitEvent(s, forked_, 0));
+}
+
+void GemmLanes::join() {
+  for (std::size_t i = 0; i < streams_.size(); ++i) {
+    MOE_CHECK(Cuda, cudaEventRecord(done_[i], streams_[i]));
+    MOE_CHECK(Cuda, cudaStreamWaitEvent(main_, done_[i], 0));
+  }
+}
 
 void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
           std::int64_t k, float alpha, const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta,
@@ -25,6 +120,7 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
   MOE_CHECK(Cublas, cublasGemmEx_64(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                     n, m, k, &alpha, b, input, ldb, a, input, lda, &beta, c, CUDA_R_32F, ldc, compute,
                                     CUBLAS_GEMM_DEFAULT));
+  mark_written(handle, c, matrix_bytes(m, n, ldc, sizeof(float)));
 }
 
 GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
@@ -41,22 +137,32 @@ GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
              : GroupedGemmMethod::OneLaunch;
 }
 
-void grouped_gemm(cublasHandle_t handle, GemmPrecision precision, const std::vector<int>& rows, int n, int k,
+void grouped_gemm(GemmLanes& lanes, GemmPrecision precision, const std::vector<int>& rows, int n, int k,
                   const GroupedOperands& operands) {
   const int groups = static_cast<int>(rows.size());
   if (groups == 0) return;
   const cublasComputeType_t compute =
       precision == GemmPrecision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t type = precision == GemmPrecision::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  const std::size_t element = precision == GemmPrecision::BF16 ? 2 : 4;
   const float one = 1.0f, zero = 0.0f;
   if (grouped_gemm_method(rows) == GroupedGemmMethod::PerGroup) {
     // Column-major per group: C_gᵀ (n × rows_g) = B_gᵀ (n × k) · A_gᵀ (k × rows_g).
-    for (int g = 0; g < groups; ++g)
-      MOE_CHECK(Cublas, cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, rows[static_cast<std::size_t>(g)], k, &one,
-                                     operands.b_host[g], type, n, operands.a_host[g], type, k, &zero,
-                                     operands.c_host[g], type, n, compute, CUBLAS_GEMM_DEFAULT));
+    // Group g on lane g mod lanes; a lone group on the main stream.
+    const int used = std::min(lanes.count(), groups);
+    if (used > 1) lanes.fork();
+    for (int g = 0; g < groups; ++g) {
+      cublasHandle_t handle = used > 1 ? lanes.handle(g % used) : lanes.main_handle();
+      const int m = rows[static_cast<std::size_t>(g)];
+      MOE_CHECK(Cublas, cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &one, operands.b_host[g], type, n,
+                                     operands.a_host[g], type, k, &zero, operands.c_host[g], type, n, compute,
+                                     CUBLAS_GEMM_DEFAULT));
+      mark_written(handle, operands.c_host[g], matrix_bytes(m, n, n, element));
+    }
+    if (used > 1) lanes.join();
     return;
   }
+  cublasHandle_t handle = lanes.main_handle();
   const std::vector<cublasOperation_t> no(rows.size(), CUBLAS_OP_N);
   const std::vector<int> m_array(rows.size(), n), k_array(rows.size(), k), lda(rows.size(), n), ldb(rows.size(), k),
       ldc(rows.size(), n), sizes(rows.size(), 1);
@@ -65,6 +171,8 @@ void grouped_gemm(cublasHandle_t handle, GemmPrecision precision, const std::vec
                                                k_array.data(), alpha.data(), operands.b_device, type, lda.data(),
                                                operands.a_device, type, ldb.data(), beta.data(), operands.c_device,
                                                type, ldc.data(), groups, sizes.data(), compute));
+  for (int g = 0; g < groups; ++g)
+    mark_written(handle, operands.c_host[g], matrix_bytes(rows[static_cast<std::size_t>(g)], n, n, element));
 }
 
 }  // namespace moe::kernels::cuda

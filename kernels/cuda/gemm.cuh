@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cublas_v2.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <vector>
@@ -18,9 +19,9 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
 
 // How a grouped product is launched. OneLaunch: cublasGemmGroupedBatchedEx, every group
 // in one launch. PerGroup: one cublasGemmEx per non-empty group, each with the kernel
-// cuBLAS picks for that shape (Hopper's own kernels), at a launch per group.
-// MOE_GROUPED_GEMM=one_launch|per_group forces one (for measuring both); otherwise
-// grouped_gemm_method picks by the groups' mean rows (docs/design.md §4b).
+// cuBLAS picks for that shape (Hopper's own kernels), at a launch per group, the groups
+// spread over GemmLanes. MOE_GROUPED_GEMM=one_launch|per_group forces one (for measuring
+// both); otherwise grouped_gemm_method picks by the groups' mean rows (docs/design.md §4b).
 enum class GroupedGemmMethod { OneLaunch, PerGroup };
 GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows);
 
@@ -38,7 +39,44 @@ struct GroupedOperands {
   const void* const* b_device;
   void* const* c_device;
 };
-void grouped_gemm(cublasHandle_t handle, GemmPrecision precision, const std::vector<int>& rows, int n, int k,
+
+// Streams that run a grouped product's per-group GEMMs side by side. One expert's GEMM
+// with about a thousand rows (fine-grained experts: 64 of them, 8 chosen) fills a fraction
+// of an H100's 132 SMs, and one after another the groups leave the rest idle; on several
+// streams they overlap. Each lane is a stream with its own cuBLAS handle (a handle's
+// workspace must not be shared by concurrent launches). fork() makes every lane wait for
+// the main stream's work so far, join() makes the main stream wait for every lane: both
+// are events, so a CUDA-graph capture of the main stream takes the lanes in with it.
+// The CUDA ops take the count from MOE_GEMM_STREAMS (gemm_lanes_from_environment); one
+// lane runs every group on the main stream, through the main handle.
+class GemmLanes {
+ public:
+  GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle);
+  ~GemmLanes();
+  GemmLanes(const GemmLanes&) = delete;
+  GemmLanes& operator=(const GemmLanes&) = delete;
+
+  int count() const { return static_cast<int>(handles_.size()); }
+  cublasHandle_t main_handle() const { return main_handle_; }
+  cublasHandle_t handle(int lane) const { return handles_[static_cast<std::size_t>(lane)]; }
+  void fork();
+  void join();
+
+ private:
+  void release() noexcept;
+
+  cudaStream_t main_;
+  cublasHandle_t main_handle_;
+  std::vector<cudaStream_t> streams_;  // the side lanes' (none with one lane)
+  std::vector<cublasHandle_t> handles_;  // lane i's; lane 0 is the main stream's with one lane
+  cudaEvent_t forked_ = nullptr;
+  std::vector<cudaEvent_t> done_;
+};
+
+// The lane count MOE_GEMM_STREAMS=N asks for (an error naming it unless 1 to 8), else 4.
+int gemm_lanes_from_environment();
+
+void grouped_gemm(GemmLanes& lanes, GemmPrecision precision, const std::vector<int>& rows, int n, int k,
                   const GroupedOperands& operands);
 
 }  // namespace moe::kernels::cuda

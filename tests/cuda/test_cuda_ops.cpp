@@ -156,6 +156,51 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
   ::unsetenv("MOE_GROUPED_GEMM");
 }
 
+TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
+  // The per-group GEMMs spread over streams (GemmLanes) compute what they compute on one
+  // stream, bit for bit: the same cuBLAS calls, run side by side. Seven groups on three
+  // lanes (a lane runs several, one group is empty), ffn and glu, bf16 and fp32.
+  const std::vector<std::int64_t> offsets = {0, 33, 90, 90, 161, 170, 260, 301};
+  const std::int64_t H = 64, F = 80, rows = offsets.back();
+  const std::size_t groups = offsets.size() - 1;
+  ::setenv("MOE_GROUPED_GEMM", "per_group", 1);
+  for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
+    for (const bool gated : {false, true}) {
+      const std::int64_t GF = gated ? 2 * F : F;
+      std::vector<std::vector<float>> results;
+      for (const char* lanes : {"1", "3"}) {
+        ::setenv("MOE_GEMM_STREAMS", lanes, 1);  // read when the ops are made
+        auto ops = moe::kernels::make_cuda_ops(0, p);
+        Buffer<float> dx = device(random(rows * H, 71), ops.get()), dw_in = device(random(groups * H * GF, 72, 0.2), ops.get()),
+                      dw_out = device(random(groups * F * H, 73, 0.2), ops.get());
+        moe::kernels::ExpertBatch batch;
+        batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+        batch.act = gated ? Act::SiLU : Act::ReLU, batch.x = dx.data();
+        for (std::size_t g = 0; g < groups; ++g) {
+          batch.w_in.push_back(dw_in.data() + g * H * GF), batch.w_out.push_back(dw_out.data() + g * F * H);
+          batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
+        }
+        Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
+                      out = device_zeros<float>(rows * H, ops.get());
+        ops->expert_ffn(batch, pre.data(), hidden.data(), out.data());
+        results.push_back(out.download());
+      }
+      EXPECT_EQ(results[0], results[1]) << "precision " << int(p) << (gated ? " glu" : " ffn");
+    }
+  for (const char* bad : {"0", "9", "four", "2x"}) {
+    ::setenv("MOE_GEMM_STREAMS", bad, 1);
+    try {
+      moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+      ADD_FAILURE() << "MOE_GEMM_STREAMS=" << bad << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("MOE_GEMM_STREAMS = '") + bad + "'"), std::string::npos)
+          << e.what();
+    }
+  }
+  ::unsetenv("MOE_GEMM_STREAMS");
+  ::unsetenv("MOE_GROUPED_GEMM");
+}
+
 TEST_F(CudaOps, Bf16ExpertGemmWritesAllOfAFreshC) {
   // beta = 0 into memory never written, then a kernel of ours reads every element (the
   // backward's activation_backward reads such a GEMM's ∂L/∂hidden): the values must be

@@ -5,22 +5,27 @@
 #   1. runs every `cuda` test: each CUDA op against the CPU op or float64, the layer on
 #      the GPU against the CPU (forward in fp32/tf32/bf16, backward, bf16 training, AdamW,
 #      checkpoints);
-#   2. runs compute-sanitizer memcheck, racecheck and initcheck on the cuda tests;
-#   3. runs the multi-rank invariance and traffic tests with two ranks sharing the GPU
+#   2. runs the multi-rank invariance and traffic tests with two ranks sharing the GPU
 #      over MPI, the same tests and the communicator's over NCCL at one rank, and
 #      `moe --comm nccl train --device cuda` at one rank;
-#   4. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
+#   3. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
 #      over experts) at the configs of issue 11, in the same run, and the single-rank
 #      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host), and
-#      capacity-padded experts (--static-shapes) against packed ones;
-#   5. times `moe train --device cuda` (from the stream and from a dataset) against the
+#      capacity-padded experts (--static-shapes) against packed ones, and the per-group
+#      GEMMs on one stream against four (MOE_GEMM_STREAMS);
+#   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
-# and prints a table last. Meant to finish inside 6 minutes.
+#   5. takes each kernel's time in a fine-grained forward with ncu (when there is time);
+#   6. runs compute-sanitizer memcheck, racecheck and initcheck on the cuda tests, last
+#      because they take longest: each gets what is left of MOE_CHECK_SECONDS (default
+#      420), at most 85 s, so that a lease's time runs out on them, not on the timings;
+# and prints a table last. Meant to finish inside MOE_CHECK_SECONDS.
 # usage: scripts/gpu-check.sh [RESULTS_DIR]     (default $OUT, else ./gpu-check-results)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:-${OUT:-$PWD/gpu-check-results}}
+deadline=${MOE_CHECK_SECONDS:-420}
 mkdir -p "$results"
 rows=()
 row() { rows+=("$(printf '%-44s %-10s %s' "$1" "$2" "$3")"); }
@@ -91,39 +96,7 @@ if [[ -x "$bin/decode_with_cuda_graph" ]]; then
       "exit $status: $(tail -1 "$results/decode_graph.log")"
 fi
 
-echo "== 2. compute-sanitizer on the cuda tests $(elapsed)"
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-sanitize() {  # sanitize TOOL FILTER LOG LABEL: the verdict is the tool's own count of errors
-  local tool=$1 filter=$2 log=$3 label=$4 status summary errors verdict
-  timeout 80 "$sanitizer" --tool "$tool" --print-limit 20 "$bin/moe_cuda_tests" --gtest_filter="$filter" \
-    >"$results/$log" 2>&1
-  status=$?
-  tail -2 "$results/$log"
-  summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$results/$log" | tail -1 | sed 's/^========= //')
-  errors=$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/p; s/.*RACECHECK SUMMARY: .*\(([0-9]+) error.*/\1/p' \
-             <<<"$summary")
-  if [[ $status == 124 ]]; then verdict=timeout
-  elif [[ "${errors:-x}" == 0 ]]; then verdict=pass
-  else verdict=FAIL
-  fi
-  row "$label" "$verdict" "${summary:-no summary}, tests exit $status ($log)"
-}
-for tool in ${MOE_CHECK_SANITIZERS:-memcheck racecheck initcheck}; do
-  if [[ -z "$sanitizer" ]]; then
-    row "compute-sanitizer $tool" "not run" "no compute-sanitizer"
-    continue
-  fi
-  if [[ $tool == initcheck ]]; then
-    # First alone: a kernel of ours reading a fresh C that a bf16 cuBLAS GEMM wrote. A
-    # report here is initcheck not seeing cuBLAS's writes (the test checks the values);
-    # the bf16 backward's activation_backward reports (2026-11-26) are then the same.
-    sanitize initcheck CudaOps.Bf16ExpertGemmWritesAllOfAFreshC initcheck_cublas.log \
-      "compute-sanitizer initcheck (bf16 cuBLAS C)"
-  fi
-  sanitize "$tool" "${MOE_SANITIZER_FILTER:-*}" "$tool.log" "compute-sanitizer $tool (cuda tests)"
-done
-
-echo "== 3. ranks: two sharing the GPU over MPI; one over NCCL $(elapsed)"
+echo "== 2. ranks: two sharing the GPU over MPI; one over NCCL $(elapsed)"
 if command -v mpirun >/dev/null; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   MOE_TEST_DEVICE=cuda timeout 150 \
@@ -149,7 +122,7 @@ else
   row "multi-rank and NCCL" "not run" "no mpirun on this machine"
 fi
 
-echo "== 4. timings $(elapsed)"
+echo "== 3. timings $(elapsed)"
 echo "config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms" \
   >"$results/bench.csv"
 bench() {  # bench CONFIG KIND MODES PRECISION [gpu_bench options...]
@@ -224,7 +197,26 @@ static_ab() {  # static_ab CONFIG KIND TOKENS
 static_ab mid ffn 64
 static_ab mid ffn 4096
 
-echo "== 5. the training job against the layer $(elapsed)"
+# The per-group GEMMs on one stream against the default four (MOE_GEMM_STREAMS), same
+# run: what running experts' products side by side gives where one expert's product
+# fills a fraction of the GPU (fine, DeepSeek-like) and where it fills it (mid, Mixtral).
+lanes_ab() {  # lanes_ab CONFIG KIND ROUNDS
+  local ms=() round lanes
+  for ((round = 0; round < $3; ++round)); do
+    for lanes in 1 4; do
+      ms+=("$(MOE_GEMM_STREAMS=$lanes timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+    done
+  done
+  row "$1 $2 forward bf16: GEMMs on 1 / 4 streams ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+      "$( (($3 > 1)) && echo "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}")"
+}
+lanes_ab fine ffn 2
+lanes_ab deepseek glu 2
+lanes_ab mid ffn 2
+lanes_ab mixtral glu 1
+
+echo "== 4. the training job against the layer $(elapsed)"
 # moe train at the mid shape with 8192 tokens a step, bf16, dropless; tokens/s of its
 # second logged window against the layer's own training step (gpu_bench --mode step:
 # forward, backward, clipping, AdamW) at the same shape. Two jobs: one from the stream
@@ -260,6 +252,59 @@ if [[ -n "$step_ms" && -n "$forward_ms" ]]; then
 else
   row "gpu_bench --mode step,forward (mid, 8192 tok)" "FAILED" "bench.log: $(tail -1 "$results/bench.log")"
 fi
+
+echo "== 5. kernel times of a fine forward (ncu) $(elapsed)"
+# Where a fine-grained forward's time goes, kernel by kernel (one pass per kernel: the
+# duration metric alone), for the next optimisation; in ncu_fine.csv.
+if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
+  timeout 60 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+    "$bin/gpu_bench" --config fine --kind ffn --mode forward --precision bf16 --reps 2 \
+    >"$results/ncu_fine.csv" 2>"$results/ncu_fine.log"
+  row "ncu kernel times (fine ffn forward)" "exit $?" "ncu_fine.csv"
+fi
+
+echo "== 6. compute-sanitizer on the cuda tests $(elapsed)"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+sanitize() {  # sanitize TOOL FILTER LOG LABEL: the verdict is the tool's own count of errors
+  local tool=$1 filter=$2 log=$3 label=$4 status summary errors verdict
+  local left=$((deadline - SECONDS))
+  if ((left < 20)); then
+    row "$label" "not run" "out of time (MOE_CHECK_SECONDS=$deadline)"
+    return
+  fi
+  # --nvtx: the library marks what cuBLAS writes as initialised (kernels/cuda/gemm.cu).
+  timeout $((left < 90 ? left - 5 : 85)) "$sanitizer" --tool "$tool" --nvtx true --print-limit 20 \
+    "$bin/moe_cuda_tests" --gtest_filter="$filter" \
+    >"$results/$log" 2>&1
+  status=$?
+  tail -2 "$results/$log"
+  summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$results/$log" | tail -1 | sed 's/^========= //')
+  errors=$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/p; s/.*RACECHECK SUMMARY: .*\(([0-9]+) error.*/\1/p' \
+             <<<"$summary")
+  if [[ $status == 124 ]]; then verdict=timeout
+  elif [[ "${errors:-x}" == 0 ]]; then verdict=pass
+  else verdict=FAIL
+  fi
+  row "$label" "$verdict" "${summary:-no summary}, tests exit $status ($log)"
+}
+for tool in ${MOE_CHECK_SANITIZERS:-memcheck racecheck initcheck}; do
+  if [[ -z "$sanitizer" ]]; then
+    row "compute-sanitizer $tool" "not run" "no compute-sanitizer"
+    continue
+  fi
+  if [[ $tool == initcheck ]]; then
+    # First alone: a kernel of ours reading a fresh C that a bf16 cuBLAS GEMM wrote. A
+    # report here is initcheck not seeing cuBLAS's writes (the test checks the values);
+    # the bf16 backward's activation_backward reports (2026-11-26) are then the same.
+    sanitize initcheck CudaOps.Bf16ExpertGemmWritesAllOfAFreshC initcheck_cublas.log \
+      "compute-sanitizer initcheck (bf16 cuBLAS C)"
+  fi
+  # racecheck checks shared memory, which only our kernels use: their own tests (CudaOps.*)
+  # run every one of them; the layer tests add minutes under the tool (85 s reached the
+  # sixteenth of 21 tests, 2026-11-27) and no kernel.
+  filter=${MOE_SANITIZER_FILTER:-$([[ $tool == racecheck ]] && echo 'CudaOps.*' || echo '*')}
+  sanitize "$tool" "$filter" "$tool.log" "compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
+done
 
 echo
 echo "== summary ($(elapsed)); targets (issue 11): bf16 forward ≥ 0.75 of dense at mixtral glu, ≥ 0.5 at mid,"

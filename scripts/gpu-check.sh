@@ -296,15 +296,16 @@ for tool in ${MOE_CHECK_SANITIZERS:-memcheck racecheck initcheck}; do
     continue
   fi
   if [[ $tool == initcheck ]]; then
-    # First alone: a kernel of ours reading a fresh C that a bf16 cuBLAS GEMM wrote. A
-    # report here is initcheck not seeing cuBLAS's writes (the test checks the values);
-    # the bf16 backward's activation_backward reports (2026-11-26) are then the same.
+    # First alone: a kernel of ours reading a fresh C that a bf16 cuBLAS GEMM wrote (the
+    # test checks the values). Before gemm.cu marked cuBLAS's outputs written through
+    # NVTX, initcheck reported every element of that C (2026-11-27); a report here now
+    # means the marks do not reach the tool.
     sanitize initcheck CudaOps.Bf16ExpertGemmWritesAllOfAFreshC initcheck_cublas.log \
       "compute-sanitizer initcheck (bf16 cuBLAS C)"
   fi
   # racecheck checks shared memory, which only our kernels use: their own tests (CudaOps.*)
   # run every one of them; the layer tests add minutes under the tool (85 s reached the
-  # sixteenth of 21 tests, 2026-11-27) and no kernel.
+  # sixteenth of 21 tests, 2026-11-27) and no kernel those tests do not run.
   filter=${MOE_SANITIZER_FILTER:-$([[ $tool == racecheck ]] && echo 'CudaOps.*' || echo '*')}
   sanitize "$tool" "$filter" "$tool.log" "compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
 done

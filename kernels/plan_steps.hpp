@@ -202,13 +202,8 @@ struct EntryScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t) con
 struct EntryPlace { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { entry_place(p, a); } };
 struct TokenEntryOffset { MOE_HD void operator()(const PlanArrays& p, std::int64_t t) const { token_entry_offset(p, t); } };
 
-// MOE_HD: the GPU also runs every step inside one block, a barrier between steps
-// (plan.cu), besides a kernel per step.
-#if defined(__CUDACC__)
-#pragma nv_exec_check_disable
-#endif
 template <class Run>
-MOE_HD void for_each_plan_step(const PlanArrays& p, Run&& run) {
+void for_each_plan_step(const PlanArrays& p, Run&& run) {
   const std::int64_t n = p.items(), chunks = p.chunks(), keyed = p.experts * chunks;
   run(n, AdmissionOrder{});
   run(keyed, AdmissionCount{});

@@ -11,7 +11,7 @@
 #   3. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
 #      over experts) at the configs of issue 11, in the same run, and the single-rank
-#      plan's steps (in one block, or a kernel each) against the host plan, and
+#      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host), and
 #      capacity-padded experts (--static-shapes) against packed ones, and the per-group
 #      GEMMs on one stream against four (MOE_GEMM_STREAMS);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
@@ -166,19 +166,16 @@ else
   bench mid ffn forward,training fp32
 fi
 
-# The single-rank plan where the routing lives (the default: its steps in one block for
-# small plans, a kernel per step for large ones) against the host plan, and the steps'
-# two launches against each other, same run: what planning on the device saves a forward.
+# The single-rank plan as kernels (the default) against the host plan, same run: what
+# planning where the routing lives saves a forward.
 plan_ab() {  # plan_ab CONFIG KIND
-  local ms=() round variant
-  for round in 1 2; do
-    for variant in "MOE_SINGLE_RANK_PLAN=host" "MOE_PLAN_LAUNCH=one_block" "MOE_PLAN_LAUNCH=kernels"; do
-      ms+=("$(env "$variant" timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward --precision bf16 \
-                --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-    done
+  local ms=()
+  for choice in host steps host steps; do
+    ms+=("$(MOE_SINGLE_RANK_PLAN=$choice timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+              --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
   done
-  row "$1 $2 forward bf16: host plan / steps in one block / a kernel per step ms" \
-      "${ms[0]:-FAILED} / ${ms[1]:-FAILED} / ${ms[2]:-FAILED}" "again: ${ms[3]:-FAILED} / ${ms[4]:-FAILED} / ${ms[5]:-FAILED}"
+  row "$1 $2 forward bf16: host plan / plan steps ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+      "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}"
 }
 plan_ab mid ffn
 plan_ab fine ffn

@@ -444,27 +444,16 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       r.offsets = offsets.download();
       return r;
     };
-    // Both launches of the steps on the GPU: all in one block, and a kernel per step.
-    for (const char* launch : {"one_block", "kernels"})
-      for (const std::int64_t rows_per_expert : {std::int64_t{0}, padded}) {
-        SCOPED_TRACE(::testing::Message() << launch << ", rows per expert " << rows_per_expert);
-        ::setenv("MOE_PLAN_LAUNCH", launch, 1);
-        const Result want = run(*cpu, rows_per_expert), got = run(*gpu, rows_per_expert);
-        EXPECT_EQ(got.kept, want.kept);
-        EXPECT_EQ(got.grouped, want.grouped);
-        EXPECT_EQ(got.offsets, want.offsets);
-        EXPECT_EQ(got.sources, want.sources);
-        EXPECT_EQ(got.slots, want.slots);
-        EXPECT_EQ(got.combine_weights, want.combine_weights);
-      }
-    ::setenv("MOE_PLAN_LAUNCH", "one-block", 1);
-    try {
-      run(*gpu, 0);
-      ADD_FAILURE() << "MOE_PLAN_LAUNCH=one-block was accepted";
-    } catch (const std::exception& e) {
-      EXPECT_NE(std::string(e.what()).find("MOE_PLAN_LAUNCH = 'one-block'"), std::string::npos) << e.what();
+    for (const std::int64_t rows_per_expert : {std::int64_t{0}, padded}) {
+      SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert);
+      const Result want = run(*cpu, rows_per_expert), got = run(*gpu, rows_per_expert);
+      EXPECT_EQ(got.kept, want.kept);
+      EXPECT_EQ(got.grouped, want.grouped);
+      EXPECT_EQ(got.offsets, want.offsets);
+      EXPECT_EQ(got.sources, want.sources);
+      EXPECT_EQ(got.slots, want.slots);
+      EXPECT_EQ(got.combine_weights, want.combine_weights);
     }
-    ::unsetenv("MOE_PLAN_LAUNCH");
     const Result want = run(*cpu, 0);
 
     std::vector<float> scattered(static_cast<std::size_t>(n), 0.0f);

@@ -22,6 +22,9 @@
 #      420), at most 85 s, so that a lease's time runs out on them, not on the timings;
 # and prints a table last. Meant to finish inside MOE_CHECK_SECONDS.
 # usage: scripts/gpu-check.sh [RESULTS_DIR]     (default $OUT, else ./gpu-check-results)
+#   MOE_CHECK_SECTIONS="1 3 5"  only those sections (default all)
+#   MOE_CHECK_BENCH=quick       section 3 at three configs, without the A/B rows
+#   MOE_CHECK_SANITIZERS="…"    which compute-sanitizer tools, in order (default memcheck racecheck initcheck)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:-${OUT:-$PWD/gpu-check-results}}
@@ -72,239 +75,257 @@ if ! ldd "$bin/moe_cuda_tests" >"$results/ldd.txt" 2>&1 || grep -q "not found" "
   row "libraries" "FAILED" "$(grep -c 'not found' "$results/ldd.txt") not found (ldd.txt)"
 fi
 
-echo "== 1. cuda tests (each op against the CPU, the layer on the GPU) $(elapsed)"
-timeout 150 "$bin/moe_cuda_tests" --gtest_output="xml:$results/cuda_tests.xml" >"$results/cuda_tests.log" 2>&1
-status=$?
-tail -3 "$results/cuda_tests.log"
-passed=$(grep -c '^\[       OK \]' "$results/cuda_tests.log")
-failed=$(grep -c '^\[  FAILED  \]' "$results/cuda_tests.log")
-# A test skipped for want of a GPU means the check did not run; gtest's summary
-# "[  SKIPPED ]" lines, and the one test that skips because a GPU is present, do not.
-skipped=$(grep -c 'no CUDA device' "$results/cuda_tests.log")
-if ((status == 0 && skipped == 0 && passed > 0)); then
-  row "cuda tests (ops + layer, P=1)" "pass" "$passed tests"
-else
-  grep -A3 "Failure" "$results/cuda_tests.log" | head -40
-  row "cuda tests (ops + layer, P=1)" "FAIL" "exit $status: $passed ok, $((failed / 2)) failed, $skipped skipped"
-fi
-
-# The CUDA-graph example a user copies (examples/decode_with_cuda_graph.cpp).
-if [[ -x "$bin/decode_with_cuda_graph" ]]; then
-  timeout 60 "$bin/decode_with_cuda_graph" >"$results/decode_graph.log" 2>&1
+section_1() {  # cuda_tests
+  echo "== 1. cuda tests (each op against the CPU, the layer on the GPU) $(elapsed)"
+  timeout 150 "$bin/moe_cuda_tests" --gtest_output="xml:$results/cuda_tests.xml" >"$results/cuda_tests.log" 2>&1
   status=$?
-  row "examples/decode_with_cuda_graph" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
-      "exit $status: $(tail -1 "$results/decode_graph.log")"
-fi
-
-echo "== 2. ranks: two sharing the GPU over MPI; one over NCCL $(elapsed)"
-if command -v mpirun >/dev/null; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  MOE_TEST_DEVICE=cuda timeout 150 \
-    mpirun -np 2 --oversubscribe "$bin/moe_mpi_tests" --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*' \
-    >"$results/mpi_cuda.log" 2>&1
-  status=$?
-  tail -2 "$results/mpi_cuda.log"
-  verdict=$([[ $status == 0 ]] && echo pass || ([[ $status == 77 ]] && echo "no GPU" || echo FAIL))
-  row "invariance at P=2 on one GPU (MPI)" "$verdict" "exit $status (mpi_cuda.log)"
-  MOE_TEST_COMM=nccl timeout 120 mpirun -np 1 "$bin/moe_mpi_tests" \
-    --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*:Communicator*' >"$results/nccl.log" 2>&1
-  status=$?
-  tail -2 "$results/nccl.log"
-  verdict=$([[ $status == 0 ]] && grep -q "over nccl" "$results/nccl.log" && echo pass || echo FAIL)
-  row "invariance + communicator at P=1 over NCCL" "$verdict" "exit $status (nccl.log)"
-  timeout 60 mpirun -np 1 "$bin/moe" --comm nccl train --device cuda --steps 60 --log-every 20 --tokens 1024 \
-    >"$results/nccl_train.log" 2>&1
-  status=$?
-  tail -2 "$results/nccl_train.log"
-  row "moe --comm nccl train --device cuda, P=1" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
-    "exit $status: $(grep -c '^ *[0-9]' "$results/nccl_train.log") log lines (nccl_train.log)"
-else
-  row "multi-rank and NCCL" "not run" "no mpirun on this machine"
-fi
-
-echo "== 3. timings $(elapsed)"
-echo "config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms" \
-  >"$results/bench.csv"
-bench() {  # bench CONFIG KIND MODES PRECISION [gpu_bench options...]
-  local config=$1 kind=$2 modes=$3 precision=$4
-  shift 4
-  local lines line
-  lines=$(timeout 150 "$bin/gpu_bench" --config "$config" --kind "$kind" --mode "$modes" --precision "$precision" \
-            --reps 10 --compare-gemm "$@" 2>>"$results/bench.log")
-  if [[ -z "$lines" ]]; then
-    row "$config $kind $modes $precision" "FAILED" "gpu_bench: $(grep gpu_bench "$results/bench.log" | tail -1)"
-    return
+  tail -3 "$results/cuda_tests.log"
+  passed=$(grep -c '^\[       OK \]' "$results/cuda_tests.log")
+  failed=$(grep -c '^\[  FAILED  \]' "$results/cuda_tests.log")
+  # A test skipped for want of a GPU means the check did not run; gtest's summary
+  # "[  SKIPPED ]" lines, and the one test that skips because a GPU is present, do not.
+  skipped=$(grep -c 'no CUDA device' "$results/cuda_tests.log")
+  if ((status == 0 && skipped == 0 && passed > 0)); then
+    row "cuda tests (ops + layer, P=1)" "pass" "$passed tests"
+  else
+    grep -A3 "Failure" "$results/cuda_tests.log" | head -40
+    row "cuda tests (ops + layer, P=1)" "FAIL" "exit $status: $passed ok, $((failed / 2)) failed, $skipped skipped"
   fi
-  while IFS= read -r line; do
-    local c k r mode p E K H F T S moe_ms dense_ms tflops ratio one_launch per_group torch
-    IFS=, read -r c k r mode p E K H F T S moe_ms dense_ms tflops ratio one_launch per_group <<<"$line"
-    local dtype=bfloat16 router_args=()
-    [[ $p == bf16 ]] || dtype=float32
-    [[ $r == sigmoid ]] && router_args=(--router sigmoid --groups 8 --topk-groups 4)
-    torch=$(timeout 150 python3 bench/torch_gpu_moe.py "$E" "$K" "$H" "$F" "$T" --kind "$k" "${router_args[@]}" \
-              --shared "$S" --dtype "$dtype" --mode "$mode" --reps 10 2>>"$results/bench.log")
-    local grouped=${torch% *} loop=${torch#* }
-    echo "$line,${grouped:--},${loop:--}" >>"$results/bench.csv"
-    local vs="-"
-    [[ -n "$grouped" && "$grouped" != "-" ]] && vs=$(awk -v t="$grouped" -v m="$moe_ms" 'BEGIN { printf "%.2f", t / m }')
-    row "$c $k $mode $p: moe / dense / torch grouped / loop ms" "$moe_ms" \
-        "$dense_ms / ${grouped:--} / ${loop:--} → moe/dense ${ratio}, ${vs}× torch grouped, ${tflops} TFLOP/s; one launch ${one_launch}, per group ${per_group}"
-  done <<<"$lines"
-}
-if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: one config of each kind of cost
-  bench mid ffn forward,training bf16
-  bench fine ffn forward bf16
-  bench mixtral glu forward bf16
-else
-  bench mid ffn forward,training bf16
-  bench mid glu forward bf16
-  bench mixtral glu forward,training bf16
-  bench mixtral ffn forward bf16
-  bench fine ffn forward bf16
-  bench fine glu forward bf16
-  bench deepseek glu forward bf16
-  bench mid ffn forward,training fp32
-fi
 
-# The single-rank plan as kernels (the default) against the host plan, same run: what
-# planning where the routing lives saves a forward.
-plan_ab() {  # plan_ab CONFIG KIND
-  local ms=()
-  for choice in host steps host steps; do
-    ms+=("$(MOE_SINGLE_RANK_PLAN=$choice timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
-              --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-  done
-  row "$1 $2 forward bf16: host plan / plan steps ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-      "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}"
+  # The CUDA-graph example a user copies (examples/decode_with_cuda_graph.cpp).
+  if [[ -x "$bin/decode_with_cuda_graph" ]]; then
+    timeout 60 "$bin/decode_with_cuda_graph" >"$results/decode_graph.log" 2>&1
+    status=$?
+    row "examples/decode_with_cuda_graph" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
+        "exit $status: $(tail -1 "$results/decode_graph.log")"
+  fi
 }
-plan_ab mid ffn
-plan_ab fine ffn
 
-# Capacity-padded experts (--static-shapes) against the packed layout at the same
-# capacity (1.25), same run: a decode-sized batch, where the expert weights' reads bound
-# the time and the padding should cost nothing, and a training-sized one, where it
-# costs up to a quarter more expert FLOPs. Padded, also forward_async (no host results,
-# no wait) and its CUDA graph replayed.
-static_ab() {  # static_ab CONFIG KIND TOKENS
-  local packed static
-  packed=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward --precision bf16 \
-             --capacity-factor 1.25 --reps 20 2>>"$results/bench.log" | cut -d, -f12)
-  static=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward,async,graph \
-             --precision bf16 --static-shapes --reps 20 2>>"$results/bench.log" | cut -d, -f12 | paste -sd/)
-  row "$1 $2 T=$3 bf16 cf 1.25: packed forward ms" "${packed:-FAILED}" \
-      "static forward / async / graph replay: ${static:-FAILED} (bench.log says why if failed)"
+section_2() {  # ranks
+  echo "== 2. ranks: two sharing the GPU over MPI; one over NCCL $(elapsed)"
+  if command -v mpirun >/dev/null; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    MOE_TEST_DEVICE=cuda timeout 150 \
+      mpirun -np 2 --oversubscribe "$bin/moe_mpi_tests" --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*' \
+      >"$results/mpi_cuda.log" 2>&1
+    status=$?
+    tail -2 "$results/mpi_cuda.log"
+    verdict=$([[ $status == 0 ]] && echo pass || ([[ $status == 77 ]] && echo "no GPU" || echo FAIL))
+    row "invariance at P=2 on one GPU (MPI)" "$verdict" "exit $status (mpi_cuda.log)"
+    MOE_TEST_COMM=nccl timeout 120 mpirun -np 1 "$bin/moe_mpi_tests" \
+      --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*:Communicator*' >"$results/nccl.log" 2>&1
+    status=$?
+    tail -2 "$results/nccl.log"
+    verdict=$([[ $status == 0 ]] && grep -q "over nccl" "$results/nccl.log" && echo pass || echo FAIL)
+    row "invariance + communicator at P=1 over NCCL" "$verdict" "exit $status (nccl.log)"
+    timeout 60 mpirun -np 1 "$bin/moe" --comm nccl train --device cuda --steps 60 --log-every 20 --tokens 1024 \
+      >"$results/nccl_train.log" 2>&1
+    status=$?
+    tail -2 "$results/nccl_train.log"
+    row "moe --comm nccl train --device cuda, P=1" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
+      "exit $status: $(grep -c '^ *[0-9]' "$results/nccl_train.log") log lines (nccl_train.log)"
+  else
+    row "multi-rank and NCCL" "not run" "no mpirun on this machine"
+  fi
 }
-static_ab mid ffn 64
-static_ab mid ffn 4096
 
-# The per-group GEMMs on one stream against the default four (MOE_GEMM_STREAMS), same
-# run: what running experts' products side by side gives where one expert's product
-# fills a fraction of the GPU (fine, DeepSeek-like) and where it fills it (mid, Mixtral).
-lanes_ab() {  # lanes_ab CONFIG KIND ROUNDS
-  local ms=() round lanes
-  for ((round = 0; round < $3; ++round)); do
-    for lanes in 1 4; do
-      ms+=("$(MOE_GEMM_STREAMS=$lanes timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+section_3() {  # timings
+  echo "== 3. timings $(elapsed)"
+  echo "config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms" \
+    >"$results/bench.csv"
+  bench() {  # bench CONFIG KIND MODES PRECISION [gpu_bench options...]
+    local config=$1 kind=$2 modes=$3 precision=$4
+    shift 4
+    local lines line
+    lines=$(timeout 150 "$bin/gpu_bench" --config "$config" --kind "$kind" --mode "$modes" --precision "$precision" \
+              --reps 10 --compare-gemm "$@" 2>>"$results/bench.log")
+    if [[ -z "$lines" ]]; then
+      row "$config $kind $modes $precision" "FAILED" "gpu_bench: $(grep gpu_bench "$results/bench.log" | tail -1)"
+      return
+    fi
+    while IFS= read -r line; do
+      local c k r mode p E K H F T S moe_ms dense_ms tflops ratio one_launch per_group torch
+      IFS=, read -r c k r mode p E K H F T S moe_ms dense_ms tflops ratio one_launch per_group <<<"$line"
+      local dtype=bfloat16 router_args=()
+      [[ $p == bf16 ]] || dtype=float32
+      [[ $r == sigmoid ]] && router_args=(--router sigmoid --groups 8 --topk-groups 4)
+      torch=$(timeout 150 python3 bench/torch_gpu_moe.py "$E" "$K" "$H" "$F" "$T" --kind "$k" "${router_args[@]}" \
+                --shared "$S" --dtype "$dtype" --mode "$mode" --reps 10 2>>"$results/bench.log")
+      local grouped=${torch% *} loop=${torch#* }
+      echo "$line,${grouped:--},${loop:--}" >>"$results/bench.csv"
+      local vs="-"
+      [[ -n "$grouped" && "$grouped" != "-" ]] && vs=$(awk -v t="$grouped" -v m="$moe_ms" 'BEGIN { printf "%.2f", t / m }')
+      row "$c $k $mode $p: moe / dense / torch grouped / loop ms" "$moe_ms" \
+          "$dense_ms / ${grouped:--} / ${loop:--} → moe/dense ${ratio}, ${vs}× torch grouped, ${tflops} TFLOP/s; one launch ${one_launch}, per group ${per_group}"
+    done <<<"$lines"
+  }
+  if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
+    bench mid ffn forward,training bf16
+    bench fine ffn forward bf16
+    bench deepseek glu forward bf16
+    return
+  else
+    bench mid ffn forward,training bf16
+    bench mid glu forward bf16
+    bench mixtral glu forward,training bf16
+    bench mixtral ffn forward bf16
+    bench fine ffn forward bf16
+    bench fine glu forward bf16
+    bench deepseek glu forward bf16
+    bench mid ffn forward,training fp32
+  fi
+
+  # The single-rank plan as kernels (the default) against the host plan, same run: what
+  # planning where the routing lives saves a forward.
+  plan_ab() {  # plan_ab CONFIG KIND
+    local ms=()
+    for choice in host steps host steps; do
+      ms+=("$(MOE_SINGLE_RANK_PLAN=$choice timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
                 --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
     done
-  done
-  row "$1 $2 forward bf16: GEMMs on 1 / 4 streams ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-      "$( (($3 > 1)) && echo "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}")"
-}
-lanes_ab fine ffn 2
-lanes_ab deepseek glu 2
-lanes_ab mid ffn 2
-lanes_ab mixtral glu 1
+    row "$1 $2 forward bf16: host plan / plan steps ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+        "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}"
+  }
+  plan_ab mid ffn
+  plan_ab fine ffn
 
-echo "== 4. the training job against the layer $(elapsed)"
-# moe train at the mid shape with 8192 tokens a step, bf16, dropless; tokens/s of its
-# second logged window against the layer's own training step (gpu_bench --mode step:
-# forward, backward, clipping, AdamW) at the same shape. Two jobs: one from the stream
-# (the teacher's forward labels every step's batch, which alone holds it below
-# step / (step + forward)) and one from a dataset labelled once (--dataset-batches 4),
-# whose step is the student's alone. Issue 11's target: the job at >= 0.8 of the step.
-train_job() {  # name, extra flags
-  local name=$1
-  shift
-  timeout 120 "$bin/moe" train --device cuda --precision bf16 --experts 8 --top-k 2 --hidden 1024 --expert-dim 4096 \
-    --tokens 8192 --dropless --steps 40 --log-every 20 "$@" >"$results/train_$name.log" 2>&1
-  awk '$1 == 40 && NF == 7 {print $5}' "$results/train_$name.log"
+  # Capacity-padded experts (--static-shapes) against the packed layout at the same
+  # capacity (1.25), same run: a decode-sized batch, where the expert weights' reads bound
+  # the time and the padding should cost nothing, and a training-sized one, where it
+  # costs up to a quarter more expert FLOPs. Padded, also forward_async (no host results,
+  # no wait) and its CUDA graph replayed.
+  static_ab() {  # static_ab CONFIG KIND TOKENS
+    local packed static
+    packed=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward --precision bf16 \
+               --capacity-factor 1.25 --reps 20 2>>"$results/bench.log" | cut -d, -f12)
+    static=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward,async,graph \
+               --precision bf16 --static-shapes --reps 20 2>>"$results/bench.log" | cut -d, -f12 | paste -sd/)
+    row "$1 $2 T=$3 bf16 cf 1.25: packed forward ms" "${packed:-FAILED}" \
+        "static forward / async / graph replay: ${static:-FAILED} (bench.log says why if failed)"
+  }
+  static_ab mid ffn 64
+  static_ab mid ffn 4096
+
+  # The per-group GEMMs on one stream against the default four (MOE_GEMM_STREAMS), same
+  # run: what running experts' products side by side gives where one expert's product
+  # fills a fraction of the GPU (fine, DeepSeek-like) and where it fills it (mid, Mixtral).
+  lanes_ab() {  # lanes_ab CONFIG KIND ROUNDS
+    local ms=() round lanes
+    for ((round = 0; round < $3; ++round)); do
+      for lanes in 1 4; do
+        ms+=("$(MOE_GEMM_STREAMS=$lanes timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+                  --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+      done
+    done
+    row "$1 $2 forward bf16: GEMMs on 1 / 4 streams ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+        "$( (($3 > 1)) && echo "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}")"
+  }
+  lanes_ab fine ffn 2
+  lanes_ab deepseek glu 2
+  lanes_ab mid ffn 2
+  lanes_ab mixtral glu 1
 }
-job_stream=$(train_job stream)
-job_dataset=$(train_job dataset --dataset-batches 4)
-layer=$(timeout 90 "$bin/gpu_bench" --config mid --tokens 8192 --mode step,forward --precision bf16 --reps 10 \
-          2>>"$results/bench.log")
-step_ms=$(awk -F, '$4 == "step" {print $12}' <<<"$layer")
-forward_ms=$(awk -F, '$4 == "forward" {print $12}' <<<"$layer")
-if [[ -n "$step_ms" && -n "$forward_ms" ]]; then
-  step_tps=$(awk -v ms="$step_ms" 'BEGIN { printf "%.0f", 8192 / ms * 1000 }')
-  with_teacher_tps=$(awk -v s="$step_ms" -v f="$forward_ms" 'BEGIN { printf "%.0f", 8192 / (s + f) * 1000 }')
-  ratio() { awk -v j="$1" -v l="$2" 'BEGIN { printf "%.2f", j / l }'; }
-  for name in stream dataset; do
-    job=job_$name
-    if [[ -n "${!job}" ]]; then
-      row "moe train --device cuda bf16, mid, 8192 tok, $name" "${!job}" \
-          "tokens/s; layer step $step_tps tokens/s → job/step $(ratio "${!job}" "$step_tps"); step + teacher forward $with_teacher_tps → $(ratio "${!job}" "$with_teacher_tps")"
-    else
-      row "moe train --device cuda bf16, $name" "FAILED" "train_$name.log: $(tail -1 "$results/train_$name.log")"
+
+section_4() {  # training_job
+  echo "== 4. the training job against the layer $(elapsed)"
+  # moe train at the mid shape with 8192 tokens a step, bf16, dropless; tokens/s of its
+  # second logged window against the layer's own training step (gpu_bench --mode step:
+  # forward, backward, clipping, AdamW) at the same shape. Two jobs: one from the stream
+  # (the teacher's forward labels every step's batch, which alone holds it below
+  # step / (step + forward)) and one from a dataset labelled once (--dataset-batches 4),
+  # whose step is the student's alone. Issue 11's target: the job at >= 0.8 of the step.
+  train_job() {  # name, extra flags
+    local name=$1
+    shift
+    timeout 120 "$bin/moe" train --device cuda --precision bf16 --experts 8 --top-k 2 --hidden 1024 --expert-dim 4096 \
+      --tokens 8192 --dropless --steps 40 --log-every 20 "$@" >"$results/train_$name.log" 2>&1
+    awk '$1 == 40 && NF == 7 {print $5}' "$results/train_$name.log"
+  }
+  job_stream=$(train_job stream)
+  job_dataset=$(train_job dataset --dataset-batches 4)
+  layer=$(timeout 90 "$bin/gpu_bench" --config mid --tokens 8192 --mode step,forward --precision bf16 --reps 10 \
+            2>>"$results/bench.log")
+  step_ms=$(awk -F, '$4 == "step" {print $12}' <<<"$layer")
+  forward_ms=$(awk -F, '$4 == "forward" {print $12}' <<<"$layer")
+  if [[ -n "$step_ms" && -n "$forward_ms" ]]; then
+    step_tps=$(awk -v ms="$step_ms" 'BEGIN { printf "%.0f", 8192 / ms * 1000 }')
+    with_teacher_tps=$(awk -v s="$step_ms" -v f="$forward_ms" 'BEGIN { printf "%.0f", 8192 / (s + f) * 1000 }')
+    ratio() { awk -v j="$1" -v l="$2" 'BEGIN { printf "%.2f", j / l }'; }
+    for name in stream dataset; do
+      job=job_$name
+      if [[ -n "${!job}" ]]; then
+        row "moe train --device cuda bf16, mid, 8192 tok, $name" "${!job}" \
+            "tokens/s; layer step $step_tps tokens/s → job/step $(ratio "${!job}" "$step_tps"); step + teacher forward $with_teacher_tps → $(ratio "${!job}" "$with_teacher_tps")"
+      else
+        row "moe train --device cuda bf16, $name" "FAILED" "train_$name.log: $(tail -1 "$results/train_$name.log")"
+      fi
+    done
+  else
+    row "gpu_bench --mode step,forward (mid, 8192 tok)" "FAILED" "bench.log: $(tail -1 "$results/bench.log")"
+  fi
+}
+
+section_5() {  # kernel_times
+  echo "== 5. kernel times of a fine forward (ncu) $(elapsed)"
+  # Where a fine-grained forward's time goes, kernel by kernel (one pass per kernel: the
+  # duration metric alone), for the next optimisation; in ncu_fine.csv.
+  if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
+    timeout 60 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+      "$bin/gpu_bench" --config fine --kind ffn --mode forward --precision bf16 --reps 2 \
+      >"$results/ncu_fine.csv" 2>"$results/ncu_fine.log"
+    row "ncu kernel times (fine ffn forward)" "exit $?" "ncu_fine.csv"
+  fi
+}
+
+section_6() {  # sanitizers
+  echo "== 6. compute-sanitizer on the cuda tests $(elapsed)"
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+  sanitize() {  # sanitize TOOL FILTER LOG LABEL: the verdict is the tool's own count of errors
+    local tool=$1 filter=$2 log=$3 label=$4 status summary errors verdict
+    local left=$((deadline - SECONDS))
+    if ((left < 20)); then
+      row "$label" "not run" "out of time (MOE_CHECK_SECONDS=$deadline)"
+      return
     fi
+    # --nvtx: the library marks what cuBLAS writes as initialised (kernels/cuda/gemm.cu).
+    timeout $((left < 90 ? left - 5 : 85)) "$sanitizer" --tool "$tool" --nvtx true --print-limit 20 \
+      "$bin/moe_cuda_tests" --gtest_filter="$filter" \
+      >"$results/$log" 2>&1
+    status=$?
+    tail -2 "$results/$log"
+    summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$results/$log" | tail -1 | sed 's/^========= //')
+    errors=$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/p; s/.*RACECHECK SUMMARY: .*\(([0-9]+) error.*/\1/p' \
+               <<<"$summary")
+    if [[ $status == 124 ]]; then verdict=timeout
+    elif [[ "${errors:-x}" == 0 ]]; then verdict=pass
+    else verdict=FAIL
+    fi
+    row "$label" "$verdict" "${summary:-no summary}, tests exit $status ($log)"
+  }
+  for tool in ${MOE_CHECK_SANITIZERS:-memcheck racecheck initcheck}; do
+    if [[ -z "$sanitizer" ]]; then
+      row "compute-sanitizer $tool" "not run" "no compute-sanitizer"
+      continue
+    fi
+    if [[ $tool == initcheck ]]; then
+      # First alone: a kernel of ours reading a fresh C that a bf16 cuBLAS GEMM wrote (the
+      # test checks the values). Before gemm.cu marked cuBLAS's outputs written through
+      # NVTX, initcheck reported every element of that C (2026-11-27); a report here now
+      # means the marks do not reach the tool.
+      sanitize initcheck CudaOps.Bf16ExpertGemmWritesAllOfAFreshC initcheck_cublas.log \
+        "compute-sanitizer initcheck (bf16 cuBLAS C)"
+    fi
+    # racecheck checks shared memory, which only our kernels use: their own tests (CudaOps.*)
+    # run every one of them; the layer tests add minutes under the tool (85 s reached the
+    # sixteenth of 21 tests, 2026-11-27) and no kernel those tests do not run.
+    filter=${MOE_SANITIZER_FILTER:-$([[ $tool == racecheck ]] && echo 'CudaOps.*' || echo '*')}
+    sanitize "$tool" "$filter" "$tool.log" "compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
   done
-else
-  row "gpu_bench --mode step,forward (mid, 8192 tok)" "FAILED" "bench.log: $(tail -1 "$results/bench.log")"
-fi
-
-echo "== 5. kernel times of a fine forward (ncu) $(elapsed)"
-# Where a fine-grained forward's time goes, kernel by kernel (one pass per kernel: the
-# duration metric alone), for the next optimisation; in ncu_fine.csv.
-if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
-  timeout 60 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
-    "$bin/gpu_bench" --config fine --kind ffn --mode forward --precision bf16 --reps 2 \
-    >"$results/ncu_fine.csv" 2>"$results/ncu_fine.log"
-  row "ncu kernel times (fine ffn forward)" "exit $?" "ncu_fine.csv"
-fi
-
-echo "== 6. compute-sanitizer on the cuda tests $(elapsed)"
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-sanitize() {  # sanitize TOOL FILTER LOG LABEL: the verdict is the tool's own count of errors
-  local tool=$1 filter=$2 log=$3 label=$4 status summary errors verdict
-  local left=$((deadline - SECONDS))
-  if ((left < 20)); then
-    row "$label" "not run" "out of time (MOE_CHECK_SECONDS=$deadline)"
-    return
-  fi
-  # --nvtx: the library marks what cuBLAS writes as initialised (kernels/cuda/gemm.cu).
-  timeout $((left < 90 ? left - 5 : 85)) "$sanitizer" --tool "$tool" --nvtx true --print-limit 20 \
-    "$bin/moe_cuda_tests" --gtest_filter="$filter" \
-    >"$results/$log" 2>&1
-  status=$?
-  tail -2 "$results/$log"
-  summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$results/$log" | tail -1 | sed 's/^========= //')
-  errors=$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/p; s/.*RACECHECK SUMMARY: .*\(([0-9]+) error.*/\1/p' \
-             <<<"$summary")
-  if [[ $status == 124 ]]; then verdict=timeout
-  elif [[ "${errors:-x}" == 0 ]]; then verdict=pass
-  else verdict=FAIL
-  fi
-  row "$label" "$verdict" "${summary:-no summary}, tests exit $status ($log)"
 }
-for tool in ${MOE_CHECK_SANITIZERS:-memcheck racecheck initcheck}; do
-  if [[ -z "$sanitizer" ]]; then
-    row "compute-sanitizer $tool" "not run" "no compute-sanitizer"
-    continue
-  fi
-  if [[ $tool == initcheck ]]; then
-    # First alone: a kernel of ours reading a fresh C that a bf16 cuBLAS GEMM wrote (the
-    # test checks the values). Before gemm.cu marked cuBLAS's outputs written through
-    # NVTX, initcheck reported every element of that C (2026-11-27); a report here now
-    # means the marks do not reach the tool.
-    sanitize initcheck CudaOps.Bf16ExpertGemmWritesAllOfAFreshC initcheck_cublas.log \
-      "compute-sanitizer initcheck (bf16 cuBLAS C)"
-  fi
-  # racecheck checks shared memory, which only our kernels use: their own tests (CudaOps.*)
-  # run every one of them; the layer tests add minutes under the tool (85 s reached the
-  # sixteenth of 21 tests, 2026-11-27) and no kernel those tests do not run.
-  filter=${MOE_SANITIZER_FILTER:-$([[ $tool == racecheck ]] && echo 'CudaOps.*' || echo '*')}
-  sanitize "$tool" "$filter" "$tool.log" "compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
+
+# MOE_CHECK_SECTIONS picks sections (default all: "1 2 3 4 5 6"), for a short lease.
+for section in ${MOE_CHECK_SECTIONS:-1 2 3 4 5 6}; do
+  "section_$section"
 done
 
 echo

@@ -2,12 +2,15 @@
 
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
+#include "kernels/cuda/vector_access.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
 
 // A block per row (striding when rows exceed the grid): the row's group is looked up
-// once (binary search over the offsets), and the threads walk its columns, coalesced.
+// once (binary search over the offsets), and the threads walk its columns, coalesced,
+// V at a time (vector_access.cuh).
+template <int V>
 __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const* biases, const std::int64_t* offsets,
                                      int groups, std::int64_t rows, std::int64_t width, bool gated, Act act,
                                      float* pre, float* hidden, __nv_bfloat16* hidden_bf16) {
@@ -16,30 +19,38 @@ __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const*
     const float* bias = biases[group_of_row(offsets, groups, r)];
     const __nv_bfloat16* zr = z + r * z_width;
     float* pre_r = pre ? pre + r * z_width : nullptr;
-    for (std::int64_t j = threadIdx.x; j < width; j += blockDim.x) {
-      const float gate = __bfloat162float(zr[j]) + (bias ? bias[j] : 0.0f);
-      const float up = gated ? __bfloat162float(zr[width + j]) + (bias ? bias[width + j] : 0.0f) : 0.0f;
-      const float h = expert_hidden_value(gate, up, gated, act);
-      if (pre_r) {
-        pre_r[j] = gate;
-        if (gated) pre_r[width + j] = up;
+    for (std::int64_t j = threadIdx.x * std::int64_t{V}; j < width; j += blockDim.x * std::int64_t{V}) {
+      float gate[V], up[V] = {}, h[V];
+      load<V>(zr + j, gate);
+      if (gated) load<V>(zr + width + j, up);
+      for (int i = 0; i < V; ++i) {
+        gate[i] += bias ? bias[j + i] : 0.0f;
+        if (gated) up[i] += bias ? bias[width + j + i] : 0.0f;
+        h[i] = expert_hidden_value(gate[i], up[i], gated, act);
       }
-      if (hidden) hidden[r * width + j] = h;
-      hidden_bf16[r * width + j] = __float2bfloat16_rn(h);
+      if (pre_r) {
+        store<V>(pre_r + j, gate);
+        if (gated) store<V>(pre_r + width + j, up);
+      }
+      if (hidden) store<V>(hidden + r * width + j, h);
+      store<V>(hidden_bf16 + r * width + j, h);
     }
   }
 }
 
+template <int V>
 __global__ void expert_output_kernel(const __nv_bfloat16* y, const float* const* biases, const std::int64_t* offsets,
                                      int groups, std::int64_t rows, std::int64_t cols, Act act, float* pre,
                                      float* out) {
   for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* bias = biases[group_of_row(offsets, groups, r)];
-    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    for (std::int64_t j = threadIdx.x * std::int64_t{V}; j < cols; j += blockDim.x * std::int64_t{V}) {
       const std::int64_t i = r * cols + j;
-      const float z = __bfloat162float(y[i]) + (bias ? bias[j] : 0.0f);
-      if (pre) pre[i] = z;
-      out[i] = activate(act, z);
+      float z[V], a[V];
+      load<V>(y + i, z);
+      for (int e = 0; e < V; ++e) z[e] += bias ? bias[j + e] : 0.0f, a[e] = activate(act, z[e]);
+      if (pre) store<V>(pre + i, z);
+      store<V>(out + i, a);
     }
   }
 }
@@ -52,17 +63,27 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
                           std::int64_t rows, std::int64_t width, bool gated, Act act, float* pre, float* hidden,
                           void* hidden_bf16, Stream stream) {
   if (rows * width == 0) return;
-  expert_hidden_kernel<<<row_blocks(rows), kBlock, 0, stream>>>(
-      static_cast<const __nv_bfloat16*>(z), biases, offsets, groups, rows, width, gated, act, pre, hidden,
-      static_cast<__nv_bfloat16*>(hidden_bf16));
+  const auto* z16 = static_cast<const __nv_bfloat16*>(z);
+  auto* h16 = static_cast<__nv_bfloat16*>(hidden_bf16);
+  if (vector_aligned(width, {{z, 2}, {pre, 4}, {hidden, 4}, {hidden_bf16, 2}}))
+    expert_hidden_kernel<4><<<row_blocks(rows), kBlock, 0, stream>>>(z16, biases, offsets, groups, rows, width, gated,
+                                                                     act, pre, hidden, h16);
+  else
+    expert_hidden_kernel<1><<<row_blocks(rows), kBlock, 0, stream>>>(z16, biases, offsets, groups, rows, width, gated,
+                                                                     act, pre, hidden, h16);
   MOE_CHECK_LAUNCH();
 }
 
 void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,
                           std::int64_t rows, std::int64_t cols, Act act, float* pre, float* out, Stream stream) {
   if (rows * cols == 0) return;
-  expert_output_kernel<<<row_blocks(rows), kBlock, 0, stream>>>(
-      static_cast<const __nv_bfloat16*>(y), biases, offsets, groups, rows, cols, act, pre, out);
+  const auto* y16 = static_cast<const __nv_bfloat16*>(y);
+  if (vector_aligned(cols, {{y, 2}, {pre, 4}, {out, 4}}))
+    expert_output_kernel<4><<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre,
+                                                                     out);
+  else
+    expert_output_kernel<1><<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre,
+                                                                     out);
   MOE_CHECK_LAUNCH();
 }
 

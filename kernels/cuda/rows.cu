@@ -1,21 +1,40 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/rows.cuh"
+#include "kernels/cuda/vector_access.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
 
-// One block per row (grid-stride over rows), threads over the row's elements.
+// One block per row (grid-stride over rows), threads over the row's elements, V at a
+// time (vector_access.cuh); each element as gather_element and combine_element state
+// it (rows.cuh).
+template <int V>
 __global__ void gather_kernel(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width,
                               float* dst) {
-  for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x)
-    for (std::int64_t h = threadIdx.x; h < width; h += blockDim.x) dst[i * width + h] = gather_element(src, rows, width, i, h);
+  for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+    const bool padding = is_padding_row(rows, i);
+    for (std::int64_t h = threadIdx.x * std::int64_t{V}; h < width; h += blockDim.x * std::int64_t{V}) {
+      float v[V] = {};
+      if (!padding) load<V>(src + static_cast<std::int64_t>(rows[i]) * width + h, v);
+      store<V>(dst + i * width + h, v);
+    }
+  }
 }
 
+template <int V>
 __global__ void combine_kernel(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
                                const std::int32_t* sources, const float* weights, float* dst) {
   for (std::int64_t r = blockIdx.x; r < n_out; r += gridDim.x)
-    for (std::int64_t h = threadIdx.x; h < width; h += blockDim.x)
-      dst[r * width + h] = combine_element(src, width, offsets, sources, weights, r, h);
+    for (std::int64_t h = threadIdx.x * std::int64_t{V}; h < width; h += blockDim.x * std::int64_t{V}) {
+      float sum[V] = {};
+      for (std::int32_t a = offsets[r]; a < offsets[r + 1]; ++a) {
+        const float w = entry_weight(weights, a);
+        float v[V];
+        load<V>(src + static_cast<std::int64_t>(sources[a]) * width + h, v);
+        for (int e = 0; e < V; ++e) sum[e] += w * v[e];
+      }
+      store<V>(dst + r * width + h, sum);
+    }
 }
 
 // Each entry's weight gradient is a dot product over the row: a block reduction.
@@ -53,14 +72,20 @@ unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < 1 ?
 void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,
                         Stream stream) {
   if (n == 0) return;
-  gather_kernel<<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst);
+  if (vector_aligned(width, {{src, 4}, {dst, 4}}))
+    gather_kernel<4><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst);
+  else
+    gather_kernel<1><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst);
   MOE_CHECK_LAUNCH();
 }
 
 void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
                          const std::int32_t* sources, const float* weights, float* dst, Stream stream) {
   if (n_out == 0) return;
-  combine_kernel<<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
+  if (vector_aligned(width, {{src, 4}, {dst, 4}}))
+    combine_kernel<4><<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
+  else
+    combine_kernel<1><<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
   MOE_CHECK_LAUNCH();
 }
 

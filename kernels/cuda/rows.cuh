@@ -10,19 +10,27 @@
 
 namespace moe::kernels::cuda {
 
+// The rules the kernels apply to whole rows (four elements at a time where they can,
+// kernels/cuda/vector_access.cuh): grouped row i copies source row rows[i], and -1
+// marks a padding row, which is zeros; a combine entry's weight is weights[a], or 1
+// without weights. gather_element and combine_element state one element with them.
+MOE_HD inline bool is_padding_row(const std::int32_t* rows, std::int64_t i) { return rows[i] < 0; }
+MOE_HD inline float entry_weight(const float* weights, std::int32_t a) { return weights ? weights[a] : 1.0f; }
+
 // dst[i, h] = src[rows[i], h], or 0 for a padding row (rows[i] = -1)
 MOE_HD inline float gather_element(const float* src, const std::int32_t* rows, std::int64_t width, std::int64_t i,
                                    std::int64_t h) {
-  return rows[i] < 0 ? 0.0f : src[static_cast<std::int64_t>(rows[i]) * width + h];
+  return is_padding_row(rows, i) ? 0.0f : src[static_cast<std::int64_t>(rows[i]) * width + h];
 }
 
-// dst[r, h] = Σ_{a in row r} weights[a] · src[sources[a], h] (weights null means 1).
+// dst[r, h] = Σ_{a in row r} weights[a] · src[sources[a], h] (weights null means 1),
+// summed in entry order.
 MOE_HD inline float combine_element(const float* src, std::int64_t width, const std::int32_t* offsets,
                                     const std::int32_t* sources, const float* weights, std::int64_t r,
                                     std::int64_t h) {
   float sum = 0.0f;
   for (std::int32_t a = offsets[r]; a < offsets[r + 1]; ++a)
-    sum += (weights ? weights[a] : 1.0f) * src[static_cast<std::int64_t>(sources[a]) * width + h];
+    sum += entry_weight(weights, a) * src[static_cast<std::int64_t>(sources[a]) * width + h];
   return sum;
 }
 

@@ -98,61 +98,65 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
   // and has an empty group; against the float64 definition. bf16 without a backward
   // leaves pre and hidden alone and gives the same output.
   const std::vector<std::int64_t> offsets = {5, 40, 40, 97, 130};
-  const std::int64_t H = 64, F = 96, first = offsets.front(), rows = offsets.back(), n = rows - first;
+  const std::int64_t first = offsets.front(), rows = offsets.back(), n = rows - first;
   const std::size_t groups = offsets.size() - 1;
-  for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32, GemmPrecision::BF16}) {
-    auto ops = moe::kernels::make_cuda_ops(0, p);
-    const double tol = p == GemmPrecision::FP32 ? 1e-5 : p == GemmPrecision::TF32 ? 5e-3 : 3e-2;
-    for (const char* method : {"one_launch", "per_group"}) {
-      ::setenv("MOE_GROUPED_GEMM", method, 1);  // both ways of launching the grouped products (read per call)
-      for (const bool gated : {false, true})
-        for (const bool with_bias : {false, true}) {
-          const std::int64_t GF = gated ? 2 * F : F;
-          const auto x = random(rows * H, 31), w_in = random(groups * H * GF, 32, 0.3), b_in = random(groups * GF, 33, 0.5),
-                     w_out = random(groups * F * H, 34, 0.2), b_out = random(groups * H, 35, 0.5);
-          Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
-                        dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
-          moe::kernels::ExpertBatch host, dev;
-          for (auto* b : {&host, &dev}) {
-            b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
-            b->act = gated ? Act::SiLU : Act::GELU;
+  // Widths that are multiples of 4 take the element-wise kernels' 4-a-thread path
+  // (vector_access.cuh), the others one element a thread.
+  for (const auto [H, F] : {std::pair<std::int64_t, std::int64_t>{64, 96}, {30, 50}})
+    for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32, GemmPrecision::BF16}) {
+      SCOPED_TRACE(::testing::Message() << "H=" << H << " F=" << F);
+      auto ops = moe::kernels::make_cuda_ops(0, p);
+      const double tol = p == GemmPrecision::FP32 ? 1e-5 : p == GemmPrecision::TF32 ? 5e-3 : 3e-2;
+      for (const char* method : {"one_launch", "per_group"}) {
+        ::setenv("MOE_GROUPED_GEMM", method, 1);  // both ways of launching the grouped products (read per call)
+        for (const bool gated : {false, true})
+          for (const bool with_bias : {false, true}) {
+            const std::int64_t GF = gated ? 2 * F : F;
+            const auto x = random(rows * H, 31), w_in = random(groups * H * GF, 32, 0.3), b_in = random(groups * GF, 33, 0.5),
+                       w_out = random(groups * F * H, 34, 0.2), b_out = random(groups * H, 35, 0.5);
+            Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
+                          dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
+            moe::kernels::ExpertBatch host, dev;
+            for (auto* b : {&host, &dev}) {
+              b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
+              b->act = gated ? Act::SiLU : Act::GELU;
+            }
+            host.x = x.data(), dev.x = dx.data();
+            for (std::size_t g = 0; g < groups; ++g) {
+              host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
+              host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
+              host.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
+              dev.b_in.push_back(with_bias ? db_in.data() + g * GF : nullptr);
+              host.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
+              dev.b_out.push_back(with_bias ? db_out.data() + g * H : nullptr);
+            }
+            const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
+            Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
+                          out = device_zeros<float>(rows * H, ops.get());
+            ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
+            const std::string what = std::string(gated ? "glu" : "ffn") + (with_bias ? " bias" : "") + " precision " +
+                                     std::to_string(int(p)) + " " + method;
+            const auto got_pre = pre.download(), got_hidden = hidden.download(), got_out = out.download();
+            EXPECT_LE(relative_error(got_pre.data() + first * GF, ref.pre.data(), n * GF), tol) << what;
+            EXPECT_LE(relative_error(got_hidden.data() + first * F, ref.hidden.data(), n * F), tol) << what;
+            EXPECT_LE(relative_error(got_out.data() + first * H, ref.out.data(), n * H), tol) << what;
+            if (p == GemmPrecision::BF16) {
+              Buffer<float> pre2 = device_zeros<float>(rows * GF, ops.get()),
+                            hidden2 = device_zeros<float>(rows * F, ops.get()), out2 = device_zeros<float>(rows * H, ops.get());
+              dev.keep_for_backward = false;
+              ops->expert_ffn(dev, pre2.data(), hidden2.data(), out2.data());
+              EXPECT_EQ(out2.download(), got_out) << what;
+            }
+            // grouped_linear on its own: the first product with its bias and activation.
+            Buffer<float> gl_pre = device_zeros<float>(rows * GF, ops.get()), gl_out = device_zeros<float>(rows * GF, ops.get());
+            ops->grouped_linear(dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
+            std::vector<double> relu(ref.pre.size());
+            for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = ref.pre[i] > 0 ? ref.pre[i] : 0.0;
+            EXPECT_LE(relative_error(gl_pre.download().data() + first * GF, ref.pre.data(), n * GF), tol) << what;
+            EXPECT_LE(relative_error(gl_out.download().data() + first * GF, relu.data(), n * GF), tol) << what;
           }
-          host.x = x.data(), dev.x = dx.data();
-          for (std::size_t g = 0; g < groups; ++g) {
-            host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
-            host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
-            host.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
-            dev.b_in.push_back(with_bias ? db_in.data() + g * GF : nullptr);
-            host.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
-            dev.b_out.push_back(with_bias ? db_out.data() + g * H : nullptr);
-          }
-          const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
-          Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
-                        out = device_zeros<float>(rows * H, ops.get());
-          ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
-          const std::string what = std::string(gated ? "glu" : "ffn") + (with_bias ? " bias" : "") + " precision " +
-                                   std::to_string(int(p)) + " " + method;
-          const auto got_pre = pre.download(), got_hidden = hidden.download(), got_out = out.download();
-          EXPECT_LE(relative_error(got_pre.data() + first * GF, ref.pre.data(), n * GF), tol) << what;
-          EXPECT_LE(relative_error(got_hidden.data() + first * F, ref.hidden.data(), n * F), tol) << what;
-          EXPECT_LE(relative_error(got_out.data() + first * H, ref.out.data(), n * H), tol) << what;
-          if (p == GemmPrecision::BF16) {
-            Buffer<float> pre2 = device_zeros<float>(rows * GF, ops.get()),
-                          hidden2 = device_zeros<float>(rows * F, ops.get()), out2 = device_zeros<float>(rows * H, ops.get());
-            dev.keep_for_backward = false;
-            ops->expert_ffn(dev, pre2.data(), hidden2.data(), out2.data());
-            EXPECT_EQ(out2.download(), got_out) << what;
-          }
-          // grouped_linear on its own: the first product with its bias and activation.
-          Buffer<float> gl_pre = device_zeros<float>(rows * GF, ops.get()), gl_out = device_zeros<float>(rows * GF, ops.get());
-          ops->grouped_linear(dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
-          std::vector<double> relu(ref.pre.size());
-          for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = ref.pre[i] > 0 ? ref.pre[i] : 0.0;
-          EXPECT_LE(relative_error(gl_pre.download().data() + first * GF, ref.pre.data(), n * GF), tol) << what;
-          EXPECT_LE(relative_error(gl_out.download().data() + first * GF, relu.data(), n * GF), tol) << what;
-        }
+      }
     }
-  }
   ::unsetenv("MOE_GROUPED_GEMM");
 }
 
@@ -297,36 +301,39 @@ TEST_F(CudaOps, Bf16WeightCopiesFollowWeightUpdates) {
 }
 
 TEST_F(CudaOps, RoutersAndRouterBackward) {
+  // 300 tokens: the last block of rows is partial. The router stages 32 rows a block in
+  // shared memory at 64 experts, 16 at 256, and reads global memory at 640.
   const std::int64_t T = 300;
-  const int E = 64, k = 8;
-  for (const bool sigmoid : {false, true}) {
-    moe::kernels::RouterParams p;
-    p.num_experts = E, p.top_k = k, p.sigmoid = sigmoid;
-    if (sigmoid) p.n_group = 8, p.topk_group = 4, p.scale = 2.5f;
-    const auto logits = random(T * E, 10, 3.0);
-    const auto bias = random(E, 13, 0.1);
-    std::vector<float> probs(T * E), weights(T * k), lse(T);
-    std::vector<std::int32_t> idx(T * k);
-    cpu->route(logits.data(), T, p, sigmoid ? bias.data() : nullptr, probs.data(), idx.data(), weights.data(),
-               lse.data());
-    Buffer<float> dl = device(logits), dbias = device(bias), dp = device_zeros<float>(T * E),
-                  dw = device_zeros<float>(T * k), dlse = device_zeros<float>(T);
-    Buffer<std::int32_t> di = device_zeros<std::int32_t>(T * k);
-    gpu->route(dl.data(), T, p, sigmoid ? dbias.data() : nullptr, dp.data(), di.data(), dw.data(), dlse.data());
-    EXPECT_EQ(di.download(), idx);
-    EXPECT_LE(relative_error(dp.download().data(), probs.data(), T * E), 1e-5);
-    EXPECT_LE(relative_error(dw.download().data(), weights.data(), T * k), 1e-5);
-    EXPECT_LE(relative_error(dlse.download().data(), lse.data(), T), 1e-5);
+  for (const auto [E, k] : {std::pair{64, 8}, std::pair{256, 8}, std::pair{640, 2}})
+    for (const bool sigmoid : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "E=" << E << " k=" << k << (sigmoid ? " sigmoid" : " softmax"));
+      moe::kernels::RouterParams p;
+      p.num_experts = E, p.top_k = k, p.sigmoid = sigmoid;
+      if (sigmoid) p.n_group = 8, p.topk_group = 4, p.scale = 2.5f;
+      const auto logits = random(T * E, 10, 3.0);
+      const auto bias = random(E, 13, 0.1);
+      std::vector<float> probs(T * E), weights(T * k), lse(T);
+      std::vector<std::int32_t> idx(T * k);
+      cpu->route(logits.data(), T, p, sigmoid ? bias.data() : nullptr, probs.data(), idx.data(), weights.data(),
+                 lse.data());
+      Buffer<float> dl = device(logits), dbias = device(bias), dp = device_zeros<float>(T * E),
+                    dw = device_zeros<float>(T * k), dlse = device_zeros<float>(T);
+      Buffer<std::int32_t> di = device_zeros<std::int32_t>(T * k);
+      gpu->route(dl.data(), T, p, sigmoid ? dbias.data() : nullptr, dp.data(), di.data(), dw.data(), dlse.data());
+      EXPECT_EQ(di.download(), idx);
+      EXPECT_LE(relative_error(dp.download().data(), probs.data(), T * E), 1e-5);
+      EXPECT_LE(relative_error(dw.download().data(), weights.data(), T * k), 1e-5);
+      EXPECT_LE(relative_error(dlse.download().data(), lse.data(), T), 1e-5);
 
-    const auto d_weights = random(T * k, 11);
-    const float z = sigmoid ? 0.0f : 0.1f;
-    std::vector<float> aux(E, 0.02f), d_logits(T * E);
-    cpu->router_backward(logits.data(), probs.data(), idx.data(), d_weights.data(), lse.data(), T, p, aux.data(), z,
-                         d_logits.data());
-    Buffer<float> ddw = device(d_weights), daux = device(aux), dd = device_zeros<float>(T * E);
-    gpu->router_backward(dl.data(), dp.data(), di.data(), ddw.data(), dlse.data(), T, p, daux.data(), z, dd.data());
-    EXPECT_LE(relative_error(dd.download().data(), d_logits.data(), T * E), 1e-5);
-  }
+      const auto d_weights = random(T * k, 11);
+      const float z = sigmoid ? 0.0f : 0.1f;
+      std::vector<float> aux(E, 0.02f), d_logits(T * E);
+      cpu->router_backward(logits.data(), probs.data(), idx.data(), d_weights.data(), lse.data(), T, p, aux.data(), z,
+                           d_logits.data());
+      Buffer<float> ddw = device(d_weights), daux = device(aux), dd = device_zeros<float>(T * E);
+      gpu->router_backward(dl.data(), dp.data(), di.data(), ddw.data(), dlse.data(), T, p, daux.data(), z, dd.data());
+      EXPECT_LE(relative_error(dd.download().data(), d_logits.data(), T * E), 1e-5);
+    }
 }
 
 TEST_F(CudaOps, GluAndGatedAdd) {
@@ -430,6 +437,10 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
                                              sources.resize(static_cast<std::size_t>(n)),
                                              cw.resize(static_cast<std::size_t>(n)),
                                              slots.resize(static_cast<std::size_t>(n)), r.kept.data()};
+      // The plan writes the first A entries; the whole buffers are downloaded below, so
+      // the rest is zeroed first (else initcheck rightly reports reading it).
+      for (Buffer<std::int32_t>* b : {&grouped, &sources, &slots}) b->zero();
+      cw.zero();
       ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, out);
       ops.synchronize();
       std::int64_t A = 0;

@@ -32,6 +32,15 @@ void Ops::expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float*
   grouped_linear(hidden, batch.row_offsets, F, batch.w_out, H, batch.b_out, Act::Identity, nullptr, out);
 }
 
+void Ops::gather_expert_ffn(const float* src, const std::int32_t* rows, float* gathered, const ExpertBatch& batch,
+                            float* pre, float* hidden, float* out) {
+  const std::int64_t first = batch.row_offsets.front(), n = batch.row_offsets.back() - first, H = batch.in_dim;
+  if (n > 0) gather_rows(src, rows + first, n, H, gathered + first * H);
+  ExpertBatch on_gathered = batch;
+  on_gathered.x = gathered;
+  expert_ffn(on_gathered, pre, hidden, out);
+}
+
 void Ops::begin_capture() { throw Error("Ops::begin_capture: recording ops (CUDA graphs) needs the GPU backend"); }
 std::unique_ptr<CapturedWork> Ops::end_capture() { throw Error("Ops::end_capture: no recording was begun"); }
 void Ops::replay(CapturedWork&) { throw Error("Ops::replay: recording ops needs a GPU backend"); }

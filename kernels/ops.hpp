@@ -129,6 +129,15 @@ class Ops {
   // runs each thread's rows through whole pipelines (kernels/cpu/expert_ffn.cpp); CUDA
   // in bf16 keeps the intermediate in bf16 between two grouped products (cuda_ops.cu).
   virtual void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out);
+  // The experts' input rows gathered, then expert_ffn on them: row r of the batch is
+  // src[rows[r]] (-1: zeros), written to gathered [r, in_dim], and batch.x is taken to be
+  // `gathered`. The default is gather_rows then expert_ffn. A backend may gather into
+  // its own form of the rows instead and leave `gathered` unwritten when
+  // !batch.keep_for_backward (only a backward reads it): CUDA in bf16 gathers straight
+  // into the bf16 rows its first GEMM reads, one pass where a gather and a conversion
+  // were two.
+  virtual void gather_expert_ffn(const float* src, const std::int32_t* rows, float* gathered,
+                                 const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU
   // one OpenMP thread per call, and the ops fn calls run on that thread alone. The calls
   // must not write what another call reads or writes; they are taken in order of i, so

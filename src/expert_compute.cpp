@@ -93,13 +93,13 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
   float* pre = keep_for_backward || glu ? ws.pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
   float* grouped_out = ws.grouped_out.resize(A * static_cast<std::size_t>(H));
 
-  ops.gather_rows(rows_in, ws.gather_rows.data(), static_cast<std::int64_t>(A), H, grouped_in);
-  // Every expert's FFN on its contiguous block of rows.
+  // Every expert's FFN on its contiguous block of grouped rows, gathered from rows_in
+  // (grouped_in holds them afterwards when a backward is to read them).
   kernels::ExpertBatch batch = expert_batch(layout, activation, grouped_in, rows.expert_offsets);
   batch.keep_for_backward = keep_for_backward;
   const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
   for (std::int64_t e = 0; e < experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
-  ops.expert_ffn(batch, pre, hidden, grouped_out);
+  ops.gather_expert_ffn(rows_in, ws.gather_rows.data(), grouped_in, batch, pre, hidden, grouped_out);
   ops.combine_rows(grouped_out, H, rows.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(),
                    ws.combine_weights.data(), rows_out);
 }

@@ -1,3 +1,5 @@
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/rows.cuh"
 #include "kernels/cuda/vector_access.cuh"
@@ -8,15 +10,18 @@ namespace {
 // One block per row (grid-stride over rows), threads over the row's elements, V at a
 // time (vector_access.cuh); each element as gather_element and combine_element state
 // it (rows.cuh).
+// The gather writes float rows (dst), bf16 rows (dst16, rounded as to_bf16), or both
+// from one read of the source; a null one is skipped.
 template <int V>
 __global__ void gather_kernel(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width,
-                              float* dst) {
+                              float* dst, __nv_bfloat16* dst16) {
   for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     const bool padding = is_padding_row(rows, i);
     for (std::int64_t h = threadIdx.x * std::int64_t{V}; h < width; h += blockDim.x * std::int64_t{V}) {
       float v[V] = {};
       if (!padding) load<V>(src + static_cast<std::int64_t>(rows[i]) * width + h, v);
-      store<V>(dst + i * width + h, v);
+      if (dst) store<V>(dst + i * width + h, v);
+      if (dst16) store<V>(dst16 + i * width + h, v);
     }
   }
 }
@@ -72,10 +77,17 @@ unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < 1 ?
 void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,
                         Stream stream) {
   if (n == 0) return;
-  if (vector_aligned(width, {{src, 4}, {dst, 4}}))
-    gather_kernel<4><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst);
+  launch_gather_rows_bf16(src, rows, n, width, dst, nullptr, stream);
+}
+
+void launch_gather_rows_bf16(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width,
+                             float* dst, void* dst_bf16, Stream stream) {
+  if (n == 0) return;
+  auto* dst16 = static_cast<__nv_bfloat16*>(dst_bf16);
+  if (vector_aligned(width, {{src, 4}, {dst, 4}, {dst_bf16, 2}}))
+    gather_kernel<4><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst, dst16);
   else
-    gather_kernel<1><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst);
+    gather_kernel<1><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst, dst16);
   MOE_CHECK_LAUNCH();
 }
 

@@ -40,7 +40,7 @@ MOE_HD inline float combine_backward_element(const float* d_dst, const float* sr
                                              const std::int32_t* sources, const float* weights, std::int64_t r,
                                              std::int32_t a, std::int64_t h, float* d_src) {
   const std::int64_t s = static_cast<std::int64_t>(sources[a]) * width + h;
-  d_src[s] = (weights ? weights[a] : 1.0f) * d_dst[r * width + h];
+  d_src[s] = entry_weight(weights, a) * d_dst[r * width + h];
   return d_dst[r * width + h] * src[s];
 }
 
@@ -51,6 +51,10 @@ MOE_HD inline void scatter_element(const float* values, const std::int32_t* posi
 
 void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,
                         Stream stream);
+// The same gather into float rows (dst, may be null) and bf16 rows (dst_bf16, may be
+// null; each value rounded to nearest even, as launch_to_bf16), one read of the source.
+void launch_gather_rows_bf16(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width,
+                             float* dst, void* dst_bf16, Stream stream);
 void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
                          const std::int32_t* sources, const float* weights, float* dst, Stream stream);
 void launch_combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,

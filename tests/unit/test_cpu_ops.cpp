@@ -285,6 +285,37 @@ TEST(CpuRows, GatherAndCombine) {
   for (int h = 0; h < W; ++h) EXPECT_NEAR(out[h], src[W + h] + src[4 * W + h], 1e-6);
 }
 
+TEST(CpuRows, GatherExpertFfnIsAGatherThenTheFfn) {
+  // Rows 2.. of the batch (rows 0-1 untouched), three experts, a padding row (-1) and a
+  // source row taken twice: gather_expert_ffn writes the gathered rows and the FFN of
+  // them, bit for bit what gather_rows and then expert_ffn give.
+  const std::int64_t H = 12, F = 20, T = 7;
+  const std::vector<std::int64_t> offsets = {2, 5, 5, 9};
+  const std::vector<std::int32_t> rows = {-9, -9, 6, 0, 0, 3, -1, 1, 4};
+  std::vector<float> src(T * H), w_in(3 * H * F), w_out(3 * F * H), b_in(3 * F);
+  fill_normal(src.data(), T * H, 1.0, 61);
+  fill_normal(w_in.data(), std::int64_t(w_in.size()), 0.3, 62);
+  fill_normal(w_out.data(), std::int64_t(w_out.size()), 0.3, 63);
+  fill_normal(b_in.data(), std::int64_t(b_in.size()), 0.5, 64);
+  moe::kernels::ExpertBatch batch;
+  batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::GELU;
+  for (std::size_t g = 0; g < 3; ++g)
+    batch.w_in.push_back(w_in.data() + g * H * F), batch.w_out.push_back(w_out.data() + g * F * H),
+        batch.b_in.push_back(b_in.data() + g * F), batch.b_out.push_back(nullptr);
+  const std::size_t n = rows.size();
+  std::vector<float> gathered(n * H, 7.0f), pre(n * F), hidden(n * F), out(n * H);
+  ops->gather_expert_ffn(src.data(), rows.data(), gathered.data(), batch, pre.data(), hidden.data(), out.data());
+
+  std::vector<float> want_gathered(n * H, 7.0f), want_pre(n * F), want_hidden(n * F), want_out(n * H);
+  ops->gather_rows(src.data(), rows.data() + 2, std::int64_t(n) - 2, H, want_gathered.data() + 2 * H);
+  batch.x = want_gathered.data();
+  ops->expert_ffn(batch, want_pre.data(), want_hidden.data(), want_out.data());
+  EXPECT_EQ(gathered, want_gathered);
+  EXPECT_EQ(pre, want_pre);
+  EXPECT_EQ(hidden, want_hidden);
+  EXPECT_EQ(out, want_out);
+}
+
 TEST(CpuColumnSums, Float64AndIndependentOfThreadCount) {
   const std::int64_t rows = 5000, cols = 7;
   std::vector<float> m(rows * cols);

@@ -16,7 +16,8 @@
 #      GEMMs on one stream against four (MOE_GEMM_STREAMS);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
-#   5. takes each kernel's time in a fine-grained forward with ncu (when there is time);
+#   5. takes each kernel's time in a fine-grained and a mid forward with ncu (when there
+#      is time);
 #   6. runs compute-sanitizer memcheck, racecheck and initcheck on the cuda tests, last
 #      because they take longest: each gets what is left of MOE_CHECK_SECONDS (default
 #      420), at most 85 s, so that a lease's time runs out on them, not on the timings;
@@ -266,15 +267,20 @@ section_4() {  # training_job
 }
 
 section_5() {  # kernel_times
-  echo "== 5. kernel times of a fine forward (ncu) $(elapsed)"
-  # Where a fine-grained forward's time goes, kernel by kernel (one pass per kernel: the
-  # duration metric alone), for the next optimisation; in ncu_fine.csv.
-  if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
-    timeout 60 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
-      "$bin/gpu_bench" --config fine --kind ffn --mode forward --precision bf16 --reps 2 \
-      >"$results/ncu_fine.csv" 2>"$results/ncu_fine.log"
-    row "ncu kernel times (fine ffn forward)" "exit $?" "ncu_fine.csv"
-  fi
+  echo "== 5. kernel times of a mid and a fine forward (ncu) $(elapsed)"
+  # Where a forward's time goes, kernel by kernel (one pass per kernel: the duration
+  # metric alone), at the two configs furthest from dense; in ncu_CONFIG.csv. Each
+  # covers ten forwards (three warm-ups, two timed, five for the phases) and the dense
+  # baseline's GEMMs. To read: sum each kernel's invocations × average, over 10.
+  local config
+  for config in fine mid; do
+    if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
+      timeout 60 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+        "$bin/gpu_bench" --config "$config" --kind ffn --mode forward --precision bf16 --reps 2 \
+        >"$results/ncu_$config.csv" 2>"$results/ncu_$config.log"
+      row "ncu kernel times ($config ffn forward)" "exit $?" "ncu_$config.csv"
+    fi
+  done
 }
 
 section_6() {  # sanitizers

@@ -68,20 +68,33 @@ MOE_HD inline std::uint64_t allowed_groups(const float* scores, const float* bia
   return allowed;
 }
 
-// indices[0..k): the k best selection scores among the allowed groups' experts.
+// indices[0..k): the k best selection scores among the allowed groups' experts, by k
+// passes over the experts in index order (ties to the lower index). Up to 64 experts
+// the ones already chosen are a bit mask; beyond, a look through the choices so far.
+// (By count the look was four fifths of the comparisons at 64 experts with k = 8; the
+// router kernel, a thread per token, took 265 µs of a 3.3 ms fine forward on an H200.)
 MOE_HD inline void select_top_k(const float* scores, const float* bias, const RouterParams& p, std::int32_t* indices) {
   const std::uint64_t allowed = allowed_groups(scores, bias, p);
-  const int size = p.num_experts / (p.n_group > 1 ? p.n_group : 1);
+  const int groups = p.n_group > 1 ? p.n_group : 1, size = p.num_experts / groups;
+  const bool masked = p.num_experts <= 64;
+  std::uint64_t chosen = 0;  // bit e: expert e is among indices[0..j) (masked only)
   for (int j = 0; j < p.top_k; ++j) {
     int best = -1;
-    for (int e = 0; e < p.num_experts; ++e) {
-      if (!(allowed >> (e / size) & 1u)) continue;
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken = taken || indices[i] == e;
-      if (taken) continue;
-      if (best < 0 || ranks_above(selection_score(scores, bias, e), selection_score(scores, bias, best))) best = e;
+    for (int g = 0; g < groups; ++g) {
+      if (!(allowed >> g & 1u)) continue;
+      for (int e = g * size; e < (g + 1) * size; ++e) {
+        bool taken = false;
+        if (masked) {
+          taken = chosen >> e & 1u;
+        } else {
+          for (int i = 0; i < j; ++i) taken = taken || indices[i] == e;
+        }
+        if (taken) continue;
+        if (best < 0 || ranks_above(selection_score(scores, bias, e), selection_score(scores, bias, best))) best = e;
+      }
     }
     indices[j] = best;
+    if (masked && best >= 0) chosen |= std::uint64_t{1} << best;
   }
 }
 

@@ -260,6 +260,47 @@ TEST(RouterRow, NaNRanksBelowEveryNumber) {
   EXPECT_FALSE(moe::kernels::ranks_above(1.0f, 1.0f));
 }
 
+TEST(RouterRow, TopKIsTheDefinitionsOrderAtAnyExpertCount) {
+  // select_top_k against its definition: the allowed experts in descending score, NaN
+  // last, ties to the lower index; the first k. Scores on a coarse grid make ties;
+  // up to 64 experts the chosen ones are a bit mask, beyond a look through the choices.
+  const float nan = std::nanf("");
+  std::uint64_t state = 99;
+  auto uniform = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<double>(state >> 11) / 9007199254740992.0;
+  };
+  for (const int E : {12, 63, 64, 65, 200})
+    for (const int k : {1, 4, 8})
+      for (const int n_group : {1, 4})
+        for (int row = 0; row < 20; ++row) {
+          SCOPED_TRACE(::testing::Message() << "E=" << E << " k=" << k << " groups " << n_group << " row " << row);
+          moe::kernels::RouterParams p;
+          p.num_experts = E, p.top_k = k, p.n_group = n_group, p.topk_group = n_group > 1 ? 2 : 1;
+          std::vector<float> scores(E), bias(E);
+          for (int e = 0; e < E; ++e) {
+            scores[e] = static_cast<float>(std::floor(uniform() * 8.0) / 4.0);  // 8 values: many ties
+            bias[e] = static_cast<float>(std::floor(uniform() * 3.0) / 8.0);
+          }
+          if (row % 5 == 0) scores[static_cast<std::size_t>(row % E)] = nan;
+          const float* b = n_group > 1 ? bias.data() : nullptr;
+          const std::uint64_t allowed = moe::kernels::allowed_groups(scores.data(), b, p);
+          std::vector<int> candidates;
+          for (int e = 0; e < E; ++e)
+            if (allowed >> (e / (E / n_group)) & 1u) candidates.push_back(e);
+          auto score = [&](int e) { return scores[e] + (b ? b[e] : 0.0f); };
+          std::stable_sort(candidates.begin(), candidates.end(), [&](int x, int y) {
+            if (std::isnan(score(x))) return false;
+            if (std::isnan(score(y))) return true;
+            return score(x) > score(y);
+          });
+          std::vector<std::int32_t> got(static_cast<std::size_t>(k), -7);
+          moe::kernels::select_top_k(scores.data(), b, p, got.data());
+          for (int j = 0; j < k; ++j)
+            EXPECT_EQ(got[j], j < static_cast<int>(candidates.size()) ? candidates[j] : -1) << "choice " << j;
+        }
+}
+
 TEST(CpuRows, GatherAndCombine) {
   const std::int64_t W = 19;
   std::vector<float> src(6 * W);

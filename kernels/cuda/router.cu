@@ -20,9 +20,10 @@ __global__ void route_kernel(const float* logits, std::int64_t tokens, RouterPar
 // The same, with the block's rows staged in shared memory. route_row walks a token's
 // scores k·E times in its top-k selection; from global memory each walk went to the
 // cache hierarchy (ncu, fine forward on an H200, 2026-11-27: 317 µs for 8192 tokens of
-// 64 experts, k = 8, more than the routing's GEMM). Rows are stored E + 1 apart (k + 1
-// for the choices), so a warp's threads, each on its own row, hit distinct banks; the
-// copies in and out are coalesced over the block's rows.
+// 64 experts, k = 8, more than the routing's GEMM). Staged it took 265 µs: a thread's
+// serial selection, not memory, bounds it (select_top_k's bit mask cuts that work).
+// Rows are stored E + 1 apart (k + 1 for the choices), so a warp's threads, each on its
+// own row, hit distinct banks; the copies in and out are coalesced over the block's rows.
 __global__ void route_staged_kernel(const float* logits, std::int64_t tokens, RouterParams p,
                                     const float* expert_bias, float* probs, std::int32_t* indices, float* weights,
                                     float* lse) {

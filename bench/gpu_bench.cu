@@ -8,7 +8,7 @@
 // and on stderr where a step's time goes (the layer's phase times, synchronised).
 //   gpu_bench [--config mid|mixtral|fine|deepseek|ref] [--experts --top-k --hidden --expert-dim --tokens]
 //             [--kind ffn|glu] [--router softmax|sigmoid --groups N --topk-groups N] [--shared F_s]
-//             [--precision fp32|tf32|bf16] [--mode forward|training|step] [--reps N] [--header]
+//             [--precision fp32|tf32|bf16] [--mode forward|training|step|async|graph] [--reps N] [--header]
 // async = forward_async (no host results, so no wait); graph = forward_async recorded once
 // as a CUDA graph and replayed (both need --static-shapes).
 // step = a training step as `moe train` takes it, less the data and the teacher: zero_grad,

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/exchange_plan_steps.hpp"
 #include "kernels/plan_steps.hpp"
 #include "kernels/random_stream.hpp"
 #include "moe/error.hpp"
@@ -67,6 +68,42 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
       bases.data(), group_bases.data(), entry_bases.data(), kept.data(), row_of.data(), offsets.data(),
       entries.data(), kept_per_expert, out.grouped_tokens, out.combine_offsets, out.combine_sources,
       out.combine_weights, out.entry_slot});
+}
+
+void Ops::plan_send(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
+                    std::int64_t experts, std::int64_t capacity, int ranks, int own_rank, bool deduplicate,
+                    const SendPlan& out) {
+  const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n);
+  const auto keyed = static_cast<std::size_t>(experts * chunks), by_rank = static_cast<std::size_t>(ranks * chunks);
+  const auto items = static_cast<std::size_t>(n), P = static_cast<std::size_t>(ranks);
+  std::vector<std::int32_t> slot_major_experts(items), counts(keyed), bases(keyed), group_bases(keyed), row_keys(items),
+      record_keys(items), row_bases(by_rank), record_bases(by_rank), start_bases(static_cast<std::size_t>(chunks));
+  std::vector<std::uint8_t> kept(items);
+  std::vector<std::int64_t> rows_begin(P), records_begin(P), total_rows(1);
+  plan::PlanArrays admission{};
+  admission.indices = indices, admission.weights = weights;
+  admission.tokens = tokens, admission.top_k = top_k, admission.experts = experts, admission.capacity = capacity;
+  admission.slot_major_experts = slot_major_experts.data(), admission.counts = counts.data();
+  admission.bases = bases.data(), admission.group_bases = group_bases.data(), admission.kept = kept.data();
+  admission.kept_per_expert = out.host_kept_per_expert;
+  plan::run_send_plan_steps_serially(plan::SendPlanArrays{
+      admission, ranks, own_rank, deduplicate, row_keys.data(), record_keys.data(), row_bases.data(),
+      record_bases.data(), start_bases.data(), rows_begin.data(), records_begin.data(), total_rows.data(),
+      out.host_rows_per_rank, out.host_assignments_per_rank, out.row_token, out.records, out.assignment_slot,
+      out.token_offsets, out.token_rows});
+}
+
+void Ops::plan_received(const plan::AssignmentRecord* records, std::int64_t count, std::int64_t rows,
+                        std::int64_t local_experts, const ReceivedPlan& out) {
+  const std::int64_t chunks = plan::chunk_count(count);
+  const auto keyed = static_cast<std::size_t>(local_experts * chunks);
+  std::vector<std::int32_t> counts(keyed), start_bases(static_cast<std::size_t>(chunks)), group_bases(keyed);
+  std::vector<std::int64_t> kept_per_expert(static_cast<std::size_t>(local_experts)),
+      offsets(static_cast<std::size_t>(local_experts + 1)), starts(1);
+  plan::run_receive_plan_steps_serially(plan::ReceivePlanArrays{
+      records, count, rows, local_experts, counts.data(), start_bases.data(), group_bases.data(),
+      kept_per_expert.data(), offsets.data(), starts.data(), out.grouped_rows, out.combine_offsets,
+      out.combine_sources, out.combine_weights});
 }
 
 std::size_t Ops::mark() {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/activation.hpp"
+#include "kernels/exchange_plan_steps.hpp"
 #include "kernels/router_row.hpp"
 
 namespace moe::kernels {
@@ -44,6 +45,29 @@ struct SingleRankPlan {
   float* combine_weights;         // [A] … its weight
   std::int32_t* entry_slot;       // [A] … and its assignment t·top_k + j
   std::int64_t* host_kept_per_expert;  // [experts]; null: not wanted (nothing waits for it)
+};
+
+// Where Ops::plan_send writes (docs/design.md §4b, P > 1): the send layout in backend
+// memory, sized for tokens·top_k rows and records (the first R and A are written), and
+// the counts in host memory, there after the next synchronize().
+struct SendPlan {
+  std::int32_t* row_token;              // [R] the token of each row, by destination then token
+  plan::AssignmentRecord* records;      // [A] the rows' assignments, row by row
+  std::int32_t* assignment_slot;        // [A] t·top_k + j of each record
+  std::int32_t* token_offsets;          // [tokens + 1] each token's rows …
+  std::int32_t* token_rows;             // [R] … in the send order
+  std::int64_t* host_rows_per_rank;         // [ranks]
+  std::int64_t* host_assignments_per_rank;  // [ranks]
+  std::int64_t* host_kept_per_expert;       // [experts]
+};
+
+// Where Ops::plan_received writes: an expert owner's plan over the rows it received,
+// in backend memory, as load_plan (src/expert_compute.hpp) fills an ExpertWorkspace.
+struct ReceivedPlan {
+  std::int32_t* grouped_rows;     // [A] the received row of each grouped row, by (local expert, row)
+  std::int32_t* combine_offsets;  // [rows + 1] each row's records …
+  std::int32_t* combine_sources;  // [A] … the grouped row of each
+  float* combine_weights;         // [A] … its weight
 };
 
 // Work recorded once and replayed (a CUDA graph), with what its replays read.
@@ -190,8 +214,21 @@ class Ops {
   virtual void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens,
                                 std::int64_t top_k, std::int64_t experts, std::int64_t capacity,
                                 std::int64_t rows_per_expert, const SingleRankPlan& out);
-  // Whether a single-rank layer uses plan_single_rank unless told otherwise.
+  // Whether a single-rank layer uses plan_single_rank, and a distributed one plan_send
+  // and plan_received, unless told otherwise.
   virtual bool plans_where_routed() const { return false; }
+
+  // The distributed plan where the routing lives (kernels/exchange_plan_steps.hpp):
+  // plan_send is the sender's half, from indices and weights [tokens·top_k] in backend
+  // memory (experts owned in blocks of experts/ranks); plan_received the owner's, from
+  // the `count` records it received for `rows` rows. Defaults: the steps one thread at
+  // a time in host memory, O(T·k·(E + 256)): the CPU layer plans on the host unless
+  // asked (MOE_EXCHANGE_PLAN=steps, which tests these without a GPU).
+  virtual void plan_send(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
+                         std::int64_t experts, std::int64_t capacity, int ranks, int own_rank, bool deduplicate,
+                         const SendPlan& out);
+  virtual void plan_received(const plan::AssignmentRecord* records, std::int64_t count, std::int64_t rows,
+                             std::int64_t local_experts, const ReceivedPlan& out);
 
   // sums[E] (float64, host memory) = column sums of m[rows, E], summed in a fixed order
   // so the result does not depend on the thread count.

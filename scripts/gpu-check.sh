@@ -6,7 +6,8 @@
 #      the GPU against the CPU (forward in fp32/tf32/bf16, backward, bf16 training, AdamW,
 #      checkpoints);
 #   2. runs the multi-rank invariance and traffic tests with two ranks sharing the GPU
-#      over MPI, the same tests and the communicator's over NCCL at one rank, and
+#      over MPI (the distributed plan on the GPU, and its bits against the host plan's:
+#      ExchangePlan.*), the same tests and the communicator's over NCCL at one rank, and
 #      `moe --comm nccl train --device cuda` at one rank;
 #   3. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
@@ -107,7 +108,7 @@ section_2() {  # ranks
   if command -v mpirun >/dev/null; then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     MOE_TEST_DEVICE=cuda timeout 150 \
-      mpirun -np 2 --oversubscribe "$bin/moe_mpi_tests" --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*' \
+      mpirun -np 2 --oversubscribe "$bin/moe_mpi_tests" --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*:*ExchangePlan*' \
       >"$results/mpi_cuda.log" 2>&1
     status=$?
     tail -2 "$results/mpi_cuda.log"

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/exchange_plan_steps.hpp"
 #include "moe/config.hpp"
 
 namespace moe {
@@ -78,15 +79,10 @@ enum class Traffic {
   PerAssignment,  // one row per kept assignment
 };
 
-// One assignment as it travels with its row: the expert's id on its owner, the weight,
-// and whether it is the first of its row's assignments (records go row by row, so the
-// flags delimit the rows and no per-row count has to travel).
-struct AssignmentRecord {
-  std::uint32_t local_expert : 31;
-  std::uint32_t starts_row : 1;
-  float weight;
-};
-static_assert(sizeof(AssignmentRecord) == 8, "an assignment travels as 8 bytes");
+// One assignment as it travels with its row (its expert on the owner, its weight, and
+// whether it starts a row): shared with the plan's steps, which write and read records
+// where the routing lives.
+using AssignmentRecord = kernels::plan::AssignmentRecord;
 
 // The send side of a distributed forward. Rows are ordered by destination rank — the
 // other ranks in rank order, then this rank itself, whose rows never travel (they are

@@ -172,7 +172,8 @@ struct MoELayer::Impl {
                     "true): the padded experts run C rows each");
       MOE_CHECK_ARG(!options.static_shapes || ranks == 1, "MoELayer", "options.static_shapes = true on ", ranks,
                     " ranks; expected one rank (the capacity-padded plan is the single-rank plan)");
-      plan_where_routed_choice = single_rank_plan_choice(*ops);
+      plan_where_routed_choice = plan_choice(*ops, "MOE_SINGLE_RANK_PLAN");
+      exchange_plan_where_routed = plan_choice(*ops, "MOE_EXCHANGE_PLAN");
       // The padded layout comes from the plan steps, on either backend.
       const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN");
       MOE_CHECK_ARG(!options.static_shapes || !forced || std::string(forced) != "host", "MoELayer",
@@ -283,20 +284,21 @@ struct MoELayer::Impl {
     return global_id - first_expert;
   }
 
-  // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
-  // workspace, where the backend plans there (a GPU) or MOE_SINGLE_RANK_PLAN=steps asks
-  // for it; false (MOE_SINGLE_RANK_PLAN=host, or the CPU by default) leaves the plan
-  // to the host. The variable lets one run compare the two (one layer per choice).
-  // MOE_SINGLE_RANK_PLAN, read when the layer is built (an unknown value fails there,
-  // on every rank).
-  static bool single_rank_plan_choice(const kernels::Ops& ops) {
-    const char* forced = std::getenv("MOE_SINGLE_RANK_PLAN");
+  // Where the dispatch plan is made: where the routing lives (the plan steps:
+  // Ops::plan_single_rank on one rank, plan_send and plan_received on several) when the
+  // backend plans there (a GPU) or the variable says steps; on the host when it says
+  // host, or on the CPU by default. MOE_SINGLE_RANK_PLAN picks for one rank,
+  // MOE_EXCHANGE_PLAN for several, so that one run can compare the two (one layer per
+  // choice). Read when the layer is built (an unknown value fails there, on every rank).
+  static bool plan_choice(const kernels::Ops& ops, const char* variable) {
+    const char* forced = std::getenv(variable);
     if (!forced || !*forced) return ops.plans_where_routed();
     const std::string choice = forced;
-    MOE_CHECK_ARG(choice == "host" || choice == "steps", "MoELayer", "MOE_SINGLE_RANK_PLAN = '", choice,
+    MOE_CHECK_ARG(choice == "host" || choice == "steps", "MoELayer", variable, " = '", choice,
                   "'; expected host (the host plan), steps (the plan where the routing lives) or unset");
     return choice == "steps";
   }
+  bool exchange_plan_where_routed = false;
   bool plan_where_routed_choice = false;
   // With static shapes, each expert's rows: R = min(C, T), enough for its kept ones (the
   // router picks k distinct experts per token, so an expert keeps at most T). 0: packed.
@@ -372,10 +374,16 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   // queued before the routing's one wait, so no T·k choices go to the host first.
   std::vector<std::int64_t> kept_per_expert(E, 0);
   const bool planned_where_routed = ranks == 1 && plan_where_routed(tokens, kept_per_expert.data());
+  // With several ranks likewise: only the per-peer counts (and kept_per_expert) come back.
+  const bool exchange_planned = ranks > 1 && exchange_plan_where_routed;
+  if (exchange_planned)
+    exchange->plan_where_routed(router.indices.data(), router.weights.data(), tokens, config.top_k,
+                                config.num_experts, std::min(expert_capacity(config, tokens), tokens * config.top_k),
+                                kept_per_expert.data());
   finish_routing(*ops, tokens, config, router, routing);
   clock.lap(times.route);
   DispatchPlan plan;  // the host plan, when the plan was not made where the routing lives
-  if (!planned_where_routed) {
+  if (!planned_where_routed && !exchange_planned) {
     plan = make_dispatch_plan(routing.indices.data(), tokens, config);
     kept_per_expert = plan.kept_per_expert;
   }
@@ -403,7 +411,8 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
                 workspace, output);
     clock.lap(times.experts);
   } else {
-    saved.expert_rows = exchange->dispatch(x, routing, plan, workspace, times, clock);
+    saved.expert_rows = exchange_planned ? exchange->dispatch_planned(x, kept_per_expert, workspace, times, clock)
+                                         : exchange->dispatch(x, routing, plan, workspace, times, clock);
     run_experts(*ops, saved.expert_rows, exchange->received_rows(), local_params(), params.experts.layout,
                 config.activation, training, workspace, exchange->result_rows());
     clock.lap(times.experts);

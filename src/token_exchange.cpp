@@ -1,5 +1,9 @@
 #include "token_exchange.hpp"
 
+#include <algorithm>
+
+#include "moe/error.hpp"
+
 namespace moe {
 
 TokenExchange::TokenExchange(Communicator& comm, kernels::Ops& ops, Transport& transport, std::int64_t hidden_dim,
@@ -16,7 +20,11 @@ TokenExchange::TokenExchange(Communicator& comm, kernels::Ops& ops, Transport& t
       result_rows_(ops),
       row_token_(ops),
       token_offsets_(ops),
-      token_rows_(ops) {}
+      token_rows_(ops),
+      assignment_slot_(ops),
+      send_records_(ops),
+      owner_records_(ops),
+      weight_grads_back_(ops) {}
 
 void TokenExchange::wait_for_peers(PhaseTimes& times, PhaseClock& clock) {
   if (separate_waits_) comm_.barrier(), clock.lap(times.wait);
@@ -25,35 +33,52 @@ void TokenExchange::wait_for_peers(PhaseTimes& times, PhaseClock& clock) {
 float* TokenExchange::gather_in_send_order(const float* token_rows) {
   // The own rows land straight in the middle of the span, where the experts read them.
   float* span = send_rows_.resize(static_cast<std::size_t>(rows_.total() * hidden_));
-  ops_.gather_rows(token_rows, row_token_.data(), layout_.rows(), hidden_, span);
+  ops_.gather_rows(token_rows, row_token_.data(), rows_.sender_side + rows_.own, hidden_, span);
   return span;
 }
 
-ExpertRows TokenExchange::dispatch(const float* x, const Routing& routing, const DispatchPlan& plan,
-                                   ExpertWorkspace& workspace, PhaseTimes& times, PhaseClock& clock) {
+void TokenExchange::exchange_counts(const std::int64_t* kept_per_expert) {
   const int P = comm_.size(), rank = comm_.rank();
-  const auto peers = static_cast<std::size_t>(P);
-  layout_ = make_send_layout(plan, routing.indices.data(), routing.weights.data(), P, rank, traffic_);
-  row_token_.upload(layout_.row_token);
-  clock.lap(times.plan);
-
-  wait_for_peers(times, clock);
-  // 2. Counts: rows and assignments for every peer, so each rank knows what arrives.
-  std::vector<std::int64_t> send_counts(2 * peers), recv_counts(2 * peers);
+  const auto peers = static_cast<std::size_t>(P), E_local = static_cast<std::size_t>(local_experts_);
+  const std::size_t per_peer = 2 + E_local;
+  std::vector<std::int64_t> send_counts(per_peer * peers), recv_counts(per_peer * peers);
   for (std::size_t p = 0; p < peers; ++p) {
-    send_counts[2 * p] = layout_.rows_per_rank[p];
-    send_counts[2 * p + 1] = layout_.assignments_per_rank[p];
+    send_counts[per_peer * p] = layout_.rows_per_rank[p];
+    send_counts[per_peer * p + 1] = layout_.assignments_per_rank[p];
+    std::copy(kept_per_expert + p * E_local, kept_per_expert + (p + 1) * E_local,
+              send_counts.begin() + static_cast<std::ptrdiff_t>(per_peer * p + 2));
   }
-  comm_.all_to_all(send_counts.data(), recv_counts.data(), 2);
+  comm_.all_to_all(send_counts.data(), recv_counts.data(), static_cast<int>(per_peer));
   recv_row_counts_.assign(peers, 0);
   recv_assignment_counts_.assign(peers, 0);
+  local_rows_per_expert_.assign(E_local, 0);
   for (std::size_t p = 0; p < peers; ++p) {
-    recv_row_counts_[p] = recv_counts[2 * p];
-    recv_assignment_counts_[p] = recv_counts[2 * p + 1];
+    recv_row_counts_[p] = recv_counts[per_peer * p];
+    recv_assignment_counts_[p] = recv_counts[per_peer * p + 1];
+    std::int64_t kept = 0;
+    for (std::size_t e = 0; e < E_local; ++e) {
+      local_rows_per_expert_[e] += recv_counts[per_peer * p + 2 + e];
+      kept += recv_counts[per_peer * p + 2 + e];
+    }
+    MOE_CHECK_ARG(kept == recv_assignment_counts_[p], "TokenExchange", "rank ", p, " sends rank ", rank, " ",
+                  recv_assignment_counts_[p], " assignments but counts ", kept, " for its experts");
   }
   // Where the rows and the assignments live during the exchange: own rows stay put.
   rows_ = make_exchange_span(layout_.rows_per_rank, recv_row_counts_, rank);
   assignments_ = make_exchange_span(layout_.assignments_per_rank, recv_assignment_counts_, rank);
+}
+
+ExpertRows TokenExchange::dispatch(const float* x, const Routing& routing, const DispatchPlan& plan,
+                                   ExpertWorkspace& workspace, PhaseTimes& times, PhaseClock& clock) {
+  layout_ = make_send_layout(plan, routing.indices.data(), routing.weights.data(), comm_.size(), comm_.rank(), traffic_);
+  row_token_.upload(layout_.row_token);
+  token_offsets_.upload(layout_.token_offsets);
+  token_rows_.upload(layout_.token_rows);
+  assignment_slot_.upload(layout_.assignment_slot);
+  clock.lap(times.plan);
+
+  wait_for_peers(times, clock);
+  exchange_counts(plan.kept_per_expert.data());
   clock.lap(times.dispatch);
 
   // 3. Dispatch: the rows packed by destination, then sent with their assignment
@@ -76,6 +101,61 @@ ExpertRows TokenExchange::dispatch(const float* x, const Routing& routing, const
   return load_plan(work_, grouping_, workspace);
 }
 
+void TokenExchange::plan_where_routed(const std::int32_t* indices, const float* weights, std::int64_t tokens,
+                                      std::int64_t top_k, std::int64_t experts, std::int64_t capacity,
+                                      std::int64_t* host_kept_per_expert) {
+  const auto n = static_cast<std::size_t>(tokens * top_k), peers = static_cast<std::size_t>(comm_.size());
+  layout_ = SendLayout{};
+  layout_.own_rank = comm_.rank();
+  layout_.rows_per_rank.assign(peers, 0);
+  layout_.assignments_per_rank.assign(peers, 0);
+  ops_.plan_send(indices, weights, tokens, top_k, experts, capacity, comm_.size(), comm_.rank(),
+                 traffic_ == Traffic::Deduplicated,
+                 kernels::SendPlan{row_token_.resize(n), send_records_.resize(n), assignment_slot_.resize(n),
+                                   token_offsets_.resize(static_cast<std::size_t>(tokens + 1)), token_rows_.resize(n),
+                                   layout_.rows_per_rank.data(), layout_.assignments_per_rank.data(),
+                                   host_kept_per_expert});
+}
+
+ExpertRows TokenExchange::dispatch_planned(const float* x, const std::vector<std::int64_t>& kept_per_expert,
+                                           ExpertWorkspace& workspace, PhaseTimes& times, PhaseClock& clock) {
+  wait_for_peers(times, clock);
+  exchange_counts(kept_per_expert.data());
+  clock.lap(times.dispatch);
+
+  // 3. The rows and their records, as the host plan sends them; the records arrive in
+  // the owner's order, its own first (copied, not sent), then the other ranks'.
+  float* span = gather_in_send_order(x);
+  const std::int64_t owner_records = assignments_.own + assignments_.owner_side;
+  AssignmentRecord* received = owner_records_.resize(static_cast<std::size_t>(owner_records));
+  ops_.copy(received, send_records_.data() + assignments_.sender_side,
+            sizeof(AssignmentRecord) * static_cast<std::size_t>(assignments_.own));
+  clock.lap(times.pack);
+  wait_for_peers(times, clock);
+  transport_.exchange_with_others(
+      Transport::Rows{span, layout_.rows_per_rank.data(), span + rows_.owner_side_begin() * hidden_,
+                      recv_row_counts_.data(), row_bytes_},
+      Transport::Rows{send_records_.data(), layout_.assignments_per_rank.data(), received + assignments_.own,
+                      recv_assignment_counts_.data(), sizeof(AssignmentRecord)});
+  clock.lap(times.dispatch);
+
+  // 4. The owner's plan over the received rows, where they are.
+  const std::int64_t rows = rows_.own + rows_.owner_side;
+  const auto A = static_cast<std::size_t>(owner_records);
+  ops_.plan_received(received, owner_records, rows, local_experts_,
+                     kernels::ReceivedPlan{workspace.gather_rows.resize(A),
+                                           workspace.combine_offsets.resize(static_cast<std::size_t>(rows + 1)),
+                                           workspace.combine_sources.resize(A), workspace.combine_weights.resize(A)});
+  result_rows_.resize(static_cast<std::size_t>(rows_.total() * hidden_));
+  ExpertRows expert_rows;
+  expert_rows.output_rows = rows;
+  expert_rows.entries = owner_records;
+  expert_rows.expert_offsets.assign(local_rows_per_expert_.size() + 1, 0);
+  for (std::size_t e = 0; e < local_rows_per_expert_.size(); ++e)
+    expert_rows.expert_offsets[e + 1] = expert_rows.expert_offsets[e] + local_rows_per_expert_[e];
+  return expert_rows;
+}
+
 const float* TokenExchange::received_rows() const { return send_rows_.data() + rows_.owner_view() * hidden_; }
 float* TokenExchange::result_rows() { return result_rows_.data() + rows_.owner_view() * hidden_; }
 
@@ -88,9 +168,8 @@ void TokenExchange::return_and_combine(std::int64_t tokens, float* output, Phase
                                   layout_.rows_per_rank.data(), row_bytes_);
   clock.lap(times.send_back);
   // 7. Each token's output is the sum of the rows that come back for it.
-  ops_.combine_rows(out_span + rows_.sender_view() * hidden_, hidden_, tokens,
-                    token_offsets_.upload(layout_.token_offsets), token_rows_.upload(layout_.token_rows), nullptr,
-                    output);
+  ops_.combine_rows(out_span + rows_.sender_view() * hidden_, hidden_, tokens, token_offsets_.data(),
+                    token_rows_.data(), nullptr, output);
   clock.lap(times.combine);
 }
 
@@ -123,23 +202,25 @@ float* TokenExchange::input_gradient_rows() { return result_rows(); }
 void TokenExchange::return_gradient(const Buffer<float>& d_weights, std::int64_t tokens, std::int64_t top_k,
                                     float* dx, float* d_slot, PhaseTimes& times, PhaseClock& clock) {
   // Back to the tokens' ranks: the rows' gradients and every assignment's weight
-  // gradient, in one exchange.
+  // gradient, in one exchange. The weights' gradients are in the owner's order (its own
+  // records first): the own ones are copied to the end of the send order, where the
+  // own records stand, and the others' arrive before them.
   wait_for_peers(times, clock);
   float* d_span = result_rows_.data();
-  const std::vector<float> dw_here = d_weights.download();
-  const Transport::Rows returned{d_span + rows_.owner_side_begin() * hidden_, recv_row_counts_.data(), d_span,
-                                 layout_.rows_per_rank.data(), row_bytes_};
-  const std::vector<float> dw_back =
-      metadata_to_senders(transport_, assignments_, dw_here.data(), recv_assignment_counts_.data(),
-                          layout_.assignments_per_rank.data(), &returned);
+  const std::int64_t own = assignments_.own, sent = assignments_.sender_side + own;
+  float* weights_back = weight_grads_back_.resize(static_cast<std::size_t>(sent));
+  ops_.copy(weights_back + assignments_.sender_side, d_weights.data(), sizeof(float) * static_cast<std::size_t>(own));
+  transport_.exchange_with_others(
+      Transport::Rows{d_span + rows_.owner_side_begin() * hidden_, recv_row_counts_.data(), d_span,
+                      layout_.rows_per_rank.data(), row_bytes_},
+      Transport::Rows{d_weights.data() + own, recv_assignment_counts_.data(), weights_back,
+                      layout_.assignments_per_rank.data(), sizeof(float)});
   clock.lap(times.send_back);
-  ops_.combine_rows(d_span + rows_.sender_view() * hidden_, hidden_, tokens,
-                    token_offsets_.upload(layout_.token_offsets), token_rows_.upload(layout_.token_rows), nullptr,
-                    dx);
-  std::vector<float> host_d_slot(static_cast<std::size_t>(tokens * top_k), 0.0f);
-  for (std::size_t a = 0; a < dw_back.size(); ++a)
-    host_d_slot[static_cast<std::size_t>(layout_.assignment_slot[a])] = dw_back[a];
-  ops_.copy_from_host(d_slot, host_d_slot.data(), sizeof(float) * host_d_slot.size());
+  ops_.combine_rows(d_span + rows_.sender_view() * hidden_, hidden_, tokens, token_offsets_.data(), token_rows_.data(),
+                    nullptr, dx);
+  // Each record's weight gradient to its slot; dropped slots get 0.
+  ops_.fill_zero(d_slot, sizeof(float) * static_cast<std::size_t>(tokens * top_k));
+  ops_.scatter(weights_back, assignment_slot_.data(), sent, d_slot);
   clock.lap(times.combine);
 }
 

@@ -32,6 +32,16 @@ class TokenExchange {
   // owner's plan over the received rows into `workspace`, which it returns.
   ExpertRows dispatch(const float* x, const Routing& routing, const DispatchPlan& plan, ExpertWorkspace& workspace,
                       PhaseTimes& times, PhaseClock& clock);
+  // The same with the plan made where the routing lives (Ops::plan_send and
+  // plan_received; docs/design.md §4b): plan_where_routed queues the sender's half
+  // from the router's indices and weights [tokens·top_k] in the ops' memory, and its
+  // counts (and host_kept_per_expert [E]) reach the host with the next wait;
+  // dispatch_planned then exchanges the counts, the rows and their records and queues
+  // the owner's half. No per-assignment data crosses to the host.
+  void plan_where_routed(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
+                         std::int64_t experts, std::int64_t capacity, std::int64_t* host_kept_per_expert);
+  ExpertRows dispatch_planned(const float* x, const std::vector<std::int64_t>& kept_per_expert,
+                              ExpertWorkspace& workspace, PhaseTimes& times, PhaseClock& clock);
   // The received rows the experts read, and where they write each one's result.
   const float* received_rows() const;
   float* result_rows();
@@ -56,6 +66,10 @@ class TokenExchange {
   void wait_for_peers(PhaseTimes& times, PhaseClock& clock);  // LayerOptions::separate_waits
   // The rows of the send layout's order, packed by destination into send_rows_.
   float* gather_in_send_order(const float* token_rows);
+  // Step 2: every peer learns the rows and records it receives, and its experts' kept
+  // counts (kept_per_expert [E], this rank's), whose sums over the senders are the
+  // owner's rows per local expert.
+  void exchange_counts(const std::int64_t* kept_per_expert);
 
   Communicator& comm_;
   kernels::Ops& ops_;
@@ -65,16 +79,22 @@ class TokenExchange {
   bool separate_waits_;
   std::size_t row_bytes_;
 
-  // The last forward's layout, kept for its backward.
+  // The last forward's layout, kept for its backward (planned where routed, only its
+  // counts are on the host; its arrays are the buffers below either way).
   SendLayout layout_;
   std::vector<std::int64_t> recv_row_counts_, recv_assignment_counts_;  // [P]
+  std::vector<std::int64_t> local_rows_per_expert_;                     // [local experts], summed over senders
   ExchangeSpan rows_, assignments_;
   ExpertAssignments work_;  // the owner's plan over the received rows (memory reused)
   ExpertGrouping grouping_;
   // The exchanges' ExchangeSpans: rows out (and in), and the experts' results (and
   // their gradients); the send layout's arrays in the ops' memory.
   Buffer<float> send_rows_, result_rows_;
-  Buffer<std::int32_t> row_token_, token_offsets_, token_rows_;
+  Buffer<std::int32_t> row_token_, token_offsets_, token_rows_, assignment_slot_;
+  // Planned where routed: the records in the send order and as the owner has them, and
+  // the weights' gradients back in the send order.
+  Buffer<AssignmentRecord> send_records_, owner_records_;
+  Buffer<float> weight_grads_back_;
 };
 
 }  // namespace moe

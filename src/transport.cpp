@@ -68,6 +68,45 @@ void Transport::exchange_pair(const Rows& rows, const void* send, const std::int
   });
 }
 
+void Transport::exchange_with_others(const Rows& first, const Rows& second) {
+  if (comm_.payload_memory() == MemorySpace::Device) {
+    exchange_with_others(first.send, first.send_rows, first.recv, first.recv_rows, first.row_bytes);
+    exchange_with_others(second.send, second.send_rows, second.recv, second.recv_rows, second.row_bytes);
+    return;
+  }
+  Rows a{first.send, others_only(first.send_rows, 0), first.recv, others_only(first.recv_rows, 1), first.row_bytes};
+  Rows b{second.send, others_only(second.send_rows, 2), second.recv, others_only(second.recv_rows, 3),
+         second.row_bytes};
+  if (!staged_) {
+    ops_.synchronize();  // complete before another process reads them
+    comm_.all_to_allv_pair(a, b);
+    return;
+  }
+  // A GPU layer over a host-memory communicator: both through host copies, with one
+  // wait for both downloads (the later copy lands with the other's wait).
+  auto bytes = [&](const std::int64_t* counts, std::size_t row_bytes) {
+    std::int64_t rows = 0;
+    for (int p = 0; p < comm_.size(); ++p) rows += counts[p];
+    return static_cast<std::size_t>(rows) * row_bytes;
+  };
+  host_send_.resize(bytes(a.send_rows, a.row_bytes));
+  host_recv_.resize(bytes(a.recv_rows, a.row_bytes));
+  host_send_second_.resize(bytes(b.send_rows, b.row_bytes));
+  host_recv_second_.resize(bytes(b.recv_rows, b.row_bytes));
+  if (!host_send_second_.empty()) ops_.copy_to_host_later(host_send_second_.data(), b.send, host_send_second_.size());
+  if (!host_send_.empty())
+    ops_.copy_to_host(host_send_.data(), a.send, host_send_.size());
+  else
+    ops_.synchronize();
+  void* const first_recv = a.recv;
+  void* const second_recv = b.recv;
+  a.send = host_send_.data(), a.recv = host_recv_.data();
+  b.send = host_send_second_.data(), b.recv = host_recv_second_.data();
+  comm_.all_to_allv_pair(a, b);
+  if (!host_recv_.empty()) ops_.copy_from_host(first_recv, host_recv_.data(), host_recv_.size());
+  if (!host_recv_second_.empty()) ops_.copy_from_host(second_recv, host_recv_second_.data(), host_recv_second_.size());
+}
+
 void Transport::all_reduce_sum(float* data, std::int64_t n) {
   if (comm_.size() == 1) return;  // the sum over one rank: nothing to wait for or move
   if (!staged_) {

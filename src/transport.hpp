@@ -44,6 +44,10 @@ class Transport {
                             const std::int64_t* recv_counts) {
     exchange_pair(rows, send, send_counts, recv, recv_counts, sizeof(T));
   }
+  // Two such exchanges in the ops' memory (rows and their records, or their gradients
+  // and the weights' gradients) in flight at once where the communicator moves host
+  // memory (through host copies for a GPU layer); one after the other over NCCL.
+  void exchange_with_others(const Rows& first, const Rows& second);
   // In-place sum over ranks of n floats in the ops' memory.
   void all_reduce_sum(float* data, std::int64_t n);
 
@@ -61,7 +65,7 @@ class Transport {
   kernels::Ops& ops_;
   bool staged_;
   std::string problem_;
-  std::vector<char> host_send_, host_recv_;
+  std::vector<char> host_send_, host_recv_, host_send_second_, host_recv_second_;
   std::vector<std::int64_t> counts_[4];
 };
 
@@ -86,7 +90,7 @@ ExchangeSpan make_exchange_span(const std::vector<std::int64_t>& send, const std
                                 int own_rank);
 
 // Host metadata (a value per row or per assignment) along an ExchangeSpan: from the
-// send layout's order to the owners' order [own | from the others] ...
+// send layout's order to the owners' order [own | from the others].
 // With `rows`, the exchange of those rows travels with it (Transport's pair).
 template <class T>
 std::vector<T> metadata_to_owners(Transport& transport, const ExchangeSpan& span, const std::vector<T>& in_send_order,
@@ -99,22 +103,6 @@ std::vector<T> metadata_to_owners(Transport& transport, const ExchangeSpan& span
   else
     transport.exchange_host_with_others(all.data(), send_counts, all.data() + span.owner_side_begin(), recv_counts);
   all.erase(all.begin(), all.begin() + span.owner_view());
-  return all;
-}
-
-// ... and back, from the owners' order to the send layout's [for the others | own].
-template <class T>
-std::vector<T> metadata_to_senders(Transport& transport, const ExchangeSpan& span, const T* in_owner_order,
-                                   const std::int64_t* owner_counts, const std::int64_t* sender_counts,
-                                   const Transport::Rows* rows = nullptr) {
-  std::vector<T> all(static_cast<std::size_t>(span.total()));
-  std::copy(in_owner_order, in_owner_order + span.own + span.owner_side, all.begin() + span.owner_view());
-  if (rows)
-    transport.exchange_with_others(*rows, all.data() + span.owner_side_begin(), owner_counts, all.data(),
-                                   sender_counts);
-  else
-    transport.exchange_host_with_others(all.data() + span.owner_side_begin(), owner_counts, all.data(), sender_counts);
-  all.resize(static_cast<std::size_t>(span.sender_side + span.own));
   return all;
 }
 

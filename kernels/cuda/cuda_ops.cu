@@ -296,17 +296,11 @@ class CudaOps final : public Ops {
                         std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert,
                         const SingleRankPlan& out) override {
     const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n), keyed = experts * chunks;
-    // One scratch allocation, carved at 8-byte boundaries.
-    std::size_t used = 0;
-    auto carve = [&](std::size_t bytes) {
-      const std::size_t at = used;
-      used += (bytes + 7) / 8 * 8;
-      return at;
-    };
+    Carving carve;
     const std::size_t slot_major = carve(4 * n), counts = carve(4 * keyed), bases = carve(4 * keyed),
                       group_bases = carve(4 * keyed), entry_bases = carve(4 * chunks), row_of = carve(4 * n), kept = carve(n),
                       offsets = carve(8 * (experts + 1)), entries = carve(8), kept_per_expert = carve(8 * experts);
-    char* base = static_cast<char*>(grow(plan_, used));
+    char* base = static_cast<char*>(grow(plan_, carve.used));
     plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity, rows_per_expert,
                        reinterpret_cast<std::int32_t*>(base + slot_major),
                        reinterpret_cast<std::int32_t*>(base + counts),
@@ -323,6 +317,66 @@ class CudaOps final : public Ops {
     launch_single_rank_plan(p, stream_);
     if (out.host_kept_per_expert)
       copy_to_host_later(out.host_kept_per_expert, p.kept_per_expert, sizeof(std::int64_t) * static_cast<std::size_t>(experts));
+  }
+
+  // The distributed plan's halves as kernels (plan.cu); only the counts come back, with
+  // the next wait.
+  void plan_send(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
+                 std::int64_t experts, std::int64_t capacity, int ranks, int own_rank, bool deduplicate,
+                 const SendPlan& out) override {
+    const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n), keyed = experts * chunks,
+                       by_rank = ranks * chunks;
+    Carving carve;
+    const std::size_t slot_major = carve(4 * n), counts = carve(4 * keyed), bases = carve(4 * keyed),
+                      group_bases = carve(4 * keyed), kept = carve(n), kept_per_expert = carve(8 * experts),
+                      row_keys = carve(4 * n), record_keys = carve(4 * n), row_bases = carve(4 * by_rank),
+                      record_bases = carve(4 * by_rank), start_bases = carve(4 * chunks), rows_begin = carve(8 * ranks),
+                      records_begin = carve(8 * ranks), total_rows = carve(8), rows_per_rank = carve(8 * ranks),
+                      assignments_per_rank = carve(8 * ranks);
+    char* base = static_cast<char*>(grow(plan_, carve.used));
+    auto at = [&](std::size_t offset) { return static_cast<void*>(base + offset); };
+    plan::PlanArrays admission{};
+    admission.indices = indices, admission.weights = weights;
+    admission.tokens = tokens, admission.top_k = top_k, admission.experts = experts, admission.capacity = capacity;
+    admission.slot_major_experts = static_cast<std::int32_t*>(at(slot_major));
+    admission.counts = static_cast<std::int32_t*>(at(counts));
+    admission.bases = static_cast<std::int32_t*>(at(bases));
+    admission.group_bases = static_cast<std::int32_t*>(at(group_bases));
+    admission.kept = static_cast<std::uint8_t*>(at(kept));
+    admission.kept_per_expert = static_cast<std::int64_t*>(at(kept_per_expert));
+    const plan::SendPlanArrays s{admission, ranks, own_rank, deduplicate,
+                                 static_cast<std::int32_t*>(at(row_keys)), static_cast<std::int32_t*>(at(record_keys)),
+                                 static_cast<std::int32_t*>(at(row_bases)), static_cast<std::int32_t*>(at(record_bases)),
+                                 static_cast<std::int32_t*>(at(start_bases)), static_cast<std::int64_t*>(at(rows_begin)),
+                                 static_cast<std::int64_t*>(at(records_begin)), static_cast<std::int64_t*>(at(total_rows)),
+                                 static_cast<std::int64_t*>(at(rows_per_rank)),
+                                 static_cast<std::int64_t*>(at(assignments_per_rank)), out.row_token, out.records,
+                                 out.assignment_slot, out.token_offsets, out.token_rows};
+    launch_send_plan(s, stream_);
+    const std::size_t per_rank = sizeof(std::int64_t) * static_cast<std::size_t>(ranks);
+    copy_to_host_later(out.host_rows_per_rank, s.rows_per_rank, per_rank);
+    copy_to_host_later(out.host_assignments_per_rank, s.assignments_per_rank, per_rank);
+    copy_to_host_later(out.host_kept_per_expert, admission.kept_per_expert,
+                       sizeof(std::int64_t) * static_cast<std::size_t>(experts));
+  }
+
+  void plan_received(const plan::AssignmentRecord* records, std::int64_t count, std::int64_t rows,
+                     std::int64_t local_experts, const ReceivedPlan& out) override {
+    const std::int64_t chunks = plan::chunk_count(count), keyed = local_experts * chunks;
+    Carving carve;
+    const std::size_t counts = carve(4 * keyed), start_bases = carve(4 * chunks), group_bases = carve(4 * keyed),
+                      kept_per_expert = carve(8 * local_experts), offsets = carve(8 * (local_experts + 1)),
+                      starts = carve(8);
+    char* base = static_cast<char*>(grow(plan_, carve.used));
+    launch_receive_plan(plan::ReceivePlanArrays{records, count, rows, local_experts,
+                                                reinterpret_cast<std::int32_t*>(base + counts),
+                                                reinterpret_cast<std::int32_t*>(base + start_bases),
+                                                reinterpret_cast<std::int32_t*>(base + group_bases),
+                                                reinterpret_cast<std::int64_t*>(base + kept_per_expert),
+                                                reinterpret_cast<std::int64_t*>(base + offsets),
+                                                reinterpret_cast<std::int64_t*>(base + starts), out.grouped_rows,
+                                                out.combine_offsets, out.combine_sources, out.combine_weights},
+                        stream_);
   }
 
   void column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
@@ -473,6 +527,16 @@ class CudaOps final : public Ops {
     }
   }
 
+  // Offsets into one scratch allocation, each at an 8-byte boundary.
+  struct Carving {
+    std::size_t used = 0;
+    std::size_t operator()(std::int64_t bytes) {
+      const std::size_t at = used;
+      used += (static_cast<std::size_t>(bytes) + 7) / 8 * 8;
+      return at;
+    }
+  };
+
   // Device memory reused call after call: the stream's order keeps one call's use apart
   // from the next's. It grows and never shrinks; before memory in use is freed, the
   // stream is drained.
@@ -610,7 +674,7 @@ class CudaOps final : public Ops {
   }
   std::size_t downloads_capacity_ = 0, downloads_used_ = 0;
   Scratch table_, doubles_, partials_;
-  Scratch plan_;                   // plan_single_rank's counts, bases and flags
+  Scratch plan_;                   // the plans' counts, bases and flags (plan_single_rank, plan_send, plan_received)
   std::vector<cudaEvent_t> marks_;  // mark()'s events; the first marks_used_ are in use
   std::size_t marks_used_ = 0;
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result

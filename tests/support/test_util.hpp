@@ -23,6 +23,23 @@ void fill_normal(T* data, std::int64_t n, double stddev, std::uint64_t seed) {
   for (std::int64_t i = 0; i < n; ++i) data[i] = static_cast<T>(normal(rng));
 }
 
+// Top-k choices for T tokens over E experts as a plan sees them: k distinct experts per
+// token (as top-k gives), skewed towards low ids so that a capacity drops some.
+inline std::vector<std::int32_t> skewed_choices(std::int64_t T, std::int64_t k, std::int64_t E, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> out;
+  for (std::int64_t t = 0; t < T; ++t) {
+    std::vector<std::int32_t> row;
+    while (static_cast<std::int64_t>(row.size()) < k) {
+      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+      const auto e = static_cast<std::int32_t>(static_cast<double>(E) * u * u);
+      if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
+    }
+    out.insert(out.end(), row.begin(), row.end());
+  }
+  return out;
+}
+
 inline Tensor<float> random_tensor(std::vector<std::int64_t> shape, double stddev, std::uint64_t seed) {
   Tensor<float> t(std::move(shape));
   fill_normal(t.data(), t.numel(), stddev, seed);

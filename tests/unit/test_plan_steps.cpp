@@ -64,29 +64,12 @@ moe::MOEConfig config_of(std::int64_t E, std::int64_t k, float capacity_factor, 
   return c;
 }
 
-// Choices skewed towards low expert ids, so that the capacity drops some; distinct
-// experts within a token, as top-k gives.
-std::vector<std::int32_t> skewed_choices(std::int64_t T, std::int64_t k, std::int64_t E, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::int32_t> out;
-  for (std::int64_t t = 0; t < T; ++t) {
-    std::vector<std::int32_t> row;
-    while (static_cast<std::int64_t>(row.size()) < k) {
-      const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-      const auto e = static_cast<std::int32_t>(static_cast<double>(E) * u * u);
-      if (std::find(row.begin(), row.end(), e) == row.end()) row.push_back(e);
-    }
-    out.insert(out.end(), row.begin(), row.end());
-  }
-  return out;
-}
-
 class PlanSteps : public ::testing::TestWithParam<std::tuple<std::int64_t, std::int64_t, std::int64_t, float, bool>> {};
 
 TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   const auto [T, k, E, cf, drop] = GetParam();
   const moe::MOEConfig config = config_of(E, k, cf, drop);
-  const std::vector<std::int32_t> indices = skewed_choices(T, k, E, static_cast<std::uint32_t>(T * 31 + E));
+  const std::vector<std::int32_t> indices = moe::testing::skewed_choices(T, k, E, static_cast<std::uint32_t>(T * 31 + E));
   std::vector<float> weights(indices.size());
   for (std::size_t a = 0; a < weights.size(); ++a) weights[a] = 0.5f + 0.001f * static_cast<float>(a);
 

@@ -94,29 +94,28 @@ MOE_HD inline void send_keys(const SendPlanArrays& s, std::int64_t a) {
   s.record_keys[a] = owner;
   s.row_keys[a] = joins_row ? -1 : owner;
 }
-// Counts per (owner, chunk) (P·chunks threads) and their scans (P threads): the totals
+// Counts per (owner, chunk) and their scans (P·chunks threads each): the totals
 // are what each peer receives.
 MOE_HD inline void send_row_count(const SendPlanArrays& s, std::int64_t i) {
   const std::int64_t chunks = s.chunks();
   s.admission.counts[i] = count_in_chunk(KeyArray{s.row_keys}, s.items(), i % chunks, static_cast<std::int32_t>(i / chunks));
 }
-MOE_HD inline void send_row_scan(const SendPlanArrays& s, std::int64_t owner) {
-  scan_chunk_counts(s.admission.counts, s.chunks(), static_cast<std::int32_t>(owner), s.row_bases, s.rows_per_rank + owner);
+MOE_HD inline void send_row_scan(const SendPlanArrays& s, std::int64_t i) {
+  scan_chunk_counts(s.admission.counts, s.chunks(), i, s.row_bases, s.rows_per_rank);
 }
 MOE_HD inline void send_record_count(const SendPlanArrays& s, std::int64_t i) {
   const std::int64_t chunks = s.chunks();
   s.admission.counts[i] = count_in_chunk(KeyArray{s.record_keys}, s.items(), i % chunks, static_cast<std::int32_t>(i / chunks));
 }
-MOE_HD inline void send_record_scan(const SendPlanArrays& s, std::int64_t owner) {
-  scan_chunk_counts(s.admission.counts, s.chunks(), static_cast<std::int32_t>(owner), s.record_bases,
-                    s.assignments_per_rank + owner);
+MOE_HD inline void send_record_scan(const SendPlanArrays& s, std::int64_t i) {
+  scan_chunk_counts(s.admission.counts, s.chunks(), i, s.record_bases, s.assignments_per_rank);
 }
-// Rows in token order under one key, for each token's first row (chunks threads, then one).
+// Rows in token order under one key, for each token's first row (chunks threads each).
 MOE_HD inline void send_start_count(const SendPlanArrays& s, std::int64_t chunk) {
   s.admission.counts[chunk] = count_in_chunk(TakesPartKey{s.row_keys}, s.items(), chunk, 0);
 }
-MOE_HD inline void send_start_scan(const SendPlanArrays& s) {
-  scan_chunk_counts(s.admission.counts, s.chunks(), 0, s.start_bases, s.total_rows);
+MOE_HD inline void send_start_scan(const SendPlanArrays& s, std::int64_t i) {
+  scan_chunk_counts(s.admission.counts, s.chunks(), i, s.start_bases, s.total_rows);
 }
 // Where each destination's rows and records begin (one thread).
 MOE_HD inline void send_blocks(const SendPlanArrays& s) {
@@ -164,11 +163,11 @@ MOE_HD inline void send_place(const SendPlanArrays& s, std::int64_t a) {
 
 struct SendKeys { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t a) const { send_keys(s, a); } };
 struct SendRowCount { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_row_count(s, i); } };
-struct SendRowScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t o) const { send_row_scan(s, o); } };
+struct SendRowScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_row_scan(s, i); } };
 struct SendRecordCount { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_record_count(s, i); } };
-struct SendRecordScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t o) const { send_record_scan(s, o); } };
+struct SendRecordScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_record_scan(s, i); } };
 struct SendStartCount { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t c) const { send_start_count(s, c); } };
-struct SendStartScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t) const { send_start_scan(s); } };
+struct SendStartScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_start_scan(s, i); } };
 struct SendBlocks { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t) const { send_blocks(s); } };
 struct SendTokenOffset { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t t) const { send_token_offset(s, t); } };
 struct SendPlace { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t a) const { send_place(s, a); } };
@@ -186,17 +185,17 @@ void for_each_send_plan_step(const SendPlanArrays& s, Run&& run) {
   const std::int64_t n = p.items(), chunks = p.chunks();
   run(n, OnAdmission<AdmissionOrder>{});
   run(p.experts * chunks, OnAdmission<AdmissionCount>{});
-  run(p.experts, OnAdmission<AdmissionScan>{});
+  run(scan_threads(p.experts, chunks), OnAdmission<AdmissionScan>{});
   run(n, OnAdmission<AdmissionDecide>{});
   run(p.experts * chunks, OnAdmission<GroupingCount>{});  // its scan's totals: kept per expert
-  run(p.experts, OnAdmission<GroupingScan>{});
+  run(scan_threads(p.experts, chunks), OnAdmission<GroupingScan>{});
   run(n, SendKeys{});
   run(s.ranks * chunks, SendRowCount{});
-  run(s.ranks, SendRowScan{});
+  run(scan_threads(s.ranks, chunks), SendRowScan{});
   run(s.ranks * chunks, SendRecordCount{});
-  run(s.ranks, SendRecordScan{});
+  run(scan_threads(s.ranks, chunks), SendRecordScan{});
   run(chunks, SendStartCount{});
-  run(std::int64_t{1}, SendStartScan{});
+  run(scan_threads(1, chunks), SendStartScan{});
   run(std::int64_t{1}, SendBlocks{});
   run(p.tokens + 1, SendTokenOffset{});
   run(n, SendPlace{});
@@ -235,15 +234,15 @@ struct RecordExpertKey {
 MOE_HD inline void receive_start_count(const ReceivePlanArrays& r, std::int64_t chunk) {
   r.counts[chunk] = count_in_chunk(RecordStartKey{r.records}, r.assignments, chunk, 0);
 }
-MOE_HD inline void receive_start_scan(const ReceivePlanArrays& r) {
-  scan_chunk_counts(r.counts, r.chunks(), 0, r.start_bases, r.starts);
+MOE_HD inline void receive_start_scan(const ReceivePlanArrays& r, std::int64_t i) {
+  scan_chunk_counts(r.counts, r.chunks(), i, r.start_bases, r.starts);
 }
 MOE_HD inline void receive_expert_count(const ReceivePlanArrays& r, std::int64_t i) {
   const std::int64_t chunks = r.chunks();
   r.counts[i] = count_in_chunk(RecordExpertKey{r.records}, r.assignments, i % chunks, static_cast<std::int32_t>(i / chunks));
 }
-MOE_HD inline void receive_expert_scan(const ReceivePlanArrays& r, std::int64_t e) {
-  scan_chunk_counts(r.counts, r.chunks(), static_cast<std::int32_t>(e), r.group_bases, r.kept_per_expert + e);
+MOE_HD inline void receive_expert_scan(const ReceivePlanArrays& r, std::int64_t i) {
+  scan_chunk_counts(r.counts, r.chunks(), i, r.group_bases, r.kept_per_expert);
 }
 MOE_HD inline void receive_offsets(const ReceivePlanArrays& r) {
   expert_offsets(r.kept_per_expert, r.local_experts, 0, r.offsets);
@@ -264,9 +263,9 @@ MOE_HD inline void receive_place(const ReceivePlanArrays& r, std::int64_t a) {
 }
 
 struct ReceiveStartCount { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t c) const { receive_start_count(r, c); } };
-struct ReceiveStartScan { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t) const { receive_start_scan(r); } };
+struct ReceiveStartScan { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t i) const { receive_start_scan(r, i); } };
 struct ReceiveExpertCount { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t i) const { receive_expert_count(r, i); } };
-struct ReceiveExpertScan { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t e) const { receive_expert_scan(r, e); } };
+struct ReceiveExpertScan { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t i) const { receive_expert_scan(r, i); } };
 struct ReceiveOffsets { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t) const { receive_offsets(r); } };
 struct ReceivePlace { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t a) const { receive_place(r, a); } };
 
@@ -274,9 +273,9 @@ template <class Run>
 void for_each_receive_plan_step(const ReceivePlanArrays& r, Run&& run) {
   const std::int64_t chunks = r.chunks();
   run(chunks, ReceiveStartCount{});
-  run(std::int64_t{1}, ReceiveStartScan{});
+  run(scan_threads(1, chunks), ReceiveStartScan{});
   run(r.local_experts * chunks, ReceiveExpertCount{});
-  run(r.local_experts, ReceiveExpertScan{});
+  run(scan_threads(r.local_experts, chunks), ReceiveExpertScan{});
   run(std::int64_t{1}, ReceiveOffsets{});
   run(r.assignments, ReceivePlace{});
 }

@@ -42,6 +42,13 @@ void Ops::gather_expert_ffn(const float* src, const std::int32_t* rows, float* g
   expert_ffn(on_gathered, pre, hidden, out);
 }
 
+void Ops::gather_expert_ffn_combine(const float* src, const std::int32_t* rows, float* gathered,
+                                    const ExpertBatch& batch, float* pre, float* hidden, float* out,
+                                    const CombineInto& into) {
+  gather_expert_ffn(src, rows, gathered, batch, pre, hidden, out);
+  combine_rows(out, batch.in_dim, into.n_out, into.offsets, into.sources, into.weights, into.rows_out);
+}
+
 void Ops::begin_capture() { throw Error("Ops::begin_capture: recording ops (CUDA graphs) needs the GPU backend"); }
 std::unique_ptr<CapturedWork> Ops::end_capture() { throw Error("Ops::end_capture: no recording was begun"); }
 void Ops::replay(CapturedWork&) { throw Error("Ops::replay: recording ops needs a GPU backend"); }

@@ -34,6 +34,17 @@ struct ExpertBatch {
   std::vector<const float*> w_in, b_in, w_out, b_out;
 };
 
+// A weighted combine's entries and target (Ops::combine_rows): rows_out[r] =
+// Σ_{a in [offsets[r], offsets[r+1])} weights[a] · src[sources[a]] for r < n_out, in
+// entry order; weights null means 1. Backend memory.
+struct CombineInto {
+  std::int64_t n_out;
+  const std::int32_t* offsets;
+  const std::int32_t* sources;
+  const float* weights;
+  float* rows_out;
+};
+
 // Where Ops::plan_single_rank writes: the grouped rows and the combine's entries in
 // backend memory, sized for tokens·top_k entries (only the A kept are written; a
 // padded plan's grouped_tokens holds E·R), and the kept count per expert in host
@@ -162,6 +173,14 @@ class Ops {
   // were two.
   virtual void gather_expert_ffn(const float* src, const std::int32_t* rows, float* gathered,
                                  const ExpertBatch& batch, float* pre, float* hidden, float* out);
+  // gather_expert_ffn, then combine_rows of its output `out` (rows numbered as in `out`)
+  // into `into`. The default is those two. A backend may combine from its own form of
+  // the experts' products and leave `out` unwritten when !batch.keep_for_backward (only
+  // a backward reads it): CUDA in bf16 adds the output bias as it combines the bf16
+  // products, one pass where the output epilogue and the combine were two.
+  virtual void gather_expert_ffn_combine(const float* src, const std::int32_t* rows, float* gathered,
+                                         const ExpertBatch& batch, float* pre, float* hidden, float* out,
+                                         const CombineInto& into);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU
   // one OpenMP thread per call, and the ops fn calls run on that thread alone. The calls
   // must not write what another call reads or writes; they are taken in order of i, so

@@ -99,9 +99,11 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
   batch.keep_for_backward = keep_for_backward;
   const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
   for (std::int64_t e = 0; e < experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
-  ops.gather_expert_ffn(rows_in, ws.gather_rows.data(), grouped_in, batch, pre, hidden, grouped_out);
-  ops.combine_rows(grouped_out, H, rows.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(),
-                   ws.combine_weights.data(), rows_out);
+  // Then the weighted combine into rows_out (grouped_out holds the experts' outputs
+  // afterwards when a backward is to read them).
+  ops.gather_expert_ffn_combine(rows_in, ws.gather_rows.data(), grouped_in, batch, pre, hidden, grouped_out,
+                                kernels::CombineInto{rows.output_rows, ws.combine_offsets.data(),
+                                                     ws.combine_sources.data(), ws.combine_weights.data(), rows_out});
 }
 
 void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,

@@ -2,6 +2,7 @@
 
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
+#include "kernels/cuda/rows.cuh"
 #include "kernels/cuda/vector_access.cuh"
 
 namespace moe::kernels::cuda {
@@ -55,6 +56,44 @@ __global__ void expert_output_kernel(const __nv_bfloat16* y, const float* const*
   }
 }
 
+// A block per output row. Each entry's bias is looked up once per row, by the block's
+// threads together, into shared memory (rows of at most kStagedEntries entries; top-k
+// gives k, and a longer row looks each up as it goes), then the threads walk the
+// columns V at a time, summing the entries' terms in entry order.
+constexpr int kStagedEntries = 64;
+
+template <int V>
+__global__ void combine_expert_output_kernel(const __nv_bfloat16* y, const float* const* biases,
+                                             const std::int64_t* group_offsets, int groups, std::int64_t first,
+                                             std::int64_t cols, std::int64_t n_out, const std::int32_t* offsets,
+                                             const std::int32_t* sources, const float* weights, float* dst) {
+  __shared__ const float* entry_bias[kStagedEntries];
+  for (std::int64_t r = blockIdx.x; r < n_out; r += gridDim.x) {
+    const std::int32_t begin = offsets[r], end = offsets[r + 1];
+    const bool staged = end - begin <= kStagedEntries;
+    __syncthreads();  // the previous row's readers are done with entry_bias
+    if (staged)
+      for (std::int32_t a = begin + static_cast<std::int32_t>(threadIdx.x); a < end; a += blockDim.x)
+        entry_bias[a - begin] = biases[group_of_row(group_offsets, groups, sources[a] - first)];
+    __syncthreads();
+    for (std::int64_t j = threadIdx.x * std::int64_t{V}; j < cols; j += blockDim.x * std::int64_t{V}) {
+      float sum[V] = {};
+      for (std::int32_t a = begin; a < end; ++a) {
+        const std::int64_t g = sources[a] - first;
+        const float* bias = staged ? entry_bias[a - begin] : biases[group_of_row(group_offsets, groups, g)];
+        const float w = entry_weight(weights, a);
+        float v[V];
+        load<V>(y + g * cols + j, v);
+        for (int e = 0; e < V; ++e) {
+          v[e] += bias ? bias[j + e] : 0.0f;  // the output epilogue's value …
+          sum[e] += w * v[e];                 // … and the combine's sum
+        }
+      }
+      store<V>(dst + r * cols + j, sum);
+    }
+  }
+}
+
 unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < (1 << 20) ? rows : (1 << 20)); }
 
 }  // namespace
@@ -84,6 +123,21 @@ void launch_expert_output(const void* y, const float* const* biases, const std::
   else
     expert_output_kernel<1><<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre,
                                                                      out);
+  MOE_CHECK_LAUNCH();
+}
+
+void launch_combine_expert_output(const void* y, const float* const* biases, const std::int64_t* group_offsets,
+                                  int groups, std::int64_t first, std::int64_t cols, std::int64_t n_out,
+                                  const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
+                                  float* dst, Stream stream) {
+  if (n_out * cols == 0) return;
+  const auto* y16 = static_cast<const __nv_bfloat16*>(y);
+  if (vector_aligned(cols, {{y, 2}, {dst, 4}}))
+    combine_expert_output_kernel<4><<<row_blocks(n_out), kBlock, 0, stream>>>(
+        y16, biases, group_offsets, groups, first, cols, n_out, offsets, sources, weights, dst);
+  else
+    combine_expert_output_kernel<1><<<row_blocks(n_out), kBlock, 0, stream>>>(
+        y16, biases, group_offsets, groups, first, cols, n_out, offsets, sources, weights, dst);
   MOE_CHECK_LAUNCH();
 }
 

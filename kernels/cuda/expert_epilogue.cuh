@@ -33,4 +33,14 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
 void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,
                           std::int64_t rows, std::int64_t cols, Act act, float* pre, float* out, Stream stream);
 
+// The output epilogue and the weighted combine in one pass, for an inference forward
+// (nothing reads the float32 expert output): dst[r, :] = Σ_{a in [offsets[r],
+// offsets[r+1])} weights[a] · (y[sources[a] − first, :] + biases[group of that row]),
+// in entry order, each term as launch_expert_output then launch_combine_rows compute
+// it. y: bf16 [rows, cols]; group_offsets as above; weights null means 1.
+void launch_combine_expert_output(const void* y, const float* const* biases, const std::int64_t* group_offsets,
+                                  int groups, std::int64_t first, std::int64_t cols, std::int64_t n_out,
+                                  const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
+                                  float* dst, Stream stream);
+
 }  // namespace moe::kernels::cuda

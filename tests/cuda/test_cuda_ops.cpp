@@ -264,6 +264,69 @@ TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
         }
 }
 
+TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
+  // gather_expert_ffn_combine against gather_expert_ffn then combine_rows on the same
+  // ops. In bf16 without a backward it adds the output bias while it combines the bf16
+  // products (the float32 expert output is left unwritten): the same float operations
+  // in the same order, so equal to rounding (1e-6 normwise). Output biases on some
+  // experts and none on others, an empty expert, an output row with no entry and one
+  // with 70 (past the 64 whose biases a block stages), both widths; the other
+  // precisions and a training forward take the default.
+  const std::vector<std::int64_t> offsets = {0, 40, 40, 97, 130};
+  const std::int64_t T = 90, rows = offsets.back(), n_out = 60;
+  const std::size_t groups = offsets.size() - 1;
+  std::vector<std::int32_t> gather(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) gather[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 37) % T);
+  std::vector<std::int32_t> entry_offsets = {0}, sources;
+  std::vector<float> weights;
+  for (std::int64_t r = 0; r < n_out; ++r) {
+    const std::int64_t entries = r == 5 ? 70 : r % 4;
+    for (std::int64_t i = 0; i < entries; ++i) {
+      sources.push_back(static_cast<std::int32_t>((r * 13 + i * 29) % rows));
+      weights.push_back(0.1f + 0.01f * static_cast<float>(i));
+    }
+    entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
+  }
+  for (const std::int64_t H : {64, 30})
+    for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
+      for (const bool keep : {true, false}) {
+        const std::int64_t F = H == 64 ? 96 : 50;
+        SCOPED_TRACE(::testing::Message() << "H=" << H << " precision " << int(p) << (keep ? " keep" : ""));
+        auto ops = moe::kernels::make_cuda_ops(0, p);
+        Buffer<float> dsrc = device(random(T * H, 91), ops.get()), dw_in = device(random(groups * H * F, 92, 0.2), ops.get()),
+                      db_in = device(random(groups * F, 93, 0.5), ops.get()),
+                      dw_out = device(random(groups * F * H, 94, 0.2), ops.get()),
+                      db_out = device(random(groups * H, 95, 0.5), ops.get()), dweights = device(weights, ops.get());
+        Buffer<std::int32_t> drows = device(gather, ops.get()), doffsets = device(entry_offsets, ops.get()),
+                             dsources = device(sources, ops.get());
+        moe::kernels::ExpertBatch batch;
+        batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::GELU;
+        batch.keep_for_backward = keep;
+        for (std::size_t g = 0; g < groups; ++g) {
+          batch.w_in.push_back(dw_in.data() + g * H * F), batch.w_out.push_back(dw_out.data() + g * F * H);
+          batch.b_in.push_back(db_in.data() + g * F), batch.b_out.push_back(g % 3 == 1 ? nullptr : db_out.data() + g * H);
+        }
+        auto run = [&](bool fused) {
+          Buffer<float> gathered = device_zeros<float>(rows * H, ops.get()), pre = device_zeros<float>(rows * F, ops.get()),
+                        hidden = device_zeros<float>(rows * F, ops.get()), out = device_zeros<float>(rows * H, ops.get()),
+                        combined = device_zeros<float>(n_out * H, ops.get());
+          const moe::kernels::CombineInto into{n_out, doffsets.data(), dsources.data(), dweights.data(), combined.data()};
+          if (fused) {
+            ops->gather_expert_ffn_combine(dsrc.data(), drows.data(), gathered.data(), batch, pre.data(), hidden.data(),
+                                           out.data(), into);
+          } else {
+            ops->gather_expert_ffn(dsrc.data(), drows.data(), gathered.data(), batch, pre.data(), hidden.data(),
+                                   out.data());
+            ops->combine_rows(out.data(), H, n_out, into.offsets, into.sources, into.weights, into.rows_out);
+          }
+          return combined.download();
+        };
+        const std::vector<float> got = run(true), want = run(false);
+        EXPECT_LE(relative_error(got.data(), want.data(), n_out * H), 1e-6);
+        for (std::int64_t h = 0; h < H; ++h) EXPECT_EQ(got[static_cast<std::size_t>(h)], 0.0f) << "row 0 has no entry";
+      }
+}
+
 TEST_F(CudaOps, Bf16ExpertGemmWritesAllOfAFreshC) {
   // beta = 0 into memory never written, then a kernel of ours reads every element (the
   // backward's activation_backward reads such a GEMM's ∂L/∂hidden): the values must be

@@ -88,10 +88,13 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
   const auto A = static_cast<std::size_t>(rows.size());
   const bool glu = is_glu(layout);
 
-  float* grouped_in = ws.grouped_in.resize(A * static_cast<std::size_t>(H));
-  float* hidden = ws.hidden.resize(A * static_cast<std::size_t>(F));
-  float* pre = keep_for_backward || glu ? ws.pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
-  float* grouped_out = ws.grouped_out.resize(A * static_cast<std::size_t>(H));
+  // The float32 rows: read by a backward, and otherwise only where the backend computes
+  // in them (not CUDA in bf16, whose inference forward stays in its own bf16 scratch).
+  const bool float_rows = keep_for_backward || ops.expert_scratch_for_inference();
+  float* grouped_in = float_rows ? ws.grouped_in.resize(A * static_cast<std::size_t>(H)) : nullptr;
+  float* hidden = float_rows ? ws.hidden.resize(A * static_cast<std::size_t>(F)) : nullptr;
+  float* pre = float_rows && (keep_for_backward || glu) ? ws.pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
+  float* grouped_out = float_rows ? ws.grouped_out.resize(A * static_cast<std::size_t>(H)) : nullptr;
 
   // Every expert's FFN on its contiguous block of grouped rows, gathered from rows_in
   // (grouped_in holds them afterwards when a backward is to read them).

@@ -246,6 +246,7 @@ class CudaOps final : public Ops {
   // combined: one pass where the output epilogue (writing the float32 expert output)
   // and the combine (reading it) were two, about 260 and 140 µs per fine forward on an
   // H200 (2026-11-27).
+  bool expert_scratch_for_inference() const override { return precision_ != GemmPrecision::BF16; }
   void gather_expert_ffn_combine(const float* src, const std::int32_t* rows_of, float* gathered,
                                  const ExpertBatch& batch, float* pre, float* hidden, float* out,
                                  const CombineInto& into) override {

@@ -34,6 +34,13 @@ struct ExpertBatch {
   std::vector<const float*> w_in, b_in, w_out, b_out;
 };
 
+// Where the experts' backward accumulates, per group of an ExpertBatch: the gradients
+// of w_in, b_in, w_out and b_out (host arrays of backend pointers; a bias's may be null
+// where the batch has no bias).
+struct ExpertBatchGradients {
+  std::vector<float*> w_in, b_in, w_out, b_out;
+};
+
 // A weighted combine's entries and target (Ops::combine_rows): rows_out[r] =
 // Σ_{a in [offsets[r], offsets[r+1])} weights[a] · src[sources[a]] for r < n_out, in
 // entry order; weights null means 1. Backend memory.
@@ -186,6 +193,15 @@ class Ops {
   // (at the fine-grained config, 8192 tokens, they are about 1.4 GB). CUDA in bf16:
   // false; the default: true.
   virtual bool expert_scratch_for_inference() const { return true; }
+  // The backward of expert_ffn on the same batch (batch.x, pre [rows, G·F] and hidden
+  // [rows, F] as its forward kept them): given dy [rows, H] = ∂L/∂out, accumulates each
+  // group's parameter gradients into grads and writes dx [rows, H] = ∂L/∂x, which may
+  // alias dy. d_hidden [rows, F] and, gated, d_pre [rows, 2F] are scratch. The default
+  // runs each group's products and element-wise backward, groups at once through
+  // for_each_concurrently from 16 groups on (largest first); CUDA in bf16 converts each
+  // operand of every group once and runs the element-wise backward in one pass.
+  virtual void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
+                                   const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU
   // one OpenMP thread per call, and the ops fn calls run on that thread alone. The calls
   // must not write what another call reads or writes; they are taken in order of i, so

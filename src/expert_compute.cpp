@@ -28,13 +28,6 @@ kernels::Act to_kernel_act(Activation activation) {
 
 namespace {
 
-// From this many local experts on, the backward runs whole experts concurrently: with 64
-// experts of ~400 rows (DeepSeek-like) cutting each GEMM across the cores made every core
-// pack the same operands (measured: 0.71–0.75 of sgemm before, 0.84–0.88 after). With few
-// experts (8 on 2 cores) whole experts per thread would leave the cores uneven whenever
-// the loads differ, so the GEMMs stay cut there (not measured against).
-constexpr std::int64_t kExpertsToRunConcurrently = 16;
-
 bool is_glu(const ExpertLayout& layout) { return layout.kind == ExpertKind::GLU; }
 
 kernels::ExpertBatch expert_batch(const ExpertLayout& layout, Activation activation, const float* x,
@@ -52,6 +45,11 @@ kernels::ExpertBatch expert_batch(const ExpertLayout& layout, Activation activat
 void add_expert(kernels::ExpertBatch& batch, const ExpertParams& p) {
   batch.w_in.push_back(p.w_in), batch.b_in.push_back(p.b_in);
   batch.w_out.push_back(p.w_out), batch.b_out.push_back(p.b_out);
+}
+
+void add_gradients(kernels::ExpertBatchGradients& grads, const ExpertGradients& g) {
+  grads.w_in.push_back(g.w_in), grads.b_in.push_back(g.b_in);
+  grads.w_out.push_back(g.w_out), grads.b_out.push_back(g.b_out);
 }
 
 }  // namespace
@@ -119,24 +117,11 @@ void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const 
 void expert_backward(kernels::Ops& ops, const float* x, const float* pre, const float* hidden, std::int64_t n,
                      float* dy, const ExpertParams& p, const ExpertGradients& g, const ExpertLayout& layout,
                      Activation activation, float* dh, float* d_pre, float* dx) {
-  const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
-  const kernels::Act act = to_kernel_act(activation);
-  // y = hidden·W_out + b_out
-  if (g.b_out) ops.add_column_sums(dy, n, H, g.b_out);
-  ops.expert_gemm(true, false, F, H, n, 1.0f, hidden, F, dy, H, 1.0f, g.w_out, H);
-  ops.expert_gemm(false, true, n, F, H, 1.0f, dy, H, p.w_out, H, 0.0f, dh, F);
-  // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu); pre = x·W_in + b_in
-  float* dz = dh;
-  if (is_glu(layout)) {
-    ops.glu_backward(pre, dh, n, F, act, d_pre);
-    dz = d_pre;
-  } else {
-    ops.activation_backward(pre, dh, n * F, act, dh);
-  }
-  if (g.b_in) ops.add_column_sums(dz, n, GF, g.b_in);
-  ops.expert_gemm(true, false, H, GF, n, 1.0f, x, H, dz, GF, 1.0f, g.w_in, GF);
-  // ∂L/∂x, which may be written over ∂L/∂y: that is no longer needed.
-  ops.expert_gemm(false, true, n, H, GF, 1.0f, dz, GF, p.w_in, GF, 0.0f, dx, H);
+  kernels::ExpertBatch batch = expert_batch(layout, activation, x, {0, n});
+  add_expert(batch, p);
+  kernels::ExpertBatchGradients grads;
+  add_gradients(grads, g);
+  ops.expert_ffn_backward(batch, pre, hidden, dy, grads, dh, d_pre, dx);
 }
 
 void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_rows_out,
@@ -157,28 +142,14 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
   ops.combine_backward(d_rows_out, ws.grouped_out.data(), H, rows.output_rows, ws.combine_offsets.data(),
                        ws.combine_sources.data(), ws.combine_weights.data(), d_grouped, d_weights);
 
-  auto expert_rows = [&](std::int64_t e) {
-    return rows.expert_offsets[static_cast<std::size_t>(e) + 1] - rows.expert_offsets[static_cast<std::size_t>(e)];
-  };
-  auto backward_of = [&](std::int64_t e) {
-    const std::int64_t begin = rows.expert_offsets[static_cast<std::size_t>(e)], n = expert_rows(e);
-    if (n == 0) return;
-    float* dy = d_grouped + begin * H;
-    expert_backward(ops, ws.grouped_in.data() + begin * H, ws.pre.data() + begin * GF, ws.hidden.data() + begin * F,
-                    n, dy, params[static_cast<std::size_t>(e)], grads[static_cast<std::size_t>(e)], layout,
-                    activation, d_hidden + begin * F, d_pre ? d_pre + begin * GF : nullptr, dy);
-  };
-  if (experts >= kExpertsToRunConcurrently) {
-    // Many small experts: whole experts at once, largest first, each on one thread (each
-    // writes only its own rows and gradients), rather than each GEMM cut across threads.
-    std::vector<std::int64_t> order(static_cast<std::size_t>(experts));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) { return expert_rows(a) > expert_rows(b); });
-    ops.for_each_concurrently(experts,
-                              [&](std::int64_t i) { backward_of(order[static_cast<std::size_t>(i)]); });
-  } else {
-    for (std::int64_t e = 0; e < experts; ++e) backward_of(e);
+  // Every expert's backward, with ∂L/∂(expert input) written over ∂L/∂(expert output).
+  kernels::ExpertBatch batch = expert_batch(layout, activation, ws.grouped_in.data(), rows.expert_offsets);
+  kernels::ExpertBatchGradients expert_grads;
+  for (std::int64_t e = 0; e < experts; ++e) {
+    add_expert(batch, params[static_cast<std::size_t>(e)]);
+    add_gradients(expert_grads, grads[static_cast<std::size_t>(e)]);
   }
+  ops.expert_ffn_backward(batch, ws.pre.data(), ws.hidden.data(), d_grouped, expert_grads, d_hidden, d_pre, d_grouped);
   // Each input row's gradient is the sum over its assignments (the gather's backward
   // is the combine again, unweighted).
   ops.combine_rows(d_grouped, H, rows.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(), nullptr,

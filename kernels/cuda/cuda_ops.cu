@@ -263,6 +263,62 @@ class CudaOps final : public Ops {
                                  stream_);
   }
 
+  // In bf16, every group's backward with each operand converted once for all groups
+  // (∂L/∂y, the hidden, ∂L/∂z and the input rows) and the element-wise backward in one
+  // pass over every row: expert_gemm per group converted ∂L/∂y and ∂L/∂z twice each,
+  // and ran a conversion and an element-wise launch per group. The products are the
+  // same cublasGemmEx calls. Other precisions: the default.
+  void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
+                           const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx) override {
+    if (precision_ != GemmPrecision::BF16)
+      return Ops::expert_ffn_backward(batch, pre, hidden, dy, grads, d_hidden, d_pre, dx);
+    const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
+    const std::size_t groups = batch.row_offsets.size() - 1;
+    const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
+    if (batch.row_offsets.size() < 2 || rows == 0) return;
+    auto each_group = [&](auto&& fn) {  // fn(group, its first row relative to `first`, its rows)
+      for (std::size_t g = 0; g < groups; ++g) {
+        const std::int64_t n = batch.row_offsets[g + 1] - batch.row_offsets[g];
+        if (n > 0) fn(g, batch.row_offsets[g] - first, n);
+      }
+    };
+    using Bf16 = std::uint16_t;  // storage of one bf16 value, for the operands' offsets
+    // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y in bf16.
+    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
+      if (grads.b_out[g]) add_column_sums(dy + (first + at) * H, n, H, grads.b_out[g]);
+    });
+    const auto* dy16 = static_cast<const Bf16*>(to_bf16(dy + first * H, rows * H, a16_));
+    const auto* h16 = static_cast<const Bf16*>(to_bf16(hidden + first * F, rows * F, b16_));
+    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
+      cuda::gemm(blas_, GemmPrecision::BF16, true, false, F, H, n, 1.0f, h16 + at * F, F, dy16 + at * H, H, 1.0f,
+                 grads.w_out[g], H);
+      cuda::gemm(blas_, GemmPrecision::BF16, false, true, n, F, H, 1.0f, dy16 + at * H, H,
+                 bf16_weights(batch.w_out[g], static_cast<std::size_t>(F * H)), H, 0.0f, d_hidden + (first + at) * F, F);
+    });
+    // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once.
+    float* dz = d_hidden;
+    if (batch.gated) {
+      dz = d_pre;
+      glu_backward(pre + first * GF, d_hidden + first * F, rows, F, batch.act, d_pre + first * GF);
+    } else {
+      activation_backward(pre + first * F, d_hidden + first * F, rows * F, batch.act, d_hidden + first * F);
+    }
+    // pre = x·W_in + b_in. The scratch of ∂L/∂y and the hidden is reused: the stream
+    // runs the products above before anything written here.
+    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
+      if (grads.b_in[g]) add_column_sums(dz + (first + at) * GF, n, GF, grads.b_in[g]);
+    });
+    const auto* dz16 = static_cast<const Bf16*>(to_bf16(dz + first * GF, rows * GF, a16_));
+    const auto* x16 = static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
+    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
+      cuda::gemm(blas_, GemmPrecision::BF16, true, false, H, GF, n, 1.0f, x16 + at * H, H, dz16 + at * GF, GF, 1.0f,
+                 grads.w_in[g], GF);
+      // ∂L/∂x, which may be written over ∂L/∂y: that was converted above.
+      cuda::gemm(blas_, GemmPrecision::BF16, false, true, n, H, GF, 1.0f, dz16 + at * GF, GF,
+                 bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF)), GF, 0.0f, dx + (first + at) * H, H);
+    });
+  }
+
   // In bf16 the experts' backward products take bf16 operands (cached weights, or a
   // conversion) with float32 results and accumulation: mixed-precision training.
   void expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

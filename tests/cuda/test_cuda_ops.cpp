@@ -330,6 +330,68 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
       }
 }
 
+TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
+  // The bf16 override of expert_ffn_backward (each operand converted once for every
+  // group, the element-wise backward in one pass) against the default on the same ops
+  // (each group's expert_gemm calls, as before): the same bf16 operands into the same
+  // products, so equal up to cuBLAS choosing another kernel for another alignment
+  // (1e-5 normwise). Biases on some groups, an empty group, a batch from row 3, ffn and
+  // glu, dx over dy and apart.
+  const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
+  const std::int64_t rows = offsets.back();
+  const std::size_t groups = offsets.size() - 1;
+  for (const std::int64_t H : {64, 30})
+    for (const bool gated : {false, true})
+      for (const bool in_place : {true, false}) {
+        const std::int64_t F = H == 64 ? 96 : 50, GF = gated ? 2 * F : F;
+        SCOPED_TRACE(::testing::Message() << "H=" << H << (gated ? " glu" : " ffn") << (in_place ? " dx over dy" : ""));
+        auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+        Buffer<float> x = device(random(rows * H, 61), ops.get()), pre = device(random(rows * GF, 62), ops.get()),
+                      hidden = device(random(rows * F, 63), ops.get()), w_in = device(random(groups * H * GF, 64, 0.2), ops.get()),
+                      w_out = device(random(groups * F * H, 65, 0.2), ops.get());
+        moe::kernels::ExpertBatch batch;
+        batch.x = x.data(), batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+        batch.act = gated ? Act::SiLU : Act::GELU;
+        for (std::size_t g = 0; g < groups; ++g) {
+          batch.w_in.push_back(w_in.data() + g * H * GF), batch.w_out.push_back(w_out.data() + g * F * H);
+          batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
+        }
+        struct Result {
+          std::vector<float> dx, w_in, b_in, w_out, b_out;
+        };
+        auto run = [&](bool batched) {
+          Buffer<float> dy = device(random(rows * H, 66), ops.get()), dx = device_zeros<float>(rows * H, ops.get()),
+                        d_hidden = device_zeros<float>(rows * F, ops.get()), d_pre = device_zeros<float>(rows * GF, ops.get()),
+                        gw_in = device(random(groups * H * GF, 67), ops.get()), gb_in = device(random(groups * GF, 68), ops.get()),
+                        gw_out = device(random(groups * F * H, 69), ops.get()), gb_out = device(random(groups * H, 70), ops.get());
+          moe::kernels::ExpertBatchGradients grads;
+          for (std::size_t g = 0; g < groups; ++g) {
+            grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
+            grads.b_in.push_back(g % 2 ? gb_in.data() + g * GF : nullptr);
+            grads.b_out.push_back(g % 2 ? gb_out.data() + g * H : nullptr);
+          }
+          float* dx_target = in_place ? dy.data() : dx.data();
+          if (batched)
+            ops->expert_ffn_backward(batch, pre.data(), hidden.data(), dy.data(), grads, d_hidden.data(), d_pre.data(), dx_target);
+          else
+            ops->moe::kernels::Ops::expert_ffn_backward(batch, pre.data(), hidden.data(), dy.data(), grads, d_hidden.data(),
+                                                        d_pre.data(), dx_target);
+          std::vector<float> dx_rows = in_place ? dy.download() : dx.download();
+          dx_rows.erase(dx_rows.begin(), dx_rows.begin() + offsets.front() * H);  // rows before the batch are not its
+          return Result{dx_rows, gw_in.download(), gb_in.download(), gw_out.download(), gb_out.download()};
+        };
+        const Result got = run(true), want = run(false);
+        auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+          return relative_error(a.data(), b.data(), static_cast<std::int64_t>(a.size()));
+        };
+        EXPECT_LE(close(got.dx, want.dx), 1e-5) << "dx";
+        EXPECT_LE(close(got.w_in, want.w_in), 1e-5) << "w_in";
+        EXPECT_LE(close(got.b_in, want.b_in), 1e-5) << "b_in";
+        EXPECT_LE(close(got.w_out, want.w_out), 1e-5) << "w_out";
+        EXPECT_LE(close(got.b_out, want.b_out), 1e-5) << "b_out";
+      }
+}
+
 TEST_F(CudaOps, Bf16ExpertGemmWritesAllOfAFreshC) {
   // beta = 0 into memory never written, then a kernel of ours reads every element (the
   // backward's activation_backward reads such a GEMM's ∂L/∂hidden): the values must be

@@ -9,6 +9,9 @@
 // cost no more than MPI's own all-to-all); then the same for a raw MPI_Alltoallv of the
 // rows that cross ranks only (the layer keeps its own rows in place).
 //   moe-run -np 2 build/bench/moe_dist_bench --tokens 4096 [--traffic dedup|per-assignment]
+// --device cuda [--precision bf16] runs the layer on the GPU (ranks may share one over
+// MPI); scripts/gpu-check.sh times the distributed plan there with MOE_EXCHANGE_PLAN
+// host against steps.
 #include <mpi.h>
 #include <omp.h>
 
@@ -24,7 +27,7 @@ int main(int argc, char** argv) {
   std::int64_t E = 8, k = 2, H = 1024, F = 4096, tokens = 4096;
   int reps = 7;
   bool header = false, separate_waits = false, print_phases = false;
-  std::string traffic = "dedup";
+  std::string traffic = "dedup", device = "cpu", precision = "fp32";
   app.add_option("--experts", E, "num_experts");
   app.add_option("--top-k", k, "top_k");
   app.add_option("--hidden", H, "hidden_dim");
@@ -33,6 +36,8 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "timed forwards (the two raw exchanges take turns, so at least 2)")
       ->check(CLI::Range(2, 1000000));
   app.add_option("--traffic", traffic, "which mode is timed")->check(CLI::IsMember({"dedup", "per-assignment"}));
+  app.add_option("--device", device, "where the layer computes")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precision", precision, "the experts' GEMMs on a GPU")->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_flag("--header", header, "print the CSV header first");
   app.add_flag("--separate-waits", separate_waits, "barriers before the exchanges, timed apart (see above)");
   app.add_flag("--phases", print_phases, "after the CSV row, rank 0's mean ms per phase of the timed forwards");
@@ -47,6 +52,10 @@ int main(int argc, char** argv) {
   // after a barrier never sees). They cost a barrier each: off for the scaling figures.
   moe::LayerOptions timed_options{timed_mode};
   timed_options.separate_waits = separate_waits;
+  timed_options.device = device == "cuda" ? moe::Device::CUDA : moe::Device::CPU;
+  timed_options.precision = precision == "bf16"   ? moe::Precision::BF16
+                            : precision == "tf32" ? moe::Precision::TF32
+                                                  : moe::Precision::FP32;
   moe::MoELayer layer(config, *comm, 1, timed_options);
   // A small gate keeps routing near uniform, as a trained, load-balanced router is.
   moe::Tensor<float> gate({H, E}, moe::bench::random_vector(H * E, 0.02f, 11));
@@ -54,9 +63,10 @@ int main(int argc, char** argv) {
   const moe::Tensor<float> x({tokens, H}, moe::bench::random_vector(tokens * H, 1.0f, 100 + comm->rank()));
 
   // Bytes per mode, from one forward of each (the untimed mode on a second layer).
-  moe::MoELayer other(config, *comm, 1,
-                      {timed_mode == moe::TrafficMode::Deduplicated ? moe::TrafficMode::PerAssignment
-                                                                    : moe::TrafficMode::Deduplicated});
+  moe::LayerOptions other_options = timed_options;
+  other_options.traffic = timed_mode == moe::TrafficMode::Deduplicated ? moe::TrafficMode::PerAssignment
+                                                                       : moe::TrafficMode::Deduplicated;
+  moe::MoELayer other(config, *comm, 1, other_options);
   other.set_gate_weights(gate);
   double bytes[2] = {0, 0};  // dedup, per-assignment; mean over ranks
   const moe::ForwardStats timed_stats = layer.forward(x).stats;

@@ -58,11 +58,11 @@ else
   echo "no gpu-bundle.tar.xz: building here"
   if cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
        >"$results/build.log" 2>&1 &&
-     cmake --build build-gpu -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench moe_cli \
+     cmake --build build-gpu -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench moe_dist_bench moe_cli \
        decode_with_cuda_graph >>"$results/build.log" 2>&1; then
     mkdir -p build-gpu/check-bin
     cp build-gpu/tests/cuda/moe_cuda_tests build-gpu/tests/mpi/moe_mpi_tests build-gpu/bench/gpu_bench \
-       build-gpu/bin/moe build-gpu/examples/decode_with_cuda_graph build-gpu/check-bin/
+       build-gpu/bench/moe_dist_bench build-gpu/bin/moe build-gpu/examples/decode_with_cuda_graph build-gpu/check-bin/
     bin=$PWD/build-gpu/check-bin
     row "programs" "built" "build-gpu ($(elapsed))"
   else
@@ -114,6 +114,16 @@ section_2() {  # ranks
     tail -2 "$results/mpi_cuda.log"
     verdict=$([[ $status == 0 ]] && echo pass || ([[ $status == 77 ]] && echo "no GPU" || echo FAIL))
     row "invariance at P=2 on one GPU (MPI)" "$verdict" "exit $status (mpi_cuda.log)"
+    # The distributed plan on the GPU against the host plan, same run: ms per forward at
+    # P = 2 (two ranks on one GPU over MPI, mid shape, bf16, 4096 tokens a rank).
+    plan_ms=()
+    for plan in host steps; do
+      plan_ms+=("$(MOE_EXCHANGE_PLAN=$plan timeout 60 mpirun -np 2 --oversubscribe -x MOE_EXCHANGE_PLAN \
+                    "$bin/moe_dist_bench" --device cuda --precision bf16 --tokens 4096 --reps 10 --phases \
+                    2>>"$results/dist_bench.log" | tee -a "$results/dist_bench.log" | awk -F, 'NR == 1 {print $5}')")
+    done
+    row "P=2 on one GPU (MPI), forward ms: host plan / plan steps" "${plan_ms[0]:-?} / ${plan_ms[1]:-?}" \
+        "moe_dist_bench, mid bf16, 4096 tok/rank (dist_bench.log has the phases)"
     MOE_TEST_COMM=nccl timeout 120 mpirun -np 1 "$bin/moe_mpi_tests" \
       --gtest_filter='*Invariance*:Traffic*:Parameters*:*ExpertBias*:Communicator*' >"$results/nccl.log" 2>&1
     status=$?

@@ -1,6 +1,7 @@
 // The CUDA backend: device memory, one stream, cuBLAS for every matrix product and a
 // kernel per element-wise or per-row op (each in its own .cu, sharing its per-element
 // logic with the CPU through kernels/*.hpp and the .cuh headers).
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -267,7 +268,8 @@ class CudaOps final : public Ops {
   // (∂L/∂y, the hidden, ∂L/∂z and the input rows) and the element-wise backward in one
   // pass over every row: expert_gemm per group converted ∂L/∂y and ∂L/∂z twice each,
   // and ran a conversion and an element-wise launch per group. The products are the
-  // same cublasGemmEx calls. Other precisions: the default.
+  // same cublasGemmEx calls, each group's on a GEMM lane as in the forward (the lanes
+  // give the same bits). Other precisions: the default.
   void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                            const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx) override {
     if (precision_ != GemmPrecision::BF16)
@@ -282,6 +284,26 @@ class CudaOps final : public Ops {
         if (n > 0) fn(g, batch.row_offsets[g] - first, n);
       }
     };
+    // Each group's products on the GEMM lanes, groups side by side as in the forward:
+    // fn(handle, group, first row relative to `first`, rows).
+    auto on_lanes = [&](auto&& fn) {
+      int nonempty = 0;
+      each_group([&](std::size_t, std::int64_t, std::int64_t) { ++nonempty; });
+      const int used = std::min(lanes_->count(), nonempty);
+      if (used > 1) lanes_->fork();
+      int i = 0;
+      each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
+        fn(used > 1 ? lanes_->handle(i++ % used) : lanes_->main_handle(), g, at, n);
+      });
+      if (used > 1) lanes_->join();
+    };
+    // The weights' bf16 copies, made (or refreshed) on the main stream before the lanes
+    // fork from it.
+    std::vector<const void*> w_out16(groups), w_in16(groups);
+    for (std::size_t g = 0; g < groups; ++g) {
+      w_out16[g] = bf16_weights(batch.w_out[g], static_cast<std::size_t>(F * H));
+      w_in16[g] = bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF));
+    }
     using Bf16 = std::uint16_t;  // storage of one bf16 value, for the operands' offsets
     // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y in bf16.
     each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
@@ -289,11 +311,11 @@ class CudaOps final : public Ops {
     });
     const auto* dy16 = static_cast<const Bf16*>(to_bf16(dy + first * H, rows * H, a16_));
     const auto* h16 = static_cast<const Bf16*>(to_bf16(hidden + first * F, rows * F, b16_));
-    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
-      cuda::gemm(blas_, GemmPrecision::BF16, true, false, F, H, n, 1.0f, h16 + at * F, F, dy16 + at * H, H, 1.0f,
+    on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
+      cuda::gemm(handle, GemmPrecision::BF16, true, false, F, H, n, 1.0f, h16 + at * F, F, dy16 + at * H, H, 1.0f,
                  grads.w_out[g], H);
-      cuda::gemm(blas_, GemmPrecision::BF16, false, true, n, F, H, 1.0f, dy16 + at * H, H,
-                 bf16_weights(batch.w_out[g], static_cast<std::size_t>(F * H)), H, 0.0f, d_hidden + (first + at) * F, F);
+      cuda::gemm(handle, GemmPrecision::BF16, false, true, n, F, H, 1.0f, dy16 + at * H, H, w_out16[g], H, 0.0f,
+                 d_hidden + (first + at) * F, F);
     });
     // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once.
     float* dz = d_hidden;
@@ -310,12 +332,12 @@ class CudaOps final : public Ops {
     });
     const auto* dz16 = static_cast<const Bf16*>(to_bf16(dz + first * GF, rows * GF, a16_));
     const auto* x16 = static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
-    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
-      cuda::gemm(blas_, GemmPrecision::BF16, true, false, H, GF, n, 1.0f, x16 + at * H, H, dz16 + at * GF, GF, 1.0f,
+    on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
+      cuda::gemm(handle, GemmPrecision::BF16, true, false, H, GF, n, 1.0f, x16 + at * H, H, dz16 + at * GF, GF, 1.0f,
                  grads.w_in[g], GF);
       // ∂L/∂x, which may be written over ∂L/∂y: that was converted above.
-      cuda::gemm(blas_, GemmPrecision::BF16, false, true, n, H, GF, 1.0f, dz16 + at * GF, GF,
-                 bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF)), GF, 0.0f, dx + (first + at) * H, H);
+      cuda::gemm(handle, GemmPrecision::BF16, false, true, n, H, GF, 1.0f, dz16 + at * GF, GF, w_in16[g], GF, 0.0f,
+                 dx + (first + at) * H, H);
     });
   }
 

@@ -332,7 +332,8 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
 
 TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
   // The bf16 override of expert_ffn_backward (each operand converted once for every
-  // group, the element-wise backward in one pass) against the default on the same ops
+  // group, the element-wise backward in one pass, the groups' products on the GEMM
+  // lanes: three non-empty groups here, on three streams) against the default on the same ops
   // (each group's expert_gemm calls, as before): the same bf16 operands into the same
   // products, so equal up to cuBLAS choosing another kernel for another alignment
   // (1e-5 normwise). Biases on some groups, an empty group, a batch from row 3, ffn and

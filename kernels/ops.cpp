@@ -97,6 +97,13 @@ void Ops::expert_ffn_backward(const ExpertBatch& batch, const float* pre, const 
   }
 }
 
+void Ops::add_grouped_column_sums(const float* m, const std::vector<std::int64_t>& row_offsets, std::int64_t cols,
+                                  const std::vector<float*>& sums) {
+  for (std::size_t g = 0; g + 1 < row_offsets.size(); ++g)
+    if (sums[g] && row_offsets[g + 1] > row_offsets[g])
+      add_column_sums(m + row_offsets[g] * cols, row_offsets[g + 1] - row_offsets[g], cols, sums[g]);
+}
+
 void Ops::gather_expert_ffn_combine(const float* src, const std::int32_t* rows, float* gathered,
                                     const ExpertBatch& batch, float* pre, float* hidden, float* out,
                                     const CombineInto& into) {

@@ -292,6 +292,12 @@ class Ops {
   // sums[c] += Σ_r m[r, c], in a fixed order (bias gradients).
   virtual void add_column_sums(const float* m, std::int64_t rows, std::int64_t cols,
                                float* sums) = 0;
+  // add_column_sums over each group of rows [row_offsets[g], row_offsets[g+1]) of m
+  // into sums[g] (a null sums[g] skips its group), each with the bits add_column_sums
+  // gives it (every expert's bias gradient). The default calls it per group; CUDA sums
+  // every group in two launches where that took two per group.
+  virtual void add_grouped_column_sums(const float* m, const std::vector<std::int64_t>& row_offsets,
+                                       std::int64_t cols, const std::vector<float*>& sums);
 
   // Per token (kernels/router_row.hpp router_backward_row): d_logits[T,E] from the
   // gradient of each slot's weight d_weights[T,k] (0 for a dropped slot), the aux-loss

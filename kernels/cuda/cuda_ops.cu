@@ -49,7 +49,7 @@ class CudaOps final : public Ops {
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
     for (cudaEvent_t event : marks_)
       if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
-    for (Scratch* s : {&table_, &doubles_, &partials_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
+    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
   }
@@ -306,9 +306,7 @@ class CudaOps final : public Ops {
     }
     using Bf16 = std::uint16_t;  // storage of one bf16 value, for the operands' offsets
     // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y in bf16.
-    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
-      if (grads.b_out[g]) add_column_sums(dy + (first + at) * H, n, H, grads.b_out[g]);
-    });
+    add_grouped_column_sums(dy, batch.row_offsets, H, grads.b_out);
     const auto* dy16 = static_cast<const Bf16*>(to_bf16(dy + first * H, rows * H, a16_));
     const auto* h16 = static_cast<const Bf16*>(to_bf16(hidden + first * F, rows * F, b16_));
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
@@ -327,9 +325,7 @@ class CudaOps final : public Ops {
     }
     // pre = x·W_in + b_in. The scratch of ∂L/∂y and the hidden is reused: the stream
     // runs the products above before anything written here.
-    each_group([&](std::size_t g, std::int64_t at, std::int64_t n) {
-      if (grads.b_in[g]) add_column_sums(dz + (first + at) * GF, n, GF, grads.b_in[g]);
-    });
+    add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
     const auto* dz16 = static_cast<const Bf16*>(to_bf16(dz + first * GF, rows * GF, a16_));
     const auto* x16 = static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
@@ -496,6 +492,33 @@ class CudaOps final : public Ops {
 
   void add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, float* sums) override {
     launch_add_column_sums(m, rows, cols, partials(rows, cols), sums, stream_);
+  }
+
+  // Every group's chunks in one launch and their sums in another, from one uploaded
+  // table: each chunk's rows, each group's chunks and its sums.
+  void add_grouped_column_sums(const float* m, const std::vector<std::int64_t>& row_offsets, std::int64_t cols,
+                               const std::vector<float*>& sums) override {
+    const std::size_t groups = row_offsets.size() - 1;
+    if (row_offsets.size() < 2 || cols == 0) return;
+    std::vector<std::int64_t> chunk_rows, group_chunks = {0};
+    for (std::size_t g = 0; g < groups; ++g) {
+      if (sums[g])
+        for (std::int64_t begin = row_offsets[g]; begin < row_offsets[g + 1]; begin += kColumnChunkRows)
+          chunk_rows.push_back(begin), chunk_rows.push_back(std::min(begin + kColumnChunkRows, row_offsets[g + 1]));
+      group_chunks.push_back(static_cast<std::int64_t>(chunk_rows.size() / 2));
+    }
+    const std::int64_t chunks = group_chunks.back();
+    if (chunks == 0) return;
+    // One upload: the chunks' rows, the groups' chunks, the groups' sums.
+    std::vector<std::int64_t> table = chunk_rows;
+    table.insert(table.end(), group_chunks.begin(), group_chunks.end());
+    for (float* p : sums) table.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)));
+    auto* device_table = static_cast<std::int64_t*>(grow(column_table_, sizeof(std::int64_t) * table.size()));
+    copy_from_host(device_table, table.data(), sizeof(std::int64_t) * table.size());
+    auto* partial_sums = static_cast<double*>(grow(partials_, sizeof(double) * static_cast<std::size_t>(chunks * cols)));
+    launch_add_grouped_column_sums(m, cols, device_table, chunks, device_table + chunk_rows.size(),
+                                   reinterpret_cast<float* const*>(device_table + chunk_rows.size() + groups + 1),
+                                   static_cast<int>(groups), partial_sums, stream_);
   }
 
   void router_backward(const float* logits, const float* probs, const std::int32_t* indices, const float* d_weights,
@@ -785,6 +808,7 @@ class CudaOps final : public Ops {
   }
   std::size_t downloads_capacity_ = 0, downloads_used_ = 0;
   Scratch table_, doubles_, partials_;
+  Scratch column_table_;           // add_grouped_column_sums' chunks, groups and sums
   Scratch plan_;                   // the plans' counts, bases and flags (plan_single_rank, plan_send, plan_received)
   std::vector<cudaEvent_t> marks_;  // mark()'s events; the first marks_used_ are in use
   std::size_t marks_used_ = 0;

@@ -4,15 +4,12 @@
 namespace moe::kernels::cuda {
 namespace {
 
-// Block (kColumnsPerBlock, kColumnLanes) over columns [blockIdx.x·32, +32) of chunk
-// first_chunk + blockIdx.y: partials[chunk·cols + c] = column_chunk_sum(m, rows, cols, c, chunk).
-__global__ void column_chunk_sums_kernel(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t first_chunk,
-                                         double* partials) {
+// A block (kColumnsPerBlock, kColumnLanes) over columns [blockIdx.x·32, +32) of the rows
+// [begin, end): partials[chunk·cols + c] = column_chunk_sum's value for that chunk.
+__device__ void chunk_column_sums(const float* m, std::int64_t begin, std::int64_t end, std::int64_t cols,
+                                  std::int64_t chunk, double* partials) {
   __shared__ double lane_sums[kColumnLanes][kColumnsPerBlock];
   const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(kColumnsPerBlock) + threadIdx.x;
-  const std::int64_t chunk = first_chunk + blockIdx.y;
-  const std::int64_t begin = chunk * kColumnChunkRows;
-  const std::int64_t end = begin + kColumnChunkRows < rows ? begin + kColumnChunkRows : rows;
   double sum = 0.0;
   if (c < cols)
     for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) sum += m[r * cols + c];
@@ -23,6 +20,34 @@ __global__ void column_chunk_sums_kernel(const float* m, std::int64_t rows, std:
     __syncthreads();
   }
   if (threadIdx.y == 0 && c < cols) partials[chunk * cols + c] = lane_sums[0][threadIdx.x];
+}
+
+// Chunk first_chunk + blockIdx.y of m's rows.
+__global__ void column_chunk_sums_kernel(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t first_chunk,
+                                         double* partials) {
+  const std::int64_t chunk = first_chunk + blockIdx.y;
+  const std::int64_t begin = chunk * kColumnChunkRows;
+  chunk_column_sums(m, begin, begin + kColumnChunkRows < rows ? begin + kColumnChunkRows : rows, cols, chunk, partials);
+}
+
+// Chunk first_chunk + blockIdx.y of the table's.
+__global__ void table_chunk_sums_kernel(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
+                                        std::int64_t first_chunk, double* partials) {
+  const std::int64_t chunk = first_chunk + blockIdx.y;
+  chunk_column_sums(m, chunk_rows[2 * chunk], chunk_rows[2 * chunk + 1], cols, chunk, partials);
+}
+
+// Thread per (group, column): the group's chunks in order, added into its sums.
+__global__ void finish_grouped_column_sums_kernel(const double* partials, std::int64_t cols,
+                                                  const std::int64_t* group_chunks, float* const* sums, int groups) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= groups * cols) return;
+  const std::int64_t g = i / cols, c = i % cols;
+  float* into = sums[g];
+  if (!into) return;
+  double sum = 0.0;
+  for (std::int64_t chunk = group_chunks[g]; chunk < group_chunks[g + 1]; ++chunk) sum += partials[chunk * cols + c];
+  into[c] = static_cast<float>(into[c] + sum);
 }
 
 // The chunks' partials of each column, in chunk order.
@@ -79,6 +104,23 @@ void launch_column_sums(const float* m, std::int64_t rows, std::int64_t cols, do
 void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, float* sums,
                             Stream stream) {
   column_sums(m, rows, cols, partials, sums, true, stream);
+}
+
+void launch_add_grouped_column_sums(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
+                                    std::int64_t chunks, const std::int64_t* group_chunks, float* const* sums,
+                                    int groups, double* partials, Stream stream) {
+  if (cols == 0 || chunks == 0) return;
+  constexpr std::int64_t kMaxGridY = 65535;
+  for (std::int64_t first = 0; first < chunks; first += kMaxGridY) {
+    const std::int64_t count = chunks - first < kMaxGridY ? chunks - first : kMaxGridY;
+    const dim3 grid(static_cast<unsigned>((cols + kColumnsPerBlock - 1) / kColumnsPerBlock), static_cast<unsigned>(count));
+    table_chunk_sums_kernel<<<grid, dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(m, cols, chunk_rows, first,
+                                                                                       partials);
+    MOE_CHECK_LAUNCH();
+  }
+  finish_grouped_column_sums_kernel<<<blocks_for(groups * cols, kBlock), kBlock, 0, stream>>>(partials, cols,
+                                                                                              group_chunks, sums, groups);
+  MOE_CHECK_LAUNCH();
 }
 
 int sum_squares_blocks(std::int64_t n) { return static_cast<int>((n + kPerBlock - 1) / kPerBlock); }

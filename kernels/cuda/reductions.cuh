@@ -48,6 +48,14 @@ void launch_column_sums(const float* m, std::int64_t rows, std::int64_t cols, do
                         Stream stream);
 void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* partials, float* sums,
                             Stream stream);
+// launch_add_column_sums of several row groups of m at once, each group's sums with the
+// bits that call gives it: chunk i covers rows [chunk_rows[2i], chunk_rows[2i+1]) of m
+// (the groups' chunks of kColumnChunkRows from each group's first row, group after
+// group), group g owns chunks [group_chunks[g], group_chunks[g+1]) and adds into
+// sums[g] (null: skipped). All on the device; partials holds chunks · cols doubles.
+void launch_add_grouped_column_sums(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
+                                    std::int64_t chunks, const std::int64_t* group_chunks, float* const* sums,
+                                    int groups, double* partials, Stream stream);
 // partials[b] (device, float64) for b < sum_squares_blocks(n): each block's Σ x².
 int sum_squares_blocks(std::int64_t n);
 void launch_sum_squares(const float* x, std::int64_t n, double* partials, Stream stream);

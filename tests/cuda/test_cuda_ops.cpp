@@ -393,6 +393,38 @@ TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
       }
 }
 
+TEST_F(CudaOps, GroupedColumnSumsAreEachGroupsColumnSums) {
+  // add_grouped_column_sums (two launches for every group) against add_column_sums per
+  // group, bit for bit: the same chunks from each group's first row, added in the same
+  // order. Groups across chunk edges, an empty one, one of a single row, one skipped
+  // (null sums), from row 3; widths of a block's 32 columns and not.
+  const std::vector<std::int64_t> offsets = {3, 300, 300, 1100, 1101, 1400, 1500};
+  const std::size_t groups = offsets.size() - 1, skipped = 4;
+  for (const std::int64_t cols : {64, 33}) {
+    SCOPED_TRACE(::testing::Message() << "cols " << cols);
+    auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
+    Buffer<float> m = device(random(offsets.back() * cols, 71), ops.get());
+    auto run = [&](bool grouped) {
+      Buffer<float> sums = device(random(groups * cols, 72), ops.get());
+      std::vector<float*> into;
+      for (std::size_t g = 0; g < groups; ++g) into.push_back(g == skipped ? nullptr : sums.data() + g * cols);
+      if (grouped) {
+        ops->add_grouped_column_sums(m.data(), offsets, cols, into);
+      } else {
+        for (std::size_t g = 0; g < groups; ++g)
+          if (into[g] && offsets[g + 1] > offsets[g])
+            ops->add_column_sums(m.data() + offsets[g] * cols, offsets[g + 1] - offsets[g], cols, into[g]);
+      }
+      return sums.download();
+    };
+    const std::vector<float> got = run(true), want = run(false);
+    EXPECT_EQ(got, want);
+    const std::vector<float> untouched = random(groups * cols, 72);
+    for (std::int64_t c = 0; c < cols; ++c)
+      EXPECT_EQ(got[skipped * cols + c], untouched[skipped * cols + c]) << "a null group's sums are not written";
+  }
+}
+
 TEST_F(CudaOps, Bf16ExpertGemmWritesAllOfAFreshC) {
   // beta = 0 into memory never written, then a kernel of ours reads every element (the
   // backward's activation_backward reads such a GEMM's ∂L/∂hidden): the values must be

@@ -94,26 +94,15 @@ MOE_HD inline void send_keys(const SendPlanArrays& s, std::int64_t a) {
   s.record_keys[a] = owner;
   s.row_keys[a] = joins_row ? -1 : owner;
 }
-// Counts per (owner, chunk) and their scans (P·chunks threads each): the totals
-// are what each peer receives.
-MOE_HD inline void send_row_count(const SendPlanArrays& s, std::int64_t i) {
-  const std::int64_t chunks = s.chunks();
-  s.admission.counts[i] = count_in_chunk(KeyArray{s.row_keys}, s.items(), i % chunks, static_cast<std::int32_t>(i / chunks));
-}
+// The scans of the counts per (owner, chunk) (SendRowCount, SendRecordCount below;
+// P·chunks threads): the totals are what each peer receives.
 MOE_HD inline void send_row_scan(const SendPlanArrays& s, std::int64_t i) {
   scan_chunk_counts(s.admission.counts, s.chunks(), i, s.row_bases, s.rows_per_rank);
-}
-MOE_HD inline void send_record_count(const SendPlanArrays& s, std::int64_t i) {
-  const std::int64_t chunks = s.chunks();
-  s.admission.counts[i] = count_in_chunk(KeyArray{s.record_keys}, s.items(), i % chunks, static_cast<std::int32_t>(i / chunks));
 }
 MOE_HD inline void send_record_scan(const SendPlanArrays& s, std::int64_t i) {
   scan_chunk_counts(s.admission.counts, s.chunks(), i, s.record_bases, s.assignments_per_rank);
 }
-// Rows in token order under one key, for each token's first row (chunks threads each).
-MOE_HD inline void send_start_count(const SendPlanArrays& s, std::int64_t chunk) {
-  s.admission.counts[chunk] = count_in_chunk(TakesPartKey{s.row_keys}, s.items(), chunk, 0);
-}
+// Rows in token order under one key (SendStartCount), for each token's first row.
 MOE_HD inline void send_start_scan(const SendPlanArrays& s, std::int64_t i) {
   scan_chunk_counts(s.admission.counts, s.chunks(), i, s.start_bases, s.total_rows);
 }
@@ -162,20 +151,42 @@ MOE_HD inline void send_place(const SendPlanArrays& s, std::int64_t a) {
 }
 
 struct SendKeys { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t a) const { send_keys(s, a); } };
-struct SendRowCount { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_row_count(s, i); } };
+struct SendRowCount : ChunkCount<SendRowCount> {  // row starts, by owner
+  MOE_HD static KeyArray key(const SendPlanArrays& s) { return {s.row_keys}; }
+  MOE_HD static std::int64_t items(const SendPlanArrays& s) { return s.items(); }
+  MOE_HD static std::int64_t keys(const SendPlanArrays& s) { return s.ranks; }
+  MOE_HD static std::int32_t* counts(const SendPlanArrays& s) { return s.admission.counts; }
+};
 struct SendRowScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_row_scan(s, i); } };
-struct SendRecordCount { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_record_count(s, i); } };
+struct SendRecordCount : ChunkCount<SendRecordCount> {  // kept assignments, by owner
+  MOE_HD static KeyArray key(const SendPlanArrays& s) { return {s.record_keys}; }
+  MOE_HD static std::int64_t items(const SendPlanArrays& s) { return s.items(); }
+  MOE_HD static std::int64_t keys(const SendPlanArrays& s) { return s.ranks; }
+  MOE_HD static std::int32_t* counts(const SendPlanArrays& s) { return s.admission.counts; }
+};
 struct SendRecordScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_record_scan(s, i); } };
-struct SendStartCount { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t c) const { send_start_count(s, c); } };
+struct SendStartCount : ChunkCount<SendStartCount> {  // row starts, one key
+  MOE_HD static TakesPartKey key(const SendPlanArrays& s) { return {s.row_keys}; }
+  MOE_HD static std::int64_t items(const SendPlanArrays& s) { return s.items(); }
+  MOE_HD static std::int64_t keys(const SendPlanArrays&) { return 1; }
+  MOE_HD static std::int32_t* counts(const SendPlanArrays& s) { return s.admission.counts; }
+};
 struct SendStartScan { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { send_start_scan(s, i); } };
 struct SendBlocks { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t) const { send_blocks(s); } };
 struct SendTokenOffset { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t t) const { send_token_offset(s, t); } };
 struct SendPlace { MOE_HD void operator()(const SendPlanArrays& s, std::int64_t a) const { send_place(s, a); } };
 
-// A single-rank step run on the send plan's admission arrays.
+// A single-rank step run on the send plan's admission arrays; a count step stays one.
 template <class Step>
 struct OnAdmission {
   MOE_HD void operator()(const SendPlanArrays& s, std::int64_t i) const { Step{}(s.admission, i); }
+};
+template <class Count>
+struct OnAdmissionCount : ChunkCount<OnAdmissionCount<Count>> {
+  MOE_HD static auto key(const SendPlanArrays& s) { return Count::key(s.admission); }
+  MOE_HD static std::int64_t items(const SendPlanArrays& s) { return Count::items(s.admission); }
+  MOE_HD static std::int64_t keys(const SendPlanArrays& s) { return Count::keys(s.admission); }
+  MOE_HD static std::int32_t* counts(const SendPlanArrays& s) { return Count::counts(s.admission); }
 };
 
 // The sender's steps in order, as for_each_plan_step runs the single-rank ones.
@@ -184,10 +195,10 @@ void for_each_send_plan_step(const SendPlanArrays& s, Run&& run) {
   const PlanArrays& p = s.admission;
   const std::int64_t n = p.items(), chunks = p.chunks();
   run(n, OnAdmission<AdmissionOrder>{});
-  run(p.experts * chunks, OnAdmission<AdmissionCount>{});
+  run(p.experts * chunks, OnAdmissionCount<AdmissionCount>{});
   run(scan_threads(p.experts, chunks), OnAdmission<AdmissionScan>{});
   run(n, OnAdmission<AdmissionDecide>{});
-  run(p.experts * chunks, OnAdmission<GroupingCount>{});  // its scan's totals: kept per expert
+  run(p.experts * chunks, OnAdmissionCount<GroupingCount>{});  // its scan's totals: kept per expert
   run(scan_threads(p.experts, chunks), OnAdmission<GroupingScan>{});
   run(n, SendKeys{});
   run(s.ranks * chunks, SendRowCount{});
@@ -231,15 +242,8 @@ struct RecordExpertKey {
   MOE_HD std::int32_t operator()(std::int64_t a) const { return static_cast<std::int32_t>(records[a].local_expert); }
 };
 
-MOE_HD inline void receive_start_count(const ReceivePlanArrays& r, std::int64_t chunk) {
-  r.counts[chunk] = count_in_chunk(RecordStartKey{r.records}, r.assignments, chunk, 0);
-}
 MOE_HD inline void receive_start_scan(const ReceivePlanArrays& r, std::int64_t i) {
   scan_chunk_counts(r.counts, r.chunks(), i, r.start_bases, r.starts);
-}
-MOE_HD inline void receive_expert_count(const ReceivePlanArrays& r, std::int64_t i) {
-  const std::int64_t chunks = r.chunks();
-  r.counts[i] = count_in_chunk(RecordExpertKey{r.records}, r.assignments, i % chunks, static_cast<std::int32_t>(i / chunks));
 }
 MOE_HD inline void receive_expert_scan(const ReceivePlanArrays& r, std::int64_t i) {
   scan_chunk_counts(r.counts, r.chunks(), i, r.group_bases, r.kept_per_expert);
@@ -262,9 +266,19 @@ MOE_HD inline void receive_place(const ReceivePlanArrays& r, std::int64_t a) {
   if (record.starts_row) r.combine_offsets[row] = static_cast<std::int32_t>(a);
 }
 
-struct ReceiveStartCount { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t c) const { receive_start_count(r, c); } };
+struct ReceiveStartCount : ChunkCount<ReceiveStartCount> {  // records that start a row, one key
+  MOE_HD static RecordStartKey key(const ReceivePlanArrays& r) { return {r.records}; }
+  MOE_HD static std::int64_t items(const ReceivePlanArrays& r) { return r.assignments; }
+  MOE_HD static std::int64_t keys(const ReceivePlanArrays&) { return 1; }
+  MOE_HD static std::int32_t* counts(const ReceivePlanArrays& r) { return r.counts; }
+};
 struct ReceiveStartScan { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t i) const { receive_start_scan(r, i); } };
-struct ReceiveExpertCount { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t i) const { receive_expert_count(r, i); } };
+struct ReceiveExpertCount : ChunkCount<ReceiveExpertCount> {  // records, by local expert
+  MOE_HD static RecordExpertKey key(const ReceivePlanArrays& r) { return {r.records}; }
+  MOE_HD static std::int64_t items(const ReceivePlanArrays& r) { return r.assignments; }
+  MOE_HD static std::int64_t keys(const ReceivePlanArrays& r) { return r.local_experts; }
+  MOE_HD static std::int32_t* counts(const ReceivePlanArrays& r) { return r.counts; }
+};
 struct ReceiveExpertScan { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t i) const { receive_expert_scan(r, i); } };
 struct ReceiveOffsets { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t) const { receive_offsets(r); } };
 struct ReceivePlace { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t a) const { receive_place(r, a); } };

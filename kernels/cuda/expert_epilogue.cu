@@ -104,12 +104,10 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
   if (rows * width == 0) return;
   const auto* z16 = static_cast<const __nv_bfloat16*>(z);
   auto* h16 = static_cast<__nv_bfloat16*>(hidden_bf16);
-  if (vector_aligned(width, {{z, 2}, {pre, 4}, {hidden, 4}, {hidden_bf16, 2}}))
-    expert_hidden_kernel<4><<<row_blocks(rows), kBlock, 0, stream>>>(z16, biases, offsets, groups, rows, width, gated,
-                                                                     act, pre, hidden, h16);
-  else
-    expert_hidden_kernel<1><<<row_blocks(rows), kBlock, 0, stream>>>(z16, biases, offsets, groups, rows, width, gated,
-                                                                     act, pre, hidden, h16);
+  at_vector_width(vector_width(width, {{z, 2}, {pre, 4}, {hidden, 4}, {hidden_bf16, 2}}), [&](auto v) {
+    expert_hidden_kernel<decltype(v)::value><<<row_blocks(rows), kBlock, 0, stream>>>(
+        z16, biases, offsets, groups, rows, width, gated, act, pre, hidden, h16);
+  });
   MOE_CHECK_LAUNCH();
 }
 
@@ -117,12 +115,10 @@ void launch_expert_output(const void* y, const float* const* biases, const std::
                           std::int64_t rows, std::int64_t cols, Act act, float* pre, float* out, Stream stream) {
   if (rows * cols == 0) return;
   const auto* y16 = static_cast<const __nv_bfloat16*>(y);
-  if (vector_aligned(cols, {{y, 2}, {pre, 4}, {out, 4}}))
-    expert_output_kernel<4><<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre,
-                                                                     out);
-  else
-    expert_output_kernel<1><<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre,
-                                                                     out);
+  at_vector_width(vector_width(cols, {{y, 2}, {pre, 4}, {out, 4}}), [&](auto v) {
+    expert_output_kernel<decltype(v)::value>
+        <<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre, out);
+  });
   MOE_CHECK_LAUNCH();
 }
 
@@ -132,12 +128,10 @@ void launch_combine_expert_output(const void* y, const float* const* biases, con
                                   float* dst, Stream stream) {
   if (n_out * cols == 0) return;
   const auto* y16 = static_cast<const __nv_bfloat16*>(y);
-  if (vector_aligned(cols, {{y, 2}, {dst, 4}}))
-    combine_expert_output_kernel<4><<<row_blocks(n_out), kBlock, 0, stream>>>(
+  at_vector_width(vector_width(cols, {{y, 2}, {dst, 4}}), [&](auto v) {
+    combine_expert_output_kernel<decltype(v)::value><<<row_blocks(n_out), kBlock, 0, stream>>>(
         y16, biases, group_offsets, groups, first, cols, n_out, offsets, sources, weights, dst);
-  else
-    combine_expert_output_kernel<1><<<row_blocks(n_out), kBlock, 0, stream>>>(
-        y16, biases, group_offsets, groups, first, cols, n_out, offsets, sources, weights, dst);
+  });
   MOE_CHECK_LAUNCH();
 }
 

@@ -84,20 +84,19 @@ void launch_gather_rows_bf16(const float* src, const std::int32_t* rows, std::in
                              float* dst, void* dst_bf16, Stream stream) {
   if (n == 0) return;
   auto* dst16 = static_cast<__nv_bfloat16*>(dst_bf16);
-  if (vector_aligned(width, {{src, 4}, {dst, 4}, {dst_bf16, 2}}))
-    gather_kernel<4><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst, dst16);
-  else
-    gather_kernel<1><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst, dst16);
+  at_vector_width(vector_width(width, {{src, 4}, {dst, 4}, {dst_bf16, 2}}), [&](auto v) {
+    gather_kernel<decltype(v)::value><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst, dst16);
+  });
   MOE_CHECK_LAUNCH();
 }
 
 void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_out, const std::int32_t* offsets,
                          const std::int32_t* sources, const float* weights, float* dst, Stream stream) {
   if (n_out == 0) return;
-  if (vector_aligned(width, {{src, 4}, {dst, 4}}))
-    combine_kernel<4><<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
-  else
-    combine_kernel<1><<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
+  at_vector_width(vector_width(width, {{src, 4}, {dst, 4}}), [&](auto v) {
+    combine_kernel<decltype(v)::value>
+        <<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
+  });
   MOE_CHECK_LAUNCH();
 }
 

@@ -21,6 +21,11 @@ using moe::testing::relative_error;
 
 namespace {
 
+// The experts' hidden width the tests pair with a hidden width H: both take the
+// element-wise kernels' 8-a-thread path (64, 96), the 4-a-thread path (36, 44) or
+// neither (30, 50).
+std::int64_t expert_width(std::int64_t H) { return H == 64 ? 96 : H == 36 ? 44 : 50; }
+
 class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -100,11 +105,11 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
   const std::vector<std::int64_t> offsets = {5, 40, 40, 97, 130};
   const std::int64_t first = offsets.front(), rows = offsets.back(), n = rows - first;
   const std::size_t groups = offsets.size() - 1;
-  // Widths that are multiples of 4 take the element-wise kernels' 4-a-thread path
-  // (vector_access.cuh), the others one element a thread.
-  for (const std::int64_t H : {64, 30})
+  // Widths that are multiples of 8 take the element-wise kernels' 8-a-thread path, of 4
+  // the 4-a-thread one (vector_access.cuh), the others one element a thread.
+  for (const std::int64_t H : {64, 36, 30})
     for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::TF32, GemmPrecision::BF16}) {
-      const std::int64_t F = H == 64 ? 96 : 50;
+      const std::int64_t F = expert_width(H);
       SCOPED_TRACE(::testing::Message() << "H=" << H << " F=" << F);
       auto ops = moe::kernels::make_cuda_ops(0, p);
       const double tol = p == GemmPrecision::FP32 ? 1e-5 : p == GemmPrecision::TF32 ? 5e-3 : 3e-2;
@@ -210,18 +215,19 @@ TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
   // gather_expert_ffn against gather_rows then expert_ffn on the same ops, bit for bit:
   // in bf16 it gathers straight into bf16 rows (and the float rows only for a backward),
   // rounding each value as the conversion does. A padding row, a row taken twice, a
-  // batch from row 3; widths that take the 4-a-thread path and one that does not.
+  // batch from row 3; widths that take the 8- and the 4-a-thread paths and one that
+  // takes neither.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t T = 90, rows = offsets.back(), first = offsets.front();
   const std::size_t groups = offsets.size() - 1;
   std::vector<std::int32_t> gather(static_cast<std::size_t>(rows), 0);
   for (std::int64_t r = 0; r < rows; ++r) gather[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 37) % T);
   gather[10] = -1, gather[11] = gather[12];
-  for (const std::int64_t H : {64, 30})
+  for (const std::int64_t H : {64, 36, 30})
     for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
       for (const bool keep : {true, false})
         for (const bool gated : {false, true}) {
-          const std::int64_t F = H == 64 ? 96 : 50;
+          const std::int64_t F = expert_width(H);
           SCOPED_TRACE(::testing::Message() << "H=" << H << " precision " << int(p) << (keep ? " keep" : "")
                                             << (gated ? " glu" : " ffn"));
           const std::int64_t GF = gated ? 2 * F : F;
@@ -288,10 +294,10 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
     }
     entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
   }
-  for (const std::int64_t H : {64, 30})
+  for (const std::int64_t H : {64, 36, 30})
     for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
       for (const bool keep : {true, false}) {
-        const std::int64_t F = H == 64 ? 96 : 50;
+        const std::int64_t F = expert_width(H);
         SCOPED_TRACE(::testing::Message() << "H=" << H << " precision " << int(p) << (keep ? " keep" : ""));
         auto ops = moe::kernels::make_cuda_ops(0, p);
         Buffer<float> dsrc = device(random(T * H, 91), ops.get()), dw_in = device(random(groups * H * F, 92, 0.2), ops.get()),
@@ -341,10 +347,10 @@ TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
-  for (const std::int64_t H : {64, 30})
+  for (const std::int64_t H : {64, 36, 30})
     for (const bool gated : {false, true})
       for (const bool in_place : {true, false}) {
-        const std::int64_t F = H == 64 ? 96 : 50, GF = gated ? 2 * F : F;
+        const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
         SCOPED_TRACE(::testing::Message() << "H=" << H << (gated ? " glu" : " ffn") << (in_place ? " dx over dy" : ""));
         auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
         Buffer<float> x = device(random(rows * H, 61), ops.get()), pre = device(random(rows * GF, 62), ops.get()),

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <numeric>
 #include <memory>
+#include <numeric>
 #include <vector>
 
 #include "kernels/exchange_plan_steps.hpp"

@@ -199,7 +199,8 @@ class Ops {
   // alias dy. d_hidden [rows, F] and, gated, d_pre [rows, 2F] are scratch. The default
   // runs each group's products and element-wise backward, groups at once through
   // for_each_concurrently from 16 groups on (largest first); CUDA in bf16 converts each
-  // operand of every group once and runs the element-wise backward in one pass.
+  // operand of every group once, runs the element-wise backward and the bias sums over
+  // every group at once, and the groups' products on its GEMM lanes.
   virtual void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                                    const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU

@@ -298,13 +298,15 @@ struct MoELayer::Impl {
                   "'; expected host (the host plan), steps (the plan where the routing lives) or unset");
     return choice == "steps";
   }
-  bool exchange_plan_where_routed = false;
-  bool plan_where_routed_choice = false;
+  bool exchange_plan_where_routed = false;  // P > 1: TokenExchange::plan_where_routed
+  bool plan_where_routed_choice = false;    // P = 1: plan_where_routed below
   // With static shapes, each expert's rows: R = min(C, T), enough for its kept ones (the
   // router picks k distinct experts per token, so an expert keeps at most T). 0: packed.
   std::int64_t padded_rows_per_expert(std::int64_t tokens) const {
     return options.static_shapes ? std::min(expert_capacity(config, tokens), tokens) : 0;
   }
+  // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
+  // workspace, when chosen; false leaves the plan to the host.
   bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
     if (!plan_where_routed_choice || tokens == 0) return false;
     const std::int64_t k = config.top_k, rows_per_expert = padded_rows_per_expert(tokens);

@@ -36,6 +36,45 @@ MOE_HD inline float selection_score(const float* scores, const float* bias, int 
   return bias ? scores[e] + bias[e] : scores[e];
 }
 
+// A candidate for a maximum: its key (the order), the value carried with it, and its
+// index (-1: none).
+struct Choice {
+  float key = 0.0f;
+  float value = 0.0f;
+  int index = -1;
+};
+
+// The better of two candidates: a number beats NaN, then the larger key, then the
+// lower index (equal keys, or both NaN); none loses to anything. The maximum under a
+// total order, so commutative and associative: any tree of these gives the first
+// maximum a left-to-right walk with ranks_above finds.
+MOE_HD inline Choice better_choice(const Choice& a, const Choice& b) {
+  if (a.index < 0) return b;
+  if (b.index < 0) return a;
+  if (ranks_above(b.key, a.key)) return b;
+  if (ranks_above(a.key, b.key)) return a;
+  return b.index < a.index ? b : a;
+}
+
+// Group g's score for group-limited routing: the sum of its two best selection scores
+// (ties to the lower index), key(e) giving expert e's. allowed_groups' rule, for an
+// expert range [first, first + size).
+template <class Key>
+MOE_HD float group_top_two_sum(const Key& key, int first, int size) {
+  Choice best, second;
+  for (int e = first; e < first + size; ++e) {
+    const Choice c{key(e), 0.0f, e};
+    const Choice better = better_choice(best, c);
+    if (better.index == e) {
+      second = best;
+      best = c;
+    } else {
+      second = better_choice(second, c);
+    }
+  }
+  return best.key + (second.index >= 0 ? second.key : 0.0f);
+}
+
 // The groups a token may choose from, as a bit mask: the topk_group groups whose two
 // best selection scores sum highest (ties to the lower group). All groups when
 // n_group = 1.
@@ -43,19 +82,8 @@ MOE_HD inline std::uint64_t allowed_groups(const float* scores, const float* bia
   if (p.n_group <= 1) return ~std::uint64_t{0};
   const int size = p.num_experts / p.n_group;
   float group_score[64];
-  for (int g = 0; g < p.n_group; ++g) {
-    int first = -1, second = -1;
-    for (int e = g * size; e < (g + 1) * size; ++e) {
-      const float c = selection_score(scores, bias, e);
-      if (first < 0 || ranks_above(c, selection_score(scores, bias, first))) {
-        second = first;
-        first = e;
-      } else if (second < 0 || ranks_above(c, selection_score(scores, bias, second))) {
-        second = e;
-      }
-    }
-    group_score[g] = selection_score(scores, bias, first) + (second >= 0 ? selection_score(scores, bias, second) : 0.0f);
-  }
+  auto key = [&](int e) { return selection_score(scores, bias, e); };
+  for (int g = 0; g < p.n_group; ++g) group_score[g] = group_top_two_sum(key, g * size, size);
   std::uint64_t allowed = 0;
   for (int j = 0; j < p.topk_group; ++j) {
     int best = -1;

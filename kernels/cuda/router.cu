@@ -1,11 +1,13 @@
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/router.cuh"
+#include "kernels/router_lanes.hpp"
 
 namespace moe::kernels::cuda {
 namespace {
 
-// A thread per token with serial work per row (top-k over E): small blocks spread a few
-// thousand tokens over every multiprocessor (8192 tokens: 256 blocks for 132 SMs).
+// Over 256 experts or 32 choices (route_lanes_kernel, below, takes the rest): a thread
+// per token with serial work per row (top-k over E); small blocks spread a few thousand
+// tokens over every multiprocessor (8192 tokens: 256 blocks for 132 SMs).
 constexpr int kRouterBlock = 32;
 
 __global__ void route_kernel(const float* logits, std::int64_t tokens, RouterParams p, const float* expert_bias,
@@ -58,6 +60,54 @@ __global__ void route_staged_kernel(const float* logits, std::int64_t tokens, Ro
   }
 }
 
+// The Warp of route_row_across_lanes: the reductions are butterflies of shuffles, so
+// every lane ends with the same bits (lane i adds or compares its value with lane
+// i ^ offset's, the same two numbers its partner combines).
+struct ShuffleWarp {
+  __device__ int lane() const { return static_cast<int>(threadIdx.x) % kRouterLanes; }
+  __device__ float sum(float x) const {
+    for (int offset = kRouterLanes / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(0xffffffffu, x, offset);
+    return x;
+  }
+  __device__ Choice best(Choice c) const {
+    for (int offset = kRouterLanes / 2; offset > 0; offset /= 2) {
+      const Choice other{__shfl_xor_sync(0xffffffffu, c.key, offset), __shfl_xor_sync(0xffffffffu, c.value, offset),
+                         __shfl_xor_sync(0xffffffffu, c.index, offset)};
+      c = better_choice(c, other);
+    }
+    return c;
+  }
+};
+
+// A warp per token (kernels/router_lanes.hpp), up to 256 experts and k ≤ 32. The
+// token index is the warp's, so a warp's lanes leave the loop together.
+constexpr int kRouterWarpBlock = 256;
+template <int kPerLane>
+__global__ void route_lanes_kernel(const float* logits, std::int64_t tokens, RouterParams p, const float* expert_bias,
+                                   float* probs, std::int32_t* indices, float* weights, float* lse) {
+  const int warps_per_block = static_cast<int>(blockDim.x) / kRouterLanes;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / kRouterLanes;
+  const int E = p.num_experts, k = p.top_k;
+  ShuffleWarp warp;
+  for (std::int64_t t = first; t < tokens; t += static_cast<std::int64_t>(gridDim.x) * warps_per_block) {
+    const float row_lse = route_row_across_lanes<kPerLane>(warp, logits + t * E, p, expert_bias, probs + t * E,
+                                                           indices + t * k, weights + t * k);
+    if (lse && warp.lane() == 0) lse[t] = row_lse;
+  }
+}
+
+using RouteLanesKernel = void (*)(const float*, std::int64_t, RouterParams, const float*, float*, std::int32_t*,
+                                 float*, float*);
+RouteLanesKernel route_lanes_kernel_for(int experts_per_lane) {
+  switch (experts_per_lane) {
+    case 1: return route_lanes_kernel<1>;
+    case 2: return route_lanes_kernel<2>;
+    case 4: return route_lanes_kernel<4>;
+    case 8: return route_lanes_kernel<8>;
+    default: return nullptr;
+  }
+}
+
 // Shared memory for route_staged_kernel's rows: logits and probs (E + 1 apart), weights
 // and choices (k + 1 apart), and the bias.
 std::size_t staged_bytes(const RouterParams& p, int rows) {
@@ -80,6 +130,13 @@ __global__ void router_backward_kernel(const float* logits, const float* probs, 
 void launch_route(const float* logits, std::int64_t tokens, const RouterParams& params, const float* expert_bias,
                   float* probs, std::int32_t* indices, float* weights, float* lse, Stream stream) {
   if (tokens == 0) return;
+  if (const RouteLanesKernel kernel = route_lanes_kernel_for(router_experts_per_lane(params))) {
+    kernel<<<blocks_for(tokens, kRouterWarpBlock / kRouterLanes), kRouterWarpBlock, 0, stream>>>(
+        logits, tokens, params, expert_bias, probs, indices, weights, lse);
+    MOE_CHECK_LAUNCH();
+    return;
+  }
+  // Over 256 experts or k > 32, a thread per token runs route_row:
   // Staged in shared memory when a block's rows fit in the default 48 KiB (with k = 8,
   // up to 179 experts at 32 rows, 362 at 16); else from global memory.
   for (int rows = kRouterBlock; rows >= 16; rows /= 2) {

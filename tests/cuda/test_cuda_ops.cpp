@@ -527,10 +527,13 @@ TEST_F(CudaOps, Bf16WeightCopiesFollowWeightUpdates) {
 }
 
 TEST_F(CudaOps, RoutersAndRouterBackward) {
-  // 300 tokens: the last block of rows is partial. The router stages 32 rows a block in
-  // shared memory at 64 experts, 16 at 256, and reads global memory at 640.
+  // 300 tokens: the last block of rows is partial. Up to 256 experts and 32 choices a
+  // warp routes each token (two experts a lane at 64, eight at 256); beyond, a thread
+  // per token, with 32 rows a block staged in shared memory at 128 experts and k = 40,
+  // 16 at 320, and reading global memory at 640.
   const std::int64_t T = 300;
-  for (const auto [E, k] : {std::pair{64, 8}, std::pair{256, 8}, std::pair{640, 2}})
+  for (const auto [E, k] : {std::pair{64, 8}, std::pair{256, 8}, std::pair{8, 2}, std::pair{128, 40},
+                            std::pair{320, 8}, std::pair{640, 2}})
     for (const bool sigmoid : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "E=" << E << " k=" << k << (sigmoid ? " sigmoid" : " softmax"));
       moe::kernels::RouterParams p;

@@ -14,7 +14,8 @@
 #      over experts) at the configs of issue 11, in the same run, and the single-rank
 #      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host), and
 #      capacity-padded experts (--static-shapes) against packed ones, and the per-group
-#      GEMMs on one stream against four (MOE_GEMM_STREAMS);
+#      GEMMs on one stream against four (MOE_GEMM_STREAMS), and four each planned for a
+#      quarter of the SMs (MOE_GEMM_SM_SHARE);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward with ncu (when there
@@ -218,23 +219,27 @@ section_3() {  # timings
   static_ab mid ffn 64
   static_ab mid ffn 4096
 
-  # The per-group GEMMs on one stream against the default four (MOE_GEMM_STREAMS), same
-  # run: what running experts' products side by side gives where one expert's product
-  # fills a fraction of the GPU (fine, DeepSeek-like) and where it fills it (mid, Mixtral).
+  # The per-group GEMMs on one stream against the default four (MOE_GEMM_STREAMS), and
+  # four whose cuBLAS handles each plan for a quarter of the SMs (MOE_GEMM_SM_SHARE=1),
+  # same run: what running experts' products side by side gives where one expert's
+  # product fills a fraction of the GPU (fine, DeepSeek-like) and where it fills it
+  # (mid, Mixtral).
   lanes_ab() {  # lanes_ab CONFIG KIND ROUNDS
     local ms=() round lanes
     for ((round = 0; round < $3; ++round)); do
-      for lanes in 1 4; do
-        ms+=("$(MOE_GEMM_STREAMS=$lanes timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+      for lanes in 1 4 4s; do
+        ms+=("$(MOE_GEMM_STREAMS=${lanes%s} MOE_GEMM_SM_SHARE=$([[ $lanes == *s ]] && echo 1 || echo 0) \
+                  timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
                   --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
       done
     done
-    row "$1 $2 forward bf16: GEMMs on 1 / 4 streams ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-        "$( (($3 > 1)) && echo "again: ${ms[2]:-FAILED} / ${ms[3]:-FAILED}")"
+    row "$1 $2 forward bf16: GEMMs on 1 / 4 streams / 4 sharing SMs ms" \
+        "${ms[0]:-FAILED} / ${ms[1]:-FAILED} / ${ms[2]:-FAILED}" \
+        "$( (($3 > 1)) && echo "again: ${ms[3]:-FAILED} / ${ms[4]:-FAILED} / ${ms[5]:-FAILED}")"
   }
   lanes_ab fine ffn 2
-  lanes_ab deepseek glu 2
-  lanes_ab mid ffn 2
+  lanes_ab deepseek glu 1
+  lanes_ab mid ffn 1
   lanes_ab mixtral glu 1
 }
 

@@ -30,11 +30,12 @@ class CudaOps final : public Ops {
  public:
   CudaOps(int device, GemmPrecision precision) : device_(device), precision_(precision) {
     const int gemm_lanes = gemm_lanes_from_environment();  // a bad value fails before anything is made
+    const bool share_sms = gemm_sm_share_from_environment();
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
-    lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_);
+    lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_, share_sms);
     uploads_ = std::make_unique<UploadRing>(stream_);
     recorder_ = std::make_unique<GraphRecorder>(stream_);
   }

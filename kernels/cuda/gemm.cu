@@ -55,7 +55,15 @@ int gemm_lanes_from_environment() {
   return static_cast<int>(lanes);
 }
 
-GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle)
+bool gemm_sm_share_from_environment() {
+  const char* asked = std::getenv("MOE_GEMM_SM_SHARE");
+  if (!asked || !*asked || std::strcmp(asked, "0") == 0) return false;
+  MOE_CHECK_ARG(std::strcmp(asked, "1") == 0, "grouped GEMM", "MOE_GEMM_SM_SHARE = '", asked,
+                "'; expected 1 (each GEMM stream's cuBLAS handle plans for its share of the SMs), 0, or unset");
+  return true;
+}
+
+GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle, bool share_sms)
     : main_(main), main_handle_(main_handle) {
   MOE_CHECK_ARG(lanes >= 1 && lanes <= kMaxGemmLanes, "GemmLanes", "lanes = ", lanes, "; expected 1 to ", kMaxGemmLanes);
   if (lanes == 1) {
@@ -63,6 +71,13 @@ GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle)
     return;
   }
   try {
+    int sm_share = 0;  // 0: cuBLAS plans for the whole GPU
+    if (share_sms) {
+      int device = 0, sms = 0;
+      MOE_CHECK(Cuda, cudaGetDevice(&device));
+      MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+      sm_share = (sms + lanes - 1) / lanes;
+    }
     MOE_CHECK(Cuda, cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
     for (int i = 0; i < lanes; ++i) {
       streams_.push_back(nullptr);
@@ -70,6 +85,7 @@ GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle)
       handles_.push_back(nullptr);
       MOE_CHECK(Cublas, cublasCreate(&handles_.back()));
       MOE_CHECK(Cublas, cublasSetStream(handles_.back(), streams_.back()));
+      if (sm_share > 0) MOE_CHECK(Cublas, cublasSetSmCountTarget(handles_.back(), sm_share));
       done_.push_back(nullptr);
       MOE_CHECK(Cuda, cudaEventCreateWithFlags(&done_.back(), cudaEventDisableTiming));
     }

@@ -49,9 +49,17 @@ struct GroupedOperands {
 // are events, so a CUDA-graph capture of the main stream takes the lanes in with it.
 // The CUDA ops take the count from MOE_GEMM_STREAMS (gemm_lanes_from_environment); one
 // lane runs every group on the main stream, through the main handle.
+//
+// With share_sms, each side lane's handle is told to plan for its share of the GPU's
+// multiprocessors (cublasSetSmCountTarget: ⌈SMs / lanes⌉), so cuBLAS picks each
+// product's kernel for the part of the GPU it will get while the other lanes run.
+// On an H200 four lanes gave only 2–3% at 64 experts: each expert's product already
+// spread one wave of tiles over nearly all SMs. Whether a kernel chosen for a quarter
+// of them does better is not measured yet: MOE_GEMM_SM_SHARE=1 turns it on
+// (gemm_sm_share_from_environment), for the prepared GPU check to compare.
 class GemmLanes {
  public:
-  GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle);
+  GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle, bool share_sms = false);
   ~GemmLanes();
   GemmLanes(const GemmLanes&) = delete;
   GemmLanes& operator=(const GemmLanes&) = delete;
@@ -75,6 +83,9 @@ class GemmLanes {
 
 // The lane count MOE_GEMM_STREAMS=N asks for (an error naming it unless 1 to 8), else 4.
 int gemm_lanes_from_environment();
+// MOE_GEMM_SM_SHARE=1: the lanes' handles plan for their share of the SMs (above); 0 or
+// unset: not; anything else is an error naming it.
+bool gemm_sm_share_from_environment();
 
 void grouped_gemm(GemmLanes& lanes, GemmPrecision precision, const std::vector<int>& rows, int n, int k,
                   const GroupedOperands& operands);

@@ -169,34 +169,54 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
 TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
   // The per-group GEMMs spread over streams (GemmLanes) compute what they compute on one
   // stream, bit for bit: the same cuBLAS calls, run side by side. Seven groups on three
-  // lanes (a lane runs several, one group is empty), ffn and glu, bf16 and fp32.
+  // lanes (a lane runs several, one group is empty), ffn and glu, bf16 and fp32; and
+  // with MOE_GEMM_SM_SHARE=1, within rounding.
   const std::vector<std::int64_t> offsets = {0, 33, 90, 90, 161, 170, 260, 301};
   const std::int64_t H = 64, F = 80, rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
   ::setenv("MOE_GROUPED_GEMM", "per_group", 1);
+  // The experts' output with the GEMM streams the environment asks for (read when the
+  // ops are made).
+  auto expert_output = [&](GemmPrecision p, bool gated) {
+    const std::int64_t GF = gated ? 2 * F : F;
+    auto ops = moe::kernels::make_cuda_ops(0, p);
+    Buffer<float> dx = device(random(rows * H, 71), ops.get()), dw_in = device(random(groups * H * GF, 72, 0.2), ops.get()),
+                  dw_out = device(random(groups * F * H, 73, 0.2), ops.get());
+    moe::kernels::ExpertBatch batch;
+    batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+    batch.act = gated ? Act::SiLU : Act::ReLU, batch.x = dx.data();
+    for (std::size_t g = 0; g < groups; ++g) {
+      batch.w_in.push_back(dw_in.data() + g * H * GF), batch.w_out.push_back(dw_out.data() + g * F * H);
+      batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
+    }
+    Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
+                  out = device_zeros<float>(rows * H, ops.get());
+    ops->expert_ffn(batch, pre.data(), hidden.data(), out.data());
+    return out.download();
+  };
   for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
     for (const bool gated : {false, true}) {
-      const std::int64_t GF = gated ? 2 * F : F;
-      std::vector<std::vector<float>> results;
-      for (const char* lanes : {"1", "3"}) {
-        ::setenv("MOE_GEMM_STREAMS", lanes, 1);  // read when the ops are made
-        auto ops = moe::kernels::make_cuda_ops(0, p);
-        Buffer<float> dx = device(random(rows * H, 71), ops.get()), dw_in = device(random(groups * H * GF, 72, 0.2), ops.get()),
-                      dw_out = device(random(groups * F * H, 73, 0.2), ops.get());
-        moe::kernels::ExpertBatch batch;
-        batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
-        batch.act = gated ? Act::SiLU : Act::ReLU, batch.x = dx.data();
-        for (std::size_t g = 0; g < groups; ++g) {
-          batch.w_in.push_back(dw_in.data() + g * H * GF), batch.w_out.push_back(dw_out.data() + g * F * H);
-          batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
-        }
-        Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
-                      out = device_zeros<float>(rows * H, ops.get());
-        ops->expert_ffn(batch, pre.data(), hidden.data(), out.data());
-        results.push_back(out.download());
-      }
-      EXPECT_EQ(results[0], results[1]) << "precision " << int(p) << (gated ? " glu" : " ffn");
+      SCOPED_TRACE(::testing::Message() << "precision " << int(p) << (gated ? " glu" : " ffn"));
+      ::setenv("MOE_GEMM_STREAMS", "1", 1);
+      const std::vector<float> one_stream = expert_output(p, gated);
+      ::setenv("MOE_GEMM_STREAMS", "3", 1);
+      EXPECT_EQ(expert_output(p, gated), one_stream);
+      // With each lane's handle planning for its share of the SMs, cuBLAS may pick
+      // other kernels (another order of the sums): the same products within rounding.
+      ::setenv("MOE_GEMM_SM_SHARE", "1", 1);
+      EXPECT_LE(relative_error(expert_output(p, gated).data(), one_stream.data(), rows * H),
+                p == GemmPrecision::BF16 ? 1e-2 : 1e-5)
+          << "MOE_GEMM_SM_SHARE=1";
+      ::unsetenv("MOE_GEMM_SM_SHARE");
     }
+  ::setenv("MOE_GEMM_SM_SHARE", "2", 1);
+  try {
+    moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+    ADD_FAILURE() << "MOE_GEMM_SM_SHARE=2 was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("MOE_GEMM_SM_SHARE = '2'"), std::string::npos) << e.what();
+  }
+  ::unsetenv("MOE_GEMM_SM_SHARE");
   for (const char* bad : {"0", "9", "four", "2x"}) {
     ::setenv("MOE_GEMM_STREAMS", bad, 1);
     try {

@@ -29,54 +29,11 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "gpu_bench_common.cuh"
 #include "moe/layer.hpp"
 #include "moe/optimizer.hpp"
 
 namespace {
-
-#define CHECK_CUDA(call)                                                                     \
-  do {                                                                                       \
-    cudaError_t e_ = (call);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      std::fprintf(stderr, "gpu_bench: %s failed: %s\n", #call, cudaGetErrorString(e_));     \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
-#define CHECK_CUBLAS(call)                                                                   \
-  do {                                                                                       \
-    if ((call) != CUBLAS_STATUS_SUCCESS) {                                                   \
-      std::fprintf(stderr, "gpu_bench: %s failed\n", #call);                                 \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
-
-struct Shape {
-  std::int64_t E, k, H, F, T;
-  std::string kind = "ffn", router = "softmax";
-  std::int64_t groups = 1, topk_groups = 1, shared = 0;
-};
-// The shapes of issue 11: mid, Mixtral-like (8 of 14336-wide experts), fine-grained, and
-// DeepSeek-like (one rank's 64 of a 256-expert layer: glu, sigmoid router with 8 groups,
-// shared expert 2048).
-const std::map<std::string, Shape> kShapes = {
-    {"ref", {8, 2, 512, 2048, 128}},
-    {"mid", {8, 2, 1024, 4096, 4096}},
-    {"mixtral", {8, 2, 4096, 14336, 8192}},
-    {"fine", {64, 8, 2048, 1408, 8192}},
-    {"deepseek", {64, 8, 7168, 2048, 4096, "glu", "sigmoid", 8, 4, 2048}}};
-
-__global__ void fill_kernel(float* p, std::size_t n) {
-  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)
-    p[i] = 0.01f * static_cast<float>(static_cast<int>(i % 199) - 99);  // not zeros: zeros run cooler
-}
-
-void* device_alloc(std::size_t bytes) {
-  void* p = nullptr;
-  CHECK_CUDA(cudaMalloc(&p, bytes));
-  fill_kernel<<<1024, 256>>>(static_cast<float*>(p), bytes / 4);
-  CHECK_CUDA(cudaGetLastError());
-  return p;
-}
 
 // The layer's products as dense GEMMs: the router [T,H]·[H,E] (float32, as moe keeps it),
 // the experts' two over all T·k rows, the shared expert's two; for training, each one's

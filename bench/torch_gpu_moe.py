@@ -9,8 +9,11 @@ Same layer as moe: ffn (act(x·W1 + b1)·W2 + b2) or glu (act(x·Wg) ⊙ (x·Wu)
 projection, then ·W2, no biases), softmax or sigmoid router (group-limited top-k, bias
 and scaling as DeepSeek-V3), and an optional shared expert. Prints "grouped_ms loop_ms"
 (median ms per forward, or forward + backward with autograd); "-" where one fails.
+--mode gemms times torch._grouped_mm alone on the experts' two stages, as
+bench/gemm_methods.cu times cuBLAS's ways (each token picks k distinct experts at
+random), and prints "in_ms out_ms".
 usage: torch_gpu_moe.py E k H F T [--kind ffn|glu] [--router softmax|sigmoid] [--groups N --topk-groups N]
-                        [--shared F_s] [--dtype bfloat16|float32] [--mode forward|training] [--reps N]"""
+                        [--shared F_s] [--dtype bfloat16|float32] [--mode forward|training|gemms] [--reps N]"""
 import argparse
 import sys
 import time
@@ -31,6 +34,38 @@ def median_ms(run, reps, warmup=3):
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2] * 1e3
+
+
+def event_median_ms(run, reps, warmup=3):
+    """Median ms of run() on the current stream, timed by CUDA events (as gemm_methods)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def grouped_mm_stages_ms(a, dtype, reps):
+    """torch._grouped_mm alone on each stage: [rows_e, H]·[H, F (2F glu)], then [rows_e, F]·[F, H]."""
+    g = torch.Generator(device="cuda").manual_seed(2026)
+    choices = torch.rand(a.T, a.E, device="cuda", generator=g).topk(a.k, -1).indices.reshape(-1)
+    offs = torch.bincount(choices, minlength=a.E).cumsum(0).to(torch.int32)
+    gf = 2 * a.F if a.kind == "glu" else a.F
+    times = []
+    for k, n in ((a.H, gf), (a.F, a.H)):
+        rows = torch.randn(a.T * a.k, k, device="cuda", dtype=dtype)
+        w = torch.randn(a.E, n, k, device="cuda", dtype=dtype) * 0.02  # [E, out, in], passed transposed
+        times.append(event_median_ms(lambda: torch._grouped_mm(rows, w.transpose(-2, -1), offs=offs), reps))
+        del rows, w
+        torch.cuda.empty_cache()
+    return times
 
 
 class Layer:
@@ -130,10 +165,17 @@ def main():
     p.add_argument("--topk-groups", type=int, default=1)
     p.add_argument("--shared", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--mode", default="forward", choices=["forward", "training"])
+    p.add_argument("--mode", default="forward", choices=["forward", "training", "gemms"])
     p.add_argument("--reps", type=int, default=20)
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
+    if a.mode == "gemms":
+        try:
+            print(" ".join(f"{ms:.4f}" for ms in grouped_mm_stages_ms(a, getattr(torch, a.dtype), a.reps)))
+        except Exception as e:
+            print(f"torch_gpu_moe: gemms: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+            print("- -")
+        return
     training = a.mode == "training"
     dtype = getattr(torch, a.dtype)
     layer = Layer(a, dtype, training)

@@ -15,7 +15,8 @@
 #      plan's kernels against the host plan (MOE_SINGLE_RANK_PLAN=steps|host), and
 #      capacity-padded experts (--static-shapes) against packed ones, and the per-group
 #      GEMMs on one stream against four (MOE_GEMM_STREAMS), and four each planned for a
-#      quarter of the SMs (MOE_GEMM_SM_SHARE);
+#      quarter of the SMs (MOE_GEMM_SM_SHARE); and first, the experts' products alone each
+#      way of launching them against one dense product (gemm_methods);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward with ncu (when there
@@ -59,11 +60,12 @@ else
   echo "no gpu-bundle.tar.xz: building here"
   if cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
        >"$results/build.log" 2>&1 &&
-     cmake --build build-gpu -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench moe_dist_bench moe_cli \
+     cmake --build build-gpu -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench gemm_methods moe_dist_bench moe_cli \
        decode_with_cuda_graph >>"$results/build.log" 2>&1; then
     mkdir -p build-gpu/check-bin
     cp build-gpu/tests/cuda/moe_cuda_tests build-gpu/tests/mpi/moe_mpi_tests build-gpu/bench/gpu_bench \
-       build-gpu/bench/moe_dist_bench build-gpu/bin/moe build-gpu/examples/decode_with_cuda_graph build-gpu/check-bin/
+       build-gpu/bench/moe_dist_bench build-gpu/bench/gemm_methods build-gpu/bin/moe \
+       build-gpu/examples/decode_with_cuda_graph build-gpu/check-bin/
     bin=$PWD/build-gpu/check-bin
     row "programs" "built" "build-gpu ($(elapsed))"
   else
@@ -172,6 +174,34 @@ section_3() {  # timings
           "$dense_ms / ${grouped:--} / ${loop:--} → moe/dense ${ratio}, ${vs}× torch grouped, ${tflops} TFLOP/s; one launch ${one_launch}, per group ${per_group}"
     done <<<"$lines"
   }
+  # The experts' products alone, each way of launching them, against one dense product
+  # of the same FLOPs (bench/gemm_methods.cu): the layer's per-expert launches on 1 and 4
+  # streams, 4 sharing the SMs, one grouped launch, and batched over experts padded to
+  # the most rows (pointer arrays, and fixed strides). A row per stage; gemm_methods.csv.
+  gemm_methods() {  # gemm_methods CONFIG
+    local lines stage shape torch_ms
+    [[ -x "$bin/gemm_methods" ]] || return
+    lines=$(timeout 60 "$bin/gemm_methods" --config "$1" 2>>"$results/bench.log")
+    if [[ -z "$lines" ]]; then
+      row "gemm methods $1" "FAILED" "bench.log: $(grep gemm_methods "$results/bench.log" | tail -1)"
+      return
+    fi
+    echo "$lines" >>"$results/gemm_methods.csv"
+    # torch._grouped_mm on the same stages (E k H F T and kind from the first line).
+    shape=($(awk -F, 'NR == 1 {print $3, $4, $5, $6, $7, $2}' <<<"$lines"))
+    torch_ms=($(timeout 60 python3 bench/torch_gpu_moe.py "${shape[@]:0:5}" --kind "${shape[5]}" --mode gemms \
+                  2>>"$results/bench.log"))
+    local i=0
+    for stage in in out; do
+      row "gemm methods $1 $stage: dense ms, then ms (dense/method)" \
+          "$(awk -F, -v s="$stage" '$8 == s && $11 == "dense" {print $15}' <<<"$lines")" \
+          "$(awk -F, -v s="$stage" '$8 == s && $11 != "dense" {printf "%s %s (%s) ", $11, $15, $17; r = $12 "/" $13 "/" $14}
+                                    END {print "rows min/mean/max " r}' <<<"$lines"); torch _grouped_mm ${torch_ms[$i]:--}"
+      i=$((i + 1))
+    done
+  }
+  gemm_methods fine
+  gemm_methods deepseek
   if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
     bench mid ffn forward,training bf16
     bench fine ffn forward bf16
@@ -201,6 +231,8 @@ section_3() {  # timings
   }
   plan_ab mid ffn
   plan_ab fine ffn
+  gemm_methods mid
+  gemm_methods mixtral
 
   # Capacity-padded experts (--static-shapes) against the packed layout at the same
   # capacity (1.25), same run: a decode-sized batch, where the expert weights' reads bound

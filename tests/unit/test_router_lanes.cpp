@@ -172,7 +172,8 @@ TEST(RouterLanes, ChoicesAreRouteRowsAndScoresItsWithinRounding) {
       for (int t = 0; t < rows; ++t) {
         EXPECT_TRUE(near(got.lse[t], expected.lse[t], 1e-6)) << "row " << t << ": " << got.lse[t];
         for (int j = 0; j < c.k; ++j)
-          EXPECT_TRUE(near(got.weights[t * c.k + j], expected.weights[t * c.k + j], 1e-6)) << "row " << t << " slot " << j;
+          EXPECT_TRUE(near(got.weights[t * c.k + j], expected.weights[t * c.k + j], 1e-6))
+              << "row " << t << " slot " << j;
         // The scores from the definition, in float64.
         double max_logit = -INFINITY, sum = 0.0, total = 0.0;
         for (int e = 0; e < c.E; ++e) max_logit = std::max(max_logit, double(logits[t * c.E + e]));

@@ -1,0 +1,85 @@
+// What the GPU benchmarks share: error checks that end the program with the failing
+// call, the shapes of issue 11, and device memory filled with small non-zero values.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cerrno>  // program_invocation_short_name
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#define CHECK_CUDA(call)                                                                                  \
+  do {                                                                                                    \
+    cudaError_t e_ = (call);                                                                              \
+    if (e_ != cudaSuccess) {                                                                              \
+      std::fprintf(stderr, "%s: %s failed: %s\n", program_invocation_short_name, #call,                  \
+                   cudaGetErrorString(e_));                                                               \
+      std::exit(1);                                                                                       \
+    }                                                                                                     \
+  } while (0)
+#define CHECK_CUBLAS(call)                                                                                \
+  do {                                                                                                    \
+    const cublasStatus_t s_ = (call);                                                                     \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                    \
+      std::fprintf(stderr, "%s: %s failed: %s\n", program_invocation_short_name, #call,                  \
+                   cublasGetStatusString(s_));                                                            \
+      std::exit(1);                                                                                       \
+    }                                                                                                     \
+  } while (0)
+
+namespace {
+
+struct Shape {
+  std::int64_t E, k, H, F, T;
+  std::string kind = "ffn", router = "softmax";
+  std::int64_t groups = 1, topk_groups = 1, shared = 0;
+};
+// The shapes of issue 11: mid, Mixtral-like (8 of 14336-wide experts), fine-grained, and
+// DeepSeek-like (one rank's 64 of a 256-expert layer: glu, sigmoid router with 8 groups,
+// shared expert 2048).
+const std::map<std::string, Shape> kShapes = {
+    {"ref", {8, 2, 512, 2048, 128}},
+    {"mid", {8, 2, 1024, 4096, 4096}},
+    {"mixtral", {8, 2, 4096, 14336, 8192}},
+    {"fine", {64, 8, 2048, 1408, 8192}},
+    {"deepseek", {64, 8, 7168, 2048, 4096, "glu", "sigmoid", 8, 4, 2048}}};
+
+__global__ void fill_kernel(float* p, std::size_t n) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)
+    p[i] = 0.01f * static_cast<float>(static_cast<int>(i % 199) - 99);  // not zeros: zeros run cooler
+}
+
+// Device memory of `bytes` (a multiple of 4), filled with small float32 values. (Read as
+// bf16, their low halves are arbitrary values: the dense baseline's timing does not
+// depend on them; device_alloc_bf16 fills bf16 properly.)
+void* device_alloc(std::size_t bytes) {
+  void* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, bytes));
+  fill_kernel<<<1024, 256>>>(static_cast<float*>(p), bytes / 4);
+  CHECK_CUDA(cudaGetLastError());
+  return p;
+}
+
+__global__ void fill_bf16_kernel(std::uint16_t* p, std::size_t n) {
+  for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+    const float v = 0.01f * static_cast<float>(static_cast<int>(i % 199) - 99);
+    std::uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    p[i] = static_cast<std::uint16_t>(bits >> 16);  // bf16 by truncation: a small value
+  }
+}
+
+// Device memory for `count` bf16 values, filled with small non-zero values.
+void* device_alloc_bf16(std::size_t count) {
+  void* p = nullptr;
+  CHECK_CUDA(cudaMalloc(&p, 2 * count));
+  fill_bf16_kernel<<<1024, 256>>>(static_cast<std::uint16_t*>(p), count);
+  CHECK_CUDA(cudaGetLastError());
+  return p;
+}
+
+}  // namespace

@@ -30,4 +30,10 @@ inline unsigned blocks_for(long long n, int threads) {
   return static_cast<unsigned>(b < 1 ? 1 : (b > 65535LL * 32 ? 65535LL * 32 : b));
 }
 
+// A block per row for the row kernels (gather, combine, the experts' epilogues), at most
+// 2^20 blocks: past that the kernels' loops step by the grid.
+inline unsigned row_blocks(long long rows) {
+  return static_cast<unsigned>(rows < 1 ? 1 : (rows > (1LL << 20) ? (1LL << 20) : rows));
+}
+
 }  // namespace moe::kernels::cuda

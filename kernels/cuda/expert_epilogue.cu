@@ -94,8 +94,6 @@ __global__ void combine_expert_output_kernel(const __nv_bfloat16* y, const float
   }
 }
 
-unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < (1 << 20) ? rows : (1 << 20)); }
-
 }  // namespace
 
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,

@@ -70,8 +70,6 @@ __global__ void scatter_kernel(const float* values, const std::int32_t* position
     scatter_element(values, positions, i, dst);
 }
 
-unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>(rows < 1 ? 1 : (rows > 65535 * 16 ? 65535 * 16 : rows)); }
-
 }  // namespace
 
 void launch_gather_rows(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width, float* dst,

@@ -181,14 +181,11 @@ double median_ms(const std::function<void()>& run, cudaStream_t stream, int reps
 
 int run(int argc, char** argv) {
   CLI::App app{"the experts' grouped products, each way of launching them, against one dense product"};
-  std::string config = "fine", kind;
-  std::int64_t E = 0, k = 0, H = 0, F = 0, T = 0;
+  ShapeOptions shape_options;
+  shape_options.config = "fine";
   int reps = 20;
   bool header = false;
-  app.add_option("--config", config)->check(CLI::IsMember({"ref", "mid", "mixtral", "fine", "deepseek"}));
-  app.add_option("--experts", E), app.add_option("--top-k", k), app.add_option("--hidden", H);
-  app.add_option("--expert-dim", F), app.add_option("--tokens", T);
-  app.add_option("--kind", kind)->check(CLI::IsMember({"ffn", "glu"}));
+  shape_options.add_to(app);
   app.add_option("--reps", reps);
   app.add_flag("--header", header);
   CLI11_PARSE(app, argc, argv);
@@ -197,13 +194,8 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "gemm_methods: no CUDA device\n");
     return 77;
   }
-  Shape s = kShapes.at(config);
-  if (E) s.E = E;
-  if (k) s.k = k;
-  if (H) s.H = H;
-  if (F) s.F = F;
-  if (T) s.T = T;
-  if (!kind.empty()) s.kind = kind;
+  const Shape s = shape_options.shape();
+  const std::string& config = shape_options.config;
   const std::vector<int> rows = routed_rows(s.E, s.k, s.T);
   const std::int64_t GF = s.kind == "glu" ? 2 * s.F : s.F;
 
@@ -257,11 +249,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gemm_methods: %s\n", e.what());
-    return 2;
-  }
-}
+int main(int argc, char** argv) { return run_reporting_errors(run, argc, argv); }

@@ -160,18 +160,15 @@ void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, flo
 
 int run(int argc, char** argv) {
   CLI::App app{"moe GPU benchmark against cuBLAS of the same FLOPs"};
-  std::string config = "mid", precision = "bf16";
+  ShapeOptions shape_options;
+  std::string precision = "bf16";
   std::vector<std::string> modes = {"forward"};
-  Shape s{};
-  std::string kind, router;
-  std::int64_t E = 0, k = 0, H = 0, F = 0, T = 0, groups = 0, topk_groups = 0, shared = -1;
+  std::string router;
+  std::int64_t groups = 0, topk_groups = 0, shared = -1;
   int reps = 20;
   bool header = false, compare_gemm = false, static_shapes = false;
   float capacity_factor = 0.0f;  // 0: dropless
-  app.add_option("--config", config)->check(CLI::IsMember({"ref", "mid", "mixtral", "fine", "deepseek"}));
-  app.add_option("--experts", E), app.add_option("--top-k", k), app.add_option("--hidden", H);
-  app.add_option("--expert-dim", F), app.add_option("--tokens", T);
-  app.add_option("--kind", kind)->check(CLI::IsMember({"ffn", "glu"}));
+  shape_options.add_to(app);
   app.add_option("--router", router)->check(CLI::IsMember({"softmax", "sigmoid"}));
   app.add_option("--groups", groups), app.add_option("--topk-groups", topk_groups);
   app.add_option("--shared", shared, "shared expert width (0: none)");
@@ -194,13 +191,8 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "gpu_bench: no CUDA device\n");
     return 77;
   }
-  s = kShapes.at(config);
-  if (E) s.E = E;
-  if (k) s.k = k;
-  if (H) s.H = H;
-  if (F) s.F = F;
-  if (T) s.T = T;
-  if (!kind.empty()) s.kind = kind;
+  Shape s = shape_options.shape();
+  const std::string& config = shape_options.config;
   if (!router.empty()) s.router = router;
   if (groups) s.groups = groups;
   if (topk_groups) s.topk_groups = topk_groups;
@@ -281,12 +273,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-// A bad shape or option (a moe::Error from the layer's checks) ends with its message.
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gpu_bench: %s\n", e.what());
-    return 2;
-  }
-}
+int main(int argc, char** argv) { return run_reporting_errors(run, argc, argv); }

@@ -5,10 +5,12 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>  // program_invocation_short_name
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <map>
 #include <string>
 
@@ -47,6 +49,40 @@ const std::map<std::string, Shape> kShapes = {
     {"mixtral", {8, 2, 4096, 14336, 8192}},
     {"fine", {64, 8, 2048, 1408, 8192}},
     {"deepseek", {64, 8, 7168, 2048, 4096, "glu", "sigmoid", 8, 4, 2048}}};
+
+// The shape options both benchmarks take: a named shape, then any of its sizes and its
+// expert kind overridden.
+struct ShapeOptions {
+  std::string config = "mid", kind;
+  std::int64_t E = 0, k = 0, H = 0, F = 0, T = 0;
+  void add_to(CLI::App& app) {
+    app.add_option("--config", config)->check(CLI::IsMember({"ref", "mid", "mixtral", "fine", "deepseek"}));
+    app.add_option("--experts", E), app.add_option("--top-k", k), app.add_option("--hidden", H);
+    app.add_option("--expert-dim", F), app.add_option("--tokens", T);
+    app.add_option("--kind", kind)->check(CLI::IsMember({"ffn", "glu"}));
+  }
+  Shape shape() const {
+    Shape s = kShapes.at(config);
+    if (E) s.E = E;
+    if (k) s.k = k;
+    if (H) s.H = H;
+    if (F) s.F = F;
+    if (T) s.T = T;
+    if (!kind.empty()) s.kind = kind;
+    return s;
+  }
+};
+
+// main's body: run, and a bad shape or option (a moe::Error from the layer's checks, a
+// std::exception from anything else) ends the program with its message.
+int run_reporting_errors(int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program_invocation_short_name, e.what());
+    return 2;
+  }
+}
 
 __global__ void fill_kernel(float* p, std::size_t n) {
   for (std::size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)

@@ -123,7 +123,7 @@ void Ops::expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
 
 void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
                            std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert,
-                           const SingleRankPlan& out) {
+                           bool pad_to_most, const SingleRankPlan& out) {
   const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n);
   const auto keyed = static_cast<std::size_t>(experts * chunks);
   std::vector<std::int32_t> slot_major_experts(static_cast<std::size_t>(n)), counts(keyed), bases(keyed),
@@ -132,11 +132,12 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
   std::vector<std::int64_t> offsets(static_cast<std::size_t>(experts + 1)), entries(1),
       unwanted_kept(out.host_kept_per_expert ? 0 : static_cast<std::size_t>(experts));
   std::int64_t* kept_per_expert = out.host_kept_per_expert ? out.host_kept_per_expert : unwanted_kept.data();
-  plan::run_plan_steps_serially(plan::PlanArrays{
-      indices, weights, tokens, top_k, experts, capacity, rows_per_expert, slot_major_experts.data(), counts.data(),
-      bases.data(), group_bases.data(), entry_bases.data(), kept.data(), row_of.data(), offsets.data(),
-      entries.data(), kept_per_expert, out.grouped_tokens, out.combine_offsets, out.combine_sources,
-      out.combine_weights, out.entry_slot});
+  plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity, rows_per_expert, slot_major_experts.data(),
+                     counts.data(), bases.data(), group_bases.data(), entry_bases.data(), kept.data(), row_of.data(),
+                     offsets.data(), entries.data(), kept_per_expert, out.grouped_tokens, out.combine_offsets,
+                     out.combine_sources, out.combine_weights, out.entry_slot};
+  p.pad_to_most = pad_to_most;
+  plan::run_plan_steps_serially(p);
 }
 
 void Ops::plan_send(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,

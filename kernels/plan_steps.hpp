@@ -105,10 +105,30 @@ MOE_HD std::int64_t count_before(const Key& key_of, const std::int32_t* bases, s
 // `capacity` assignments to its expert were admitted before it.
 MOE_HD inline bool admitted(std::int64_t capacity_rank, std::int64_t capacity) { return capacity_rank < capacity; }
 
+// Padded to the most kept rows, each expert's rows are a multiple of this.
+constexpr std::int64_t kPaddedRowsMultiple = 8;
+
+// The rows every expert gets in a padded layout, or 0 for the packed one
+// (docs/design.md §4b). rows_per_expert = 0: packed. R > 0 without pad_to_most: R
+// (capacity-padded experts, whose shapes are known before the routing). R > 0 with
+// pad_to_most: the most rows any expert kept, rounded up to a multiple of 8, when that
+// is at most R, else 0 — padded only as far as this routing needs, and packed when the
+// routing is too uneven for the room R gives. The plan steps and the layer both decide
+// with this function, from the same kept counts.
+MOE_HD inline std::int64_t padded_rows(const std::int64_t* kept_per_expert, std::int64_t experts,
+                                       std::int64_t rows_per_expert, bool pad_to_most) {
+  if (rows_per_expert <= 0) return 0;
+  if (!pad_to_most) return rows_per_expert;
+  std::int64_t most = 0;
+  for (std::int64_t e = 0; e < experts; ++e) most = kept_per_expert[e] > most ? kept_per_expert[e] : most;
+  const std::int64_t rows = (most + kPaddedRowsMultiple - 1) / kPaddedRowsMultiple * kPaddedRowsMultiple;
+  return rows > 0 && rows <= rows_per_expert ? rows : 0;
+}
+
 // The grouped rows begin at offsets[e] for expert e, for E experts. Packed
 // (rows_per_expert = 0): offsets[0] = 0 and offsets[e+1] = offsets[e] + kept[e].
-// Capacity-padded (rows_per_expert = R > 0): offsets[e] = e·R, whatever was kept, so
-// the experts' GEMM shapes are known before the routing (docs/design.md §4b).
+// Padded (rows_per_expert = R > 0, from padded_rows): offsets[e] = e·R, whatever was
+// kept.
 MOE_HD inline void expert_offsets(const std::int64_t* kept_per_expert, std::int64_t experts,
                                   std::int64_t rows_per_expert, std::int64_t* offsets) {
   offsets[0] = 0;
@@ -124,7 +144,7 @@ struct PlanArrays {
   const std::int32_t* indices;  // [T·k] expert of each assignment
   const float* weights;         // [T·k]
   std::int64_t tokens, top_k, experts, capacity;
-  std::int64_t rows_per_expert;  // 0: packed grouped rows; R > 0: padded to R per expert (R >= every kept count)
+  std::int64_t rows_per_expert;  // 0: packed grouped rows; R > 0: padded, to R or as padded_rows says (below)
   // Scratch.
   std::int32_t* slot_major_experts;  // [T·k] the experts in admission order (one division each, not one per look)
   std::int32_t* counts;         // [E · chunks], each step's counts until its scan
@@ -142,8 +162,12 @@ struct PlanArrays {
   std::int32_t* combine_sources;  // [A] … the grouped row of each (by token, in slot order)
   float* combine_weights;         // [A] … its weight
   std::int32_t* entry_slot;       // [A] … and its assignment t·k + j
+  // With rows_per_expert = R: pad to the most kept rows when they fit in R, else pack
+  // (padded_rows). Then grouped_tokens must hold max(E·R, T·k) rows.
+  bool pad_to_most = false;
 
   MOE_HD std::int64_t items() const { return tokens * top_k; }
+  MOE_HD std::int64_t padded_rows() const { return plan::padded_rows(kept_per_expert, experts, rows_per_expert, pad_to_most); }
   MOE_HD std::int64_t chunks() const { return chunk_count(items()); }
 };
 
@@ -169,11 +193,15 @@ MOE_HD inline void grouping_scan(const PlanArrays& p, std::int64_t i) {
   scan_chunk_counts(p.counts, p.chunks(), i, p.group_bases, p.kept_per_expert);
 }
 MOE_HD inline void grouping_offsets(const PlanArrays& p) {
-  expert_offsets(p.kept_per_expert, p.experts, p.rows_per_expert, p.offsets);
+  expert_offsets(p.kept_per_expert, p.experts, p.padded_rows(), p.offsets);
 }
-// Padded only (E·R threads): the rows past an expert's kept ones are padding.
+// Padded only (E·R threads, R = rows_per_expert, the most padded_rows gives): the rows
+// past an expert's kept ones are padding. (Each thread decides padded_rows again: O(E)
+// when padding to the most, against a step per plan to keep it.)
 MOE_HD inline void grouping_pad(const PlanArrays& p, std::int64_t g) {
-  if (g % p.rows_per_expert >= p.kept_per_expert[g / p.rows_per_expert]) p.grouped_tokens[g] = -1;
+  const std::int64_t rows = p.padded_rows();
+  if (rows == 0 || g >= p.experts * rows) return;
+  if (g % rows >= p.kept_per_expert[g / rows]) p.grouped_tokens[g] = -1;
 }
 MOE_HD inline void grouping_place(const PlanArrays& p, std::int64_t a) {
   if (!p.kept[a]) return;

@@ -16,7 +16,8 @@
 #      capacity-padded experts (--static-shapes) against packed ones, and the per-group
 #      GEMMs on one stream against four (MOE_GEMM_STREAMS), and four each planned for a
 #      quarter of the SMs (MOE_GEMM_SM_SHARE); and first, the experts' products alone each
-#      way of launching them against one dense product (gemm_methods);
+#      way of launching them against one dense product (gemm_methods), and the layer with
+#      its experts padded to the most rows kept, per expert and batched (MOE_EXPERT_ROWS);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward with ncu (when there
@@ -200,8 +201,22 @@ section_3() {  # timings
       i=$((i + 1))
     done
   }
+  # Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded), their products per
+  # expert and then batched in one launch (MOE_GROUPED_GEMM=batched), against packed,
+  # same run: whether the layout gemm_methods' padded rows ask for pays in the layer.
+  padded_ab() {  # padded_ab CONFIG KIND
+    local ms=() variant
+    for variant in packed padded padded_batched; do
+      ms+=("$(MOE_EXPERT_ROWS=${variant%_batched} MOE_GROUPED_GEMM=$([[ $variant == *_batched ]] && echo batched) \
+                timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward --precision bf16 --reps 10 \
+                2>>"$results/bench.log" | cut -d, -f12)")
+    done
+    row "$1 $2 forward bf16: packed / padded / padded batched ms" \
+        "${ms[0]:-FAILED} / ${ms[1]:-FAILED} / ${ms[2]:-FAILED}" "MOE_EXPERT_ROWS=padded, MOE_GROUPED_GEMM=batched"
+  }
   gemm_methods fine
   gemm_methods deepseek
+  padded_ab fine ffn
   if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
     bench mid ffn forward,training bf16
     bench fine ffn forward bf16
@@ -233,6 +248,8 @@ section_3() {  # timings
   plan_ab fine ffn
   gemm_methods mid
   gemm_methods mixtral
+  padded_ab deepseek glu
+  padded_ab mid ffn
 
   # Capacity-padded experts (--static-shapes) against the packed layout at the same
   # capacity (1.25), same run: a decode-sized batch, where the expert weights' reads bound

@@ -17,6 +17,7 @@
 #include "input_checks.hpp"
 #include "kernels/cpu/threads.hpp"
 #include "kernels/ops.hpp"
+#include "kernels/plan_steps.hpp"
 #include "layer_access.hpp"
 #include "moe/config_fields.hpp"
 #include "parameter_set.hpp"
@@ -180,6 +181,8 @@ struct MoELayer::Impl {
                     "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host; expected steps or unset (the "
                     "capacity-padded plan is made by the plan steps)");
       plan_where_routed_choice = plan_where_routed_choice || options.static_shapes;
+      pad_experts_to_most = expert_rows_choice(forced);
+      plan_where_routed_choice = plan_where_routed_choice || pad_experts_to_most;
     });
     check_same_on_every_rank(*comm, config, seed, options);
     if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
@@ -300,10 +303,42 @@ struct MoELayer::Impl {
   }
   bool exchange_plan_where_routed = false;  // P > 1: TokenExchange::plan_where_routed
   bool plan_where_routed_choice = false;    // P = 1: plan_where_routed below
-  // With static shapes, each expert's rows: R = min(C, T), enough for its kept ones (the
-  // router picks k distinct experts per token, so an expert keeps at most T). 0: packed.
+  bool pad_experts_to_most = false;         // MOE_EXPERT_ROWS=padded (below)
+
+  // MOE_EXPERT_ROWS=padded (a trial, docs/design.md §4b; packed or unset: the default):
+  // on one rank, each forward pads every expert to the most rows any expert kept when
+  // that fits in the room padded_rows_per_expert gives, so that the experts' products
+  // have one shape and can run as one batched launch (MOE_GROUPED_GEMM=batched); else
+  // the rows stay packed. Needs the plan steps. `forced` is MOE_SINGLE_RANK_PLAN.
+  bool expert_rows_choice(const char* forced) const {
+    const char* asked = std::getenv("MOE_EXPERT_ROWS");
+    if (!asked || !*asked) return false;
+    const std::string choice = asked;
+    MOE_CHECK_ARG(choice == "packed" || choice == "padded", "MoELayer", "MOE_EXPERT_ROWS = '", choice,
+                  "'; expected packed, padded (each expert padded to the most rows kept, when they fit) or unset");
+    if (choice == "packed") return false;
+    MOE_CHECK_ARG(ranks == 1, "MoELayer", "MOE_EXPERT_ROWS = padded on ", ranks,
+                  " ranks; expected one rank (the padded layout is the single-rank plan's)");
+    MOE_CHECK_ARG(!options.static_shapes, "MoELayer",
+                  "MOE_EXPERT_ROWS = padded with options.static_shapes = true; expected packed or unset (static "
+                  "shapes pad every expert to the capacity already)");
+    MOE_CHECK_ARG(!forced || std::string(forced) != "host", "MoELayer",
+                  "MOE_EXPERT_ROWS = padded with MOE_SINGLE_RANK_PLAN = host; expected steps or unset (the padded "
+                  "layout is made by the plan steps)");
+    return true;
+  }
+  // The padded layout's rows per expert; 0: packed. With static shapes R = min(C, T),
+  // enough for its kept ones (the router picks k distinct experts per token, so an
+  // expert keeps at most T). Padded to the most (MOE_EXPERT_ROWS=padded): the room, 1.25
+  // times the mean kept rows, at most min(C, T) rounded up to 8; each forward's plan
+  // pads to the most rows kept where they fit in it (kernels::plan::padded_rows).
   std::int64_t padded_rows_per_expert(std::int64_t tokens) const {
-    return options.static_shapes ? std::min(expert_capacity(config, tokens), tokens) : 0;
+    const std::int64_t most = std::min(expert_capacity(config, tokens), tokens);
+    if (options.static_shapes) return most;
+    if (!pad_experts_to_most) return 0;
+    const std::int64_t E = config.num_experts, multiple = kernels::plan::kPaddedRowsMultiple;
+    const std::int64_t room = std::min((5 * tokens * config.top_k + 4 * E - 1) / (4 * E), most);
+    return (room + multiple - 1) / multiple * multiple;
   }
   // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
   // workspace, when chosen; false leaves the plan to the host.
@@ -315,7 +350,7 @@ struct MoELayer::Impl {
                   "tokens = ", tokens, " gives num_experts · ", rows_per_expert, " padded rows (static shapes); "
                   "expected at most 2^31 - 1: pass fewer tokens per call");
     const auto n = static_cast<std::size_t>(tokens * k);
-    const auto grouped = rows_per_expert > 0 ? static_cast<std::size_t>(config.num_experts * rows_per_expert) : n;
+    const auto grouped = std::max(static_cast<std::size_t>(config.num_experts * rows_per_expert), n);
     const kernels::SingleRankPlan out{workspace.gather_rows.resize(grouped),
                                       workspace.combine_offsets.resize(static_cast<std::size_t>(tokens + 1)),
                                       workspace.combine_sources.resize(n),
@@ -323,7 +358,8 @@ struct MoELayer::Impl {
                                       workspace.entry_slot.resize(n),
                                       host_kept_per_expert};
     ops->plan_single_rank(router.indices.data(), router.weights.data(), tokens, k, config.num_experts,
-                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, out);
+                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, pad_experts_to_most,
+                          out);
     return true;
   }
 
@@ -452,10 +488,14 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
 
 // The experts' rows of a plan made where the routing lives: packed, each expert's kept
 // count (kept_per_expert); padded (static shapes), R rows each, known before the
-// routing (kept_per_expert may then be null: the entries are not counted).
+// routing (kept_per_expert may then be null: the entries are not counted); padded to
+// the most kept rows, as many as the plan decided from the same counts.
 ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
                                                     const std::vector<std::int64_t>* kept_per_expert) const {
-  const std::int64_t rows_per_expert = padded_rows_per_expert(tokens);
+  const std::int64_t room = padded_rows_per_expert(tokens);
+  const std::int64_t rows_per_expert =
+      kept_per_expert ? kernels::plan::padded_rows(kept_per_expert->data(), config.num_experts, room, pad_experts_to_most)
+                      : room;
   ExpertRows rows;
   rows.output_rows = tokens;
   rows.padded = rows_per_expert > 0;

@@ -143,8 +143,11 @@ GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
   if (const char* forced = std::getenv("MOE_GROUPED_GEMM"); forced && *forced) {
     if (std::strcmp(forced, "one_launch") == 0) return GroupedGemmMethod::OneLaunch;
     if (std::strcmp(forced, "per_group") == 0) return GroupedGemmMethod::PerGroup;
-    MOE_CHECK_ARG(false, "grouped GEMM", "MOE_GROUPED_GEMM = '", forced,
-                  "'; expected one_launch, per_group, or unset (chosen by size)");
+    const bool batched = std::strcmp(forced, "batched") == 0;
+    MOE_CHECK_ARG(batched, "grouped GEMM", "MOE_GROUPED_GEMM = '", forced,
+                  "'; expected one_launch, per_group, batched, or unset (chosen by size)");
+    if (rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [&](int r) { return r == rows.front(); }))
+      return GroupedGemmMethod::Batched;
   }
   long long total = 0;
   for (int r : rows) total += r;
@@ -162,7 +165,18 @@ void grouped_gemm(GemmLanes& lanes, GemmPrecision precision, const std::vector<i
   const cudaDataType_t type = precision == GemmPrecision::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   const std::size_t element = precision == GemmPrecision::BF16 ? 2 : 4;
   const float one = 1.0f, zero = 0.0f;
-  if (grouped_gemm_method(rows) == GroupedGemmMethod::PerGroup) {
+  const GroupedGemmMethod method = grouped_gemm_method(rows);
+  if (method == GroupedGemmMethod::Batched) {
+    // Every group rows[0] × n: C_gᵀ (n × rows) = B_gᵀ · A_gᵀ, column-major, one launch.
+    cublasHandle_t handle = lanes.main_handle();
+    const int m = rows.front();
+    MOE_CHECK(Cublas, cublasGemmBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &one, operands.b_device, type, n,
+                                          operands.a_device, type, k, &zero, operands.c_device, type, n, groups,
+                                          compute, CUBLAS_GEMM_DEFAULT));
+    for (int g = 0; g < groups; ++g) mark_written(handle, operands.c_host[g], matrix_bytes(m, n, n, element));
+    return;
+  }
+  if (method == GroupedGemmMethod::PerGroup) {
     // Column-major per group: C_gᵀ (n × rows_g) = B_gᵀ (n × k) · A_gᵀ (k × rows_g).
     // Group g on lane g mod lanes; a lone group on the main stream.
     const int used = std::min(lanes.count(), groups);

@@ -20,9 +20,12 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
 // How a grouped product is launched. OneLaunch: cublasGemmGroupedBatchedEx, every group
 // in one launch. PerGroup: one cublasGemmEx per non-empty group, each with the kernel
 // cuBLAS picks for that shape (Hopper's own kernels), at a launch per group, the groups
-// spread over GemmLanes. MOE_GROUPED_GEMM=one_launch|per_group forces one (for measuring
-// both); otherwise grouped_gemm_method picks by the groups' mean rows (docs/design.md §4b).
-enum class GroupedGemmMethod { OneLaunch, PerGroup };
+// spread over GemmLanes. Batched: cublasGemmBatchedEx, one launch for groups of equal
+// rows (experts padded to one row count: MOE_EXPERT_ROWS=padded, or static shapes).
+// MOE_GROUPED_GEMM=one_launch|per_group|batched forces one (for measuring them; batched
+// only where every group has the same rows, else the size rule); otherwise
+// grouped_gemm_method picks by the groups' mean rows (docs/design.md §4b).
+enum class GroupedGemmMethod { OneLaunch, PerGroup, Batched };
 GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows);
 
 // A grouped GEMM of row-major products C_g[rows_g, n] = A_g[rows_g, k] · B_g[k, n] over

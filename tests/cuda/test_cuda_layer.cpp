@@ -105,6 +105,34 @@ TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
   }
 }
 
+// Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded; here each forward pads,
+// 50 or fewer rows kept of a room of 56), their products batched in one launch
+// (MOE_GROUPED_GEMM=batched), against the packed layer on the CPU: forward in fp32 and
+// bf16, and a training step's gradients in fp32.
+TEST_F(CudaLayer, ExpertsPaddedToTheMostMatchThePackedLayerOnTheCpu) {
+  moe::MoELayer cpu(config, *comm, 7, on(moe::Device::CPU));
+  const moe::ForwardResult expected = cpu.forward(x, moe::Pass::Training);
+  const Tensor<float> dx_cpu = cpu.backward(grad);
+  ::setenv("MOE_EXPERT_ROWS", "padded", 1);
+  ::setenv("MOE_GROUPED_GEMM", "batched", 1);
+  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
+    moe::MoELayer gpu(config, *comm, 7, on(moe::Device::CUDA, p));
+    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
+    const double tol = p == moe::Precision::FP32 ? 1e-5 : 3e-2;
+    EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << moe::precision_name(p);
+    EXPECT_EQ(got.stats.tokens_per_expert, expected.stats.tokens_per_expert);
+    if (p != moe::Precision::FP32) continue;
+    const Tensor<float> dx_gpu = gpu.backward(grad);
+    EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 1e-5) << "input gradient";
+    for (std::int64_t e = 0; e < 8; ++e) {
+      const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
+      EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "expert " << e;
+    }
+  }
+  ::unsetenv("MOE_EXPERT_ROWS");
+  ::unsetenv("MOE_GROUPED_GEMM");
+}
+
 // A captured forward (a CUDA graph of forward_async) replays the forward: for new input
 // values in the same memory its output is the eager forward's, with an eager forward
 // run between replays (which rewrites the shared scratch); after a parameter write it

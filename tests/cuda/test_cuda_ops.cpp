@@ -166,6 +166,48 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
   ::unsetenv("MOE_GROUPED_GEMM");
 }
 
+TEST_F(CudaOps, BatchedGroupedGemmsForGroupsOfEqualRows) {
+  // MOE_GROUPED_GEMM=batched: groups of one row count (experts padded to the most rows
+  // kept) run as one cublasGemmBatchedEx, against the float64 definition, in each
+  // precision; groups of unequal rows fall back to the size rule (no error).
+  const std::int64_t H = 64, F = expert_width(H), per_group = 33;
+  const std::vector<std::int64_t> equal = {7, 7 + per_group, 7 + 2 * per_group, 7 + 3 * per_group, 7 + 4 * per_group},
+                                  unequal = {0, 33, 90, 90, 161};
+  ::setenv("MOE_GROUPED_GEMM", "batched", 1);
+  for (const auto& offsets : {equal, unequal})
+    for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
+      for (const bool gated : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "precision " << int(p) << (gated ? " glu" : " ffn")
+                                          << (offsets == equal ? " equal rows" : " unequal rows"));
+        const std::int64_t first = offsets.front(), rows = offsets.back(), n = rows - first, GF = gated ? 2 * F : F;
+        const std::size_t groups = offsets.size() - 1;
+        auto ops = moe::kernels::make_cuda_ops(0, p);
+        const auto x = random(rows * H, 51), w_in = random(groups * H * GF, 52, 0.3), b_in = random(groups * GF, 53, 0.5),
+                   w_out = random(groups * F * H, 54, 0.2), b_out = random(groups * H, 55, 0.5);
+        Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
+                      dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
+        moe::kernels::ExpertBatch host, dev;
+        for (auto* b : {&host, &dev}) {
+          b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
+          b->act = gated ? Act::SiLU : Act::ReLU;
+        }
+        host.x = x.data(), dev.x = dx.data();
+        for (std::size_t g = 0; g < groups; ++g) {
+          host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
+          host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
+          host.b_in.push_back(b_in.data() + g * GF), dev.b_in.push_back(db_in.data() + g * GF);
+          host.b_out.push_back(b_out.data() + g * H), dev.b_out.push_back(db_out.data() + g * H);
+        }
+        const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
+        Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
+                      out = device_zeros<float>(rows * H, ops.get());
+        ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
+        EXPECT_LE(relative_error(out.download().data() + first * H, ref.out.data(), n * H),
+                  p == GemmPrecision::BF16 ? 3e-2 : 1e-5);
+      }
+  ::unsetenv("MOE_GROUPED_GEMM");
+}
+
 TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
   // The per-group GEMMs spread over streams (GemmLanes) compute what they compute on one
   // stream, bit for bit: the same cuBLAS calls, run side by side. Seven groups on three
@@ -672,15 +714,16 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       std::vector<float> combine_weights;
       std::vector<std::int64_t> kept;
     };
-    // Packed, and padded to R = min(C, T·k) rows per expert (every padding row -1; these
-    // choices may repeat an expert within a token, so T rows need not hold its kept ones).
+    // Packed, padded to R = min(C, T·k) rows per expert (every padding row -1; these
+    // choices may repeat an expert within a token, so T rows need not hold its kept
+    // ones), and padded to the most kept rows with room R (packed where they exceed it).
     const std::int64_t padded = std::min(s.capacity, n);
-    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert) {
+    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert, bool pad_to_most = false) {
       Buffer<std::int32_t> di = device(indices, &ops), grouped(ops), offsets(ops), sources(ops), slots(ops);
       Buffer<float> dw = device(weights, &ops), cw(ops);
       Result r;
       r.kept.assign(static_cast<std::size_t>(s.E), -1);
-      const std::int64_t rows = rows_per_expert > 0 ? s.E * rows_per_expert : n;
+      const std::int64_t rows = rows_per_expert > 0 ? std::max(s.E * rows_per_expert, n) : n;
       const moe::kernels::SingleRankPlan out{grouped.resize(static_cast<std::size_t>(rows)),
                                              offsets.resize(static_cast<std::size_t>(s.T + 1)),
                                              sources.resize(static_cast<std::size_t>(n)),
@@ -690,7 +733,7 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       // the rest is zeroed first (else initcheck rightly reports reading it).
       for (Buffer<std::int32_t>* b : {&grouped, &sources, &slots}) b->zero();
       cw.zero();
-      ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, out);
+      ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, pad_to_most, out);
       ops.synchronize();
       std::int64_t A = 0;
       for (std::int64_t c : r.kept) A += c;
@@ -704,9 +747,10 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       r.offsets = offsets.download();
       return r;
     };
-    for (const std::int64_t rows_per_expert : {std::int64_t{0}, padded}) {
-      SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert);
-      const Result want = run(*cpu, rows_per_expert), got = run(*gpu, rows_per_expert);
+    for (const auto [rows_per_expert, pad_to_most] :
+         {std::pair{std::int64_t{0}, false}, std::pair{padded, false}, std::pair{padded, true}}) {
+      SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert << (pad_to_most ? " at most" : ""));
+      const Result want = run(*cpu, rows_per_expert, pad_to_most), got = run(*gpu, rows_per_expert, pad_to_most);
       EXPECT_EQ(got.kept, want.kept);
       EXPECT_EQ(got.grouped, want.grouped);
       EXPECT_EQ(got.offsets, want.offsets);

@@ -29,7 +29,8 @@ struct StepResult {
 };
 
 StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector<float>& weights, std::int64_t T,
-                     std::int64_t k, std::int64_t E, std::int64_t capacity, std::int64_t rows_per_expert = 0) {
+                     std::int64_t k, std::int64_t E, std::int64_t capacity, std::int64_t rows_per_expert = 0,
+                     bool pad_to_most = false) {
   const std::int64_t n = T * k, chunks = plan::chunk_count(n);
   // Scratch filled with garbage: a step that reads what it did not write shows up.
   const std::int32_t junk = 0x5a5a5a5a;
@@ -39,7 +40,7 @@ StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector
   StepResult r;
   r.kept.assign(n, 7);
   r.kept_per_expert.assign(E, junk);
-  r.grouped_tokens.assign(rows_per_expert > 0 ? E * rows_per_expert : n, junk);
+  r.grouped_tokens.assign(rows_per_expert > 0 ? std::max(E * rows_per_expert, n) : n, junk);
   r.combine_offsets.assign(T + 1, junk);
   r.combine_sources.assign(n, junk);
   r.entry_slot.assign(n, junk);
@@ -48,6 +49,7 @@ StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector
                      group_bases.data(), entry_bases.data(), r.kept.data(), row_of.data(), offsets.data(),
                      entries.data(), r.kept_per_expert.data(), r.grouped_tokens.data(), r.combine_offsets.data(),
                      r.combine_sources.data(), r.combine_weights.data(), r.entry_slot.data()};
+  p.pad_to_most = pad_to_most;
   plan::run_plan_steps_serially(p);
   r.entries = entries[0];
   return r;
@@ -113,7 +115,7 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   const StepResult padded = run_steps(indices, weights, T, k, E, capacity, R);
   EXPECT_EQ(padded.kept, steps.kept);
   EXPECT_EQ(padded.kept_per_expert, host.kept_per_expert);
-  ASSERT_EQ(padded.grouped_tokens.size(), static_cast<std::size_t>(E * R));
+  ASSERT_GE(padded.grouped_tokens.size(), static_cast<std::size_t>(E * R));
   std::vector<std::int32_t> moved(A);  // each packed grouped row's padded place
   for (std::int64_t e = 0; e < E; ++e) {
     const std::int64_t begin = grouping.expert_offsets[e], kept = grouping.expert_offsets[e + 1] - begin;
@@ -130,6 +132,81 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   EXPECT_EQ(padded.combine_offsets, work.offsets);
   EXPECT_EQ(first(padded.combine_weights), work.weight);
   EXPECT_EQ(first(padded.entry_slot), work.slot);
+}
+
+// Padded to the most kept rows (pad_to_most, MOE_EXPERT_ROWS=padded): from the
+// definition, every expert gets M = the most rows any expert kept, rounded up to 8,
+// when M fits in the room R: the packed plan's rows moved to e·M, the rest of each
+// expert's M rows padding (-1), the combine's entries naming the moved rows; when M
+// exceeds R, the packed plan itself. Balanced routings (which pad) and skewed ones
+// (which do not), with and without drops.
+TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
+  struct Case {
+    std::int64_t T, k, E;
+    float capacity_factor;
+    bool drop, balanced;
+    std::int64_t room;
+  };
+  int padded_cases = 0, packed_cases = 0;
+  for (const Case& c : {Case{300, 2, 8, 1.0f, false, true, 96}, Case{300, 2, 8, 1.0f, false, false, 96},
+                        Case{1000, 8, 64, 1.0f, false, true, 160}, Case{129, 2, 8, 1.25f, true, false, 40},
+                        Case{129, 2, 8, 1.25f, true, true, 40}, Case{64, 6, 256, 1.0f, false, true, 8},
+                        Case{5, 1, 4, 1.0f, false, true, 2}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << c.T << " k=" << c.k << " E=" << c.E << " room " << c.room
+                                      << (c.balanced ? " balanced" : " skewed"));
+    const moe::MOEConfig config = config_of(c.E, c.k, c.capacity_factor, c.drop);
+    std::vector<std::int32_t> indices(static_cast<std::size_t>(c.T * c.k));
+    if (c.balanced) {  // token t's slots take experts (t·k + j) mod E: even loads
+      for (std::size_t a = 0; a < indices.size(); ++a) indices[a] = static_cast<std::int32_t>(a % static_cast<std::size_t>(c.E));
+    } else {
+      indices = moe::testing::skewed_choices(c.T, c.k, c.E, static_cast<std::uint32_t>(c.T + c.E));
+    }
+    std::vector<float> weights(indices.size());
+    for (std::size_t a = 0; a < weights.size(); ++a) weights[a] = 0.25f + 0.001f * static_cast<float>(a);
+    const moe::DispatchPlan host = moe::make_dispatch_plan(indices.data(), c.T, config);
+    const moe::ExpertAssignments work = moe::token_assignments(host, indices.data(), weights.data());
+    const moe::ExpertGrouping grouping = moe::group_by_expert(work);
+    const std::int64_t capacity = std::min<std::int64_t>(host.capacity, c.T * c.k);
+    const StepResult packed = run_steps(indices, weights, c.T, c.k, c.E, capacity);
+    const StepResult got = run_steps(indices, weights, c.T, c.k, c.E, capacity, c.room, true);
+    const auto A = static_cast<std::size_t>(work.size());
+    ASSERT_EQ(got.entries, static_cast<std::int64_t>(A));
+    EXPECT_EQ(got.kept_per_expert, host.kept_per_expert);
+    EXPECT_EQ(got.combine_offsets, work.offsets);
+    auto first = [&](const auto& v) { return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin(), v.begin() + A); };
+    EXPECT_EQ(first(got.combine_weights), work.weight);
+    EXPECT_EQ(first(got.entry_slot), work.slot);
+
+    std::int64_t most = 0;
+    for (std::int64_t kept : host.kept_per_expert) most = std::max(most, kept);
+    const std::int64_t M = (most + 7) / 8 * 8;
+    EXPECT_EQ(moe::kernels::plan::padded_rows(host.kept_per_expert.data(), c.E, c.room, true), M <= c.room ? M : 0);
+    // Past the layout's rows nothing is written (run_steps fills with junk).
+    const std::size_t layout_rows = M <= c.room ? static_cast<std::size_t>(c.E * M) : A;
+    for (std::size_t g = layout_rows; g < got.grouped_tokens.size(); ++g)
+      ASSERT_EQ(got.grouped_tokens[g], 0x5a5a5a5a) << "row " << g << " past the layout's " << layout_rows;
+    if (M > c.room) {  // packed: the packed plan's arrays
+      ++packed_cases;
+      EXPECT_EQ(first(got.grouped_tokens), first(packed.grouped_tokens));
+      EXPECT_EQ(first(got.combine_sources), first(packed.combine_sources));
+      continue;
+    }
+    ++padded_cases;
+    std::vector<std::int32_t> moved(A);
+    for (std::int64_t e = 0; e < c.E; ++e) {
+      const std::int64_t begin = grouping.expert_offsets[e], kept = grouping.expert_offsets[e + 1] - begin;
+      for (std::int64_t r = 0; r < M; ++r) {
+        EXPECT_EQ(got.grouped_tokens[e * M + r], r < kept ? grouping.grouped_input_row[begin + r] : -1)
+            << "expert " << e << " row " << r;
+        if (r < kept) moved[begin + r] = static_cast<std::int32_t>(e * M + r);
+      }
+    }
+    std::vector<std::int32_t> want_sources(A);
+    for (std::size_t a = 0; a < A; ++a) want_sources[a] = moved[grouping.grouped_row_of[a]];
+    EXPECT_EQ(first(got.combine_sources), want_sources);
+  }
+  EXPECT_GT(padded_cases, 0);
+  EXPECT_GT(packed_cases, 0);
 }
 
 // (T, k, E, capacity factor, drop): chunk edges (T·k of 256 and just past), one
@@ -271,6 +348,93 @@ TEST(StaticShapes, GiveThePackedLayersResults) {
       expect_close(packed.expert_grads[e], padded.expert_grads[e], "expert gradient");
     expect_close(packed.shared_grad, padded.shared_grad, "shared expert gradient");
   }
+}
+
+// Sets MOE_EXPERT_ROWS for the scope of the object.
+class ExpertRowsChoice {
+ public:
+  explicit ExpertRowsChoice(const char* value) { setenv("MOE_EXPERT_ROWS", value, 1); }
+  ~ExpertRowsChoice() { unsetenv("MOE_EXPERT_ROWS"); }
+};
+
+// Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded) compute what the packed
+// layout computes, as capacity-padded ones do (above), whether a forward pads (an even
+// router) or falls back to packed (a peaky one, whose most-loaded expert keeps more than
+// the room of 1.25 times the mean): which one each case took is worked out from its
+// kept counts, and both must occur.
+TEST(PaddedToTheMost, GiveThePackedLayersResults) {
+  struct Case {
+    moe::MOEConfig config;
+    std::int64_t T;
+    double gate_scale;
+  };
+  moe::MOEConfig dropless(8, 2, 12, 16, 1.0f);
+  dropless.drop_tokens = false;
+  moe::MOEConfig drops(8, 2, 12, 16, 1.25f);
+  moe::MOEConfig deepseek = deepseek_like();
+  deepseek.drop_tokens = false;
+  int padded_cases = 0, packed_cases = 0;
+  for (const Case& c : {Case{dropless, 300, 0.01}, Case{dropless, 300, 2.0}, Case{drops, 77, 0.01},
+                        Case{drops, 300, 2.0}, Case{deepseek, 300, 0.01}, Case{dropless, 3, 0.01}}) {
+    SCOPED_TRACE(::testing::Message() << c.config.to_string() << " T=" << c.T << " gate scale " << c.gate_scale);
+    auto run = [&](const char* expert_rows) {
+      const ExpertRowsChoice choice(expert_rows);
+      const PlanChoice steps("steps");
+      auto comm = moe::make_communicator(moe::CommBackend::Local);
+      moe::LayerOptions options;
+      options.aux_loss_coef = 0.01f;
+      moe::MoELayer layer(c.config, *comm, 5, options);
+      layer.set_gate_weights(
+          moe::testing::random_tensor({c.config.hidden_dim, c.config.num_experts}, c.gate_scale, 6));
+      const moe::Tensor<float> x = moe::testing::random_tensor({c.T, c.config.hidden_dim}, 1.0, 7);
+      LayerRun r;
+      r.forward = layer.forward(x, moe::Pass::Training);
+      r.dx = layer.backward(moe::testing::random_tensor({c.T, c.config.hidden_dim}, 1.0, 8));
+      r.gate_grad = layer.gate_grad();
+      for (std::int64_t e = 0; e < c.config.num_experts; ++e) r.expert_grads.push_back(layer.expert_grad(e));
+      r.shared_grad = layer.shared_expert_grad();
+      return r;
+    };
+    const LayerRun packed = run("packed"), padded = run("padded");
+    expect_close(packed.forward.output, padded.forward.output, "output");
+    EXPECT_TRUE(std::equal(packed.forward.expert_indices.begin(), packed.forward.expert_indices.end(),
+                           padded.forward.expert_indices.begin()));
+    EXPECT_EQ(packed.forward.stats.dropped, padded.forward.stats.dropped);
+    EXPECT_EQ(packed.forward.stats.tokens_per_expert, padded.forward.stats.tokens_per_expert);
+    EXPECT_EQ(packed.forward.aux_loss, padded.forward.aux_loss);
+    expect_close(packed.dx, padded.dx, "dx");
+    expect_close(packed.gate_grad, padded.gate_grad, "gate gradient");
+    for (std::size_t e = 0; e < packed.expert_grads.size(); ++e)
+      expect_close(packed.expert_grads[e], padded.expert_grads[e], "expert gradient");
+    expect_close(packed.shared_grad, padded.shared_grad, "shared expert gradient");
+    // Which layout this forward took: the room is 1.25 times the mean kept rows, at most
+    // min(C, T), rounded up to 8 (docs/design.md §4b).
+    const std::int64_t E = c.config.num_experts, k = c.config.top_k;
+    const std::int64_t capacity = c.config.drop_tokens
+                                      ? static_cast<std::int64_t>(std::ceil(c.config.capacity_factor * c.T * k / E))
+                                      : c.T;
+    const std::int64_t room = (std::min((5 * c.T * k + 4 * E - 1) / (4 * E), std::min(capacity, c.T)) + 7) / 8 * 8;
+    const auto& kept = padded.forward.stats.tokens_per_expert;
+    const std::int64_t most = (*std::max_element(kept.begin(), kept.end()) + 7) / 8 * 8;
+    ++(most <= room ? padded_cases : packed_cases);
+  }
+  EXPECT_GT(padded_cases, 0);
+  EXPECT_GT(packed_cases, 0);
+}
+
+TEST(PaddedToTheMost, TheChoiceIsCheckedWhenTheLayerIsBuilt) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  const moe::MOEConfig config(4, 2, 8, 8, 1.0f);
+  {
+    const ExpertRowsChoice unknown("tight");
+    EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1), "MOE_EXPERT_ROWS = 'tight'", "expected packed, padded");
+  }
+  const ExpertRowsChoice padded("padded");
+  moe::LayerOptions options;
+  options.static_shapes = true;
+  EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1, options), "MOE_EXPERT_ROWS = padded with options.static_shapes");
+  const PlanChoice host("host");
+  EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1), "MOE_EXPERT_ROWS = padded with MOE_SINGLE_RANK_PLAN = host");
 }
 
 TEST(StaticShapes, NeedACapacityAndThePlanSteps) {

@@ -103,7 +103,7 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
   const auto* z16 = static_cast<const __nv_bfloat16*>(z);
   auto* h16 = static_cast<__nv_bfloat16*>(hidden_bf16);
   at_vector_width(vector_width(width, {{z, 2}, {pre, 4}, {hidden, 4}, {hidden_bf16, 2}}), [&](auto v) {
-    expert_hidden_kernel<decltype(v)::value><<<row_blocks(rows), kBlock, 0, stream>>>(
+    expert_hidden_kernel<decltype(v)::value><<<row_blocks(rows), row_threads(width, v), 0, stream>>>(
         z16, biases, offsets, groups, rows, width, gated, act, pre, hidden, h16);
   });
   MOE_CHECK_LAUNCH();
@@ -114,8 +114,8 @@ void launch_expert_output(const void* y, const float* const* biases, const std::
   if (rows * cols == 0) return;
   const auto* y16 = static_cast<const __nv_bfloat16*>(y);
   at_vector_width(vector_width(cols, {{y, 2}, {pre, 4}, {out, 4}}), [&](auto v) {
-    expert_output_kernel<decltype(v)::value>
-        <<<row_blocks(rows), kBlock, 0, stream>>>(y16, biases, offsets, groups, rows, cols, act, pre, out);
+    expert_output_kernel<decltype(v)::value><<<row_blocks(rows), row_threads(cols, v), 0, stream>>>(
+        y16, biases, offsets, groups, rows, cols, act, pre, out);
   });
   MOE_CHECK_LAUNCH();
 }
@@ -127,7 +127,7 @@ void launch_combine_expert_output(const void* y, const float* const* biases, con
   if (n_out * cols == 0) return;
   const auto* y16 = static_cast<const __nv_bfloat16*>(y);
   at_vector_width(vector_width(cols, {{y, 2}, {dst, 4}}), [&](auto v) {
-    combine_expert_output_kernel<decltype(v)::value><<<row_blocks(n_out), kBlock, 0, stream>>>(
+    combine_expert_output_kernel<decltype(v)::value><<<row_blocks(n_out), row_threads(cols, v), 0, stream>>>(
         y16, biases, group_offsets, groups, first, cols, n_out, offsets, sources, weights, dst);
   });
   MOE_CHECK_LAUNCH();

@@ -83,7 +83,8 @@ void launch_gather_rows_bf16(const float* src, const std::int32_t* rows, std::in
   if (n == 0) return;
   auto* dst16 = static_cast<__nv_bfloat16*>(dst_bf16);
   at_vector_width(vector_width(width, {{src, 4}, {dst, 4}, {dst_bf16, 2}}), [&](auto v) {
-    gather_kernel<decltype(v)::value><<<row_blocks(n), kBlock, 0, stream>>>(src, rows, n, width, dst, dst16);
+    gather_kernel<decltype(v)::value>
+        <<<row_blocks(n), row_threads(width, v), 0, stream>>>(src, rows, n, width, dst, dst16);
   });
   MOE_CHECK_LAUNCH();
 }
@@ -93,7 +94,7 @@ void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_ou
   if (n_out == 0) return;
   at_vector_width(vector_width(width, {{src, 4}, {dst, 4}}), [&](auto v) {
     combine_kernel<decltype(v)::value>
-        <<<row_blocks(n_out), kBlock, 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
+        <<<row_blocks(n_out), row_threads(width, v), 0, stream>>>(src, width, n_out, offsets, sources, weights, dst);
   });
   MOE_CHECK_LAUNCH();
 }

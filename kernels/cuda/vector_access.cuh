@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/cuda/stream.cuh"
+
 namespace moe::kernels::cuda {
 
 struct alignas(8) Bf16x4 {
@@ -96,6 +98,15 @@ inline bool vector_aligned(std::int64_t width, std::initializer_list<std::pair<c
 // elements at these pointers.
 inline int vector_width(std::int64_t width, std::initializer_list<std::pair<const void*, int>> pointers) {
   return vector_aligned(width, pointers, 8) ? 8 : vector_aligned(width, pointers, 4) ? 4 : 1;
+}
+
+// Threads for a block per row of `width` elements taken v at a time: enough warps for
+// one pass over the row, at most kBlock (wider rows take several). At the fine-grained
+// config's 1 408-wide hidden rows, 8 a thread, that is 192 threads, where 256 left 80
+// idle in every block, and more rows fit on a multiprocessor at once (not measured yet).
+inline int row_threads(std::int64_t width, int v) {
+  const std::int64_t warps = ((width + v - 1) / v + 31) / 32;
+  return warps >= kBlock / 32 ? kBlock : warps < 1 ? 32 : static_cast<int>(32 * warps);
 }
 
 // launch(std::integral_constant<int, V>{}) for the V that vector_width gave: a kernel

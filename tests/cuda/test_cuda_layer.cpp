@@ -117,8 +117,13 @@ TEST_F(CudaLayer, ExpertsPaddedToTheMostMatchThePackedLayerOnTheCpu) {
   ::setenv("MOE_GROUPED_GEMM", "batched", 1);
   for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
     moe::MoELayer gpu(config, *comm, 7, on(moe::Device::CUDA, p));
-    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
     const double tol = p == moe::Precision::FP32 ? 1e-5 : 3e-2;
+    // Inference (bf16: the fused gather, products and combine, no float32 scratch) …
+    const moe::ForwardResult inferred = gpu.forward(x, moe::Pass::Inference);
+    EXPECT_LE(relative_error(inferred.output.data(), expected.output.data(), x.numel()), tol)
+        << moe::precision_name(p) << " inference";
+    // … and training.
+    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
     EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << moe::precision_name(p);
     EXPECT_EQ(got.stats.tokens_per_expert, expected.stats.tokens_per_expert);
     if (p != moe::Precision::FP32) continue;

@@ -46,6 +46,7 @@ class CudaOps final : public Ops {
     if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess) std::fprintf(stderr, "moe: a stream failed\n");
     lanes_.reset();
     for (auto& w : weight_cache_) release(w.bf16);
+    for (auto& k : kept_copies_) release(k.copy.ptr);
     uploads_.reset();
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
     for (cudaEvent_t event : marks_)
@@ -237,7 +238,7 @@ class CudaOps final : public Ops {
     const std::int64_t H = batch.in_dim, first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     if (batch.row_offsets.size() < 2 || rows == 0) return;
     float* rows_kept = batch.keep_for_backward ? gathered + first * H : nullptr;
-    void* x16 = grow(x16_, 2 * static_cast<std::size_t>(rows * H));
+    void* x16 = rows_kept ? keep_bf16_copy(rows_kept, rows * H) : grow(x16_, 2 * static_cast<std::size_t>(rows * H));
     launch_gather_rows_bf16(src, rows_of + first, rows, H, rows_kept, x16, stream_);
     ExpertBatch on_gathered = batch;
     on_gathered.x = gathered;
@@ -309,7 +310,7 @@ class CudaOps final : public Ops {
     // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y in bf16.
     add_grouped_column_sums(dy, batch.row_offsets, H, grads.b_out);
     const auto* dy16 = static_cast<const Bf16*>(to_bf16(dy + first * H, rows * H, a16_));
-    const auto* h16 = static_cast<const Bf16*>(to_bf16(hidden + first * F, rows * F, b16_));
+    const auto* h16 = static_cast<const Bf16*>(kept_or_converted(hidden + first * F, rows * F, b16_));
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
       cuda::gemm(handle, GemmPrecision::BF16, true, false, F, H, n, 1.0f, h16 + at * F, F, dy16 + at * H, H, 1.0f,
                  grads.w_out[g], H);
@@ -328,7 +329,7 @@ class CudaOps final : public Ops {
     // runs the products above before anything written here.
     add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
     const auto* dz16 = static_cast<const Bf16*>(to_bf16(dz + first * GF, rows * GF, a16_));
-    const auto* x16 = static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
+    const auto* x16 = static_cast<const Bf16*>(kept_or_converted(batch.x + first * H, rows * H, b16_));
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
       cuda::gemm(handle, GemmPrecision::BF16, true, false, H, GF, n, 1.0f, x16 + at * H, H, dz16 + at * GF, GF, 1.0f,
                  grads.w_in[g], GF);
@@ -630,8 +631,9 @@ class CudaOps final : public Ops {
     const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
     const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
+    const bool keep = batch.keep_for_backward;
     void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
-    void* h16 = grow(h16_, 2 * static_cast<std::size_t>(rows * F));
+    void* h16 = keep ? keep_bf16_copy(hidden + first * F, rows * F) : grow(h16_, 2 * static_cast<std::size_t>(rows * F));
     void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * H));
     const GroupTable t = group_table(
         batch.row_offsets,
@@ -639,7 +641,6 @@ class CudaOps final : public Ops {
          {h16, F, weight_operands(batch.w_out, F * H), y16, H, batch.b_out}},
         2);
     cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
-    const bool keep = batch.keep_for_backward;
     launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
                          keep && pre ? pre + first * GF : nullptr, keep ? hidden + first * F : nullptr, h16, stream_);
     cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
@@ -660,6 +661,10 @@ class CudaOps final : public Ops {
       }
       if (overlaps) weight_cache_[i].stale = true;
       ++i;
+    }
+    for (KeptCopy& k : kept_copies_) {
+      const char* b = reinterpret_cast<const char*>(k.source);
+      if (k.source && begin < b + k.count * std::int64_t{sizeof(float)} && b < end) k.source = nullptr;  // stands for nothing now
     }
   }
 
@@ -700,6 +705,45 @@ class CudaOps final : public Ops {
     launch_to_bf16(src, count, dst, stream_);
     return dst;
   }
+  // The bf16 rows a bf16 training forward computed with, kept for its backward
+  // (expert_ffn_backward), which would otherwise convert again the float32 copies the
+  // forward wrote from the same values: the gathered input rows and the hidden, about
+  // 0.25 GB of conversion traffic per mid training step. Each is its float32 source
+  // rounded to nearest even, as to_bf16 rounds it, so the backward computes the same
+  // bits either way. An entry stands for its source until something reported through
+  // touched() writes or frees that memory, or a later forward writes it again (the
+  // float32 rows a backward reads are the ones its forward wrote: run_experts,
+  // backward_experts). At most kKeptCopies (the routed experts' two, the shared
+  // expert's hidden, and room); past that the oldest entry's memory is reused.
+  struct KeptCopy {
+    const float* source;  // null: free for reuse
+    std::int64_t count;
+    Scratch copy;
+  };
+  static constexpr std::size_t kKeptCopies = 6;
+  // The bf16 memory for a forward's copy of `count` floats at `source`, recorded as such.
+  void* keep_bf16_copy(const float* source, std::int64_t count) {
+    KeptCopy* entry = nullptr;
+    for (KeptCopy& k : kept_copies_)
+      if (k.source == source) entry = &k;
+    for (KeptCopy& k : kept_copies_)
+      if (!entry && !k.source) entry = &k;
+    if (!entry && kept_copies_.size() < kKeptCopies) entry = &kept_copies_.emplace_back(KeptCopy{nullptr, 0, {}});
+    if (!entry) {  // the oldest: its memory is reused after the work queued on it (stream order)
+      std::rotate(kept_copies_.begin(), kept_copies_.begin() + 1, kept_copies_.end());
+      entry = &kept_copies_.back();
+    }
+    entry->source = source, entry->count = count;
+    return grow(entry->copy, 2 * static_cast<std::size_t>(count));
+  }
+  // The bf16 copy a forward kept of `count` floats at `source`, else a conversion into
+  // `into`.
+  const void* kept_or_converted(const float* source, std::int64_t count, Scratch& into) {
+    for (const KeptCopy& k : kept_copies_)
+      if (k.source == source && k.count == count) return k.copy.ptr;
+    return to_bf16(source, count, into);
+  }
+
   // An expert GEMM's operand in bf16: the cached copy when it is a weight converted
   // before (and unchanged since), else converted into `into`.
   const void* bf16_operand(const float* src, std::int64_t count, Scratch& into) {
@@ -792,6 +836,7 @@ class CudaOps final : public Ops {
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams
   std::vector<CachedWeights> weight_cache_;
+  std::vector<KeptCopy> kept_copies_;  // bf16 copies of a forward's rows for its backward
   std::unordered_map<void*, std::size_t> sizes_;  // of every allocation, to invalidate on free
   std::unique_ptr<UploadRing> uploads_;
   struct PendingDownload {

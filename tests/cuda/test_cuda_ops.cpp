@@ -461,6 +461,61 @@ TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
       }
 }
 
+TEST_F(CudaOps, Bf16BackwardTakesTheForwardsBf16RowsAsItsConversionWould) {
+  // A bf16 training forward (gather_expert_ffn, keep_for_backward) keeps its bf16 input
+  // rows and hidden for the backward, which otherwise converts the float32 copies the
+  // forward wrote: the backward's results are the same bits either way. Then a write
+  // through an op that reports it (copy) into the hidden: the backward must read the new
+  // values, not the kept copy.
+  const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
+  const std::int64_t H = 64, F = expert_width(H), rows = offsets.back(), T = 90;
+  const std::size_t groups = offsets.size() - 1;
+  auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  std::vector<std::int32_t> token_of(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) token_of[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 7) % T);
+  Buffer<float> src = device(random(T * H, 81), ops.get()), w_in = device(random(groups * H * F, 82, 0.2), ops.get()),
+                w_out = device(random(groups * F * H, 83, 0.2), ops.get());
+  Buffer<std::int32_t> dtokens = device(token_of, ops.get());
+  Buffer<float> gathered = device_zeros<float>(rows * H, ops.get()), pre = device_zeros<float>(rows * F, ops.get()),
+                hidden = device_zeros<float>(rows * F, ops.get()), out = device_zeros<float>(rows * H, ops.get());
+  moe::kernels::ExpertBatch batch;
+  batch.x = gathered.data(), batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::ReLU;
+  batch.keep_for_backward = true;
+  for (std::size_t g = 0; g < groups; ++g) {
+    batch.w_in.push_back(w_in.data() + g * H * F), batch.w_out.push_back(w_out.data() + g * F * H);
+    batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
+  }
+  ops->gather_expert_ffn(src.data(), dtokens.data(), gathered.data(), batch, pre.data(), hidden.data(), out.data());
+  // The backward on the forward's own rows (kept copies), and on float32 copies of them
+  // elsewhere (converted): dx and every weight gradient.
+  auto backward = [&](const float* x, const float* hidden_rows) {
+    Buffer<float> dy = device(random(rows * H, 84), ops.get()), d_hidden = device_zeros<float>(rows * F, ops.get()),
+                  gw_in = device_zeros<float>(groups * H * F, ops.get()), gw_out = device_zeros<float>(groups * F * H, ops.get());
+    moe::kernels::ExpertBatch b = batch;
+    b.x = x;
+    moe::kernels::ExpertBatchGradients grads;
+    for (std::size_t g = 0; g < groups; ++g) {
+      grads.w_in.push_back(gw_in.data() + g * H * F), grads.w_out.push_back(gw_out.data() + g * F * H);
+      grads.b_in.push_back(nullptr), grads.b_out.push_back(nullptr);
+    }
+    ops->expert_ffn_backward(b, pre.data(), hidden_rows, dy.data(), grads, d_hidden.data(), nullptr, dy.data());
+    std::vector<float> all = dy.download(), w1 = gw_in.download(), w2 = gw_out.download();
+    all.insert(all.end(), w1.begin(), w1.end());
+    all.insert(all.end(), w2.begin(), w2.end());
+    return all;
+  };
+  const std::vector<float> kept = backward(gathered.data(), hidden.data());
+  Buffer<float> x_elsewhere = device_zeros<float>(rows * H, ops.get()), h_elsewhere = device_zeros<float>(rows * F, ops.get());
+  ops->copy(x_elsewhere.data(), gathered.data(), sizeof(float) * static_cast<std::size_t>(rows * H));
+  ops->copy(h_elsewhere.data(), hidden.data(), sizeof(float) * static_cast<std::size_t>(rows * F));
+  EXPECT_EQ(kept, backward(x_elsewhere.data(), h_elsewhere.data())) << "kept copies against conversions";
+  // New hidden values written into the forward's hidden: the kept copy no longer stands for it.
+  Buffer<float> other = device(random(rows * F, 85), ops.get());
+  ops->copy(hidden.data(), other.data(), sizeof(float) * static_cast<std::size_t>(rows * F));
+  EXPECT_EQ(backward(gathered.data(), hidden.data()), backward(gathered.data(), other.data()))
+      << "a reported write drops the kept copy";
+}
+
 TEST_F(CudaOps, GroupedColumnSumsAreEachGroupsColumnSums) {
   // add_grouped_column_sums (two launches for every group) against add_column_sums per
   // group, bit for bit: the same chunks from each group's first row, added in the same

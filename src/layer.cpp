@@ -347,7 +347,7 @@ struct MoELayer::Impl {
     const std::int64_t k = config.top_k, rows_per_expert = padded_rows_per_expert(tokens);
     // Grouped rows are int32 indices, as the T·k assignments are (checked on entry).
     MOE_CHECK_ARG(config.num_experts * rows_per_expert <= std::numeric_limits<std::int32_t>::max(), "MoELayer::forward",
-                  "tokens = ", tokens, " gives num_experts · ", rows_per_expert, " padded rows (static shapes); "
+                  "tokens = ", tokens, " gives num_experts · ", rows_per_expert, " padded rows (padded experts); "
                   "expected at most 2^31 - 1: pass fewer tokens per call");
     const auto n = static_cast<std::size_t>(tokens * k);
     const auto grouped = std::max(static_cast<std::size_t>(config.num_experts * rows_per_expert), n);

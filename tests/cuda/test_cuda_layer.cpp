@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <unistd.h>
 
@@ -78,62 +79,54 @@ TEST_F(CudaLayer, BackwardAndOptimizerStepsMatchTheCpu) {
   EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "parameters after three AdamW steps";
 }
 
-// Capacity-padded experts on the GPU (LayerOptions::static_shapes: the plan kernels
-// with rows_per_expert, zero padding rows) against the packed layer on the CPU:
-// forward in fp32 and bf16, and a training step's gradients in fp32.
-TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
-  moe::MoELayer cpu(config, *comm, 7, on(moe::Device::CPU));
-  cpu.forward(x, moe::Pass::Training);
+// A padded layout on the GPU (`options` adds it to each precision's) against the packed
+// layer on the CPU: an inference forward (bf16: the fused gather, products and combine,
+// no float32 scratch) and a training forward in fp32 and bf16 (the second reusing the
+// first's buffers), and a training step's gradients in fp32.
+void expect_padded_matches_the_cpu(const MOEConfig& config, moe::Communicator& comm, const Tensor<float>& x,
+                                   const Tensor<float>& grad,
+                                   const std::function<moe::LayerOptions(moe::Precision)>& options) {
+  moe::LayerOptions on_cpu;
+  on_cpu.z_loss_coef = 1e-3f;
+  moe::MoELayer cpu(config, comm, 7, on_cpu);
   const moe::ForwardResult expected = cpu.forward(x, moe::Pass::Training);
   const Tensor<float> dx_cpu = cpu.backward(grad);
   for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
-    moe::LayerOptions options = on(moe::Device::CUDA, p);
-    options.static_shapes = true;
-    moe::MoELayer gpu(config, *comm, 7, options);
-    gpu.forward(x, moe::Pass::Training);  // twice, so that the second reuses the first's buffers
-    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
+    SCOPED_TRACE(moe::precision_name(p));
+    moe::MoELayer gpu(config, comm, 7, options(p));
     const double tol = p == moe::Precision::FP32 ? 1e-5 : 3e-2;
-    EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << moe::precision_name(p);
+    const moe::ForwardResult inferred = gpu.forward(x, moe::Pass::Inference);
+    EXPECT_LE(relative_error(inferred.output.data(), expected.output.data(), x.numel()), tol) << "inference";
+    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
+    EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << "training";
     EXPECT_EQ(got.stats.tokens_per_expert, expected.stats.tokens_per_expert);
     if (p != moe::Precision::FP32) continue;
     const Tensor<float> dx_gpu = gpu.backward(grad);
     EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 1e-5) << "input gradient";
-    for (std::int64_t e = 0; e < 8; ++e) {
+    for (std::int64_t e = 0; e < config.num_experts; ++e) {
       const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
       EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "expert " << e;
     }
   }
 }
 
+// Capacity-padded experts (LayerOptions::static_shapes: the plan kernels with
+// rows_per_expert, zero padding rows).
+TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
+  expect_padded_matches_the_cpu(config, *comm, x, grad, [&](moe::Precision p) {
+    moe::LayerOptions options = on(moe::Device::CUDA, p);
+    options.static_shapes = true;
+    return options;
+  });
+}
+
 // Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded; here each forward pads,
 // 50 or fewer rows kept of a room of 56), their products batched in one launch
-// (MOE_GROUPED_GEMM=batched), against the packed layer on the CPU: forward in fp32 and
-// bf16, and a training step's gradients in fp32.
+// (MOE_GROUPED_GEMM=batched).
 TEST_F(CudaLayer, ExpertsPaddedToTheMostMatchThePackedLayerOnTheCpu) {
-  moe::MoELayer cpu(config, *comm, 7, on(moe::Device::CPU));
-  const moe::ForwardResult expected = cpu.forward(x, moe::Pass::Training);
-  const Tensor<float> dx_cpu = cpu.backward(grad);
   ::setenv("MOE_EXPERT_ROWS", "padded", 1);
   ::setenv("MOE_GROUPED_GEMM", "batched", 1);
-  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
-    moe::MoELayer gpu(config, *comm, 7, on(moe::Device::CUDA, p));
-    const double tol = p == moe::Precision::FP32 ? 1e-5 : 3e-2;
-    // Inference (bf16: the fused gather, products and combine, no float32 scratch) …
-    const moe::ForwardResult inferred = gpu.forward(x, moe::Pass::Inference);
-    EXPECT_LE(relative_error(inferred.output.data(), expected.output.data(), x.numel()), tol)
-        << moe::precision_name(p) << " inference";
-    // … and training.
-    const moe::ForwardResult got = gpu.forward(x, moe::Pass::Training);
-    EXPECT_LE(relative_error(got.output.data(), expected.output.data(), x.numel()), tol) << moe::precision_name(p);
-    EXPECT_EQ(got.stats.tokens_per_expert, expected.stats.tokens_per_expert);
-    if (p != moe::Precision::FP32) continue;
-    const Tensor<float> dx_gpu = gpu.backward(grad);
-    EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 1e-5) << "input gradient";
-    for (std::int64_t e = 0; e < 8; ++e) {
-      const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
-      EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 1e-5) << "expert " << e;
-    }
-  }
+  expect_padded_matches_the_cpu(config, *comm, x, grad, [&](moe::Precision p) { return on(moe::Device::CUDA, p); });
   ::unsetenv("MOE_EXPERT_ROWS");
   ::unsetenv("MOE_GROUPED_GEMM");
 }

@@ -241,15 +241,15 @@ struct LayerRun {
 };
 
 LayerRun run_layer(const moe::MOEConfig& config, const char* plan_choice, std::int64_t tokens,
-                   bool static_shapes = false) {
+                   bool static_shapes = false, double gate_scale = 2.0) {
   const PlanChoice choice(plan_choice);
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::LayerOptions options;
   options.aux_loss_coef = 0.01f;
   options.static_shapes = static_shapes;
   moe::MoELayer layer(config, *comm, 5, options);
-  // A peaky router, so that the capacity drops some assignments.
-  layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
+  // By default a peaky router, so that the capacity drops some assignments.
+  layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, gate_scale, 6));
   const moe::Tensor<float> x = moe::testing::random_tensor({tokens, config.hidden_dim}, 1.0, 7);
   LayerRun run;
   run.forward = layer.forward(x, moe::Pass::Training);
@@ -316,6 +316,23 @@ void expect_close(const moe::Tensor<float>& a, const moe::Tensor<float>& b, cons
   EXPECT_LE(moe::testing::relative_error(a.data(), b.data(), a.numel()), 1e-6) << what;
 }
 
+// A padded layout's run against the packed one: the same routing, drops and statistics
+// exactly; the output and every gradient to 1e-6 (normwise relative; only the GEMMs'
+// row counts differ, which may change their blocking).
+void expect_padded_gives_packed(const LayerRun& packed, const LayerRun& padded) {
+  expect_close(packed.forward.output, padded.forward.output, "output");
+  EXPECT_TRUE(std::equal(packed.forward.expert_indices.begin(), packed.forward.expert_indices.end(),
+                         padded.forward.expert_indices.begin()));
+  EXPECT_EQ(packed.forward.stats.dropped, padded.forward.stats.dropped);
+  EXPECT_EQ(packed.forward.stats.tokens_per_expert, padded.forward.stats.tokens_per_expert);
+  EXPECT_EQ(packed.forward.aux_loss, padded.forward.aux_loss);
+  expect_close(packed.dx, padded.dx, "dx");
+  expect_close(packed.gate_grad, padded.gate_grad, "gate gradient");
+  for (std::size_t e = 0; e < packed.expert_grads.size(); ++e)
+    expect_close(packed.expert_grads[e], padded.expert_grads[e], "expert gradient");
+  expect_close(packed.shared_grad, padded.shared_grad, "shared expert gradient");
+}
+
 // Capacity-padded experts (LayerOptions::static_shapes) compute what the packed layout
 // computes: the same routing, drops and statistics exactly; the output and every
 // gradient to 1e-6 (normwise relative; only the GEMMs' row counts differ, which may
@@ -335,18 +352,7 @@ TEST(StaticShapes, GiveThePackedLayersResults) {
   cases.emplace_back(glu_biased, 77);
   for (const auto& [config, T] : cases) {
     SCOPED_TRACE(::testing::Message() << config.to_string() << " T=" << T);
-    const LayerRun packed = run_layer(config, "host", T), padded = run_layer(config, "", T, true);
-    expect_close(packed.forward.output, padded.forward.output, "output");
-    EXPECT_TRUE(std::equal(packed.forward.expert_indices.begin(), packed.forward.expert_indices.end(),
-                           padded.forward.expert_indices.begin()));
-    EXPECT_EQ(packed.forward.stats.dropped, padded.forward.stats.dropped);
-    EXPECT_EQ(packed.forward.stats.tokens_per_expert, padded.forward.stats.tokens_per_expert);
-    EXPECT_EQ(packed.forward.aux_loss, padded.forward.aux_loss);
-    expect_close(packed.dx, padded.dx, "dx");
-    expect_close(packed.gate_grad, padded.gate_grad, "gate gradient");
-    for (std::size_t e = 0; e < packed.expert_grads.size(); ++e)
-      expect_close(packed.expert_grads[e], padded.expert_grads[e], "expert gradient");
-    expect_close(packed.shared_grad, padded.shared_grad, "shared expert gradient");
+    expect_padded_gives_packed(run_layer(config, "host", T), run_layer(config, "", T, true));
   }
 }
 
@@ -379,34 +385,10 @@ TEST(PaddedToTheMost, GiveThePackedLayersResults) {
     SCOPED_TRACE(::testing::Message() << c.config.to_string() << " T=" << c.T << " gate scale " << c.gate_scale);
     auto run = [&](const char* expert_rows) {
       const ExpertRowsChoice choice(expert_rows);
-      const PlanChoice steps("steps");
-      auto comm = moe::make_communicator(moe::CommBackend::Local);
-      moe::LayerOptions options;
-      options.aux_loss_coef = 0.01f;
-      moe::MoELayer layer(c.config, *comm, 5, options);
-      layer.set_gate_weights(
-          moe::testing::random_tensor({c.config.hidden_dim, c.config.num_experts}, c.gate_scale, 6));
-      const moe::Tensor<float> x = moe::testing::random_tensor({c.T, c.config.hidden_dim}, 1.0, 7);
-      LayerRun r;
-      r.forward = layer.forward(x, moe::Pass::Training);
-      r.dx = layer.backward(moe::testing::random_tensor({c.T, c.config.hidden_dim}, 1.0, 8));
-      r.gate_grad = layer.gate_grad();
-      for (std::int64_t e = 0; e < c.config.num_experts; ++e) r.expert_grads.push_back(layer.expert_grad(e));
-      r.shared_grad = layer.shared_expert_grad();
-      return r;
+      return run_layer(c.config, "steps", c.T, false, c.gate_scale);
     };
     const LayerRun packed = run("packed"), padded = run("padded");
-    expect_close(packed.forward.output, padded.forward.output, "output");
-    EXPECT_TRUE(std::equal(packed.forward.expert_indices.begin(), packed.forward.expert_indices.end(),
-                           padded.forward.expert_indices.begin()));
-    EXPECT_EQ(packed.forward.stats.dropped, padded.forward.stats.dropped);
-    EXPECT_EQ(packed.forward.stats.tokens_per_expert, padded.forward.stats.tokens_per_expert);
-    EXPECT_EQ(packed.forward.aux_loss, padded.forward.aux_loss);
-    expect_close(packed.dx, padded.dx, "dx");
-    expect_close(packed.gate_grad, padded.gate_grad, "gate gradient");
-    for (std::size_t e = 0; e < packed.expert_grads.size(); ++e)
-      expect_close(packed.expert_grads[e], padded.expert_grads[e], "expert gradient");
-    expect_close(packed.shared_grad, padded.shared_grad, "shared expert gradient");
+    expect_padded_gives_packed(packed, padded);
     // Which layout this forward took: the room is 1.25 times the mean kept rows, at most
     // min(C, T), rounded up to 8 (docs/design.md §4b).
     const std::int64_t E = c.config.num_experts, k = c.config.top_k;

@@ -157,7 +157,8 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
     const moe::MOEConfig config = config_of(c.E, c.k, c.capacity_factor, c.drop);
     std::vector<std::int32_t> indices(static_cast<std::size_t>(c.T * c.k));
     if (c.balanced) {  // token t's slots take experts (t·k + j) mod E: even loads
-      for (std::size_t a = 0; a < indices.size(); ++a) indices[a] = static_cast<std::int32_t>(a % static_cast<std::size_t>(c.E));
+      for (std::size_t a = 0; a < indices.size(); ++a)
+        indices[a] = static_cast<std::int32_t>(a % static_cast<std::size_t>(c.E));
     } else {
       indices = moe::testing::skewed_choices(c.T, c.k, c.E, static_cast<std::uint32_t>(c.T + c.E));
     }

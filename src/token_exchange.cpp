@@ -1,8 +1,10 @@
 #include "token_exchange.hpp"
 
-#include <algorithm>
+#include <string>
+#include <utility>
 
 #include "moe/error.hpp"
+#include "peer_counts.hpp"
 
 namespace moe {
 
@@ -38,34 +40,20 @@ float* TokenExchange::gather_in_send_order(const float* token_rows) {
 }
 
 void TokenExchange::exchange_counts(const std::int64_t* kept_per_expert) {
-  const int P = comm_.size(), rank = comm_.rank();
-  const auto peers = static_cast<std::size_t>(P), E_local = static_cast<std::size_t>(local_experts_);
-  const std::size_t per_peer = 2 + E_local;
-  std::vector<std::int64_t> send_counts(per_peer * peers), recv_counts(per_peer * peers);
-  for (std::size_t p = 0; p < peers; ++p) {
-    send_counts[per_peer * p] = layout_.rows_per_rank[p];
-    send_counts[per_peer * p + 1] = layout_.assignments_per_rank[p];
-    std::copy(kept_per_expert + p * E_local, kept_per_expert + (p + 1) * E_local,
-              send_counts.begin() + static_cast<std::ptrdiff_t>(per_peer * p + 2));
-  }
-  comm_.all_to_all(send_counts.data(), recv_counts.data(), static_cast<int>(per_peer));
-  recv_row_counts_.assign(peers, 0);
-  recv_assignment_counts_.assign(peers, 0);
-  local_rows_per_expert_.assign(E_local, 0);
-  for (std::size_t p = 0; p < peers; ++p) {
-    recv_row_counts_[p] = recv_counts[per_peer * p];
-    recv_assignment_counts_[p] = recv_counts[per_peer * p + 1];
-    std::int64_t kept = 0;
-    for (std::size_t e = 0; e < E_local; ++e) {
-      local_rows_per_expert_[e] += recv_counts[per_peer * p + 2 + e];
-      kept += recv_counts[per_peer * p + 2 + e];
-    }
-    MOE_CHECK_ARG(kept == recv_assignment_counts_[p], "TokenExchange", "rank ", p, " sends rank ", rank, " ",
-                  recv_assignment_counts_[p], " assignments but counts ", kept, " for its experts");
-  }
+  std::string inconsistency;
+  const std::vector<std::int64_t> messages = peer_count_messages(
+      layout_.rows_per_rank, layout_.assignments_per_rank, kept_per_expert, local_experts_, inconsistency);
+  std::vector<std::int64_t> received(messages.size());
+  comm_.all_to_all(messages.data(), received.data(), static_cast<int>(2 + local_experts_));
+  // Every rank throws when any sender's counts were inconsistent (peer_counts.hpp).
+  if (!inconsistency.empty()) throw CollectiveError("TokenExchange: " + inconsistency);
+  PeerCounts counts = read_peer_counts(received, comm_.size(), local_experts_);
+  recv_row_counts_ = std::move(counts.rows);
+  recv_assignment_counts_ = std::move(counts.assignments);
+  local_rows_per_expert_ = std::move(counts.local_rows_per_expert);
   // Where the rows and the assignments live during the exchange: own rows stay put.
-  rows_ = make_exchange_span(layout_.rows_per_rank, recv_row_counts_, rank);
-  assignments_ = make_exchange_span(layout_.assignments_per_rank, recv_assignment_counts_, rank);
+  rows_ = make_exchange_span(layout_.rows_per_rank, recv_row_counts_, comm_.rank());
+  assignments_ = make_exchange_span(layout_.assignments_per_rank, recv_assignment_counts_, comm_.rank());
 }
 
 ExpertRows TokenExchange::dispatch(const float* x, const Routing& routing, const DispatchPlan& plan,

@@ -68,7 +68,8 @@ class TokenExchange {
   float* gather_in_send_order(const float* token_rows);
   // Step 2: every peer learns the rows and records it receives, and its experts' kept
   // counts (kept_per_expert [E], this rank's), whose sums over the senders are the
-  // owner's rows per local expert.
+  // owner's rows per local expert. An inconsistent plan stops every rank
+  // (peer_counts.hpp).
   void exchange_counts(const std::int64_t* kept_per_expert);
 
   Communicator& comm_;

@@ -139,6 +139,37 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
   mark_written(handle, c, matrix_bytes(m, n, ldc, sizeof(float)));
 }
 
+namespace {
+
+// The per-group arguments of cublasGemmGroupedBatchedEx, every group of one size (a
+// group per problem): n, k (also the leading dimensions), 1 and 0 as α and β, and no
+// transposes. One array of each type: GCC 12 warned (-Wfree-nonheap-object, a false
+// positive) about eight vectors built side by side.
+class OneLaunchShapes {
+ public:
+  OneLaunchShapes(int groups, int n, int k)
+      : groups_(static_cast<std::size_t>(groups)), ints_(3 * groups_, 1), scalars_(2 * groups_, 1.0f),
+        no_transpose_(groups_, CUBLAS_OP_N) {
+    std::fill_n(ints_.begin(), groups_, n);
+    std::fill_n(ints_.begin() + static_cast<std::ptrdiff_t>(groups_), groups_, k);
+    std::fill_n(scalars_.begin() + static_cast<std::ptrdiff_t>(groups_), groups_, 0.0f);
+  }
+  const int* n() const { return ints_.data(); }
+  const int* k() const { return ints_.data() + groups_; }
+  const int* ones() const { return ints_.data() + 2 * groups_; }  // one problem per group
+  const float* alpha() const { return scalars_.data(); }
+  const float* beta() const { return scalars_.data() + groups_; }
+  const cublasOperation_t* no_transpose() const { return no_transpose_.data(); }
+
+ private:
+  std::size_t groups_;
+  std::vector<int> ints_;
+  std::vector<float> scalars_;
+  std::vector<cublasOperation_t> no_transpose_;
+};
+
+}  // namespace
+
 GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
   if (const char* forced = std::getenv("MOE_GROUPED_GEMM"); forced && *forced) {
     if (std::strcmp(forced, "one_launch") == 0) return GroupedGemmMethod::OneLaunch;
@@ -193,14 +224,11 @@ void grouped_gemm(GemmLanes& lanes, GemmPrecision precision, const std::vector<i
     return;
   }
   cublasHandle_t handle = lanes.main_handle();
-  const std::vector<cublasOperation_t> no(rows.size(), CUBLAS_OP_N);
-  const std::vector<int> m_array(rows.size(), n), k_array(rows.size(), k), lda(rows.size(), n), ldb(rows.size(), k),
-      ldc(rows.size(), n), sizes(rows.size(), 1);
-  const std::vector<float> alpha(rows.size(), 1.0f), beta(rows.size(), 0.0f);
-  MOE_CHECK(Cublas, cublasGemmGroupedBatchedEx(handle, no.data(), no.data(), m_array.data(), rows.data(),
-                                               k_array.data(), alpha.data(), operands.b_device, type, lda.data(),
-                                               operands.a_device, type, ldb.data(), beta.data(), operands.c_device,
-                                               type, ldc.data(), groups, sizes.data(), compute));
+  const OneLaunchShapes shapes(groups, n, k);
+  MOE_CHECK(Cublas, cublasGemmGroupedBatchedEx(handle, shapes.no_transpose(), shapes.no_transpose(), shapes.n(),
+                                               rows.data(), shapes.k(), shapes.alpha(), operands.b_device, type,
+                                               shapes.n(), operands.a_device, type, shapes.k(), shapes.beta(),
+                                               operands.c_device, type, shapes.n(), groups, shapes.ones(), compute));
   for (int g = 0; g < groups; ++g)
     mark_written(handle, operands.c_host[g], matrix_bytes(rows[static_cast<std::size_t>(g)], n, n, element));
 }

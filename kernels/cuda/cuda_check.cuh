@@ -7,6 +7,7 @@
 #include <string>
 
 #include "check.hpp"
+#include "kernels/cuda/stream.cuh"
 
 namespace moe::kernels::cuda {
 
@@ -35,5 +36,8 @@ inline unsigned blocks_for(long long n, int threads) {
 inline unsigned row_blocks(long long rows) {
   return static_cast<unsigned>(rows < 1 ? 1 : (rows > (1LL << 20) ? (1LL << 20) : rows));
 }
+
+// A block per tile of kRowTile rows (stream.cuh), the same way.
+inline unsigned tile_blocks(long long rows) { return row_blocks((rows + kRowTile - 1) / kRowTile); }
 
 }  // namespace moe::kernels::cuda

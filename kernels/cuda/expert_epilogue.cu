@@ -8,33 +8,55 @@
 namespace moe::kernels::cuda {
 namespace {
 
-// A block per row (striding when rows exceed the grid): the row's group is looked up
-// once (binary search over the offsets), and the threads walk its columns, coalesced,
-// V at a time (vector_access.cuh).
+// A tile of kRowTile rows a block (striding when tiles exceed the grid), the
+// rows' biases looked up once for the tile (expert_epilogue.cuh), and the threads walk
+// the columns, coalesced, V at a time (vector_access.cuh), loading every row of the
+// tile before computing any. A bias is loaded once for the rows of its group.
+constexpr int kTile = kRowTile;
+
+// The V values at column j of row i's bias into b (zeros for a null bias), unless row
+// i - 1 had the same bias: its values are in b already.
 template <int V>
+__device__ inline void bias_for_row(const float* const (&bias)[kTile], int i, std::int64_t j, float (&b)[V]) {
+  if (i > 0 && bias[i] == bias[i - 1]) return;
+  if (bias[i])
+    load<V>(bias[i] + j, b);
+  else
+    for (int e = 0; e < V; ++e) b[e] = 0.0f;
+}
+
+template <int V, bool kGated>
 __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const* biases, const std::int64_t* offsets,
-                                     int groups, std::int64_t rows, std::int64_t width, bool gated, Act act,
-                                     float* pre, float* hidden, __nv_bfloat16* hidden_bf16) {
-  const std::int64_t z_width = gated ? 2 * width : width;
-  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* bias = biases[group_of_row(offsets, groups, r)];
-    const __nv_bfloat16* zr = z + r * z_width;
-    float* pre_r = pre ? pre + r * z_width : nullptr;
+                                     int groups, std::int64_t rows, std::int64_t width, Act act, float* pre,
+                                     float* hidden, __nv_bfloat16* hidden_bf16) {
+  constexpr int kParts = kGated ? 2 : 1;  // glu rows hold the gate's columns, then the up's
+  const std::int64_t z_width = kParts * width;
+  for (std::int64_t first = blockIdx.x * std::int64_t{kTile}; first < rows; first += gridDim.x * std::int64_t{kTile}) {
+    const int n = rows - first < kTile ? static_cast<int>(rows - first) : kTile;
+    const float* bias[kTile];
+    tile_row_biases<kTile>(biases, offsets, groups, first, n, bias);
     for (std::int64_t j = threadIdx.x * std::int64_t{V}; j < width; j += blockDim.x * std::int64_t{V}) {
-      float gate[V], up[V] = {}, h[V];
-      load<V>(zr + j, gate);
-      if (gated) load<V>(zr + width + j, up);
-      for (int i = 0; i < V; ++i) {
-        gate[i] += bias ? bias[j + i] : 0.0f;
-        if (gated) up[i] += bias ? bias[width + j + i] : 0.0f;
-        h[i] = expert_hidden_value(gate[i], up[i], gated, act);
+      float v[kTile][kParts][V];  // each row's gate (and up) values
+#pragma unroll
+      for (int i = 0; i < kTile; ++i)
+        if (i < n)
+          for (int part = 0; part < kParts; ++part) load<V>(z + (first + i) * z_width + part * width + j, v[i][part]);
+      float b[kParts][V];
+#pragma unroll
+      for (int i = 0; i < kTile; ++i) {
+        if (i >= n) continue;
+        const std::int64_t r = first + i;
+        float h[V];
+        for (int part = 0; part < kParts; ++part) {
+          bias_for_row<V>(bias, i, part * width + j, b[part]);
+          for (int e = 0; e < V; ++e) v[i][part][e] += b[part][e];
+        }
+        for (int e = 0; e < V; ++e) h[e] = expert_hidden_value(v[i][0][e], v[i][kParts - 1][e], kGated, act);
+        if (pre)
+          for (int part = 0; part < kParts; ++part) store<V>(pre + r * z_width + part * width + j, v[i][part]);
+        if (hidden) store<V>(hidden + r * width + j, h);
+        store<V>(hidden_bf16 + r * width + j, h);
       }
-      if (pre_r) {
-        store<V>(pre_r + j, gate);
-        if (gated) store<V>(pre_r + width + j, up);
-      }
-      if (hidden) store<V>(hidden + r * width + j, h);
-      store<V>(hidden_bf16 + r * width + j, h);
     }
   }
 }
@@ -43,15 +65,26 @@ template <int V>
 __global__ void expert_output_kernel(const __nv_bfloat16* y, const float* const* biases, const std::int64_t* offsets,
                                      int groups, std::int64_t rows, std::int64_t cols, Act act, float* pre,
                                      float* out) {
-  for (std::int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* bias = biases[group_of_row(offsets, groups, r)];
+  for (std::int64_t first = blockIdx.x * std::int64_t{kTile}; first < rows; first += gridDim.x * std::int64_t{kTile}) {
+    const int n = rows - first < kTile ? static_cast<int>(rows - first) : kTile;
+    const float* bias[kTile];
+    tile_row_biases<kTile>(biases, offsets, groups, first, n, bias);
     for (std::int64_t j = threadIdx.x * std::int64_t{V}; j < cols; j += blockDim.x * std::int64_t{V}) {
-      const std::int64_t i = r * cols + j;
-      float z[V], a[V];
-      load<V>(y + i, z);
-      for (int e = 0; e < V; ++e) z[e] += bias ? bias[j + e] : 0.0f, a[e] = activate(act, z[e]);
-      if (pre) store<V>(pre + i, z);
-      store<V>(out + i, a);
+      float z[kTile][V];
+#pragma unroll
+      for (int i = 0; i < kTile; ++i)
+        if (i < n) load<V>(y + (first + i) * cols + j, z[i]);
+      float b[V];
+#pragma unroll
+      for (int i = 0; i < kTile; ++i) {
+        if (i >= n) continue;
+        const std::int64_t at = (first + i) * cols + j;
+        bias_for_row<V>(bias, i, j, b);
+        float a[V];
+        for (int e = 0; e < V; ++e) z[i][e] += b[e], a[e] = activate(act, z[i][e]);
+        if (pre) store<V>(pre + at, z[i]);
+        store<V>(out + at, a);
+      }
     }
   }
 }
@@ -103,8 +136,10 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
   const auto* z16 = static_cast<const __nv_bfloat16*>(z);
   auto* h16 = static_cast<__nv_bfloat16*>(hidden_bf16);
   at_vector_width(vector_width(width, {{z, 2}, {pre, 4}, {hidden, 4}, {hidden_bf16, 2}}), [&](auto v) {
-    expert_hidden_kernel<decltype(v)::value><<<row_blocks(rows), row_threads(width, v), 0, stream>>>(
-        z16, biases, offsets, groups, rows, width, gated, act, pre, hidden, h16);
+    constexpr int V = decltype(v)::value;
+    const auto kernel = gated ? expert_hidden_kernel<V, true> : expert_hidden_kernel<V, false>;
+    kernel<<<tile_blocks(rows), row_threads(width, v), 0, stream>>>(z16, biases, offsets, groups, rows, width, act, pre,
+                                                                   hidden, h16);
   });
   MOE_CHECK_LAUNCH();
 }
@@ -114,7 +149,7 @@ void launch_expert_output(const void* y, const float* const* biases, const std::
   if (rows * cols == 0) return;
   const auto* y16 = static_cast<const __nv_bfloat16*>(y);
   at_vector_width(vector_width(cols, {{y, 2}, {pre, 4}, {out, 4}}), [&](auto v) {
-    expert_output_kernel<decltype(v)::value><<<row_blocks(rows), row_threads(cols, v), 0, stream>>>(
+    expert_output_kernel<decltype(v)::value><<<tile_blocks(rows), row_threads(cols, v), 0, stream>>>(
         y16, biases, offsets, groups, rows, cols, act, pre, out);
   });
   MOE_CHECK_LAUNCH();

@@ -23,6 +23,26 @@ MOE_HD inline float expert_hidden_value(float gate, float up, bool gated, Act ac
   return gated ? activate(act, gate) * up : activate(act, gate);
 }
 
+// The epilogue kernels take a tile of kRowTile consecutive rows a block (stream.cuh): a
+// tile finds its first row's group once (group_of_row, a binary search) and steps to
+// the next rows' groups, as rows are in group order; rows of one group share their
+// bias, loaded once.
+// The bias of each of the n ≤ kTileRows rows from `first` of grouped rows: as
+// biases[group_of_row(offsets, groups, first + i)], with one search for the tile.
+template <int kTileRows>
+MOE_HD inline void tile_row_biases(const float* const* biases, const std::int64_t* offsets, int groups,
+                                   std::int64_t first, int n, const float* (&bias)[kTileRows]) {
+  int g = group_of_row(offsets, groups, first);
+  for (int i = 0; i < kTileRows; ++i) {
+    if (i >= n) {
+      bias[i] = nullptr;
+      continue;
+    }
+    while (g + 1 < groups && offsets[g + 1] <= first + i) ++g;  // the last group starting at or before the row
+    bias[i] = biases[g];
+  }
+}
+
 // z: bf16 [rows, G·F]; pre (float [rows, G·F]) and hidden (float [rows, F]) written when
 // not null; hidden_bf16 [rows, F] always.
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,

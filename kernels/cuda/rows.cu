@@ -7,21 +7,31 @@
 namespace moe::kernels::cuda {
 namespace {
 
-// One block per row (grid-stride over rows), threads over the row's elements, V at a
-// time (vector_access.cuh); each element as gather_element and combine_element state
-// it (rows.cuh).
-// The gather writes float rows (dst), bf16 rows (dst16, rounded as to_bf16), or both
-// from one read of the source; a null one is skipped.
+// The gather: a tile of kRowTile rows a block (stream.cuh; grid-stride over tiles), the
+// tile's row indices read first and every row's loads in flight before any store;
+// threads over the row's elements, V at a time (vector_access.cuh). It writes float
+// rows (dst), bf16 rows (dst16, rounded as to_bf16), or both from one read of the
+// source; a null one is skipped. Each element as gather_element states it (rows.cuh).
 template <int V>
 __global__ void gather_kernel(const float* src, const std::int32_t* rows, std::int64_t n, std::int64_t width,
                               float* dst, __nv_bfloat16* dst16) {
-  for (std::int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-    const bool padding = is_padding_row(rows, i);
+  for (std::int64_t first = blockIdx.x * std::int64_t{kRowTile}; first < n;
+       first += gridDim.x * std::int64_t{kRowTile}) {
+    const int count = n - first < kRowTile ? static_cast<int>(n - first) : kRowTile;
+    std::int32_t source[kRowTile];  // -1: past the rows, or a padding row (zeros)
+#pragma unroll
+    for (int i = 0; i < kRowTile; ++i) source[i] = i < count && !is_padding_row(rows, first + i) ? rows[first + i] : -1;
     for (std::int64_t h = threadIdx.x * std::int64_t{V}; h < width; h += blockDim.x * std::int64_t{V}) {
-      float v[V] = {};
-      if (!padding) load<V>(src + static_cast<std::int64_t>(rows[i]) * width + h, v);
-      if (dst) store<V>(dst + i * width + h, v);
-      if (dst16) store<V>(dst16 + i * width + h, v);
+      float v[kRowTile][V] = {};
+#pragma unroll
+      for (int i = 0; i < kRowTile; ++i)
+        if (i < count && source[i] >= 0) load<V>(src + static_cast<std::int64_t>(source[i]) * width + h, v[i]);
+#pragma unroll
+      for (int i = 0; i < kRowTile; ++i) {
+        if (i >= count) continue;
+        if (dst) store<V>(dst + (first + i) * width + h, v[i]);
+        if (dst16) store<V>(dst16 + (first + i) * width + h, v[i]);
+      }
     }
   }
 }
@@ -84,7 +94,7 @@ void launch_gather_rows_bf16(const float* src, const std::int32_t* rows, std::in
   auto* dst16 = static_cast<__nv_bfloat16*>(dst_bf16);
   at_vector_width(vector_width(width, {{src, 4}, {dst, 4}, {dst_bf16, 2}}), [&](auto v) {
     gather_kernel<decltype(v)::value>
-        <<<row_blocks(n), row_threads(width, v), 0, stream>>>(src, rows, n, width, dst, dst16);
+        <<<tile_blocks(n), row_threads(width, v), 0, stream>>>(src, rows, n, width, dst, dst16);
   });
   MOE_CHECK_LAUNCH();
 }

@@ -3,7 +3,9 @@
 // drive them, against the CPU ops: the GPU's logic is tested on machines without one.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
@@ -108,7 +110,13 @@ TEST(CudaSharedLogic, ExpertEpilogueAsTheBf16KernelDrivesIt) {
       fill_normal(biases.data(), groups * GF, 1.0, 22);
       const std::vector<const float*> bias_of = {biases.data(), biases.data() + GF, biases.data() + 2 * GF};
       for (std::int64_t r = 0; r < rows; ++r) {
-        const float* bias = bias_of[static_cast<std::size_t>(cuda::group_of_row(offsets.data(), groups, r))];
+        // The kernel's tile of rows from `first`, each row's bias found for the tile.
+        constexpr int kTile = cuda::kRowTile;
+        const std::int64_t first = r / kTile * kTile;
+        const float* tile_bias[kTile];
+        cuda::tile_row_biases<kTile>(bias_of.data(), offsets.data(), groups, first,
+                                     static_cast<int>(std::min<std::int64_t>(kTile, rows - first)), tile_bias);
+        const float* bias = tile_bias[r - first];
         const float* own = biases.data() + (r < 3 ? 0 : 2) * GF;  // rows 0-2: group 0; 3-6: group 2
         for (std::int64_t j = 0; j < F; ++j) {
           const double g = double(z[r * GF + j]) + own[j];
@@ -121,6 +129,46 @@ TEST(CudaSharedLogic, ExpertEpilogueAsTheBf16KernelDrivesIt) {
         }
       }
     }
+  }
+}
+
+TEST(CudaSharedLogic, EpilogueTilesFindEachRowsGroup) {
+  // The epilogue kernels' tiles (expert_epilogue.cuh): every tile of up to kTile rows,
+  // from every first row, finds each row's bias as the row's own group lookup does, over
+  // random groupings with empty groups first, last and between; past n, null.
+  constexpr int kTile = cuda::kRowTile;
+  std::mt19937 random(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int groups = 1 + static_cast<int>(random() % 9);
+    std::vector<std::int64_t> offsets = {static_cast<std::int64_t>(random() % 3)};
+    for (int g = 0; g < groups; ++g) {
+      const int size = random() % 3 == 0 ? 0 : static_cast<int>(random() % 7);  // a third of the groups empty
+      offsets.push_back(offsets.back() + size);
+    }
+    std::vector<float> storage(static_cast<std::size_t>(groups));
+    std::vector<const float*> biases;  // a distinct pointer a group: the pointer names the group
+    for (int g = 0; g < groups; ++g) biases.push_back(&storage[g]);
+    // The kernels index rows from the batch's first: offsets relative to it.
+    const std::int64_t base = offsets.front();
+    for (auto& o : offsets) o -= base;
+    const std::int64_t rows = offsets.back();
+    for (std::int64_t first = 0; first < rows; ++first)
+      for (int n = 1; n <= kTile && first + n <= rows; ++n) {
+        const float* tile[kTile];
+        cuda::tile_row_biases<kTile>(biases.data(), offsets.data(), groups, first, n, tile);
+        for (int i = 0; i < kTile; ++i) {
+          const float* expected = i < n ? biases[cuda::group_of_row(offsets.data(), groups, first + i)] : nullptr;
+          // The row's group by the definition: offsets[g] <= row < offsets[g + 1].
+          if (i < n) {
+            int own = -1;
+            for (int g = 0; g < groups; ++g)
+              if (offsets[g] <= first + i && first + i < offsets[g + 1]) own = g;
+            ASSERT_GE(own, 0);
+            EXPECT_EQ(expected, biases[own]) << "trial " << trial << " row " << first + i;
+          }
+          EXPECT_EQ(tile[i], expected) << "trial " << trial << " first " << first << " n " << n << " i " << i;
+        }
+      }
   }
 }
 

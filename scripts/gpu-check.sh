@@ -18,6 +18,7 @@
 #      quarter of the SMs (MOE_GEMM_SM_SHARE); and first, the experts' products alone each
 #      way of launching them against one dense product (gemm_methods), and the layer with
 #      its experts padded to the most rows kept, per expert and batched (MOE_EXPERT_ROWS);
+#      and the router's thin products split over K against whole (MOE_GEMM_SPLIT_K);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward with ncu (when there
@@ -246,6 +247,22 @@ section_3() {  # timings
   }
   plan_ab mid ffn
   plan_ab fine ffn
+
+  # The router's thin products split over K (the default; kernels/cuda/split_k.cuh)
+  # against whole (MOE_GEMM_SPLIT_K=0), same run: the logits at DeepSeek-like (32 tiles
+  # of output over K = 7 168) and, in training, also the gate's gradient at fine (16
+  # tiles over K = 8 192).
+  split_ab() {  # split_ab CONFIG KIND MODE
+    local ms=() split
+    for split in 0 1; do
+      ms+=("$(MOE_GEMM_SPLIT_K=$split timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode "$3" \
+                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+    done
+    row "$1 $2 $3 bf16: router products whole / split over K ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+        "MOE_GEMM_SPLIT_K=0 / default"
+  }
+  split_ab deepseek glu forward
+  split_ab fine ffn training
   gemm_methods mid
   gemm_methods mixtral
   padded_ab deepseek glu
@@ -336,13 +353,15 @@ section_5() {  # kernel_times
   # Where a forward's time goes, kernel by kernel (one pass per kernel: the duration
   # metric alone), at the two configs furthest from dense; in ncu_CONFIG.csv. Each
   # covers ten forwards (three warm-ups, two timed, five for the phases) and the dense
-  # baseline's GEMMs. To read: sum each kernel's invocations × average, over 10. Mid
+  # baseline's GEMMs. To read: sum each kernel's invocations × average, over 10. The
+  # clocks run free (--clock-control none), as in the bench: locked at base clocks (ncu's
+  # default, checks 1–3) the GEMMs took longer than in the bench's own runs. Mid
   # first: its forward (0.31 of dense in check 3) has not been profiled since issue 11
   # was filed, and a check short of time has run fine alone.
   local config
   for config in mid fine; do
     if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
-      timeout 60 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+      timeout 60 ncu --metrics gpu__time_duration.sum --clock-control none --print-summary per-kernel --csv \
         "$bin/gpu_bench" --config "$config" --kind ffn --mode forward --precision bf16 --reps 2 \
         >"$results/ncu_$config.csv" 2>"$results/ncu_$config.log"
       row "ncu kernel times ($config ffn forward)" "exit $?" "ncu_$config.csv"

@@ -20,6 +20,7 @@
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/router.cuh"
 #include "kernels/cuda/rows.cuh"
+#include "kernels/cuda/split_k.cuh"
 #include "kernels/cuda/upload_ring.cuh"
 #include "kernels/random_stream.hpp"
 
@@ -31,7 +32,9 @@ class CudaOps final : public Ops {
   CudaOps(int device, GemmPrecision precision) : device_(device), precision_(precision) {
     const int gemm_lanes = gemm_lanes_from_environment();  // a bad value fails before anything is made
     const bool share_sms = gemm_sm_share_from_environment();
+    split_k_ = gemm_split_k_from_environment();
     MOE_CHECK(Cuda, cudaSetDevice(device));
+    MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
@@ -51,7 +54,8 @@ class CudaOps final : public Ops {
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
     for (cudaEvent_t event : marks_)
       if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
-    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_}) release(s->ptr);
+    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_, &split_partials_})
+      release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
   }
@@ -170,8 +174,13 @@ class CudaOps final : public Ops {
             std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) override {
     // BF16 applies to the expert GEMMs of the forward (linear); everything else is FP32
     // or, when asked, TF32.
+    // Thin products (the router's) split over K (split_k.cuh; MOE_GEMM_SPLIT_K=0: not).
     const GemmPrecision p = precision_ == GemmPrecision::TF32 ? GemmPrecision::TF32 : GemmPrecision::FP32;
-    cuda::gemm(blas_, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const int slices = split_k_ ? split_k_slices(m, n, k, sms_) : 1;
+    float* partials =
+        slices > 1 ? static_cast<float*>(grow(split_partials_, sizeof(float) * static_cast<std::size_t>(slices * m * n)))
+                   : nullptr;
+    cuda::gemm_split_k(blas_, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, slices, partials);
   }
 
   void linear(const float* x, std::int64_t n, std::int64_t in_dim, const float* w, std::int64_t out_dim,
@@ -832,6 +841,8 @@ class CudaOps final : public Ops {
 
   int device_;
   GemmPrecision precision_;
+  int sms_ = 0;          // the device's multiprocessors, for split_k_slices
+  bool split_k_ = true;  // MOE_GEMM_SPLIT_K
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams
@@ -861,6 +872,7 @@ class CudaOps final : public Ops {
   std::size_t marks_used_ = 0;
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
   Scratch a16_, b16_;              // bf16 operands of expert_gemm
+  Scratch split_partials_;         // gemm()'s partial products when split over K
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/split_k.cuh"
 #include "moe/error.hpp"
 
 namespace moe::kernels::cuda {
@@ -43,7 +44,25 @@ std::size_t matrix_bytes(std::int64_t rows, std::int64_t cols, std::int64_t ld, 
   return static_cast<std::size_t>((rows - 1) * ld + cols) * element;
 }
 
+// C = beta · C + the slices' partial products, a thread per element (split_k.cuh).
+__global__ void split_k_sum_kernel(const float* partials, int slices, std::int64_t m, std::int64_t n, float beta,
+                                   float* c, std::int64_t ldc) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t e = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; e < m * n; e += stride) {
+    const std::int64_t i = e / n, j = e % n;
+    c[i * ldc + j] = split_k_element(partials, slices, m, n, i, j, beta, c, ldc);
+  }
+}
+
 }  // namespace
+
+bool gemm_split_k_from_environment() {
+  const char* asked = std::getenv("MOE_GEMM_SPLIT_K");
+  if (!asked || !*asked || std::strcmp(asked, "1") == 0) return true;
+  MOE_CHECK_ARG(std::strcmp(asked, "0") == 0, "gemm", "MOE_GEMM_SPLIT_K = '", asked,
+                "'; expected 1 (thin products split over K), 0, or unset (1)");
+  return false;
+}
 
 int gemm_lanes_from_environment() {
   const char* asked = std::getenv("MOE_GEMM_STREAMS");
@@ -169,6 +188,32 @@ class OneLaunchShapes {
 };
 
 }  // namespace
+
+void gemm_split_k(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b, std::int64_t m,
+                  std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
+                  std::int64_t ldb, float beta, float* c, std::int64_t ldc, int slices, float* partials) {
+  MOE_CHECK_ARG(precision != GemmPrecision::BF16, "gemm_split_k", "precision = BF16; expected FP32 or TF32");
+  if (slices <= 1 || m == 0 || n == 0) {
+    gemm(handle, precision, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  MOE_CHECK_ARG(k % slices == 0, "gemm_split_k", "slices = ", slices, "; expected a divisor of k = ", k);
+  const std::int64_t depth = k / slices;
+  const SliceStrides strides = split_k_strides(trans_a, trans_b, depth, lda, ldb);
+  const cublasComputeType_t compute =
+      precision == GemmPrecision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const float zero = 0.0f;
+  // As gemm(): row-major Cᵀ = op(B)ᵀ·op(A)ᵀ column-major, here one product per slice.
+  MOE_CHECK(Cublas, cublasGemmStridedBatchedEx_64(
+                        handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, depth,
+                        &alpha, b, CUDA_R_32F, ldb, strides.b, a, CUDA_R_32F, lda, strides.a, &zero, partials,
+                        CUDA_R_32F, n, m * n, slices, compute, CUBLAS_GEMM_DEFAULT));
+  mark_written(handle, partials, static_cast<std::size_t>(slices * m * n) * sizeof(float));
+  cudaStream_t stream = nullptr;
+  MOE_CHECK(Cublas, cublasGetStream(handle, &stream));
+  split_k_sum_kernel<<<blocks_for(m * n, kBlock), kBlock, 0, stream>>>(partials, slices, m, n, beta, c, ldc);
+  MOE_CHECK_LAUNCH();
+}
 
 GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
   if (const char* forced = std::getenv("MOE_GROUPED_GEMM"); forced && *forced) {

@@ -17,6 +17,17 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
           std::int64_t k, float alpha, const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta,
           float* c, std::int64_t ldc);
 
+// gemm() with K split into `slices` (kernels/cuda/split_k.cuh): one strided-batched
+// launch writes each slice's partial product into partials [slices, m, n], then one pass
+// on the handle's stream sums them into C (with beta · C). FP32 or TF32 (float operands).
+void gemm_split_k(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b, std::int64_t m,
+                  std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
+                  std::int64_t ldb, float beta, float* c, std::int64_t ldc, int slices, float* partials);
+
+// MOE_GEMM_SPLIT_K=0 turns the split off (for measuring it, or should it misbehave);
+// 1 or unset: on; anything else is an error naming it.
+bool gemm_split_k_from_environment();
+
 // How a grouped product is launched. OneLaunch: cublasGemmGroupedBatchedEx, every group
 // in one launch. PerGroup: one cublasGemmEx per non-empty group, each with the kernel
 // cuBLAS picks for that shape (Hopper's own kernels), at a launch per group, the groups

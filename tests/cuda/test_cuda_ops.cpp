@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "buffer.hpp"
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/ops.hpp"
+#include "moe/error.hpp"
 #include "support/expert_reference.hpp"
 #include "support/test_util.hpp"
 
@@ -77,6 +79,58 @@ TEST_F(CudaOps, GemmAndExpertGemmEveryTransposeInEachPrecision) {
             << (expert ? "expert_gemm" : "gemm") << " trans " << ta << tb << " precision " << int(p);
       }
   }
+}
+
+TEST_F(CudaOps, ThinProductsSplitOverKAgainstFloat64) {
+  // gemm()'s thin products run split over K (kernels/cuda/split_k.cuh): a [128, 64]
+  // output is one tile, so any GPU of two or more multiprocessors splits its K = 8 192
+  // 16 ways; the router's logits at the mid config ([4 096, 8] over 1 024) 2 ways on
+  // 132. Every transpose, beta 0 (C holds NaN: not read) and 1, against float64 and
+  // against the same products unsplit (MOE_GEMM_SPLIT_K=0), within FP32's 1e-5.
+  struct Shape {
+    std::int64_t m, n, k;
+  };
+  auto unsplit = [] {
+    ::setenv("MOE_GEMM_SPLIT_K", "0", 1);
+    auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
+    ::unsetenv("MOE_GEMM_SPLIT_K");
+    return ops;
+  }();
+  for (const Shape& shape : {Shape{128, 64, 8192}, Shape{4096, 8, 1024}, Shape{100, 3, 4096}})
+    for (int t = 0; t < 4; ++t)
+      for (const float beta : {0.0f, 1.0f}) {
+        const bool ta = t & 1, tb = t & 2;
+        const std::int64_t m = shape.m, n = shape.n, k = shape.k, lda = ta ? m : k, ldb = tb ? k : n;
+        SCOPED_TRACE(::testing::Message() << m << "x" << n << "x" << k << " trans " << ta << tb << " beta " << beta);
+        const auto a = random(m * k, 51), b = random(k * n, 52);
+        std::vector<float> c0 = random(m * n, 53);
+        if (beta == 0.0f) std::fill(c0.begin(), c0.end(), std::nanf(""));
+        std::vector<double> expected(static_cast<std::size_t>(m * n));
+        for (std::int64_t i = 0; i < m; ++i)
+          for (std::int64_t j = 0; j < n; ++j) {
+            double sum = 0.0;
+            for (std::int64_t x = 0; x < k; ++x)
+              sum += double(ta ? a[x * lda + i] : a[i * lda + x]) * (tb ? b[j * ldb + x] : b[x * ldb + j]);
+            expected[i * n + j] = 0.5 * sum + (beta == 0.0f ? 0.0 : double(c0[i * n + j]));
+          }
+        std::vector<float> got[2];
+        for (int split = 0; split < 2; ++split) {
+          moe::kernels::Ops* ops = split ? gpu.get() : unsplit.get();
+          Buffer<float> da = device(a, ops), db = device(b, ops), dc = device(c0, ops);
+          ops->gemm(ta, tb, m, n, k, 0.5f, da.data(), lda, db.data(), ldb, beta, dc.data(), n);
+          got[split] = dc.download();
+          EXPECT_LE(relative_error(got[split].data(), expected.data(), m * n), 1e-5) << (split ? "split" : "unsplit");
+        }
+        EXPECT_LE(relative_error(got[1].data(), got[0].data(), m * n), 1e-5);
+      }
+  ::setenv("MOE_GEMM_SPLIT_K", "yes", 1);
+  try {
+    moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
+    ADD_FAILURE() << "MOE_GEMM_SPLIT_K=yes was accepted";
+  } catch (const moe::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOE_GEMM_SPLIT_K = 'yes'"), std::string::npos) << e.what();
+  }
+  ::unsetenv("MOE_GEMM_SPLIT_K");
 }
 
 TEST_F(CudaOps, LinearWithBiasAndEveryActivationInEachPrecision) {

@@ -11,6 +11,7 @@
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/rows.cuh"
+#include "kernels/cuda/split_k.cuh"
 #include "kernels/ops.hpp"
 #include "kernels/optimizer_math.hpp"
 #include "kernels/router_row.hpp"
@@ -170,6 +171,86 @@ TEST(CudaSharedLogic, EpilogueTilesFindEachRowsGroup) {
         }
       }
   }
+}
+
+TEST(CudaSharedLogic, SplitKTakesThinProductsOnly) {
+  // split_k.cuh on an H100's 132 multiprocessors: the routers' products of the four
+  // benchmark configs split until their tiles fill the GPU; an expert-sized product and
+  // a K too shallow or not divisible stay whole.
+  const int sms = 132;
+  EXPECT_EQ(cuda::split_k_slices(8192, 64, 2048, sms), 4);   // fine: logits [T, E] over H
+  EXPECT_EQ(cuda::split_k_slices(2048, 64, 8192, sms), 16);  // fine: the gate's gradient [H, E] over T
+  EXPECT_EQ(cuda::split_k_slices(4096, 64, 7168, sms), 8);   // DeepSeek-like logits
+  EXPECT_EQ(cuda::split_k_slices(8192, 8, 4096, sms), 4);    // Mixtral-like logits
+  EXPECT_EQ(cuda::split_k_slices(4096, 8, 1024, sms), 2);    // mid: K allows only 2 slices of 512
+  EXPECT_EQ(cuda::split_k_slices(8192, 1, 2048, sms), 4);    // a shared expert's gate logit
+  EXPECT_EQ(cuda::split_k_slices(8192, 2048, 1024, sms), 1); // an expert's product fills the GPU
+  EXPECT_EQ(cuda::split_k_slices(8192, 64, 64, sms), 1);     // the router's dx: K = E
+  EXPECT_EQ(cuda::split_k_slices(4096, 8, 1000, sms), 1);    // 2 slices of 500: too shallow
+  EXPECT_EQ(cuda::split_k_slices(4096, 8, 4100, sms), 1);    // 2 of 2 050: not a multiple of 4
+  EXPECT_EQ(cuda::split_k_slices(4096, 64, 7168, 0), 1);     // no multiprocessors known
+  // Every answer over random shapes keeps the rules.
+  std::mt19937 random(9);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const std::int64_t m = 1 + random() % 20000, n = 1 + random() % 300, k = 1 + random() % 20000;
+    const int gpu = 1 + static_cast<int>(random() % 200);
+    const int slices = cuda::split_k_slices(m, n, k, gpu);
+    SCOPED_TRACE(::testing::Message() << m << "x" << n << "x" << k << " on " << gpu << ": " << slices);
+    ASSERT_GE(slices, 1);
+    ASSERT_LE(slices, cuda::kSplitKMaxSlices);
+    EXPECT_EQ(slices & (slices - 1), 0);  // a power of two
+    if (slices == 1) continue;
+    EXPECT_EQ(k % slices, 0);
+    EXPECT_EQ(k / slices % 4, 0);
+    EXPECT_GE(k / slices, cuda::kSplitKMinDepth);
+    EXPECT_LT(((m + 127) / 128) * ((n + 63) / 64) * (slices / 2), gpu);  // half as many would not fill it
+  }
+}
+
+TEST(CudaSharedLogic, SplitKSlicesAddUpToTheProduct) {
+  // Each slice's product taken where split_k_strides puts it (as the strided-batched
+  // launch reads it), summed by split_k_element, against the float64 definition
+  // alpha · op(A) · op(B) + beta · C, for every transpose, with padded leading
+  // dimensions; C holds NaN where beta = 0, which must not be read.
+  const std::int64_t m = 7, n = 5, k = 48;
+  const float alpha = 1.5f;
+  for (const int slices : {1, 2, 4, 8})
+    for (const bool trans_a : {false, true})
+      for (const bool trans_b : {false, true})
+        for (const float beta : {0.0f, 0.5f}) {
+          SCOPED_TRACE(::testing::Message() << slices << " slices, trans " << trans_a << trans_b << " beta " << beta);
+          const std::int64_t lda = (trans_a ? m : k) + 3, ldb = (trans_b ? k : n) + 2, ldc = n + 1;
+          std::vector<float> a((trans_a ? k : m) * lda), b((trans_b ? n : k) * ldb), c(m * ldc);
+          fill_normal(a.data(), static_cast<std::int64_t>(a.size()), 1.0, 41);
+          fill_normal(b.data(), static_cast<std::int64_t>(b.size()), 1.0, 42);
+          fill_normal(c.data(), static_cast<std::int64_t>(c.size()), 1.0, 43);
+          if (beta == 0.0f) std::fill(c.begin(), c.end(), std::nanf(""));
+          const auto op_a = [&](const float* base, std::int64_t i, std::int64_t x) {
+            return trans_a ? base[x * lda + i] : base[i * lda + x];
+          };
+          const auto op_b = [&](const float* base, std::int64_t x, std::int64_t j) {
+            return trans_b ? base[j * ldb + x] : base[x * ldb + j];
+          };
+          const std::int64_t depth = k / slices;
+          const cuda::SliceStrides strides = cuda::split_k_strides(trans_a, trans_b, depth, lda, ldb);
+          std::vector<float> partials(slices * m * n);
+          for (int sl = 0; sl < slices; ++sl)
+            for (std::int64_t i = 0; i < m; ++i)
+              for (std::int64_t j = 0; j < n; ++j) {
+                float sum = 0.0f;
+                for (std::int64_t x = 0; x < depth; ++x)
+                  sum += op_a(a.data() + sl * strides.a, i, x) * op_b(b.data() + sl * strides.b, x, j);
+                partials[(sl * m + i) * n + j] = alpha * sum;
+              }
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) {
+              double expected = 0.0;
+              for (std::int64_t x = 0; x < k; ++x) expected += double(op_a(a.data(), i, x)) * op_b(b.data(), x, j);
+              expected = alpha * expected + (beta == 0.0f ? 0.0 : double(beta) * c[i * ldc + j]);
+              const float got = cuda::split_k_element(partials.data(), slices, m, n, i, j, beta, c.data(), ldc);
+              EXPECT_NEAR(got, expected, 1e-5 * (1.0 + std::fabs(expected))) << i << "," << j;
+            }
+        }
 }
 
 TEST(CudaSharedLogic, RouterRowsOnePerThread) {

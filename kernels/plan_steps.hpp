@@ -167,6 +167,10 @@ struct PlanArrays {
   bool pad_to_most = false;
 
   MOE_HD std::int64_t items() const { return tokens * top_k; }
+  // A capacity of at least T·k admits every assignment (a dropless layer passes T·k):
+  // the plan then skips admission and the combine's entries are the assignments
+  // themselves (admit_all, grouping_place).
+  MOE_HD bool admits_all() const { return capacity >= items(); }
   MOE_HD std::int64_t padded_rows() const { return plan::padded_rows(kept_per_expert, experts, rows_per_expert, pad_to_most); }
   MOE_HD std::int64_t chunks() const { return chunk_count(items()); }
 };
@@ -184,6 +188,15 @@ MOE_HD inline void admission_decide(const PlanArrays& p, std::int64_t item) {
   const AdmissionKey key{p.slot_major_experts};
   const std::int64_t rank = count_before(key, p.bases, p.chunks(), item, key(item));
   p.kept[slot_major_assignment(item, p.tokens, p.top_k)] = admitted(rank, p.capacity) ? 1 : 0;
+}
+
+// 1'. Every assignment admitted (admits_all; max(T·k, T + 1) threads): kept, and the
+// combine's entries in token order are the assignments themselves, so token t's first
+// entry is t·k and there are T·k of them.
+MOE_HD inline void admit_all(const PlanArrays& p, std::int64_t i) {
+  if (i < p.items()) p.kept[i] = 1;
+  if (i <= p.tokens) p.combine_offsets[i] = static_cast<std::int32_t>(i * p.top_k);
+  if (i == 0) *p.entries = p.items();
 }
 
 // 2. Grouping: count (E·chunks), scan (E·chunks: the totals are the kept counts), offsets
@@ -210,6 +223,11 @@ MOE_HD inline void grouping_place(const PlanArrays& p, std::int64_t a) {
       p.offsets[e] + count_before(KeptExpertKey{p.indices, p.kept}, p.group_bases, p.chunks(), a, e);
   p.grouped_tokens[g] = static_cast<std::int32_t>(a / p.top_k);
   p.row_of[a] = static_cast<std::int32_t>(g);
+  if (p.admits_all()) {  // entry a is assignment a (admit_all): step 3 is done here
+    p.combine_sources[a] = static_cast<std::int32_t>(g);
+    p.combine_weights[a] = p.weights[a];
+    p.entry_slot[a] = static_cast<std::int32_t>(a);
+  }
 }
 
 // 3. The combine's entries, the kept assignments in token order: count (chunks), scan
@@ -230,6 +248,7 @@ MOE_HD inline void token_entry_offset(const PlanArrays& p, std::int64_t t) {
 // The steps in their order, each as a functor run(count, step) is given: step(p, i)
 // for every i < count, in any order or at once, and each step after the one before
 // has finished. The GPU launches a kernel per step (plan.cu); the host tests loop.
+struct AdmitAll { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admit_all(p, i); } };
 struct AdmissionOrder { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_order(p, i); } };
 struct AdmissionCount : ChunkCount<AdmissionCount> {  // items in slot-major order, by expert
   MOE_HD static AdmissionKey key(const PlanArrays& p) { return {p.slot_major_experts}; }
@@ -262,15 +281,21 @@ struct TokenEntryOffset { MOE_HD void operator()(const PlanArrays& p, std::int64
 template <class Run>
 void for_each_plan_step(const PlanArrays& p, Run&& run) {
   const std::int64_t n = p.items(), chunks = p.chunks(), keyed = p.experts * chunks;
-  run(n, AdmissionOrder{});
-  run(keyed, AdmissionCount{});
-  run(scan_threads(p.experts, chunks), AdmissionScan{});
-  run(n, AdmissionDecide{});
+  // Dropless (admits_all): 5 steps for a packed plan where the capacity's take 12.
+  if (p.admits_all()) {
+    run(n > p.tokens + 1 ? n : p.tokens + 1, AdmitAll{});
+  } else {
+    run(n, AdmissionOrder{});
+    run(keyed, AdmissionCount{});
+    run(scan_threads(p.experts, chunks), AdmissionScan{});
+    run(n, AdmissionDecide{});
+  }
   run(keyed, GroupingCount{});
   run(scan_threads(p.experts, chunks), GroupingScan{});
   run(std::int64_t{1}, GroupingOffsets{});
   run(p.experts * p.rows_per_expert, GroupingPad{});  // none when packed
   run(n, GroupingPlace{});
+  if (p.admits_all()) return;  // the entries are placed
   run(chunks, EntryCount{});
   run(scan_threads(1, chunks), EntryScan{});
   run(n, EntryPlace{});

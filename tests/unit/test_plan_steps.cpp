@@ -211,7 +211,8 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
 }
 
 // (T, k, E, capacity factor, drop): chunk edges (T·k of 256 and just past), one
-// chunk, many chunks, few and many experts, dropless.
+// chunk, many chunks, few and many experts, dropless, and capacities that admit every
+// assignment (the plan's admit_all path: dropless, 1 token, a factor of 8).
 INSTANTIATE_TEST_SUITE_P(Shapes, PlanSteps,
                          ::testing::Values(std::make_tuple(1, 1, 1, 1.0f, true), std::make_tuple(7, 2, 4, 0.5f, true),
                                            std::make_tuple(128, 2, 8, 0.75f, true),
@@ -219,6 +220,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PlanSteps,
                                            std::make_tuple(300, 4, 16, 0.6f, true),
                                            std::make_tuple(1000, 8, 64, 1.0f, true),
                                            std::make_tuple(513, 2, 8, 1.0f, false),
+                                           std::make_tuple(1000, 8, 64, 1.0f, false),
+                                           std::make_tuple(7, 2, 4, 8.0f, true),  // a capacity of T·k and more
                                            std::make_tuple(64, 6, 256, 2.0f, true)));
 
 }  // namespace

@@ -194,10 +194,14 @@ template <class Run>
 void for_each_send_plan_step(const SendPlanArrays& s, Run&& run) {
   const PlanArrays& p = s.admission;
   const std::int64_t n = p.items(), chunks = p.chunks();
-  run(n, OnAdmission<AdmissionOrder>{});
-  run(p.experts * chunks, OnAdmissionCount<AdmissionCount>{});
-  run(scan_threads(p.experts, chunks), OnAdmission<AdmissionScan>{});
-  run(n, OnAdmission<AdmissionDecide>{});
+  if (p.admits_all()) {  // a capacity of T·k or more (dropless): every assignment kept
+    run(n, OnAdmission<KeepAll>{});
+  } else {
+    run(n, OnAdmission<AdmissionOrder>{});
+    run(p.experts * chunks, OnAdmissionCount<AdmissionCount>{});
+    run(scan_threads(p.experts, chunks), OnAdmission<AdmissionScan>{});
+    run(n, OnAdmission<AdmissionDecide>{});
+  }
   run(p.experts * chunks, OnAdmissionCount<GroupingCount>{});  // its scan's totals: kept per expert
   run(scan_threads(p.experts, chunks), OnAdmission<GroupingScan>{});
   run(n, SendKeys{});

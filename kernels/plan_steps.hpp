@@ -190,11 +190,13 @@ MOE_HD inline void admission_decide(const PlanArrays& p, std::int64_t item) {
   p.kept[slot_major_assignment(item, p.tokens, p.top_k)] = admitted(rank, p.capacity) ? 1 : 0;
 }
 
-// 1'. Every assignment admitted (admits_all; max(T·k, T + 1) threads): kept, and the
-// combine's entries in token order are the assignments themselves, so token t's first
-// entry is t·k and there are T·k of them.
+// 1'. Every assignment admitted (admits_all): keep_all (T·k threads) in the distributed
+// plan's admission; in the single-rank plan admit_all (max(T·k, T + 1) threads), which
+// also lays out the combine's entries: in token order they are the assignments
+// themselves, so token t's first entry is t·k and there are T·k of them.
+MOE_HD inline void keep_all(const PlanArrays& p, std::int64_t a) { p.kept[a] = 1; }
 MOE_HD inline void admit_all(const PlanArrays& p, std::int64_t i) {
-  if (i < p.items()) p.kept[i] = 1;
+  if (i < p.items()) keep_all(p, i);
   if (i <= p.tokens) p.combine_offsets[i] = static_cast<std::int32_t>(i * p.top_k);
   if (i == 0) *p.entries = p.items();
 }
@@ -248,6 +250,7 @@ MOE_HD inline void token_entry_offset(const PlanArrays& p, std::int64_t t) {
 // The steps in their order, each as a functor run(count, step) is given: step(p, i)
 // for every i < count, in any order or at once, and each step after the one before
 // has finished. The GPU launches a kernel per step (plan.cu); the host tests loop.
+struct KeepAll { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { keep_all(p, a); } };
 struct AdmitAll { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admit_all(p, i); } };
 struct AdmissionOrder { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_order(p, i); } };
 struct AdmissionCount : ChunkCount<AdmissionCount> {  // items in slot-major order, by expert

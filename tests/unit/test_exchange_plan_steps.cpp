@@ -128,11 +128,13 @@ TEST_P(ExchangePlanSteps, MatchTheHostSendLayoutAndTheOwnersPlan) {
   }
 }
 
-// Chunk edges (T·k of 256 and past), one chunk, many; top-1; wide top-k; dropless.
+// Chunk edges (T·k of 256 and past), one chunk, many; top-1; wide top-k; dropless, and
+// a capacity factor large enough to keep everything (both skip admission: KeepAll).
 INSTANTIATE_TEST_SUITE_P(Shapes, ExchangePlanSteps,
                          ::testing::Values(Shape{5, 2, 4, 2, 0.75f, true}, Shape{128, 2, 8, 2, 0.75f, true},
                                            Shape{129, 2, 8, 4, 1.25f, true}, Shape{300, 1, 8, 4, 0.6f, true},
                                            Shape{200, 6, 24, 3, 1.0f, true}, Shape{513, 4, 16, 4, 1.0f, false},
-                                           Shape{700, 8, 64, 8, 0.8f, true}));
+                                           Shape{700, 8, 64, 8, 0.8f, true}, Shape{300, 8, 64, 4, 1.0f, false},
+                                           Shape{60, 2, 8, 2, 8.0f, true}));
 
 }  // namespace

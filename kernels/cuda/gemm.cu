@@ -44,6 +44,17 @@ std::size_t matrix_bytes(std::int64_t rows, std::int64_t cols, std::int64_t ld, 
   return static_cast<std::size_t>((rows - 1) * ld + cols) * element;
 }
 
+// An on/off switch from the environment: 1 or 0, unset or empty for `by_default`;
+// anything else is an error naming the variable, its value and what 1 does.
+bool switch_from_environment(const char* variable, bool by_default, const char* where, const char* what_on) {
+  const char* asked = std::getenv(variable);
+  if (!asked || !*asked) return by_default;
+  const bool on = std::strcmp(asked, "1") == 0;
+  MOE_CHECK_ARG(on || std::strcmp(asked, "0") == 0, where, variable, " = '", asked, "'; expected 1 (", what_on,
+                "), 0, or unset (", by_default ? 1 : 0, ")");
+  return on;
+}
+
 // C = beta · C + the slices' partial products, a thread per element (split_k.cuh).
 __global__ void split_k_sum_kernel(const float* partials, int slices, std::int64_t m, std::int64_t n, float beta,
                                    float* c, std::int64_t ldc) {
@@ -56,13 +67,6 @@ __global__ void split_k_sum_kernel(const float* partials, int slices, std::int64
 
 }  // namespace
 
-bool gemm_split_k_from_environment() {
-  const char* asked = std::getenv("MOE_GEMM_SPLIT_K");
-  if (!asked || !*asked || std::strcmp(asked, "1") == 0) return true;
-  MOE_CHECK_ARG(std::strcmp(asked, "0") == 0, "gemm", "MOE_GEMM_SPLIT_K = '", asked,
-                "'; expected 1 (thin products split over K), 0, or unset (1)");
-  return false;
-}
 
 int gemm_lanes_from_environment() {
   const char* asked = std::getenv("MOE_GEMM_STREAMS");
@@ -75,11 +79,12 @@ int gemm_lanes_from_environment() {
 }
 
 bool gemm_sm_share_from_environment() {
-  const char* asked = std::getenv("MOE_GEMM_SM_SHARE");
-  if (!asked || !*asked || std::strcmp(asked, "0") == 0) return false;
-  MOE_CHECK_ARG(std::strcmp(asked, "1") == 0, "grouped GEMM", "MOE_GEMM_SM_SHARE = '", asked,
-                "'; expected 1 (each GEMM stream's cuBLAS handle plans for its share of the SMs), 0, or unset");
-  return true;
+  return switch_from_environment("MOE_GEMM_SM_SHARE", false, "grouped GEMM",
+                                 "each GEMM stream's cuBLAS handle plans for its share of the SMs");
+}
+
+bool gemm_split_k_from_environment() {
+  return switch_from_environment("MOE_GEMM_SPLIT_K", true, "gemm", "thin products split over K");
 }
 
 GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle, bool share_sms)

@@ -52,6 +52,18 @@ class CudaOps : public ::testing::Test {
     fill_normal(v.data(), n, stddev, seed);
     return v;
   }
+  // Building the CUDA ops with `variable` set to `value` is an error naming both.
+  static void expect_environment_error(const char* variable, const char* value) {
+    ::setenv(variable, value, 1);
+    try {
+      moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+      ADD_FAILURE() << variable << "=" << value << " was accepted";
+    } catch (const moe::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(variable) + " = '" + value + "'"), std::string::npos)
+          << e.what();
+    }
+    ::unsetenv(variable);
+  }
   std::unique_ptr<moe::kernels::Ops> cpu = moe::kernels::make_cpu_ops();
   std::unique_ptr<moe::kernels::Ops> gpu;
 };
@@ -123,14 +135,7 @@ TEST_F(CudaOps, ThinProductsSplitOverKAgainstFloat64) {
         }
         EXPECT_LE(relative_error(got[1].data(), got[0].data(), m * n), 1e-5);
       }
-  ::setenv("MOE_GEMM_SPLIT_K", "yes", 1);
-  try {
-    moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
-    ADD_FAILURE() << "MOE_GEMM_SPLIT_K=yes was accepted";
-  } catch (const moe::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("MOE_GEMM_SPLIT_K = 'yes'"), std::string::npos) << e.what();
-  }
-  ::unsetenv("MOE_GEMM_SPLIT_K");
+  expect_environment_error("MOE_GEMM_SPLIT_K", "yes");
 }
 
 TEST_F(CudaOps, LinearWithBiasAndEveryActivationInEachPrecision) {
@@ -305,25 +310,8 @@ TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
           << "MOE_GEMM_SM_SHARE=1";
       ::unsetenv("MOE_GEMM_SM_SHARE");
     }
-  ::setenv("MOE_GEMM_SM_SHARE", "2", 1);
-  try {
-    moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-    ADD_FAILURE() << "MOE_GEMM_SM_SHARE=2 was accepted";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("MOE_GEMM_SM_SHARE = '2'"), std::string::npos) << e.what();
-  }
-  ::unsetenv("MOE_GEMM_SM_SHARE");
-  for (const char* bad : {"0", "9", "four", "2x"}) {
-    ::setenv("MOE_GEMM_STREAMS", bad, 1);
-    try {
-      moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-      ADD_FAILURE() << "MOE_GEMM_STREAMS=" << bad << " was accepted";
-    } catch (const std::exception& e) {
-      EXPECT_NE(std::string(e.what()).find(std::string("MOE_GEMM_STREAMS = '") + bad + "'"), std::string::npos)
-          << e.what();
-    }
-  }
-  ::unsetenv("MOE_GEMM_STREAMS");
+  expect_environment_error("MOE_GEMM_SM_SHARE", "2");
+  for (const char* bad : {"0", "9", "four", "2x"}) expect_environment_error("MOE_GEMM_STREAMS", bad);
   ::unsetenv("MOE_GROUPED_GEMM");
 }
 

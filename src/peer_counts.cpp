@@ -19,7 +19,10 @@ std::vector<std::int64_t> peer_count_messages(const std::vector<std::int64_t>& r
     message[0] = rows_per_rank[p];
     message[1] = assignments_per_rank[p];
     std::int64_t kept = 0;
-    for (std::size_t e = 0; e < E_local; ++e) kept += message[2 + e] = kept_per_expert[p * E_local + e];
+    for (std::size_t e = 0; e < E_local; ++e) {
+      message[2 + e] = kept_per_expert[p * E_local + e];
+      kept += message[2 + e];
+    }
     if (kept != assignments_per_rank[p] && inconsistency.empty())
       inconsistency = "the plan sends rank " + std::to_string(p) + " " + std::to_string(assignments_per_rank[p]) +
                       " assignment records but counts " + std::to_string(kept) +

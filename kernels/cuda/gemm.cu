@@ -67,7 +67,6 @@ __global__ void split_k_sum_kernel(const float* partials, int slices, std::int64
 
 }  // namespace
 
-
 int gemm_lanes_from_environment() {
   const char* asked = std::getenv("MOE_GEMM_STREAMS");
   if (!asked || !*asked) return kDefaultGemmLanes;

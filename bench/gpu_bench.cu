@@ -166,7 +166,7 @@ int run(int argc, char** argv) {
   std::string router;
   std::int64_t groups = 0, topk_groups = 0, shared = -1;
   int reps = 20;
-  bool header = false, compare_gemm = false, static_shapes = false;
+  bool header = false, compare_gemm = false, static_shapes = false, no_dense = false;
   float capacity_factor = 0.0f;  // 0: dropless
   shape_options.add_to(app);
   app.add_option("--router", router)->check(CLI::IsMember({"softmax", "sigmoid"}));
@@ -186,6 +186,8 @@ int run(int argc, char** argv) {
   app.add_flag("--header", header);
   app.add_flag("--compare-gemm", compare_gemm,
                "also time the layer with each way of launching the grouped products (MOE_GROUPED_GEMM)");
+  app.add_flag("--no-dense", no_dense,
+               "skip the dense baseline (dense_ms and ratio print as -): a profile then holds the layer's kernels only");
   CLI11_PARSE(app, argc, argv);
   if (moe::cuda_device_count() == 0) {
     std::fprintf(stderr, "gpu_bench: no CUDA device\n");
@@ -262,10 +264,15 @@ int run(int argc, char** argv) {
     print_phases(layer, x, s.T, out, grad_out, grad_in, training, optimizer_step ? &*adamw : nullptr,
                  config + " " + s.kind + " " + mode + " " + precision);
     DenseBaseline baseline(s, options.precision, training);
-    const double dense_ms = median_ms([&] { baseline.run(); }, reps);
-    std::printf("%s,%s,%s,%s,%s,%ld,%ld,%ld,%ld,%ld,%ld,%.3f,%.3f,%.1f,%.3f,%s\n", config.c_str(), s.kind.c_str(),
+    char dense_ms[32] = "-", ratio[32] = "-";
+    if (!no_dense) {
+      const double ms = median_ms([&] { baseline.run(); }, reps);
+      std::snprintf(dense_ms, sizeof dense_ms, "%.3f", ms);
+      std::snprintf(ratio, sizeof ratio, "%.3f", ms / moe_ms);
+    }
+    std::printf("%s,%s,%s,%s,%s,%ld,%ld,%ld,%ld,%ld,%ld,%.3f,%s,%.1f,%s,%s\n", config.c_str(), s.kind.c_str(),
                 s.router.c_str(), mode.c_str(), precision.c_str(), s.E, s.k, s.H, s.F, s.T, s.shared, moe_ms, dense_ms,
-                baseline.flops() / (moe_ms * 1e-3) / 1e12, dense_ms / moe_ms, methods.c_str());
+                baseline.flops() / (moe_ms * 1e-3) / 1e12, ratio, methods.c_str());
     std::fflush(stdout);
   }
   return 0;

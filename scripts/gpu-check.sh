@@ -352,8 +352,9 @@ section_5() {  # kernel_times
   echo "== 5. kernel times of a mid and a fine forward (ncu) $(elapsed)"
   # Where a forward's time goes, kernel by kernel (one pass per kernel: the duration
   # metric alone), at the two configs furthest from dense; in ncu_CONFIG.csv. Each
-  # covers ten forwards (three warm-ups, two timed, five for the phases) and the dense
-  # baseline's GEMMs. To read: sum each kernel's invocations × average, over 10. The
+  # covers ten forwards (three warm-ups, two timed, five for the phases), without the
+  # dense baseline (--no-dense); scripts/ncu-per-forward.py sums each kernel's
+  # invocations × average over the ten into ncu_CONFIG.txt, printed here too. The
   # clocks run free (--clock-control none), as in the bench: locked at base clocks (ncu's
   # default, checks 1–3) the GEMMs took longer than in the bench's own runs. Mid
   # first: its forward (0.31 of dense in check 3) has not been profiled since issue 11
@@ -362,9 +363,11 @@ section_5() {  # kernel_times
   for config in mid fine; do
     if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
       timeout 60 ncu --metrics gpu__time_duration.sum --clock-control none --print-summary per-kernel --csv \
-        "$bin/gpu_bench" --config "$config" --kind ffn --mode forward --precision bf16 --reps 2 \
+        "$bin/gpu_bench" --config "$config" --kind ffn --mode forward --precision bf16 --reps 2 --no-dense \
         >"$results/ncu_$config.csv" 2>"$results/ncu_$config.log"
-      row "ncu kernel times ($config ffn forward)" "exit $?" "ncu_$config.csv"
+      row "ncu kernel times ($config ffn forward)" "exit $?" "ncu_$config.csv; per forward: ncu_$config.txt"
+      python3 scripts/ncu-per-forward.py "$results/ncu_$config.csv" >"$results/ncu_$config.txt" 2>&1
+      sed "s/^/  /" "$results/ncu_$config.txt"
     fi
   done
 }

@@ -14,23 +14,21 @@
 #include <map>
 #include <string>
 
-#define CHECK_CUDA(call)                                                                                  \
-  do {                                                                                                    \
-    cudaError_t e_ = (call);                                                                              \
-    if (e_ != cudaSuccess) {                                                                              \
-      std::fprintf(stderr, "%s: %s failed: %s\n", program_invocation_short_name, #call,                  \
-                   cudaGetErrorString(e_));                                                               \
-      std::exit(1);                                                                                       \
-    }                                                                                                     \
+// Ends the program naming the call that failed and why, unless ok.
+inline void exit_unless(bool ok, const char* call, const char* why) {
+  if (ok) return;
+  std::fprintf(stderr, "%s: %s failed: %s\n", program_invocation_short_name, call, why);
+  std::exit(1);
+}
+#define CHECK_CUDA(call)                                                 \
+  do {                                                                   \
+    const cudaError_t e_ = (call);                                       \
+    exit_unless(e_ == cudaSuccess, #call, cudaGetErrorString(e_));       \
   } while (0)
-#define CHECK_CUBLAS(call)                                                                                \
-  do {                                                                                                    \
-    const cublasStatus_t s_ = (call);                                                                     \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                                    \
-      std::fprintf(stderr, "%s: %s failed: %s\n", program_invocation_short_name, #call,                  \
-                   cublasGetStatusString(s_));                                                            \
-      std::exit(1);                                                                                       \
-    }                                                                                                     \
+#define CHECK_CUBLAS(call)                                                        \
+  do {                                                                            \
+    const cublasStatus_t s_ = (call);                                             \
+    exit_unless(s_ == CUBLAS_STATUS_SUCCESS, #call, cublasGetStatusString(s_));   \
   } while (0)
 
 namespace {

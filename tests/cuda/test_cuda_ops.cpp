@@ -64,6 +64,31 @@ class CudaOps : public ::testing::Test {
     }
     ::unsetenv(variable);
   }
+  // Random experts and input rows, on the host (for the float64 reference) and on the
+  // device, with a batch over each: `offsets` rows in groups, H wide in, F wide
+  // (2F for glu) hidden, biases when asked. Seeds from `seed`.
+  struct RandomExperts {
+    std::vector<float> x, w_in, b_in, w_out, b_out;
+    Buffer<float> dx, dw_in, db_in, dw_out, db_out;
+    moe::kernels::ExpertBatch host, dev;
+  };
+  RandomExperts random_experts(moe::kernels::Ops* ops, const std::vector<std::int64_t>& offsets, std::int64_t H,
+                               std::int64_t F, bool gated, Act act, bool with_bias, std::uint64_t seed) {
+    const std::int64_t GF = gated ? 2 * F : F, rows = offsets.back();
+    const std::size_t groups = offsets.size() - 1;
+    const auto G = static_cast<std::int64_t>(groups);
+    RandomExperts e{random(rows * H, seed), random(G * H * GF, seed + 1, 0.3), random(G * GF, seed + 2, 0.5),
+                    random(G * F * H, seed + 3, 0.2), random(G * H, seed + 4, 0.5)};
+    e.dx = device(e.x, ops), e.dw_in = device(e.w_in, ops), e.db_in = device(e.b_in, ops);
+    e.dw_out = device(e.w_out, ops), e.db_out = device(e.b_out, ops);
+    for (auto* b : {&e.host, &e.dev}) b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated, b->act = act;
+    e.host.x = e.x.data(), e.dev.x = e.dx.data();
+    moe::testing::point_at_experts(e.host, groups, e.w_in.data(), e.w_out.data(), with_bias ? e.b_in.data() : nullptr,
+                                   with_bias ? e.b_out.data() : nullptr);
+    moe::testing::point_at_experts(e.dev, groups, e.dw_in.data(), e.dw_out.data(),
+                                   with_bias ? e.db_in.data() : nullptr, with_bias ? e.db_out.data() : nullptr);
+    return e;
+  }
   std::unique_ptr<moe::kernels::Ops> cpu = moe::kernels::make_cpu_ops();
   std::unique_ptr<moe::kernels::Ops> gpu;
 };
@@ -177,25 +202,10 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
         for (const bool gated : {false, true})
           for (const bool with_bias : {false, true}) {
             const std::int64_t GF = gated ? 2 * F : F;
-            const auto x = random(rows * H, 31), w_in = random(groups * H * GF, 32, 0.3), b_in = random(groups * GF, 33, 0.5),
-                       w_out = random(groups * F * H, 34, 0.2), b_out = random(groups * H, 35, 0.5);
-            Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
-                          dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
-            moe::kernels::ExpertBatch host, dev;
-            for (auto* b : {&host, &dev}) {
-              b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
-              b->act = gated ? Act::SiLU : Act::GELU;
-            }
-            host.x = x.data(), dev.x = dx.data();
-            for (std::size_t g = 0; g < groups; ++g) {
-              host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
-              host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
-              host.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
-              dev.b_in.push_back(with_bias ? db_in.data() + g * GF : nullptr);
-              host.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
-              dev.b_out.push_back(with_bias ? db_out.data() + g * H : nullptr);
-            }
-            const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
+            RandomExperts e =
+                random_experts(ops.get(), offsets, H, F, gated, gated ? Act::SiLU : Act::GELU, with_bias, 31);
+            moe::kernels::ExpertBatch& dev = e.dev;
+            const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(e.host);
             Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
                           out = device_zeros<float>(rows * H, ops.get());
             ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
@@ -214,9 +224,9 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
             }
             // grouped_linear on its own: the first product with its bias and activation.
             Buffer<float> gl_pre = device_zeros<float>(rows * GF, ops.get()), gl_out = device_zeros<float>(rows * GF, ops.get());
-            ops->grouped_linear(dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
+            ops->grouped_linear(e.dx.data(), offsets, H, dev.w_in, GF, dev.b_in, Act::ReLU, gl_pre.data(), gl_out.data());
             std::vector<double> relu(ref.pre.size());
-            for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = ref.pre[i] > 0 ? ref.pre[i] : 0.0;
+            for (std::size_t i = 0; i < relu.size(); ++i) relu[i] = moe::testing::reference_activation(Act::ReLU, ref.pre[i]);
             EXPECT_LE(relative_error(gl_pre.download().data() + first * GF, ref.pre.data(), n * GF), tol) << what;
             EXPECT_LE(relative_error(gl_out.download().data() + first * GF, relu.data(), n * GF), tol) << what;
           }
@@ -241,26 +251,11 @@ TEST_F(CudaOps, BatchedGroupedGemmsForGroupsOfEqualRows) {
         const std::int64_t first = offsets.front(), rows = offsets.back(), n = rows - first, GF = gated ? 2 * F : F;
         const std::size_t groups = offsets.size() - 1;
         auto ops = moe::kernels::make_cuda_ops(0, p);
-        const auto x = random(rows * H, 51), w_in = random(groups * H * GF, 52, 0.3), b_in = random(groups * GF, 53, 0.5),
-                   w_out = random(groups * F * H, 54, 0.2), b_out = random(groups * H, 55, 0.5);
-        Buffer<float> dx = device(x, ops.get()), dw_in = device(w_in, ops.get()), db_in = device(b_in, ops.get()),
-                      dw_out = device(w_out, ops.get()), db_out = device(b_out, ops.get());
-        moe::kernels::ExpertBatch host, dev;
-        for (auto* b : {&host, &dev}) {
-          b->row_offsets = offsets, b->in_dim = H, b->width = F, b->gated = gated;
-          b->act = gated ? Act::SiLU : Act::ReLU;
-        }
-        host.x = x.data(), dev.x = dx.data();
-        for (std::size_t g = 0; g < groups; ++g) {
-          host.w_in.push_back(w_in.data() + g * H * GF), dev.w_in.push_back(dw_in.data() + g * H * GF);
-          host.w_out.push_back(w_out.data() + g * F * H), dev.w_out.push_back(dw_out.data() + g * F * H);
-          host.b_in.push_back(b_in.data() + g * GF), dev.b_in.push_back(db_in.data() + g * GF);
-          host.b_out.push_back(b_out.data() + g * H), dev.b_out.push_back(db_out.data() + g * H);
-        }
-        const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(host);
+        const RandomExperts e = random_experts(ops.get(), offsets, H, F, gated, gated ? Act::SiLU : Act::ReLU, true, 51);
+        const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(e.host);
         Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
                       out = device_zeros<float>(rows * H, ops.get());
-        ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
+        ops->expert_ffn(e.dev, pre.data(), hidden.data(), out.data());
         EXPECT_LE(relative_error(out.download().data() + first * H, ref.out.data(), n * H),
                   p == GemmPrecision::BF16 ? 3e-2 : 1e-5);
       }
@@ -286,10 +281,7 @@ TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
     moe::kernels::ExpertBatch batch;
     batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
     batch.act = gated ? Act::SiLU : Act::ReLU, batch.x = dx.data();
-    for (std::size_t g = 0; g < groups; ++g) {
-      batch.w_in.push_back(dw_in.data() + g * H * GF), batch.w_out.push_back(dw_out.data() + g * F * H);
-      batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
-    }
+    moe::testing::point_at_experts(batch, groups, dw_in.data(), dw_out.data());
     Buffer<float> pre = device_zeros<float>(rows * GF, ops.get()), hidden = device_zeros<float>(rows * F, ops.get()),
                   out = device_zeros<float>(rows * H, ops.get());
     ops->expert_ffn(batch, pre.data(), hidden.data(), out.data());
@@ -343,10 +335,7 @@ TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
           moe::kernels::ExpertBatch batch;
           batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
           batch.act = gated ? Act::SiLU : Act::ReLU, batch.keep_for_backward = keep;
-          for (std::size_t g = 0; g < groups; ++g) {
-            batch.w_in.push_back(dw_in.data() + g * H * GF), batch.w_out.push_back(dw_out.data() + g * F * H);
-            batch.b_in.push_back(db_in.data() + g * GF), batch.b_out.push_back(nullptr);
-          }
+          moe::testing::point_at_experts(batch, groups, dw_in.data(), dw_out.data(), db_in.data());
           struct Result {
             std::vector<float> gathered, pre, hidden, out;
           };
@@ -413,10 +402,8 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
         moe::kernels::ExpertBatch batch;
         batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::GELU;
         batch.keep_for_backward = keep;
-        for (std::size_t g = 0; g < groups; ++g) {
-          batch.w_in.push_back(dw_in.data() + g * H * F), batch.w_out.push_back(dw_out.data() + g * F * H);
-          batch.b_in.push_back(db_in.data() + g * F), batch.b_out.push_back(g % 3 == 1 ? nullptr : db_out.data() + g * H);
-        }
+        moe::testing::point_at_experts(batch, groups, dw_in.data(), dw_out.data(), db_in.data(), db_out.data());
+        for (std::size_t g = 1; g < groups; g += 3) batch.b_out[g] = nullptr;  // some experts without an output bias
         auto run = [&](bool fused) {
           Buffer<float> gathered = device_zeros<float>(rows * H, ops.get()), pre = device_zeros<float>(rows * F, ops.get()),
                         hidden = device_zeros<float>(rows * F, ops.get()), out = device_zeros<float>(rows * H, ops.get()),
@@ -463,10 +450,7 @@ TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
         moe::kernels::ExpertBatch batch;
         batch.x = x.data(), batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
         batch.act = gated ? Act::SiLU : Act::GELU;
-        for (std::size_t g = 0; g < groups; ++g) {
-          batch.w_in.push_back(w_in.data() + g * H * GF), batch.w_out.push_back(w_out.data() + g * F * H);
-          batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
-        }
+        moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
         struct Result {
           std::vector<float> dx, w_in, b_in, w_out, b_out;
         };
@@ -523,10 +507,7 @@ TEST_F(CudaOps, Bf16BackwardTakesTheForwardsBf16RowsAsItsConversionWould) {
   moe::kernels::ExpertBatch batch;
   batch.x = gathered.data(), batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::ReLU;
   batch.keep_for_backward = true;
-  for (std::size_t g = 0; g < groups; ++g) {
-    batch.w_in.push_back(w_in.data() + g * H * F), batch.w_out.push_back(w_out.data() + g * F * H);
-    batch.b_in.push_back(nullptr), batch.b_out.push_back(nullptr);
-  }
+  moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
   ops->gather_expert_ffn(src.data(), dtokens.data(), gathered.data(), batch, pre.data(), hidden.data(), out.data());
   // The backward on the forward's own rows (kept copies), and on float32 copies of them
   // elsewhere (converted): dx and every weight gradient.

@@ -24,6 +24,23 @@ inline double reference_activation(kernels::Act act, double z) {
   return z;
 }
 
+// Points the batch's per-group weights and biases into arrays that hold `groups`
+// experts one after another: w_in [groups, H, G·F], w_out [groups, F, H], b_in
+// [groups, G·F], b_out [groups, H], with H, F and G (2 for glu) from the batch; a null
+// array gives every group a null pointer (no bias).
+inline void point_at_experts(kernels::ExpertBatch& b, std::size_t groups, const float* w_in, const float* w_out,
+                             const float* b_in = nullptr, const float* b_out = nullptr) {
+  const std::int64_t H = b.in_dim, F = b.width, GF = b.gated ? 2 * F : F;
+  b.w_in.assign(groups, nullptr), b.w_out.assign(groups, nullptr);
+  b.b_in.assign(groups, nullptr), b.b_out.assign(groups, nullptr);
+  for (std::size_t g = 0; g < groups; ++g) {
+    const auto i = static_cast<std::int64_t>(g);
+    b.w_in[g] = w_in + i * H * GF, b.w_out[g] = w_out + i * F * H;
+    if (b_in) b.b_in[g] = b_in + i * GF;
+    if (b_out) b.b_out[g] = b_out + i * H;
+  }
+}
+
 struct ExpertReference {
   std::vector<double> pre, hidden, out;  // [rows, G·F], [rows, F], [rows, H]
 };

@@ -155,11 +155,8 @@ void expect_expert_ffn_matches_float64(const std::vector<std::int64_t>& offsets,
   batch.x = x.data();
   batch.row_offsets = offsets;
   batch.in_dim = H, batch.width = F, batch.gated = gated, batch.act = act;
-  for (std::size_t g = 0; g < groups; ++g) {
-    batch.w_in.push_back(w_in.data() + g * H * GF), batch.w_out.push_back(w_out.data() + g * F * H);
-    batch.b_in.push_back(with_bias ? b_in.data() + g * GF : nullptr);
-    batch.b_out.push_back(with_bias ? b_out.data() + g * H : nullptr);
-  }
+  moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data(), with_bias ? b_in.data() : nullptr,
+                                 with_bias ? b_out.data() : nullptr);
   // The reference, from the definition (docs/design.md §1b).
   const std::int64_t first = offsets.front(), n = rows - first;
   const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(batch);
@@ -340,9 +337,7 @@ TEST(CpuRows, GatherExpertFfnIsAGatherThenTheFfn) {
   fill_normal(b_in.data(), std::int64_t(b_in.size()), 0.5, 64);
   moe::kernels::ExpertBatch batch;
   batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::GELU;
-  for (std::size_t g = 0; g < 3; ++g)
-    batch.w_in.push_back(w_in.data() + g * H * F), batch.w_out.push_back(w_out.data() + g * F * H),
-        batch.b_in.push_back(b_in.data() + g * F), batch.b_out.push_back(nullptr);
+  moe::testing::point_at_experts(batch, 3, w_in.data(), w_out.data(), b_in.data());
   const std::size_t n = rows.size();
   std::vector<float> gathered(n * H, 7.0f), pre(n * F), hidden(n * F), out(n * H);
   ops->gather_expert_ffn(src.data(), rows.data(), gathered.data(), batch, pre.data(), hidden.data(), out.data());

@@ -3,9 +3,9 @@
 // expert's gate [T, 1]. Their outputs are a few cuBLAS tiles, so most of the GPU sat
 // idle while each tile walked all of K: ncu, fine forward on an H200 (check 3), the
 // logits [8 192, 64] over K = 2 048 took 70 µs in 64 tiles of 128 × 64 on 132 SMs, at
-// about 30 TFLOP/s (at ncu's base clocks). Split, S products each over K / S (one strided-batched cuBLAS
-// launch) write partial sums, and one pass adds them in slice order: deterministic, the
-// same bits run after run. Header without CUDA, so the CPU tests drive the same rules.
+// about 30 TFLOP/s (at ncu's base clocks). Split, S products each over K / S (one
+// strided-batched cuBLAS launch) write partial sums, and one pass adds them in slice
+// order: deterministic, the same bits run after run. Header without CUDA, so the CPU tests drive the same rules.
 #pragma once
 
 #include <cstdint>

@@ -29,8 +29,13 @@ struct ExpertBatch {
   bool gated = false;  // glu: act(z[:, :width]) ⊙ z[:, width:]; else ffn: act(z)
   Act act = Act::ReLU;
   // false (an inference forward): nothing reads pre or hidden afterwards, so a backend
-  // may leave them unwritten.
+  // may leave them unwritten. true: they are written in the backend's kept form (Ops,
+  // "Kept activations").
   bool keep_for_backward = true;
+  // For the backward: whether x holds rows a training gather_expert_ffn gathered, in the
+  // kept form (the routed experts' rows), or float32 rows as given (the shared
+  // expert's tokens).
+  bool x_kept = false;
   std::vector<const float*> w_in, b_in, w_out, b_out;
 };
 
@@ -94,10 +99,21 @@ class CapturedWork {
   virtual ~CapturedWork() = default;
 };
 
+// Kept activations. What a training forward keeps for its backward (the gathered rows
+// of gather_expert_ffn, the pre-activations and hidden of expert_ffn) is in the
+// backend's kept form, which only its own expert_ffn_backward reads: float32, or where
+// keeps_bf16() (CUDA in bf16) bf16 values packed from the start of the same float
+// buffers, row r of a w-wide array at bf16 element r·w. A bf16 training step then
+// moves its rows in bf16 from end to end: no float32 copy is written that nothing
+// would read, and its products take their bf16 operands as they are.
 class Ops {
  public:
   virtual ~Ops() = default;
   virtual Backend backend() const = 0;
+
+  // Whether the kept form is bf16 (above); the floats a buffer needs to keep `values`.
+  virtual bool keeps_bf16() const { return false; }
+  std::size_t kept_floats(std::size_t values) const { return keeps_bf16() ? (values + 1) / 2 : values; }
 
   // Memory in the backend's space. allocate never returns null (it throws).
   virtual void* allocate(std::size_t bytes) = 0;
@@ -166,18 +182,19 @@ class Ops {
 
   // Every expert of the batch on its rows: z = x·w_in + b_in, hidden = act(z) (ffn) or
   // act(z[:, :F]) ⊙ z[:, F:] (glu), out = hidden·w_out + b_out. z goes to pre [rows, G·F]
-  // when pre is not null (glu needs it); hidden is [rows, F], out [rows, in_dim]. The
-  // default is grouped_linear, glu, grouped_linear (linear for a single group); the CPU
-  // runs each thread's rows through whole pipelines (kernels/cpu/expert_ffn.cpp); CUDA
-  // in bf16 keeps the intermediate in bf16 between two grouped products (cuda_ops.cu).
+  // when pre is not null (glu needs it); hidden is [rows, F], out [rows, in_dim]; with
+  // keep_for_backward pre and hidden are in the kept form. The default is
+  // grouped_linear, glu, grouped_linear (linear for a single group); the CPU runs each
+  // thread's rows through whole pipelines (kernels/cpu/expert_ffn.cpp); CUDA in bf16
+  // keeps the intermediate in bf16 between two grouped products (cuda_ops.cu).
   virtual void expert_ffn(const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // The experts' input rows gathered, then expert_ffn on them: row r of the batch is
-  // src[rows[r]] (-1: zeros), written to gathered [r, in_dim], and batch.x is taken to be
-  // `gathered`. The default is gather_rows then expert_ffn. A backend may gather into
-  // its own form of the rows instead and leave `gathered` unwritten when
-  // !batch.keep_for_backward (only a backward reads it): CUDA in bf16 gathers straight
-  // into the bf16 rows its first GEMM reads, one pass where a gather and a conversion
-  // were two.
+  // src[rows[r]] (-1: zeros), written to gathered [r, in_dim] in the kept form, and
+  // batch.x is taken to be `gathered`. The default is gather_rows then expert_ffn. A
+  // backend may gather into its own form of the rows instead and leave `gathered`
+  // unwritten when !batch.keep_for_backward (only a backward reads it): CUDA in bf16
+  // gathers straight into the bf16 rows its first GEMM reads, one pass where a gather
+  // and a conversion were two, and for a backward those rows are `gathered`.
   virtual void gather_expert_ffn(const float* src, const std::int32_t* rows, float* gathered,
                                  const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // gather_expert_ffn, then combine_rows of its output `out` (rows numbered as in `out`)
@@ -193,14 +210,15 @@ class Ops {
   // (at the fine-grained config, 8192 tokens, they are about 1.4 GB). CUDA in bf16:
   // false; the default: true.
   virtual bool expert_scratch_for_inference() const { return true; }
-  // The backward of expert_ffn on the same batch (batch.x, pre [rows, G·F] and hidden
-  // [rows, F] as its forward kept them): given dy [rows, H] = ∂L/∂out, accumulates each
-  // group's parameter gradients into grads and writes dx [rows, H] = ∂L/∂x, which may
-  // alias dy. d_hidden [rows, F] and, gated, d_pre [rows, 2F] are scratch. The default
-  // runs each group's products and element-wise backward, groups at once through
-  // for_each_concurrently from 16 groups on (largest first); CUDA in bf16 converts each
-  // operand of every group once, runs the element-wise backward and the bias sums over
-  // every group at once, and the groups' products on its GEMM lanes.
+  // The backward of expert_ffn on the same batch (batch.x, kept or not as batch.x_kept
+  // says, and pre [rows, G·F] and hidden [rows, F] as its forward kept them): given dy
+  // [rows, H] = ∂L/∂out, accumulates each group's parameter gradients into grads and
+  // writes dx [rows, H] = ∂L/∂x, which may alias dy. d_hidden [rows, F] and, gated,
+  // d_pre [rows, 2F] are scratch. The default runs each group's products and
+  // element-wise backward, groups at once through for_each_concurrently from 16 groups
+  // on (largest first); CUDA in bf16 takes the kept bf16 rows as operands, converts
+  // ∂L/∂y once for every group, runs the element-wise backward over every group at once
+  // (writing ∂L/∂z in bf16 for the products), and the groups' products on its GEMM lanes.
   virtual void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                                    const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU

@@ -86,12 +86,18 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
   const auto A = static_cast<std::size_t>(rows.size());
   const bool glu = is_glu(layout);
 
-  // The float32 rows: read by a backward, and otherwise only where the backend computes
-  // in them (not CUDA in bf16, whose inference forward stays in its own bf16 scratch).
+  // The rows a backward reads, in the backend's kept form (kernels/ops.hpp: bf16 for
+  // CUDA in bf16, in half the floats); without a backward, float32 scratch where the
+  // backend computes in it (not CUDA in bf16, whose inference forward stays in its own
+  // bf16 scratch).
   const bool float_rows = keep_for_backward || ops.expert_scratch_for_inference();
-  float* grouped_in = float_rows ? ws.grouped_in.resize(A * static_cast<std::size_t>(H)) : nullptr;
-  float* hidden = float_rows ? ws.hidden.resize(A * static_cast<std::size_t>(F)) : nullptr;
-  float* pre = float_rows && (keep_for_backward || glu) ? ws.pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
+  auto resize_rows = [&](Buffer<float>& buffer, std::int64_t width) {
+    const std::size_t values = A * static_cast<std::size_t>(width);
+    return buffer.resize(keep_for_backward ? ops.kept_floats(values) : values);
+  };
+  float* grouped_in = float_rows ? resize_rows(ws.grouped_in, H) : nullptr;
+  float* hidden = float_rows ? resize_rows(ws.hidden, F) : nullptr;
+  float* pre = float_rows && (keep_for_backward || glu) ? resize_rows(ws.pre, GF) : nullptr;
   float* grouped_out = float_rows ? ws.grouped_out.resize(A * static_cast<std::size_t>(H)) : nullptr;
 
   // Every expert's FFN on its contiguous block of grouped rows, gathered from rows_in
@@ -144,6 +150,7 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
 
   // Every expert's backward, with ∂L/∂(expert input) written over ∂L/∂(expert output).
   kernels::ExpertBatch batch = expert_batch(layout, activation, ws.grouped_in.data(), rows.expert_offsets);
+  batch.x_kept = true;  // the rows run_experts gathered for this backward
   kernels::ExpertBatchGradients expert_grads;
   for (std::int64_t e = 0; e < experts; ++e) {
     add_expert(batch, params[static_cast<std::size_t>(e)]);

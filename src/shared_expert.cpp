@@ -8,8 +8,10 @@ void SharedExpert::forward(kernels::Ops& ops, const float* x, std::int64_t T, co
   const ExpertLayout& l = expert.layout;
   const auto n = static_cast<std::size_t>(T);
   float* y = y_.resize(n * static_cast<std::size_t>(l.hidden));
-  expert_forward(ops, x, T, expert.params(0), l, activation, pre_.resize(n * static_cast<std::size_t>(l.in_width)),
-                 hidden_.resize(n * static_cast<std::size_t>(l.width)), y);
+  // pre and hidden in the ops' kept form, for the backward (kernels/ops.hpp).
+  expert_forward(ops, x, T, expert.params(0), l, activation,
+                 pre_.resize(ops.kept_floats(n * static_cast<std::size_t>(l.in_width))),
+                 hidden_.resize(ops.kept_floats(n * static_cast<std::size_t>(l.width))), y);
   float* logit = nullptr;
   if (gate) {
     logit = gate_logit_.resize(n);

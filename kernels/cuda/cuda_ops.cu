@@ -49,7 +49,6 @@ class CudaOps final : public Ops {
     if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess) std::fprintf(stderr, "moe: a stream failed\n");
     lanes_.reset();
     for (auto& w : weight_cache_) release(w.bf16);
-    for (auto& k : kept_copies_) release(k.copy.ptr);
     uploads_.reset();
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
     for (cudaEvent_t event : marks_)
@@ -238,17 +237,17 @@ class CudaOps final : public Ops {
     bf16_expert_ffn(batch, to_bf16(batch.x + first * batch.in_dim, rows * batch.in_dim, x16_), pre, hidden, out);
   }
 
-  // In bf16 the gather writes the bf16 rows the first GEMM reads, and the float32 rows
-  // only for a backward: one pass over the rows where gather_rows and the conversion
-  // made two (about 250 and 190 µs at the fine config on an H200, 2026-11-27).
+  // In bf16 the gather writes the bf16 rows the first GEMM reads: one pass over the rows
+  // where gather_rows and the conversion made two (about 250 and 190 µs at the fine
+  // config on an H200, 2026-11-27). For a backward they are the kept rows, `gathered`.
+  bool keeps_bf16() const override { return precision_ == GemmPrecision::BF16; }
   void gather_expert_ffn(const float* src, const std::int32_t* rows_of, float* gathered, const ExpertBatch& batch,
                          float* pre, float* hidden, float* out) override {
     if (precision_ != GemmPrecision::BF16) return Ops::gather_expert_ffn(src, rows_of, gathered, batch, pre, hidden, out);
     const std::int64_t H = batch.in_dim, first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     if (batch.row_offsets.size() < 2 || rows == 0) return;
-    float* rows_kept = batch.keep_for_backward ? gathered + first * H : nullptr;
-    void* x16 = rows_kept ? keep_bf16_copy(rows_kept, rows * H) : grow(x16_, 2 * static_cast<std::size_t>(rows * H));
-    launch_gather_rows_bf16(src, rows_of + first, rows, H, rows_kept, x16, stream_);
+    void* x16 = batch.keep_for_backward ? kept_bf16(gathered, first * H) : grow(x16_, 2 * static_cast<std::size_t>(rows * H));
+    launch_gather_rows_bf16(src, rows_of + first, rows, H, nullptr, x16, stream_);
     ExpertBatch on_gathered = batch;
     on_gathered.x = gathered;
     bf16_expert_ffn(on_gathered, x16, pre, hidden, out);
@@ -275,12 +274,14 @@ class CudaOps final : public Ops {
                                  stream_);
   }
 
-  // In bf16, every group's backward with each operand converted once for all groups
-  // (∂L/∂y, the hidden, ∂L/∂z and the input rows) and the element-wise backward in one
-  // pass over every row: expert_gemm per group converted ∂L/∂y and ∂L/∂z twice each,
-  // and ran a conversion and an element-wise launch per group. The products are the
-  // same cublasGemmEx calls, each group's on a GEMM lane as in the forward (the lanes
-  // give the same bits). Other precisions: the default.
+  // In bf16, every group's backward at once: the forward's kept bf16 rows (the input
+  // rows, the hidden, the pre-activations) as they are, ∂L/∂y converted once for every
+  // group, and the activation's backward in one pass over every row, writing ∂L/∂z in
+  // bf16 for the products (and in float32 only for the bias gradients' sums). Per group
+  // before, expert_gemm converted ∂L/∂y and ∂L/∂z twice each and the float32 input rows
+  // and hidden once, with a conversion and an element-wise launch per group. The
+  // products are cublasGemmEx calls, each group's on a GEMM lane as in the forward (the
+  // lanes give the same bits). Other precisions: the default.
   void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                            const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx) override {
     if (precision_ != GemmPrecision::BF16)
@@ -315,30 +316,28 @@ class CudaOps final : public Ops {
       w_out16[g] = bf16_weights(batch.w_out[g], static_cast<std::size_t>(F * H));
       w_in16[g] = bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF));
     }
-    using Bf16 = std::uint16_t;  // storage of one bf16 value, for the operands' offsets
     // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y in bf16.
     add_grouped_column_sums(dy, batch.row_offsets, H, grads.b_out);
     const auto* dy16 = static_cast<const Bf16*>(to_bf16(dy + first * H, rows * H, a16_));
-    const auto* h16 = static_cast<const Bf16*>(kept_or_converted(hidden + first * F, rows * F, b16_));
+    const Bf16* h16 = kept_bf16(hidden, first * F);
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
       cuda::gemm(handle, GemmPrecision::BF16, true, false, F, H, n, 1.0f, h16 + at * F, F, dy16 + at * H, H, 1.0f,
                  grads.w_out[g], H);
       cuda::gemm(handle, GemmPrecision::BF16, false, true, n, F, H, 1.0f, dy16 + at * H, H, w_out16[g], H, 0.0f,
                  d_hidden + (first + at) * F, F);
     });
-    // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once.
-    float* dz = d_hidden;
-    if (batch.gated) {
-      dz = d_pre;
-      glu_backward(pre + first * GF, d_hidden + first * F, rows, F, batch.act, d_pre + first * GF);
-    } else {
-      activation_backward(pre + first * F, d_hidden + first * F, rows * F, batch.act, d_hidden + first * F);
-    }
-    // pre = x·W_in + b_in. The scratch of ∂L/∂y and the hidden is reused: the stream
-    // runs the products above before anything written here.
-    add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
-    const auto* dz16 = static_cast<const Bf16*>(to_bf16(dz + first * GF, rows * GF, a16_));
-    const auto* x16 = static_cast<const Bf16*>(kept_or_converted(batch.x + first * H, rows * H, b16_));
+    // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once: ∂L/∂z in
+    // bf16 into the scratch of ∂L/∂y (the stream runs the products above before
+    // anything written here), and in float32 where a bias gradient sums it.
+    const bool bias_in = std::any_of(grads.b_in.begin(), grads.b_in.end(), [](const float* b) { return b; });
+    float* dz = batch.gated ? d_pre : d_hidden;
+    auto* dz16 = static_cast<Bf16*>(grow(a16_, 2 * static_cast<std::size_t>(rows * GF)));
+    launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated, batch.act,
+                                  bias_in ? dz + first * GF : nullptr, dz16, stream_);
+    // pre = x·W_in + b_in.
+    if (bias_in) add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
+    const auto* x16 = batch.x_kept ? kept_bf16(batch.x, first * H)
+                                   : static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
       cuda::gemm(handle, GemmPrecision::BF16, true, false, H, GF, n, 1.0f, x16 + at * H, H, dz16 + at * GF, GF, 1.0f,
                  grads.w_in[g], GF);
@@ -635,14 +634,15 @@ class CudaOps final : public Ops {
 
   // The experts' two products on bf16 rows x16, and the hidden epilogue between them:
   // the second product's bf16 result in y16_, without its bias; the table, whose
-  // stage 1 holds the output biases.
+  // stage 1 holds the output biases. For a backward the hidden and the pre-activations
+  // are kept in bf16 (kernels/ops.hpp).
   GroupTable bf16_expert_products(const ExpertBatch& batch, void* x16, float* pre, float* hidden) {
     const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
     const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     const bool keep = batch.keep_for_backward;
     void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
-    void* h16 = keep ? keep_bf16_copy(hidden + first * F, rows * F) : grow(h16_, 2 * static_cast<std::size_t>(rows * F));
+    void* h16 = keep ? kept_bf16(hidden, first * F) : grow(h16_, 2 * static_cast<std::size_t>(rows * F));
     void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * H));
     const GroupTable t = group_table(
         batch.row_offsets,
@@ -651,7 +651,7 @@ class CudaOps final : public Ops {
         2);
     cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
     launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
-                         keep && pre ? pre + first * GF : nullptr, keep ? hidden + first * F : nullptr, h16, stream_);
+                         keep && pre ? kept_bf16(pre, first * GF) : nullptr, h16, stream_);
     cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
     return t;
   }
@@ -670,10 +670,6 @@ class CudaOps final : public Ops {
       }
       if (overlaps) weight_cache_[i].stale = true;
       ++i;
-    }
-    for (KeptCopy& k : kept_copies_) {
-      const char* b = reinterpret_cast<const char*>(k.source);
-      if (k.source && begin < b + k.count * std::int64_t{sizeof(float)} && b < end) k.source = nullptr;  // stands for nothing now
     }
   }
 
@@ -714,43 +710,12 @@ class CudaOps final : public Ops {
     launch_to_bf16(src, count, dst, stream_);
     return dst;
   }
-  // The bf16 rows a bf16 training forward computed with, kept for its backward
-  // (expert_ffn_backward), which would otherwise convert again the float32 copies the
-  // forward wrote from the same values: the gathered input rows and the hidden, about
-  // 0.25 GB of conversion traffic per mid training step. Each is its float32 source
-  // rounded to nearest even, as to_bf16 rounds it, so the backward computes the same
-  // bits either way. An entry stands for its source until something reported through
-  // touched() writes or frees that memory, or a later forward writes it again (the
-  // float32 rows a backward reads are the ones its forward wrote: run_experts,
-  // backward_experts). At most kKeptCopies (the routed experts' two, the shared
-  // expert's hidden, and room); past that the oldest entry's memory is reused.
-  struct KeptCopy {
-    const float* source;  // null: free for reuse
-    std::int64_t count;
-    Scratch copy;
-  };
-  static constexpr std::size_t kKeptCopies = 6;
-  // The bf16 memory for a forward's copy of `count` floats at `source`, recorded as such.
-  void* keep_bf16_copy(const float* source, std::int64_t count) {
-    KeptCopy* entry = nullptr;
-    for (KeptCopy& k : kept_copies_)
-      if (k.source == source) entry = &k;
-    for (KeptCopy& k : kept_copies_)
-      if (!entry && !k.source) entry = &k;
-    if (!entry && kept_copies_.size() < kKeptCopies) entry = &kept_copies_.emplace_back(KeptCopy{nullptr, 0, {}});
-    if (!entry) {  // the oldest: its memory is reused after the work queued on it (stream order)
-      std::rotate(kept_copies_.begin(), kept_copies_.begin() + 1, kept_copies_.end());
-      entry = &kept_copies_.back();
-    }
-    entry->source = source, entry->count = count;
-    return grow(entry->copy, 2 * static_cast<std::size_t>(count));
-  }
-  // The bf16 copy a forward kept of `count` floats at `source`, else a conversion into
-  // `into`.
-  const void* kept_or_converted(const float* source, std::int64_t count, Scratch& into) {
-    for (const KeptCopy& k : kept_copies_)
-      if (k.source == source && k.count == count) return k.copy.ptr;
-    return to_bf16(source, count, into);
+  // The bf16 element `offset` of a buffer in the kept form (kernels/ops.hpp): bf16
+  // values packed from the start of the float buffer.
+  using Bf16 = std::uint16_t;  // storage of one bf16 value, for the operands' offsets
+  static Bf16* kept_bf16(float* buffer, std::int64_t offset) { return reinterpret_cast<Bf16*>(buffer) + offset; }
+  static const Bf16* kept_bf16(const float* buffer, std::int64_t offset) {
+    return reinterpret_cast<const Bf16*>(buffer) + offset;
   }
 
   // An expert GEMM's operand in bf16: the cached copy when it is a weight converted
@@ -847,7 +812,6 @@ class CudaOps final : public Ops {
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams
   std::vector<CachedWeights> weight_cache_;
-  std::vector<KeptCopy> kept_copies_;  // bf16 copies of a forward's rows for its backward
   std::unordered_map<void*, std::size_t> sizes_;  // of every allocation, to invalidate on free
   std::unique_ptr<UploadRing> uploads_;
   struct PendingDownload {

@@ -27,8 +27,8 @@ __device__ inline void bias_for_row(const float* const (&bias)[kTile], int i, st
 
 template <int V, bool kGated>
 __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const* biases, const std::int64_t* offsets,
-                                     int groups, std::int64_t rows, std::int64_t width, Act act, float* pre,
-                                     float* hidden, __nv_bfloat16* hidden_bf16) {
+                                     int groups, std::int64_t rows, std::int64_t width, Act act, __nv_bfloat16* pre,
+                                     __nv_bfloat16* hidden) {
   constexpr int kParts = kGated ? 2 : 1;  // glu rows hold the gate's columns, then the up's
   const std::int64_t z_width = kParts * width;
   for (std::int64_t first = blockIdx.x * std::int64_t{kTile}; first < rows; first += gridDim.x * std::int64_t{kTile}) {
@@ -54,9 +54,34 @@ __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const*
         for (int e = 0; e < V; ++e) h[e] = expert_hidden_value(v[i][0][e], v[i][kParts - 1][e], kGated, act);
         if (pre)
           for (int part = 0; part < kParts; ++part) store<V>(pre + r * z_width + part * width + j, v[i][part]);
-        if (hidden) store<V>(hidden + r * width + j, h);
-        store<V>(hidden_bf16 + r * width + j, h);
+        store<V>(hidden + r * width + j, h);
       }
+    }
+  }
+}
+
+// Element-wise over the hidden's elements, V at a time within a row (the width is a
+// multiple of V): each reads its ∂L/∂hidden and its pre-activations and writes ∂L/∂z.
+template <int V, bool kGated>
+__global__ void expert_hidden_backward_kernel(const __nv_bfloat16* pre, const float* d_hidden, std::int64_t rows,
+                                              std::int64_t width, Act act, float* dz, __nv_bfloat16* dz16) {
+  constexpr int kParts = kGated ? 2 : 1;
+  const std::int64_t z_width = kParts * width, n = rows * width;
+  for (std::int64_t i = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x * V) {
+    const std::int64_t r = i / width, j = i % width;
+    float dh[V], z[kParts][V], g[kParts][V];
+    load<V>(d_hidden + i, dh);
+    for (int part = 0; part < kParts; ++part) load<V>(pre + r * z_width + part * width + j, z[part]);
+    for (int e = 0; e < V; ++e) {
+      float d_up = 0.0f;
+      expert_hidden_grad(dh[e], z[0][e], z[kParts - 1][e], kGated, act, g[0][e], d_up);
+      if constexpr (kGated) g[1][e] = d_up;
+    }
+    // Every read of this thread's elements is done: dz may be d_hidden (ffn).
+    for (int part = 0; part < kParts; ++part) {
+      if (dz) store<V>(dz + r * z_width + part * width + j, g[part]);
+      store<V>(dz16 + r * z_width + part * width + j, g[part]);
     }
   }
 }
@@ -130,16 +155,30 @@ __global__ void combine_expert_output_kernel(const __nv_bfloat16* y, const float
 }  // namespace
 
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,
-                          std::int64_t rows, std::int64_t width, bool gated, Act act, float* pre, float* hidden,
+                          std::int64_t rows, std::int64_t width, bool gated, Act act, void* pre_bf16,
                           void* hidden_bf16, Stream stream) {
   if (rows * width == 0) return;
   const auto* z16 = static_cast<const __nv_bfloat16*>(z);
+  auto* pre16 = static_cast<__nv_bfloat16*>(pre_bf16);
   auto* h16 = static_cast<__nv_bfloat16*>(hidden_bf16);
-  at_vector_width(vector_width(width, {{z, 2}, {pre, 4}, {hidden, 4}, {hidden_bf16, 2}}), [&](auto v) {
+  at_vector_width(vector_width(width, {{z, 2}, {pre_bf16, 2}, {hidden_bf16, 2}}), [&](auto v) {
     constexpr int V = decltype(v)::value;
     const auto kernel = gated ? expert_hidden_kernel<V, true> : expert_hidden_kernel<V, false>;
-    kernel<<<tile_blocks(rows), row_threads(width, v), 0, stream>>>(z16, biases, offsets, groups, rows, width, act, pre,
-                                                                   hidden, h16);
+    kernel<<<tile_blocks(rows), row_threads(width, v), 0, stream>>>(z16, biases, offsets, groups, rows, width, act,
+                                                                   pre16, h16);
+  });
+  MOE_CHECK_LAUNCH();
+}
+
+void launch_expert_hidden_backward(const void* pre_bf16, const float* d_hidden, std::int64_t rows, std::int64_t width,
+                                   bool gated, Act act, float* dz, void* dz_bf16, Stream stream) {
+  if (rows * width == 0) return;
+  const auto* pre16 = static_cast<const __nv_bfloat16*>(pre_bf16);
+  auto* dz16 = static_cast<__nv_bfloat16*>(dz_bf16);
+  at_vector_width(vector_width(width, {{pre_bf16, 2}, {d_hidden, 4}, {dz, 4}, {dz_bf16, 2}}), [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    const auto kernel = gated ? expert_hidden_backward_kernel<V, true> : expert_hidden_backward_kernel<V, false>;
+    kernel<<<blocks_for(rows * width / V, kBlock), kBlock, 0, stream>>>(pre16, d_hidden, rows, width, act, dz, dz16);
   });
   MOE_CHECK_LAUNCH();
 }

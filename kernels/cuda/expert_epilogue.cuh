@@ -1,10 +1,10 @@
-// The element-wise work between and after the experts' two grouped bf16 GEMMs, each one
-// launch over every expert's rows (no per-expert launches): the first GEMM's bf16
-// result z plus the group's bias gives the hidden activation, act(z) (ffn) or
-// act(z_gate) ⊙ z_up (glu), written in bf16 for the second GEMM and, for the backward,
-// z and the hidden in float32; the second GEMM's bf16 result plus its bias becomes the
-// float32 expert output. Rows are grouped: rows [offsets[g], offsets[g+1]) are expert g's
-// (offsets relative to the first row, on the device, groups + 1 entries).
+// The element-wise work between and after the experts' two grouped bf16 GEMMs, and its
+// backward, each one launch over every expert's rows (no per-expert launches): the
+// first GEMM's bf16 result z plus the group's bias gives the hidden activation, act(z)
+// (ffn) or act(z_gate) ⊙ z_up (glu), written in bf16 for the second GEMM (and kept for
+// the backward, with z in bf16 too); the second GEMM's bf16 result plus its bias
+// becomes the float32 expert output. Rows are grouped: rows [offsets[g], offsets[g+1])
+// are expert g's (offsets relative to the first row, on the device, groups + 1 entries).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,21 @@ namespace moe::kernels::cuda {
 // activation (ffn) and glu_element (glu).
 MOE_HD inline float expert_hidden_value(float gate, float up, bool gated, Act act) {
   return gated ? activate(act, gate) * up : activate(act, gate);
+}
+
+// Its backward for one hidden element, from ∂L/∂hidden dh and the element's
+// pre-activations gate (and up, glu): ∂L/∂gate = dh · act'(gate) (ffn) or
+// dh · up · act'(gate) (glu), and for glu ∂L/∂up = dh · act(gate) (d_up is left alone
+// for ffn). The same operations in the same order as activation_backward and
+// glu_backward_element.
+MOE_HD inline void expert_hidden_grad(float dh, float gate, float up, bool gated, Act act, float& d_gate,
+                                      float& d_up) {
+  if (gated) {
+    d_gate = dh * up * activate_grad(act, gate);
+    d_up = dh * activate(act, gate);
+  } else {
+    d_gate = dh * activate_grad(act, gate);
+  }
 }
 
 // The epilogue kernels take a tile of kRowTile consecutive rows a block (stream.cuh): a
@@ -43,11 +58,17 @@ MOE_HD inline void tile_row_biases(const float* const* biases, const std::int64_
   }
 }
 
-// z: bf16 [rows, G·F]; pre (float [rows, G·F]) and hidden (float [rows, F]) written when
-// not null; hidden_bf16 [rows, F] always.
+// z: bf16 [rows, G·F]; hidden_bf16 [rows, F] written; pre_bf16 [rows, G·F] (z plus the
+// biases, for the backward) written when not null.
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,
-                          std::int64_t rows, std::int64_t width, bool gated, Act act, float* pre, float* hidden,
+                          std::int64_t rows, std::int64_t width, bool gated, Act act, void* pre_bf16,
                           void* hidden_bf16, Stream stream);
+// The backward of launch_expert_hidden's activation: from d_hidden (float [rows, F])
+// and pre_bf16 (bf16 [rows, G·F], as it wrote them), ∂L/∂z in bf16 into dz_bf16 [rows,
+// G·F] (the backward products' operand) and in float32 into dz when not null (the bias
+// gradients' sums), each element as expert_hidden_grad. dz may be d_hidden (ffn).
+void launch_expert_hidden_backward(const void* pre_bf16, const float* d_hidden, std::int64_t rows, std::int64_t width,
+                                   bool gated, Act act, float* dz, void* dz_bf16, Stream stream);
 // The bias and activation after a grouped bf16 GEMM: z = y[r, :] (bf16) + biases[group
 // of r] (null entries: none); pre[r, :] = z when pre is not null; out[r, :] = act(z) (float).
 void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,

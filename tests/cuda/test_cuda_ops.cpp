@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "buffer.hpp"
@@ -89,6 +91,48 @@ class CudaOps : public ::testing::Test {
                                    with_bias ? e.db_in.data() : nullptr, with_bias ? e.db_out.data() : nullptr);
     return e;
   }
+  // bf16 on the host: round to nearest even (as the GPU's conversions), and back.
+  static std::uint16_t bf16_bits(float f) {
+    std::uint32_t u = 0;
+    std::memcpy(&u, &f, sizeof u);
+    if (std::isnan(f)) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return static_cast<std::uint16_t>(u >> 16);
+  }
+  static float bf16_value(std::uint16_t bits) {
+    const std::uint32_t u = std::uint32_t{bits} << 16;
+    float f = 0.0f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+  static std::vector<float> rounded_to_bf16(std::vector<float> v) {
+    for (float& x : v) x = bf16_value(bf16_bits(x));
+    return v;
+  }
+  // `count` values from element `first` of a downloaded buffer in the ops' kept form
+  // (kernels/ops.hpp): bf16 packed from its start where the ops keep bf16, else float32.
+  static std::vector<float> kept_values(const moe::kernels::Ops& ops, const std::vector<float>& buffer,
+                                        std::int64_t first, std::int64_t count) {
+    std::vector<float> values(static_cast<std::size_t>(count));
+    if (!ops.keeps_bf16()) {
+      std::copy_n(buffer.begin() + first, count, values.begin());
+      return values;
+    }
+    std::vector<std::uint16_t> bits(static_cast<std::size_t>(count));
+    std::memcpy(bits.data(), reinterpret_cast<const char*>(buffer.data()) + 2 * first, 2 * bits.size());
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = bf16_value(bits[i]);
+    return values;
+  }
+  // A device buffer holding `values` (which bf16 must hold exactly) in the kept form.
+  Buffer<float> kept_buffer(moe::kernels::Ops& ops, const std::vector<float>& values) {
+    if (!ops.keeps_bf16()) return device(values, &ops);
+    std::vector<float> packed(ops.kept_floats(values.size()), 0.0f);
+    std::vector<std::uint16_t> bits(values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) bits[i] = bf16_bits(values[i]);
+    std::memcpy(packed.data(), bits.data(), 2 * bits.size());
+    return device(packed, &ops);
+  }
+
   std::unique_ptr<moe::kernels::Ops> cpu = moe::kernels::make_cpu_ops();
   std::unique_ptr<moe::kernels::Ops> gpu;
 };
@@ -211,9 +255,12 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
             ops->expert_ffn(dev, pre.data(), hidden.data(), out.data());
             const std::string what = std::string(gated ? "glu" : "ffn") + (with_bias ? " bias" : "") + " precision " +
                                      std::to_string(int(p)) + " " + method;
-            const auto got_pre = pre.download(), got_hidden = hidden.download(), got_out = out.download();
-            EXPECT_LE(relative_error(got_pre.data() + first * GF, ref.pre.data(), n * GF), tol) << what;
-            EXPECT_LE(relative_error(got_hidden.data() + first * F, ref.hidden.data(), n * F), tol) << what;
+            // pre and hidden for a backward: in the kept form (bf16 in bf16).
+            const auto got_pre = kept_values(*ops, pre.download(), first * GF, n * GF),
+                       got_hidden = kept_values(*ops, hidden.download(), first * F, n * F);
+            const auto got_out = out.download();
+            EXPECT_LE(relative_error(got_pre.data(), ref.pre.data(), n * GF), tol) << what;
+            EXPECT_LE(relative_error(got_hidden.data(), ref.hidden.data(), n * F), tol) << what;
             EXPECT_LE(relative_error(got_out.data() + first * H, ref.out.data(), n * H), tol) << what;
             if (p == GemmPrecision::BF16) {
               Buffer<float> pre2 = device_zeros<float>(rows * GF, ops.get()),
@@ -309,10 +356,10 @@ TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
 
 TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
   // gather_expert_ffn against gather_rows then expert_ffn on the same ops, bit for bit:
-  // in bf16 it gathers straight into bf16 rows (and the float rows only for a backward),
-  // rounding each value as the conversion does. A padding row, a row taken twice, a
-  // batch from row 3; widths that take the 8- and the 4-a-thread paths and one that
-  // takes neither.
+  // in bf16 it gathers straight into bf16 rows, rounding each value as the conversion
+  // does, and for a backward keeps them (the kept form: the float32 rows rounded to
+  // bf16). A padding row, a row taken twice, a batch from row 3; widths that take the
+  // 8- and the 4-a-thread paths and one that takes neither.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t T = 90, rows = offsets.back(), first = offsets.front();
   const std::size_t groups = offsets.size() - 1;
@@ -356,9 +403,13 @@ TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
           const Result got = run(true), want = run(false);
           EXPECT_EQ(got.out, want.out);
           if (keep || p != GemmPrecision::BF16) {  // bf16 without a backward leaves these unwritten
-            EXPECT_EQ(got.gathered, want.gathered);
+            // Both kept forms of the same values (pre and hidden), and the kept rows
+            // against the float32 rows gathered apart.
             EXPECT_EQ(got.pre, want.pre);
             EXPECT_EQ(got.hidden, want.hidden);
+            const std::vector<float> want_rows(want.gathered.begin() + first * H, want.gathered.end());
+            EXPECT_EQ(kept_values(*ops, got.gathered, first * H, (rows - first) * H),
+                      ops->keeps_bf16() ? rounded_to_bf16(want_rows) : want_rows);
           }
         }
 }
@@ -428,115 +479,176 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
 }
 
 TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
-  // The bf16 override of expert_ffn_backward (each operand converted once for every
-  // group, the element-wise backward in one pass, the groups' products on the GEMM
-  // lanes: three non-empty groups here, on three streams) against the default on the same ops
-  // (each group's expert_gemm calls, as before): the same bf16 operands into the same
-  // products, so equal up to cuBLAS choosing another kernel for another alignment
-  // (1e-5 normwise). Biases on some groups, an empty group, a batch from row 3, ffn and
-  // glu, dx over dy and apart.
+  // The bf16 override of expert_ffn_backward (the kept bf16 rows as operands, ∂L/∂y
+  // converted once for every group, the activation's backward in one pass writing ∂L/∂z
+  // in bf16, the groups' products on the GEMM lanes: three non-empty groups here, on
+  // three streams) against the default on the same ops (each group's expert_gemm calls
+  // on float32 copies of the same values, each operand converted per product): the same
+  // bf16 operands into the same products, so equal up to cuBLAS choosing another kernel
+  // for another alignment (1e-5 normwise). The input rows kept (a routed expert's) and
+  // float32 (the shared expert's); biases on some groups or on none (then ∂L/∂z is not
+  // written in float32); an empty group, a batch from row 3, ffn and glu, dx over dy and
+  // apart.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
   for (const std::int64_t H : {64, 36, 30})
     for (const bool gated : {false, true})
-      for (const bool in_place : {true, false}) {
-        const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
-        SCOPED_TRACE(::testing::Message() << "H=" << H << (gated ? " glu" : " ffn") << (in_place ? " dx over dy" : ""));
-        auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-        Buffer<float> x = device(random(rows * H, 61), ops.get()), pre = device(random(rows * GF, 62), ops.get()),
-                      hidden = device(random(rows * F, 63), ops.get()), w_in = device(random(groups * H * GF, 64, 0.2), ops.get()),
-                      w_out = device(random(groups * F * H, 65, 0.2), ops.get());
-        moe::kernels::ExpertBatch batch;
-        batch.x = x.data(), batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
-        batch.act = gated ? Act::SiLU : Act::GELU;
-        moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
-        struct Result {
-          std::vector<float> dx, w_in, b_in, w_out, b_out;
-        };
-        auto run = [&](bool batched) {
-          Buffer<float> dy = device(random(rows * H, 66), ops.get()), dx = device_zeros<float>(rows * H, ops.get()),
-                        d_hidden = device_zeros<float>(rows * F, ops.get()), d_pre = device_zeros<float>(rows * GF, ops.get()),
-                        gw_in = device(random(groups * H * GF, 67), ops.get()), gb_in = device(random(groups * GF, 68), ops.get()),
-                        gw_out = device(random(groups * F * H, 69), ops.get()), gb_out = device(random(groups * H, 70), ops.get());
-          moe::kernels::ExpertBatchGradients grads;
-          for (std::size_t g = 0; g < groups; ++g) {
-            grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
-            grads.b_in.push_back(g % 2 ? gb_in.data() + g * GF : nullptr);
-            grads.b_out.push_back(g % 2 ? gb_out.data() + g * H : nullptr);
+      for (const bool in_place : {true, false})
+        for (const bool x_kept : {true, false})
+          for (const bool with_bias : {true, false}) {
+            const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
+            SCOPED_TRACE(::testing::Message() << "H=" << H << (gated ? " glu" : " ffn") << (in_place ? " dx over dy" : "")
+                                              << (x_kept ? " kept x" : " float x") << (with_bias ? " biases" : ""));
+            auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+            // What a forward keeps: values bf16 holds exactly, in the kept form for the
+            // override and as float32 for the default.
+            const std::vector<float> x_values = rounded_to_bf16(random(rows * H, 61)),
+                                     pre_values = rounded_to_bf16(random(rows * GF, 62)),
+                                     hidden_values = rounded_to_bf16(random(rows * F, 63));
+            Buffer<float> x = device(x_values, ops.get()), pre = device(pre_values, ops.get()),
+                          hidden = device(hidden_values, ops.get()), x16 = kept_buffer(*ops, x_values),
+                          pre16 = kept_buffer(*ops, pre_values), hidden16 = kept_buffer(*ops, hidden_values),
+                          w_in = device(random(groups * H * GF, 64, 0.2), ops.get()),
+                          w_out = device(random(groups * F * H, 65, 0.2), ops.get());
+            moe::kernels::ExpertBatch batch;
+            batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+            batch.act = gated ? Act::SiLU : Act::GELU;
+            moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
+            struct Result {
+              std::vector<float> dx, w_in, b_in, w_out, b_out;
+            };
+            auto run = [&](bool batched) {
+              Buffer<float> dy = device(random(rows * H, 66), ops.get()), dx = device_zeros<float>(rows * H, ops.get()),
+                            d_hidden = device_zeros<float>(rows * F, ops.get()),
+                            d_pre = device_zeros<float>(rows * GF, ops.get()),
+                            gw_in = device(random(groups * H * GF, 67), ops.get()),
+                            gb_in = device(random(groups * GF, 68), ops.get()),
+                            gw_out = device(random(groups * F * H, 69), ops.get()),
+                            gb_out = device(random(groups * H, 70), ops.get());
+              moe::kernels::ExpertBatchGradients grads;
+              for (std::size_t g = 0; g < groups; ++g) {
+                grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
+                grads.b_in.push_back(with_bias && g % 2 ? gb_in.data() + g * GF : nullptr);
+                grads.b_out.push_back(with_bias && g % 2 ? gb_out.data() + g * H : nullptr);
+              }
+              float* dx_target = in_place ? dy.data() : dx.data();
+              moe::kernels::ExpertBatch b = batch;
+              if (batched) {
+                b.x = x_kept ? x16.data() : x.data(), b.x_kept = x_kept;
+                ops->expert_ffn_backward(b, pre16.data(), hidden16.data(), dy.data(), grads, d_hidden.data(),
+                                         d_pre.data(), dx_target);
+              } else {
+                b.x = x.data();
+                ops->moe::kernels::Ops::expert_ffn_backward(b, pre.data(), hidden.data(), dy.data(), grads,
+                                                            d_hidden.data(), d_pre.data(), dx_target);
+              }
+              std::vector<float> dx_rows = in_place ? dy.download() : dx.download();
+              dx_rows.erase(dx_rows.begin(), dx_rows.begin() + offsets.front() * H);  // rows before the batch are not its
+              return Result{dx_rows, gw_in.download(), gb_in.download(), gw_out.download(), gb_out.download()};
+            };
+            const Result got = run(true), want = run(false);
+            auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+              return relative_error(a.data(), b.data(), static_cast<std::int64_t>(a.size()));
+            };
+            EXPECT_LE(close(got.dx, want.dx), 1e-5) << "dx";
+            EXPECT_LE(close(got.w_in, want.w_in), 1e-5) << "w_in";
+            EXPECT_LE(close(got.b_in, want.b_in), 1e-5) << "b_in";
+            EXPECT_LE(close(got.w_out, want.w_out), 1e-5) << "w_out";
+            EXPECT_LE(close(got.b_out, want.b_out), 1e-5) << "b_out";
           }
-          float* dx_target = in_place ? dy.data() : dx.data();
-          if (batched)
-            ops->expert_ffn_backward(batch, pre.data(), hidden.data(), dy.data(), grads, d_hidden.data(), d_pre.data(), dx_target);
-          else
-            ops->moe::kernels::Ops::expert_ffn_backward(batch, pre.data(), hidden.data(), dy.data(), grads, d_hidden.data(),
-                                                        d_pre.data(), dx_target);
-          std::vector<float> dx_rows = in_place ? dy.download() : dx.download();
-          dx_rows.erase(dx_rows.begin(), dx_rows.begin() + offsets.front() * H);  // rows before the batch are not its
-          return Result{dx_rows, gw_in.download(), gb_in.download(), gw_out.download(), gb_out.download()};
-        };
-        const Result got = run(true), want = run(false);
-        auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
-          return relative_error(a.data(), b.data(), static_cast<std::int64_t>(a.size()));
-        };
-        EXPECT_LE(close(got.dx, want.dx), 1e-5) << "dx";
-        EXPECT_LE(close(got.w_in, want.w_in), 1e-5) << "w_in";
-        EXPECT_LE(close(got.b_in, want.b_in), 1e-5) << "b_in";
-        EXPECT_LE(close(got.w_out, want.w_out), 1e-5) << "w_out";
-        EXPECT_LE(close(got.b_out, want.b_out), 1e-5) << "b_out";
-      }
 }
 
-TEST_F(CudaOps, Bf16BackwardTakesTheForwardsBf16RowsAsItsConversionWould) {
-  // A bf16 training forward (gather_expert_ffn, keep_for_backward) keeps its bf16 input
-  // rows and hidden for the backward, which otherwise converts the float32 copies the
-  // forward wrote: the backward's results are the same bits either way. Then a write
-  // through an op that reports it (copy) into the hidden: the backward must read the new
-  // values, not the kept copy.
+TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {
+  // A bf16 training forward (gather_expert_ffn, keep_for_backward) keeps its input rows,
+  // pre-activations and hidden in bf16 (kernels/ops.hpp), and writes no float32 copy of
+  // them: the kept rows are the source rows rounded to bf16, the kept hidden is the
+  // activation of the kept pre-activations (to bf16 rounding), and the backward on the
+  // kept form equals the default backward on float32 copies of the kept values (1e-5
+  // normwise, as above). ffn and glu.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
-  const std::int64_t H = 64, F = expert_width(H), rows = offsets.back(), T = 90;
+  const std::int64_t H = 64, F = expert_width(H), rows = offsets.back(), first = offsets.front(), n = rows - first,
+                     T = 90;
   const std::size_t groups = offsets.size() - 1;
-  auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-  std::vector<std::int32_t> token_of(static_cast<std::size_t>(rows));
-  for (std::int64_t r = 0; r < rows; ++r) token_of[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 7) % T);
-  Buffer<float> src = device(random(T * H, 81), ops.get()), w_in = device(random(groups * H * F, 82, 0.2), ops.get()),
-                w_out = device(random(groups * F * H, 83, 0.2), ops.get());
-  Buffer<std::int32_t> dtokens = device(token_of, ops.get());
-  Buffer<float> gathered = device_zeros<float>(rows * H, ops.get()), pre = device_zeros<float>(rows * F, ops.get()),
-                hidden = device_zeros<float>(rows * F, ops.get()), out = device_zeros<float>(rows * H, ops.get());
-  moe::kernels::ExpertBatch batch;
-  batch.x = gathered.data(), batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = Act::ReLU;
-  batch.keep_for_backward = true;
-  moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
-  ops->gather_expert_ffn(src.data(), dtokens.data(), gathered.data(), batch, pre.data(), hidden.data(), out.data());
-  // The backward on the forward's own rows (kept copies), and on float32 copies of them
-  // elsewhere (converted): dx and every weight gradient.
-  auto backward = [&](const float* x, const float* hidden_rows) {
-    Buffer<float> dy = device(random(rows * H, 84), ops.get()), d_hidden = device_zeros<float>(rows * F, ops.get()),
-                  gw_in = device_zeros<float>(groups * H * F, ops.get()), gw_out = device_zeros<float>(groups * F * H, ops.get());
-    moe::kernels::ExpertBatch b = batch;
-    b.x = x;
-    moe::kernels::ExpertBatchGradients grads;
-    for (std::size_t g = 0; g < groups; ++g) {
-      grads.w_in.push_back(gw_in.data() + g * H * F), grads.w_out.push_back(gw_out.data() + g * F * H);
-      grads.b_in.push_back(nullptr), grads.b_out.push_back(nullptr);
-    }
-    ops->expert_ffn_backward(b, pre.data(), hidden_rows, dy.data(), grads, d_hidden.data(), nullptr, dy.data());
-    std::vector<float> all = dy.download(), w1 = gw_in.download(), w2 = gw_out.download();
-    all.insert(all.end(), w1.begin(), w1.end());
-    all.insert(all.end(), w2.begin(), w2.end());
-    return all;
-  };
-  const std::vector<float> kept = backward(gathered.data(), hidden.data());
-  Buffer<float> x_elsewhere = device_zeros<float>(rows * H, ops.get()), h_elsewhere = device_zeros<float>(rows * F, ops.get());
-  ops->copy(x_elsewhere.data(), gathered.data(), sizeof(float) * static_cast<std::size_t>(rows * H));
-  ops->copy(h_elsewhere.data(), hidden.data(), sizeof(float) * static_cast<std::size_t>(rows * F));
-  EXPECT_EQ(kept, backward(x_elsewhere.data(), h_elsewhere.data())) << "kept copies against conversions";
-  // New hidden values written into the forward's hidden: the kept copy no longer stands for it.
-  Buffer<float> other = device(random(rows * F, 85), ops.get());
-  ops->copy(hidden.data(), other.data(), sizeof(float) * static_cast<std::size_t>(rows * F));
-  EXPECT_EQ(backward(gathered.data(), hidden.data()), backward(gathered.data(), other.data()))
-      << "a reported write drops the kept copy";
+  for (const bool gated : {false, true}) {
+    SCOPED_TRACE(gated ? "glu" : "ffn");
+    const std::int64_t GF = gated ? 2 * F : F;
+    auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+    std::vector<std::int32_t> token_of(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) token_of[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 7) % T);
+    const std::vector<float> source = random(T * H, 81);
+    Buffer<float> src = device(source, ops.get()), w_in = device(random(groups * H * GF, 82, 0.2), ops.get()),
+                  w_out = device(random(groups * F * H, 83, 0.2), ops.get()),
+                  b_in = device(random(groups * GF, 86, 0.5), ops.get());
+    Buffer<std::int32_t> dtokens = device(token_of, ops.get());
+    // NaN-filled, so that a float32 write where only bf16 belongs shows.
+    const float nan = std::nanf("");
+    Buffer<float> gathered = device(std::vector<float>(ops->kept_floats(rows * H), nan), ops.get()),
+                  pre = device(std::vector<float>(ops->kept_floats(rows * GF), nan), ops.get()),
+                  hidden = device(std::vector<float>(ops->kept_floats(rows * F), nan), ops.get()),
+                  out = device_zeros<float>(rows * H, ops.get());
+    moe::kernels::ExpertBatch batch;
+    batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+    batch.act = gated ? Act::SiLU : Act::GELU, batch.keep_for_backward = true;
+    moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data(), b_in.data());
+    ops->gather_expert_ffn(src.data(), dtokens.data(), gathered.data(), batch, pre.data(), hidden.data(), out.data());
+
+    const std::vector<float> kept_rows = kept_values(*ops, gathered.download(), first * H, n * H),
+                             kept_pre = kept_values(*ops, pre.download(), first * GF, n * GF),
+                             kept_hidden = kept_values(*ops, hidden.download(), first * F, n * F);
+    std::vector<float> want_rows(static_cast<std::size_t>(n * H));
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t h = 0; h < H; ++h)
+        want_rows[static_cast<std::size_t>(r * H + h)] = source[static_cast<std::size_t>(token_of[static_cast<std::size_t>(first + r)] * H + h)];
+    EXPECT_EQ(kept_rows, rounded_to_bf16(want_rows)) << "the kept rows";
+    std::vector<double> want_hidden(kept_hidden.size());
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t j = 0; j < F; ++j) {
+        const double gate = kept_pre[static_cast<std::size_t>(r * GF + j)];
+        const double a = moe::testing::reference_activation(batch.act, gate);
+        want_hidden[static_cast<std::size_t>(r * F + j)] = gated ? a * kept_pre[static_cast<std::size_t>(r * GF + F + j)] : a;
+      }
+    EXPECT_LE(relative_error(kept_hidden.data(), want_hidden.data(), n * F), 1e-2) << "the kept hidden";
+
+    // The backward on the kept form, and the default on float32 copies of its values
+    // (rows before the batch's first are not the batch's: zeros there).
+    auto float_rows = [&](const std::vector<float>& kept, std::int64_t width) {
+      std::vector<float> all(static_cast<std::size_t>(rows * width), 0.0f);
+      std::copy(kept.begin(), kept.end(), all.begin() + first * width);
+      return device(all, ops.get());
+    };
+    Buffer<float> x32 = float_rows(kept_rows, H), pre32 = float_rows(kept_pre, GF), hidden32 = float_rows(kept_hidden, F);
+    auto backward = [&](bool kept) {
+      Buffer<float> dy = device(random(rows * H, 84), ops.get()), d_hidden = device_zeros<float>(rows * F, ops.get()),
+                    d_pre = device_zeros<float>(rows * GF, ops.get()),
+                    gw_in = device_zeros<float>(groups * H * GF, ops.get()),
+                    gw_out = device_zeros<float>(groups * F * H, ops.get()), gb_in = device_zeros<float>(groups * GF, ops.get());
+      moe::kernels::ExpertBatchGradients grads;
+      for (std::size_t g = 0; g < groups; ++g) {
+        grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
+        grads.b_in.push_back(gb_in.data() + g * GF), grads.b_out.push_back(nullptr);
+      }
+      moe::kernels::ExpertBatch b = batch;
+      if (kept) {
+        b.x = gathered.data(), b.x_kept = true;
+        ops->expert_ffn_backward(b, pre.data(), hidden.data(), dy.data(), grads, d_hidden.data(), d_pre.data(),
+                                 dy.data());
+      } else {
+        b.x = x32.data();
+        ops->moe::kernels::Ops::expert_ffn_backward(b, pre32.data(), hidden32.data(), dy.data(), grads,
+                                                    d_hidden.data(), d_pre.data(), dy.data());
+      }
+      std::vector<float> all = dy.download();
+      all.erase(all.begin(), all.begin() + first * H);
+      for (const Buffer<float>* g : {&gw_in, &gw_out, &gb_in}) {
+        const std::vector<float> v = g->download();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      return all;
+    };
+    const std::vector<float> got = backward(true), want = backward(false);
+    EXPECT_LE(relative_error(got.data(), want.data(), static_cast<std::int64_t>(got.size())), 1e-5);
+  }
 }
 
 TEST_F(CudaOps, GroupedColumnSumsAreEachGroupsColumnSums) {

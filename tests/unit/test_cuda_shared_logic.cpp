@@ -133,6 +133,39 @@ TEST(CudaSharedLogic, ExpertEpilogueAsTheBf16KernelDrivesIt) {
   }
 }
 
+TEST(CudaSharedLogic, ExpertHiddenGradientAsTheBf16BackwardComputesIt) {
+  // The bf16 backward's activation gradient (expert_hidden_grad, a thread's element in
+  // launch_expert_hidden_backward) against the definition in float64: the activation's
+  // derivative as a central difference of reference_activation, ∂L/∂gate = dh · act'(gate)
+  // (ffn) or dh · up · act'(gate) (glu), ∂L/∂up = dh · act(gate); and bit for bit the
+  // float32 backward kernels' elements (activation_backward's, glu_backward_element).
+  std::vector<float> values(3 * 400);
+  fill_normal(values.data(), static_cast<std::int64_t>(values.size()), 2.0, 23);
+  for (const bool gated : {false, true})
+    for (Act act : {Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh})
+      for (std::size_t i = 0; i < values.size(); i += 3) {
+        const float gate = values[i], up = values[i + 1], dh = values[i + 2];
+        float d_gate = 0.0f, d_up = -1.0f;
+        cuda::expert_hidden_grad(dh, gate, up, gated, act, d_gate, d_up);
+        const double step = 1e-6, g = gate;
+        const double slope = (reference_activation(act, g + step) - reference_activation(act, g - step)) / (2 * step);
+        const double want_gate = double(dh) * (gated ? double(up) : 1.0) * slope;
+        EXPECT_NEAR(d_gate, want_gate, 1e-5 * (1.0 + std::fabs(want_gate))) << int(act) << " gate " << gate;
+        if (gated) {
+          const double want_up = double(dh) * reference_activation(act, g);
+          EXPECT_NEAR(d_up, want_up, 1e-5 * (1.0 + std::fabs(want_up))) << int(act) << " gate " << gate;
+          const float z[2] = {gate, up};
+          float dz[2];
+          moe::kernels::glu_backward_element(z, &dh, 1, act, 0, dz);
+          EXPECT_EQ(d_gate, dz[0]);
+          EXPECT_EQ(d_up, dz[1]);
+        } else {
+          EXPECT_EQ(d_up, -1.0f) << "ffn leaves d_up alone";
+          EXPECT_EQ(d_gate, dh * moe::kernels::activate_grad(act, gate));  // activation_backward_kernel's element
+        }
+      }
+}
+
 TEST(CudaSharedLogic, EpilogueTilesFindEachRowsGroup) {
   // The epilogue kernels' tiles (expert_epilogue.cuh): every tile of up to kTile rows,
   // from every first row, finds each row's bias as the row's own group lookup does, over

@@ -328,14 +328,16 @@ class CudaOps final : public Ops {
     });
     // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once: ∂L/∂z in
     // bf16 into the scratch of ∂L/∂y (the stream runs the products above before
-    // anything written here), and in float32 where a bias gradient sums it.
-    const bool bias_in = std::any_of(grads.b_in.begin(), grads.b_in.end(), [](const float* b) { return b; });
-    float* dz = batch.gated ? d_pre : d_hidden;
+    // anything written here); no float32 copy (d_pre goes unused).
     auto* dz16 = static_cast<Bf16*>(grow(a16_, 2 * static_cast<std::size_t>(rows * GF)));
     launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated, batch.act,
-                                  bias_in ? dz + first * GF : nullptr, dz16, stream_);
-    // pre = x·W_in + b_in.
-    if (bias_in) add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
+                                  dz16, stream_);
+    // pre = x·W_in + b_in: the input biases' gradients summed from the bf16 ∂L/∂z the
+    // products read, as Megatron-Core's bf16 training sums its bias gradients.
+    const ColumnTable sums_in = column_table(batch.row_offsets, first, GF, grads.b_in);
+    if (sums_in.chunks > 0)
+      launch_add_grouped_column_sums_bf16(dz16, GF, sums_in.chunk_rows, sums_in.chunks, sums_in.group_chunks,
+                                          sums_in.sums, sums_in.groups, sums_in.partials, stream_);
     const auto* x16 = batch.x_kept ? kept_bf16(batch.x, first * H)
                                    : static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
@@ -509,27 +511,10 @@ class CudaOps final : public Ops {
   // table: each chunk's rows, each group's chunks and its sums.
   void add_grouped_column_sums(const float* m, const std::vector<std::int64_t>& row_offsets, std::int64_t cols,
                                const std::vector<float*>& sums) override {
-    const std::size_t groups = row_offsets.size() - 1;
-    if (row_offsets.size() < 2 || cols == 0) return;
-    std::vector<std::int64_t> chunk_rows, group_chunks = {0};
-    for (std::size_t g = 0; g < groups; ++g) {
-      if (sums[g])
-        for (std::int64_t begin = row_offsets[g]; begin < row_offsets[g + 1]; begin += kColumnChunkRows)
-          chunk_rows.push_back(begin), chunk_rows.push_back(std::min(begin + kColumnChunkRows, row_offsets[g + 1]));
-      group_chunks.push_back(static_cast<std::int64_t>(chunk_rows.size() / 2));
-    }
-    const std::int64_t chunks = group_chunks.back();
-    if (chunks == 0) return;
-    // One upload: the chunks' rows, the groups' chunks, the groups' sums.
-    std::vector<std::int64_t> table = chunk_rows;
-    table.insert(table.end(), group_chunks.begin(), group_chunks.end());
-    for (float* p : sums) table.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)));
-    auto* device_table = static_cast<std::int64_t*>(grow(column_table_, sizeof(std::int64_t) * table.size()));
-    copy_from_host(device_table, table.data(), sizeof(std::int64_t) * table.size());
-    auto* partial_sums = static_cast<double*>(grow(partials_, sizeof(double) * static_cast<std::size_t>(chunks * cols)));
-    launch_add_grouped_column_sums(m, cols, device_table, chunks, device_table + chunk_rows.size(),
-                                   reinterpret_cast<float* const*>(device_table + chunk_rows.size() + groups + 1),
-                                   static_cast<int>(groups), partial_sums, stream_);
+    const ColumnTable t = column_table(row_offsets, 0, cols, sums);
+    if (t.chunks > 0)
+      launch_add_grouped_column_sums(m, cols, t.chunk_rows, t.chunks, t.group_chunks, t.sums, t.groups, t.partials,
+                                     stream_);
   }
 
   void router_backward(const float* logits, const float* probs, const std::int32_t* indices, const float* d_weights,
@@ -621,6 +606,46 @@ class CudaOps final : public Ops {
   }
 
   struct GroupTable;  // a grouped launch's operand table (below)
+
+  // add_grouped_column_sums' table on the device: the chunks of kColumnChunkRows from
+  // each group's first row (rows counted from first_row, where m starts), each group's
+  // chunks and its sums; and the partials' scratch. chunks = 0: nothing to sum.
+  struct ColumnTable {
+    std::int64_t chunks = 0;
+    const std::int64_t* chunk_rows = nullptr;
+    const std::int64_t* group_chunks = nullptr;
+    float* const* sums = nullptr;
+    int groups = 0;
+    double* partials = nullptr;
+  };
+  ColumnTable column_table(const std::vector<std::int64_t>& row_offsets, std::int64_t first_row, std::int64_t cols,
+                           const std::vector<float*>& sums) {
+    ColumnTable t;
+    if (row_offsets.size() < 2 || cols == 0) return t;
+    const std::size_t groups = row_offsets.size() - 1;
+    std::vector<std::int64_t> chunk_rows, group_chunks = {0};
+    for (std::size_t g = 0; g < groups; ++g) {
+      if (sums[g])
+        for (std::int64_t begin = row_offsets[g]; begin < row_offsets[g + 1]; begin += kColumnChunkRows)
+          chunk_rows.push_back(begin - first_row),
+              chunk_rows.push_back(std::min(begin + kColumnChunkRows, row_offsets[g + 1]) - first_row);
+      group_chunks.push_back(static_cast<std::int64_t>(chunk_rows.size() / 2));
+    }
+    t.chunks = group_chunks.back();
+    if (t.chunks == 0) return t;
+    // One upload: the chunks' rows, the groups' chunks, the groups' sums.
+    std::vector<std::int64_t> table = chunk_rows;
+    table.insert(table.end(), group_chunks.begin(), group_chunks.end());
+    for (float* p : sums) table.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)));
+    auto* device_table = static_cast<std::int64_t*>(grow(column_table_, sizeof(std::int64_t) * table.size()));
+    copy_from_host(device_table, table.data(), sizeof(std::int64_t) * table.size());
+    t.partials = static_cast<double*>(grow(partials_, sizeof(double) * static_cast<std::size_t>(t.chunks * cols)));
+    t.chunk_rows = device_table;
+    t.group_chunks = device_table + chunk_rows.size();
+    t.sums = reinterpret_cast<float* const*>(device_table + chunk_rows.size() + groups + 1);
+    t.groups = static_cast<int>(groups);
+    return t;
+  }
 
   // expert_ffn in bf16 on the batch's rows already in bf16 (x16: rows [first, last) of
   // the batch, from its first row).

@@ -64,7 +64,7 @@ __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const*
 // multiple of V): each reads its ∂L/∂hidden and its pre-activations and writes ∂L/∂z.
 template <int V, bool kGated>
 __global__ void expert_hidden_backward_kernel(const __nv_bfloat16* pre, const float* d_hidden, std::int64_t rows,
-                                              std::int64_t width, Act act, float* dz, __nv_bfloat16* dz16) {
+                                              std::int64_t width, Act act, __nv_bfloat16* dz16) {
   constexpr int kParts = kGated ? 2 : 1;
   const std::int64_t z_width = kParts * width, n = rows * width;
   for (std::int64_t i = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * V; i < n;
@@ -78,11 +78,7 @@ __global__ void expert_hidden_backward_kernel(const __nv_bfloat16* pre, const fl
       expert_hidden_grad(dh[e], z[0][e], z[kParts - 1][e], kGated, act, g[0][e], d_up);
       if constexpr (kGated) g[1][e] = d_up;
     }
-    // Every read of this thread's elements is done: dz may be d_hidden (ffn).
-    for (int part = 0; part < kParts; ++part) {
-      if (dz) store<V>(dz + r * z_width + part * width + j, g[part]);
-      store<V>(dz16 + r * z_width + part * width + j, g[part]);
-    }
+    for (int part = 0; part < kParts; ++part) store<V>(dz16 + r * z_width + part * width + j, g[part]);
   }
 }
 
@@ -171,14 +167,14 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
 }
 
 void launch_expert_hidden_backward(const void* pre_bf16, const float* d_hidden, std::int64_t rows, std::int64_t width,
-                                   bool gated, Act act, float* dz, void* dz_bf16, Stream stream) {
+                                   bool gated, Act act, void* dz_bf16, Stream stream) {
   if (rows * width == 0) return;
   const auto* pre16 = static_cast<const __nv_bfloat16*>(pre_bf16);
   auto* dz16 = static_cast<__nv_bfloat16*>(dz_bf16);
-  at_vector_width(vector_width(width, {{pre_bf16, 2}, {d_hidden, 4}, {dz, 4}, {dz_bf16, 2}}), [&](auto v) {
+  at_vector_width(vector_width(width, {{pre_bf16, 2}, {d_hidden, 4}, {dz_bf16, 2}}), [&](auto v) {
     constexpr int V = decltype(v)::value;
     const auto kernel = gated ? expert_hidden_backward_kernel<V, true> : expert_hidden_backward_kernel<V, false>;
-    kernel<<<blocks_for(rows * width / V, kBlock), kBlock, 0, stream>>>(pre16, d_hidden, rows, width, act, dz, dz16);
+    kernel<<<blocks_for(rows * width / V, kBlock), kBlock, 0, stream>>>(pre16, d_hidden, rows, width, act, dz16);
   });
   MOE_CHECK_LAUNCH();
 }

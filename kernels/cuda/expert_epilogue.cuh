@@ -65,10 +65,10 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
                           void* hidden_bf16, Stream stream);
 // The backward of launch_expert_hidden's activation: from d_hidden (float [rows, F])
 // and pre_bf16 (bf16 [rows, G·F], as it wrote them), ∂L/∂z in bf16 into dz_bf16 [rows,
-// G·F] (the backward products' operand) and in float32 into dz when not null (the bias
-// gradients' sums), each element as expert_hidden_grad. dz may be d_hidden (ffn).
+// G·F] (the backward products' operand, and the bias gradients' summand), each element
+// as expert_hidden_grad.
 void launch_expert_hidden_backward(const void* pre_bf16, const float* d_hidden, std::int64_t rows, std::int64_t width,
-                                   bool gated, Act act, float* dz, void* dz_bf16, Stream stream);
+                                   bool gated, Act act, void* dz_bf16, Stream stream);
 // The bias and activation after a grouped bf16 GEMM: z = y[r, :] (bf16) + biases[group
 // of r] (null entries: none); pre[r, :] = z when pre is not null; out[r, :] = act(z) (float).
 void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,

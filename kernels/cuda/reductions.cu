@@ -1,18 +1,24 @@
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/reductions.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
 
+__device__ inline double widen(float x) { return x; }
+__device__ inline double widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+
 // A block (kColumnsPerBlock, kColumnLanes) over columns [blockIdx.x·32, +32) of the rows
 // [begin, end): partials[chunk·cols + c] = column_chunk_sum's value for that chunk.
-__device__ void chunk_column_sums(const float* m, std::int64_t begin, std::int64_t end, std::int64_t cols,
+template <class T>
+__device__ void chunk_column_sums(const T* m, std::int64_t begin, std::int64_t end, std::int64_t cols,
                                   std::int64_t chunk, double* partials) {
   __shared__ double lane_sums[kColumnLanes][kColumnsPerBlock];
   const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(kColumnsPerBlock) + threadIdx.x;
   double sum = 0.0;
   if (c < cols)
-    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) sum += m[r * cols + c];
+    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) sum += widen(m[r * cols + c]);
   lane_sums[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
   for (int stride = kColumnLanes / 2; stride > 0; stride /= 2) {
@@ -31,7 +37,8 @@ __global__ void column_chunk_sums_kernel(const float* m, std::int64_t rows, std:
 }
 
 // Chunk first_chunk + blockIdx.y of the table's.
-__global__ void table_chunk_sums_kernel(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
+template <class T>
+__global__ void table_chunk_sums_kernel(const T* m, std::int64_t cols, const std::int64_t* chunk_rows,
                                         std::int64_t first_chunk, double* partials) {
   const std::int64_t chunk = first_chunk + blockIdx.y;
   chunk_column_sums(m, chunk_rows[2 * chunk], chunk_rows[2 * chunk + 1], cols, chunk, partials);
@@ -106,21 +113,39 @@ void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols
   column_sums(m, rows, cols, partials, sums, true, stream);
 }
 
-void launch_add_grouped_column_sums(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
-                                    std::int64_t chunks, const std::int64_t* group_chunks, float* const* sums,
-                                    int groups, double* partials, Stream stream) {
+namespace {
+
+template <class T>
+void add_grouped_column_sums(const T* m, std::int64_t cols, const std::int64_t* chunk_rows, std::int64_t chunks,
+                             const std::int64_t* group_chunks, float* const* sums, int groups, double* partials,
+                             Stream stream) {
   if (cols == 0 || chunks == 0) return;
   constexpr std::int64_t kMaxGridY = 65535;
   for (std::int64_t first = 0; first < chunks; first += kMaxGridY) {
     const std::int64_t count = chunks - first < kMaxGridY ? chunks - first : kMaxGridY;
     const dim3 grid(static_cast<unsigned>((cols + kColumnsPerBlock - 1) / kColumnsPerBlock), static_cast<unsigned>(count));
-    table_chunk_sums_kernel<<<grid, dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(m, cols, chunk_rows, first,
-                                                                                       partials);
+    table_chunk_sums_kernel<T><<<grid, dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(m, cols, chunk_rows, first,
+                                                                                          partials);
     MOE_CHECK_LAUNCH();
   }
   finish_grouped_column_sums_kernel<<<blocks_for(groups * cols, kBlock), kBlock, 0, stream>>>(partials, cols,
                                                                                               group_chunks, sums, groups);
   MOE_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void launch_add_grouped_column_sums(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
+                                    std::int64_t chunks, const std::int64_t* group_chunks, float* const* sums,
+                                    int groups, double* partials, Stream stream) {
+  add_grouped_column_sums(m, cols, chunk_rows, chunks, group_chunks, sums, groups, partials, stream);
+}
+
+void launch_add_grouped_column_sums_bf16(const void* m, std::int64_t cols, const std::int64_t* chunk_rows,
+                                         std::int64_t chunks, const std::int64_t* group_chunks, float* const* sums,
+                                         int groups, double* partials, Stream stream) {
+  add_grouped_column_sums(static_cast<const __nv_bfloat16*>(m), cols, chunk_rows, chunks, group_chunks, sums, groups,
+                          partials, stream);
 }
 
 int sum_squares_blocks(std::int64_t n) { return static_cast<int>((n + kPerBlock - 1) / kPerBlock); }

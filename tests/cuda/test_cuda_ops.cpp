@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "buffer.hpp"
 #include "kernels/cuda/reductions.cuh"
@@ -485,10 +486,11 @@ TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
   // three streams) against the default on the same ops (each group's expert_gemm calls
   // on float32 copies of the same values, each operand converted per product): the same
   // bf16 operands into the same products, so equal up to cuBLAS choosing another kernel
-  // for another alignment (1e-5 normwise). The input rows kept (a routed expert's) and
-  // float32 (the shared expert's); biases on some groups or on none (then ∂L/∂z is not
-  // written in float32); an empty group, a batch from row 3, ffn and glu, dx over dy and
-  // apart.
+  // for another alignment (1e-5 normwise). The input biases' gradients sum the bf16
+  // ∂L/∂z where the default sums it in float32: within bf16's unit roundoff (2⁻⁸,
+  // 4e-3 normwise). The input rows kept (a routed expert's) and float32 (the shared
+  // expert's); biases on some groups or on none; an empty group, a batch from row 3, ffn
+  // and glu, dx over dy and apart.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
@@ -553,7 +555,7 @@ TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
             };
             EXPECT_LE(close(got.dx, want.dx), 1e-5) << "dx";
             EXPECT_LE(close(got.w_in, want.w_in), 1e-5) << "w_in";
-            EXPECT_LE(close(got.b_in, want.b_in), 1e-5) << "b_in";
+            EXPECT_LE(close(got.b_in, want.b_in), 4e-3) << "b_in";
             EXPECT_LE(close(got.w_out, want.w_out), 1e-5) << "w_out";
             EXPECT_LE(close(got.b_out, want.b_out), 1e-5) << "b_out";
           }
@@ -565,7 +567,7 @@ TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {
   // them: the kept rows are the source rows rounded to bf16, the kept hidden is the
   // activation of the kept pre-activations (to bf16 rounding), and the backward on the
   // kept form equals the default backward on float32 copies of the kept values (1e-5
-  // normwise, as above). ffn and glu.
+  // normwise, the input biases' gradients 4e-3, as above). ffn and glu.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t H = 64, F = expert_width(H), rows = offsets.back(), first = offsets.front(), n = rows - first,
                      T = 90;
@@ -640,14 +642,17 @@ TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {
       }
       std::vector<float> all = dy.download();
       all.erase(all.begin(), all.begin() + first * H);
-      for (const Buffer<float>* g : {&gw_in, &gw_out, &gb_in}) {
+      for (const Buffer<float>* g : {&gw_in, &gw_out}) {
         const std::vector<float> v = g->download();
         all.insert(all.end(), v.begin(), v.end());
       }
-      return all;
+      return std::make_pair(all, gb_in.download());
     };
-    const std::vector<float> got = backward(true), want = backward(false);
-    EXPECT_LE(relative_error(got.data(), want.data(), static_cast<std::int64_t>(got.size())), 1e-5);
+    const auto got = backward(true), want = backward(false);
+    EXPECT_LE(relative_error(got.first.data(), want.first.data(), static_cast<std::int64_t>(got.first.size())), 1e-5)
+        << "dx, w_in and w_out";
+    EXPECT_LE(relative_error(got.second.data(), want.second.data(), static_cast<std::int64_t>(got.second.size())), 4e-3)
+        << "b_in";
   }
 }
 

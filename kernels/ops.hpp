@@ -216,9 +216,9 @@ class Ops {
   // writes dx [rows, H] = ∂L/∂x, which may alias dy. d_hidden [rows, F] and, gated,
   // d_pre [rows, 2F] are scratch. The default runs each group's products and
   // element-wise backward, groups at once through for_each_concurrently from 16 groups
-  // on (largest first); CUDA in bf16 takes the kept bf16 rows as operands, converts
-  // ∂L/∂y once for every group, runs the element-wise backward over every group at once
-  // (writing ∂L/∂z in bf16 for the products), and the groups' products on its GEMM lanes.
+  // on (largest first); CUDA runs the element-wise backward and the bias sums over every
+  // group at once and the groups' products on its GEMM lanes, in bf16 on the kept bf16
+  // rows, with ∂L/∂y converted once and ∂L/∂z written in bf16.
   virtual void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                                    const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx);
   // Calls fn(i) for every i < count, several at once where the backend can: on the CPU

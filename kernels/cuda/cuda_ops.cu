@@ -274,22 +274,22 @@ class CudaOps final : public Ops {
                                  stream_);
   }
 
-  // In bf16, every group's backward at once: the forward's kept bf16 rows (the input
-  // rows, the hidden, the pre-activations) as they are, ∂L/∂y converted once for every
-  // group, and the activation's backward in one pass over every row, writing ∂L/∂z in
-  // bf16 for the products (and in float32 only for the bias gradients' sums). Per group
-  // before, expert_gemm converted ∂L/∂y and ∂L/∂z twice each and the float32 input rows
-  // and hidden once, with a conversion and an element-wise launch per group. The
-  // products are cublasGemmEx calls, each group's on a GEMM lane as in the forward (the
-  // lanes give the same bits). Other precisions: the default.
+  // Every group's backward at once, in every precision: the element-wise work and the
+  // bias gradients' sums one pass each over every group's rows, and each group's
+  // products on a GEMM lane, as the forward's per-group products run (the lanes give
+  // the same bits as one stream). In bf16 the operands are bf16: the forward's kept rows
+  // (the input rows, the hidden, the pre-activations) as they are, ∂L/∂y converted once
+  // for every group, and ∂L/∂z written in bf16 by the activation's backward, which
+  // also gives the input biases' gradients. Before, each group ran its own products
+  // one after another on one stream (float32, TF32), and in bf16 converted ∂L/∂y and
+  // ∂L/∂z twice each, with a conversion and an element-wise launch per group.
   void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                            const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx) override {
-    if (precision_ != GemmPrecision::BF16)
-      return Ops::expert_ffn_backward(batch, pre, hidden, dy, grads, d_hidden, d_pre, dx);
     const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
     const std::size_t groups = batch.row_offsets.size() - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     if (batch.row_offsets.size() < 2 || rows == 0) return;
+    const bool bf16 = precision_ == GemmPrecision::BF16;
     auto each_group = [&](auto&& fn) {  // fn(group, its first row relative to `first`, its rows)
       for (std::size_t g = 0; g < groups; ++g) {
         const std::int64_t n = batch.row_offsets[g + 1] - batch.row_offsets[g];
@@ -309,43 +309,68 @@ class CudaOps final : public Ops {
       });
       if (used > 1) lanes_->join();
     };
-    // The weights' bf16 copies, made (or refreshed) on the main stream before the lanes
-    // fork from it.
-    std::vector<const void*> w_out16(groups), w_in16(groups);
-    for (std::size_t g = 0; g < groups; ++g) {
-      w_out16[g] = bf16_weights(batch.w_out[g], static_cast<std::size_t>(F * H));
-      w_in16[g] = bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF));
-    }
-    // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y in bf16.
+    // Row `row` (from `first`) of an operand `width` wide, in the products' element type.
+    auto row_of = [bf16](const void* operand, std::int64_t row, std::int64_t width) {
+      return static_cast<const char*>(operand) + row * width * (bf16 ? 2 : 4);
+    };
+    auto product = [&](cublasHandle_t handle, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+                       std::int64_t k, const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta,
+                       float* c, std::int64_t ldc) {
+      cuda::gemm(handle, precision_, trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+    };
+    // The weights as operands: in bf16 their copies, made (or refreshed) on the main
+    // stream before the lanes fork from it.
+    std::vector<const void*> w_out(batch.w_out.begin(), batch.w_out.end()), w_in(batch.w_in.begin(), batch.w_in.end());
+    if (bf16)
+      for (std::size_t g = 0; g < groups; ++g) {
+        w_out[g] = bf16_weights(batch.w_out[g], static_cast<std::size_t>(F * H));
+        w_in[g] = bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF));
+      }
+    // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y.
     add_grouped_column_sums(dy, batch.row_offsets, H, grads.b_out);
-    const auto* dy16 = static_cast<const Bf16*>(to_bf16(dy + first * H, rows * H, a16_));
-    const Bf16* h16 = kept_bf16(hidden, first * F);
+    const void* dy_rows = bf16 ? to_bf16(dy + first * H, rows * H, a16_) : static_cast<const void*>(dy + first * H);
+    const void* hidden_rows = bf16 ? static_cast<const void*>(kept_bf16(hidden, first * F)) : hidden + first * F;
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
-      cuda::gemm(handle, GemmPrecision::BF16, true, false, F, H, n, 1.0f, h16 + at * F, F, dy16 + at * H, H, 1.0f,
-                 grads.w_out[g], H);
-      cuda::gemm(handle, GemmPrecision::BF16, false, true, n, F, H, 1.0f, dy16 + at * H, H, w_out16[g], H, 0.0f,
-                 d_hidden + (first + at) * F, F);
+      product(handle, true, false, F, H, n, row_of(hidden_rows, at, F), F, row_of(dy_rows, at, H), H, 1.0f,
+              grads.w_out[g], H);
+      product(handle, false, true, n, F, H, row_of(dy_rows, at, H), H, w_out[g], H, 0.0f, d_hidden + (first + at) * F,
+              F);
     });
-    // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once: ∂L/∂z in
-    // bf16 into the scratch of ∂L/∂y (the stream runs the products above before
-    // anything written here); no float32 copy (d_pre goes unused).
-    auto* dz16 = static_cast<Bf16*>(grow(a16_, 2 * static_cast<std::size_t>(rows * GF)));
-    launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated, batch.act,
-                                  dz16, stream_);
-    // pre = x·W_in + b_in: the input biases' gradients summed from the bf16 ∂L/∂z the
-    // products read, as Megatron-Core's bf16 training sums its bias gradients.
-    const ColumnTable sums_in = column_table(batch.row_offsets, first, GF, grads.b_in);
-    if (sums_in.chunks > 0)
-      launch_add_grouped_column_sums_bf16(dz16, GF, sums_in.chunk_rows, sums_in.chunks, sums_in.group_chunks,
-                                          sums_in.sums, sums_in.groups, sums_in.partials, stream_);
-    const auto* x16 = batch.x_kept ? kept_bf16(batch.x, first * H)
-                                   : static_cast<const Bf16*>(to_bf16(batch.x + first * H, rows * H, b16_));
+    // hidden = act(pre) (ffn) or act(gate) ⊙ up (glu), over every row at once, then the
+    // input biases' gradients. In bf16: ∂L/∂z in bf16 into the scratch of ∂L/∂y (the
+    // stream runs the products above before anything written here), its sums taken
+    // from it as Megatron-Core's bf16 training sums its bias gradients; no float32 ∂L/∂z
+    // (d_pre goes unused). Else in float32 over d_hidden (ffn) or into d_pre (glu).
+    const void* dz_rows = nullptr;
+    if (bf16) {
+      void* dz16 = grow(a16_, 2 * static_cast<std::size_t>(rows * GF));
+      launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated, batch.act,
+                                    dz16, stream_);
+      const ColumnTable sums_in = column_table(batch.row_offsets, first, GF, grads.b_in);
+      if (sums_in.chunks > 0)
+        launch_add_grouped_column_sums_bf16(dz16, GF, sums_in.chunk_rows, sums_in.chunks, sums_in.group_chunks,
+                                            sums_in.sums, sums_in.groups, sums_in.partials, stream_);
+      dz_rows = dz16;
+    } else {
+      float* dz = batch.gated ? d_pre : d_hidden;
+      if (batch.gated)
+        launch_glu_backward(pre + first * GF, d_hidden + first * F, rows, F, batch.act, d_pre + first * GF, stream_);
+      else
+        launch_activation_backward(pre + first * F, d_hidden + first * F, rows * F, batch.act, d_hidden + first * F,
+                                   stream_);
+      add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
+      dz_rows = dz + first * GF;
+    }
+    // pre = x·W_in + b_in.
+    const void* x_rows = !bf16         ? static_cast<const void*>(batch.x + first * H)
+                         : batch.x_kept ? static_cast<const void*>(kept_bf16(batch.x, first * H))
+                                        : to_bf16(batch.x + first * H, rows * H, b16_);
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
-      cuda::gemm(handle, GemmPrecision::BF16, true, false, H, GF, n, 1.0f, x16 + at * H, H, dz16 + at * GF, GF, 1.0f,
-                 grads.w_in[g], GF);
-      // ∂L/∂x, which may be written over ∂L/∂y: that was converted above.
-      cuda::gemm(handle, GemmPrecision::BF16, false, true, n, H, GF, 1.0f, dz16 + at * GF, GF, w_in16[g], GF, 0.0f,
-                 dx + (first + at) * H, H);
+      product(handle, true, false, H, GF, n, row_of(x_rows, at, H), H, row_of(dz_rows, at, GF), GF, 1.0f,
+              grads.w_in[g], GF);
+      // ∂L/∂x, which may be written over ∂L/∂y: every product that reads ∂L/∂y ran
+      // above (on the lanes, joined), and in bf16 it was converted.
+      product(handle, false, true, n, H, GF, row_of(dz_rows, at, GF), GF, w_in[g], GF, 0.0f, dx + (first + at) * H, H);
     });
   }
 

@@ -479,86 +479,91 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
       }
 }
 
-TEST_F(CudaOps, Bf16ExpertBackwardEqualsTheBackwardPerGroup) {
-  // The bf16 override of expert_ffn_backward (the kept bf16 rows as operands, ∂L/∂y
-  // converted once for every group, the activation's backward in one pass writing ∂L/∂z
-  // in bf16, the groups' products on the GEMM lanes: three non-empty groups here, on
-  // three streams) against the default on the same ops (each group's expert_gemm calls
-  // on float32 copies of the same values, each operand converted per product): the same
-  // bf16 operands into the same products, so equal up to cuBLAS choosing another kernel
-  // for another alignment (1e-5 normwise). The input biases' gradients sum the bf16
-  // ∂L/∂z where the default sums it in float32: within bf16's unit roundoff (2⁻⁸,
-  // 4e-3 normwise). The input rows kept (a routed expert's) and float32 (the shared
-  // expert's); biases on some groups or on none; an empty group, a batch from row 3, ffn
-  // and glu, dx over dy and apart.
+TEST_F(CudaOps, ExpertBackwardOnTheLanesEqualsTheBackwardPerGroup) {
+  // The CUDA override of expert_ffn_backward (the element-wise work and the bias sums
+  // one pass each over every group, the groups' products on the GEMM lanes: three
+  // non-empty groups here, on three streams) against the default on the same ops (each
+  // group's expert_gemm calls one after another), in float32 and bf16. In bf16 the
+  // override takes the kept bf16 rows as operands, converts ∂L/∂y once and writes ∂L/∂z
+  // in bf16, where the default runs on float32 copies of the same values and converts
+  // each operand per product: the same bf16 operands into the same products. So equal up
+  // to cuBLAS choosing another kernel for another alignment (1e-5 normwise); except
+  // that in bf16 the input biases' gradients sum the bf16 ∂L/∂z where the default sums
+  // it in float32: within bf16's unit roundoff (2⁻⁸, 4e-3 normwise). The input rows
+  // kept (a routed expert's) and float32 (the shared expert's); biases on some groups or
+  // on none; an empty group, a batch from row 3, ffn and glu, dx over dy and apart.
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
-  for (const std::int64_t H : {64, 36, 30})
-    for (const bool gated : {false, true})
-      for (const bool in_place : {true, false})
-        for (const bool x_kept : {true, false})
-          for (const bool with_bias : {true, false}) {
-            const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
-            SCOPED_TRACE(::testing::Message() << "H=" << H << (gated ? " glu" : " ffn") << (in_place ? " dx over dy" : "")
-                                              << (x_kept ? " kept x" : " float x") << (with_bias ? " biases" : ""));
-            auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-            // What a forward keeps: values bf16 holds exactly, in the kept form for the
-            // override and as float32 for the default.
-            const std::vector<float> x_values = rounded_to_bf16(random(rows * H, 61)),
-                                     pre_values = rounded_to_bf16(random(rows * GF, 62)),
-                                     hidden_values = rounded_to_bf16(random(rows * F, 63));
-            Buffer<float> x = device(x_values, ops.get()), pre = device(pre_values, ops.get()),
-                          hidden = device(hidden_values, ops.get()), x16 = kept_buffer(*ops, x_values),
-                          pre16 = kept_buffer(*ops, pre_values), hidden16 = kept_buffer(*ops, hidden_values),
-                          w_in = device(random(groups * H * GF, 64, 0.2), ops.get()),
-                          w_out = device(random(groups * F * H, 65, 0.2), ops.get());
-            moe::kernels::ExpertBatch batch;
-            batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
-            batch.act = gated ? Act::SiLU : Act::GELU;
-            moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
-            struct Result {
-              std::vector<float> dx, w_in, b_in, w_out, b_out;
-            };
-            auto run = [&](bool batched) {
-              Buffer<float> dy = device(random(rows * H, 66), ops.get()), dx = device_zeros<float>(rows * H, ops.get()),
-                            d_hidden = device_zeros<float>(rows * F, ops.get()),
-                            d_pre = device_zeros<float>(rows * GF, ops.get()),
-                            gw_in = device(random(groups * H * GF, 67), ops.get()),
-                            gb_in = device(random(groups * GF, 68), ops.get()),
-                            gw_out = device(random(groups * F * H, 69), ops.get()),
-                            gb_out = device(random(groups * H, 70), ops.get());
-              moe::kernels::ExpertBatchGradients grads;
-              for (std::size_t g = 0; g < groups; ++g) {
-                grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
-                grads.b_in.push_back(with_bias && g % 2 ? gb_in.data() + g * GF : nullptr);
-                grads.b_out.push_back(with_bias && g % 2 ? gb_out.data() + g * H : nullptr);
-              }
-              float* dx_target = in_place ? dy.data() : dx.data();
-              moe::kernels::ExpertBatch b = batch;
-              if (batched) {
-                b.x = x_kept ? x16.data() : x.data(), b.x_kept = x_kept;
-                ops->expert_ffn_backward(b, pre16.data(), hidden16.data(), dy.data(), grads, d_hidden.data(),
-                                         d_pre.data(), dx_target);
-              } else {
-                b.x = x.data();
-                ops->moe::kernels::Ops::expert_ffn_backward(b, pre.data(), hidden.data(), dy.data(), grads,
-                                                            d_hidden.data(), d_pre.data(), dx_target);
-              }
-              std::vector<float> dx_rows = in_place ? dy.download() : dx.download();
-              dx_rows.erase(dx_rows.begin(), dx_rows.begin() + offsets.front() * H);  // rows before the batch are not its
-              return Result{dx_rows, gw_in.download(), gb_in.download(), gw_out.download(), gb_out.download()};
-            };
-            const Result got = run(true), want = run(false);
-            auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
-              return relative_error(a.data(), b.data(), static_cast<std::int64_t>(a.size()));
-            };
-            EXPECT_LE(close(got.dx, want.dx), 1e-5) << "dx";
-            EXPECT_LE(close(got.w_in, want.w_in), 1e-5) << "w_in";
-            EXPECT_LE(close(got.b_in, want.b_in), 4e-3) << "b_in";
-            EXPECT_LE(close(got.w_out, want.w_out), 1e-5) << "w_out";
-            EXPECT_LE(close(got.b_out, want.b_out), 1e-5) << "b_out";
-          }
+  for (GemmPrecision p : {GemmPrecision::BF16, GemmPrecision::FP32})
+    for (const std::int64_t H : {64, 36, 30})
+      for (const bool gated : {false, true})
+        for (const bool in_place : {true, false})
+          for (const bool x_kept : {true, false})
+            for (const bool with_bias : {true, false}) {
+              const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
+              SCOPED_TRACE(::testing::Message() << "precision " << int(p) << " H=" << H << (gated ? " glu" : " ffn")
+                                                << (in_place ? " dx over dy" : "") << (x_kept ? " kept x" : " float x")
+                                                << (with_bias ? " biases" : ""));
+              auto ops = moe::kernels::make_cuda_ops(0, p);
+              // What a forward keeps: values bf16 holds exactly, in the kept form for the
+              // override and as float32 for the default.
+              const std::vector<float> x_values = rounded_to_bf16(random(rows * H, 61)),
+                                       pre_values = rounded_to_bf16(random(rows * GF, 62)),
+                                       hidden_values = rounded_to_bf16(random(rows * F, 63));
+              Buffer<float> x = device(x_values, ops.get()), pre = device(pre_values, ops.get()),
+                            hidden = device(hidden_values, ops.get()), x16 = kept_buffer(*ops, x_values),
+                            pre16 = kept_buffer(*ops, pre_values), hidden16 = kept_buffer(*ops, hidden_values),
+                            w_in = device(random(groups * H * GF, 64, 0.2), ops.get()),
+                            w_out = device(random(groups * F * H, 65, 0.2), ops.get());
+              moe::kernels::ExpertBatch batch;
+              batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+              batch.act = gated ? Act::SiLU : Act::GELU;
+              moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
+              struct Result {
+                std::vector<float> dx, w_in, b_in, w_out, b_out;
+              };
+              auto run = [&](bool batched) {
+                Buffer<float> dy = device(random(rows * H, 66), ops.get()),
+                              dx = device_zeros<float>(rows * H, ops.get()),
+                              d_hidden = device_zeros<float>(rows * F, ops.get()),
+                              d_pre = device_zeros<float>(rows * GF, ops.get()),
+                              gw_in = device(random(groups * H * GF, 67), ops.get()),
+                              gb_in = device(random(groups * GF, 68), ops.get()),
+                              gw_out = device(random(groups * F * H, 69), ops.get()),
+                              gb_out = device(random(groups * H, 70), ops.get());
+                moe::kernels::ExpertBatchGradients grads;
+                for (std::size_t g = 0; g < groups; ++g) {
+                  grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
+                  grads.b_in.push_back(with_bias && g % 2 ? gb_in.data() + g * GF : nullptr);
+                  grads.b_out.push_back(with_bias && g % 2 ? gb_out.data() + g * H : nullptr);
+                }
+                float* dx_target = in_place ? dy.data() : dx.data();
+                moe::kernels::ExpertBatch b = batch;
+                if (batched) {
+                  b.x = x_kept ? x16.data() : x.data(), b.x_kept = x_kept;
+                  ops->expert_ffn_backward(b, pre16.data(), hidden16.data(), dy.data(), grads, d_hidden.data(),
+                                           d_pre.data(), dx_target);
+                } else {
+                  b.x = x.data();
+                  ops->moe::kernels::Ops::expert_ffn_backward(b, pre.data(), hidden.data(), dy.data(), grads,
+                                                              d_hidden.data(), d_pre.data(), dx_target);
+                }
+                std::vector<float> dx_rows = in_place ? dy.download() : dx.download();
+                // The rows before the batch's first are not its.
+                dx_rows.erase(dx_rows.begin(), dx_rows.begin() + offsets.front() * H);
+                return Result{dx_rows, gw_in.download(), gb_in.download(), gw_out.download(), gb_out.download()};
+              };
+              const Result got = run(true), want = run(false);
+              auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+                return relative_error(a.data(), b.data(), static_cast<std::int64_t>(a.size()));
+              };
+              EXPECT_LE(close(got.dx, want.dx), 1e-5) << "dx";
+              EXPECT_LE(close(got.w_in, want.w_in), 1e-5) << "w_in";
+              EXPECT_LE(close(got.b_in, want.b_in), p == GemmPrecision::BF16 ? 4e-3 : 1e-5) << "b_in";
+              EXPECT_LE(close(got.w_out, want.w_out), 1e-5) << "w_out";
+              EXPECT_LE(close(got.b_out, want.b_out), 1e-5) << "b_out";
+            }
 }
 
 TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {

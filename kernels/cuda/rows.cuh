@@ -34,14 +34,21 @@ MOE_HD inline float combine_element(const float* src, std::int64_t width, const 
   return sum;
 }
 
-// The combine's backward for entry a of row r at element h: d_src[sources[a], h], and
+// The combine's backward at one element of an entry of weight w: from ∂L/∂dst d and the
+// source's value x, ∂L/∂src = w · d into d_src, and the term d · x (in float64) of the
+// entry's weight gradient Σ_h ∂L/∂dst · src.
+MOE_HD inline double combine_backward_term(float d, float x, float w, float& d_src) {
+  d_src = w * d;
+  return double(d) * double(x);
+}
+
+// The same for entry a of row r at element h, in the arrays: d_src[sources[a], h] and
 // the term of d_weights[a] = Σ_h d_dst[r, h] · src[sources[a], h] that h contributes.
-MOE_HD inline float combine_backward_element(const float* d_dst, const float* src, std::int64_t width,
-                                             const std::int32_t* sources, const float* weights, std::int64_t r,
-                                             std::int32_t a, std::int64_t h, float* d_src) {
+MOE_HD inline double combine_backward_element(const float* d_dst, const float* src, std::int64_t width,
+                                              const std::int32_t* sources, const float* weights, std::int64_t r,
+                                              std::int32_t a, std::int64_t h, float* d_src) {
   const std::int64_t s = static_cast<std::int64_t>(sources[a]) * width + h;
-  d_src[s] = entry_weight(weights, a) * d_dst[r * width + h];
-  return d_dst[r * width + h] * src[s];
+  return combine_backward_term(d_dst[r * width + h], src[s], entry_weight(weights, a), d_src[s]);
 }
 
 // dst[positions[i]] = values[i]

@@ -855,38 +855,53 @@ TEST_F(CudaOps, GluAndGatedAdd) {
 }
 
 TEST_F(CudaOps, RowsGatherCombineAndBackward) {
-  const std::int64_t W = 1000, n_src = 40;
-  const auto src = random(n_src * W, 12);
-  std::vector<std::int32_t> rows;
-  for (int i = 0; i < 55; ++i) rows.push_back(i % 9 == 4 ? -1 : (i * 7) % n_src);  // -1: a padding row, zeros
-  std::vector<float> gathered(rows.size() * W);
-  cpu->gather_rows(src.data(), rows.data(), std::int64_t(rows.size()), W, gathered.data());
-  Buffer<float> ds = device(src), dg = device(std::vector<float>(rows.size() * W, std::nanf("")));
-  Buffer<std::int32_t> dr = device(rows);
-  gpu->gather_rows(ds.data(), dr.data(), std::int64_t(rows.size()), W, dg.data());
-  EXPECT_EQ(dg.download(), gathered);
+  // Against the CPU ops, at widths that take the row kernels' 8-a-thread path (1000),
+  // the 4-a-thread path (1004) and neither (999). The combine: rows of two entries and
+  // a row of none; its backward also with rows of more entries than a block takes at a
+  // time (8: rows of 11 and 29 entries).
+  for (const std::int64_t W : {1000, 1004, 999}) {
+    SCOPED_TRACE(::testing::Message() << "width " << W);
+    const std::int64_t n_src = 40;
+    const auto src = random(n_src * W, 12);
+    std::vector<std::int32_t> rows;
+    for (int i = 0; i < 55; ++i) rows.push_back(i % 9 == 4 ? -1 : (i * 7) % n_src);  // -1: a padding row, zeros
+    std::vector<float> gathered(rows.size() * W);
+    cpu->gather_rows(src.data(), rows.data(), std::int64_t(rows.size()), W, gathered.data());
+    Buffer<float> ds = device(src), dg = device(std::vector<float>(rows.size() * W, std::nanf("")));
+    Buffer<std::int32_t> dr = device(rows);
+    gpu->gather_rows(ds.data(), dr.data(), std::int64_t(rows.size()), W, dg.data());
+    EXPECT_EQ(dg.download(), gathered);
 
-  // Row r of 20 combines entries for sources 2r and 2r + 1 (each source once).
-  std::vector<std::int32_t> offsets = {0}, sources;
-  for (int r = 0; r < 20; ++r) sources.push_back(2 * r), sources.push_back(2 * r + 1), offsets.push_back(2 * r + 2);
-  offsets[5] = offsets[4];  // and row 4 has none: a zero row
-  for (int r = 5; r <= 20; ++r) offsets[r] = std::max(offsets[r], offsets[r - 1]);
-  const auto weights = random(40, 13);
-  std::vector<float> combined(20 * W);
-  cpu->combine_rows(src.data(), W, 20, offsets.data(), sources.data(), weights.data(), combined.data());
-  Buffer<std::int32_t> doff = device(offsets), dsrc = device(sources);
-  Buffer<float> dwt = device(weights), dc = device_zeros<float>(20 * W);
-  gpu->combine_rows(ds.data(), W, 20, doff.data(), dsrc.data(), dwt.data(), dc.data());
-  EXPECT_LE(relative_error(dc.download().data(), combined.data(), 20 * W), 1e-6);
+    // Row r of 20 combines entries for sources 2r and 2r + 1 (each source once).
+    std::vector<std::int32_t> offsets = {0}, sources;
+    for (int r = 0; r < 20; ++r) sources.push_back(2 * r), sources.push_back(2 * r + 1), offsets.push_back(2 * r + 2);
+    offsets[5] = offsets[4];  // and row 4 has none: a zero row
+    for (int r = 5; r <= 20; ++r) offsets[r] = std::max(offsets[r], offsets[r - 1]);
+    const auto weights = random(40, 13);
+    std::vector<float> combined(20 * W);
+    cpu->combine_rows(src.data(), W, 20, offsets.data(), sources.data(), weights.data(), combined.data());
+    Buffer<std::int32_t> doff = device(offsets), dsrc = device(sources);
+    Buffer<float> dwt = device(weights), dc = device_zeros<float>(20 * W);
+    gpu->combine_rows(ds.data(), W, 20, doff.data(), dsrc.data(), dwt.data(), dc.data());
+    EXPECT_LE(relative_error(dc.download().data(), combined.data(), 20 * W), 1e-6);
 
-  const auto d_dst = random(20 * W, 14);
-  std::vector<float> d_src(n_src * W, 0.0f), d_w(40, 0.0f);
-  cpu->combine_backward(d_dst.data(), src.data(), W, 20, offsets.data(), sources.data(), weights.data(), d_src.data(),
-                        d_w.data());
-  Buffer<float> ddd = device(d_dst), dds = device_zeros<float>(n_src * W), ddw = device_zeros<float>(40);
-  gpu->combine_backward(ddd.data(), ds.data(), W, 20, doff.data(), dsrc.data(), dwt.data(), dds.data(), ddw.data());
-  EXPECT_LE(relative_error(dds.download().data(), d_src.data(), n_src * W), 1e-6);
-  EXPECT_LE(relative_error(ddw.download().data(), d_w.data(), 40), 1e-5);
+    // The backward, on that combine and on one of rows of 11, 0 and 29 entries.
+    const std::vector<std::int32_t> long_offsets = {0, 11, 11, 40};
+    const std::vector<std::int32_t>* layouts[] = {&offsets, &long_offsets};
+    for (const std::vector<std::int32_t>* entry_offsets : layouts) {
+      const std::int64_t n_out = static_cast<std::int64_t>(entry_offsets->size()) - 1;
+      const auto d_dst = random(n_out * W, 14);
+      std::vector<float> d_src(n_src * W, 0.0f), d_w(40, 0.0f);
+      cpu->combine_backward(d_dst.data(), src.data(), W, n_out, entry_offsets->data(), sources.data(), weights.data(),
+                            d_src.data(), d_w.data());
+      Buffer<std::int32_t> d_entry_offsets = device(*entry_offsets);
+      Buffer<float> ddd = device(d_dst), dds = device_zeros<float>(n_src * W), ddw = device_zeros<float>(40);
+      gpu->combine_backward(ddd.data(), ds.data(), W, n_out, d_entry_offsets.data(), dsrc.data(), dwt.data(),
+                            dds.data(), ddw.data());
+      EXPECT_EQ(dds.download(), d_src) << n_out << " rows";
+      EXPECT_LE(relative_error(ddw.download().data(), d_w.data(), 40), 1e-6) << n_out << " rows";
+    }
+  }
 }
 
 // The plan's kernels (kernels/cuda/plan.cu) against the same steps run one thread at a

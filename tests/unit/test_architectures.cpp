@@ -7,6 +7,7 @@
 // differences of the float64 loss, per tensor.
 #include <gtest/gtest.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -286,7 +287,10 @@ TEST(Architectures, OptimizerStepsUpdateTheSharedExpertAndTheBias) {
 }
 
 TEST(Architectures, CheckpointsHoldEveryTensorAndTheOptimizerState) {
-  const std::string dir = (std::filesystem::temp_directory_path() / "moe-arch-ckpt").string();
+  // Per process: two test runs at once on one machine (CI's stages, a developer's
+  // build beside it) must not write each other's files.
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("moe-arch-ckpt-" + std::to_string(::getpid()))).string();
   std::filesystem::create_directories(dir);
   for (const Arch& a : kArchs) {
     const MOEConfig c = a.config(8, a.n_group > 1 ? 3 : 2, 16, 12, 1.25f);

@@ -111,6 +111,12 @@ void Ops::gather_expert_ffn_combine(const float* src, const std::int32_t* rows, 
   combine_rows(out, batch.in_dim, into.n_out, into.offsets, into.sources, into.weights, into.rows_out);
 }
 
+void Ops::expert_combine_backward(const ExpertBatch& batch, const float* out, const float* d_dst,
+                                  const CombineInto& combine, float* d_src, float* d_weights) {
+  combine_backward(d_dst, out, batch.in_dim, combine.n_out, combine.offsets, combine.sources, combine.weights, d_src,
+                   d_weights);
+}
+
 void Ops::begin_capture() { throw Error("Ops::begin_capture: recording ops (CUDA graphs) needs the GPU backend"); }
 std::unique_ptr<CapturedWork> Ops::end_capture() { throw Error("Ops::end_capture: no recording was begun"); }
 void Ops::replay(CapturedWork&) { throw Error("Ops::replay: recording ops needs a GPU backend"); }

@@ -199,12 +199,22 @@ class Ops {
                                  const ExpertBatch& batch, float* pre, float* hidden, float* out);
   // gather_expert_ffn, then combine_rows of its output `out` (rows numbered as in `out`)
   // into `into`. The default is those two. A backend may combine from its own form of
-  // the experts' products and leave `out` unwritten when !batch.keep_for_backward (only
-  // a backward reads it): CUDA in bf16 adds the output bias as it combines the bf16
-  // products, one pass where the output epilogue and the combine were two.
+  // the experts' products: CUDA in bf16 adds the output bias as it combines the bf16
+  // products, one pass where the output epilogue and the combine were two. Without a
+  // backward `out` may then be left unwritten; with one it holds the outputs in the
+  // kept form of outputs, which only expert_combine_backward reads: float32 outputs, or
+  // where keeps_bf16() the bf16 products before their output bias (packed as above).
   virtual void gather_expert_ffn_combine(const float* src, const std::int32_t* rows, float* gathered,
                                          const ExpertBatch& batch, float* pre, float* hidden, float* out,
                                          const CombineInto& into);
+  // The combine's backward through the outputs `out` of gather_expert_ffn_combine on
+  // the same batch (kept for a backward): for every entry a of output row r (the
+  // combine's entries; into.rows_out is not read), d_src[sources[a]] = weights[a] ·
+  // d_dst[r] and d_weights[a] = d_dst[r] · (the expert output of row sources[a]);
+  // d_weights may be null. The default is combine_backward on `out`; CUDA in bf16 reads
+  // the bf16 products and adds their output biases as it goes.
+  virtual void expert_combine_backward(const ExpertBatch& batch, const float* out, const float* d_dst,
+                                       const CombineInto& combine, float* d_src, float* d_weights);
   // Whether gather_expert_ffn_combine without a backward uses its float32 gathered,
   // pre, hidden and out; when false they may be null, so a caller need not hold them
   // (at the fine-grained config, 8192 tokens, they are about 1.4 GB). CUDA in bf16:

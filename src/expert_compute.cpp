@@ -86,10 +86,10 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
   const auto A = static_cast<std::size_t>(rows.size());
   const bool glu = is_glu(layout);
 
-  // The rows a backward reads, in the backend's kept form (kernels/ops.hpp: bf16 for
-  // CUDA in bf16, in half the floats); without a backward, float32 scratch where the
-  // backend computes in it (not CUDA in bf16, whose inference forward stays in its own
-  // bf16 scratch).
+  // The rows a backward reads (the gathered rows, pre-activations, hidden and outputs),
+  // in the backend's kept form (kernels/ops.hpp: bf16 for CUDA in bf16, in half the
+  // floats); without a backward, float32 scratch where the backend computes in it (not
+  // CUDA in bf16, whose inference forward stays in its own bf16 scratch).
   const bool float_rows = keep_for_backward || ops.expert_scratch_for_inference();
   auto resize_rows = [&](Buffer<float>& buffer, std::int64_t width) {
     const std::size_t values = A * static_cast<std::size_t>(width);
@@ -98,7 +98,7 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
   float* grouped_in = float_rows ? resize_rows(ws.grouped_in, H) : nullptr;
   float* hidden = float_rows ? resize_rows(ws.hidden, F) : nullptr;
   float* pre = float_rows && (keep_for_backward || glu) ? resize_rows(ws.pre, GF) : nullptr;
-  float* grouped_out = float_rows ? ws.grouped_out.resize(A * static_cast<std::size_t>(H)) : nullptr;
+  float* grouped_out = float_rows ? resize_rows(ws.grouped_out, H) : nullptr;
 
   // Every expert's FFN on its contiguous block of grouped rows, gathered from rows_in
   // (grouped_in holds them afterwards when a backward is to read them).
@@ -141,14 +141,6 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
   float* d_hidden = ws.d_hidden.resize(A * static_cast<std::size_t>(F));
   float* d_pre = is_glu(layout) ? ws.d_pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
 
-  // The weighted combine: ∂L/∂y = w · ∂L/∂out, and ∂L/∂w = ∂L/∂out · y. It writes the
-  // entries' rows only: a padding row's gradient is zero (and so is all it adds to the
-  // expert's gradients, its input row being zero too).
-  if (rows.padded) ops.fill_zero(d_grouped, sizeof(float) * A * static_cast<std::size_t>(H));
-  ops.combine_backward(d_rows_out, ws.grouped_out.data(), H, rows.output_rows, ws.combine_offsets.data(),
-                       ws.combine_sources.data(), ws.combine_weights.data(), d_grouped, d_weights);
-
-  // Every expert's backward, with ∂L/∂(expert input) written over ∂L/∂(expert output).
   kernels::ExpertBatch batch = expert_batch(layout, activation, ws.grouped_in.data(), rows.expert_offsets);
   batch.x_kept = true;  // the rows run_experts gathered for this backward
   kernels::ExpertBatchGradients expert_grads;
@@ -156,6 +148,17 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
     add_expert(batch, params[static_cast<std::size_t>(e)]);
     add_gradients(expert_grads, grads[static_cast<std::size_t>(e)]);
   }
+
+  // The weighted combine: ∂L/∂y = w · ∂L/∂out, and ∂L/∂w = ∂L/∂out · y, through the
+  // outputs as run_experts kept them. It writes the entries' rows only: a padding row's
+  // gradient is zero (and so is all it adds to the expert's gradients, its input row
+  // being zero too).
+  const kernels::CombineInto combine{rows.output_rows, ws.combine_offsets.data(), ws.combine_sources.data(),
+                                     ws.combine_weights.data(), nullptr};
+  if (rows.padded) ops.fill_zero(d_grouped, sizeof(float) * A * static_cast<std::size_t>(H));
+  ops.expert_combine_backward(batch, ws.grouped_out.data(), d_rows_out, combine, d_grouped, d_weights);
+
+  // Every expert's backward, with ∂L/∂(expert input) written over ∂L/∂(expert output).
   ops.expert_ffn_backward(batch, ws.pre.data(), ws.hidden.data(), d_grouped, expert_grads, d_hidden, d_pre, d_grouped);
   // Each input row's gradient is the sum over its assignments (the gather's backward
   // is the combine again, unweighted).

@@ -253,25 +253,37 @@ class CudaOps final : public Ops {
     bf16_expert_ffn(on_gathered, x16, pre, hidden, out);
   }
 
-  // In bf16 without a backward, the output bias is added as the bf16 products are
-  // combined: one pass where the output epilogue (writing the float32 expert output)
-  // and the combine (reading it) were two, about 260 and 140 µs per fine forward on an
-  // H200 (2026-11-27).
+  // In bf16 the output bias is added as the bf16 products are combined: one pass where
+  // the output epilogue (writing the float32 expert output) and the combine (reading
+  // it) were two, about 260 and 140 µs per fine forward on an H200 (2026-11-27). For a
+  // backward the bf16 products are kept in `out` (kernels/ops.hpp), and
+  // expert_combine_backward adds the bias as it reads them.
   bool expert_scratch_for_inference() const override { return precision_ != GemmPrecision::BF16; }
   void gather_expert_ffn_combine(const float* src, const std::int32_t* rows_of, float* gathered,
                                  const ExpertBatch& batch, float* pre, float* hidden, float* out,
                                  const CombineInto& into) override {
     const std::int64_t H = batch.in_dim, first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
-    if (precision_ != GemmPrecision::BF16 || batch.keep_for_backward || batch.row_offsets.size() < 2 || rows == 0)
+    if (precision_ != GemmPrecision::BF16 || batch.row_offsets.size() < 2 || rows == 0)
       return Ops::gather_expert_ffn_combine(src, rows_of, gathered, batch, pre, hidden, out, into);
-    void* x16 = grow(x16_, 2 * static_cast<std::size_t>(rows * H));
+    const bool keep = batch.keep_for_backward;
+    const std::size_t row_bytes = 2 * static_cast<std::size_t>(rows * H);
+    void* x16 = keep ? kept_bf16(gathered, first * H) : grow(x16_, row_bytes);
     launch_gather_rows_bf16(src, rows_of + first, rows, H, nullptr, x16, stream_);
     ExpertBatch on_gathered = batch;
     on_gathered.x = gathered;
-    const GroupTable t = bf16_expert_products(on_gathered, x16, pre, hidden);
-    launch_combine_expert_output(y16_.ptr, t.biases(1), t.offsets, static_cast<int>(batch.row_offsets.size()) - 1,
-                                 first, H, into.n_out, into.offsets, into.sources, into.weights, into.rows_out,
-                                 stream_);
+    void* y16 = keep ? kept_bf16(out, first * H) : grow(y16_, row_bytes);
+    const GroupTable t = bf16_expert_products(on_gathered, x16, pre, hidden, y16);
+    launch_combine_expert_output(y16, t.biases(1), t.offsets, static_cast<int>(batch.row_offsets.size()) - 1, first,
+                                 H, into.n_out, into.offsets, into.sources, into.weights, into.rows_out, stream_);
+  }
+  void expert_combine_backward(const ExpertBatch& batch, const float* out, const float* d_dst,
+                               const CombineInto& combine, float* d_src, float* d_weights) override {
+    if (precision_ != GemmPrecision::BF16) return Ops::expert_combine_backward(batch, out, d_dst, combine, d_src, d_weights);
+    const std::int64_t first = batch.row_offsets.front();
+    const BiasTable t = bias_table(batch.row_offsets, batch.b_out);
+    launch_combine_expert_output_backward(kept_bf16(out, first * batch.in_dim), t.biases, t.offsets, t.groups, first,
+                                          batch.in_dim, combine.n_out, combine.offsets, combine.sources,
+                                          combine.weights, d_dst, d_src, d_weights, stream_);
   }
 
   // Every group's backward at once, in every precision: the element-wise work and the
@@ -632,6 +644,24 @@ class CudaOps final : public Ops {
 
   struct GroupTable;  // a grouped launch's operand table (below)
 
+  // Each group's bias (null: none) and the row offsets from the first row, on the
+  // device, for a pass over grouped rows that adds their biases (uploaded into the
+  // grouped launches' table memory: the stream orders its uses).
+  struct BiasTable {
+    const float* const* biases;
+    const std::int64_t* offsets;
+    int groups;
+  };
+  BiasTable bias_table(const std::vector<std::int64_t>& row_offsets, const std::vector<const float*>& biases) {
+    const std::size_t groups = row_offsets.size() - 1;
+    std::vector<std::int64_t> table(2 * groups + 1);
+    for (std::size_t g = 0; g < groups; ++g) table[g] = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(biases[g]));
+    for (std::size_t g = 0; g <= groups; ++g) table[groups + g] = row_offsets[g] - row_offsets.front();
+    auto* device = static_cast<std::int64_t*>(grow(table_, sizeof(std::int64_t) * table.size()));
+    copy_from_host(device, table.data(), sizeof(std::int64_t) * table.size());
+    return {reinterpret_cast<const float* const*>(device), device + groups, static_cast<int>(groups)};
+  }
+
   // add_grouped_column_sums' table on the device: the chunks of kColumnChunkRows from
   // each group's first row (rows counted from first_row, where m starts), each group's
   // chunks and its sums; and the partials' scratch. chunks = 0: nothing to sum.
@@ -677,23 +707,23 @@ class CudaOps final : public Ops {
   void bf16_expert_ffn(const ExpertBatch& batch, void* x16, float* pre, float* hidden, float* out) {
     const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
-    const GroupTable t = bf16_expert_products(batch, x16, pre, hidden);
-    launch_expert_output(y16_.ptr, t.biases(1), t.offsets, groups, rows, batch.in_dim, Act::Identity, nullptr,
+    void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * batch.in_dim));
+    const GroupTable t = bf16_expert_products(batch, x16, pre, hidden, y16);
+    launch_expert_output(y16, t.biases(1), t.offsets, groups, rows, batch.in_dim, Act::Identity, nullptr,
                          out + first * batch.in_dim, stream_);
   }
 
   // The experts' two products on bf16 rows x16, and the hidden epilogue between them:
-  // the second product's bf16 result in y16_, without its bias; the table, whose
-  // stage 1 holds the output biases. For a backward the hidden and the pre-activations
-  // are kept in bf16 (kernels/ops.hpp).
-  GroupTable bf16_expert_products(const ExpertBatch& batch, void* x16, float* pre, float* hidden) {
+  // the second product's bf16 result in y16 (rows × in_dim), without its bias; the
+  // table, whose stage 1 holds the output biases. For a backward the hidden and the
+  // pre-activations are kept in bf16 (kernels/ops.hpp).
+  GroupTable bf16_expert_products(const ExpertBatch& batch, void* x16, float* pre, float* hidden, void* y16) {
     const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
     const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     const bool keep = batch.keep_for_backward;
     void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
     void* h16 = keep ? kept_bf16(hidden, first * F) : grow(h16_, 2 * static_cast<std::size_t>(rows * F));
-    void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * H));
     const GroupTable t = group_table(
         batch.row_offsets,
         {{x16, H, weight_operands(batch.w_in, H * GF), z16, GF, batch.b_in},

@@ -1,5 +1,6 @@
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/combine_backward.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/rows.cuh"
@@ -148,6 +149,23 @@ __global__ void combine_expert_output_kernel(const __nv_bfloat16* y, const float
   }
 }
 
+// The experts' bf16 products as the combine's backward reads them: row s is y[s −
+// first] plus the output bias of its group, as combine_expert_output_kernel adds it.
+struct Bf16ProductsWithBias {
+  const __nv_bfloat16* y;
+  const float* const* biases;
+  const std::int64_t* group_offsets;
+  int groups;
+  std::int64_t first;
+  __device__ const float* bias_of(std::int32_t row) const {
+    return biases[group_of_row(group_offsets, groups, row - first)];
+  }
+  template <int V>
+  __device__ void load_row(std::int32_t row, std::int64_t width, std::int64_t h, float (&x)[V]) const {
+    load<V>(y + (row - first) * width + h, x);
+  }
+};
+
 }  // namespace
 
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,
@@ -201,6 +219,16 @@ void launch_combine_expert_output(const void* y, const float* const* biases, con
         y16, biases, group_offsets, groups, first, cols, n_out, offsets, sources, weights, dst);
   });
   MOE_CHECK_LAUNCH();
+}
+
+void launch_combine_expert_output_backward(const void* y, const float* const* biases,
+                                           const std::int64_t* group_offsets, int groups, std::int64_t first,
+                                           std::int64_t cols, std::int64_t n_out, const std::int32_t* offsets,
+                                           const std::int32_t* sources, const float* weights, const float* d_dst,
+                                           float* d_src, float* d_weights, Stream stream) {
+  const Bf16ProductsWithBias products{static_cast<const __nv_bfloat16*>(y), biases, group_offsets, groups, first};
+  launch_combine_backward_kernel(products, vector_width(cols, {{y, 2}, {d_dst, 4}, {d_src, 4}}), d_dst, cols, n_out,
+                                 offsets, sources, weights, d_src, d_weights, stream);
 }
 
 }  // namespace moe::kernels::cuda

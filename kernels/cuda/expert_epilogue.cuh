@@ -84,4 +84,15 @@ void launch_combine_expert_output(const void* y, const float* const* biases, con
                                   const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
                                   float* dst, Stream stream);
 
+// launch_combine_expert_output's backward, for a training step that combined that way:
+// for every entry a of output row r < n_out, d_src[sources[a], :] = weights[a] · d_dst[r,
+// :] and d_weights[a] (may be null) = d_dst[r, :] · (y[sources[a] − first, :] + the
+// bias of that row's group), the expert output the forward combined. Arguments as
+// launch_combine_expert_output's; d_src is numbered as `sources` are.
+void launch_combine_expert_output_backward(const void* y, const float* const* biases,
+                                           const std::int64_t* group_offsets, int groups, std::int64_t first,
+                                           std::int64_t cols, std::int64_t n_out, const std::int32_t* offsets,
+                                           const std::int32_t* sources, const float* weights, const float* d_dst,
+                                           float* d_src, float* d_weights, Stream stream);
+
 }  // namespace moe::kernels::cuda

@@ -1,5 +1,6 @@
 #include <cuda_bf16.h>
 
+#include "kernels/cuda/combine_backward.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/rows.cuh"
 #include "kernels/cuda/vector_access.cuh"
@@ -52,59 +53,6 @@ __global__ void combine_kernel(const float* src, std::int64_t width, std::int64_
     }
 }
 
-// The combine's backward, a block per output row (grid-stride). The row's entries go
-// kEntryBatch at a time: each thread walks the row V elements at a time, reading
-// ∂L/∂dst once for the batch, writing each entry's ∂L/∂src and adding its terms of each
-// entry's weight gradient in float64 (combine_backward_term, rows.cuh); then each
-// entry's dot product is reduced over the block, a warp's lanes by shuffles and the
-// warps in order (a fixed order for a given width). Before, each entry reread the row
-// one element a thread and reduced through shared memory with eight barriers.
-constexpr int kEntryBatch = 8;
-
-template <int V>
-__global__ void combine_backward_kernel(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
-                                        const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
-                                        float* d_src, float* d_weights) {
-  __shared__ double warp_dots[kEntryBatch][kBlock / 32];
-  const int warps = static_cast<int>(blockDim.x) / 32, warp = static_cast<int>(threadIdx.x) / 32,
-            lane = static_cast<int>(threadIdx.x) % 32;
-  for (std::int64_t r = blockIdx.x; r < n_out; r += gridDim.x) {
-    for (std::int32_t begin = offsets[r]; begin < offsets[r + 1]; begin += kEntryBatch) {
-      const int count = offsets[r + 1] - begin < kEntryBatch ? offsets[r + 1] - begin : kEntryBatch;
-      double dot[kEntryBatch] = {};
-      for (std::int64_t h = threadIdx.x * std::int64_t{V}; h < width; h += blockDim.x * std::int64_t{V}) {
-        float d[V];
-        load<V>(d_dst + r * width + h, d);
-#pragma unroll
-        for (int i = 0; i < kEntryBatch; ++i) {
-          if (i >= count) continue;
-          const std::int64_t at = static_cast<std::int64_t>(sources[begin + i]) * width + h;
-          const float w = entry_weight(weights, begin + i);
-          float x[V], g[V];
-          load<V>(src + at, x);
-          for (int e = 0; e < V; ++e) dot[i] += combine_backward_term(d[e], x[e], w, g[e]);
-          store<V>(d_src + at, g);
-        }
-      }
-      if (!d_weights) continue;
-#pragma unroll
-      for (int i = 0; i < kEntryBatch; ++i) {
-        if (i >= count) continue;
-        double v = dot[i];
-        for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-        if (lane == 0) warp_dots[i][warp] = v;
-      }
-      __syncthreads();
-      if (static_cast<int>(threadIdx.x) < count) {
-        double sum = 0.0;
-        for (int w = 0; w < warps; ++w) sum += warp_dots[threadIdx.x][w];
-        d_weights[begin + static_cast<std::int32_t>(threadIdx.x)] = static_cast<float>(sum);
-      }
-      __syncthreads();  // before the next batch's dots overwrite warp_dots
-    }
-  }
-}
-
 __global__ void scatter_kernel(const float* values, const std::int32_t* positions, std::int64_t n, float* dst) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
@@ -143,12 +91,8 @@ void launch_combine_rows(const float* src, std::int64_t width, std::int64_t n_ou
 void launch_combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
                              const std::int32_t* offsets, const std::int32_t* sources, const float* weights,
                              float* d_src, float* d_weights, Stream stream) {
-  if (n_out == 0) return;
-  at_vector_width(vector_width(width, {{d_dst, 4}, {src, 4}, {d_src, 4}}), [&](auto v) {
-    combine_backward_kernel<decltype(v)::value><<<row_blocks(n_out), row_threads(width, v), 0, stream>>>(
-        d_dst, src, width, n_out, offsets, sources, weights, d_src, d_weights);
-  });
-  MOE_CHECK_LAUNCH();
+  launch_combine_backward_kernel(FloatSourceRows{src}, vector_width(width, {{d_dst, 4}, {src, 4}, {d_src, 4}}), d_dst,
+                                 width, n_out, offsets, sources, weights, d_src, d_weights, stream);
 }
 
 void launch_scatter(const float* values, const std::int32_t* positions, std::int64_t n, float* dst, Stream stream) {

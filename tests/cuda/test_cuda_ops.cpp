@@ -417,24 +417,29 @@ TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
 
 TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
   // gather_expert_ffn_combine against gather_expert_ffn then combine_rows on the same
-  // ops. In bf16 without a backward it adds the output bias while it combines the bf16
-  // products (the float32 expert output is left unwritten): the same float operations
-  // in the same order, so equal to rounding (1e-6 normwise). Output biases on some
-  // experts and none on others, an empty expert, an output row with no entry and one
-  // with 70 (past the 64 whose biases a block stages), both widths; the other
-  // precisions and a training forward take the default. Where the ops say they do not
-  // use the float32 scratch without a backward, it is passed as null.
+  // ops, and for a training forward expert_combine_backward through the outputs it kept
+  // against combine_backward on the float32 outputs of gather_expert_ffn. In bf16 it
+  // adds the output bias while it combines the bf16 products (and for a backward keeps
+  // the bf16 products, whose backward adds the bias as it reads them): the same float
+  // operations in the same order, so equal to rounding (1e-6 normwise; ∂L/∂src bit for
+  // bit). Output biases on some experts and none on others, an empty expert, an output
+  // row with no entry and one with 70 (past the 64 whose biases a block stages), both
+  // widths; float32 takes the defaults. Where the ops say they do not use the float32
+  // scratch without a backward, it is passed as null.
   const std::vector<std::int64_t> offsets = {0, 40, 40, 97, 130};
   const std::int64_t T = 90, rows = offsets.back(), n_out = 60;
   const std::size_t groups = offsets.size() - 1;
   std::vector<std::int32_t> gather(static_cast<std::size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) gather[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 37) % T);
+  // Entries: row 5 has 70, the others 0-3; each grouped row is the source of at most
+  // one entry (as in a plan: the backward writes each source's gradient once).
   std::vector<std::int32_t> entry_offsets = {0}, sources;
   std::vector<float> weights;
+  std::int32_t next_source = 0;
   for (std::int64_t r = 0; r < n_out; ++r) {
     const std::int64_t entries = r == 5 ? 70 : r % 4;
-    for (std::int64_t i = 0; i < entries; ++i) {
-      sources.push_back(static_cast<std::int32_t>((r * 13 + i * 29) % rows));
+    for (std::int64_t i = 0; i < entries && next_source < rows; ++i) {
+      sources.push_back(static_cast<std::int32_t>((next_source++ * 53) % rows));  // 53 is prime to 130: distinct
       weights.push_back(0.1f + 0.01f * static_cast<float>(i));
     }
     entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
@@ -448,7 +453,8 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
         Buffer<float> dsrc = device(random(T * H, 91), ops.get()), dw_in = device(random(groups * H * F, 92, 0.2), ops.get()),
                       db_in = device(random(groups * F, 93, 0.5), ops.get()),
                       dw_out = device(random(groups * F * H, 94, 0.2), ops.get()),
-                      db_out = device(random(groups * H, 95, 0.5), ops.get()), dweights = device(weights, ops.get());
+                      db_out = device(random(groups * H, 95, 0.5), ops.get()), dweights = device(weights, ops.get()),
+                      d_dst = device(random(n_out * H, 96), ops.get());
         Buffer<std::int32_t> drows = device(gather, ops.get()), doffsets = device(entry_offsets, ops.get()),
                              dsources = device(sources, ops.get());
         moe::kernels::ExpertBatch batch;
@@ -456,26 +462,43 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
         batch.keep_for_backward = keep;
         moe::testing::point_at_experts(batch, groups, dw_in.data(), dw_out.data(), db_in.data(), db_out.data());
         for (std::size_t g = 1; g < groups; g += 3) batch.b_out[g] = nullptr;  // some experts without an output bias
+        struct Result {
+          std::vector<float> combined, d_src, d_weights;
+        };
         auto run = [&](bool fused) {
           Buffer<float> gathered = device_zeros<float>(rows * H, ops.get()), pre = device_zeros<float>(rows * F, ops.get()),
                         hidden = device_zeros<float>(rows * F, ops.get()), out = device_zeros<float>(rows * H, ops.get()),
-                        combined = device_zeros<float>(n_out * H, ops.get());
+                        combined = device_zeros<float>(n_out * H, ops.get()),
+                        d_src = device_zeros<float>(rows * H, ops.get()),
+                        d_weights = device_zeros<float>(weights.size(), ops.get());
           const moe::kernels::CombineInto into{n_out, doffsets.data(), dsources.data(), dweights.data(), combined.data()};
           if (fused && !keep && !ops->expert_scratch_for_inference()) {  // it promises not to touch them
             ops->gather_expert_ffn_combine(dsrc.data(), drows.data(), nullptr, batch, nullptr, nullptr, nullptr, into);
           } else if (fused) {
             ops->gather_expert_ffn_combine(dsrc.data(), drows.data(), gathered.data(), batch, pre.data(), hidden.data(),
                                            out.data(), into);
+            if (keep)
+              ops->expert_combine_backward(batch, out.data(), d_dst.data(), into, d_src.data(), d_weights.data());
           } else {
             ops->gather_expert_ffn(dsrc.data(), drows.data(), gathered.data(), batch, pre.data(), hidden.data(),
                                    out.data());
             ops->combine_rows(out.data(), H, n_out, into.offsets, into.sources, into.weights, into.rows_out);
+            if (keep)
+              ops->combine_backward(d_dst.data(), out.data(), H, n_out, into.offsets, into.sources, into.weights,
+                                    d_src.data(), d_weights.data());
           }
-          return combined.download();
+          return Result{combined.download(), d_src.download(), d_weights.download()};
         };
-        const std::vector<float> got = run(true), want = run(false);
-        EXPECT_LE(relative_error(got.data(), want.data(), n_out * H), 1e-6);
-        for (std::int64_t h = 0; h < H; ++h) EXPECT_EQ(got[static_cast<std::size_t>(h)], 0.0f) << "row 0 has no entry";
+        const Result got = run(true), want = run(false);
+        EXPECT_LE(relative_error(got.combined.data(), want.combined.data(), n_out * H), 1e-6);
+        for (std::int64_t h = 0; h < H; ++h)
+          EXPECT_EQ(got.combined[static_cast<std::size_t>(h)], 0.0f) << "row 0 has no entry";
+        if (keep) {
+          EXPECT_EQ(got.d_src, want.d_src) << "the backward's source rows";
+          EXPECT_LE(relative_error(got.d_weights.data(), want.d_weights.data(),
+                                   static_cast<std::int64_t>(weights.size())), 1e-6)
+              << "the backward's weight gradients";
+        }
       }
 }
 

@@ -50,7 +50,18 @@ __global__ void combine_backward_kernel(Source source, const float* d_dst, std::
       const int count = offsets[r + 1] - begin < kEntryBatch ? offsets[r + 1] - begin : kEntryBatch;
       if (static_cast<int>(threadIdx.x) < count)
         entry_bias[threadIdx.x] = source.bias_of(sources[begin + static_cast<std::int32_t>(threadIdx.x)]);
+      // The batch's source rows, weights and biases in registers for the walk (its stores
+      // to d_src would otherwise make the compiler reload them every step).
+      std::int32_t row[kEntryBatch];
+      float w[kEntryBatch];
+      const float* bias[kEntryBatch];
+#pragma unroll
+      for (int i = 0; i < kEntryBatch; ++i)
+        if (i < count) row[i] = sources[begin + i], w[i] = entry_weight(weights, begin + i);
       __syncthreads();
+#pragma unroll
+      for (int i = 0; i < kEntryBatch; ++i)
+        if (i < count) bias[i] = entry_bias[i];
       double dot[kEntryBatch] = {};
       for (std::int64_t h = threadIdx.x * std::int64_t{V}; h < width; h += blockDim.x * std::int64_t{V}) {
         float d[V];
@@ -58,14 +69,12 @@ __global__ void combine_backward_kernel(Source source, const float* d_dst, std::
 #pragma unroll
         for (int i = 0; i < kEntryBatch; ++i) {
           if (i >= count) continue;
-          const std::int32_t row = sources[begin + i];
-          const float w = entry_weight(weights, begin + i);
           float x[V], g[V];
-          source.template load_row<V>(row, width, h, x);
-          if (const float* bias = entry_bias[i])
-            for (int e = 0; e < V; ++e) x[e] += bias[h + e];
-          for (int e = 0; e < V; ++e) dot[i] += combine_backward_term(d[e], x[e], w, g[e]);
-          store<V>(d_src + static_cast<std::int64_t>(row) * width + h, g);
+          source.template load_row<V>(row[i], width, h, x);
+          if (bias[i])
+            for (int e = 0; e < V; ++e) x[e] += bias[i][h + e];
+          for (int e = 0; e < V; ++e) dot[i] += combine_backward_term(d[e], x[e], w[i], g[e]);
+          store<V>(d_src + static_cast<std::int64_t>(row[i]) * width + h, g);
         }
       }
       if (d_weights) {
@@ -79,7 +88,7 @@ __global__ void combine_backward_kernel(Source source, const float* d_dst, std::
         __syncthreads();
         if (static_cast<int>(threadIdx.x) < count) {
           double sum = 0.0;
-          for (int w = 0; w < warps; ++w) sum += warp_dots[threadIdx.x][w];
+          for (int k = 0; k < warps; ++k) sum += warp_dots[threadIdx.x][k];
           d_weights[begin + static_cast<std::int32_t>(threadIdx.x)] = static_cast<float>(sum);
         }
       }

@@ -100,12 +100,13 @@ class CapturedWork {
 };
 
 // Kept activations. What a training forward keeps for its backward (the gathered rows
-// of gather_expert_ffn, the pre-activations and hidden of expert_ffn) is in the
-// backend's kept form, which only its own expert_ffn_backward reads: float32, or where
-// keeps_bf16() (CUDA in bf16) bf16 values packed from the start of the same float
-// buffers, row r of a w-wide array at bf16 element r·w. A bf16 training step then
-// moves its rows in bf16 from end to end: no float32 copy is written that nothing
-// would read, and its products take their bf16 operands as they are.
+// of gather_expert_ffn, the pre-activations and hidden of expert_ffn, the outputs of
+// gather_expert_ffn_combine) is in the backend's kept form, which only its own
+// expert_ffn_backward and expert_combine_backward read: float32, or where keeps_bf16()
+// (CUDA in bf16) bf16 values packed from the start of the same float buffers, row r of
+// a w-wide array at bf16 element r·w. A bf16 training step then moves its rows in bf16
+// from end to end: no float32 copy is written that nothing would read, and its
+// products take their bf16 operands as they are.
 class Ops {
  public:
   virtual ~Ops() = default;

@@ -518,27 +518,35 @@ TEST_F(CudaOps, ExpertBackwardOnTheLanesEqualsTheBackwardPerGroup) {
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
+  // One ops a precision for every case (each case frees its buffers before the next):
+  // making cuBLAS handles and GEMM lanes per case would cost the sanitizers' runs, as
+  // would cases that test nothing new: in float32 the kept form is float32 (x_kept
+  // changes nothing) and the element-wise kernels take one element a thread at every
+  // width, so it runs two widths with the rows kept.
+  const std::unique_ptr<moe::kernels::Ops> bf16_ops = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16),
+                                           fp32_ops = moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
   for (GemmPrecision p : {GemmPrecision::BF16, GemmPrecision::FP32})
     for (const std::int64_t H : {64, 36, 30})
       for (const bool gated : {false, true})
         for (const bool in_place : {true, false})
           for (const bool x_kept : {true, false})
             for (const bool with_bias : {true, false}) {
+              if (p == GemmPrecision::FP32 && (!x_kept || H == 36)) continue;
               const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
               SCOPED_TRACE(::testing::Message() << "precision " << int(p) << " H=" << H << (gated ? " glu" : " ffn")
                                                 << (in_place ? " dx over dy" : "") << (x_kept ? " kept x" : " float x")
                                                 << (with_bias ? " biases" : ""));
-              auto ops = moe::kernels::make_cuda_ops(0, p);
+              moe::kernels::Ops* ops = p == GemmPrecision::BF16 ? bf16_ops.get() : fp32_ops.get();
               // What a forward keeps: values bf16 holds exactly, in the kept form for the
               // override and as float32 for the default.
               const std::vector<float> x_values = rounded_to_bf16(random(rows * H, 61)),
                                        pre_values = rounded_to_bf16(random(rows * GF, 62)),
                                        hidden_values = rounded_to_bf16(random(rows * F, 63));
-              Buffer<float> x = device(x_values, ops.get()), pre = device(pre_values, ops.get()),
-                            hidden = device(hidden_values, ops.get()), x16 = kept_buffer(*ops, x_values),
+              Buffer<float> x = device(x_values, ops), pre = device(pre_values, ops),
+                            hidden = device(hidden_values, ops), x16 = kept_buffer(*ops, x_values),
                             pre16 = kept_buffer(*ops, pre_values), hidden16 = kept_buffer(*ops, hidden_values),
-                            w_in = device(random(groups * H * GF, 64, 0.2), ops.get()),
-                            w_out = device(random(groups * F * H, 65, 0.2), ops.get());
+                            w_in = device(random(groups * H * GF, 64, 0.2), ops),
+                            w_out = device(random(groups * F * H, 65, 0.2), ops);
               moe::kernels::ExpertBatch batch;
               batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
               batch.act = gated ? Act::SiLU : Act::GELU;
@@ -547,14 +555,14 @@ TEST_F(CudaOps, ExpertBackwardOnTheLanesEqualsTheBackwardPerGroup) {
                 std::vector<float> dx, w_in, b_in, w_out, b_out;
               };
               auto run = [&](bool batched) {
-                Buffer<float> dy = device(random(rows * H, 66), ops.get()),
-                              dx = device_zeros<float>(rows * H, ops.get()),
-                              d_hidden = device_zeros<float>(rows * F, ops.get()),
-                              d_pre = device_zeros<float>(rows * GF, ops.get()),
-                              gw_in = device(random(groups * H * GF, 67), ops.get()),
-                              gb_in = device(random(groups * GF, 68), ops.get()),
-                              gw_out = device(random(groups * F * H, 69), ops.get()),
-                              gb_out = device(random(groups * H, 70), ops.get());
+                Buffer<float> dy = device(random(rows * H, 66), ops),
+                              dx = device_zeros<float>(rows * H, ops),
+                              d_hidden = device_zeros<float>(rows * F, ops),
+                              d_pre = device_zeros<float>(rows * GF, ops),
+                              gw_in = device(random(groups * H * GF, 67), ops),
+                              gb_in = device(random(groups * GF, 68), ops),
+                              gw_out = device(random(groups * F * H, 69), ops),
+                              gb_out = device(random(groups * H, 70), ops);
                 moe::kernels::ExpertBatchGradients grads;
                 for (std::size_t g = 0; g < groups; ++g) {
                   grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);

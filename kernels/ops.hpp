@@ -210,7 +210,7 @@ class Ops {
                                          const CombineInto& into);
   // The combine's backward through the outputs `out` of gather_expert_ffn_combine on
   // the same batch (kept for a backward): for every entry a of output row r (the
-  // combine's entries; into.rows_out is not read), d_src[sources[a]] = weights[a] ·
+  // combine's entries; combine.rows_out is not read), d_src[sources[a]] = weights[a] ·
   // d_dst[r] and d_weights[a] = d_dst[r] · (the expert output of row sources[a]);
   // d_weights may be null. The default is combine_backward on `out`; CUDA in bf16 reads
   // the bf16 products and adds their output biases as it goes.

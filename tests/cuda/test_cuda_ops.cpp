@@ -635,9 +635,11 @@ TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {
                              kept_pre = kept_values(*ops, pre.download(), first * GF, n * GF),
                              kept_hidden = kept_values(*ops, hidden.download(), first * F, n * F);
     std::vector<float> want_rows(static_cast<std::size_t>(n * H));
-    for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t r = 0; r < n; ++r) {
+      const std::int64_t token = token_of[static_cast<std::size_t>(first + r)];
       for (std::int64_t h = 0; h < H; ++h)
-        want_rows[static_cast<std::size_t>(r * H + h)] = source[static_cast<std::size_t>(token_of[static_cast<std::size_t>(first + r)] * H + h)];
+        want_rows[static_cast<std::size_t>(r * H + h)] = source[static_cast<std::size_t>(token * H + h)];
+    }
     EXPECT_EQ(kept_rows, rounded_to_bf16(want_rows)) << "the kept rows";
     std::vector<double> want_hidden(kept_hidden.size());
     for (std::int64_t r = 0; r < n; ++r)

@@ -57,15 +57,20 @@ MOE_HD inline float glu_element(const float* z, std::int64_t width, Act act, std
   return activate(act, zr[col]) * zr[width + col];
 }
 
-// Its backward for element i of h: ∂L/∂g and ∂L/∂u into dz [n, 2F].
+// Its backward for one element of h, from ∂L/∂h and the element's gate g and up u:
+// ∂L/∂g = ∂L/∂h · u · act'(g) and ∂L/∂u = ∂L/∂h · act(g).
+MOE_HD inline void glu_grad(float dh, float g, float u, Act act, float& d_gate, float& d_up) {
+  d_gate = dh * u * activate_grad(act, g);
+  d_up = dh * activate(act, g);
+}
+
+// The same for element i of h in the arrays: ∂L/∂g and ∂L/∂u into dz [n, 2F].
 MOE_HD inline void glu_backward_element(const float* z, const float* dh, std::int64_t width, Act act, std::int64_t i,
                                         float* dz) {
   const std::int64_t row = i / width, col = i % width;
   const float* zr = z + row * 2 * width;
   float* dzr = dz + row * 2 * width;
-  const float g = zr[col], u = zr[width + col];
-  dzr[col] = dh[i] * u * activate_grad(act, g);
-  dzr[width + col] = dh[i] * activate(act, g);
+  glu_grad(dh[i], zr[col], zr[width + col], act, dzr[col], dzr[width + col]);
 }
 
 }  // namespace moe::kernels

@@ -24,18 +24,14 @@ MOE_HD inline float expert_hidden_value(float gate, float up, bool gated, Act ac
 }
 
 // Its backward for one hidden element, from ∂L/∂hidden dh and the element's
-// pre-activations gate (and up, glu): ∂L/∂gate = dh · act'(gate) (ffn) or
-// dh · up · act'(gate) (glu), and for glu ∂L/∂up = dh · act(gate) (d_up is left alone
-// for ffn). The same operations in the same order as activation_backward and
-// glu_backward_element.
+// pre-activations gate (and up, glu): ∂L/∂gate = dh · act'(gate) (ffn, as
+// activation_backward), or glu_grad's pair (glu; d_up is left alone for ffn).
 MOE_HD inline void expert_hidden_grad(float dh, float gate, float up, bool gated, Act act, float& d_gate,
                                       float& d_up) {
-  if (gated) {
-    d_gate = dh * up * activate_grad(act, gate);
-    d_up = dh * activate(act, gate);
-  } else {
+  if (gated)
+    glu_grad(dh, gate, up, act, d_gate, d_up);
+  else
     d_gate = dh * activate_grad(act, gate);
-  }
 }
 
 // The epilogue kernels take a tile of kRowTile consecutive rows a block (stream.cuh): a

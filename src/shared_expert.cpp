@@ -33,7 +33,7 @@ void SharedExpert::backward(kernels::Ops& ops, const float* x, std::int64_t T, c
   float* d_x = d_x_.resize(n * static_cast<std::size_t>(H));
   expert_backward(ops, x, pre_.data(), hidden_.data(), T, d_y, expert.params(0), expert_grads.grads(0), l, activation,
                   d_hidden_.resize(n * static_cast<std::size_t>(l.width)),
-                  l.kind == ExpertKind::GLU ? d_pre_.resize(n * static_cast<std::size_t>(l.in_width)) : nullptr, d_x);
+                  l.kind == ExpertKind::GLU && ops.needs_pre_gradient_scratch() ? d_pre_.resize(n * static_cast<std::size_t>(l.in_width)) : nullptr, d_x);
   ops.add(dx, d_x, T * H);
   if (gate) {
     // logit_t = x_t · w_s: ∂w_s += Σ_t x_t ∂logit_t, and ∂x_t += ∂logit_t · w_s.

@@ -352,7 +352,8 @@ class CudaOps final : public Ops {
     // input biases' gradients. In bf16: ∂L/∂z in bf16 into the scratch of ∂L/∂y (the
     // stream runs the products above before anything written here), its sums taken
     // from it as Megatron-Core's bf16 training sums its bias gradients; no float32 ∂L/∂z
-    // (d_pre goes unused). Else in float32 over d_hidden (ffn) or into d_pre (glu).
+    // (d_pre is null: needs_pre_gradient_scratch). Else in float32 over d_hidden (ffn) or
+    // into d_pre (glu).
     const void* dz_rows = nullptr;
     if (bf16) {
       void* dz16 = grow(a16_, 2 * static_cast<std::size_t>(rows * GF));

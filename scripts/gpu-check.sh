@@ -21,8 +21,8 @@
 #      and the router's thin products split over K against whole (MOE_GEMM_SPLIT_K);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
-#   5. takes each kernel's time in a fine-grained and a mid forward with ncu (when there
-#      is time);
+#   5. takes each kernel's time in a fine-grained and a mid forward and a mid bf16
+#      training step with ncu (when there is time), with each kernel's share;
 #   6. runs compute-sanitizer memcheck, racecheck and initcheck on the cuda tests, last
 #      because they take longest: each gets what is left of MOE_CHECK_SECONDS (default
 #      420), at most 85 s, so that a lease's time runs out on them, not on the timings;
@@ -349,25 +349,30 @@ section_4() {  # training_job
 }
 
 section_5() {  # kernel_times
-  echo "== 5. kernel times of a mid and a fine forward (ncu) $(elapsed)"
+  echo "== 5. kernel times of a mid and a fine forward and a mid training step (ncu) $(elapsed)"
   # Where a forward's time goes, kernel by kernel (one pass per kernel: the duration
-  # metric alone), at the two configs furthest from dense; in ncu_CONFIG.csv. Each
-  # covers ten forwards (three warm-ups, two timed, five for the phases), without the
-  # dense baseline (--no-dense); scripts/ncu-per-forward.py sums each kernel's
-  # invocations × average over the ten into ncu_CONFIG.txt, printed here too. The
-  # clocks run free (--clock-control none), as in the bench: locked at base clocks (ncu's
-  # default, checks 1–3) the GEMMs took longer than in the bench's own runs. Mid
-  # first: its forward (0.31 of dense in check 3) has not been profiled since issue 11
-  # was filed, and a check short of time has run fine alone.
-  local config
-  for config in mid fine; do
+  # metric alone), at the two configs furthest from dense, and where a bf16 training
+  # step's goes at mid (issue 11: no reduction over 2% of a forward or backward; the
+  # backward has never been profiled); in ncu_NAME.csv. Each covers ten passes (three
+  # warm-ups, two timed, five for the phases), without the dense baseline (--no-dense);
+  # scripts/ncu-per-forward.py sums each kernel's invocations × average over the ten
+  # into ncu_NAME.txt, printed here too. The clocks run free (--clock-control none), as
+  # in the bench: locked at base clocks (ncu's default, checks 1–3) the GEMMs took
+  # longer than in the bench's own runs. Mid first: its forward (0.31 of dense in check
+  # 3) has not been profiled since issue 11 was filed, and a check short of time has
+  # run fine alone.
+  local profile config mode name
+  for profile in mid:forward fine:forward mid:training; do
+    config=${profile%%:*} mode=${profile##*:}
+    name=$config$([[ $mode == forward ]] || echo "_$mode")
     if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
       timeout 60 ncu --metrics gpu__time_duration.sum --clock-control none --print-summary per-kernel --csv \
-        "$bin/gpu_bench" --config "$config" --kind ffn --mode forward --precision bf16 --reps 2 --no-dense \
-        >"$results/ncu_$config.csv" 2>"$results/ncu_$config.log"
-      row "ncu kernel times ($config ffn forward)" "exit $?" "ncu_$config.csv; per forward: ncu_$config.txt"
-      python3 scripts/ncu-per-forward.py "$results/ncu_$config.csv" >"$results/ncu_$config.txt" 2>&1
-      sed "s/^/  /" "$results/ncu_$config.txt"
+        "$bin/gpu_bench" --config "$config" --kind ffn --mode "$mode" --precision bf16 --reps 2 --no-dense \
+        >"$results/ncu_$name.csv" 2>"$results/ncu_$name.log"
+      row "ncu kernel times ($config ffn $mode)" "exit $?" "ncu_$name.csv; per pass: ncu_$name.txt"
+      python3 scripts/ncu-per-forward.py "$results/ncu_$name.csv" --pass "$([[ $mode == forward ]] && echo forward || echo "training step")" \
+        >"$results/ncu_$name.txt" 2>&1
+      sed "s/^/  /" "$results/ncu_$name.txt"
     fi
   done
 }

@@ -640,7 +640,8 @@ void ForwardGraph::replay() {
   MOE_CHECK_ARG(!state_->layer.expired(), where, "the layer that recorded the graph has been destroyed");
   MOE_CHECK_ARG(state_->ops->memory_epoch() == state_->memory_epoch, where,
                 "the layer has freed memory since the capture (a call with more tokens moved its buffers); "
-                "capture again");
+                "capture again, and capture the largest token count first: each call sizes the buffers for its "
+                "tokens, so graphs recorded after the largest stay valid");
   state_->ops->replay(*state_->work);
 }
 

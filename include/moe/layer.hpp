@@ -154,7 +154,8 @@ struct ForwardResult {
 // (bf16 copies made stale by a write are refreshed first). Valid while its layer lives
 // and has freed none of the memory the recording reads: a later call with more tokens
 // than any before may move the layer's buffers, and replay() then throws, asking for a
-// new capture; after the layer is destroyed it throws too.
+// new capture; after the layer is destroyed it throws too. To keep graphs for several
+// token counts (a decoder's batch sizes), capture the largest first.
 class ForwardGraph {
  public:
   ForwardGraph();

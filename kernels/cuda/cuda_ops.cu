@@ -176,9 +176,9 @@ class CudaOps final : public Ops {
     // Thin products (the router's) split over K (split_k.cuh; MOE_GEMM_SPLIT_K=0: not).
     const GemmPrecision p = precision_ == GemmPrecision::TF32 ? GemmPrecision::TF32 : GemmPrecision::FP32;
     const int slices = split_k_ ? split_k_slices(m, n, k, sms_) : 1;
-    float* partials =
-        slices > 1 ? static_cast<float*>(grow(split_partials_, sizeof(float) * static_cast<std::size_t>(slices * m * n)))
-                   : nullptr;
+    // The partials' scratch is sized once for any split, so a split never moves it.
+    const std::size_t partial_bytes = sizeof(float) * static_cast<std::size_t>(split_k_partials_bound(sms_));
+    float* partials = slices > 1 ? static_cast<float*>(grow(split_partials_, partial_bytes)) : nullptr;
     cuda::gemm_split_k(blas_, p, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, slices, partials);
   }
 

@@ -33,6 +33,14 @@ inline int split_k_slices(std::int64_t m, std::int64_t n, std::int64_t k, int sm
   return slices;
 }
 
+// Floats enough for the partial products of any split product on `sms`
+// multiprocessors: a split takes fewer than twice the tiles that fill the GPU (tiles ·
+// slices < 2 · sms, as half the slices would not fill it), and m · n is at most 128 ·
+// 64 elements a tile. The scratch is sized to this once, at the first split, so that
+// no later product (a call with other token counts) moves it: a captured CUDA graph
+// reads it (8.6 MB at 132 multiprocessors).
+inline std::int64_t split_k_partials_bound(int sms) { return std::int64_t{2} * 128 * 64 * sms; }
+
 // Where slice s of K starts in A and in B, in elements from the start of each, for
 // row-major operands as gemm() takes them: A [m, k] (lda), or stored [k, m] when
 // trans_a; B [k, n] (ldb), or stored [n, k] when trans_b. Slice s covers columns

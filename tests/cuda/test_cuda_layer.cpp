@@ -180,6 +180,47 @@ TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
   EXPECT_MOE_ERROR(orphan.replay(), "the layer that recorded the graph has been destroyed");
 }
 
+// Graphs for several token counts (a decoder's batch sizes), captured from the largest
+// down, stay valid together: every buffer of a static-shape forward grows with the
+// token count alone, the split-K partials included (sized once for any split). H = 1024
+// so that the router's logits split over K (2 slices of 512) wherever their tiles leave
+// the GPU unfilled; 17 000 tokens make 133 tiles, which fill an H100's or H200's 132
+// multiprocessors and do not split.
+TEST_F(CudaLayer, GraphsCapturedFromTheLargestTokenCountDownStayValid) {
+  auto memory = moe::kernels::make_cuda_ops(0, moe::kernels::GemmPrecision::FP32);
+  const MOEConfig c{8, 2, 1024, 64, 1.25f};
+  const std::int64_t H = c.hidden_dim;
+  moe::LayerOptions options = on(moe::Device::CUDA);
+  options.static_shapes = true;
+  moe::MoELayer layer(c, *comm, 7, options);
+  const std::vector<std::int64_t> counts = {17000, 4096, 64, 1};
+  std::vector<moe::Buffer<float>> inputs, outputs;
+  std::vector<moe::ForwardGraph> graphs;
+  for (const std::int64_t T : counts) {
+    inputs.emplace_back(*memory), outputs.emplace_back(*memory);
+    inputs.back().resize(static_cast<std::size_t>(T * H));
+    inputs.back().zero();
+    outputs.back().resize(static_cast<std::size_t>(T * H));
+    memory->synchronize();
+    graphs.push_back(layer.capture_forward(inputs.back().data(), T, outputs.back().data()));
+  }
+  // Every graph replayed before any eager forward, then each output against the eager one.
+  std::vector<Tensor<float>> xs;
+  std::vector<std::vector<float>> got;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    xs.push_back(moe::testing::random_tensor({counts[i], H}, 1.0, 50 + static_cast<std::uint64_t>(i)));
+    inputs[i].upload(xs[i].data(), static_cast<std::size_t>(counts[i] * H));
+    memory->synchronize();
+    graphs[i].replay();
+    layer.synchronize();
+    got.push_back(outputs[i].download());
+  }
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    const moe::ForwardResult want = layer.forward(xs[i]);
+    EXPECT_LE(relative_error(got[i].data(), want.output.data(), counts[i] * H), 1e-6) << counts[i] << " tokens";
+  }
+}
+
 TEST_F(CudaLayer, Bf16TrainingStepMatchesTheCpuWithinBf16Tolerance) {
   // Mixed precision: bf16 expert products forward and backward, float32 results,
   // gradients and optimizer state. Normwise relative error against the CPU's float32

@@ -237,6 +237,7 @@ TEST(CudaSharedLogic, SplitKTakesThinProductsOnly) {
     EXPECT_EQ(k / slices % 4, 0);
     EXPECT_GE(k / slices, cuda::kSplitKMinDepth);
     EXPECT_LT(((m + 127) / 128) * ((n + 63) / 64) * (slices / 2), gpu);  // half as many would not fill it
+    EXPECT_LE(slices * m * n, cuda::split_k_partials_bound(gpu));        // the scratch sized once holds it
   }
 }
 

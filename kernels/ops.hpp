@@ -147,8 +147,8 @@ class Ops {
   // again. While recording, an op that would wait or copy to the host is an error;
   // copies from the host are recorded with a copy of their bytes that the recording
   // keeps. A replay reads the memory the recorded ops read, so it is valid while
-  // nothing recorded has been freed: memory_epoch() counts the frees. The default
-  // (the CPU) has no recording and throws.
+  // nothing recorded has been freed: memory_epoch() counts the frees (the CPU counts
+  // them too, for its tests). The default (the CPU) has no recording and throws.
   virtual void begin_capture();
   virtual std::unique_ptr<CapturedWork> end_capture();
   virtual void abort_capture() noexcept {}

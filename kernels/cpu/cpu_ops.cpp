@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -31,7 +32,13 @@ class CpuOps final : public Ops {
       throw Error(detail::concat("Failed to allocate memory: ", bytes, " bytes of host memory"));
     return ptr;
   }
-  void deallocate(void* ptr) noexcept override { std::free(ptr); }
+  void deallocate(void* ptr) noexcept override {
+    if (ptr) frees_.fetch_add(1, std::memory_order_relaxed);
+    std::free(ptr);
+  }
+  // Counted as on a GPU, so that the CPU tests can hold the layer's buffers to what a
+  // captured graph needs (docs/design.md §4b); the CPU records nothing itself.
+  std::uint64_t memory_epoch() const override { return frees_.load(std::memory_order_relaxed); }
   void copy_to_host(void* dst, const void* src, std::size_t bytes) override { copy(dst, src, bytes); }
   void copy_from_host(void* dst, const void* src, std::size_t bytes) override { copy(dst, src, bytes); }
   void copy(void* dst, const void* src, std::size_t bytes) override {
@@ -310,6 +317,9 @@ class CpuOps final : public Ops {
     for (std::int64_t i = 0; i < n; ++i)
       adamw_element(param[i], grad[i], m[i], v[i], lr, beta1, beta2, eps, weight_decay, correction1, correction2);
   }
+
+ private:
+  std::atomic<std::uint64_t> frees_{0};  // memory_epoch()
 };
 
 }  // namespace

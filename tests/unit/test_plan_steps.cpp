@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "dispatch_plan.hpp"
+#include "kernels/ops.hpp"
 #include "kernels/plan_steps.hpp"
+#include "layer_access.hpp"
 #include "moe/layer.hpp"
 #include "support/test_util.hpp"
 
@@ -456,6 +458,36 @@ TEST(ForwardAsync, GivesTheForwardsOutput) {
       EXPECT_TRUE(std::equal(out.begin(), out.end(), expected.output.begin()));
     }
     layer.forward_async(nullptr, 0, nullptr);
+  }
+}
+
+// What a decoder's CUDA graphs, one per batch size, rely on (MoELayer::capture_forward):
+// once a static-shape layer has run at its largest token count, smaller counts move
+// none of its buffers, whatever the routing (the ops count their frees:
+// Ops::memory_epoch). On the CPU this holds the layer's own buffers and the plan's;
+// CudaLayer.GraphsCapturedFromTheLargestTokenCountDownStayValid holds the CUDA ops'.
+TEST(ForwardAsync, SmallerTokenCountsAfterTheLargestMoveNoBuffer) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::LayerOptions options;
+  options.static_shapes = true;
+  for (const moe::MOEConfig& config : {moe::MOEConfig(8, 2, 12, 16, 1.25f), deepseek_like()}) {
+    SCOPED_TRACE(config.to_string());
+    moe::MoELayer layer(config, *comm, 3, options);
+    layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
+    const moe::kernels::Ops& ops = moe::detail::LayerAccess::ops(layer);
+    const std::int64_t most = 3000, H = config.hidden_dim;
+    const moe::Tensor<float> x = moe::testing::random_tensor({2 * most, H}, 1.0, 9);
+    std::vector<float> out(static_cast<std::size_t>(x.numel()));
+    layer.forward_async(x.data(), most, out.data());
+    const std::uint64_t sized = ops.memory_epoch();
+    for (const std::int64_t T : {most - 1, std::int64_t{1000}, std::int64_t{300}, std::int64_t{64}, std::int64_t{7},
+                                 std::int64_t{1}}) {
+      layer.forward_async(x.data() + (most - T) * H, T, out.data());  // other tokens, other routing
+      EXPECT_EQ(ops.memory_epoch(), sized) << T << " tokens moved a buffer";
+    }
+    // More tokens than before do move them, and the count sees it.
+    layer.forward_async(x.data(), 2 * most, out.data());
+    EXPECT_GT(ops.memory_epoch(), sized);
   }
 }
 

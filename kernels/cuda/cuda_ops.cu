@@ -658,8 +658,7 @@ class CudaOps final : public Ops {
     std::vector<std::int64_t> table(2 * groups + 1);
     for (std::size_t g = 0; g < groups; ++g) table[g] = static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(biases[g]));
     for (std::size_t g = 0; g <= groups; ++g) table[groups + g] = row_offsets[g] - row_offsets.front();
-    auto* device = static_cast<std::int64_t*>(grow(table_, sizeof(std::int64_t) * table.size()));
-    copy_from_host(device, table.data(), sizeof(std::int64_t) * table.size());
+    const auto* device = static_cast<const std::int64_t*>(upload(table_, table));
     return {reinterpret_cast<const float* const*>(device), device + groups, static_cast<int>(groups)};
   }
 
@@ -693,8 +692,7 @@ class CudaOps final : public Ops {
     std::vector<std::int64_t> table = chunk_rows;
     table.insert(table.end(), group_chunks.begin(), group_chunks.end());
     for (float* p : sums) table.push_back(static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)));
-    auto* device_table = static_cast<std::int64_t*>(grow(column_table_, sizeof(std::int64_t) * table.size()));
-    copy_from_host(device_table, table.data(), sizeof(std::int64_t) * table.size());
+    const auto* device_table = static_cast<const std::int64_t*>(upload(column_table_, table));
     t.partials = static_cast<double*>(grow(partials_, sizeof(double) * static_cast<std::size_t>(t.chunks * cols)));
     t.chunk_rows = device_table;
     t.group_chunks = device_table + chunk_rows.size();
@@ -780,6 +778,14 @@ class CudaOps final : public Ops {
       s.bytes = bytes;
     }
     return s.ptr;
+  }
+  // A host table's bytes into a scratch (grown as needed), on the stream: the device copy.
+  template <class T>
+  const void* upload(Scratch& s, const std::vector<T>& table) {
+    const std::size_t bytes = sizeof(T) * table.size();
+    void* device = grow(s, bytes);
+    copy_from_host(device, table.data(), bytes);
+    return device;
   }
   double* partials(std::int64_t rows, std::int64_t cols) {
     return static_cast<double*>(grow(partials_, sizeof(double) * static_cast<std::size_t>(column_chunks(rows) * cols)));
@@ -870,8 +876,7 @@ class CudaOps final : public Ops {
     std::vector<char> host(table_bytes + offset_bytes);
     std::memcpy(host.data(), table.data(), table_bytes);
     std::memcpy(host.data() + table_bytes, offsets.data(), offset_bytes);
-    char* device = static_cast<char*>(grow(table_, host.size()));
-    copy_from_host(device, host.data(), host.size());
+    const auto* device = static_cast<const char*>(upload(table_, host));
     t.device = reinterpret_cast<const void* const*>(device);
     t.offsets = reinterpret_cast<const std::int64_t*>(device + table_bytes);
     t.host = std::move(table);

@@ -33,6 +33,9 @@ expect 6 '^ +280\.0 +every kernel$'                # fill_kernel left out
 expect 7 '^largest reduction: table_chunk_sums_kernel<float> 1\.4% of every kernel'
 if grep -q fill_kernel <<<"$out"; then echo "the set-up kernel was counted" >&2; exit 1; fi
 # A training step's profile: the same sums, its unit in the header.
-"$python" "$(dirname "$0")/../../scripts/ncu-per-forward.py" "$dir/ncu.csv" --pass "training step" | head -1 |
-  grep -q "µs/training_step.*(10 training steps;" || { echo "--pass did not name the unit" >&2; exit 1; }
+# (Read whole, then its first line: `| head -1` under pipefail failed when the script
+# died of the closed pipe.)
+step=$("$python" "$(dirname "$0")/../../scripts/ncu-per-forward.py" "$dir/ncu.csv" --pass "training step")
+sed -n 1p <<<"$step" | grep -q "µs/training_step.*(10 training steps;" ||
+  { echo "--pass did not name the unit" >&2; exit 1; }
 echo "ncu-per-forward: ok"

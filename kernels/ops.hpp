@@ -121,10 +121,15 @@ class Ops {
   virtual void deallocate(void* ptr) noexcept = 0;
   virtual void copy_to_host(void* host_dst, const void* src, std::size_t bytes) = 0;
   // copy_to_host without the wait: host_dst holds the bytes after the next synchronize()
-  // or copy_to_host(), so that several results cost one wait. Default: copy_to_host.
+  // or wait_for_downloads() or copy_to_host(), so that several results cost one wait.
+  // Default: copy_to_host.
   virtual void copy_to_host_later(void* host_dst, const void* src, std::size_t bytes) {
     copy_to_host(host_dst, src, bytes);
   }
+  // Waits for the copies copy_to_host_later queued (and what was queued before them),
+  // not for work queued since, which the device goes on running while the host reads
+  // them (the layer queues its shared expert there). Default: synchronize().
+  virtual void wait_for_downloads() { synchronize(); }
   virtual void copy_from_host(void* dst, const void* host_src, std::size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void fill_zero(void* dst, std::size_t bytes) = 0;
@@ -308,10 +313,10 @@ class Ops {
   virtual void plan_received(const plan::AssignmentRecord* records, std::int64_t count, std::int64_t rows,
                              std::int64_t local_experts, const ReceivedPlan& out);
 
-  // sums[E] (float64, host memory) = column sums of m[rows, E], summed in a fixed order
-  // so the result does not depend on the thread count.
-  virtual void column_sums(const float* m, std::int64_t rows, std::int64_t cols,
-                           double* host_sums) = 0;
+  // host_sums[E] (float64) = column sums of m[rows, E], summed in a fixed order so the
+  // result does not depend on the thread count; there as copy_to_host_later's bytes are
+  // (after the next synchronize() or wait_for_downloads()).
+  virtual void column_sums_later(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) = 0;
 
   // ---- Backward ----
 

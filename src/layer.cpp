@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 
 #include "buffer.hpp"
@@ -418,8 +419,20 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     exchange->plan_where_routed(router.indices.data(), router.weights.data(), tokens, config.top_k,
                                 config.num_experts, std::min(expert_capacity(config, tokens), tokens * config.top_k),
                                 kept_per_expert.data());
-  finish_routing(*ops, tokens, config, router, routing);
-  clock.lap(times.route);
+  // The shared expert needs no routing: queued after the routing's downloads, the
+  // device runs it while the host waits for them and plans (docs/design.md §4b), where
+  // it would otherwise sit idle through that round trip. Its sum into the output comes
+  // after the routed experts' combine, as before, so the output's bits are unchanged.
+  const bool has_shared = config.shared_expert_dim > 0;
+  std::function<void()> shared_meanwhile;
+  if (has_shared)
+    shared_meanwhile = [&] {
+      clock.lap(times.route);
+      shared.compute(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation);
+      clock.lap(times.shared_expert);
+    };
+  finish_routing(*ops, tokens, config, router, routing, shared_meanwhile);
+  if (!has_shared) clock.lap(times.route);
   DispatchPlan plan;  // the host plan, when the plan was not made where the routing lives
   if (!planned_where_routed && !exchange_planned) {
     plan = make_dispatch_plan(routing.indices.data(), tokens, config);
@@ -457,8 +470,8 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     exchange->return_and_combine(tokens, output, times, clock);
     exchange->count_traffic(stats);
   }
-  if (config.shared_expert_dim > 0) {
-    shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
+  if (has_shared) {
+    shared.add_into(*ops, tokens, config.hidden_dim, output);
     clock.lap(times.shared_expert);
   }
 

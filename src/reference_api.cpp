@@ -109,7 +109,8 @@ Tensor<FLOAT_TYPE> compute_load_balancing_loss(const Tensor<FLOAT_TYPE>& gate_pr
 
   ApiWorkspace& ws = workspace();
   std::vector<double> prob_sums(static_cast<std::size_t>(config.num_experts));
-  ws.ops->column_sums(gate_probs.data(), T, config.num_experts, prob_sums.data());
+  ws.ops->column_sums_later(gate_probs.data(), T, config.num_experts, prob_sums.data());
+  ws.ops->wait_for_downloads();
   const auto counts = count_per_expert(expert_indices.data(), T * config.top_k, config.num_experts);
   Tensor<FLOAT_TYPE> loss({1});
   loss[0] = static_cast<float>(load_balancing_loss(prob_sums, counts, T, config.top_k));

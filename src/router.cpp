@@ -1,5 +1,7 @@
 #include "router.hpp"
 
+#include <functional>
+
 namespace moe {
 
 kernels::RouterParams router_params(const MOEConfig& c) {
@@ -28,7 +30,7 @@ void launch_routing(kernels::Ops& ops, const float* x, std::int64_t tokens, cons
 }
 
 void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& config, RouterBuffers& buffers,
-                    Routing& routing) {
+                    Routing& routing, const std::function<void()>& meanwhile) {
   const std::int64_t E = config.num_experts, k = config.top_k;
   const auto T = static_cast<std::size_t>(tokens);
   // The host needs the choices, weights, log-sum-exps and probability sums: fetched with
@@ -41,8 +43,9 @@ void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& con
   ops.copy_to_host_later(routing.weights.data(), buffers.weights.data(), sizeof(float) * routing.weights.size());
   ops.copy_to_host_later(host_lse.data(), buffers.lse.data(), sizeof(float) * T);
   routing.prob_sums.assign(static_cast<std::size_t>(E), 0.0);
-  ops.column_sums(buffers.probs.data(), tokens, E, routing.prob_sums.data());
-  ops.synchronize();  // column_sums waited already on a GPU; this says so for any backend
+  ops.column_sums_later(buffers.probs.data(), tokens, E, routing.prob_sums.data());
+  if (meanwhile) meanwhile();
+  ops.wait_for_downloads();
   routing.assignments_per_expert = count_per_expert(routing.indices.data(), tokens * k, E);
   routing.aux_loss = load_balancing_loss(routing.prob_sums, routing.assignments_per_expert, tokens, k);
   routing.z_loss = 0.0;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "buffer.hpp"
@@ -42,11 +43,14 @@ kernels::RouterParams router_params(const MOEConfig& config);
 // zero) in backend memory. route_tokens is launch_routing then finish_routing: the
 // first queues the router's work and leaves its results in `buffers`; the second
 // brings what the host needs back with one wait, so that work queued between the two
-// (the single-rank plan on a GPU) costs no wait of its own.
+// (the single-rank plan on a GPU) costs no wait of its own. `meanwhile`, when given,
+// queues work after the downloads and before the wait, which is for the downloads
+// alone (Ops::wait_for_downloads): the device runs it (the layer's shared expert)
+// while the host waits and then plans, instead of idling through that round trip.
 void launch_routing(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
                     const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers);
 void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& config, RouterBuffers& buffers,
-                    Routing& routing);
+                    Routing& routing, const std::function<void()>& meanwhile = nullptr);
 void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
                   const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing);
 

@@ -4,6 +4,13 @@ namespace moe {
 
 void SharedExpert::forward(kernels::Ops& ops, const float* x, std::int64_t T, const ExpertStorage& expert,
                            const float* gate, Activation activation, float* out) {
+  compute(ops, x, T, expert, gate, activation);
+  add_into(ops, T, expert.layout.hidden, out);
+}
+
+void SharedExpert::compute(kernels::Ops& ops, const float* x, std::int64_t T, const ExpertStorage& expert,
+                           const float* gate, Activation activation) {
+  gated_ = gate != nullptr;
   if (T == 0) return;
   const ExpertLayout& l = expert.layout;
   const auto n = static_cast<std::size_t>(T);
@@ -12,12 +19,12 @@ void SharedExpert::forward(kernels::Ops& ops, const float* x, std::int64_t T, co
   expert_forward(ops, x, T, expert.params(0), l, activation,
                  pre_.resize(ops.kept_floats(n * static_cast<std::size_t>(l.in_width))),
                  hidden_.resize(ops.kept_floats(n * static_cast<std::size_t>(l.width))), y);
-  float* logit = nullptr;
-  if (gate) {
-    logit = gate_logit_.resize(n);
-    ops.gemm(false, false, T, 1, l.hidden, 1.0f, x, l.hidden, gate, 1, 0.0f, logit, 1);
-  }
-  ops.gated_add(y, logit, T, l.hidden, out);
+  if (gated_) ops.gemm(false, false, T, 1, l.hidden, 1.0f, x, l.hidden, gate, 1, 0.0f, gate_logit_.resize(n), 1);
+}
+
+void SharedExpert::add_into(kernels::Ops& ops, std::int64_t T, std::int64_t hidden, float* out) {
+  if (T == 0) return;
+  ops.gated_add(y_.data(), gated_ ? gate_logit_.data() : nullptr, T, hidden, out);
 }
 
 void SharedExpert::backward(kernels::Ops& ops, const float* x, std::int64_t T, const float* d_out,

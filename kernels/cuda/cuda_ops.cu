@@ -36,6 +36,7 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    MOE_CHECK(Cuda, cudaEventCreateWithFlags(&downloaded_, cudaEventDisableTiming));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
     lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_, share_sms);
@@ -53,6 +54,7 @@ class CudaOps final : public Ops {
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
     for (cudaEvent_t event : marks_)
       if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
+    if (downloaded_ && cudaEventDestroy(downloaded_) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
     for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_, &split_partials_})
       release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
@@ -121,8 +123,15 @@ class CudaOps final : public Ops {
     }
     char* staged = static_cast<char*>(downloads_) + at;
     MOE_CHECK(Cuda, cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    MOE_CHECK(Cuda, cudaEventRecord(downloaded_, stream_));  // wait_for_downloads waits for this
     pending_downloads_.push_back({host_dst, staged, bytes});
     downloads_used_ = at + bytes;
+  }
+  void wait_for_downloads() override {
+    not_while_recording("a wait for the GPU");
+    if (pending_downloads_.empty()) return;
+    MOE_CHECK(Cuda, cudaEventSynchronize(downloaded_));
+    land_downloads();
   }
   void copy_from_host(void* dst, const void* host_src, std::size_t bytes) override {
     if (!bytes) return;
@@ -148,6 +157,10 @@ class CudaOps final : public Ops {
   void synchronize() override {
     not_while_recording("a wait for the GPU");
     MOE_CHECK(Cuda, cudaStreamSynchronize(stream_));
+    land_downloads();
+  }
+  // The staged downloads into their host memory, once the stream has passed them.
+  void land_downloads() {
     for (const PendingDownload& d : pending_downloads_) std::memcpy(d.host_dst, d.staged, d.bytes);
     pending_downloads_.clear();
     downloads_used_ = 0;
@@ -525,10 +538,10 @@ class CudaOps final : public Ops {
                         stream_);
   }
 
-  void column_sums(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
+  void column_sums_later(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
     auto* sums = static_cast<double*>(grow(doubles_, sizeof(double) * static_cast<std::size_t>(cols)));
     launch_column_sums(m, rows, cols, partials(rows, cols), sums, stream_);
-    copy_to_host(host_sums, sums, sizeof(double) * static_cast<std::size_t>(cols));
+    copy_to_host_later(host_sums, sums, sizeof(double) * static_cast<std::size_t>(cols));
   }
 
   void combine_backward(const float* d_dst, const float* src, std::int64_t width, std::int64_t n_out,
@@ -907,6 +920,7 @@ class CudaOps final : public Ops {
   };
   std::vector<PendingDownload> pending_downloads_;  // copy_to_host_later's, landed by synchronize()
   void* downloads_ = nullptr;                        // pinned staging for them
+  cudaEvent_t downloaded_ = nullptr;                 // recorded after each of them
   std::unique_ptr<GraphRecorder> recorder_;
   std::uint64_t frees_ = 0;  // memory_epoch(): device memory freed so far
   void not_while_recording(const char* what) const {

@@ -770,6 +770,16 @@ TEST_F(CudaOps, DownloadsQueuedLaterLandAtTheNextSynchronize) {
   gpu->copy_to_host_later(one.data(), device_arrays[3].data(), sizeof(float) * 7);
   gpu->copy_to_host(two.data(), device_arrays[3].data(), sizeof(float) * 7);
   EXPECT_EQ(one, two) << "copy_to_host lands the queued copies too";
+  // wait_for_downloads lands them too, while work queued after them (the layer's shared
+  // expert) may still run: its result is there after synchronize().
+  std::vector<float> three(7, 0.0f), four(7, 0.0f);
+  gpu->copy_to_host_later(three.data(), device_arrays[3].data(), sizeof(float) * 7);
+  for (int i = 0; i < 20; ++i) gpu->scale(device_arrays[4].data(), sizes[4], 1.0f);  // work after the copy
+  gpu->scale(device_arrays[3].data(), 7, 3.0f);
+  gpu->wait_for_downloads();
+  EXPECT_EQ(three, two) << "the value before the later scaling";
+  gpu->copy_to_host(four.data(), device_arrays[3].data(), sizeof(float) * 7);
+  for (std::size_t i = 0; i < 7; ++i) EXPECT_EQ(four[i], 3.0f * two[i]);
 }
 
 TEST_F(CudaOps, NormalStreamOnTheGpuIsTheHostsStream) {
@@ -1022,9 +1032,10 @@ TEST_F(CudaOps, ReductionsActivationBackwardAndOptimizers) {
   const std::int64_t rows = 513, cols = 70, n = rows * cols;
   const auto m = random(n, 15), z = random(n, 16), dh = random(n, 17);
   std::vector<double> sums(cols), gpu_sums(cols);
-  cpu->column_sums(m.data(), rows, cols, sums.data());
+  cpu->column_sums_later(m.data(), rows, cols, sums.data());
   Buffer<float> dm = device(m);
-  gpu->column_sums(dm.data(), rows, cols, gpu_sums.data());
+  gpu->column_sums_later(dm.data(), rows, cols, gpu_sums.data());
+  gpu->wait_for_downloads();
   for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(gpu_sums[c], sums[c], 1e-9 * rows);
   // Many chunks of rows, and as many columns as a bias gradient: the kernel's order of
   // additions is the shared column_sum's (kernels/cuda/reductions.cuh), bit for bit.
@@ -1033,7 +1044,8 @@ TEST_F(CudaOps, ReductionsActivationBackwardAndOptimizers) {
     const auto big = random(tall * wide, 25);
     Buffer<float> dbig = device(big);
     std::vector<double> got(wide);
-    gpu->column_sums(dbig.data(), tall, wide, got.data());
+    gpu->column_sums_later(dbig.data(), tall, wide, got.data());
+    gpu->synchronize();
     for (std::int64_t c = 0; c < wide; c += 7)
       EXPECT_EQ(got[c], moe::kernels::cuda::column_sum(big.data(), tall, wide, c)) << "column " << c;
   }

@@ -19,6 +19,8 @@
 #      way of launching them against one dense product (gemm_methods), and the layer with
 #      its experts padded to the most rows kept, per expert and batched (MOE_EXPERT_ROWS);
 #      and the router's thin products split over K against whole (MOE_GEMM_SPLIT_K);
+#      and the experts' first product with its bias and ReLU in cuBLASLt's epilogue
+#      against the hidden epilogue kernel (MOE_GEMM_EPILOGUE);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward and a mid bf16
@@ -215,9 +217,24 @@ section_3() {  # timings
     row "$1 $2 forward bf16: packed / padded / padded batched ms" \
         "${ms[0]:-FAILED} / ${ms[1]:-FAILED} / ${ms[2]:-FAILED}" "MOE_EXPERT_ROWS=padded, MOE_GROUPED_GEMM=batched"
   }
+  # The experts' first product with its bias and ReLU in cuBLASLt's epilogue
+  # (MOE_GEMM_EPILOGUE=1, kernels/cuda/epilogue_gemm.cuh) against the hidden epilogue
+  # kernel, same run; the ops print whether the probe let them use it (bench.log).
+  epilogue_ab() {  # epilogue_ab CONFIG KIND
+    local ms=() on verdict
+    for on in 0 1; do
+      ms+=("$(MOE_GEMM_EPILOGUE=$on timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+    done
+    verdict=$(grep "MOE_GEMM_EPILOGUE=1" "$results/bench.log" | tail -1)
+    row "$1 $2 forward bf16: hidden epilogue kernel / in cuBLASLt ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+        "${verdict:-no verdict printed}"
+  }
   gemm_methods fine
   gemm_methods deepseek
   padded_ab fine ffn
+  epilogue_ab fine ffn
+  epilogue_ab mid ffn
   if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
     bench mid ffn forward,training bf16
     bench fine ffn forward bf16

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/epilogue_gemm.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/graph_recorder.cuh"
@@ -32,6 +33,7 @@ class CudaOps final : public Ops {
   CudaOps(int device, GemmPrecision precision) : device_(device), precision_(precision) {
     const int gemm_lanes = gemm_lanes_from_environment();  // a bad value fails before anything is made
     const bool share_sms = gemm_sm_share_from_environment();
+    const bool epilogue_in_gemm = gemm_epilogue_from_environment();
     split_k_ = gemm_split_k_from_environment();
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
@@ -40,6 +42,7 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
     lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_, share_sms);
+    if (epilogue_in_gemm && precision == GemmPrecision::BF16) epilogue_ = std::make_unique<ReluEpilogueProducts>(*lanes_);
     uploads_ = std::make_unique<UploadRing>(stream_);
     recorder_ = std::make_unique<GraphRecorder>(stream_);
   }
@@ -48,6 +51,7 @@ class CudaOps final : public Ops {
     // Destructors never throw: failures are reported and the rest is still released.
     recorder_.reset();  // ends a recording left open
     if (stream_ && cudaStreamSynchronize(stream_) != cudaSuccess) std::fprintf(stderr, "moe: a stream failed\n");
+    epilogue_.reset();  // before the lanes it launches on
     lanes_.reset();
     for (auto& w : weight_cache_) release(w.bf16);
     uploads_.reset();
@@ -741,11 +745,42 @@ class CudaOps final : public Ops {
         {{x16, H, weight_operands(batch.w_in, H * GF), z16, GF, batch.b_in},
          {h16, F, weight_operands(batch.w_out, F * H), y16, H, batch.b_out}},
         2);
-    cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
-    launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
-                         keep && pre ? kept_bf16(pre, first * GF) : nullptr, h16, stream_);
+    if (relu_in_first_product(batch)) {
+      // The hidden straight from the first product's epilogue: h16's rows are the second
+      // product's A operands.
+      std::vector<const float*> b_in;
+      for (std::size_t g = 0; g + 1 < batch.row_offsets.size(); ++g)
+        if (batch.row_offsets[g + 1] > batch.row_offsets[g]) b_in.push_back(batch.b_in[g]);
+      const GroupedOperands in = t.operands(0), out = t.operands(1);
+      epilogue_->run(t.rows, static_cast<int>(F), static_cast<int>(H), in.a_host, in.b_host,
+                     const_cast<void* const*>(out.a_host), b_in.data());
+    } else {
+      cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
+      launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
+                           keep && pre ? kept_bf16(pre, first * GF) : nullptr, h16, stream_);
+    }
     cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
     return t;
+  }
+
+  // Whether the first product of this batch takes its bias and ReLU in cuBLASLt's
+  // epilogue (MOE_GEMM_EPILOGUE=1; epilogue_gemm.cuh): an inference forward of ffn
+  // experts with ReLU, once the probe has passed (it waits for the GPU, so a recording
+  // that comes first keeps the kernel). Widths that are multiples of 8 keep every
+  // expert's rows and biases 16-byte aligned, which cuBLASLt's kernels want of a bias
+  // (its heuristic is told the rows' alignment, not the bias's). The first answer is
+  // printed, with its reason.
+  bool relu_in_first_product(const ExpertBatch& batch) {
+    if (!epilogue_ || batch.keep_for_backward || batch.gated || batch.act != Act::ReLU) return false;
+    if (batch.in_dim % 8 != 0 || batch.width % 8 != 0) return false;
+    if (!epilogue_->probed()) {
+      if (recorder_->recording()) return false;
+      const bool usable = epilogue_->usable();
+      std::fprintf(stderr, "moe: MOE_GEMM_EPILOGUE=1: %s\n",
+                   usable ? "the experts' first product adds the bias and applies ReLU in cuBLASLt's epilogue"
+                          : (epilogue_->why_not() + "; the hidden epilogue kernel runs instead").c_str());
+    }
+    return epilogue_->usable();
   }
 
   void touched(const void* dst, std::size_t bytes, bool freed = false) {
@@ -910,6 +945,7 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams
+  std::unique_ptr<ReluEpilogueProducts> epilogue_;  // MOE_GEMM_EPILOGUE=1 in bf16: the trial
   std::vector<CachedWeights> weight_cache_;
   std::unordered_map<void*, std::size_t> sizes_;  // of every allocation, to invalidate on free
   std::unique_ptr<UploadRing> uploads_;

@@ -25,18 +25,9 @@ constexpr int kDefaultGemmLanes = 4, kMaxGemmLanes = 8;
 // which the tool reads; initcheck's reports are then reads of memory nothing wrote.
 // Without a tool attached the call returns at once.
 void mark_written(cublasHandle_t handle, const void* c, std::size_t bytes) {
-  static const nvtxDomainHandle_t domain = nvtxDomainCreateA("moe");
   cudaStream_t stream = nullptr;
   MOE_CHECK(Cublas, cublasGetStream(handle, &stream));
-  nvtxMemVirtualRangeDesc_t range{bytes, c};
-  nvtxMemMarkInitializedBatch_t batch{};
-  batch.extCompatID = NVTX_EXT_COMPATID_MEM;
-  batch.structSize = sizeof(batch);
-  batch.regionType = NVTX_MEM_TYPE_VIRTUAL_ADDRESS;
-  batch.regionDescCount = 1;
-  batch.regionDescElementSize = sizeof(range);
-  batch.regionDescElements = &range;
-  nvtxMemCudaMarkInitialized(domain, stream, 0, &batch);
+  mark_written_on(stream, c, bytes);
 }
 
 // The bytes of a row-major rows × cols matrix of `element` bytes with leading dimension ld.
@@ -66,6 +57,24 @@ __global__ void split_k_sum_kernel(const float* partials, int slices, std::int64
 }
 
 }  // namespace
+
+void mark_written_on(cudaStream_t stream, const void* c, std::size_t bytes) {
+  static const nvtxDomainHandle_t domain = nvtxDomainCreateA("moe");
+  nvtxMemVirtualRangeDesc_t range{bytes, c};
+  nvtxMemMarkInitializedBatch_t batch{};
+  batch.extCompatID = NVTX_EXT_COMPATID_MEM;
+  batch.structSize = sizeof(batch);
+  batch.regionType = NVTX_MEM_TYPE_VIRTUAL_ADDRESS;
+  batch.regionDescCount = 1;
+  batch.regionDescElementSize = sizeof(range);
+  batch.regionDescElements = &range;
+  nvtxMemCudaMarkInitialized(domain, stream, 0, &batch);
+}
+
+bool gemm_epilogue_from_environment() {
+  return switch_from_environment("MOE_GEMM_EPILOGUE", false, "CudaOps",
+                                 "the experts' first product adds the bias and applies ReLU in cuBLASLt's epilogue");
+}
 
 int gemm_lanes_from_environment() {
   const char* asked = std::getenv("MOE_GEMM_STREAMS");

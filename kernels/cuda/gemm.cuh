@@ -4,6 +4,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -23,6 +24,16 @@ void gemm(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool tra
 void gemm_split_k(cublasHandle_t handle, GemmPrecision precision, bool trans_a, bool trans_b, std::int64_t m,
                   std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda, const float* b,
                   std::int64_t ldb, float beta, float* c, std::int64_t ldc, int slices, float* partials);
+
+// Marks `bytes` from c as written by the work queued on `stream` so far, for
+// compute-sanitizer's initcheck, which does not see what cuBLAS's kernels write (every
+// product's output is marked; gemm.cu says how this was found).
+void mark_written_on(cudaStream_t stream, const void* c, std::size_t bytes);
+
+// MOE_GEMM_EPILOGUE=1: the experts' first product adds the bias and applies ReLU in
+// cuBLASLt's epilogue (epilogue_gemm.cuh; a trial); 0 or unset: not; anything else is an
+// error naming it.
+bool gemm_epilogue_from_environment();
 
 // MOE_GEMM_SPLIT_K=0 turns the split off (for measuring it, or should it misbehave);
 // 1 or unset: on; anything else is an error naming it.

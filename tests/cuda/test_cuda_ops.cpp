@@ -502,6 +502,79 @@ TEST_F(CudaOps, GatherExpertFfnCombineIsTheFfnThenTheCombine) {
       }
 }
 
+TEST_F(CudaOps, ReluAndBiasInTheFirstProductsEpilogueAsTheKernelComputesThem) {
+  // MOE_GEMM_EPILOGUE=1 (epilogue_gemm.cuh): a bf16 inference forward of ReLU ffn experts
+  // takes its first product's bias and ReLU in cuBLASLt's epilogue, once its probe has
+  // passed (the ops print which; without it the kernel runs and this compares it with
+  // itself). Against the ops without it: the hidden is relu(x·W + b) rounded to bf16
+  // once where the kernel rounds x·W first, so 1e-2 normwise; a NaN in a token row
+  // reaches the same output elements either way (moe's ReLU passes NaN through); a
+  // training forward (kept rows) and a glu or GELU batch never take it: the same bits.
+  // Row offsets from a group's start at 64 and 96 columns leave rows 128- and 64-byte
+  // aligned, below cuBLASLt's default assumption of 256. An empty expert, and experts
+  // with and without an input bias.
+  const std::vector<std::int64_t> offsets = {0, 40, 40, 97, 130};
+  const std::int64_t T = 90, rows = offsets.back(), n_out = T;
+  const std::size_t groups = offsets.size() - 1;
+  std::vector<std::int32_t> gather(static_cast<std::size_t>(rows)), entry_offsets = {0}, sources;
+  std::vector<float> weights;
+  for (std::int64_t r = 0; r < rows; ++r) gather[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 37) % T);
+  for (std::int64_t t = 0; t < n_out; ++t) {  // output row t sums the grouped rows that read token t
+    for (std::int64_t r = 0; r < rows; ++r)
+      if (gather[static_cast<std::size_t>(r)] == t)
+        sources.push_back(static_cast<std::int32_t>(r)), weights.push_back(0.3f + 0.01f * static_cast<float>(r % 7));
+    entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
+  }
+  ::setenv("MOE_GEMM_EPILOGUE", "1", 1);
+  auto with = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  ::unsetenv("MOE_GEMM_EPILOGUE");
+  auto without = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  for (const std::int64_t H : {64, 96})
+    for (const Act act : {Act::ReLU, Act::GELU})
+      for (const bool gated : {false, true})
+        for (const bool keep : {false, true}) {
+          const std::int64_t F = 96;
+          SCOPED_TRACE(::testing::Message() << "H=" << H << " act " << int(act) << (gated ? " glu" : " ffn")
+                                            << (keep ? " keep" : ""));
+          std::vector<float> src = random(T * H, 101);
+          src[static_cast<std::size_t>(7 * H + 3)] = std::nanf("");  // token 7
+          auto run = [&](moe::kernels::Ops& ops) {
+            const std::int64_t GF = gated ? 2 * F : F;
+            Buffer<float> dsrc = device(src, &ops), dw_in = device(random(groups * H * GF, 102, 0.2), &ops),
+                          db_in = device(random(groups * GF, 103, 0.5), &ops),
+                          dw_out = device(random(groups * F * H, 104, 0.2), &ops),
+                          db_out = device(random(groups * H, 105, 0.5), &ops), dweights = device(weights, &ops),
+                          gathered = device_zeros<float>(rows * H, &ops), pre = device_zeros<float>(rows * GF, &ops),
+                          hidden = device_zeros<float>(rows * F, &ops), out = device_zeros<float>(rows * H, &ops),
+                          combined = device_zeros<float>(n_out * H, &ops);
+            Buffer<std::int32_t> drows = device(gather, &ops), doffsets = device(entry_offsets, &ops),
+                                 dsources = device(sources, &ops);
+            moe::kernels::ExpertBatch batch;
+            batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.act = act, batch.gated = gated;
+            batch.keep_for_backward = keep;
+            moe::testing::point_at_experts(batch, groups, dw_in.data(), dw_out.data(), db_in.data(), db_out.data());
+            batch.b_in[3] = nullptr;  // an expert without an input bias
+            ops.gather_expert_ffn_combine(dsrc.data(), drows.data(), gathered.data(), batch, pre.data(), hidden.data(),
+                                          out.data(),
+                                          {n_out, doffsets.data(), dsources.data(), dweights.data(), combined.data()});
+            return combined.download();
+          };
+          std::vector<float> got = run(*with), want = run(*without);
+          if (keep || gated || act != Act::ReLU) {
+            EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << "not the epilogue's case";
+            continue;
+          }
+          std::int64_t nans = 0;
+          for (std::size_t i = 0; i < got.size(); ++i) {
+            ASSERT_EQ(std::isnan(got[i]), std::isnan(want[i])) << "element " << i;
+            if (std::isnan(got[i])) got[i] = want[i] = 0.0f, ++nans;
+          }
+          EXPECT_EQ(nans, H) << "token 7's output row, and only it, is NaN";
+          EXPECT_LE(relative_error(got.data(), want.data(), n_out * H), 1e-2);
+        }
+  expect_environment_error("MOE_GEMM_EPILOGUE", "on");
+}
+
 TEST_F(CudaOps, ExpertBackwardOnTheLanesEqualsTheBackwardPerGroup) {
   // The CUDA override of expert_ffn_backward (the element-wise work and the bias sums
   // one pass each over every group, the groups' products on the GEMM lanes: three

@@ -231,11 +231,11 @@ class Ops {
   // [rows, H] = ∂L/∂out, accumulates each group's parameter gradients into grads and
   // writes dx [rows, H] = ∂L/∂x, which may alias dy. d_hidden [rows, F] and, gated,
   // d_pre [rows, 2F] are scratch; d_pre may be null where !needs_pre_gradient_scratch().
-  // The default runs each group's products and
-  // element-wise backward, groups at once through for_each_concurrently from 16 groups
-  // on (largest first); CUDA runs the element-wise backward and the bias sums over every
-  // group at once and the groups' products on its GEMM lanes, in bf16 on the kept bf16
-  // rows, with ∂L/∂y converted once and ∂L/∂z written in bf16.
+  // The default runs each group's products and element-wise backward, groups at once
+  // through for_each_concurrently from 16 groups on (largest first); CUDA runs the
+  // element-wise backward and the bias sums over every group at once and the groups'
+  // products on its GEMM lanes, in bf16 on the kept bf16 rows, with ∂L/∂y converted
+  // once and ∂L/∂z written in bf16.
   virtual void expert_ffn_backward(const ExpertBatch& batch, const float* pre, const float* hidden, float* dy,
                                    const ExpertBatchGradients& grads, float* d_hidden, float* d_pre, float* dx);
   // Whether a gated expert_ffn_backward needs its float32 d_pre: not in the kept bf16

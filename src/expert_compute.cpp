@@ -139,7 +139,9 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
   const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
   float* d_grouped = ws.d_grouped.resize(A * static_cast<std::size_t>(H));
   float* d_hidden = ws.d_hidden.resize(A * static_cast<std::size_t>(F));
-  float* d_pre = is_glu(layout) && ops.needs_pre_gradient_scratch() ? ws.d_pre.resize(A * static_cast<std::size_t>(GF)) : nullptr;
+  float* d_pre = is_glu(layout) && ops.needs_pre_gradient_scratch()
+                     ? ws.d_pre.resize(A * static_cast<std::size_t>(GF))
+                     : nullptr;
 
   kernels::ExpertBatch batch = expert_batch(layout, activation, ws.grouped_in.data(), rows.expert_offsets);
   batch.x_kept = true;  // the rows run_experts gathered for this backward

@@ -38,9 +38,11 @@ void SharedExpert::backward(kernels::Ops& ops, const float* x, std::int64_t T, c
   float* d_logit = gate ? d_gate_logit_.resize(n) : nullptr;
   ops.gated_add_backward(d_out, y_.data(), gate ? gate_logit_.data() : nullptr, T, H, d_y, d_logit);
   float* d_x = d_x_.resize(n * static_cast<std::size_t>(H));
+  float* d_pre = l.kind == ExpertKind::GLU && ops.needs_pre_gradient_scratch()
+                     ? d_pre_.resize(n * static_cast<std::size_t>(l.in_width))
+                     : nullptr;
   expert_backward(ops, x, pre_.data(), hidden_.data(), T, d_y, expert.params(0), expert_grads.grads(0), l, activation,
-                  d_hidden_.resize(n * static_cast<std::size_t>(l.width)),
-                  l.kind == ExpertKind::GLU && ops.needs_pre_gradient_scratch() ? d_pre_.resize(n * static_cast<std::size_t>(l.in_width)) : nullptr, d_x);
+                  d_hidden_.resize(n * static_cast<std::size_t>(l.width)), d_pre, d_x);
   ops.add(dx, d_x, T * H);
   if (gate) {
     // logit_t = x_t · w_s: ∂w_s += Σ_t x_t ∂logit_t, and ∂x_t += ∂logit_t · w_s.

@@ -205,8 +205,7 @@ class CpuOps final : public Ops {
     for (std::int64_t i = 0; i < n; ++i) dst[positions[i]] = values[i];
   }
 
-  void column_sums_later(const float* m, std::int64_t rows, std::int64_t cols,
-                   double* host_sums) override {
+  void column_sums_later(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
     // Fixed chunks summed in chunk order: the same bits whatever the thread count.
     constexpr std::int64_t kChunk = 1024;
     const std::int64_t chunks = (rows + kChunk - 1) / kChunk;

@@ -42,7 +42,8 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
     lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_, share_sms);
-    if (epilogue_in_gemm && precision == GemmPrecision::BF16) epilogue_ = std::make_unique<ReluEpilogueProducts>(*lanes_);
+    if (epilogue_in_gemm && precision == GemmPrecision::BF16)
+      epilogue_ = std::make_unique<ReluEpilogueProducts>(*lanes_);
     uploads_ = std::make_unique<UploadRing>(stream_);
     recorder_ = std::make_unique<GraphRecorder>(stream_);
   }
@@ -58,7 +59,8 @@ class CudaOps final : public Ops {
     if (downloads_ && cudaFreeHost(downloads_) != cudaSuccess) std::fprintf(stderr, "moe: cudaFreeHost failed\n");
     for (cudaEvent_t event : marks_)
       if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
-    if (downloaded_ && cudaEventDestroy(downloaded_) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
+    if (downloaded_ && cudaEventDestroy(downloaded_) != cudaSuccess)
+      std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
     for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_, &split_partials_})
       release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");

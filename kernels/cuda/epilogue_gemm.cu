@@ -80,7 +80,8 @@ ReluEpilogueProducts::~ReluEpilogueProducts() {
   if (cudaDeviceSynchronize() != cudaSuccess) std::fprintf(stderr, "moe: a GEMM stream failed\n");
   for (void* w : workspaces_)
     if (w && cudaFree(w) != cudaSuccess) std::fprintf(stderr, "moe: cudaFree failed\n");
-  if (handle_ && cublasLtDestroy(handle_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasLtDestroy failed\n");
+  if (handle_ && cublasLtDestroy(handle_) != CUBLAS_STATUS_SUCCESS)
+    std::fprintf(stderr, "moe: cublasLtDestroy failed\n");
 }
 
 cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspace, int rows, int n, int k,
@@ -91,8 +92,8 @@ cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspac
   Descriptors desc;
   MOE_LT_TRY(cublasLtMatmulDescCreate(&desc.matmul, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t no_transpose = CUBLAS_OP_N;
-  MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_TRANSA, &no_transpose, sizeof no_transpose));
-  MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_TRANSB, &no_transpose, sizeof no_transpose));
+  for (const auto attribute : {CUBLASLT_MATMUL_DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSB})
+    MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, attribute, &no_transpose, sizeof no_transpose));
   const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
   MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
   if (bias) {
@@ -118,8 +119,9 @@ cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspac
     const std::uint32_t least = static_cast<std::uint32_t>(alignment);
     MOE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                     &workspace_bytes, sizeof workspace_bytes));
-    for (const auto attribute : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                 CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    for (const auto attribute :
+         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+          CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
       MOE_LT_TRY(cublasLtMatmulPreferenceSetAttribute(desc.preference, attribute, &least, sizeof least));
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
@@ -204,7 +206,8 @@ void ReluEpilogueProducts::probe() {
       const float got = bf16_value(h[r * n + j]);
       if (r == nan_row) {
         if (!std::isnan(got)) {
-          why_not_ = "cuBLASLt's ReLU epilogue turns NaN into " + std::to_string(got) + "; moe's ReLU passes NaN through";
+          why_not_ = "cuBLASLt's ReLU epilogue turns NaN into " + std::to_string(got) +
+                     "; moe's ReLU passes NaN through";
           return;
         }
         continue;

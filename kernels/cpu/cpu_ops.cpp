@@ -288,7 +288,7 @@ class CpuOps final : public Ops {
   }
 
   double sum_squares(const float* x, std::int64_t n) override {
-    // Fixed chunks summed in chunk order, as column_sums.
+    // Fixed chunks summed in chunk order, as column_sums_later.
     constexpr std::int64_t kChunk = 1 << 16;
     const std::int64_t chunks = (n + kChunk - 1) / kChunk;
     std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);

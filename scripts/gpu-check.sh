@@ -20,7 +20,8 @@
 #      its experts padded to the most rows kept, per expert and batched (MOE_EXPERT_ROWS);
 #      and the router's thin products split over K against whole (MOE_GEMM_SPLIT_K);
 #      and the experts' first product with its bias and ReLU in cuBLASLt's epilogue
-#      against the hidden epilogue kernel (MOE_GEMM_EPILOGUE);
+#      against the hidden epilogue kernel (MOE_GEMM_EPILOGUE); and the shared expert
+#      during the wait for the routing against after the routed experts (MOE_SHARED_EXPERT);
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward and a mid bf16
@@ -230,11 +231,24 @@ section_3() {  # timings
     row "$1 $2 forward bf16: hidden epilogue kernel / in cuBLASLt ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
         "${verdict:-no verdict printed}"
   }
+  # The shared expert after the routed experts (MOE_SHARED_EXPERT=late, the order before
+  # 2026-11-27's eighth session) against during the host's wait for the routing (early,
+  # the default), same run, at the DeepSeek-like config (shared expert 2 048 wide).
+  shared_ab() {  # shared_ab CONFIG KIND
+    local ms=() order
+    for order in late early; do
+      ms+=("$(MOE_SHARED_EXPERT=$order timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
+                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
+    done
+    row "$1 $2 forward bf16: shared expert late / early ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
+        "MOE_SHARED_EXPERT=late / default"
+  }
   gemm_methods fine
   gemm_methods deepseek
   padded_ab fine ffn
   epilogue_ab fine ffn
   epilogue_ab mid ffn
+  shared_ab deepseek glu
   if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
     bench mid ffn forward,training bf16
     bench fine ffn forward bf16

@@ -183,6 +183,7 @@ struct MoELayer::Impl {
                     "capacity-padded plan is made by the plan steps)");
       plan_where_routed_choice = plan_where_routed_choice || options.static_shapes;
       pad_experts_to_most = expert_rows_choice(forced);
+      shared_expert_early = shared_expert_order_choice();
       plan_where_routed_choice = plan_where_routed_choice || pad_experts_to_most;
     });
     check_same_on_every_rank(*comm, config, seed, options);
@@ -305,6 +306,19 @@ struct MoELayer::Impl {
   bool exchange_plan_where_routed = false;  // P > 1: TokenExchange::plan_where_routed
   bool plan_where_routed_choice = false;    // P = 1: plan_where_routed below
   bool pad_experts_to_most = false;         // MOE_EXPERT_ROWS=padded (below)
+  bool shared_expert_early = true;          // MOE_SHARED_EXPERT (below)
+
+  // MOE_SHARED_EXPERT=early (the default, or unset) queues the shared expert during the
+  // host's wait for the routing (compute_forward); late, after the routed experts, as
+  // before, for measuring the two in one run. The output's bits are the same.
+  static bool shared_expert_order_choice() {
+    const char* asked = std::getenv("MOE_SHARED_EXPERT");
+    if (!asked || !*asked) return true;
+    const std::string choice = asked;
+    MOE_CHECK_ARG(choice == "early" || choice == "late", "MoELayer", "MOE_SHARED_EXPERT = '", choice,
+                  "'; expected early (during the wait for the routing), late (after the routed experts) or unset");
+    return choice == "early";
+  }
 
   // MOE_EXPERT_ROWS=padded (a trial, docs/design.md §4b; packed or unset: the default):
   // on one rank, each forward pads every expert to the most rows any expert kept when
@@ -423,16 +437,16 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   // device runs it while the host waits for them and plans (docs/design.md §4b), where
   // it would otherwise sit idle through that round trip. Its sum into the output comes
   // after the routed experts' combine, as before, so the output's bits are unchanged.
-  const bool has_shared = config.shared_expert_dim > 0;
+  const bool has_shared = config.shared_expert_dim > 0, shared_early = has_shared && shared_expert_early;
   std::function<void()> shared_meanwhile;
-  if (has_shared)
+  if (shared_early)
     shared_meanwhile = [&] {
       clock.lap(times.route);
       shared.compute(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation);
       clock.lap(times.shared_expert);
     };
   finish_routing(*ops, tokens, config, router, routing, shared_meanwhile);
-  if (!has_shared) clock.lap(times.route);
+  if (!shared_early) clock.lap(times.route);
   DispatchPlan plan;  // the host plan, when the plan was not made where the routing lives
   if (!planned_where_routed && !exchange_planned) {
     plan = make_dispatch_plan(routing.indices.data(), tokens, config);
@@ -471,6 +485,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     exchange->count_traffic(stats);
   }
   if (has_shared) {
+    if (!shared_early) shared.compute(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation);
     shared.add_into(*ops, tokens, config.hidden_dim, output);
     clock.lap(times.shared_expert);
   }

@@ -317,6 +317,41 @@ TEST(PlanStepsInTheLayer, GiveTheHostPlansBits) {
   }
 }
 
+// The shared expert queued during the wait for the routing (MOE_SHARED_EXPERT=early, the
+// default) or after the routed experts (late): the same bits, forward and backward,
+// with the shared gate and without, with either plan; an unknown order is an error
+// naming it.
+TEST(SharedExpertOrder, EarlyOrLateGivesTheSameBits) {
+  struct Order {
+    explicit Order(const char* value) { setenv("MOE_SHARED_EXPERT", value, 1); }
+    ~Order() { unsetenv("MOE_SHARED_EXPERT"); }
+  };
+  moe::MOEConfig gated = deepseek_like();
+  gated.router = moe::RouterKind::Softmax, gated.n_group = 1, gated.topk_group = 1;
+  gated.shared_gate = true;  // Qwen2-MoE's
+  for (const moe::MOEConfig& config : {deepseek_like(), gated})
+    for (const char* plan : {"host", "steps"}) {
+      SCOPED_TRACE(::testing::Message() << config.to_string() << " plan " << plan);
+      LayerRun early, late;
+      {
+        const Order order("early");
+        early = run_layer(config, plan, 300);
+      }
+      {
+        const Order order("late");
+        late = run_layer(config, plan, 300);
+      }
+      expect_same(early.forward.output, late.forward.output, "output");
+      expect_same(early.dx, late.dx, "dx");
+      expect_same(early.gate_grad, late.gate_grad, "gate gradient");
+      expect_same(early.shared_grad, late.shared_grad, "shared expert gradient");
+      EXPECT_GT(early.forward.stats.times.shared_expert, 0.0);
+    }
+  const Order bad("first");
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  EXPECT_MOE_ERROR(moe::MoELayer(deepseek_like(), *comm, 1), "MOE_SHARED_EXPERT = 'first'", "expected early");
+}
+
 void expect_close(const moe::Tensor<float>& a, const moe::Tensor<float>& b, const char* what) {
   ASSERT_EQ(a.shape(), b.shape()) << what;
   EXPECT_LE(moe::testing::relative_error(a.data(), b.data(), a.numel()), 1e-6) << what;

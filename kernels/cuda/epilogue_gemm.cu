@@ -128,6 +128,7 @@ cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspac
     MOE_LT_TRY(cublasLtMatmulAlgoGetHeuristic(handle_, desc.matmul, desc.a, desc.b, desc.d, desc.d, desc.preference, 1,
                                               &result, &returned));
     if (returned == 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (result.state != CUBLAS_STATUS_SUCCESS) return result.state;
     found = algorithms_.emplace(shape, result.algo).first;
   }
   const float one = 1.0f, zero = 0.0f;

@@ -454,8 +454,6 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   }
   clock.lap(times.plan);
 
-  result.aux_loss = static_cast<float>(routing.aux_loss);
-  result.z_loss = static_cast<float>(routing.z_loss);
   ForwardStats& stats = result.stats;
   stats.dropped = tokens * config.top_k;
   for (std::int64_t kept : kept_per_expert) stats.dropped -= kept;
@@ -489,6 +487,11 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     shared.add_into(*ops, tokens, config.hidden_dim, output);
     clock.lap(times.shared_expert);
   }
+  // The host's sums over the routing, while the device runs what is queued above (on
+  // one rank: the experts, the combine, the shared expert's sum).
+  routing_losses(config, routing);
+  result.aux_loss = static_cast<float>(routing.aux_loss);
+  result.z_loss = static_cast<float>(routing.z_loss);
 
   // One all-reduce for the kept and the chosen assignments per expert.
   std::vector<std::int64_t> counts = kept_per_expert;

@@ -38,18 +38,22 @@ void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& con
   routing.tokens = tokens;
   routing.indices.resize(T * static_cast<std::size_t>(k));
   routing.weights.resize(T * static_cast<std::size_t>(k));
-  std::vector<float> host_lse(T);
+  routing.lse.resize(T);
   ops.copy_to_host_later(routing.indices.data(), buffers.indices.data(), sizeof(std::int32_t) * routing.indices.size());
   ops.copy_to_host_later(routing.weights.data(), buffers.weights.data(), sizeof(float) * routing.weights.size());
-  ops.copy_to_host_later(host_lse.data(), buffers.lse.data(), sizeof(float) * T);
+  ops.copy_to_host_later(routing.lse.data(), buffers.lse.data(), sizeof(float) * T);
   routing.prob_sums.assign(static_cast<std::size_t>(E), 0.0);
   ops.column_sums_later(buffers.probs.data(), tokens, E, routing.prob_sums.data());
   if (meanwhile) meanwhile();
   ops.wait_for_downloads();
-  routing.assignments_per_expert = count_per_expert(routing.indices.data(), tokens * k, E);
+}
+
+void routing_losses(const MOEConfig& config, Routing& routing) {
+  const std::int64_t tokens = routing.tokens, k = config.top_k;
+  routing.assignments_per_expert = count_per_expert(routing.indices.data(), tokens * k, config.num_experts);
   routing.aux_loss = load_balancing_loss(routing.prob_sums, routing.assignments_per_expert, tokens, k);
   routing.z_loss = 0.0;
-  for (float v : host_lse) routing.z_loss += double(v) * double(v);
+  for (float v : routing.lse) routing.z_loss += double(v) * double(v);
   if (tokens > 0) routing.z_loss /= static_cast<double>(tokens);
 }
 
@@ -57,6 +61,7 @@ void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const 
                   const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing) {
   launch_routing(ops, x, tokens, gate_weights, expert_bias, config, buffers);
   finish_routing(ops, tokens, config, buffers, routing);
+  routing_losses(config, routing);
 }
 
 void router_backward(kernels::Ops& ops, const float* x, const float* gate_weights, const MOEConfig& config,

@@ -31,6 +31,7 @@ struct Routing {
   std::int64_t tokens = 0;
   std::vector<std::int32_t> indices;  // [T·k], host
   std::vector<float> weights;         // [T·k], host
+  std::vector<float> lse;             // [T], host: log Σ exp(logits) per token
   std::vector<double> prob_sums;      // [E]: Σ_t probs[t, e]
   std::vector<std::int64_t> assignments_per_expert;  // [E]: top-k choices before any drop
   double aux_loss = 0.0;
@@ -51,6 +52,11 @@ void launch_routing(kernels::Ops& ops, const float* x, std::int64_t tokens, cons
                     const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers);
 void finish_routing(kernels::Ops& ops, std::int64_t tokens, const MOEConfig& config, RouterBuffers& buffers,
                     Routing& routing, const std::function<void()>& meanwhile = nullptr);
+// The host's sums over what finish_routing brought back: the choices per expert, the
+// aux loss and the z-loss. Apart from finish_routing so that the layer queues its
+// experts first and the device runs them while the host counts (T·k choices: 65 536 a
+// forward at the fine-grained config). route_tokens runs all three.
+void routing_losses(const MOEConfig& config, Routing& routing);
 void route_tokens(kernels::Ops& ops, const float* x, std::int64_t tokens, const float* gate_weights,
                   const float* expert_bias, const MOEConfig& config, RouterBuffers& buffers, Routing& routing);
 

@@ -218,37 +218,38 @@ section_3() {  # timings
     row "$1 $2 forward bf16: packed / padded / padded batched ms" \
         "${ms[0]:-FAILED} / ${ms[1]:-FAILED} / ${ms[2]:-FAILED}" "MOE_EXPERT_ROWS=padded, MOE_GROUPED_GEMM=batched"
   }
+  # One row of the layer's ms under each value of one switch, same run:
+  # env_ab LABEL VARIABLE "VALUES" CONFIG KIND MODE [NOTE]; the row reads
+  # "CONFIG KIND MODE bf16: LABEL ms" with the values' times joined by " / ".
+  env_ab() {
+    local label=$1 variable=$2 values=$3 config=$4 kind=$5 mode=$6 note=${7:-} value times=""
+    for value in $values; do
+      local ms
+      ms=$(env "$variable=$value" timeout 90 "$bin/gpu_bench" --config "$config" --kind "$kind" --mode "$mode" \
+             --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)
+      times+="${times:+ / }${ms:-FAILED}"
+    done
+    row "$config $kind $mode bf16: $label ms" "$times" "$note"
+  }
   # The experts' first product with its bias and ReLU in cuBLASLt's epilogue
   # (MOE_GEMM_EPILOGUE=1, kernels/cuda/epilogue_gemm.cuh) against the hidden epilogue
-  # kernel, same run; the ops print whether the probe let them use it (bench.log).
+  # kernel; the ops print whether the probe let them use it (bench.log).
   epilogue_ab() {  # epilogue_ab CONFIG KIND
-    local ms=() on verdict
-    for on in 0 1; do
-      ms+=("$(MOE_GEMM_EPILOGUE=$on timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
-                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-    done
+    env_ab "hidden epilogue kernel / in cuBLASLt" MOE_GEMM_EPILOGUE "0 1" "$1" "$2" forward
+    local verdict
     verdict=$(grep "MOE_GEMM_EPILOGUE=1" "$results/bench.log" | tail -1)
-    row "$1 $2 forward bf16: hidden epilogue kernel / in cuBLASLt ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-        "${verdict:-no verdict printed}"
-  }
-  # The shared expert after the routed experts (MOE_SHARED_EXPERT=late, the order before
-  # 2026-11-27's eighth session) against during the host's wait for the routing (early,
-  # the default), same run, at the DeepSeek-like config (shared expert 2 048 wide).
-  shared_ab() {  # shared_ab CONFIG KIND
-    local ms=() order
-    for order in late early; do
-      ms+=("$(MOE_SHARED_EXPERT=$order timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
-                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-    done
-    row "$1 $2 forward bf16: shared expert late / early ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-        "MOE_SHARED_EXPERT=late / default"
+    rows[-1]+="${verdict:-no verdict printed}"
   }
   gemm_methods fine
   gemm_methods deepseek
   padded_ab fine ffn
   epilogue_ab fine ffn
   epilogue_ab mid ffn
-  shared_ab deepseek glu
+  # The shared expert after the routed experts (MOE_SHARED_EXPERT=late, the order before
+  # 2026-11-27's eighth session) against during the host's wait for the routing (early,
+  # the default), at the DeepSeek-like config (shared expert 2 048 wide).
+  env_ab "shared expert late / early" MOE_SHARED_EXPERT "late early" deepseek glu forward \
+    "MOE_SHARED_EXPERT=late / default"
   if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
     bench mid ffn forward,training bf16
     bench fine ffn forward bf16
@@ -268,32 +269,17 @@ section_3() {  # timings
   # The single-rank plan as kernels (the default) against the host plan, same run: what
   # planning where the routing lives saves a forward. (One round each: checks 1–3 ran
   # two, and the rounds agreed.)
-  plan_ab() {  # plan_ab CONFIG KIND
-    local ms=()
-    for choice in host steps; do
-      ms+=("$(MOE_SINGLE_RANK_PLAN=$choice timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode forward \
-                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-    done
-    row "$1 $2 forward bf16: host plan / plan steps ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" ""
-  }
-  plan_ab mid ffn
-  plan_ab fine ffn
+  env_ab "host plan / plan steps" MOE_SINGLE_RANK_PLAN "host steps" mid ffn forward
+  env_ab "host plan / plan steps" MOE_SINGLE_RANK_PLAN "host steps" fine ffn forward
 
   # The router's thin products split over K (the default; kernels/cuda/split_k.cuh)
   # against whole (MOE_GEMM_SPLIT_K=0), same run: the logits at DeepSeek-like (32 tiles
   # of output over K = 7 168) and, in training, also the gate's gradient at fine (16
   # tiles over K = 8 192).
-  split_ab() {  # split_ab CONFIG KIND MODE
-    local ms=() split
-    for split in 0 1; do
-      ms+=("$(MOE_GEMM_SPLIT_K=$split timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --mode "$3" \
-                --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)")
-    done
-    row "$1 $2 $3 bf16: router products whole / split over K ms" "${ms[0]:-FAILED} / ${ms[1]:-FAILED}" \
-        "MOE_GEMM_SPLIT_K=0 / default"
-  }
-  split_ab deepseek glu forward
-  split_ab fine ffn training
+  env_ab "router products whole / split over K" MOE_GEMM_SPLIT_K "0 1" deepseek glu forward \
+    "MOE_GEMM_SPLIT_K=0 / default"
+  env_ab "router products whole / split over K" MOE_GEMM_SPLIT_K "0 1" fine ffn training \
+    "MOE_GEMM_SPLIT_K=0 / default"
   gemm_methods mid
   gemm_methods mixtral
   padded_ab deepseek glu

@@ -10,7 +10,8 @@
 //             [--kind ffn|glu] [--router softmax|sigmoid --groups N --topk-groups N] [--shared F_s]
 //             [--precision fp32|tf32|bf16] [--mode forward|training|step|async|graph] [--reps N] [--header]
 // async = forward_async (no host results, so no wait); graph = forward_async recorded once
-// as a CUDA graph and replayed (both need --static-shapes).
+// as a CUDA graph and replayed (both need --static-shapes, or a dropless bf16 layer: no
+// --capacity-factor).
 // step = a training step as `moe train` takes it, less the data and the teacher: zero_grad,
 // forward, backward, clip_grad_norm (1.0), AdamW (its dense baseline is training's).
 // --capacity-factor CF drops past the capacity instead (the dense products still do the
@@ -176,7 +177,8 @@ int run(int argc, char** argv) {
   app.add_option("--mode", modes,
                  "forward, training (forward + backward), step (training + gradient clipping + AdamW), "
                  "async (forward_async: no host results, no wait), graph (forward_async captured once and "
-                 "replayed; async and graph need --static-shapes), or several (forward,training): one line each")
+                 "replayed; async and graph need --static-shapes, or a dropless bf16 layer), or several "
+                 "(forward,training): one line each")
       ->delimiter(',')
       ->check(CLI::IsMember({"forward", "training", "step", "async", "graph"}));
   app.add_option("--reps", reps);

@@ -1,28 +1,34 @@
 // Small-batch inference (a decoding step's tokens) on one GPU, recorded once as a CUDA
 // graph and replayed: capacity-padded experts (LayerOptions::static_shapes) make every
 // shape a function of the token count, so the forward needs no wait and can be
-// recorded. Each replay reads whatever the input buffer holds then.
-//   build/examples/decode_with_cuda_graph        (exits 77, saying why, without a GPU)
+// recorded. Each replay reads whatever the input buffer holds then. With --dropless the
+// layer has no capacity instead (drop_tokens = false, bf16): its experts' products read
+// their row counts on the GPU, so it records without padding and drops no token (not
+// yet run on a GPU, 2026-11-27).
+//   build/examples/decode_with_cuda_graph [--dropless]   (exits 77, saying why, without a GPU)
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <moe/layer.hpp>
 
-int main() {
+int main(int argc, char** argv) {
+  const bool dropless = argc > 1 && std::string(argv[1]) == "--dropless";
   if (moe::cuda_device_count() == 0) {
     std::printf("decode_with_cuda_graph: no CUDA device; nothing to record\n");
     return 77;
   }
   auto comm = moe::make_communicator(moe::CommBackend::Local);
-  const moe::MOEConfig config(/*num_experts=*/8, /*top_k=*/2, /*hidden_dim=*/1024, /*expert_dim=*/4096);
+  moe::MOEConfig config(/*num_experts=*/8, /*top_k=*/2, /*hidden_dim=*/1024, /*expert_dim=*/4096);
+  config.drop_tokens = !dropless;
   moe::LayerOptions options;
   options.device = moe::Device::CUDA;
   options.precision = moe::Precision::BF16;
-  options.static_shapes = true;
+  options.static_shapes = !dropless;
   moe::MoELayer layer(config, *comm, /*seed=*/42, options);
 
   const std::int64_t tokens = 32;  // one decoding step of a batch of 32 sequences

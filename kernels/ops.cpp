@@ -127,6 +127,16 @@ void Ops::expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
   gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+void Ops::gather_expert_ffn_combine_resident(const float* src, const std::int32_t* rows_of, std::int64_t /*rows*/,
+                                             const std::int64_t* offsets, std::int64_t /*max_group_rows*/,
+                                             float* gathered, const ExpertBatch& batch, float* pre, float* hidden,
+                                             float* out, const CombineInto& into) {
+  ExpertBatch on_host = batch;
+  on_host.row_offsets.assign(batch.w_in.size() + 1, 0);
+  copy_to_host(on_host.row_offsets.data(), offsets, sizeof(std::int64_t) * on_host.row_offsets.size());
+  gather_expert_ffn_combine(src, rows_of, gathered, on_host, pre, hidden, out, into);
+}
+
 void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
                            std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert,
                            bool pad_to_most, const SingleRankPlan& out) {
@@ -140,8 +150,8 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
   std::int64_t* kept_per_expert = out.host_kept_per_expert ? out.host_kept_per_expert : unwanted_kept.data();
   plan::PlanArrays p{indices, weights, tokens, top_k, experts, capacity, rows_per_expert, slot_major_experts.data(),
                      counts.data(), bases.data(), group_bases.data(), entry_bases.data(), kept.data(), row_of.data(),
-                     offsets.data(), entries.data(), kept_per_expert, out.grouped_tokens, out.combine_offsets,
-                     out.combine_sources, out.combine_weights, out.entry_slot};
+                     out.expert_offsets ? out.expert_offsets : offsets.data(), entries.data(), kept_per_expert,
+                     out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights, out.entry_slot};
   p.pad_to_most = pad_to_most;
   plan::run_plan_steps_serially(p);
 }

@@ -79,38 +79,77 @@ ExpertRows load_plan(const ExpertAssignments& assignments, const ExpertGrouping&
   return rows;
 }
 
-void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in,
-                 const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
-                 bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
-  const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
-  const auto A = static_cast<std::size_t>(rows.size());
-  const bool glu = is_glu(layout);
+namespace {
 
-  // The rows a backward reads (the gathered rows, pre-activations, hidden and outputs),
-  // in the backend's kept form (kernels/ops.hpp: bf16 for CUDA in bf16, in half the
-  // floats); without a backward, float32 scratch where the backend computes in it (not
-  // CUDA in bf16, whose inference forward stays in its own bf16 scratch).
-  const bool float_rows = keep_for_backward || ops.expert_scratch_for_inference();
+// The float32 rows gather_expert_ffn_combine may use over A grouped rows: those a
+// backward reads (the gathered rows, pre-activations, hidden and outputs), in the
+// backend's kept form (kernels/ops.hpp: bf16 for CUDA in bf16, in half the floats);
+// without a backward, float32 scratch where the backend computes in it (not CUDA in
+// bf16, whose inference forward stays in its own bf16 scratch); else null.
+struct ExpertScratch {
+  float* grouped_in = nullptr;
+  float* pre = nullptr;
+  float* hidden = nullptr;
+  float* grouped_out = nullptr;
+};
+ExpertScratch expert_scratch(kernels::Ops& ops, std::size_t A, const ExpertLayout& layout, bool keep_for_backward,
+                             ExpertWorkspace& ws) {
+  ExpertScratch s;
+  if (!keep_for_backward && !ops.expert_scratch_for_inference()) return s;
   auto resize_rows = [&](Buffer<float>& buffer, std::int64_t width) {
     const std::size_t values = A * static_cast<std::size_t>(width);
     return buffer.resize(keep_for_backward ? ops.kept_floats(values) : values);
   };
-  float* grouped_in = float_rows ? resize_rows(ws.grouped_in, H) : nullptr;
-  float* hidden = float_rows ? resize_rows(ws.hidden, F) : nullptr;
-  float* pre = float_rows && (keep_for_backward || glu) ? resize_rows(ws.pre, GF) : nullptr;
-  float* grouped_out = float_rows ? resize_rows(ws.grouped_out, H) : nullptr;
+  s.grouped_in = resize_rows(ws.grouped_in, layout.hidden);
+  s.hidden = resize_rows(ws.hidden, layout.width);
+  if (keep_for_backward || is_glu(layout)) s.pre = resize_rows(ws.pre, layout.in_width);
+  s.grouped_out = resize_rows(ws.grouped_out, layout.hidden);
+  return s;
+}
 
+// The batch of `experts` experts, params[e] for local id e.
+kernels::ExpertBatch expert_batch_of(const std::vector<ExpertParams>& params, std::int64_t experts,
+                                     const ExpertLayout& layout, Activation activation, const float* x,
+                                     std::vector<std::int64_t> row_offsets) {
+  kernels::ExpertBatch batch = expert_batch(layout, activation, x, std::move(row_offsets));
+  for (std::int64_t e = 0; e < experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
+  return batch;
+}
+
+}  // namespace
+
+void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in,
+                 const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
+                 bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
+  const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(rows.size()), layout, keep_for_backward, ws);
   // Every expert's FFN on its contiguous block of grouped rows, gathered from rows_in
   // (grouped_in holds them afterwards when a backward is to read them).
-  kernels::ExpertBatch batch = expert_batch(layout, activation, grouped_in, rows.expert_offsets);
-  batch.keep_for_backward = keep_for_backward;
   const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
-  for (std::int64_t e = 0; e < experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
+  kernels::ExpertBatch batch = expert_batch_of(params, experts, layout, activation, s.grouped_in, rows.expert_offsets);
+  batch.keep_for_backward = keep_for_backward;
   // Then the weighted combine into rows_out (grouped_out holds the experts' outputs
   // afterwards when a backward is to read them).
-  ops.gather_expert_ffn_combine(rows_in, ws.gather_rows.data(), grouped_in, batch, pre, hidden, grouped_out,
+  ops.gather_expert_ffn_combine(rows_in, ws.gather_rows.data(), s.grouped_in, batch, s.pre, s.hidden, s.grouped_out,
                                 kernels::CombineInto{rows.output_rows, ws.combine_offsets.data(),
                                                      ws.combine_sources.data(), ws.combine_weights.data(), rows_out});
+}
+
+void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows,
+                          std::int64_t max_expert_rows, const float* rows_in, const std::vector<ExpertParams>& params,
+                          const ExpertLayout& layout, Activation activation, ExpertWorkspace& ws, float* rows_out) {
+  const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(rows), layout, false, ws);
+  const auto experts = static_cast<std::int64_t>(params.size());
+  kernels::ExpertBatch batch = expert_batch_of(params, experts, layout, activation, s.grouped_in, {});
+  batch.keep_for_backward = false;
+  ops.gather_expert_ffn_combine_resident(rows_in, ws.gather_rows.data(), rows, ws.expert_offsets.data(),
+                                         max_expert_rows, s.grouped_in, batch, s.pre, s.hidden, s.grouped_out,
+                                         kernels::CombineInto{output_rows, ws.combine_offsets.data(),
+                                                              ws.combine_sources.data(), ws.combine_weights.data(),
+                                                              rows_out});
+}
+
+bool experts_resident(const kernels::Ops& ops, const ExpertLayout& layout, Activation activation) {
+  return ops.groups_resident(expert_batch(layout, activation, nullptr, {}));
 }
 
 void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments, const ExpertGrouping& grouping,

@@ -43,7 +43,7 @@ struct ExpertWorkspace {
   explicit ExpertWorkspace(kernels::Ops& ops)
       : grouped_in(ops), pre(ops), hidden(ops), grouped_out(ops),
         gather_rows(ops), combine_offsets(ops), combine_sources(ops), combine_weights(ops), entry_slot(ops),
-        d_grouped(ops), d_hidden(ops), d_pre(ops), d_weights(ops) {}
+        expert_offsets(ops), d_grouped(ops), d_hidden(ops), d_pre(ops), d_weights(ops) {}
   Buffer<float> grouped_in;   // [A, H] input rows, grouped by expert
   Buffer<float> pre;          // [A, G·F] x·W_in + b_in (ffn: kept only for training)
   Buffer<float> hidden;       // [A, F] act(pre), or act(gate) ⊙ up for glu
@@ -55,6 +55,9 @@ struct ExpertWorkspace {
   Buffer<std::int32_t> combine_sources;
   Buffer<float> combine_weights;
   Buffer<std::int32_t> entry_slot;
+  // Each expert's first grouped row, where a forward that does not wait keeps them
+  // (run_experts_resident); the host's copy is ExpertRows::expert_offsets otherwise.
+  Buffer<std::int64_t> expert_offsets;
   // Backward scratch.
   Buffer<float> d_grouped;  // [A, H] ∂L/∂(expert output), then ∂L/∂(expert input)
   Buffer<float> d_hidden;   // [A, F]
@@ -92,6 +95,18 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
                  const std::vector<ExpertParams>& params, const ExpertLayout& layout,
                  Activation activation, bool keep_for_backward, ExpertWorkspace& workspace,
                  float* rows_out);
+// run_experts for an inference forward that does not wait for its plan: the experts'
+// row offsets stay in the workspace's expert_offsets (backend memory, experts + 1),
+// `rows` grouped rows in all, none of them padding, at most max_expert_rows an expert
+// (a dropless single-rank plan: tokens · top_k rows, at most `tokens` an expert). Where
+// ops.groups_resident says so, nothing waits (kernels::Ops::gather_expert_ffn_combine_resident).
+void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows,
+                          std::int64_t max_expert_rows, const float* rows_in, const std::vector<ExpertParams>& params,
+                          const ExpertLayout& layout, Activation activation, ExpertWorkspace& workspace,
+                          float* rows_out);
+// Whether run_experts_resident runs these experts without a wait on `ops`.
+bool experts_resident(const kernels::Ops& ops, const ExpertLayout& layout, Activation activation);
+
 // load_plan, then run_experts.
 void run_experts(kernels::Ops& ops, const ExpertAssignments& assignments,
                  const ExpertGrouping& grouping, const float* rows_in,

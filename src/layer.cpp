@@ -359,7 +359,15 @@ struct MoELayer::Impl {
   // workspace, when chosen; false leaves the plan to the host.
   bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
     if (!plan_where_routed_choice || tokens == 0) return false;
-    const std::int64_t k = config.top_k, rows_per_expert = padded_rows_per_expert(tokens);
+    plan_single_rank(tokens, padded_rows_per_expert(tokens), pad_experts_to_most, host_kept_per_expert, nullptr);
+    return true;
+  }
+  // Ops::plan_single_rank into the workspace: R = rows_per_expert (0: packed) and
+  // pad_to_most as it says; the kept counts to the host and the experts' offsets to
+  // expert_offsets (backend memory) where those are not null.
+  void plan_single_rank(std::int64_t tokens, std::int64_t rows_per_expert, bool pad_to_most,
+                        std::int64_t* host_kept_per_expert, std::int64_t* expert_offsets) {
+    const std::int64_t k = config.top_k;
     // Grouped rows are int32 indices, as the T·k assignments are (checked on entry).
     MOE_CHECK_ARG(config.num_experts * rows_per_expert <= std::numeric_limits<std::int32_t>::max(), "MoELayer::forward",
                   "tokens = ", tokens, " gives num_experts · ", rows_per_expert, " padded rows (padded experts); "
@@ -371,11 +379,10 @@ struct MoELayer::Impl {
                                       workspace.combine_sources.resize(n),
                                       workspace.combine_weights.resize(n),
                                       workspace.entry_slot.resize(n),
-                                      host_kept_per_expert};
+                                      host_kept_per_expert,
+                                      expert_offsets};
     ops->plan_single_rank(router.indices.data(), router.weights.data(), tokens, k, config.num_experts,
-                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, pad_experts_to_most,
-                          out);
-    return true;
+                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, pad_to_most, out);
   }
 
   ForwardResult forward(const Tensor<FLOAT_TYPE>& input, Pass pass);
@@ -539,22 +546,42 @@ ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
   return rows;
 }
 
-// The forward with nothing for the host: routing, the plan (padded) and the experts
-// queued where the layer computes, without a wait (docs/design.md §4b).
+// The forward with nothing for the host: routing, the plan and the experts queued
+// where the layer computes, without a wait (docs/design.md §4b). Static shapes pad
+// every expert to its capacity, so the host knows each product's shape; a dropless
+// layer packs the rows, and its products read each expert's rows from the plan's
+// offsets where they are (Ops::gather_expert_ffn_combine_resident).
 void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* output) {
   constexpr const char* where = "MoELayer::forward_async";
-  MOE_CHECK_ARG(options.static_shapes, where,
-                "options.static_shapes = false; expected true (packed experts take their row counts from the "
-                "routing, which the host would wait for)");
+  MOE_CHECK_ARG(options.static_shapes || !config.drop_tokens, where,
+                "options.static_shapes = false with drop_tokens = true; expected static_shapes = true (experts "
+                "padded to their capacity) or drop_tokens = false (dropless): packed experts with a capacity "
+                "take their row counts from the routing, which the host would wait for");
+  MOE_CHECK_ARG(ranks == 1, where, "called on ", ranks, " ranks; expected one rank (the exchange between ranks "
+                "needs its row counts on the host)");
+  MOE_CHECK_ARG(options.static_shapes || experts_resident(*ops, params.experts.layout, config.activation), where,
+                "options.precision = ", precision_name(options.precision), " on ",
+                on_device() ? "cuda" : "cpu", " with hidden_dim = ", config.hidden_dim, " and expert_dim = ",
+                config.expert_dim, "; expected bf16 with both a multiple of 8 (the products that read their "
+                "row counts on the GPU), or options.static_shapes = true");
   MOE_CHECK_ARG(tokens >= 0 && tokens <= std::numeric_limits<std::int32_t>::max() / config.top_k, where,
                 "tokens = ", tokens, "; expected 0 <= tokens and tokens * top_k <= 2^31 - 1");
   MOE_CHECK_ARG(tokens == 0 || (x && output), where, "input or output is null for ", tokens, " tokens");
   saved.valid = false;
   if (tokens == 0) return;
   launch_routing(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router);
-  plan_where_routed(tokens, nullptr);  // static shapes plan where the routing lives
-  run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr), x, local_params(), params.experts.layout,
-              config.activation, false, workspace, output);
+  if (options.static_shapes) {
+    plan_where_routed(tokens, nullptr);  // static shapes plan where the routing lives
+    run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr), x, local_params(), params.experts.layout,
+                config.activation, false, workspace, output);
+  } else {
+    // Dropless: all T·k assignments kept, packed by expert; the router picks k distinct
+    // experts a token, so an expert has at most T rows.
+    const auto E = static_cast<std::size_t>(config.num_experts);
+    plan_single_rank(tokens, 0, false, nullptr, workspace.expert_offsets.resize(E + 1));
+    run_experts_resident(*ops, tokens, tokens * config.top_k, tokens, x, local_params(), params.experts.layout,
+                         config.activation, workspace, output);
+  }
   if (config.shared_expert_dim > 0)
     shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);
 }

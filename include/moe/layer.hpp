@@ -197,9 +197,11 @@ class MoELayer {
   ForwardResult forward(const float* input, std::int64_t tokens, float* output, Pass pass = Pass::Inference);
   void backward(const float* grad_output, float* grad_input);
   // An inference forward without ForwardResult's host values (choices, losses,
-  // statistics), on token rows in the layer's memory, for a layer with
-  // options.static_shapes (one rank): on a GPU the host only queues the work on the
-  // layer's stream and returns, with no wait. synchronize() waits for the output.
+  // statistics), on token rows in the layer's memory, on one rank, for a layer with
+  // options.static_shapes or a dropless one (config.drop_tokens = false; on a GPU in
+  // bf16, with hidden_dim and expert_dim multiples of 8): on a GPU the host only queues
+  // the work on the layer's stream and returns, with no wait. synchronize() waits for
+  // the output.
   void forward_async(const float* input, std::int64_t tokens, float* output);
   // Waits for the work queued on the layer's stream (a no-op on the CPU).
   void synchronize();

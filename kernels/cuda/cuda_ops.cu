@@ -19,6 +19,7 @@
 #include "kernels/cuda/plan.cuh"
 #include "kernels/cuda/random.cuh"
 #include "kernels/cuda/reductions.cuh"
+#include "kernels/cuda/resident_gemm.cuh"
 #include "kernels/cuda/router.cuh"
 #include "kernels/cuda/rows.cuh"
 #include "kernels/cuda/split_k.cuh"
@@ -295,6 +296,51 @@ class CudaOps final : public Ops {
     launch_combine_expert_output(y16, t.biases(1), t.offsets, static_cast<int>(batch.row_offsets.size()) - 1, first,
                                  H, into.n_out, into.offsets, into.sources, into.weights, into.rows_out, stream_);
   }
+
+  // In bf16 with widths the resident products take: nothing waits for the routing. The
+  // rows are gathered into bf16, the two products run over tiles the device's offsets
+  // say are theirs (resident_gemm.cuh), and the hidden epilogue and the combine with
+  // its output bias read the same offsets, as they do a host table's. One upload holds
+  // the groups' bf16 weights and biases (recorded with its bytes in a CUDA graph).
+  bool groups_resident(const ExpertBatch& batch) const override {
+    const std::int64_t GF = batch.gated ? 2 * batch.width : batch.width;
+    return precision_ == GemmPrecision::BF16 && resident_gemm_fits(GF, batch.in_dim) &&
+           resident_gemm_fits(batch.in_dim, batch.width);
+  }
+  void gather_expert_ffn_combine_resident(const float* src, const std::int32_t* rows_of, std::int64_t rows,
+                                          const std::int64_t* offsets, std::int64_t max_group_rows, float* gathered,
+                                          const ExpertBatch& batch, float* pre, float* hidden, float* out,
+                                          const CombineInto& into) override {
+    if (!groups_resident(batch) || batch.keep_for_backward)
+      return Ops::gather_expert_ffn_combine_resident(src, rows_of, rows, offsets, max_group_rows, gathered, batch,
+                                                     pre, hidden, out, into);
+    const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
+    const std::size_t groups = batch.w_in.size();
+    if (rows == 0 || groups == 0) return;
+    void* x16 = grow(x16_, 2 * static_cast<std::size_t>(rows * H));
+    void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
+    void* h16 = grow(h16_, 2 * static_cast<std::size_t>(rows * F));
+    void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * H));
+    // The table: each group's W_in, W_out (bf16), b_in, b_out.
+    std::vector<const void*> table;
+    const auto in_count = static_cast<std::size_t>(H * GF), out_count = static_cast<std::size_t>(F * H);
+    for (std::size_t g = 0; g < groups; ++g) table.push_back(bf16_weights(batch.w_in[g], in_count));
+    for (std::size_t g = 0; g < groups; ++g) table.push_back(bf16_weights(batch.w_out[g], out_count));
+    table.insert(table.end(), batch.b_in.begin(), batch.b_in.end());
+    table.insert(table.end(), batch.b_out.begin(), batch.b_out.end());
+    const auto* device = static_cast<const void* const*>(upload(table_, table));
+    const auto biases = [&](std::size_t part) { return reinterpret_cast<const float* const*>(device + part * groups); };
+    const int G = static_cast<int>(groups);
+    launch_gather_rows_bf16(src, rows_of, rows, H, nullptr, x16, stream_);
+    launch_resident_grouped_gemm(x16, device, z16, offsets, G, max_group_rows, static_cast<int>(GF),
+                                 static_cast<int>(H), stream_);
+    launch_expert_hidden(z16, biases(2), offsets, G, rows, F, batch.gated, batch.act, nullptr, h16, stream_);
+    launch_resident_grouped_gemm(h16, device + groups, y16, offsets, G, max_group_rows, static_cast<int>(H),
+                                 static_cast<int>(F), stream_);
+    launch_combine_expert_output(y16, biases(3), offsets, G, 0, H, into.n_out, into.offsets, into.sources,
+                                 into.weights, into.rows_out, stream_);
+  }
+
   void expert_combine_backward(const ExpertBatch& batch, const float* out, const float* d_dst,
                                const CombineInto& combine, float* d_src, float* d_weights) override {
     if (precision_ != GemmPrecision::BF16) return Ops::expert_combine_backward(batch, out, d_dst, combine, d_src, d_weights);
@@ -473,7 +519,7 @@ class CudaOps final : public Ops {
                        reinterpret_cast<std::int32_t*>(base + entry_bases),
                        reinterpret_cast<std::uint8_t*>(base + kept),
                        reinterpret_cast<std::int32_t*>(base + row_of),
-                       reinterpret_cast<std::int64_t*>(base + offsets),
+                       out.expert_offsets ? out.expert_offsets : reinterpret_cast<std::int64_t*>(base + offsets),
                        reinterpret_cast<std::int64_t*>(base + entries),
                        reinterpret_cast<std::int64_t*>(base + kept_per_expert),
                        out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights,

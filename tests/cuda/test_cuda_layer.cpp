@@ -180,6 +180,63 @@ TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
   EXPECT_MOE_ERROR(orphan.replay(), "the layer that recorded the graph has been destroyed");
 }
 
+// A dropless bf16 layer's forward_async waits for nothing: its products read each
+// expert's rows from the plan's offsets on the GPU (resident_gemm.cuh), so a CUDA graph
+// records it without static shapes, dropping no token and reading only the chosen
+// experts' weights. Its output is the eager forward's within bf16's tolerance (the
+// products are not cuBLAS's); the graph replayed on new inputs (new routing: other
+// experts, other row counts) follows them. From a decoding step's token to past a
+// 64-row tile; ffn, and glu with group-limited sigmoid routing and a shared expert.
+// In float32 it is an error naming the precision.
+TEST_F(CudaLayer, DroplessForwardAsyncWaitsForNothingAndReplaysAsAGraph) {
+  auto memory = moe::kernels::make_cuda_ops(0, moe::kernels::GemmPrecision::FP32);
+  MOEConfig ffn = config;
+  ffn.drop_tokens = false;
+  MOEConfig glu{16, 4, 64, 96, 1.0f};
+  glu.expert_kind = moe::ExpertKind::GLU;
+  glu.activation = moe::Activation::SiLU;
+  glu.router = moe::RouterKind::Sigmoid;
+  glu.n_group = 4;
+  glu.topk_group = 2;
+  glu.shared_expert_dim = 64;
+  glu.drop_tokens = false;
+  for (const MOEConfig& c : {ffn, glu})
+    for (const std::int64_t T : {1, 5, 200}) {
+      SCOPED_TRACE(::testing::Message() << c.to_string() << " T=" << T);
+      const std::int64_t H = c.hidden_dim, n = T * H;
+      moe::LayerOptions options = on(moe::Device::CUDA, moe::Precision::BF16);
+      options.z_loss_coef = 0.0f;  // the sigmoid router has none
+      moe::MoELayer layer(c, *comm, 7, options);
+      moe::Buffer<float> input(*memory), output(*memory);
+      input.resize(static_cast<std::size_t>(n));
+      output.resize(static_cast<std::size_t>(n));
+      auto forward_of = [&](const Tensor<float>& x, bool replay, moe::ForwardGraph* graph) {
+        input.upload(x.data(), static_cast<std::size_t>(n));
+        memory->synchronize();  // the layer reads on its own stream
+        if (replay)
+          graph->replay();
+        else
+          layer.forward_async(input.data(), T, output.data());
+        layer.synchronize();
+        return output.download();
+      };
+      const Tensor<float> x0 = moe::testing::random_tensor({T, H}, 1.0, 50 + T);
+      const std::vector<float> eager_async = forward_of(x0, false, nullptr);
+      EXPECT_LE(relative_error(eager_async.data(), layer.forward(x0).output.data(), n), 3e-2);
+      moe::ForwardGraph graph = layer.capture_forward(input.data(), T, output.data());
+      for (int round = 0; round < 3; ++round) {
+        const Tensor<float> x = moe::testing::random_tensor({T, H}, 1.0, 60 + round);
+        const std::vector<float> got = forward_of(x, true, &graph);
+        EXPECT_LE(relative_error(got.data(), layer.forward(x).output.data(), n), 3e-2) << "round " << round;
+      }
+    }
+  moe::MoELayer fp32(ffn, *comm, 7, on(moe::Device::CUDA));
+  moe::Buffer<float> rows(*memory);
+  rows.resize(4 * 64);
+  EXPECT_MOE_ERROR(fp32.forward_async(rows.data(), 4, rows.data()), "MoELayer::forward_async",
+                   "options.precision = fp32 on cuda", "expected bf16");
+}
+
 // Graphs for several token counts (a decoder's batch sizes), captured from the largest
 // down, stay valid together: every buffer of a static-shape forward grows with the
 // token count alone, the split-K partials included (sized once for any split). H = 1024

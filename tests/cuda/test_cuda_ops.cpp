@@ -283,6 +283,83 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
   ::unsetenv("MOE_GROUPED_GEMM");
 }
 
+TEST_F(CudaOps, ResidentGroupedProductsAgainstFloat64) {
+  // gather_expert_ffn_combine_resident: each group's rows from offsets on the device,
+  // so nothing waits (in bf16, resident_gemm.cuh's products), against the float64
+  // definition of the experts gathered and combined on the host, and against the
+  // products cuBLAS runs from the host's offsets. Groups: an empty one, one of one row,
+  // one of 70 (past a 64-row tile), the last of 76; widths multiples of 8 and not of the
+  // 64-wide tiles (tails in K and in N); ffn (ReLU) and glu (SiLU), with and without
+  // biases. In float32 the ops take the default, which brings the offsets to the host.
+  const std::vector<std::int64_t> offsets = {0, 3, 3, 73, 74, 150};
+  const std::int64_t T = 110, rows = offsets.back(), n_out = rows / 2, max_group_rows = 76;
+  const std::size_t groups = offsets.size() - 1;
+  std::vector<std::int32_t> gather(static_cast<std::size_t>(rows)), entry_offsets = {0}, sources;
+  for (std::int64_t r = 0; r < rows; ++r) gather[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 37) % T);
+  for (std::int64_t t = 0; t < n_out; ++t) {  // two entries a row, each grouped row once (53 is prime to 150)
+    sources.push_back(static_cast<std::int32_t>((2 * t * 53) % rows));
+    sources.push_back(static_cast<std::int32_t>(((2 * t + 1) * 53) % rows));
+    entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
+  }
+  const std::vector<float> weights = random(rows, 71, 0.5);
+  for (const std::int64_t H : {64, 40})
+    for (GemmPrecision p : {GemmPrecision::BF16, GemmPrecision::FP32})
+      for (const bool gated : {false, true})
+        for (const bool with_bias : {true, false}) {
+          const std::int64_t F = H == 64 ? 96 : 56;
+          SCOPED_TRACE(::testing::Message() << "H=" << H << " precision " << int(p) << (gated ? " glu" : " ffn")
+                                            << (with_bias ? " bias" : ""));
+          auto ops = moe::kernels::make_cuda_ops(0, p);
+          RandomExperts e = random_experts(ops.get(), offsets, H, F, gated, gated ? Act::SiLU : Act::ReLU,
+                                           with_bias, 83);
+          EXPECT_EQ(ops->groups_resident(e.dev), p == GemmPrecision::BF16);
+          // The float64 reference: the experts on the gathered rows, then the combine.
+          const std::vector<float> src = random(T * H, 84);
+          std::vector<float> gathered(static_cast<std::size_t>(rows * H));
+          for (std::int64_t r = 0; r < rows; ++r)
+            for (std::int64_t h = 0; h < H; ++h)
+              gathered[static_cast<std::size_t>(r * H + h)] = src[static_cast<std::size_t>(gather[r] * H + h)];
+          e.host.x = gathered.data();
+          const moe::testing::ExpertReference ref = moe::testing::reference_expert_ffn(e.host);
+          std::vector<double> want(static_cast<std::size_t>(n_out * H), 0.0);
+          for (std::int64_t t = 0; t < n_out; ++t)
+            for (std::int32_t a = entry_offsets[t]; a < entry_offsets[t + 1]; ++a)
+              for (std::int64_t h = 0; h < H; ++h)
+                want[static_cast<std::size_t>(t * H + h)] += double(weights[a]) * ref.out[sources[a] * H + h];
+          Buffer<float> dsrc = device(src, ops.get()), dweights = device(weights, ops.get());
+          Buffer<std::int32_t> drows = device(gather, ops.get()), dentries = device(entry_offsets, ops.get()),
+                               dsources = device(sources, ops.get());
+          Buffer<std::int64_t> doffsets = device(offsets, ops.get());
+          e.dev.keep_for_backward = false;
+          auto run = [&](bool resident) {
+            const std::int64_t GF = gated ? 2 * F : F;
+            Buffer<float> scratch_in = device_zeros<float>(rows * H, ops.get()),
+                          pre = device_zeros<float>(rows * GF, ops.get()),
+                          hidden = device_zeros<float>(rows * F, ops.get()),
+                          out = device_zeros<float>(rows * H, ops.get()),
+                          combined = device_zeros<float>(n_out * H, ops.get());
+            const moe::kernels::CombineInto into{n_out, dentries.data(), dsources.data(), dweights.data(),
+                                                 combined.data()};
+            if (resident) {
+              moe::kernels::ExpertBatch batch = e.dev;
+              batch.row_offsets.clear();  // not read: the offsets are on the device
+              ops->gather_expert_ffn_combine_resident(dsrc.data(), drows.data(), rows, doffsets.data(), max_group_rows,
+                                                      scratch_in.data(), batch, pre.data(), hidden.data(), out.data(),
+                                                      into);
+            } else {
+              ops->gather_expert_ffn_combine(dsrc.data(), drows.data(), scratch_in.data(), e.dev, pre.data(),
+                                             hidden.data(), out.data(), into);
+            }
+            return combined.download();
+          };
+          const std::vector<float> got = run(true), host_offsets = run(false);
+          const double tol = p == GemmPrecision::BF16 ? 3e-2 : 1e-5;
+          EXPECT_LE(relative_error(got.data(), want.data(), n_out * H), tol);
+          EXPECT_LE(relative_error(host_offsets.data(), want.data(), n_out * H), tol);
+          EXPECT_LE(relative_error(got.data(), host_offsets.data(), n_out * H), tol);
+        }
+}
+
 TEST_F(CudaOps, BatchedGroupedGemmsForGroupsOfEqualRows) {
   // MOE_GROUPED_GEMM=batched: groups of one row count (experts padded to the most rows
   // kept) run as one cublasGemmBatchedEx, against the float64 definition, in each

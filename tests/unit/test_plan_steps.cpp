@@ -496,6 +496,38 @@ TEST(ForwardAsync, GivesTheForwardsOutput) {
   }
 }
 
+moe::MOEConfig dropless(moe::MOEConfig c) {
+  c.drop_tokens = false;
+  return c;
+}
+
+// A dropless layer's forward_async (packed experts whose row counts stay where the
+// plan is made: Ops::gather_expert_ffn_combine_resident) computes forward's output bit
+// for bit: ffn and glu experts, softmax and group-limited sigmoid routing, a shared
+// expert, from one token to past a chunk of the plan; forward plans on the host here,
+// forward_async with the plan's steps.
+TEST(ForwardAsync, DroplessGivesTheForwardsOutput) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  moe::MOEConfig glu(8, 2, 16, 24, 1.0f);
+  glu.expert_kind = moe::ExpertKind::GLU;
+  glu.activation = moe::Activation::GELU;
+  for (const moe::MOEConfig& config : {dropless(moe::MOEConfig(8, 2, 12, 16, 1.25f)), dropless(glu),
+                                       dropless(deepseek_like())}) {
+    moe::MoELayer layer(config, *comm, 3);
+    layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
+    for (const std::int64_t T : {1, 2, 7, 300}) {
+      SCOPED_TRACE(::testing::Message() << config.to_string() << " T=" << T);
+      const moe::Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, 9 + T);
+      const moe::ForwardResult expected = layer.forward(x);
+      EXPECT_EQ(expected.stats.dropped, 0);
+      std::vector<float> out(static_cast<std::size_t>(x.numel()), std::nanf(""));
+      layer.forward_async(x.data(), T, out.data());
+      layer.synchronize();
+      EXPECT_TRUE(std::equal(out.begin(), out.end(), expected.output.begin()));
+    }
+  }
+}
+
 // What a decoder's CUDA graphs, one per batch size, rely on (MoELayer::capture_forward):
 // once a static-shape layer has run at its largest token count, smaller counts move
 // none of its buffers, whatever the routing (the ops count their frees:
@@ -503,10 +535,15 @@ TEST(ForwardAsync, GivesTheForwardsOutput) {
 // CudaLayer.GraphsCapturedFromTheLargestTokenCountDownStayValid holds the CUDA ops'.
 TEST(ForwardAsync, SmallerTokenCountsAfterTheLargestMoveNoBuffer) {
   auto comm = moe::make_communicator(moe::CommBackend::Local);
-  moe::LayerOptions options;
-  options.static_shapes = true;
-  for (const moe::MOEConfig& config : {moe::MOEConfig(8, 2, 12, 16, 1.25f), deepseek_like()}) {
-    SCOPED_TRACE(config.to_string());
+  moe::LayerOptions static_shapes;
+  static_shapes.static_shapes = true;
+  const moe::LayerOptions packed;
+  for (const auto& [config, options] : {std::pair{moe::MOEConfig(8, 2, 12, 16, 1.25f), static_shapes},
+                                        std::pair{deepseek_like(), static_shapes},
+                                        std::pair{dropless(moe::MOEConfig(8, 2, 12, 16, 1.25f)), packed},
+                                        std::pair{dropless(deepseek_like()), packed}}) {
+    SCOPED_TRACE(::testing::Message() << config.to_string()
+                                      << (options.static_shapes ? " static shapes" : " dropless"));
     moe::MoELayer layer(config, *comm, 3, options);
     layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
     const moe::kernels::Ops& ops = moe::detail::LayerAccess::ops(layer);
@@ -526,13 +563,17 @@ TEST(ForwardAsync, SmallerTokenCountsAfterTheLargestMoveNoBuffer) {
   }
 }
 
-TEST(ForwardAsync, NeedsStaticShapesAndCaptureNeedsAGpu) {
+TEST(ForwardAsync, NeedsStaticShapesOrNoCapacityAndCaptureNeedsAGpu) {
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   const moe::MOEConfig config(4, 2, 8, 8, 1.0f);
   std::vector<float> x(8 * 4, 0.5f), out(x.size());
   moe::MoELayer packed(config, *comm, 1);
   EXPECT_MOE_ERROR(packed.forward_async(x.data(), 4, out.data()), "MoELayer::forward_async",
-                   "options.static_shapes = false; expected true");
+                   "options.static_shapes = false with drop_tokens = true; expected static_shapes = true",
+                   "or drop_tokens = false");
+  moe::MoELayer without_capacity(dropless(config), *comm, 1);
+  EXPECT_MOE_ERROR(without_capacity.capture_forward(x.data(), 4, out.data()), "MoELayer::capture_forward",
+                   "options.device = cpu; expected cuda");
   moe::LayerOptions options;
   options.static_shapes = true;
   moe::MoELayer padded(config, *comm, 1, options);

@@ -1,0 +1,133 @@
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/resident_gemm.cuh"
+#include "kernels/cuda/vector_access.cuh"
+
+namespace moe::kernels::cuda {
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kTileM = kResidentTileRows, kTileN = 64, kTileK = 32;
+constexpr int kThreads = 128;  // four warps, each a 32 × 32 quarter of the tile
+constexpr int kFrag = 16;      // WMMA's bf16 shape: 16 × 16 × 16
+// Shared-memory rows padded by 16 bytes (8 bf16, 4 floats), so that the warps' fragment
+// loads do not all fall on the same banks; WMMA wants a multiple of 8 (bf16) or 4
+// (float) elements, and fragment pointers 32-byte aligned, which these keep.
+constexpr int kLdA = kTileK + 8, kLdB = kTileN + 8, kLdC = kTileN + 4;
+constexpr int kStageA = kTileM * kLdA, kStageB = kTileK * kLdB;  // bf16 elements a stage
+constexpr int kStagedBytes = 2 * (kStageA + kStageB) * 2;
+constexpr int kOutBytes = kTileM * kLdC * 4;
+constexpr int kSharedBytes = kStagedBytes > kOutBytes ? kStagedBytes : kOutBytes;
+static_assert(kSharedBytes <= 48 * 1024, "static shared memory");
+
+// 16 bytes from global to shared memory without passing through registers; with
+// valid false it writes 16 zero bytes and reads nothing (src-size 0).
+__device__ inline void copy16_async(void* shared, const void* global, bool valid) {
+  const auto to = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(global), "r"(valid ? 16 : 0));
+}
+__device__ inline void commit_copies() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most one group of copies (the last committed) is still in flight.
+__device__ inline void wait_all_but_last_copies() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
+__global__ void __launch_bounds__(kThreads)
+    resident_grouped_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* const* b, __nv_bfloat16* c,
+                                 const std::int64_t* offsets, std::int64_t tiles_per_group, int n, int k) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 tensor cores need sm_80; the library is built for 80 and 90
+#else
+  const std::int64_t group = blockIdx.x / tiles_per_group;
+  const std::int64_t first = offsets[group] + (blockIdx.x % tiles_per_group) * kTileM, end = offsets[group + 1];
+  if (first >= end) return;  // a tile past the group's rows: the grid is sized before the routing
+  const int rows = end - first < kTileM ? static_cast<int>(end - first) : kTileM;
+  const int n0 = static_cast<int>(blockIdx.y) * kTileN;
+  const __nv_bfloat16* bg = b[group];
+
+  __shared__ __align__(128) unsigned char shared[kSharedBytes];
+  auto* staged_a = reinterpret_cast<__nv_bfloat16*>(shared);
+  auto* staged_b = staged_a + 2 * kStageA;
+
+  // A stage: the tile's 64 rows × 32 columns of A (rows past the group's are zeros) and
+  // 32 rows × 64 columns of B (past k or n: zeros), in 16-byte pieces, two a thread each.
+  auto stage = [&](int k0, int s) {
+    for (int piece = static_cast<int>(threadIdx.x); piece < kTileM * kTileK / 8; piece += kThreads) {
+      const int r = piece / (kTileK / 8), col = piece % (kTileK / 8) * 8;
+      const bool valid = r < rows && k0 + col < k;
+      copy16_async(staged_a + s * kStageA + r * kLdA + col,
+                   valid ? a + (first + r) * k + k0 + col : a, valid);
+    }
+    for (int piece = static_cast<int>(threadIdx.x); piece < kTileK * kTileN / 8; piece += kThreads) {
+      const int r = piece / (kTileN / 8), col = piece % (kTileN / 8) * 8;
+      const bool valid = k0 + r < k && n0 + col < n;
+      copy16_async(staged_b + s * kStageB + r * kLdB + col,
+                   valid ? bg + static_cast<std::int64_t>(k0 + r) * n + n0 + col : bg, valid);
+    }
+  };
+
+  const int warp = static_cast<int>(threadIdx.x) / 32, warp_row = warp / 2 * 32, warp_col = warp % 2 * 32;
+  wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[2][2];
+  for (auto& row : acc)
+    for (auto& f : row) wmma::fill_fragment(f, 0.0f);
+
+  // Two stages: while the tensor cores work on stage t, the copies fill stage t + 1.
+  const int k_tiles = (k + kTileK - 1) / kTileK;
+  stage(0, 0);
+  commit_copies();
+  for (int t = 0; t < k_tiles; ++t) {
+    if (t + 1 < k_tiles) stage((t + 1) * kTileK, (t + 1) % 2);
+    commit_copies();  // possibly empty, so that the wait below always leaves one group
+    wait_all_but_last_copies();
+    __syncthreads();  // every thread's copies of stage t have landed
+    const __nv_bfloat16* sa = staged_a + (t % 2) * kStageA;
+    const __nv_bfloat16* sb = staged_b + (t % 2) * kStageB;
+    for (int kk = 0; kk < kTileK; kk += kFrag) {
+      wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, __nv_bfloat16, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, __nv_bfloat16, wmma::row_major> fb[2];
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], sa + (warp_row + i * kFrag) * kLdA + kk, kLdA);
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], sb + kk * kLdB + warp_col + j * kFrag, kLdB);
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();  // before the next iteration's copies overwrite this stage
+  }
+
+  // The float32 tile through shared memory (the stages are done with), then rounded to
+  // bf16 once and written 8 columns a piece, the group's rows only.
+  auto* out = reinterpret_cast<float*>(shared);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      wmma::store_matrix_sync(out + (warp_row + i * kFrag) * kLdC + warp_col + j * kFrag, acc[i][j], kLdC,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int piece = static_cast<int>(threadIdx.x); piece < kTileM * kTileN / 8; piece += kThreads) {
+    const int r = piece / (kTileN / 8), col = piece % (kTileN / 8) * 8;
+    if (r >= rows || n0 + col >= n) continue;
+    float v[8];
+    for (int e = 0; e < 8; ++e) v[e] = out[r * kLdC + col + e];
+    store<8>(c + (first + r) * n + n0 + col, v);
+  }
+#endif
+}
+
+}  // namespace
+
+void launch_resident_grouped_gemm(const void* a, const void* const* b, void* c, const std::int64_t* offsets,
+                                  int groups, std::int64_t max_group_rows, int n, int k, Stream stream) {
+  if (groups <= 0 || max_group_rows <= 0 || n <= 0) return;
+  MOE_CHECK_ARG(resident_gemm_fits(n, k), "launch_resident_grouped_gemm", "n = ", n, ", k = ", k,
+                "; expected positive multiples of 8");
+  const std::int64_t tiles_per_group = resident_row_tiles_per_group(max_group_rows);
+  const std::int64_t row_tiles = groups * tiles_per_group;
+  MOE_CHECK_ARG(row_tiles <= 0x7fffffffLL, "launch_resident_grouped_gemm", groups, " groups of up to ",
+                max_group_rows, " rows; expected fewer than 2^31 row tiles of ", kResidentTileRows);
+  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>((n + kTileN - 1) / kTileN));
+  resident_grouped_gemm_kernel<<<grid, kThreads, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(a), reinterpret_cast<const __nv_bfloat16* const*>(b),
+      static_cast<__nv_bfloat16*>(c), offsets, tiles_per_group, n, k);
+  MOE_CHECK_LAUNCH();
+}
+
+}  // namespace moe::kernels::cuda

@@ -22,6 +22,8 @@
 #      and the experts' first product with its bias and ReLU in cuBLASLt's epilogue
 #      against the hidden epilogue kernel (MOE_GEMM_EPILOGUE); and the shared expert
 #      during the wait for the routing against after the routed experts (MOE_SHARED_EXPERT);
+#      and a dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
+#      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph;
 #   4. times `moe train --device cuda` (from the stream and from a dataset) against the
 #      layer's own training step (gpu_bench --mode step);
 #   5. takes each kernel's time in a fine-grained and a mid forward and a mid bf16
@@ -102,12 +104,16 @@ section_1() {  # cuda_tests
     row "cuda tests (ops + layer, P=1)" "FAIL" "exit $status: $passed ok, $((failed / 2)) failed, $skipped skipped"
   fi
 
-  # The CUDA-graph example a user copies (examples/decode_with_cuda_graph.cpp).
+  # The CUDA-graph example a user copies (examples/decode_with_cuda_graph.cpp), with
+  # static shapes and dropless.
   if [[ -x "$bin/decode_with_cuda_graph" ]]; then
-    timeout 60 "$bin/decode_with_cuda_graph" >"$results/decode_graph.log" 2>&1
-    status=$?
-    row "examples/decode_with_cuda_graph" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
-        "exit $status: $(tail -1 "$results/decode_graph.log")"
+    local how
+    for how in "" --dropless; do
+      timeout 60 "$bin/decode_with_cuda_graph" $how >"$results/decode_graph$how.log" 2>&1
+      status=$?
+      row "examples/decode_with_cuda_graph $how" "$([[ $status == 0 ]] && echo pass || echo FAIL)" \
+          "exit $status: $(tail -1 "$results/decode_graph$how.log")"
+    done
   fi
 }
 
@@ -250,6 +256,24 @@ section_3() {  # timings
   # the default), at the DeepSeek-like config (shared expert 2 048 wide).
   env_ab "shared expert late / early" MOE_SHARED_EXPERT "late early" deepseek glu forward \
     "MOE_SHARED_EXPERT=late / default"
+  # A dropless layer without a wait (forward_async on packed experts whose row counts
+  # stay on the GPU: kernels/cuda/resident_gemm.cu) and its CUDA graph, against the same
+  # layer's forward, which waits for the routing, and against the capacity-padded
+  # graph (static shapes, capacity 1.25: every expert's weights read, tokens past the
+  # capacity dropped), at decoding-step sizes, same run. New in the ninth session: the
+  # resident products have not run on a GPU before this row.
+  dropless_async() {  # dropless_async CONFIG KIND TOKENS
+    local dropless static
+    dropless=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode forward,async,graph \
+                 --precision bf16 --reps 20 2>>"$results/bench.log" | cut -d, -f12 | paste -sd/)
+    static=$(timeout 90 "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" --mode graph --precision bf16 \
+               --static-shapes --reps 20 2>>"$results/bench.log" | cut -d, -f12)
+    row "$1 $2 T=$3 bf16 dropless: forward / async / graph ms" "${dropless:-FAILED}" \
+        "static-shape graph (cf 1.25): ${static:-FAILED} (bench.log says why if failed)"
+  }
+  dropless_async mid ffn 8
+  dropless_async fine ffn 8
+  dropless_async deepseek glu 64
   if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
     bench mid ffn forward,training bf16
     bench fine ffn forward bf16

@@ -9,15 +9,8 @@ namespace moe::kernels::cuda {
 namespace {
 
 namespace wmma = nvcuda::wmma;
+using namespace resident;
 
-constexpr int kTileM = kResidentTileRows, kTileN = 64, kTileK = 32;
-constexpr int kThreads = 128;  // four warps, each a 32 × 32 quarter of the tile
-constexpr int kFrag = 16;      // WMMA's bf16 shape: 16 × 16 × 16
-// Shared-memory rows padded by 16 bytes (8 bf16, 4 floats), so that the warps' fragment
-// loads do not all fall on the same banks; WMMA wants a multiple of 8 (bf16) or 4
-// (float) elements, and fragment pointers 32-byte aligned, which these keep.
-constexpr int kLdA = kTileK + 8, kLdB = kTileN + 8, kLdC = kTileN + 4;
-constexpr int kStageA = kTileM * kLdA, kStageB = kTileK * kLdB;  // bf16 elements a stage
 constexpr int kStagedBytes = 2 * (kStageA + kStageB) * 2;
 constexpr int kOutBytes = kTileM * kLdC * 4;
 constexpr int kSharedBytes = kStagedBytes > kOutBytes ? kStagedBytes : kOutBytes;
@@ -39,12 +32,10 @@ __global__ void __launch_bounds__(kThreads)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 tensor cores need sm_80; the library is built for 80 and 90
 #else
-  const std::int64_t group = blockIdx.x / tiles_per_group;
-  const std::int64_t first = offsets[group] + (blockIdx.x % tiles_per_group) * kTileM, end = offsets[group + 1];
-  if (first >= end) return;  // a tile past the group's rows: the grid is sized before the routing
-  const int rows = end - first < kTileM ? static_cast<int>(end - first) : kTileM;
+  const RowTile tile = row_tile(offsets, tiles_per_group, blockIdx.x);
+  if (tile.rows == 0) return;  // a tile past its group's rows: the grid is sized before the routing
   const int n0 = static_cast<int>(blockIdx.y) * kTileN;
-  const __nv_bfloat16* bg = b[group];
+  const __nv_bfloat16* bg = b[tile.group];
 
   __shared__ __align__(128) unsigned char shared[kSharedBytes];
   auto* staged_a = reinterpret_cast<__nv_bfloat16*>(shared);
@@ -53,21 +44,19 @@ __global__ void __launch_bounds__(kThreads)
   // A stage: the tile's 64 rows × 32 columns of A (rows past the group's are zeros) and
   // 32 rows × 64 columns of B (past k or n: zeros), in 16-byte pieces, two a thread each.
   auto stage = [&](int k0, int s) {
-    for (int piece = static_cast<int>(threadIdx.x); piece < kTileM * kTileK / 8; piece += kThreads) {
-      const int r = piece / (kTileK / 8), col = piece % (kTileK / 8) * 8;
-      const bool valid = r < rows && k0 + col < k;
-      copy16_async(staged_a + s * kStageA + r * kLdA + col,
-                   valid ? a + (first + r) * k + k0 + col : a, valid);
+    for (int p = static_cast<int>(threadIdx.x); p < kTileM * kTileK / 8; p += kThreads) {
+      const Piece q = piece_of(p, kTileK);
+      const std::int64_t from = a_source(q, tile.first, tile.rows, k0, k);
+      copy16_async(staged_a + s * kStageA + q.row * kLdA + q.col, a + (from < 0 ? 0 : from), from >= 0);
     }
-    for (int piece = static_cast<int>(threadIdx.x); piece < kTileK * kTileN / 8; piece += kThreads) {
-      const int r = piece / (kTileN / 8), col = piece % (kTileN / 8) * 8;
-      const bool valid = k0 + r < k && n0 + col < n;
-      copy16_async(staged_b + s * kStageB + r * kLdB + col,
-                   valid ? bg + static_cast<std::int64_t>(k0 + r) * n + n0 + col : bg, valid);
+    for (int p = static_cast<int>(threadIdx.x); p < kTileK * kTileN / 8; p += kThreads) {
+      const Piece q = piece_of(p, kTileN);
+      const std::int64_t from = b_source(q, k0, n0, k, n);
+      copy16_async(staged_b + s * kStageB + q.row * kLdB + q.col, bg + (from < 0 ? 0 : from), from >= 0);
     }
   };
 
-  const int warp = static_cast<int>(threadIdx.x) / 32, warp_row = warp / 2 * 32, warp_col = warp % 2 * 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
   wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[2][2];
   for (auto& row : acc)
     for (auto& f : row) wmma::fill_fragment(f, 0.0f);
@@ -86,8 +75,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int kk = 0; kk < kTileK; kk += kFrag) {
       wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, __nv_bfloat16, wmma::row_major> fa[2];
       wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, __nv_bfloat16, wmma::row_major> fb[2];
-      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], sa + (warp_row + i * kFrag) * kLdA + kk, kLdA);
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], sb + kk * kLdB + warp_col + j * kFrag, kLdB);
+      for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], sa + a_fragment(warp, i, kk), kLdA);
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], sb + b_fragment(warp, j, kk), kLdB);
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     }
@@ -99,15 +88,15 @@ __global__ void __launch_bounds__(kThreads)
   auto* out = reinterpret_cast<float*>(shared);
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j)
-      wmma::store_matrix_sync(out + (warp_row + i * kFrag) * kLdC + warp_col + j * kFrag, acc[i][j], kLdC,
-                              wmma::mem_row_major);
+      wmma::store_matrix_sync(out + c_fragment(warp, i, j), acc[i][j], kLdC, wmma::mem_row_major);
   __syncthreads();
-  for (int piece = static_cast<int>(threadIdx.x); piece < kTileM * kTileN / 8; piece += kThreads) {
-    const int r = piece / (kTileN / 8), col = piece % (kTileN / 8) * 8;
-    if (r >= rows || n0 + col >= n) continue;
+  for (int p = static_cast<int>(threadIdx.x); p < kTileM * kTileN / 8; p += kThreads) {
+    const Piece q = piece_of(p, kTileN);
+    const std::int64_t to = c_target(q, tile.first, tile.rows, n0, n);
+    if (to < 0) continue;
     float v[8];
-    for (int e = 0; e < 8; ++e) v[e] = out[r * kLdC + col + e];
-    store<8>(c + (first + r) * n + n0 + col, v);
+    for (int e = 0; e < 8; ++e) v[e] = out[q.row * kLdC + q.col + e];
+    store<8>(c + to, v);
   }
 #endif
 }

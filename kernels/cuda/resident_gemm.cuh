@@ -34,6 +34,70 @@ MOE_HD inline std::int64_t resident_row_tiles_per_group(std::int64_t max_group_r
   return (max_group_rows + kResidentTileRows - 1) / kResidentTileRows;
 }
 
+// The kernel's geometry and its index arithmetic, apart so that the host tests drive
+// it the way the kernel does (tests/unit/test_cuda_shared_logic.cpp: every block's
+// staging, fragments and stores emulated, against float64).
+namespace resident {
+
+constexpr int kTileM = kResidentTileRows, kTileN = 64, kTileK = 32;
+constexpr int kThreads = 128;  // four warps, each a 32 × 32 quarter of the tile
+constexpr int kFrag = 16;      // WMMA's bf16 shape: 16 × 16 × 16
+// Shared-memory rows padded by 16 bytes (8 bf16, 4 floats), so that the warps' fragment
+// loads do not all fall on the same banks; WMMA wants a multiple of 8 (bf16) or 4
+// (float) elements, and fragment pointers 32-byte aligned, which these keep.
+constexpr int kLdA = kTileK + 8, kLdB = kTileN + 8, kLdC = kTileN + 4;
+constexpr int kStageA = kTileM * kLdA, kStageB = kTileK * kLdB;  // bf16 elements a stage
+
+// The rows of C a row tile covers: its group's, from `first`, `rows` of them (0: the
+// tile is past its group's rows).
+struct RowTile {
+  std::int64_t group, first;
+  int rows;
+};
+MOE_HD inline RowTile row_tile(const std::int64_t* offsets, std::int64_t tiles_per_group, std::int64_t tile) {
+  const std::int64_t group = tile / tiles_per_group;
+  const std::int64_t first = offsets[group] + (tile % tiles_per_group) * kTileM, end = offsets[group + 1];
+  const std::int64_t rows = end - first;
+  return {group, first, rows <= 0 ? 0 : rows < kTileM ? static_cast<int>(rows) : kTileM};
+}
+
+// A 16-byte piece (8 bf16) of a tile `width` elements wide: piece p is at row p / (width
+// / 8), column 8 · (p mod (width / 8)). A stage's A tile has kTileM × kTileK / 8 pieces,
+// its B tile kTileK × kTileN / 8; the output kTileM × kTileN / 8.
+struct Piece {
+  int row, col;
+};
+MOE_HD inline Piece piece_of(int p, int width) { return {p / (width / 8), p % (width / 8) * 8}; }
+
+// Where a stage's piece comes from (-1: nothing there, the piece is zeros): A's piece
+// of the tile's rows [first, first + rows) at columns k0 + col, of A [*, k]; B's piece
+// at rows k0 + row, columns n0 + col, of B [k, n]. k and n are multiples of 8, so a
+// piece is wholly inside or wholly outside.
+MOE_HD inline std::int64_t a_source(Piece q, std::int64_t first, int rows, int k0, int k) {
+  return q.row < rows && k0 + q.col < k ? (first + q.row) * k + k0 + q.col : -1;
+}
+MOE_HD inline std::int64_t b_source(Piece q, int k0, int n0, int k, int n) {
+  return k0 + q.row < k && n0 + q.col < n ? static_cast<std::int64_t>(k0 + q.row) * n + n0 + q.col : -1;
+}
+// Where an output piece goes in C [*, n] (-1: past the tile's rows or n).
+MOE_HD inline std::int64_t c_target(Piece q, std::int64_t first, int rows, int n0, int n) {
+  return q.row < rows && n0 + q.col < n ? (first + q.row) * n + n0 + q.col : -1;
+}
+
+// Warp w's quarter of the tile begins at row warp_row(w), column warp_col(w); its
+// fragments (i, j) at 16·i and 16·j from there. Fragment offsets in a stage: A's (row
+// warp_row + 16 i, column kk), B's (row kk, column warp_col + 16 j); the output's
+// (warp_row + 16 i, warp_col + 16 j).
+MOE_HD inline int warp_row(int warp) { return warp / 2 * 32; }
+MOE_HD inline int warp_col(int warp) { return warp % 2 * 32; }
+MOE_HD inline int a_fragment(int warp, int i, int kk) { return (warp_row(warp) + i * kFrag) * kLdA + kk; }
+MOE_HD inline int b_fragment(int warp, int j, int kk) { return kk * kLdB + warp_col(warp) + j * kFrag; }
+MOE_HD inline int c_fragment(int warp, int i, int j) {
+  return (warp_row(warp) + i * kFrag) * kLdC + warp_col(warp) + j * kFrag;
+}
+
+}  // namespace resident
+
 // Whether resident_grouped_gemm takes products of these widths: every row of A, B and C
 // a whole number of 16-byte pieces (8 bf16), which the staged copies move.
 MOE_HD inline bool resident_gemm_fits(std::int64_t n, std::int64_t k) { return n > 0 && k > 0 && n % 8 == 0 && k % 8 == 0; }

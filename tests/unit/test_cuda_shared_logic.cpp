@@ -10,6 +10,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/reductions.cuh"
+#include "kernels/cuda/resident_gemm.cuh"
 #include "kernels/cuda/rows.cuh"
 #include "kernels/cuda/split_k.cuh"
 #include "kernels/ops.hpp"
@@ -350,6 +351,100 @@ TEST(CudaSharedLogic, OptimizerElementsAsTheKernelsRunThem) {
   EXPECT_EQ(p, p2);
   EXPECT_EQ(m, m2);
   EXPECT_EQ(v, v2);
+}
+
+// resident_gemm.cu's blocks emulated on the host with the kernel's own index arithmetic
+// (resident_gemm.cuh): each block stages its A and B pieces (zeros where a_source or
+// b_source finds nothing), each warp multiplies the 16 × 16 fragments where a_fragment,
+// b_fragment and c_fragment place them, and the output pieces go where c_target says.
+// The stages and the output tile start as NaN, so a fragment that read past what was
+// staged (the rows' padding, another warp's place) would show. Against float64, with
+// empty groups, one-row groups, groups past a 64-row tile, a row bound above the most
+// rows, and widths with tails in K and N (multiples of 8 below and past the tiles);
+// every element of C written exactly once.
+TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
+  namespace r = cuda::resident;
+  std::mt19937 rng(5);
+  const double nan = std::nan("");
+  for (int round = 0; round < 16; ++round) {
+    const int groups = 1 + static_cast<int>(rng() % 7);
+    std::vector<std::int64_t> offsets = {0};
+    std::int64_t most = 0;
+    for (int g = 0; g < groups; ++g) {
+      const std::uint32_t kind = rng() % 4;
+      const std::int64_t rows_g = kind == 0 ? 0 : kind == 1 ? 1 : static_cast<std::int64_t>(rng() % 150);
+      offsets.push_back(offsets.back() + rows_g);
+      most = std::max(most, rows_g);
+    }
+    const std::int64_t rows = offsets.back(), max_group_rows = most + static_cast<std::int64_t>(rng() % 70);
+    const int k = 8 * (1 + static_cast<int>(rng() % 12)), n = 8 * (1 + static_cast<int>(rng() % 12));
+    SCOPED_TRACE(::testing::Message() << "round " << round << ": " << groups << " groups, " << rows << " rows, k="
+                                      << k << " n=" << n << " bound " << max_group_rows);
+    if (max_group_rows == 0) continue;  // the launch does nothing
+    std::vector<float> a(static_cast<std::size_t>(rows * k)), b(static_cast<std::size_t>(groups * k * n));
+    fill_normal(a.data(), rows * k, 1.0, 10 + round);
+    fill_normal(b.data(), groups * k * n, 1.0, 40 + round);
+    std::vector<double> c(static_cast<std::size_t>(rows * n), nan);
+    std::vector<int> written(c.size(), 0);
+    const std::int64_t tiles_per_group = cuda::resident_row_tiles_per_group(max_group_rows);
+    for (std::int64_t x = 0; x < groups * tiles_per_group; ++x) {
+      const r::RowTile tile = r::row_tile(offsets.data(), tiles_per_group, x);
+      if (tile.rows == 0) continue;
+      const float* bg = b.data() + tile.group * k * n;
+      for (int n0 = 0; n0 < n; n0 += r::kTileN) {
+        std::vector<double> acc(4 * 2 * 2 * r::kFrag * r::kFrag, 0.0);  // [warp][i][j][16][16]
+        auto acc_at = [&](int warp, int i, int j, int m, int l) -> double& {
+          return acc[static_cast<std::size_t>((((warp * 2 + i) * 2 + j) * r::kFrag + m) * r::kFrag + l)];
+        };
+        for (int k0 = 0; k0 < k; k0 += r::kTileK) {
+          std::vector<double> sa(r::kStageA, nan), sb(r::kStageB, nan);
+          for (int p = 0; p < r::kTileM * r::kTileK / 8; ++p) {
+            const r::Piece q = r::piece_of(p, r::kTileK);
+            const std::int64_t from = r::a_source(q, tile.first, tile.rows, k0, k);
+            for (int e = 0; e < 8; ++e) sa[q.row * r::kLdA + q.col + e] = from < 0 ? 0.0 : a[from + e];
+          }
+          for (int p = 0; p < r::kTileK * r::kTileN / 8; ++p) {
+            const r::Piece q = r::piece_of(p, r::kTileN);
+            const std::int64_t from = r::b_source(q, k0, n0, k, n);
+            for (int e = 0; e < 8; ++e) sb[q.row * r::kLdB + q.col + e] = from < 0 ? 0.0 : bg[from + e];
+          }
+          for (int warp = 0; warp < r::kThreads / 32; ++warp)
+            for (int kk = 0; kk < r::kTileK; kk += r::kFrag)
+              for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 2; ++j)
+                  for (int m = 0; m < r::kFrag; ++m)
+                    for (int l = 0; l < r::kFrag; ++l)
+                      for (int h = 0; h < r::kFrag; ++h)
+                        acc_at(warp, i, j, m, l) += sa[r::a_fragment(warp, i, kk) + m * r::kLdA + h] *
+                                                    sb[r::b_fragment(warp, j, kk) + h * r::kLdB + l];
+        }
+        std::vector<double> out(r::kTileM * r::kLdC, nan);
+        for (int warp = 0; warp < r::kThreads / 32; ++warp)
+          for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 2; ++j)
+              for (int m = 0; m < r::kFrag; ++m)
+                for (int l = 0; l < r::kFrag; ++l) out[r::c_fragment(warp, i, j) + m * r::kLdC + l] = acc_at(warp, i, j, m, l);
+        for (int p = 0; p < r::kTileM * r::kTileN / 8; ++p) {
+          const r::Piece q = r::piece_of(p, r::kTileN);
+          const std::int64_t to = r::c_target(q, tile.first, tile.rows, n0, n);
+          if (to < 0) continue;
+          for (int e = 0; e < 8; ++e) {
+            c[static_cast<std::size_t>(to + e)] = out[q.row * r::kLdC + q.col + e];
+            ++written[static_cast<std::size_t>(to + e)];
+          }
+        }
+      }
+    }
+    EXPECT_TRUE(std::all_of(written.begin(), written.end(), [](int w) { return w == 1; }));
+    for (int g = 0; g < groups; ++g)
+      for (std::int64_t row = offsets[g]; row < offsets[g + 1]; ++row)
+        for (int col = 0; col < n; ++col) {
+          double want = 0.0;
+          for (int h = 0; h < k; ++h) want += double(a[row * k + h]) * b[(g * k + h) * n + col];
+          ASSERT_NEAR(c[static_cast<std::size_t>(row * n + col)], want, 1e-9 * (1.0 + std::fabs(want)))
+              << "group " << g << " row " << row << " column " << col;
+        }
+  }
 }
 
 }  // namespace

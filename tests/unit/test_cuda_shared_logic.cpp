@@ -423,7 +423,8 @@ TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
           for (int i = 0; i < 2; ++i)
             for (int j = 0; j < 2; ++j)
               for (int m = 0; m < r::kFrag; ++m)
-                for (int l = 0; l < r::kFrag; ++l) out[r::c_fragment(warp, i, j) + m * r::kLdC + l] = acc_at(warp, i, j, m, l);
+                for (int l = 0; l < r::kFrag; ++l)
+                  out[r::c_fragment(warp, i, j) + m * r::kLdC + l] = acc_at(warp, i, j, m, l);
         for (int p = 0; p < r::kTileM * r::kTileN / 8; ++p) {
           const r::Piece q = r::piece_of(p, r::kTileN);
           const std::int64_t to = r::c_target(q, tile.first, tile.rows, n0, n);

@@ -128,9 +128,8 @@ void Ops::expert_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n
 }
 
 void Ops::gather_expert_ffn_combine_resident(const float* src, const std::int32_t* rows_of, std::int64_t /*rows*/,
-                                             const std::int64_t* offsets, std::int64_t /*max_group_rows*/,
-                                             float* gathered, const ExpertBatch& batch, float* pre, float* hidden,
-                                             float* out, const CombineInto& into) {
+                                             const std::int64_t* offsets, float* gathered, const ExpertBatch& batch,
+                                             float* pre, float* hidden, float* out, const CombineInto& into) {
   ExpertBatch on_host = batch;
   on_host.row_offsets.assign(batch.w_in.size() + 1, 0);
   copy_to_host(on_host.row_offsets.data(), offsets, sizeof(std::int64_t) * on_host.row_offsets.size());

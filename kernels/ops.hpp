@@ -220,16 +220,16 @@ class Ops {
   // gather_expert_ffn_combine for an inference forward (!batch.keep_for_backward) whose
   // grouping only the backend holds, so that nothing waits for the routing (a CUDA graph
   // can record it; MoELayer::forward_async without static shapes): group g's rows are
-  // [offsets[g], offsets[g+1]) of `rows` grouped rows, offsets (groups + 1 values from 0,
-  // in backend memory) as plan_single_rank's expert_offsets, and no group has more than
-  // max_group_rows. batch.row_offsets is not read; its weights and biases are per group.
+  // [offsets[g], offsets[g+1]) of `rows` grouped rows, offsets (groups + 1 values from 0
+  // to rows, in backend memory) as plan_single_rank's expert_offsets write them.
+  // batch.row_offsets is not read; its weights and biases are per group.
   // The default brings the offsets to the host (which waits, on a device) and runs
   // gather_expert_ffn_combine; where groups_resident(batch) nothing waits: the CPU,
   // whose memory is the host's, and CUDA in bf16 (kernels/cuda/resident_gemm.cuh).
   virtual void gather_expert_ffn_combine_resident(const float* src, const std::int32_t* rows_of, std::int64_t rows,
-                                                  const std::int64_t* offsets, std::int64_t max_group_rows,
-                                                  float* gathered, const ExpertBatch& batch, float* pre, float* hidden,
-                                                  float* out, const CombineInto& into);
+                                                  const std::int64_t* offsets, float* gathered,
+                                                  const ExpertBatch& batch, float* pre, float* hidden, float* out,
+                                                  const CombineInto& into);
   virtual bool groups_resident(const ExpertBatch& /*batch*/) const { return backend() == Backend::CPU; }
   // The combine's backward through the outputs `out` of gather_expert_ffn_combine on
   // the same batch (kept for a backward): for every entry a of output row r (the

@@ -134,15 +134,15 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
                                                      ws.combine_sources.data(), ws.combine_weights.data(), rows_out});
 }
 
-void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows,
-                          std::int64_t max_expert_rows, const float* rows_in, const std::vector<ExpertParams>& params,
-                          const ExpertLayout& layout, Activation activation, ExpertWorkspace& ws, float* rows_out) {
+void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, const float* rows_in,
+                          const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
+                          ExpertWorkspace& ws, float* rows_out) {
   const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(rows), layout, false, ws);
   const auto experts = static_cast<std::int64_t>(params.size());
   kernels::ExpertBatch batch = expert_batch_of(params, experts, layout, activation, s.grouped_in, {});
   batch.keep_for_backward = false;
   ops.gather_expert_ffn_combine_resident(rows_in, ws.gather_rows.data(), rows, ws.expert_offsets.data(),
-                                         max_expert_rows, s.grouped_in, batch, s.pre, s.hidden, s.grouped_out,
+                                         s.grouped_in, batch, s.pre, s.hidden, s.grouped_out,
                                          kernels::CombineInto{output_rows, ws.combine_offsets.data(),
                                                               ws.combine_sources.data(), ws.combine_weights.data(),
                                                               rows_out});

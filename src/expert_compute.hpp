@@ -96,14 +96,13 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
                  Activation activation, bool keep_for_backward, ExpertWorkspace& workspace,
                  float* rows_out);
 // run_experts for an inference forward that does not wait for its plan: the experts'
-// row offsets stay in the workspace's expert_offsets (backend memory, experts + 1),
-// `rows` grouped rows in all, none of them padding, at most max_expert_rows an expert
-// (a dropless single-rank plan: tokens · top_k rows, at most `tokens` an expert). Where
-// ops.groups_resident says so, nothing waits (kernels::Ops::gather_expert_ffn_combine_resident).
-void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows,
-                          std::int64_t max_expert_rows, const float* rows_in, const std::vector<ExpertParams>& params,
-                          const ExpertLayout& layout, Activation activation, ExpertWorkspace& workspace,
-                          float* rows_out);
+// row offsets stay in the workspace's expert_offsets (backend memory, experts + 1, from
+// 0 to `rows`), none of the rows padding (a dropless single-rank plan: tokens · top_k
+// rows). Where ops.groups_resident says so, nothing waits
+// (kernels::Ops::gather_expert_ffn_combine_resident).
+void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, const float* rows_in,
+                          const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
+                          ExpertWorkspace& workspace, float* rows_out);
 // Whether run_experts_resident runs these experts without a wait on `ops`.
 bool experts_resident(const kernels::Ops& ops, const ExpertLayout& layout, Activation activation);
 

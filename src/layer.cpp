@@ -575,11 +575,10 @@ void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* o
     run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr), x, local_params(), params.experts.layout,
                 config.activation, false, workspace, output);
   } else {
-    // Dropless: all T·k assignments kept, packed by expert; the router picks k distinct
-    // experts a token, so an expert has at most T rows.
+    // Dropless: all T·k assignments kept, packed by expert.
     const auto E = static_cast<std::size_t>(config.num_experts);
     plan_single_rank(tokens, 0, false, nullptr, workspace.expert_offsets.resize(E + 1));
-    run_experts_resident(*ops, tokens, tokens * config.top_k, tokens, x, local_params(), params.experts.layout,
+    run_experts_resident(*ops, tokens, tokens * config.top_k, x, local_params(), params.experts.layout,
                          config.activation, workspace, output);
   }
   if (config.shared_expert_dim > 0)

@@ -62,7 +62,7 @@ class CudaOps final : public Ops {
       if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
     if (downloaded_ && cudaEventDestroy(downloaded_) != cudaSuccess)
       std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
-    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_, &split_partials_})
+    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_, &split_partials_, &tile_starts_})
       release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
@@ -308,12 +308,11 @@ class CudaOps final : public Ops {
            resident_gemm_fits(batch.in_dim, batch.width);
   }
   void gather_expert_ffn_combine_resident(const float* src, const std::int32_t* rows_of, std::int64_t rows,
-                                          const std::int64_t* offsets, std::int64_t max_group_rows, float* gathered,
-                                          const ExpertBatch& batch, float* pre, float* hidden, float* out,
-                                          const CombineInto& into) override {
+                                          const std::int64_t* offsets, float* gathered, const ExpertBatch& batch,
+                                          float* pre, float* hidden, float* out, const CombineInto& into) override {
     if (!groups_resident(batch) || batch.keep_for_backward)
-      return Ops::gather_expert_ffn_combine_resident(src, rows_of, rows, offsets, max_group_rows, gathered, batch,
-                                                     pre, hidden, out, into);
+      return Ops::gather_expert_ffn_combine_resident(src, rows_of, rows, offsets, gathered, batch, pre, hidden, out,
+                                                     into);
     const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
     const std::size_t groups = batch.w_in.size();
     if (rows == 0 || groups == 0) return;
@@ -331,11 +330,13 @@ class CudaOps final : public Ops {
     const auto* device = static_cast<const void* const*>(upload(table_, table));
     const auto biases = [&](std::size_t part) { return reinterpret_cast<const float* const*>(device + part * groups); };
     const int G = static_cast<int>(groups);
+    auto* starts = static_cast<std::int64_t*>(grow(tile_starts_, sizeof(std::int64_t) * (groups + 1)));
+    launch_resident_tile_starts(offsets, G, starts, stream_);
     launch_gather_rows_bf16(src, rows_of, rows, H, nullptr, x16, stream_);
-    launch_resident_grouped_gemm(x16, device, z16, offsets, G, max_group_rows, static_cast<int>(GF),
-                                 static_cast<int>(H), stream_);
+    launch_resident_grouped_gemm(x16, device, z16, offsets, starts, G, rows, static_cast<int>(GF), static_cast<int>(H),
+                                 stream_);
     launch_expert_hidden(z16, biases(2), offsets, G, rows, F, batch.gated, batch.act, nullptr, h16, stream_);
-    launch_resident_grouped_gemm(h16, device + groups, y16, offsets, G, max_group_rows, static_cast<int>(H),
+    launch_resident_grouped_gemm(h16, device + groups, y16, offsets, starts, G, rows, static_cast<int>(H),
                                  static_cast<int>(F), stream_);
     launch_combine_expert_output(y16, biases(3), offsets, G, 0, H, into.n_out, into.offsets, into.sources,
                                  into.weights, into.rows_out, stream_);
@@ -1021,6 +1022,7 @@ class CudaOps final : public Ops {
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
   Scratch a16_, b16_;              // bf16 operands of expert_gemm
   Scratch split_partials_;         // gemm()'s partial products when split over K
+  Scratch tile_starts_;            // the resident products' first row tile of each group
 };
 
 }  // namespace

@@ -28,12 +28,13 @@ __device__ inline void wait_all_but_last_copies() { asm volatile("cp.async.wait_
 
 __global__ void __launch_bounds__(kThreads)
     resident_grouped_gemm_kernel(const __nv_bfloat16* a, const __nv_bfloat16* const* b, __nv_bfloat16* c,
-                                 const std::int64_t* offsets, std::int64_t tiles_per_group, int n, int k) {
+                                 const std::int64_t* offsets, const std::int64_t* starts, int groups, int n,
+                                 int k) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 tensor cores need sm_80; the library is built for 80 and 90
 #else
-  const RowTile tile = row_tile(offsets, tiles_per_group, blockIdx.x);
-  if (tile.rows == 0) return;  // a tile past its group's rows: the grid is sized before the routing
+  const RowTile tile = row_tile(offsets, starts, groups, blockIdx.x);
+  if (tile.rows == 0) return;  // past the last tile: the grid is sized before the routing
   const int n0 = static_cast<int>(blockIdx.y) * kTileN;
   const __nv_bfloat16* bg = b[tile.group];
 
@@ -101,21 +102,30 @@ __global__ void __launch_bounds__(kThreads)
 #endif
 }
 
+__global__ void resident_tile_starts_kernel(const std::int64_t* offsets, int groups, std::int64_t* starts) {
+  resident_tile_starts(offsets, groups, starts);
+}
+
 }  // namespace
 
+void launch_resident_tile_starts(const std::int64_t* offsets, int groups, std::int64_t* starts, Stream stream) {
+  resident_tile_starts_kernel<<<1, 1, 0, stream>>>(offsets, groups, starts);
+  MOE_CHECK_LAUNCH();
+}
+
 void launch_resident_grouped_gemm(const void* a, const void* const* b, void* c, const std::int64_t* offsets,
-                                  int groups, std::int64_t max_group_rows, int n, int k, Stream stream) {
-  if (groups <= 0 || max_group_rows <= 0 || n <= 0) return;
+                                  const std::int64_t* starts, int groups, std::int64_t rows, int n, int k,
+                                  Stream stream) {
+  if (groups <= 0 || rows <= 0 || n <= 0) return;
   MOE_CHECK_ARG(resident_gemm_fits(n, k), "launch_resident_grouped_gemm", "n = ", n, ", k = ", k,
                 "; expected positive multiples of 8");
-  const std::int64_t tiles_per_group = resident_row_tiles_per_group(max_group_rows);
-  const std::int64_t row_tiles = groups * tiles_per_group;
-  MOE_CHECK_ARG(row_tiles <= 0x7fffffffLL, "launch_resident_grouped_gemm", groups, " groups of up to ",
-                max_group_rows, " rows; expected fewer than 2^31 row tiles of ", kResidentTileRows);
+  const std::int64_t row_tiles = resident_row_tile_bound(rows, groups);
+  MOE_CHECK_ARG(row_tiles <= 0x7fffffffLL, "launch_resident_grouped_gemm", rows, " rows in ", groups,
+                " groups; expected fewer than 2^31 row tiles of ", kResidentTileRows);
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>((n + kTileN - 1) / kTileN));
   resident_grouped_gemm_kernel<<<grid, kThreads, 0, stream>>>(
       static_cast<const __nv_bfloat16*>(a), reinterpret_cast<const __nv_bfloat16* const*>(b),
-      static_cast<__nv_bfloat16*>(c), offsets, tiles_per_group, n, k);
+      static_cast<__nv_bfloat16*>(c), offsets, starts, groups, n, k);
   MOE_CHECK_LAUNCH();
 }
 

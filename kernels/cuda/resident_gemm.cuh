@@ -9,9 +9,11 @@
 // One kernel, tensor cores through WMMA (16 × 16 × 16 bf16, float32 accumulation): a
 // block computes a 64 × 64 tile of one group's C, its A and B tiles staged in shared
 // memory by cp.async, two stages deep. The grid is fixed by what the host knows before
-// the routing: groups × ⌈max_group_rows / 64⌉ row tiles (a dropless single-rank plan
-// gives an expert at most one row per token) × ⌈n / 64⌉ column tiles; a tile past its
-// group's rows returns at once. At a decoding step's few tokens that is a few blocks per
+// the routing, the rows in all: ⌈rows / 64⌉ + min(groups, rows) row tiles (each group's
+// last tile may be partial) × ⌈n / 64⌉ column tiles. Where each group's tiles begin is
+// a prefix over the groups, made on the device first (launch_resident_tile_starts: one
+// thread, E steps); a block finds its group by a binary search in it, and a tile past
+// the last returns at once. At a decoding step's few tokens that is a few blocks per
 // chosen expert, and only the chosen experts' weights are read, where capacity-padded
 // experts (static shapes) run and read every expert.
 //
@@ -28,10 +30,18 @@ namespace moe::kernels::cuda {
 
 constexpr int kResidentTileRows = 64;
 
-// The grid's row tiles: every group gets ⌈max_group_rows / 64⌉, so tile x is group
-// x / that, rows [offsets[g] + 64·(x mod that), …) within the group's.
-MOE_HD inline std::int64_t resident_row_tiles_per_group(std::int64_t max_group_rows) {
-  return (max_group_rows + kResidentTileRows - 1) / kResidentTileRows;
+// The grid's row tiles for `rows` rows in `groups` groups: at least Σ_g ⌈rows_g / 64⌉,
+// which is at most ⌊rows / 64⌋ plus one partial tile per non-empty group.
+MOE_HD inline std::int64_t resident_row_tile_bound(std::int64_t rows, std::int64_t groups) {
+  return (rows + kResidentTileRows - 1) / kResidentTileRows + (groups < rows ? groups : rows);
+}
+
+// Where each group's row tiles begin: starts[g] = Σ_{g' < g} ⌈rows_g' / 64⌉ for g ≤
+// groups (starts[groups]: the tiles in all), from the groups' row offsets.
+MOE_HD inline void resident_tile_starts(const std::int64_t* offsets, std::int64_t groups, std::int64_t* starts) {
+  starts[0] = 0;
+  for (std::int64_t g = 0; g < groups; ++g)
+    starts[g + 1] = starts[g] + (offsets[g + 1] - offsets[g] + kResidentTileRows - 1) / kResidentTileRows;
 }
 
 // The kernel's geometry and its index arithmetic, apart so that the host tests drive
@@ -48,17 +58,24 @@ constexpr int kFrag = 16;      // WMMA's bf16 shape: 16 × 16 × 16
 constexpr int kLdA = kTileK + 8, kLdB = kTileN + 8, kLdC = kTileN + 4;
 constexpr int kStageA = kTileM * kLdA, kStageB = kTileK * kLdB;  // bf16 elements a stage
 
-// The rows of C a row tile covers: its group's, from `first`, `rows` of them (0: the
-// tile is past its group's rows).
+// The rows of C row tile x covers: its group's (the last g with starts[g] ≤ x, found by
+// binary search, so empty groups are passed over), from `first`, `rows` of them (0:
+// x is past the last tile).
 struct RowTile {
   std::int64_t group, first;
   int rows;
 };
-MOE_HD inline RowTile row_tile(const std::int64_t* offsets, std::int64_t tiles_per_group, std::int64_t tile) {
-  const std::int64_t group = tile / tiles_per_group;
-  const std::int64_t first = offsets[group] + (tile % tiles_per_group) * kTileM, end = offsets[group + 1];
-  const std::int64_t rows = end - first;
-  return {group, first, rows <= 0 ? 0 : rows < kTileM ? static_cast<int>(rows) : kTileM};
+MOE_HD inline RowTile row_tile(const std::int64_t* offsets, const std::int64_t* starts, std::int64_t groups,
+                               std::int64_t x) {
+  if (x >= starts[groups]) return {0, 0, 0};
+  std::int64_t lo = 0, hi = groups - 1;
+  while (lo < hi) {
+    const std::int64_t mid = (lo + hi + 1) / 2;
+    if (starts[mid] <= x) lo = mid;
+    else hi = mid - 1;
+  }
+  const std::int64_t first = offsets[lo] + (x - starts[lo]) * kTileM, rows = offsets[lo + 1] - first;
+  return {lo, first, rows < kTileM ? static_cast<int>(rows) : kTileM};
 }
 
 // A 16-byte piece (8 bf16) of a tile `width` elements wide: piece p is at row p / (width
@@ -102,12 +119,16 @@ MOE_HD inline int c_fragment(int warp, int i, int j) {
 // a whole number of 16-byte pieces (8 bf16), which the staged copies move.
 MOE_HD inline bool resident_gemm_fits(std::int64_t n, std::int64_t k) { return n > 0 && k > 0 && n % 8 == 0 && k % 8 == 0; }
 
+// starts (device, int64 [groups + 1]) = resident_tile_starts of the offsets (device,
+// int64 [groups + 1]), on the stream, for the products that follow on these offsets.
+void launch_resident_tile_starts(const std::int64_t* offsets, int groups, std::int64_t* starts, Stream stream);
+
 // C (bf16 [rows, n]) = A (bf16 [rows, k]) · B_g (bf16 [k, n], row-major) for the rows of
-// each group g < groups, offsets (int64 [groups + 1], device) from 0 to rows; b holds
-// the groups' B pointers on the device. max_group_rows bounds every group's rows (a
-// group with more would leave rows unwritten: the caller's bound must hold). n and k as
-// resident_gemm_fits says. Rows past offsets[groups] are not written.
+// each group g < groups, offsets (int64 [groups + 1], device) from 0 to rows, starts
+// as launch_resident_tile_starts made them from those offsets; b holds the groups' B
+// pointers on the device. n and k as resident_gemm_fits says.
 void launch_resident_grouped_gemm(const void* a, const void* const* b, void* c, const std::int64_t* offsets,
-                                  int groups, std::int64_t max_group_rows, int n, int k, Stream stream);
+                                  const std::int64_t* starts, int groups, std::int64_t rows, int n, int k,
+                                  Stream stream);
 
 }  // namespace moe::kernels::cuda

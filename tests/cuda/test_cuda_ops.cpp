@@ -292,7 +292,7 @@ TEST_F(CudaOps, ResidentGroupedProductsAgainstFloat64) {
   // 64-wide tiles (tails in K and in N); ffn (ReLU) and glu (SiLU), with and without
   // biases. In float32 the ops take the default, which brings the offsets to the host.
   const std::vector<std::int64_t> offsets = {0, 3, 3, 73, 74, 150};
-  const std::int64_t T = 110, rows = offsets.back(), n_out = rows / 2, max_group_rows = 76;
+  const std::int64_t T = 110, rows = offsets.back(), n_out = rows / 2;
   const std::size_t groups = offsets.size() - 1;
   std::vector<std::int32_t> gather(static_cast<std::size_t>(rows)), entry_offsets = {0}, sources;
   for (std::int64_t r = 0; r < rows; ++r) gather[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 37) % T);
@@ -343,7 +343,7 @@ TEST_F(CudaOps, ResidentGroupedProductsAgainstFloat64) {
             if (resident) {
               moe::kernels::ExpertBatch batch = e.dev;
               batch.row_offsets.clear();  // not read: the offsets are on the device
-              ops->gather_expert_ffn_combine_resident(dsrc.data(), drows.data(), rows, doffsets.data(), max_group_rows,
+              ops->gather_expert_ffn_combine_resident(dsrc.data(), drows.data(), rows, doffsets.data(),
                                                       scratch_in.data(), batch, pre.data(), hidden.data(), out.data(),
                                                       into);
             } else {

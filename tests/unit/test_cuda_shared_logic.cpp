@@ -354,41 +354,41 @@ TEST(CudaSharedLogic, OptimizerElementsAsTheKernelsRunThem) {
 }
 
 // resident_gemm.cu's blocks emulated on the host with the kernel's own index arithmetic
-// (resident_gemm.cuh): each block stages its A and B pieces (zeros where a_source or
-// b_source finds nothing), each warp multiplies the 16 × 16 fragments where a_fragment,
-// b_fragment and c_fragment place them, and the output pieces go where c_target says.
+// (resident_gemm.cuh): the groups' tile starts, each block's tile (a search in them;
+// the grid as the launch sizes it), each block's staged A and B pieces (zeros where
+// a_source or b_source finds nothing), each warp's 16 × 16 fragments where a_fragment,
+// b_fragment and c_fragment place them, and the output pieces where c_target says.
 // The stages and the output tile start as NaN, so a fragment that read past what was
 // staged (the rows' padding, another warp's place) would show. Against float64, with
-// empty groups, one-row groups, groups past a 64-row tile, a row bound above the most
-// rows, and widths with tails in K and N (multiples of 8 below and past the tiles);
-// every element of C written exactly once.
+// empty groups (first and last too), one-row groups, groups past a 64-row tile, and
+// widths with tails in K and N (multiples of 8 below and past the tiles); every
+// element of C written exactly once.
 TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
   namespace r = cuda::resident;
   std::mt19937 rng(5);
   const double nan = std::nan("");
-  for (int round = 0; round < 16; ++round) {
-    const int groups = 1 + static_cast<int>(rng() % 7);
+  for (int round = 0; round < 24; ++round) {
+    const int groups = 1 + static_cast<int>(rng() % 20);
     std::vector<std::int64_t> offsets = {0};
-    std::int64_t most = 0;
     for (int g = 0; g < groups; ++g) {
       const std::uint32_t kind = rng() % 4;
-      const std::int64_t rows_g = kind == 0 ? 0 : kind == 1 ? 1 : static_cast<std::int64_t>(rng() % 150);
-      offsets.push_back(offsets.back() + rows_g);
-      most = std::max(most, rows_g);
+      offsets.push_back(offsets.back() + (kind == 0 ? 0 : kind == 1 ? 1 : static_cast<std::int64_t>(rng() % 150)));
     }
-    const std::int64_t rows = offsets.back(), max_group_rows = most + static_cast<std::int64_t>(rng() % 70);
+    const std::int64_t rows = offsets.back();
     const int k = 8 * (1 + static_cast<int>(rng() % 12)), n = 8 * (1 + static_cast<int>(rng() % 12));
     SCOPED_TRACE(::testing::Message() << "round " << round << ": " << groups << " groups, " << rows << " rows, k="
-                                      << k << " n=" << n << " bound " << max_group_rows);
-    if (max_group_rows == 0) continue;  // the launch does nothing
+                                      << k << " n=" << n);
+    if (rows == 0) continue;  // the launch does nothing
     std::vector<float> a(static_cast<std::size_t>(rows * k)), b(static_cast<std::size_t>(groups * k * n));
     fill_normal(a.data(), rows * k, 1.0, 10 + round);
     fill_normal(b.data(), groups * k * n, 1.0, 40 + round);
     std::vector<double> c(static_cast<std::size_t>(rows * n), nan);
     std::vector<int> written(c.size(), 0);
-    const std::int64_t tiles_per_group = cuda::resident_row_tiles_per_group(max_group_rows);
-    for (std::int64_t x = 0; x < groups * tiles_per_group; ++x) {
-      const r::RowTile tile = r::row_tile(offsets.data(), tiles_per_group, x);
+    std::vector<std::int64_t> starts(offsets.size());
+    cuda::resident_tile_starts(offsets.data(), groups, starts.data());
+    EXPECT_LE(starts.back(), cuda::resident_row_tile_bound(rows, groups));
+    for (std::int64_t x = 0; x < cuda::resident_row_tile_bound(rows, groups); ++x) {
+      const r::RowTile tile = r::row_tile(offsets.data(), starts.data(), groups, x);
       if (tile.rows == 0) continue;
       const float* bg = b.data() + tile.group * k * n;
       for (int n0 = 0; n0 < n; n0 += r::kTileN) {

@@ -62,7 +62,8 @@ class CudaOps final : public Ops {
       if (cudaEventDestroy(event) != cudaSuccess) std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
     if (downloaded_ && cudaEventDestroy(downloaded_) != cudaSuccess)
       std::fprintf(stderr, "moe: cudaEventDestroy failed\n");
-    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_, &b16_, &split_partials_, &tile_starts_})
+    for (Scratch* s : {&table_, &doubles_, &partials_, &column_table_, &plan_, &x16_, &z16_, &h16_, &y16_, &a16_,
+                       &b16_, &split_partials_, &resident_table_, &tile_starts_})
       release(s->ptr);
     if (blas_ && cublasDestroy(blas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "moe: cublasDestroy failed\n");
     if (stream_ && cudaStreamDestroy(stream_) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
@@ -301,7 +302,9 @@ class CudaOps final : public Ops {
   // rows are gathered into bf16, the two products run over tiles the device's offsets
   // say are theirs (resident_gemm.cuh), and the hidden epilogue and the combine with
   // its output bias read the same offsets, as they do a host table's. One upload holds
-  // the groups' bf16 weights and biases (recorded with its bytes in a CUDA graph).
+  // the groups' bf16 weights and biases (recorded with its bytes in a CUDA graph), in
+  // memory of its own: the host-offset path's larger tables would otherwise move it
+  // and so end a graph's validity.
   bool groups_resident(const ExpertBatch& batch) const override {
     const std::int64_t GF = batch.gated ? 2 * batch.width : batch.width;
     return precision_ == GemmPrecision::BF16 && resident_gemm_fits(GF, batch.in_dim) &&
@@ -327,7 +330,7 @@ class CudaOps final : public Ops {
     for (std::size_t g = 0; g < groups; ++g) table.push_back(bf16_weights(batch.w_out[g], out_count));
     table.insert(table.end(), batch.b_in.begin(), batch.b_in.end());
     table.insert(table.end(), batch.b_out.begin(), batch.b_out.end());
-    const auto* device = static_cast<const void* const*>(upload(table_, table));
+    const auto* device = static_cast<const void* const*>(upload(resident_table_, table));
     const auto biases = [&](std::size_t part) { return reinterpret_cast<const float* const*>(device + part * groups); };
     const int G = static_cast<int>(groups);
     auto* starts = static_cast<std::int64_t*>(grow(tile_starts_, sizeof(std::int64_t) * (groups + 1)));
@@ -1022,6 +1025,7 @@ class CudaOps final : public Ops {
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
   Scratch a16_, b16_;              // bf16 operands of expert_gemm
   Scratch split_partials_;         // gemm()'s partial products when split over K
+  Scratch resident_table_;         // gather_expert_ffn_combine_resident's weights and biases
   Scratch tile_starts_;            // the resident products' first row tile of each group
 };
 

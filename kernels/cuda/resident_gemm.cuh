@@ -117,7 +117,9 @@ MOE_HD inline int c_fragment(int warp, int i, int j) {
 
 // Whether resident_grouped_gemm takes products of these widths: every row of A, B and C
 // a whole number of 16-byte pieces (8 bf16), which the staged copies move.
-MOE_HD inline bool resident_gemm_fits(std::int64_t n, std::int64_t k) { return n > 0 && k > 0 && n % 8 == 0 && k % 8 == 0; }
+MOE_HD inline bool resident_gemm_fits(std::int64_t n, std::int64_t k) {
+  return n > 0 && k > 0 && n % 8 == 0 && k % 8 == 0;
+}
 
 // starts (device, int64 [groups + 1]) = resident_tile_starts of the offsets (device,
 // int64 [groups + 1]), on the stream, for the products that follow on these offsets.

@@ -115,7 +115,7 @@ MOE_HD inline int c_fragment(int warp, int i, int j) {
 
 }  // namespace resident
 
-// Whether resident_grouped_gemm takes products of these widths: every row of A, B and C
+// Whether launch_resident_grouped_gemm takes products of these widths: every row of A, B and C
 // a whole number of 16-byte pieces (8 bf16), which the staged copies move.
 MOE_HD inline bool resident_gemm_fits(std::int64_t n, std::int64_t k) {
   return n > 0 && k > 0 && n % 8 == 0 && k % 8 == 0;

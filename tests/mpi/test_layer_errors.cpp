@@ -48,6 +48,22 @@ TEST_F(LayerErrors, StaticShapesNeedOneRank) {
   }
 }
 
+// forward_async (no wait, nothing for the host) on a dropless layer: one rank only, as
+// the exchange needs its per-peer counts on the host; every rank says so.
+TEST_F(LayerErrors, DroplessForwardAsyncNeedsOneRank) {
+  const int P = world().size();
+  MOEConfig config(2 * P, 1, 8, 8);
+  config.drop_tokens = false;
+  moe::MoELayer layer(config, world(), 1);
+  std::vector<float> x(4 * 8, 0.5f), out(x.size());
+  if (P == 1) {
+    EXPECT_NO_THROW(layer.forward_async(x.data(), 4, out.data()));
+  } else {
+    EXPECT_MOE_ERROR(layer.forward_async(x.data(), 4, out.data()), "MoELayer::forward_async: called on ",
+                     "expected one rank");
+  }
+}
+
 TEST_F(LayerErrors, ExpertsPaddedToTheMostNeedOneRank) {
   const int P = world().size();
   setenv("MOE_EXPERT_ROWS", "padded", 1);

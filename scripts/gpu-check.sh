@@ -325,6 +325,10 @@ section_3() {  # timings
   }
   static_ab mid ffn 64
   static_ab mid ffn 4096
+  # The resident products (our WMMA kernel, no wait) at a training-sized batch, against
+  # the forward's per-expert cuBLAS products after the wait: whether they could serve
+  # more than decoding.
+  dropless_async mid ffn 4096
 
   # The per-group GEMMs on one stream against the default four (MOE_GEMM_STREAMS), and
   # four whose cuBLAS handles each plan for a quarter of the SMs (MOE_GEMM_SM_SHARE=1),

@@ -17,7 +17,12 @@
 #include <moe/layer.hpp>
 
 int main(int argc, char** argv) {
-  const bool dropless = argc > 1 && std::string(argv[1]) == "--dropless";
+  const bool dropless = argc == 2 && std::string(argv[1]) == "--dropless";
+  if (argc > 2 || (argc == 2 && !dropless)) {
+    std::fprintf(stderr, "decode_with_cuda_graph: unexpected argument '%s'; usage: %s [--dropless]\n",
+                 argv[argc - 1], argv[0]);
+    return 2;
+  }
   if (moe::cuda_device_count() == 0) {
     std::printf("decode_with_cuda_graph: no CUDA device; nothing to record\n");
     return 77;

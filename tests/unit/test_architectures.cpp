@@ -156,40 +156,77 @@ TEST_P(ArchForward, MatchesTheFloat64Reference) {
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchForward, ::testing::ValuesIn(kArchs),
                          [](const auto& info) { return info.param.name(); });
 
-// The layer's gradients against central differences of the float64 loss, on T tokens.
-void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, std::int64_t T) {
+// The layer's gradients against central differences of the float64 loss, on T tokens,
+// with the layer run at each of `thread_counts` OpenMP threads (empty: as it is). The
+// differences depend on the routing, not on the threads, so they are taken once, from
+// the first run's choices, and every later run must choose the same experts.
+void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, std::int64_t T,
+                                             const std::vector<int>& thread_counts = {}) {
   const std::int64_t H = c.hidden_dim;
-  auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::LayerOptions options;
   options.aux_loss_coef = 0.3f;
   options.z_loss_coef = c.router == RouterKind::Softmax ? 0.2f : 0.0f;
-  moe::MoELayer layer = random_layer(c, *comm, 31, options);
-  layer.set_gate_weights(random_tensor({H, c.num_experts}, 0.7, 32));
   // Tokens with a common component, so that most of them prefer the same experts and
   // capacity 1.0 drops some.
   Tensor<float> x = random_tensor({T, H}, 1.0, 33);
   for (float& v : x) v += 1.0f;
   const Tensor<float> g = random_tensor({T, H}, 1.0, 34);
-  const moe::ForwardResult fwd = layer.forward(x, moe::Pass::Training);
-  const Tensor<float> dx = layer.backward(g);
 
-  std::vector<std::int32_t> indices(fwd.expert_indices.begin(), fwd.expert_indices.end());
-  const moe::DispatchPlan plan = moe::make_dispatch_plan(indices.data(), T, c);
-  const std::vector<bool> kept(plan.kept.begin(), plan.kept.end());
-  if (c.drop_tokens) EXPECT_GT(plan.dropped, 0) << "meant to exercise dropping";
-  moe::reference::Params p = reference_params(layer);
+  // The tensors whose gradients are checked, by name, with their float64 values (which
+  // numeric_gradient perturbs in place) and, once taken, their central differences.
+  struct Checked {
+    std::string what;
+    std::vector<double>* values;
+    std::vector<double> numeric;
+  };
+  std::vector<Checked> checked;
+  moe::reference::Params p;
   std::vector<double> xs(x.begin(), x.end()), gs(g.begin(), g.end());
+  std::vector<std::int32_t> indices;
+  std::vector<bool> kept;
   const moe::reference::LossTerms terms{options.aux_loss_coef, options.z_loss_coef};
   auto loss = [&] { return moe::reference::training_loss(p, xs, T, indices, kept, gs, c, terms); };
-  auto check = [&](const Tensor<float>& analytic, std::vector<double>& values, const std::string& what) {
-    ASSERT_EQ(analytic.numel(), static_cast<std::int64_t>(values.size())) << what;
-    EXPECT_LE(relative_error(analytic.data(), moe::reference::numeric_gradient(values, loss).data(), analytic.numel()), 1e-4) << what;
-  };
-  check(layer.gate_grad(), p.gate, "gate");
-  check(dx, xs, "input");
-  for (std::int64_t e = 0; e < c.num_experts; ++e) check(layer.expert_grad(e), p.experts[e], "expert " + std::to_string(e));
-  if (c.shared_expert_dim > 0) check(layer.shared_expert_grad(), p.shared, "shared expert");
-  if (c.shared_gate) check(layer.shared_gate_grad(), p.shared_gate, "shared gate");
+
+  const std::vector<int> runs = thread_counts.empty() ? std::vector<int>{0} : thread_counts;
+  for (const int threads : runs) {
+    SCOPED_TRACE(threads ? "threads = " + std::to_string(threads) : std::string("threads as they are"));
+    if (threads) omp_set_num_threads(threads);
+    auto comm = moe::make_communicator(moe::CommBackend::Local);
+    moe::MoELayer layer = random_layer(c, *comm, 31, options);
+    layer.set_gate_weights(random_tensor({H, c.num_experts}, 0.7, 32));
+    const moe::ForwardResult fwd = layer.forward(x, moe::Pass::Training);
+    const Tensor<float> dx = layer.backward(g);
+    const std::vector<std::int32_t> chosen(fwd.expert_indices.begin(), fwd.expert_indices.end());
+
+    std::vector<Tensor<float>> analytic = {layer.gate_grad(), dx};
+    for (std::int64_t e = 0; e < c.num_experts; ++e) analytic.push_back(layer.expert_grad(e));
+    if (c.shared_expert_dim > 0) analytic.push_back(layer.shared_expert_grad());
+    if (c.shared_gate) analytic.push_back(layer.shared_gate_grad());
+
+    if (checked.empty()) {  // the first run: the reference's inputs, and the differences
+      indices = chosen;
+      const moe::DispatchPlan plan = moe::make_dispatch_plan(indices.data(), T, c);
+      kept.assign(plan.kept.begin(), plan.kept.end());
+      if (c.drop_tokens) EXPECT_GT(plan.dropped, 0) << "meant to exercise dropping";
+      p = reference_params(layer);
+      checked.push_back({"gate", &p.gate, {}});
+      checked.push_back({"input", &xs, {}});
+      for (std::int64_t e = 0; e < c.num_experts; ++e)
+        checked.push_back({"expert " + std::to_string(e), &p.experts[static_cast<std::size_t>(e)], {}});
+      if (c.shared_expert_dim > 0) checked.push_back({"shared expert", &p.shared, {}});
+      if (c.shared_gate) checked.push_back({"shared gate", &p.shared_gate, {}});
+      for (Checked& t : checked) t.numeric = moe::reference::numeric_gradient(*t.values, loss);
+    } else {
+      ASSERT_EQ(chosen, indices) << "the routing changed with the thread count";
+    }
+    ASSERT_EQ(analytic.size(), checked.size());
+    for (std::size_t i = 0; i < checked.size(); ++i) {
+      ASSERT_EQ(analytic[i].numel(), static_cast<std::int64_t>(checked[i].numeric.size())) << checked[i].what;
+      EXPECT_LE(relative_error(analytic[i].data(), checked[i].numeric.data(), analytic[i].numel()), 1e-4)
+          << checked[i].what;
+    }
+  }
+  if (!thread_counts.empty()) omp_set_num_threads(omp_get_num_procs());
 }
 
 class ArchGradients : public ::testing::TestWithParam<Arch> {};
@@ -201,14 +238,11 @@ TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
 
 // With many experts the backward runs whole experts concurrently, one per thread
 // (src/expert_compute.cpp): the same gradients with 1, 2 and 3 threads.
+// (The central differences, the costly part, are taken once per layer: under the
+// sanitizers' unoptimised build this test took 137 s taking them at every count.)
 TEST(ArchGradientsManyExperts, MatchFiniteDifferencesWhateverTheThreadCount) {
-  for (int threads : {1, 2, 3}) {
-    SCOPED_TRACE("threads = " + std::to_string(threads));
-    omp_set_num_threads(threads);
-    for (const Arch& a : {kArchs[2], kArchs[3]})  // DeepSeek-like glu, and ffn with biases
-      expect_gradients_match_the_float64_loss(a, a.config(20, 3, 6, 5, 1.0f), 23);
-  }
-  omp_set_num_threads(omp_get_num_procs());
+  for (const Arch& a : {kArchs[2], kArchs[3]})  // DeepSeek-like glu, and ffn with biases
+    expect_gradients_match_the_float64_loss(a, a.config(20, 3, 6, 5, 1.0f), 23, {1, 2, 3});
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchGradients, ::testing::ValuesIn(kArchs),

@@ -502,3 +502,10 @@ echo
 echo "== summary ($(elapsed)); targets (issue 11): bf16 forward ≥ 0.75 of dense at mixtral glu, ≥ 0.5 at mid,"
 echo "   fine and deepseek, ≥ 1.3× PyTorch grouped everywhere; bf16 training ≥ 0.6 of dense at mixtral glu"
 printf '%s\n' "${rows[@]}" | tee "$results/summary.txt"
+# The tables for docs/performance.md, with each of issue 11's targets judged from the
+# figures above (report.md): the card, the date, and the commit the programs were built
+# from (the bundle's COMMIT; a build here has no record of it).
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+python3 scripts/gpu-report.py "$results" --card "${card:-a card nvidia-smi did not name}" \
+  --date "$(date -u +%F)" --commit "$(cat "$bin/../COMMIT" 2>/dev/null || echo 'not recorded')" \
+  >"$results/report.md" 2>&1 && echo && cat "$results/report.md"

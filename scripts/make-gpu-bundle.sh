@@ -27,5 +27,9 @@ for program in gpu-bundle/bin/* gpu-bundle/lib/libmoe.so.0; do
 done | sort -u | while read -r name path; do
   [[ "$name" =~ $skip ]] || cp -Ln "$path" gpu-bundle/lib/
 done
+# The code the programs were built from, for the check's report (the GPU machine's copy
+# of the tree has no git history): the commit, marked when the tree had changes.
+git rev-parse --short HEAD >gpu-bundle/COMMIT 2>/dev/null || echo unknown >gpu-bundle/COMMIT
+git diff --quiet HEAD 2>/dev/null || sed -i 's/$/ + uncommitted changes/' gpu-bundle/COMMIT
 tar -C . -cJf gpu-bundle.tar.xz gpu-bundle
 echo "gpu-bundle.tar.xz: $(du -h gpu-bundle.tar.xz | cut -f1) ($(ls gpu-bundle/lib | wc -l) libraries); carry it with the run"

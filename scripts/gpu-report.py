@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Issue 11's tables from a GPU check's results, for docs/performance.md.
+
+scripts/gpu-check.sh leaves bench.csv (one line per gpu_bench row of section 3, with the
+PyTorch baselines' times appended) and summary.txt (its closing table) in its results
+directory. This prints, in Markdown:
+  - every timed row: moe, dense and PyTorch ms, moe / dense and moe's speed-up over
+    PyTorch's grouped MoE (torch._grouped_mm), as the check measured them;
+  - issue 11's targets, each with the figures it is judged on and "met" or "not met",
+    and "not measured" where the check has no figure (a row that failed, was cut by
+    the deadline, or a section not run). Nothing is estimated.
+The verdicts are the issue's thresholds applied to ratios of the times the check
+printed (ms, 3 decimals; the tables round the ratios to 2), so that whoever pastes the
+tables does not judge them by eye.
+
+usage: scripts/gpu-report.py RESULTS_DIR [--card "NVIDIA H200"] [--date 2026-11-28] [--commit abc1234]
+Only the standard library: it runs under any python3.
+"""
+import argparse
+import csv
+import os
+import re
+import sys
+
+# Issue 11's targets: bf16 forward against dense, per config (kind None: every kind the
+# check timed), and against PyTorch's grouped MoE; bf16 forward + backward at Mixtral-like.
+FORWARD_VS_DENSE = [("mixtral", "glu", 0.75), ("mid", None, 0.5), ("fine", None, 0.5), ("deepseek", None, 0.5)]
+VS_GROUPED = 1.3
+TRAINING_VS_DENSE = ("mixtral", "glu", 0.6)
+JOB_VS_STEP = 0.8
+NAMES = {"mid": "mid", "mixtral": "Mixtral-like", "fine": "fine", "deepseek": "DeepSeek-like", "ref": "ref"}
+
+
+def number(text):
+    """The float a field holds, or None for '-', '' or anything else."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_bench(path):
+    """bench.csv's rows as dicts (its header names the fields); [] when it is absent."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("config")]
+
+
+def figures(row):
+    """moe / dense (dense ms over moe ms) and the speed-up over torch grouped, from the row's times."""
+    moe, dense, grouped = number(row.get("moe_ms")), number(row.get("dense_ms")), number(row.get("torch_grouped_ms"))
+    ratio = dense / moe if moe and dense else None
+    speedup = grouped / moe if moe and grouped else None
+    return ratio, speedup
+
+
+def cell(text):
+    """A time as the check printed it, or – where it has none."""
+    return text if number(text) is not None else "–"
+
+
+def fmt(value, digits=3, suffix=""):
+    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def timing_table(rows):
+    lines = ["| config | kind | mode | precision | T | moe ms | dense ms | moe / dense | torch grouped ms "
+             "| vs grouped | torch loop ms |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ratio, speedup = figures(row)
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            NAMES.get(row["config"], row["config"]), row["kind"], row["mode"], row["precision"], row["T"],
+            cell(row.get("moe_ms")), cell(row.get("dense_ms")), fmt(ratio, 2), cell(row.get("torch_grouped_ms")),
+            fmt(speedup, 2, "×"), cell(row.get("torch_loop_ms"))))
+    return lines
+
+
+def verdict(values, passes):
+    """'met' when every value passes, 'not met' when one does not, 'not measured' when there is none."""
+    if not values:
+        return "not measured"
+    return "met" if all(passes(v) for v in values) else "not met"
+
+
+def summary_rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def targets(rows, summary):
+    """Issue 11's targets: (target, figures, verdict) each."""
+    out = []
+
+    def bf16(config, kind, mode):
+        return [r for r in rows if r["config"] == config and (kind is None or r["kind"] == kind)
+                and r["mode"] == mode and r["precision"] == "bf16"]
+
+    for config, kind, least in FORWARD_VS_DENSE:
+        measured = [(r, figures(r)[0]) for r in bf16(config, kind, "forward")]
+        measured = [(r, v) for r, v in measured if v is not None]
+        out.append((f"{NAMES[config]}{' ' + kind if kind else ''} bf16 forward ≥ {least} of dense",
+                    ", ".join(f"{r['kind']} {v:.2f}" for r, v in measured) or "–",
+                    verdict([v for _, v in measured], lambda v, least=least: v >= least)))
+    forwards = [r for r in rows if r["mode"] == "forward" and r["precision"] == "bf16"]
+    speedups = [(r, figures(r)[1]) for r in forwards]
+    measured = [(r, v) for r, v in speedups if v is not None]
+    missing = len(speedups) - len(measured)
+    out.append((f"bf16 forward ≥ {VS_GROUPED}× PyTorch grouped at every config",
+                ", ".join(f"{NAMES.get(r['config'], r['config'])} {r['kind']} {v:.2f}×" for r, v in measured)
+                + (f"; {missing} row(s) without a PyTorch figure" if missing else "") or "–",
+                "not measured" if missing and not measured else
+                verdict([v for _, v in measured], lambda v: v >= VS_GROUPED)
+                + (" (rows missing)" if missing and measured else "")))
+    config, kind, least = TRAINING_VS_DENSE
+    measured = [v for v in (figures(r)[0] for r in bf16(config, kind, "training")) if v is not None]
+    out.append((f"{NAMES[config]} {kind} bf16 forward + backward ≥ {least} of dense",
+                ", ".join(f"{v:.2f}" for v in measured) or "–", verdict(measured, lambda v: v >= least)))
+
+    jobs = []
+    for line in summary:
+        m = re.match(r"moe train --device cuda bf16, mid, 8192 tok, (\w+)\s+(\S+)\s.*job/step ([0-9.]+)", line)
+        if m:
+            jobs.append((m.group(1), float(m.group(3))))
+    out.append((f"GPU training job ≥ {JOB_VS_STEP} of the layer's step (mid, 8 192 tokens)",
+                ", ".join(f"{name} {v:.2f}" for name, v in jobs) or "–",
+                verdict([v for _, v in jobs], lambda v: v >= JOB_VS_STEP)))
+
+    for tool in ("memcheck", "racecheck", "initcheck"):
+        found = [line for line in summary if line.startswith(f"compute-sanitizer {tool}")]
+        results = []
+        for line in found:
+            m = re.match(r"(compute-sanitizer \S+(?: \([^)]*\))?)\s+(\S+(?: run)?)\s+(.*)", line)
+            if m:
+                results.append((m.group(1), m.group(2), m.group(3)))
+        ran = [r for r in results if r[1] in ("pass", "FAIL", "timeout")]
+        text = "; ".join(f"{label}: {v}" + (f" ({rest.split(', tests exit')[0]})" if rest else "")
+                         for label, v, rest in results)
+        if not ran:
+            state = "not measured"
+        elif any(v != "pass" for _, v, _ in ran):
+            state = "not met" if any(v == "FAIL" for _, v, _ in ran) else "not measured (timeout)"
+        else:
+            state = "met" if len(ran) == len(results) else "met where run"
+        out.append((f"compute-sanitizer {tool}: 0 errors", text or "–", state))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results")
+    parser.add_argument("--card", default="(card not given)")
+    parser.add_argument("--date", default="(date not given)")
+    parser.add_argument("--commit", default="(commit not given)")
+    args = parser.parse_args()
+    rows = read_bench(os.path.join(args.results, "bench.csv"))
+    summary = summary_rows(os.path.join(args.results, "summary.txt"))
+    if not rows and not summary:
+        sys.exit(f"gpu-report: {args.results} has neither bench.csv nor summary.txt")
+    print(f"GPU check on {args.card}, {args.date}, code {args.commit} (`scripts/gpu-check.sh`; "
+          f"this table by `scripts/gpu-report.py`).")
+    print()
+    for line in summary:
+        m = re.match(r"cuda tests \([^)]*\)\s+(\S+)\s+(.*)", line)
+        if m:
+            print(f"`cuda` tests: {m.group(1)} ({m.group(2)}).")
+            print()
+    if rows:
+        print("\n".join(timing_table(rows)))
+        print()
+    print("| issue 11 target | figures | verdict |")
+    print("|---|---|---|")
+    for target, values, state in targets(rows, summary):
+        print(f"| {target} | {values} | {state} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# scripts/gpu-report.py on a made-up GPU check's results with known verdicts: a target
+# met, one not met, one with no figure, a row without its PyTorch figure, the training
+# job's ratios from the summary, and each sanitizer's verdict (pass, FAIL, not run).
+set -euo pipefail
+python=${1:-python3}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cat >"$dir/bench.csv" <<'CSV'
+config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms
+mid,ffn,softmax,forward,bf16,8,2,1024,4096,4096,0,0.700,0.221,196.3,0.316,-,-,1.082,3.220
+mid,ffn,softmax,training,bf16,8,2,1024,4096,4096,0,2.118,0.634,195.0,0.299,-,-,2.699,9.044
+mid,glu,softmax,forward,bf16,8,2,1024,4096,4096,0,0.400,0.313,300.0,0.783,-,-,0.700,3.001
+mixtral,glu,softmax,forward,bf16,8,2,4096,14336,8192,0,9.750,8.553,800.0,0.877,-,-,11.197,10.929
+mixtral,glu,softmax,training,bf16,8,2,4096,14336,8192,0,34.957,26.826,700.0,0.767,-,-,31.911,51.819
+fine,ffn,softmax,forward,bf16,64,8,2048,1408,8192,0,3.290,1.114,300.0,0.339,-,-,-,11.769
+mid,ffn,softmax,forward,fp32,8,2,1024,4096,4096,0,3.880,2.766,50.0,0.713,-,-,4.163,4.505
+CSV
+cat >"$dir/summary.txt" <<'TXT'
+programs                                     bundle     gpu-bundle.tar.xz (built elsewhere for sm_90)
+cuda tests (ops + layer, P=1)                pass       31 tests
+moe train --device cuda bf16, mid, 8192 tok, stream 599591 tokens/s; layer step 730515 tokens/s → job/step 0.82; step + teacher forward 500000 → 1.20
+moe train --device cuda bf16, mid, 8192 tok, dataset 950432 tokens/s; layer step 730515 tokens/s → job/step 1.30; step + teacher forward 500000 → 1.90
+compute-sanitizer memcheck (cuda tests)      pass       ERROR SUMMARY: 0 errors, tests exit 0 (memcheck.log)
+compute-sanitizer racecheck (CudaOps.*)      FAIL       RACECHECK SUMMARY: 2 hazards displayed (1 error, 1 warning), tests exit 0 (racecheck.log)
+compute-sanitizer initcheck                  not run    out of time (MOE_CHECK_SECONDS=345)
+TXT
+out=$("$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir" --card "NVIDIA H200" --date 2026-11-28 --commit abc1234)
+echo "$out"
+expect() {  # expect PATTERN: some line of the report matches it
+  grep -Eq -- "$1" <<<"$out" || { echo "no line matches: $1" >&2; exit 1; }
+}
+expect '^GPU check on NVIDIA H200, 2026-11-28, code abc1234'
+expect '^`cuda` tests: pass \(31 tests\)\.$'
+expect '^\| mid \| ffn \| forward \| bf16 \| 4096 \| 0\.700 \| 0\.221 \| 0\.32 \| 1\.082 \| 1\.55× \| 3\.220 \|$'
+expect '^\| fine \| ffn \| forward \| bf16 \| 8192 \| 3\.290 \| 1\.114 \| 0\.34 \| – \| – \| 11\.769 \|$'
+expect '^\| Mixtral-like glu bf16 forward ≥ 0\.75 of dense \| glu 0\.88 \| met \|$'
+expect '^\| mid bf16 forward ≥ 0\.5 of dense \| ffn 0\.32, glu 0\.78 \| not met \|$'
+expect '^\| DeepSeek-like bf16 forward ≥ 0\.5 of dense \| – \| not measured \|$'
+# fine ffn has no PyTorch figure; mid ffn 1.55× and Mixtral-like 1.15× miss 1.3×, mid glu 1.75× meets it.
+expect '^\| bf16 forward ≥ 1\.3× PyTorch grouped at every config \| mid ffn 1\.55×, mid glu 1\.75×, Mixtral-like glu 1\.15×; 1 row\(s\) without a PyTorch figure \| not met \(rows missing\) \|$'
+expect '^\| Mixtral-like glu bf16 forward \+ backward ≥ 0\.6 of dense \| 0\.77 \| met \|$'
+expect '^\| GPU training job ≥ 0\.8 of the layer.s step \(mid, 8 192 tokens\) \| stream 0\.82, dataset 1\.30 \| met \|$'
+expect '^\| compute-sanitizer memcheck: 0 errors \| compute-sanitizer memcheck \(cuda tests\): pass \(ERROR SUMMARY: 0 errors\) \| met \|$'
+expect '^\| compute-sanitizer racecheck: 0 errors \| compute-sanitizer racecheck \(CudaOps\.\*\): FAIL \(RACECHECK SUMMARY: 2 hazards displayed \(1 error, 1 warning\)\) \| not met \|$'
+expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck: not run \(out of time \(MOE_CHECK_SECONDS=345\)\) \| not measured \|$'
+# No results at all is an error, not an empty report.
+if "$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir/absent" 2>/dev/null; then
+  echo "a results directory without results gave a report" >&2
+  exit 1
+fi
+echo "gpu-report: ok"

@@ -4,7 +4,7 @@
 # carried with the tree) or builds them when every dependency is there; then
 #   1. runs every `cuda` test: each CUDA op against the CPU op or float64, the layer on
 #      the GPU against the CPU (forward in fp32/tf32/bf16, backward, bf16 training, AdamW,
-#      checkpoints);
+#      checkpoints); those that did not pass, again each alone (rerun_alone);
 #   2. runs the multi-rank invariance and traffic tests with two ranks sharing the GPU
 #      over MPI (the distributed plan on the GPU, and its bits against the host plan's:
 #      ExchangePlan.*), the same tests and the communicator's over NCCL at one rank, and
@@ -103,6 +103,25 @@ if ! ldd "$bin/moe_cuda_tests" >"$results/ldd.txt" 2>&1 || grep -q "not found" "
   row "libraries" "FAILED" "$(grep -c 'not found' "$results/ldd.txt") not found (ldd.txt)"
 fi
 
+# Every cuda test that did not pass in the run, again in a process of its own. A kernel's
+# fault poisons the process's CUDA context, so that every test after it fails with the
+# same error (or a crash ends the run), and only a test run alone says whether it
+# passes: the row names those that fail alone, each with its log (alone_NAME.log).
+rerun_alone() {
+  local line suite="" name ok=0 failed_alone=()
+  while read -r line; do
+    [[ -z $line ]] && continue
+    if [[ $line == *. && $line != *" "* ]]; then suite=$line; continue; fi
+    name=$suite${line%% *}
+    grep -qF "[       OK ] $name " "$results/cuda_tests.log" && continue
+    fits 10 "cuda tests alone (from $name on)" || return
+    timeout "$(capped 60)" "$bin/moe_cuda_tests" --gtest_filter="$name" >"$results/alone_${name//\//_}.log" 2>&1 &&
+      ok=$((ok + 1)) || failed_alone+=("$name")
+  done < <(timeout "$(capped 30)" "$bin/moe_cuda_tests" --gtest_list_tests 2>/dev/null)
+  row "cuda tests not passed in the run, alone" "$ok pass" \
+      "${#failed_alone[@]} fail alone: ${failed_alone[*]:-none} (alone_NAME.log)"
+}
+
 section_1() {  # cuda_tests
   echo "== 1. cuda tests (each op against the CPU, the layer on the GPU) $(elapsed)"
   timeout "$(capped 150)" "$bin/moe_cuda_tests" --gtest_output="xml:$results/cuda_tests.xml" >"$results/cuda_tests.log" 2>&1
@@ -118,6 +137,7 @@ section_1() {  # cuda_tests
   else
     grep -A3 "Failure" "$results/cuda_tests.log" | head -40
     row "cuda tests (ops + layer, P=1)" "FAIL" "exit $status: $passed ok, $((failed / 2)) failed, $skipped skipped"
+    ((skipped == 0)) && rerun_alone
   fi
 
   # The CUDA-graph example a user copies (examples/decode_with_cuda_graph.cpp), with

@@ -168,6 +168,10 @@ def main():
         if m:
             print(f"`cuda` tests: {m.group(1)} ({m.group(2)}).")
             print()
+        m = re.match(r"cuda tests not passed in the run, alone\s+(\d+) pass\s+(.*)", line)
+        if m:  # gpu-check's reruns, each test in a process of its own
+            print(f"Rerun alone, the tests that did not pass in the run: {m.group(1)} pass, {m.group(2)}.")
+            print()
     if rows:
         print("\n".join(timing_table(rows)))
         print()

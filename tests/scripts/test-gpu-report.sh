@@ -18,7 +18,8 @@ mid,ffn,softmax,forward,fp32,8,2,1024,4096,4096,0,3.880,2.766,50.0,0.713,-,-,4.1
 CSV
 cat >"$dir/summary.txt" <<'TXT'
 programs                                     bundle     gpu-bundle.tar.xz (built elsewhere for sm_90)
-cuda tests (ops + layer, P=1)                pass       31 tests
+cuda tests (ops + layer, P=1)                FAIL       exit 1: 29 ok, 2 failed, 0 skipped
+cuda tests not passed in the run, alone      1 pass     1 fail alone: CudaOps.FailsAlone (alone_NAME.log)
 moe train --device cuda bf16, mid, 8192 tok, stream 599591 tokens/s; layer step 730515 tokens/s → job/step 0.82; step + teacher forward 500000 → 1.20
 moe train --device cuda bf16, mid, 8192 tok, dataset 950432 tokens/s; layer step 730515 tokens/s → job/step 1.30; step + teacher forward 500000 → 1.90
 compute-sanitizer memcheck (cuda tests)      pass       ERROR SUMMARY: 0 errors, tests exit 0 (memcheck.log)
@@ -31,7 +32,8 @@ expect() {  # expect PATTERN: some line of the report matches it
   grep -Eq -- "$1" <<<"$out" || { echo "no line matches: $1" >&2; exit 1; }
 }
 expect '^GPU check on NVIDIA H200, 2026-11-28, code abc1234'
-expect '^`cuda` tests: pass \(31 tests\)\.$'
+expect '^`cuda` tests: FAIL \(exit 1: 29 ok, 2 failed, 0 skipped\)\.$'
+expect '^Rerun alone, the tests that did not pass in the run: 1 pass, 1 fail alone: CudaOps\.FailsAlone \(alone_NAME\.log\)\.$'
 expect '^\| mid \| ffn \| forward \| bf16 \| 4096 \| 0\.700 \| 0\.221 \| 0\.32 \| 1\.082 \| 1\.55× \| 3\.220 \|$'
 expect '^\| fine \| ffn \| forward \| bf16 \| 8192 \| 3\.290 \| 1\.114 \| 0\.34 \| – \| – \| 11\.769 \|$'
 expect '^\| Mixtral-like glu bf16 forward ≥ 0\.75 of dense \| glu 0\.88 \| met \|$'

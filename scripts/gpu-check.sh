@@ -112,6 +112,7 @@ rerun_alone() {
   while read -r line; do
     [[ -z $line ]] && continue
     if [[ $line == *. && $line != *" "* ]]; then suite=$line; continue; fi
+    [[ -z $suite ]] && continue  # gtest_main's own first line
     name=$suite${line%% *}
     grep -qF "[       OK ] $name " "$results/cuda_tests.log" && continue
     fits 10 "cuda tests alone (from $name on)" || return

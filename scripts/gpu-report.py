@@ -144,7 +144,7 @@ def targets(rows, summary):
         elif any(v != "pass" for _, v, _ in ran):
             state = "not met" if any(v == "FAIL" for _, v, _ in ran) else "not measured (timeout)"
         else:
-            state = "met" if len(ran) == len(results) else "met where run"
+            state = "met" if len(ran) == len(results) else "not measured (passed where run)"
         out.append((f"compute-sanitizer {tool}: 0 errors", text or "–", state))
     return out
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu-report.py on a made-up GPU check's results with known verdicts: a target
 # met, one not met, one with no figure, a row without its PyTorch figure, the training
-# job's ratios from the summary, and each sanitizer's verdict (pass, FAIL, not run).
+# job's ratios from the summary, the tests rerun alone, and each sanitizer's verdict
+# (pass, FAIL, and initcheck passed on one test but not run over all).
 set -euo pipefail
 python=${1:-python3}
 dir=$(mktemp -d)
@@ -24,7 +25,8 @@ moe train --device cuda bf16, mid, 8192 tok, stream 599591 tokens/s; layer step 
 moe train --device cuda bf16, mid, 8192 tok, dataset 950432 tokens/s; layer step 730515 tokens/s → job/step 1.30; step + teacher forward 500000 → 1.90
 compute-sanitizer memcheck (cuda tests)      pass       ERROR SUMMARY: 0 errors, tests exit 0 (memcheck.log)
 compute-sanitizer racecheck (CudaOps.*)      FAIL       RACECHECK SUMMARY: 2 hazards displayed (1 error, 1 warning), tests exit 0 (racecheck.log)
-compute-sanitizer initcheck                  not run    out of time (MOE_CHECK_SECONDS=345)
+compute-sanitizer initcheck (bf16 cuBLAS C)  pass       ERROR SUMMARY: 0 errors, tests exit 0 (initcheck_cublas.log)
+compute-sanitizer initcheck (cuda tests)     not run    out of time (MOE_CHECK_SECONDS=345)
 TXT
 out=$("$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir" --card "NVIDIA H200" --date 2026-11-28 --commit abc1234)
 echo "$out"
@@ -45,7 +47,8 @@ expect '^\| Mixtral-like glu bf16 forward \+ backward ≥ 0\.6 of dense \| 0\.77
 expect '^\| GPU training job ≥ 0\.8 of the layer.s step \(mid, 8 192 tokens\) \| stream 0\.82, dataset 1\.30 \| met \|$'
 expect '^\| compute-sanitizer memcheck: 0 errors \| compute-sanitizer memcheck \(cuda tests\): pass \(ERROR SUMMARY: 0 errors\) \| met \|$'
 expect '^\| compute-sanitizer racecheck: 0 errors \| compute-sanitizer racecheck \(CudaOps\.\*\): FAIL \(RACECHECK SUMMARY: 2 hazards displayed \(1 error, 1 warning\)\) \| not met \|$'
-expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck: not run \(out of time \(MOE_CHECK_SECONDS=345\)\) \| not measured \|$'
+# initcheck passed on the cuBLAS test alone and did not run over the cuda tests: not measured.
+expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck \(bf16 cuBLAS C\): pass \(ERROR SUMMARY: 0 errors\); compute-sanitizer initcheck \(cuda tests\): not run \(out of time \(MOE_CHECK_SECONDS=345\)\) \| not measured \(passed where run\) \|$'
 # No results at all is an error, not an empty report.
 if "$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir/absent" 2>/dev/null; then
   echo "a results directory without results gave a report" >&2

@@ -288,16 +288,19 @@ section_3() {  # timings
     verdict=$(grep "MOE_GEMM_EPILOGUE=1" "$results/bench.log" | tail -1)
     rows[-1]+="${verdict:-no verdict printed}"
   }
-  gemm_methods fine
-  gemm_methods deepseek
-  padded_ab fine ffn
-  epilogue_ab fine ffn
-  epilogue_ab mid ffn
-  # The shared expert after the routed experts (MOE_SHARED_EXPERT=late, the order before
-  # 2026-11-27's eighth session) against during the host's wait for the routing (early,
-  # the default), at the DeepSeek-like config (shared expert 2 048 wide).
-  env_ab "shared expert late / early" MOE_SHARED_EXPERT "late early" deepseek glu forward \
-    "MOE_SHARED_EXPERT=late / default"
+  # A row per call, in priority order: the check's budget cuts what comes last. First
+  # the rows issue 11's targets are judged on (scripts/gpu-report.py), the configs
+  # furthest from dense first; then the trials, the newest first.
+  bench mid ffn forward,training bf16
+  bench fine ffn forward bf16
+  bench deepseek glu forward bf16
+  if [[ ${MOE_CHECK_BENCH:-full} != quick ]]; then  # quick: those three configs only
+    bench mixtral glu forward,training bf16
+    bench mid glu forward bf16
+    bench mixtral ffn forward bf16
+    bench fine glu forward bf16
+    bench mid ffn forward,training fp32
+  fi
   # A dropless layer without a wait (forward_async on packed experts whose row counts
   # stay on the GPU: kernels/cuda/resident_gemm.cu) and its CUDA graph, against the same
   # layer's forward, which waits for the routing, and against the capacity-padded
@@ -317,21 +320,17 @@ section_3() {  # timings
   dropless_async mid ffn 8
   dropless_async fine ffn 8
   dropless_async deepseek glu 64
-  if [[ ${MOE_CHECK_BENCH:-full} == quick ]]; then  # a shorter run: the configs furthest from dense, no A/B rows
-    bench mid ffn forward,training bf16
-    bench fine ffn forward bf16
-    bench deepseek glu forward bf16
-    return
-  else
-    bench mid ffn forward,training bf16
-    bench mid glu forward bf16
-    bench mixtral glu forward,training bf16
-    bench mixtral ffn forward bf16
-    bench fine ffn forward bf16
-    bench fine glu forward bf16
-    bench deepseek glu forward bf16
-    bench mid ffn forward,training fp32
-  fi
+  epilogue_ab fine ffn
+  epilogue_ab mid ffn
+  # The shared expert after the routed experts (MOE_SHARED_EXPERT=late, the order before
+  # 2026-11-27's eighth session) against during the host's wait for the routing (early,
+  # the default), at the DeepSeek-like config (shared expert 2 048 wide).
+  env_ab "shared expert late / early" MOE_SHARED_EXPERT "late early" deepseek glu forward \
+    "MOE_SHARED_EXPERT=late / default"
+  gemm_methods fine
+  gemm_methods deepseek
+  padded_ab fine ffn
+  [[ ${MOE_CHECK_BENCH:-full} == quick ]] && return  # a shorter run: the later trials left out
 
   # The single-rank plan as kernels (the default) against the host plan, same run: what
   # planning where the routing lives saves a forward. (One round each: checks 1–3 ran

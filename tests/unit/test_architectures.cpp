@@ -187,6 +187,11 @@ void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, 
   const moe::reference::LossTerms terms{options.aux_loss_coef, options.z_loss_coef};
   auto loss = [&] { return moe::reference::training_loss(p, xs, T, indices, kept, gs, c, terms); };
 
+  // The thread count back as it was however this returns (an ASSERT returns early).
+  struct RestoreThreads {
+    int threads = omp_get_max_threads();
+    ~RestoreThreads() { omp_set_num_threads(threads); }
+  } restore;
   const std::vector<int> runs = thread_counts.empty() ? std::vector<int>{0} : thread_counts;
   for (const int threads : runs) {
     SCOPED_TRACE(threads ? "threads = " + std::to_string(threads) : std::string("threads as they are"));
@@ -226,7 +231,6 @@ void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, 
           << checked[i].what;
     }
   }
-  if (!thread_counts.empty()) omp_set_num_threads(omp_get_num_procs());
 }
 
 class ArchGradients : public ::testing::TestWithParam<Arch> {};

@@ -472,13 +472,9 @@ section_6() {  # sanitizers
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
   sanitize() {  # sanitize TOOL FILTER LOG LABEL: the verdict is the tool's own count of errors
     local tool=$1 filter=$2 log=$3 label=$4 status summary errors verdict
-    local left=$((deadline - SECONDS))
-    if ((left < 20)); then
-      row "$label" "not run" "out of time (MOE_CHECK_SECONDS=$deadline)"
-      return
-    fi
+    fits 20 "$label" || return
     # --nvtx: the library marks what cuBLAS writes as initialised (kernels/cuda/gemm.cu).
-    timeout $((left < 90 ? left - 5 : 85)) "$sanitizer" --tool "$tool" --nvtx true --print-limit 20 \
+    timeout "$(capped 85)" "$sanitizer" --tool "$tool" --nvtx true --print-limit 20 \
       "$bin/moe_cuda_tests" --gtest_filter="$filter" \
       >"$results/$log" 2>&1
     status=$?

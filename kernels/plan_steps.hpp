@@ -112,17 +112,23 @@ constexpr std::int64_t kPaddedRowsMultiple = 8;
 // (docs/design.md §4b). rows_per_expert = 0: packed. R > 0 without pad_to_most: R
 // (capacity-padded experts, whose shapes are known before the routing). R > 0 with
 // pad_to_most: the most rows any expert kept, rounded up to a multiple of 8, when that
-// is at most R, else 0 — padded only as far as this routing needs, and packed when the
-// routing is too uneven for the room R gives. The plan steps and the layer both decide
-// with this function, from the same kept counts.
+// is at most R and every expert kept a row, else 0 — padded only as far as this routing
+// needs, and packed when the routing is too uneven for the room R gives, or leaves an
+// expert empty: padded, an empty expert would run M rows of zeros and have its weights
+// read for nothing, where packed it runs no product (a decoding step's few tokens leave
+// most experts empty, and reading weights is then the whole cost). The plan steps and
+// the layer both decide with this function, from the same kept counts.
 MOE_HD inline std::int64_t padded_rows(const std::int64_t* kept_per_expert, std::int64_t experts,
                                        std::int64_t rows_per_expert, bool pad_to_most) {
   if (rows_per_expert <= 0) return 0;
   if (!pad_to_most) return rows_per_expert;
-  std::int64_t most = 0;
-  for (std::int64_t e = 0; e < experts; ++e) most = kept_per_expert[e] > most ? kept_per_expert[e] : most;
+  std::int64_t most = 0, fewest = experts > 0 ? kept_per_expert[0] : 0;
+  for (std::int64_t e = 0; e < experts; ++e) {
+    most = kept_per_expert[e] > most ? kept_per_expert[e] : most;
+    fewest = kept_per_expert[e] < fewest ? kept_per_expert[e] : fewest;
+  }
   const std::int64_t rows = (most + kPaddedRowsMultiple - 1) / kPaddedRowsMultiple * kPaddedRowsMultiple;
-  return rows > 0 && rows <= rows_per_expert ? rows : 0;
+  return fewest > 0 && rows <= rows_per_expert ? rows : 0;
 }
 
 // The grouped rows begin at offsets[e] for expert e, for E experts. Packed

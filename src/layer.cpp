@@ -305,7 +305,7 @@ struct MoELayer::Impl {
   }
   bool exchange_plan_where_routed = false;  // P > 1: TokenExchange::plan_where_routed
   bool plan_where_routed_choice = false;    // P = 1: plan_where_routed below
-  bool pad_experts_to_most = false;         // MOE_EXPERT_ROWS=padded (below)
+  bool pad_experts_to_most = false;         // expert_rows_choice (below)
   bool shared_expert_early = true;          // MOE_SHARED_EXPERT (below)
 
   // MOE_SHARED_EXPERT=early (the default, or unset) queues the shared expert during the
@@ -320,14 +320,15 @@ struct MoELayer::Impl {
     return choice == "early";
   }
 
-  // MOE_EXPERT_ROWS=padded (a trial, docs/design.md §4b; packed or unset: the default):
-  // on one rank, each forward pads every expert to the most rows any expert kept when
-  // that fits in the room padded_rows_per_expert gives, so that the experts' products
-  // have one shape and can run as one batched launch (MOE_GROUPED_GEMM=batched); else
-  // the rows stay packed. Needs the plan steps. `forced` is MOE_SINGLE_RANK_PLAN.
+  // The padded layout (docs/design.md §4b): on one rank, each forward pads every expert
+  // to the most rows any expert kept when that fits in the room padded_rows_per_expert
+  // gives, so that the experts' bf16 products have one shape and run as one batched
+  // launch (kernels/cuda/gemm.cu); else the rows stay packed. Needs the plan steps.
+  // MOE_EXPERT_ROWS=padded|packed asks for one; unset, padded_by_default says.
+  // `forced` is MOE_SINGLE_RANK_PLAN.
   bool expert_rows_choice(const char* forced) const {
     const char* asked = std::getenv("MOE_EXPERT_ROWS");
-    if (!asked || !*asked) return false;
+    if (!asked || !*asked) return padded_by_default(forced);
     const std::string choice = asked;
     MOE_CHECK_ARG(choice == "packed" || choice == "padded", "MoELayer", "MOE_EXPERT_ROWS = '", choice,
                   "'; expected packed, padded (each expert padded to the most rows kept, when they fit) or unset");
@@ -342,9 +343,18 @@ struct MoELayer::Impl {
                   "layout is made by the plan steps)");
     return true;
   }
+  // Padded where it was measured faster: bf16 on the GPU, one rank, shapes not static,
+  // the plan steps not refused. The bf16 forward took 1.876 ms padded against 2.270
+  // packed at the fine-grained config, 0.451 against 0.482 at mid, 5.788 against 5.919
+  // at DeepSeek-like (H200, one run, 2026-11-27; docs/performance.md). The CPU runs each
+  // expert's products in turn, where padding would only add rows.
+  bool padded_by_default(const char* forced) const {
+    return on_device() && options.precision == Precision::BF16 && ranks == 1 && !options.static_shapes &&
+           !(forced && std::string(forced) == "host");
+  }
   // The padded layout's rows per expert; 0: packed. With static shapes R = min(C, T),
   // enough for its kept ones (the router picks k distinct experts per token, so an
-  // expert keeps at most T). Padded to the most (MOE_EXPERT_ROWS=padded): the room, 1.25
+  // expert keeps at most T). Padded to the most (expert_rows_choice): the room, 1.25
   // times the mean kept rows, at most min(C, T) rounded up to 8; each forward's plan
   // pads to the most rows kept where they fit in it (kernels::plan::padded_rows).
   std::int64_t padded_rows_per_expert(std::int64_t tokens) const {
@@ -911,5 +921,6 @@ ParameterSet& LayerAccess::grads(MoELayer& layer) { return layer.impl_->grads; }
 Buffer<float>& LayerAccess::expert_bias(MoELayer& layer) { return layer.impl_->expert_bias; }
 std::vector<float>& LayerAccess::host_expert_bias(MoELayer& layer) { return layer.impl_->host_expert_bias; }
 kernels::Ops& LayerAccess::ops(MoELayer& layer) { return *layer.impl_->ops; }
+bool LayerAccess::pads_experts(MoELayer& layer) { return layer.impl_->pad_experts_to_most; }
 
 }  // namespace moe::detail

@@ -18,6 +18,9 @@ struct LayerAccess {
   static Buffer<float>& expert_bias(MoELayer& layer);
   static std::vector<float>& host_expert_bias(MoELayer& layer);
   static kernels::Ops& ops(MoELayer& layer);
+  // Whether the layer's forwards pad each expert to the most rows kept (the padded
+  // layout, docs/design.md §4b), as chosen when it was built.
+  static bool pads_experts(MoELayer& layer);
 };
 
 }  // namespace moe::detail

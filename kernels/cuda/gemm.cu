@@ -228,16 +228,23 @@ void gemm_split_k(cublasHandle_t handle, GemmPrecision precision, bool trans_a, 
   MOE_CHECK_LAUNCH();
 }
 
-GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows) {
+GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows, GemmPrecision precision) {
+  const bool equal_rows =
+      rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [&](int r) { return r == rows.front(); });
   if (const char* forced = std::getenv("MOE_GROUPED_GEMM"); forced && *forced) {
     if (std::strcmp(forced, "one_launch") == 0) return GroupedGemmMethod::OneLaunch;
     if (std::strcmp(forced, "per_group") == 0) return GroupedGemmMethod::PerGroup;
     const bool batched = std::strcmp(forced, "batched") == 0;
     MOE_CHECK_ARG(batched, "grouped GEMM", "MOE_GROUPED_GEMM = '", forced,
                   "'; expected one_launch, per_group, batched, or unset (chosen by size)");
-    if (rows.size() > 1 && std::all_of(rows.begin(), rows.end(), [&](int r) { return r == rows.front(); }))
-      return GroupedGemmMethod::Batched;
+    if (equal_rows) return GroupedGemmMethod::Batched;
   }
+  // bf16 groups of one row count (experts padded): one batched launch. On an H200 it ran
+  // the fine-grained and mid products at 0.91-0.94 of one dense product, where a launch
+  // per expert ran at 0.59-0.80, and the Mixtral-like ones level with it
+  // (bench/gemm_methods.cu, 2026-11-27; docs/performance.md). Float32 keeps the rule
+  // below: batched was not measured there.
+  if (equal_rows && precision == GemmPrecision::BF16) return GroupedGemmMethod::Batched;
   long long total = 0;
   for (int r : rows) total += r;
   return rows.empty() || total / static_cast<long long>(rows.size()) >= kPerGroupMinMeanRows
@@ -254,7 +261,7 @@ void grouped_gemm(GemmLanes& lanes, GemmPrecision precision, const std::vector<i
   const cudaDataType_t type = precision == GemmPrecision::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   const std::size_t element = precision == GemmPrecision::BF16 ? 2 : 4;
   const float one = 1.0f, zero = 0.0f;
-  const GroupedGemmMethod method = grouped_gemm_method(rows);
+  const GroupedGemmMethod method = grouped_gemm_method(rows, precision);
   if (method == GroupedGemmMethod::Batched) {
     // Every group rows[0] × n: C_gᵀ (n × rows) = B_gᵀ · A_gᵀ, column-major, one launch.
     cublasHandle_t handle = lanes.main_handle();

@@ -43,12 +43,13 @@ bool gemm_split_k_from_environment();
 // in one launch. PerGroup: one cublasGemmEx per non-empty group, each with the kernel
 // cuBLAS picks for that shape (Hopper's own kernels), at a launch per group, the groups
 // spread over GemmLanes. Batched: cublasGemmBatchedEx, one launch for groups of equal
-// rows (experts padded to one row count: MOE_EXPERT_ROWS=padded, or static shapes).
+// rows (experts padded to one row count: the padded layout, or static shapes).
 // MOE_GROUPED_GEMM=one_launch|per_group|batched forces one (for measuring them; batched
-// only where every group has the same rows, else the size rule); otherwise
-// grouped_gemm_method picks by the groups' mean rows (docs/design.md §4b).
+// only where every group has the same rows, else the rules below); otherwise
+// grouped_gemm_method takes Batched for bf16 groups of one row count and picks by the
+// groups' mean rows for the rest (docs/design.md §4b).
 enum class GroupedGemmMethod { OneLaunch, PerGroup, Batched };
-GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows);
+GroupedGemmMethod grouped_gemm_method(const std::vector<int>& rows, GemmPrecision precision);
 
 // A grouped GEMM of row-major products C_g[rows_g, n] = A_g[rows_g, k] · B_g[k, n] over
 // the non-empty groups, with their pointers both on the host (PerGroup reads these) and

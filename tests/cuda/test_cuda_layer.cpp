@@ -12,6 +12,7 @@
 
 #include "buffer.hpp"
 #include "kernels/ops.hpp"
+#include "layer_access.hpp"
 #include "moe/checkpoint.hpp"
 #include "moe/layer.hpp"
 #include "moe/optimizer.hpp"
@@ -120,15 +121,59 @@ TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
   });
 }
 
-// Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded; here each forward pads,
-// 50 or fewer rows kept of a room of 56), their products batched in one launch
-// (MOE_GROUPED_GEMM=batched).
+// Sets an environment variable for the scope of the object ("" unsets it).
+class ScopedVariable {
+ public:
+  ScopedVariable(const char* name, const char* value) : name_(name) {
+    if (*value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedVariable() { ::unsetenv(name_); }
+  ScopedVariable(const ScopedVariable&) = delete;
+  ScopedVariable& operator=(const ScopedVariable&) = delete;
+
+ private:
+  const char* name_;
+};
+
+// Experts padded to the most rows kept (here each forward pads: 50 or fewer rows kept
+// of a room of 56): by default in bf16, its products batched in one launch as the size
+// rule picks for bf16 groups of one row count; then asked for in both precisions with
+// the batched launch forced (MOE_EXPERT_ROWS=padded, MOE_GROUPED_GEMM=batched).
 TEST_F(CudaLayer, ExpertsPaddedToTheMostMatchThePackedLayerOnTheCpu) {
-  ::setenv("MOE_EXPERT_ROWS", "padded", 1);
-  ::setenv("MOE_GROUPED_GEMM", "batched", 1);
-  expect_padded_matches_the_cpu(config, *comm, x, grad, [&](moe::Precision p) { return on(moe::Device::CUDA, p); });
-  ::unsetenv("MOE_EXPERT_ROWS");
-  ::unsetenv("MOE_GROUPED_GEMM");
+  for (const bool asked : {false, true}) {
+    SCOPED_TRACE(asked ? "asked for, batched forced" : "by default");
+    const ScopedVariable rows("MOE_EXPERT_ROWS", asked ? "padded" : "");
+    const ScopedVariable method("MOE_GROUPED_GEMM", asked ? "batched" : "");
+    expect_padded_matches_the_cpu(config, *comm, x, grad, [&](moe::Precision p) { return on(moe::Device::CUDA, p); });
+  }
+}
+
+// The padded layout by default where it was measured faster, and nowhere else: bf16 on
+// the GPU (one rank, shapes not static, the plan steps not refused); MOE_EXPERT_ROWS
+// decides when set.
+TEST_F(CudaLayer, PadsItsExpertsByDefaultOnlyInBf16) {
+  using moe::detail::LayerAccess;
+  auto pads = [&](moe::LayerOptions options) {
+    moe::MoELayer layer(config, *comm, 7, options);
+    return LayerAccess::pads_experts(layer);
+  };
+  EXPECT_TRUE(pads(on(moe::Device::CUDA, moe::Precision::BF16)));
+  EXPECT_FALSE(pads(on(moe::Device::CUDA, moe::Precision::FP32)));
+  EXPECT_FALSE(pads(on(moe::Device::CUDA, moe::Precision::TF32)));
+  moe::LayerOptions static_shapes = on(moe::Device::CUDA, moe::Precision::BF16);
+  static_shapes.static_shapes = true;
+  EXPECT_FALSE(pads(static_shapes));
+  {
+    const ScopedVariable host("MOE_SINGLE_RANK_PLAN", "host");
+    EXPECT_FALSE(pads(on(moe::Device::CUDA, moe::Precision::BF16)));
+  }
+  {
+    const ScopedVariable packed("MOE_EXPERT_ROWS", "packed");
+    EXPECT_FALSE(pads(on(moe::Device::CUDA, moe::Precision::BF16)));
+  }
+  const ScopedVariable padded("MOE_EXPERT_ROWS", "padded");
+  EXPECT_TRUE(pads(on(moe::Device::CUDA, moe::Precision::FP32)));
 }
 
 // A captured forward (a CUDA graph of forward_async) replays the forward: for new input
@@ -293,32 +338,36 @@ TEST_F(CudaLayer, Bf16TrainingStepMatchesTheCpuWithinBf16Tolerance) {
   //   its gradients wholesale (0.05-0.37 seen on an H200 after an SGD step at lr 0.05).
   //   AdamW is no better for a comparison: its first steps move every weight by about
   //   ±lr whatever the gradient's size.
-  for (const bool glu : {false, true}) {
-    MOEConfig c = config;
-    c.activation = glu ? moe::Activation::SiLU : moe::Activation::GELU;
-    if (glu) c.expert_kind = moe::ExpertKind::GLU;
-    moe::MoELayer cpu(c, *comm, 7, on(moe::Device::CPU));
-    moe::MoELayer gpu(c, *comm, 7, on(moe::Device::CUDA, moe::Precision::BF16));
-    const moe::SGDOptions sgd{0.05f, 0.9f, 0.0f};
-    moe::Optimizer cpu_opt = moe::Optimizer::sgd(cpu, sgd), gpu_opt = moe::Optimizer::sgd(gpu, sgd);
-    const Tensor<float> before = cpu.expert_params(3);
-    for (moe::MoELayer* l : {&cpu, &gpu}) l->zero_grad(), l->forward(x, moe::Pass::Training);
-    const Tensor<float> dx_cpu = cpu.backward(grad), dx_gpu = gpu.backward(grad);
-    EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 3e-2) << "input gradient, glu " << glu;
-    const Tensor<float> g_cpu = cpu.gate_grad(), g_gpu = gpu.gate_grad();
-    EXPECT_LE(relative_error(g_gpu.data(), g_cpu.data(), g_cpu.numel()), 3e-2) << "gate gradient, glu " << glu;
-    for (std::int64_t e = 0; e < c.num_experts; ++e) {
-      const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
-      EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 3e-2) << "expert " << e << ", glu " << glu;
-    }
-    cpu_opt.step();
-    gpu_opt.step();
-    const Tensor<float> a = cpu.expert_params(3), b = gpu.expert_params(3);
-    std::vector<float> update_cpu(a.numel()), update_gpu(a.numel());
-    for (std::int64_t i = 0; i < a.numel(); ++i) update_cpu[i] = a[i] - before[i], update_gpu[i] = b[i] - before[i];
-    EXPECT_LE(relative_error(update_gpu.data(), update_cpu.data(), a.numel()), 3e-2)
-        << "an SGD update of expert 3's float32 weights, glu " << glu;
-  }
+  // Each layout: the default (padded, batched) and packed.
+  for (const bool glu : {false, true})
+    for (const char* rows : {"", "packed"}) {
+      SCOPED_TRACE(*rows ? "packed" : "default layout");
+      const ScopedVariable layout("MOE_EXPERT_ROWS", rows);
+      MOEConfig c = config;
+      c.activation = glu ? moe::Activation::SiLU : moe::Activation::GELU;
+      if (glu) c.expert_kind = moe::ExpertKind::GLU;
+      moe::MoELayer cpu(c, *comm, 7, on(moe::Device::CPU));
+      moe::MoELayer gpu(c, *comm, 7, on(moe::Device::CUDA, moe::Precision::BF16));
+      const moe::SGDOptions sgd{0.05f, 0.9f, 0.0f};
+      moe::Optimizer cpu_opt = moe::Optimizer::sgd(cpu, sgd), gpu_opt = moe::Optimizer::sgd(gpu, sgd);
+      const Tensor<float> before = cpu.expert_params(3);
+      for (moe::MoELayer* l : {&cpu, &gpu}) l->zero_grad(), l->forward(x, moe::Pass::Training);
+      const Tensor<float> dx_cpu = cpu.backward(grad), dx_gpu = gpu.backward(grad);
+      EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x.numel()), 3e-2) << "input gradient, glu " << glu;
+      const Tensor<float> g_cpu = cpu.gate_grad(), g_gpu = gpu.gate_grad();
+      EXPECT_LE(relative_error(g_gpu.data(), g_cpu.data(), g_cpu.numel()), 3e-2) << "gate gradient, glu " << glu;
+      for (std::int64_t e = 0; e < c.num_experts; ++e) {
+        const Tensor<float> a = cpu.expert_grad(e), b = gpu.expert_grad(e);
+        EXPECT_LE(relative_error(b.data(), a.data(), a.numel()), 3e-2) << "expert " << e << ", glu " << glu;
+      }
+      cpu_opt.step();
+      gpu_opt.step();
+      const Tensor<float> a = cpu.expert_params(3), b = gpu.expert_params(3);
+      std::vector<float> update_cpu(a.numel()), update_gpu(a.numel());
+      for (std::int64_t i = 0; i < a.numel(); ++i) update_cpu[i] = a[i] - before[i], update_gpu[i] = b[i] - before[i];
+      EXPECT_LE(relative_error(update_gpu.data(), update_cpu.data(), a.numel()), 3e-2)
+          << "an SGD update of expert 3's float32 weights, glu " << glu;
+      }
 }
 
 TEST_F(CudaLayer, CheckpointsMoveBetweenGpuAndCpu) {

@@ -136,12 +136,13 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   EXPECT_EQ(first(padded.entry_slot), work.slot);
 }
 
-// Padded to the most kept rows (pad_to_most, MOE_EXPERT_ROWS=padded): from the
-// definition, every expert gets M = the most rows any expert kept, rounded up to 8,
-// when M fits in the room R: the packed plan's rows moved to e·M, the rest of each
-// expert's M rows padding (-1), the combine's entries naming the moved rows; when M
-// exceeds R, the packed plan itself. Balanced routings (which pad) and skewed ones
-// (which do not), with and without drops.
+// Padded to the most kept rows (pad_to_most, the padded layout): from the definition,
+// every expert gets M = the most rows any expert kept, rounded up to 8, when M fits in
+// the room R and no expert kept nothing: the packed plan's rows moved to e·M, the rest
+// of each expert's M rows padding (-1), the combine's entries naming the moved rows;
+// when M exceeds R or an expert is empty, the packed plan itself. Balanced routings
+// (which pad), skewed ones (which do not), and fewer assignments than experts (which
+// fit the room but leave experts empty), with and without drops.
 TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
   struct Case {
     std::int64_t T, k, E;
@@ -149,11 +150,11 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
     bool drop, balanced;
     std::int64_t room;
   };
-  int padded_cases = 0, packed_cases = 0;
+  int padded_cases = 0, packed_cases = 0, empty_expert_cases = 0;
   for (const Case& c : {Case{300, 2, 8, 1.0f, false, true, 96}, Case{300, 2, 8, 1.0f, false, false, 96},
                         Case{1000, 8, 64, 1.0f, false, true, 160}, Case{129, 2, 8, 1.25f, true, false, 40},
                         Case{129, 2, 8, 1.25f, true, true, 40}, Case{64, 6, 256, 1.0f, false, true, 8},
-                        Case{5, 1, 4, 1.0f, false, true, 2}}) {
+                        Case{5, 1, 4, 1.0f, false, true, 2}, Case{20, 2, 64, 1.0f, false, true, 8}}) {
     SCOPED_TRACE(::testing::Message() << "T=" << c.T << " k=" << c.k << " E=" << c.E << " room " << c.room
                                       << (c.balanced ? " balanced" : " skewed"));
     const moe::MOEConfig config = config_of(c.E, c.k, c.capacity_factor, c.drop);
@@ -183,13 +184,17 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
     std::int64_t most = 0;
     for (std::int64_t kept : host.kept_per_expert) most = std::max(most, kept);
     const std::int64_t M = (most + 7) / 8 * 8;
-    EXPECT_EQ(moe::kernels::plan::padded_rows(host.kept_per_expert.data(), c.E, c.room, true), M <= c.room ? M : 0);
+    const bool empty_expert =
+        std::find(host.kept_per_expert.begin(), host.kept_per_expert.end(), 0) != host.kept_per_expert.end();
+    const bool pads = M <= c.room && !empty_expert;
+    EXPECT_EQ(moe::kernels::plan::padded_rows(host.kept_per_expert.data(), c.E, c.room, true), pads ? M : 0);
     // Past the layout's rows nothing is written (run_steps fills with junk).
-    const std::size_t layout_rows = M <= c.room ? static_cast<std::size_t>(c.E * M) : A;
+    const std::size_t layout_rows = pads ? static_cast<std::size_t>(c.E * M) : A;
     for (std::size_t g = layout_rows; g < got.grouped_tokens.size(); ++g)
       ASSERT_EQ(got.grouped_tokens[g], 0x5a5a5a5a) << "row " << g << " past the layout's " << layout_rows;
-    if (M > c.room) {  // packed: the packed plan's arrays
+    if (!pads) {  // packed: the packed plan's arrays
       ++packed_cases;
+      empty_expert_cases += M <= c.room;
       EXPECT_EQ(first(got.grouped_tokens), first(packed.grouped_tokens));
       EXPECT_EQ(first(got.combine_sources), first(packed.combine_sources));
       continue;
@@ -210,6 +215,7 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
   }
   EXPECT_GT(padded_cases, 0);
   EXPECT_GT(packed_cases, 0);
+  EXPECT_GT(empty_expert_cases, 0);
 }
 
 // (T, k, E, capacity factor, drop): chunk edges (T·k of 256 and just past), one
@@ -407,8 +413,8 @@ class ExpertRowsChoice {
 // Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded) compute what the packed
 // layout computes, as capacity-padded ones do (above), whether a forward pads (an even
 // router) or falls back to packed (a peaky one, whose most-loaded expert keeps more than
-// the room of 1.25 times the mean): which one each case took is worked out from its
-// kept counts, and both must occur.
+// the room of 1.25 times the mean, or 3 tokens, which leave experts empty): which one
+// each case took is worked out from its kept counts, and both must occur.
 TEST(PaddedToTheMost, GiveThePackedLayersResults) {
   struct Case {
     moe::MOEConfig config;
@@ -439,7 +445,7 @@ TEST(PaddedToTheMost, GiveThePackedLayersResults) {
     const std::int64_t room = (std::min((5 * c.T * k + 4 * E - 1) / (4 * E), std::min(capacity, c.T)) + 7) / 8 * 8;
     const auto& kept = padded.forward.stats.tokens_per_expert;
     const std::int64_t most = (*std::max_element(kept.begin(), kept.end()) + 7) / 8 * 8;
-    ++(most <= room ? padded_cases : packed_cases);
+    ++(most <= room && *std::min_element(kept.begin(), kept.end()) > 0 ? padded_cases : packed_cases);
   }
   EXPECT_GT(padded_cases, 0);
   EXPECT_GT(packed_cases, 0);
@@ -458,6 +464,24 @@ TEST(PaddedToTheMost, TheChoiceIsCheckedWhenTheLayerIsBuilt) {
   EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1, options), "MOE_EXPERT_ROWS = padded with options.static_shapes");
   const PlanChoice host("host");
   EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1), "MOE_EXPERT_ROWS = padded with MOE_SINGLE_RANK_PLAN = host");
+}
+
+// The padded layout by default only where it was measured faster (bf16 on the GPU, one
+// rank, shapes not static; tests/cuda checks those): on the CPU (float32 only) the rows
+// stay packed unless MOE_EXPERT_ROWS asks for padding.
+TEST(PaddedToTheMost, IsTheCpusLayoutOnlyWhenAskedFor) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  const moe::MOEConfig config(4, 2, 8, 8, 1.0f);
+  moe::MoELayer unset(config, *comm, 1);
+  EXPECT_FALSE(moe::detail::LayerAccess::pads_experts(unset));
+  {
+    const ExpertRowsChoice padded("padded");
+    moe::MoELayer asked(config, *comm, 1);
+    EXPECT_TRUE(moe::detail::LayerAccess::pads_experts(asked));
+  }
+  const ExpertRowsChoice packed("packed");
+  moe::MoELayer refused(config, *comm, 1);
+  EXPECT_FALSE(moe::detail::LayerAccess::pads_experts(refused));
 }
 
 TEST(StaticShapes, NeedACapacityAndThePlanSteps) {

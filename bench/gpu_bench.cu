@@ -120,6 +120,7 @@ void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, flo
   constexpr int kSteps = 5;
   moe::PhaseTimes forward, backward;
   double wall_ms[4] = {};  // zero_grad, forward, backward, clip + optimizer step
+  std::vector<std::int64_t> kept;  // the last forward's kept rows per expert
   auto timed = [&](double& total, const auto& part) {
     if (!optimizer) return part();
     CHECK_CUDA(cudaDeviceSynchronize());
@@ -133,7 +134,10 @@ void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, flo
       if (optimizer) layer.zero_grad();
     });
     timed(wall_ms[1], [&] {
-      forward += layer.forward(x, tokens, out, training ? moe::Pass::Training : moe::Pass::Inference).stats.times;
+      const moe::ForwardStats stats =
+          layer.forward(x, tokens, out, training ? moe::Pass::Training : moe::Pass::Inference).stats;
+      forward += stats.times;
+      kept = stats.tokens_per_expert;
     });
     timed(wall_ms[2], [&] {
       if (training) layer.backward(grad_out, grad_in), backward += layer.backward_times();
@@ -150,6 +154,14 @@ void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, flo
   };
   add(forward);
   if (training) line += " | backward", add(backward);
+  if (!kept.empty()) {  // how even the routing is: the most-loaded expert's rows over the mean
+    char item[64];
+    double sum = 0;
+    for (std::int64_t r : kept) sum += static_cast<double>(r);
+    const double most = static_cast<double>(*std::max_element(kept.begin(), kept.end()));
+    std::snprintf(item, sizeof item, " | load max/mean %.2f", sum > 0 ? most * kept.size() / sum : 0.0);
+    line += item;
+  }
   if (optimizer) {
     char item[160];
     std::snprintf(item, sizeof item, " | wall: zero_grad %.3f forward %.3f backward %.3f clip + optimizer step %.3f",
@@ -237,8 +249,18 @@ int run(int argc, char** argv) {
   if (header)
     std::printf("config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,"
                 "per_group_ms\n");
-  std::optional<moe::Optimizer> adamw;  // its state only when a step is timed
-  if (std::find(modes.begin(), modes.end(), "step") != modes.end()) adamw.emplace(moe::Optimizer::adamw(layer));
+  // AdamW's state only when a step is timed. At a learning rate of 1e-6: the output's
+  // gradient is the same every step, so at a training rate (1e-3) every step pushes the
+  // router the same way, and the timed steps could run a routing drifting towards a few
+  // experts, which a job's aux loss keeps from happening (suspected, not shown, for the
+  // step's 11.55 ms against its parts' 7.05 in check 4, 2026-11-27: the phases line now
+  // prints the load). The step's arithmetic does not depend on the rate.
+  std::optional<moe::Optimizer> adamw;
+  if (std::find(modes.begin(), modes.end(), "step") != modes.end()) {
+    moe::AdamWOptions slow;
+    slow.lr = 1e-6f;
+    adamw.emplace(moe::Optimizer::adamw(layer, slow));
+  }
   for (const std::string& mode : modes) {
     const bool training = mode == "training" || mode == "step", optimizer_step = mode == "step";
     std::optional<moe::ForwardGraph> graph;

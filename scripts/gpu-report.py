@@ -5,7 +5,8 @@ scripts/gpu-check.sh leaves bench.csv (one line per gpu_bench row of section 3, 
 PyTorch baselines' times appended) and summary.txt (its closing table) in its results
 directory. This prints, in Markdown:
   - every timed row: moe, dense and PyTorch ms, moe / dense and moe's speed-up over
-    PyTorch's grouped MoE (torch._grouped_mm), as the check measured them;
+    PyTorch's grouped MoE (torch._grouped_mm), as the check measured them, and moe
+    with its experts' rows packed (MOE_EXPERT_ROWS=packed) where the check timed that;
   - issue 11's targets, each with the figures it is judged on and "met" or "not met",
     and "not measured" where the check has no figure (a row that failed, was cut by
     the deadline, or a section not run). Nothing is estimated.
@@ -66,14 +67,14 @@ def fmt(value, digits=3, suffix=""):
 
 def timing_table(rows):
     lines = ["| config | kind | mode | precision | T | moe ms | dense ms | moe / dense | torch grouped ms "
-             "| vs grouped | torch loop ms |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| vs grouped | torch loop ms | moe packed ms |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio, speedup = figures(row)
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             NAMES.get(row["config"], row["config"]), row["kind"], row["mode"], row["precision"], row["T"],
             cell(row.get("moe_ms")), cell(row.get("dense_ms")), fmt(ratio, 2), cell(row.get("torch_grouped_ms")),
-            fmt(speedup, 2, "×"), cell(row.get("torch_loop_ms"))))
+            fmt(speedup, 2, "×"), cell(row.get("torch_loop_ms")), cell(row.get("packed_ms"))))
     return lines
 
 

@@ -8,8 +8,8 @@ python=${1:-python3}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 cat >"$dir/bench.csv" <<'CSV'
-config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms
-mid,ffn,softmax,forward,bf16,8,2,1024,4096,4096,0,0.700,0.221,196.3,0.316,-,-,1.082,3.220
+config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms,packed_ms
+mid,ffn,softmax,forward,bf16,8,2,1024,4096,4096,0,0.700,0.221,196.3,0.316,-,-,1.082,3.220,0.750
 mid,ffn,softmax,training,bf16,8,2,1024,4096,4096,0,2.118,0.634,195.0,0.299,-,-,2.699,9.044
 mid,glu,softmax,forward,bf16,8,2,1024,4096,4096,0,0.400,0.313,300.0,0.783,-,-,0.700,3.001
 mixtral,glu,softmax,forward,bf16,8,2,4096,14336,8192,0,9.750,8.553,800.0,0.877,-,-,11.197,10.929
@@ -36,8 +36,8 @@ expect() {  # expect PATTERN: some line of the report matches it
 expect '^GPU check on NVIDIA H200, 2026-11-28, code abc1234'
 expect '^`cuda` tests: FAIL \(exit 1: 29 ok, 2 failed, 0 skipped\)\.$'
 expect '^Rerun alone, the tests that did not pass in the run: 1 pass, 1 fail alone: CudaOps\.FailsAlone \(alone_NAME\.log\)\.$'
-expect '^\| mid \| ffn \| forward \| bf16 \| 4096 \| 0\.700 \| 0\.221 \| 0\.32 \| 1\.082 \| 1\.55× \| 3\.220 \|$'
-expect '^\| fine \| ffn \| forward \| bf16 \| 8192 \| 3\.290 \| 1\.114 \| 0\.34 \| – \| – \| 11\.769 \|$'
+expect '^\| mid \| ffn \| forward \| bf16 \| 4096 \| 0\.700 \| 0\.221 \| 0\.32 \| 1\.082 \| 1\.55× \| 3\.220 \| 0\.750 \|$'
+expect '^\| fine \| ffn \| forward \| bf16 \| 8192 \| 3\.290 \| 1\.114 \| 0\.34 \| – \| – \| 11\.769 \| – \|$'
 expect '^\| Mixtral-like glu bf16 forward ≥ 0\.75 of dense \| glu 0\.88 \| met \|$'
 expect '^\| mid bf16 forward ≥ 0\.5 of dense \| ffn 0\.32, glu 0\.78 \| not met \|$'
 expect '^\| DeepSeek-like bf16 forward ≥ 0\.5 of dense \| – \| not measured \|$'

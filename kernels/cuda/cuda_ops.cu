@@ -336,11 +336,19 @@ class CudaOps final : public Ops {
     auto* starts = static_cast<std::int64_t*>(grow(tile_starts_, sizeof(std::int64_t) * (groups + 1)));
     launch_resident_tile_starts(offsets, G, starts, stream_);
     launch_gather_rows_bf16(src, rows_of, rows, H, nullptr, x16, stream_);
+    // K split where the tiles leave the GPU idle (a decoding step's rows), its partial
+    // sums in the split-K scratch: sized once for any split, so a graph's never moves.
+    const std::int64_t bound = split_k_partials_bound(sms_);
+    const int slices_in = resident_k_slices(rows, static_cast<int>(GF), static_cast<int>(H), sms_, bound);
+    const int slices_out = resident_k_slices(rows, static_cast<int>(H), static_cast<int>(F), sms_, bound);
+    float* partials = slices_in > 1 || slices_out > 1
+                          ? static_cast<float*>(grow(split_partials_, sizeof(float) * static_cast<std::size_t>(bound)))
+                          : nullptr;
     launch_resident_grouped_gemm(x16, device, z16, offsets, starts, G, rows, static_cast<int>(GF), static_cast<int>(H),
-                                 stream_);
+                                 slices_in, partials, stream_);
     launch_expert_hidden(z16, biases(2), offsets, G, rows, F, batch.gated, batch.act, nullptr, h16, stream_);
     launch_resident_grouped_gemm(h16, device + groups, y16, offsets, starts, G, rows, static_cast<int>(H),
-                                 static_cast<int>(F), stream_);
+                                 static_cast<int>(F), slices_out, partials, stream_);
     launch_combine_expert_output(y16, biases(3), offsets, G, 0, H, into.n_out, into.offsets, into.sources,
                                  into.weights, into.rows_out, stream_);
   }
@@ -1024,7 +1032,7 @@ class CudaOps final : public Ops {
   std::size_t marks_used_ = 0;
   Scratch x16_, z16_, h16_, y16_;  // bf16 experts: rows in, first GEMM's result, hidden, second's result
   Scratch a16_, b16_;              // bf16 operands of expert_gemm
-  Scratch split_partials_;         // gemm()'s partial products when split over K
+  Scratch split_partials_;         // partial sums of products split over K: gemm()'s, the resident products'
   Scratch resident_table_;         // gather_expert_ffn_combine_resident's weights and biases
   Scratch tile_starts_;            // the resident products' first row tile of each group
 };

@@ -8,7 +8,7 @@
 //
 // One kernel, tensor cores through WMMA (16 × 16 × 16 bf16, float32 accumulation): a
 // block computes a 64 × 64 tile of one group's C, its A and B tiles staged in shared
-// memory by cp.async, two stages deep. The grid is fixed by what the host knows before
+// memory by cp.async, kStages deep. The grid is fixed by what the host knows before
 // the routing, the rows in all: ⌈rows / 64⌉ + min(groups, rows) row tiles (each group's
 // last tile may be partial) × ⌈n / 64⌉ column tiles. Where each group's tiles begin is
 // a prefix over the groups, made on the device first (launch_resident_tile_starts: one
@@ -17,10 +17,17 @@
 // chosen expert, and only the chosen experts' weights are read, where capacity-padded
 // experts (static shapes) run and read every expert.
 //
+// Where the tiles are too few to fill the GPU (a decoding step's rows), K is split into
+// slices, a slice per grid layer: each block walks its slice of K and writes float32
+// partial sums, and one pass adds the slices in order and rounds to bf16 once
+// (resident_k_slices says how many; deterministic, like split_k.cuh's).
+//
 // Written for small token counts, not to replace cuBLAS: the layer's other forwards
 // keep their per-expert cuBLAS products. On an H200 (2026-11-27) its tests passed, but
-// it was slower than the forward's cuBLAS products at every size timed, decoding steps
-// included (docs/design.md, "A forward with no wait").
+// with two stages and no split it was slower than the forward's cuBLAS products at every
+// size timed, decoding steps included (docs/design.md, "A forward with no wait"): at
+// mid, 8 tokens, the second product's 112 busy blocks each walked K = 4 096 in 128
+// dependent steps. Four stages and the split came after; not yet run on a GPU.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +59,7 @@ MOE_HD inline void resident_tile_starts(const std::int64_t* offsets, std::int64_
 namespace resident {
 
 constexpr int kTileM = kResidentTileRows, kTileN = 64, kTileK = 32;
+constexpr int kStages = 4;  // cp.async stages: three loads in flight ahead of the tensor cores
 constexpr int kThreads = 128;  // four warps, each a 32 × 32 quarter of the tile
 constexpr int kFrag = 16;      // WMMA's bf16 shape: 16 × 16 × 16
 // Shared-memory rows padded by 16 bytes (8 bf16, 4 floats), so that the warps' fragment
@@ -115,7 +123,41 @@ MOE_HD inline int c_fragment(int warp, int i, int j) {
   return (warp_row(warp) + i * kFrag) * kLdC + warp_col(warp) + j * kFrag;
 }
 
+// The k tiles (of kTileK) slice `slice` of `slices` walks: [begin, end), the tiles
+// shared out evenly in order; a slice past the last tile is empty (its block writes
+// zeros, which the sum of the slices needs).
+struct KTiles {
+  int begin, end;
+};
+MOE_HD inline KTiles k_tiles_of_slice(int k, int slices, int slice) {
+  const int tiles = (k + kTileK - 1) / kTileK, per = (tiles + slices - 1) / slices;
+  const int begin = slice * per < tiles ? slice * per : tiles;
+  return {begin, begin + per < tiles ? begin + per : tiles};
+}
+
 }  // namespace resident
+
+// The least k tiles a slice walks: below that the partial sums' pass costs more than
+// the idle multiprocessors.
+constexpr int kResidentMinKTilesPerSlice = 4;
+constexpr int kResidentMaxSlices = 16;
+
+// How many slices of K the products of `rows` rows in `groups` groups take, C [rows, n]
+// over K = k, on `sms` multiprocessors: 1 where the fewest tiles the rows can make
+// (⌈rows / 64⌉ row tiles, all in one group, × ⌈n / 64⌉) already fill them; else doubled
+// while they do not, at most kResidentMaxSlices, each slice at least
+// kResidentMinKTilesPerSlice tiles of K. The float32 partials (slices · rows · n) then
+// stay under `partial_bound` floats: tiles · slices < 2 · sms, 64 · 64 elements a tile.
+MOE_HD inline int resident_k_slices(std::int64_t rows, int n, int k, int sms, std::int64_t partial_bound) {
+  const std::int64_t row_tiles = (rows + kResidentTileRows - 1) / kResidentTileRows;
+  const std::int64_t tiles = row_tiles * ((n + resident::kTileN - 1) / resident::kTileN);
+  const int k_tiles = (k + resident::kTileK - 1) / resident::kTileK;
+  int slices = 1;
+  while (slices < kResidentMaxSlices && tiles * slices < sms && k_tiles / (2 * slices) >= kResidentMinKTilesPerSlice)
+    slices *= 2;
+  while (slices > 1 && slices * rows * n > partial_bound) slices /= 2;
+  return slices;
+}
 
 // Whether launch_resident_grouped_gemm takes products of these widths: every row of A, B and C
 // a whole number of 16-byte pieces (8 bf16), which the staged copies move.
@@ -130,9 +172,10 @@ void launch_resident_tile_starts(const std::int64_t* offsets, int groups, std::i
 // C (bf16 [rows, n]) = A (bf16 [rows, k]) · B_g (bf16 [k, n], row-major) for the rows of
 // each group g < groups, offsets (int64 [groups + 1], device) from 0 to rows, starts
 // as launch_resident_tile_starts made them from those offsets; b holds the groups' B
-// pointers on the device. n and k as resident_gemm_fits says.
+// pointers on the device. n and k as resident_gemm_fits says. With slices > 1 (as
+// resident_k_slices says), `partials` holds slices · rows · n floats of scratch.
 void launch_resident_grouped_gemm(const void* a, const void* const* b, void* c, const std::int64_t* offsets,
-                                  const std::int64_t* starts, int groups, std::int64_t rows, int n, int k,
-                                  Stream stream);
+                                  const std::int64_t* starts, int groups, std::int64_t rows, int n, int k, int slices,
+                                  float* partials, Stream stream);
 
 }  // namespace moe::kernels::cuda

@@ -289,8 +289,10 @@ TEST_F(CudaOps, ResidentGroupedProductsAgainstFloat64) {
   // definition of the experts gathered and combined on the host, and against the
   // products cuBLAS runs from the host's offsets. Groups: an empty one, one of one row,
   // one of 70 (past a 64-row tile), the last of 76; widths multiples of 8 and not of the
-  // 64-wide tiles (tails in K and in N); ffn (ReLU) and glu (SiLU), with and without
-  // biases. In float32 the ops take the default, which brings the offsets to the host.
+  // 64-wide tiles (tails in K and in N), and an expert width of 1 024, over which the
+  // second product's 3 tiles split K 8 ways (resident_k_slices); ffn (ReLU) and glu
+  // (SiLU), with and without biases. In float32 the ops take the default, which brings
+  // the offsets to the host.
   const std::vector<std::int64_t> offsets = {0, 3, 3, 73, 74, 150};
   const std::int64_t T = 110, rows = offsets.back(), n_out = rows / 2;
   const std::size_t groups = offsets.size() - 1;
@@ -302,13 +304,13 @@ TEST_F(CudaOps, ResidentGroupedProductsAgainstFloat64) {
     entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
   }
   const std::vector<float> weights = random(rows, 71, 0.5);
-  for (const std::int64_t H : {64, 40})
+  for (const auto& widths : std::vector<std::pair<std::int64_t, std::int64_t>>{{64, 96}, {40, 56}, {64, 1024}})
     for (GemmPrecision p : {GemmPrecision::BF16, GemmPrecision::FP32})
       for (const bool gated : {false, true})
         for (const bool with_bias : {true, false}) {
-          const std::int64_t F = H == 64 ? 96 : 56;
-          SCOPED_TRACE(::testing::Message() << "H=" << H << " precision " << int(p) << (gated ? " glu" : " ffn")
-                                            << (with_bias ? " bias" : ""));
+          const std::int64_t H = widths.first, F = widths.second;
+          SCOPED_TRACE(::testing::Message() << "H=" << H << " F=" << F << " precision " << int(p)
+                                            << (gated ? " glu" : " ffn") << (with_bias ? " bias" : ""));
           auto ops = moe::kernels::make_cuda_ops(0, p);
           RandomExperts e = random_experts(ops.get(), offsets, H, F, gated, gated ? Act::SiLU : Act::ReLU,
                                            with_bias, 83);

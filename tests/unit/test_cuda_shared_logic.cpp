@@ -361,8 +361,10 @@ TEST(CudaSharedLogic, OptimizerElementsAsTheKernelsRunThem) {
 // The stages and the output tile start as NaN, so a fragment that read past what was
 // staged (the rows' padding, another warp's place) would show. Against float64, with
 // empty groups (first and last too), one-row groups, groups past a 64-row tile, and
-// widths with tails in K and N (multiples of 8 below and past the tiles); every
-// element of C written exactly once.
+// widths with tails in K and N (multiples of 8 below and past the tiles); K whole or
+// split into 2, 3 or 5 slices (k_tiles_of_slice; some slices empty where K has fewer
+// tiles), each slice's partial sums then added in slice order as the sum kernel adds
+// them; every element of C written exactly once by each slice.
 TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
   namespace r = cuda::resident;
   std::mt19937 rng(5);
@@ -376,67 +378,83 @@ TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
     }
     const std::int64_t rows = offsets.back();
     const int k = 8 * (1 + static_cast<int>(rng() % 12)), n = 8 * (1 + static_cast<int>(rng() % 12));
+    const int slices = std::vector<int>{1, 2, 3, 5}[round % 4];
     SCOPED_TRACE(::testing::Message() << "round " << round << ": " << groups << " groups, " << rows << " rows, k="
-                                      << k << " n=" << n);
+                                      << k << " n=" << n << ", " << slices << " slices");
     if (rows == 0) continue;  // the launch does nothing
     std::vector<float> a(static_cast<std::size_t>(rows * k)), b(static_cast<std::size_t>(groups * k * n));
     fill_normal(a.data(), rows * k, 1.0, 10 + round);
     fill_normal(b.data(), groups * k * n, 1.0, 40 + round);
-    std::vector<double> c(static_cast<std::size_t>(rows * n), nan);
-    std::vector<int> written(c.size(), 0);
+    // The slices' partial sums (one slice: C itself), each element written once a slice.
+    std::vector<std::vector<double>> partial(static_cast<std::size_t>(slices),
+                                             std::vector<double>(static_cast<std::size_t>(rows * n), nan));
+    std::vector<int> written(static_cast<std::size_t>(rows * n), 0);
     std::vector<std::int64_t> starts(offsets.size());
     cuda::resident_tile_starts(offsets.data(), groups, starts.data());
     EXPECT_LE(starts.back(), cuda::resident_row_tile_bound(rows, groups));
-    for (std::int64_t x = 0; x < cuda::resident_row_tile_bound(rows, groups); ++x) {
-      const r::RowTile tile = r::row_tile(offsets.data(), starts.data(), groups, x);
-      if (tile.rows == 0) continue;
-      const float* bg = b.data() + tile.group * k * n;
-      for (int n0 = 0; n0 < n; n0 += r::kTileN) {
-        std::vector<double> acc(4 * 2 * 2 * r::kFrag * r::kFrag, 0.0);  // [warp][i][j][16][16]
-        auto acc_at = [&](int warp, int i, int j, int m, int l) -> double& {
-          return acc[static_cast<std::size_t>((((warp * 2 + i) * 2 + j) * r::kFrag + m) * r::kFrag + l)];
-        };
-        for (int k0 = 0; k0 < k; k0 += r::kTileK) {
-          std::vector<double> sa(r::kStageA, nan), sb(r::kStageB, nan);
-          for (int p = 0; p < r::kTileM * r::kTileK / 8; ++p) {
-            const r::Piece q = r::piece_of(p, r::kTileK);
-            const std::int64_t from = r::a_source(q, tile.first, tile.rows, k0, k);
-            for (int e = 0; e < 8; ++e) sa[q.row * r::kLdA + q.col + e] = from < 0 ? 0.0 : a[from + e];
+    for (int z = 0; z < slices; ++z)
+      for (std::int64_t x = 0; x < cuda::resident_row_tile_bound(rows, groups); ++x) {
+        const r::RowTile tile = r::row_tile(offsets.data(), starts.data(), groups, x);
+        if (tile.rows == 0) continue;
+        const float* bg = b.data() + tile.group * k * n;
+        for (int n0 = 0; n0 < n; n0 += r::kTileN) {
+          std::vector<double> acc(4 * 2 * 2 * r::kFrag * r::kFrag, 0.0);  // [warp][i][j][16][16]
+          auto acc_at = [&](int warp, int i, int j, int m, int l) -> double& {
+            return acc[static_cast<std::size_t>((((warp * 2 + i) * 2 + j) * r::kFrag + m) * r::kFrag + l)];
+          };
+          const r::KTiles mine = r::k_tiles_of_slice(k, slices, z);
+          for (int k0 = mine.begin * r::kTileK; k0 < mine.end * r::kTileK; k0 += r::kTileK) {
+            std::vector<double> sa(r::kStageA, nan), sb(r::kStageB, nan);
+            for (int p = 0; p < r::kTileM * r::kTileK / 8; ++p) {
+              const r::Piece q = r::piece_of(p, r::kTileK);
+              const std::int64_t from = r::a_source(q, tile.first, tile.rows, k0, k);
+              for (int e = 0; e < 8; ++e) sa[q.row * r::kLdA + q.col + e] = from < 0 ? 0.0 : a[from + e];
+            }
+            for (int p = 0; p < r::kTileK * r::kTileN / 8; ++p) {
+              const r::Piece q = r::piece_of(p, r::kTileN);
+              const std::int64_t from = r::b_source(q, k0, n0, k, n);
+              for (int e = 0; e < 8; ++e) sb[q.row * r::kLdB + q.col + e] = from < 0 ? 0.0 : bg[from + e];
+            }
+            for (int warp = 0; warp < r::kThreads / 32; ++warp)
+              for (int kk = 0; kk < r::kTileK; kk += r::kFrag)
+                for (int i = 0; i < 2; ++i)
+                  for (int j = 0; j < 2; ++j)
+                    for (int m = 0; m < r::kFrag; ++m)
+                      for (int l = 0; l < r::kFrag; ++l)
+                        for (int h = 0; h < r::kFrag; ++h)
+                          acc_at(warp, i, j, m, l) += sa[r::a_fragment(warp, i, kk) + m * r::kLdA + h] *
+                                                      sb[r::b_fragment(warp, j, kk) + h * r::kLdB + l];
           }
-          for (int p = 0; p < r::kTileK * r::kTileN / 8; ++p) {
-            const r::Piece q = r::piece_of(p, r::kTileN);
-            const std::int64_t from = r::b_source(q, k0, n0, k, n);
-            for (int e = 0; e < 8; ++e) sb[q.row * r::kLdB + q.col + e] = from < 0 ? 0.0 : bg[from + e];
-          }
+          std::vector<double> out(r::kTileM * r::kLdC, nan);
           for (int warp = 0; warp < r::kThreads / 32; ++warp)
-            for (int kk = 0; kk < r::kTileK; kk += r::kFrag)
-              for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 2; ++j)
-                  for (int m = 0; m < r::kFrag; ++m)
-                    for (int l = 0; l < r::kFrag; ++l)
-                      for (int h = 0; h < r::kFrag; ++h)
-                        acc_at(warp, i, j, m, l) += sa[r::a_fragment(warp, i, kk) + m * r::kLdA + h] *
-                                                    sb[r::b_fragment(warp, j, kk) + h * r::kLdB + l];
-        }
-        std::vector<double> out(r::kTileM * r::kLdC, nan);
-        for (int warp = 0; warp < r::kThreads / 32; ++warp)
-          for (int i = 0; i < 2; ++i)
-            for (int j = 0; j < 2; ++j)
-              for (int m = 0; m < r::kFrag; ++m)
-                for (int l = 0; l < r::kFrag; ++l)
-                  out[r::c_fragment(warp, i, j) + m * r::kLdC + l] = acc_at(warp, i, j, m, l);
-        for (int p = 0; p < r::kTileM * r::kTileN / 8; ++p) {
-          const r::Piece q = r::piece_of(p, r::kTileN);
-          const std::int64_t to = r::c_target(q, tile.first, tile.rows, n0, n);
-          if (to < 0) continue;
-          for (int e = 0; e < 8; ++e) {
-            c[static_cast<std::size_t>(to + e)] = out[q.row * r::kLdC + q.col + e];
-            ++written[static_cast<std::size_t>(to + e)];
+            for (int i = 0; i < 2; ++i)
+              for (int j = 0; j < 2; ++j)
+                for (int m = 0; m < r::kFrag; ++m)
+                  for (int l = 0; l < r::kFrag; ++l)
+                    out[r::c_fragment(warp, i, j) + m * r::kLdC + l] = acc_at(warp, i, j, m, l);
+          for (int p = 0; p < r::kTileM * r::kTileN / 8; ++p) {
+            const r::Piece q = r::piece_of(p, r::kTileN);
+            const std::int64_t to = r::c_target(q, tile.first, tile.rows, n0, n);
+            if (to < 0) continue;
+            for (int e = 0; e < 8; ++e) {
+              partial[static_cast<std::size_t>(z)][static_cast<std::size_t>(to + e)] = out[q.row * r::kLdC + q.col + e];
+              ++written[static_cast<std::size_t>(to + e)];
+            }
           }
         }
       }
+    EXPECT_TRUE(std::all_of(written.begin(), written.end(), [&](int w) { return w == slices; }));
+    std::vector<double> c = partial[0];
+    for (int z = 1; z < slices; ++z)
+      for (std::size_t i = 0; i < c.size(); ++i) c[i] += partial[static_cast<std::size_t>(z)][i];
+    // The slices cover K's tiles once, in order.
+    for (int z = 0, next = 0; z < slices; ++z) {
+      const r::KTiles mine = r::k_tiles_of_slice(k, slices, z);
+      EXPECT_EQ(mine.begin, next) << "slice " << z;
+      EXPECT_LE(mine.begin, mine.end) << "slice " << z;
+      next = mine.end;
+      if (z == slices - 1) EXPECT_EQ(next, (k + r::kTileK - 1) / r::kTileK);
     }
-    EXPECT_TRUE(std::all_of(written.begin(), written.end(), [](int w) { return w == 1; }));
     for (int g = 0; g < groups; ++g)
       for (std::int64_t row = offsets[g]; row < offsets[g + 1]; ++row)
         for (int col = 0; col < n; ++col) {
@@ -445,6 +463,37 @@ TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
           ASSERT_NEAR(c[static_cast<std::size_t>(row * n + col)], want, 1e-9 * (1.0 + std::fabs(want)))
               << "group " << g << " row " << row << " column " << col;
         }
+  }
+}
+
+// How many slices of K the resident products take (resident_k_slices): none where the
+// rows' fewest tiles fill the GPU (a prefill's thousands of rows); at a decoding
+// step's rows, enough slices that the tiles do, each slice at least 4 tiles of K; and
+// the partial sums never more than the scratch's bound, whatever the shape.
+TEST(CudaSharedLogic, ResidentProductsSplitKOnlyWhereTheirTilesLeaveTheGpuIdle) {
+  const int sms = 132;
+  const std::int64_t bound = cuda::split_k_partials_bound(sms);
+  // Mid, 4 096 tokens (8 192 rows): 128 row tiles fill 132 SMs with any n of 64 or more.
+  EXPECT_EQ(cuda::resident_k_slices(8192, 1024, 4096, sms, bound), 1);
+  EXPECT_EQ(cuda::resident_k_slices(8192, 4096, 1024, sms, bound), 1);
+  // Mid, 8 tokens (16 rows): the second product's 16 tiles over K = 4 096 split 16 ways
+  // (the most); the first's 64 tiles over K = 1 024 split 4 ways (2 make 128 tiles, short of 132).
+  EXPECT_EQ(cuda::resident_k_slices(16, 1024, 4096, sms, bound), 16);
+  EXPECT_EQ(cuda::resident_k_slices(16, 4096, 1024, sms, bound), 4);
+  // K too shallow to split: 2 tiles of 32.
+  EXPECT_EQ(cuda::resident_k_slices(16, 64, 64, sms, bound), 1);
+  // DeepSeek-like, 64 tokens (512 rows): 8 row tiles × 64 or 112 column tiles fill it.
+  EXPECT_EQ(cuda::resident_k_slices(512, 4096, 7168, sms, bound), 1);
+  std::mt19937 rng(3);
+  for (int round = 0; round < 2000; ++round) {
+    const std::int64_t rows = 1 + rng() % 20000;
+    const int n = 8 * (1 + static_cast<int>(rng() % 2048)), k = 8 * (1 + static_cast<int>(rng() % 2048));
+    const int slices = cuda::resident_k_slices(rows, n, k, sms, bound);
+    SCOPED_TRACE(::testing::Message() << rows << " rows, n=" << n << " k=" << k << ": " << slices << " slices");
+    ASSERT_GE(slices, 1);
+    ASSERT_LE(slices, cuda::kResidentMaxSlices);
+    ASSERT_LE(slices * rows * n, slices == 1 ? slices * rows * n : bound);
+    if (slices > 1) ASSERT_GE((k + 31) / 32 / slices, cuda::kResidentMinKTilesPerSlice);
   }
 }
 

@@ -142,12 +142,13 @@ MOE_HD inline KTiles k_tiles_of_slice(int k, int slices, int slice) {
 constexpr int kResidentMinKTilesPerSlice = 4;
 constexpr int kResidentMaxSlices = 16;
 
-// How many slices of K the products of `rows` rows in `groups` groups take, C [rows, n]
-// over K = k, on `sms` multiprocessors: 1 where the fewest tiles the rows can make
-// (⌈rows / 64⌉ row tiles, all in one group, × ⌈n / 64⌉) already fill them; else doubled
-// while they do not, at most kResidentMaxSlices, each slice at least
+// How many slices of K a resident product of `rows` rows (in all its groups) takes,
+// C [rows, n] over K = k, on `sms` multiprocessors: 1 where the fewest tiles the rows
+// can make (⌈rows / 64⌉ row tiles, all in one group, × ⌈n / 64⌉) already fill them;
+// else doubled while they do not, at most kResidentMaxSlices, each slice at least
 // kResidentMinKTilesPerSlice tiles of K. The float32 partials (slices · rows · n) then
-// stay under `partial_bound` floats: tiles · slices < 2 · sms, 64 · 64 elements a tile.
+// stay under `partial_bound` floats: tiles · slices < 2 · sms, 64 · 64 elements a tile
+// (and halved if ever they would not).
 MOE_HD inline int resident_k_slices(std::int64_t rows, int n, int k, int sms, std::int64_t partial_bound) {
   const std::int64_t row_tiles = (rows + kResidentTileRows - 1) / kResidentTileRows;
   const std::int64_t tiles = row_tiles * ((n + resident::kTileN - 1) / resident::kTileN);

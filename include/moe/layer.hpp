@@ -47,6 +47,11 @@ int cuda_device_count();
 struct LayerOptions {
   TrafficMode traffic = TrafficMode::Deduplicated;
   Device device = Device::CPU;
+  // BF16 on CUDA at one rank also pads each forward's experts to the most rows any kept
+  // (when that is at most 1.25 times the mean and none is empty) and runs their
+  // products as one batched launch: the same results up to the products' rounding,
+  // measured faster on an H200 (docs/design.md §4b). The environment's
+  // MOE_EXPERT_ROWS=packed keeps the rows packed.
   Precision precision = Precision::FP32;
   // The training loss is L = L_task + aux_loss_coef · L_aux + z_loss_coef · L_z, with
   // L_aux the load-balancing loss (docs/design.md §1) and L_z the ST-MoE router z-loss (mean
@@ -62,8 +67,8 @@ struct LayerOptions {
   // token count alone and not from the routing. The output and gradients are those
   // of the packed layout (up to the GEMMs' rounding), for (C·E − kept)/kept more
   // expert FLOPs: for small batches, where the expert weights' reads bound the time,
-  // about nothing. It is what a CUDA-graph capture of the forward needs (the capture
-  // itself is not built yet). Needs a capacity (config.drop_tokens) and one rank.
+  // about nothing. A CUDA-graph capture of a forward with a capacity needs it
+  // (MoELayer::capture_forward). Needs a capacity (config.drop_tokens) and one rank.
   bool static_shapes = false;
 };
 

@@ -78,6 +78,19 @@ def timing_table(rows):
     return lines
 
 
+def layout_comparison(rows):
+    """The default (padded) layout against packed, over the rows timed both ways: a
+    sentence, or None where no row was."""
+    both = [(r, number(r.get("moe_ms")), number(r.get("packed_ms"))) for r in rows]
+    both = [(r, moe, packed) for r, moe, packed in both if moe and packed]
+    if not both:
+        return None
+    slower = [f"{NAMES.get(r['config'], r['config'])} {r['kind']} {r['mode']} ({moe:.3f} against {packed:.3f})"
+              for r, moe, packed in both if moe > packed]
+    return (f"The default layout against packed (`MOE_EXPERT_ROWS=packed`): faster at {len(both) - len(slower)} "
+            f"of {len(both)} rows" + (f"; slower at {', '.join(slower)}." if slower else "."))
+
+
 def verdict(values, passes):
     """'met' when every value passes, 'not met' when one does not, 'not measured' when there is none."""
     if not values:
@@ -176,6 +189,10 @@ def main():
     if rows:
         print("\n".join(timing_table(rows)))
         print()
+        comparison = layout_comparison(rows)
+        if comparison:
+            print(comparison)
+            print()
     print("| issue 11 target | figures | verdict |")
     print("|---|---|---|")
     for target, values, state in targets(rows, summary):

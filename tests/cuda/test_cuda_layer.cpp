@@ -21,6 +21,7 @@
 using moe::MOEConfig;
 using moe::Tensor;
 using moe::testing::relative_error;
+using moe::testing::ScopedEnvironment;
 
 namespace {
 
@@ -121,21 +122,6 @@ TEST_F(CudaLayer, StaticShapesMatchThePackedLayerOnTheCpu) {
   });
 }
 
-// Sets an environment variable for the scope of the object ("" unsets it).
-class ScopedVariable {
- public:
-  ScopedVariable(const char* name, const char* value) : name_(name) {
-    if (*value) ::setenv(name, value, 1);
-    else ::unsetenv(name);
-  }
-  ~ScopedVariable() { ::unsetenv(name_); }
-  ScopedVariable(const ScopedVariable&) = delete;
-  ScopedVariable& operator=(const ScopedVariable&) = delete;
-
- private:
-  const char* name_;
-};
-
 // Experts padded to the most rows kept (here each forward pads: 50 or fewer rows kept
 // of a room of 56): by default in bf16, its products batched in one launch as the size
 // rule picks for bf16 groups of one row count; then asked for in both precisions with
@@ -143,8 +129,8 @@ class ScopedVariable {
 TEST_F(CudaLayer, ExpertsPaddedToTheMostMatchThePackedLayerOnTheCpu) {
   for (const bool asked : {false, true}) {
     SCOPED_TRACE(asked ? "asked for, batched forced" : "by default");
-    const ScopedVariable rows("MOE_EXPERT_ROWS", asked ? "padded" : "");
-    const ScopedVariable method("MOE_GROUPED_GEMM", asked ? "batched" : "");
+    const ScopedEnvironment rows("MOE_EXPERT_ROWS", asked ? "padded" : "");
+    const ScopedEnvironment method("MOE_GROUPED_GEMM", asked ? "batched" : "");
     expect_padded_matches_the_cpu(config, *comm, x, grad, [&](moe::Precision p) { return on(moe::Device::CUDA, p); });
   }
 }
@@ -165,14 +151,14 @@ TEST_F(CudaLayer, PadsItsExpertsByDefaultOnlyInBf16) {
   static_shapes.static_shapes = true;
   EXPECT_FALSE(pads(static_shapes));
   {
-    const ScopedVariable host("MOE_SINGLE_RANK_PLAN", "host");
+    const ScopedEnvironment host("MOE_SINGLE_RANK_PLAN", "host");
     EXPECT_FALSE(pads(on(moe::Device::CUDA, moe::Precision::BF16)));
   }
   {
-    const ScopedVariable packed("MOE_EXPERT_ROWS", "packed");
+    const ScopedEnvironment packed("MOE_EXPERT_ROWS", "packed");
     EXPECT_FALSE(pads(on(moe::Device::CUDA, moe::Precision::BF16)));
   }
-  const ScopedVariable padded("MOE_EXPERT_ROWS", "padded");
+  const ScopedEnvironment padded("MOE_EXPERT_ROWS", "padded");
   EXPECT_TRUE(pads(on(moe::Device::CUDA, moe::Precision::FP32)));
 }
 
@@ -342,7 +328,7 @@ TEST_F(CudaLayer, Bf16TrainingStepMatchesTheCpuWithinBf16Tolerance) {
   for (const bool glu : {false, true})
     for (const char* rows : {"", "packed"}) {
       SCOPED_TRACE(*rows ? "packed" : "default layout");
-      const ScopedVariable layout("MOE_EXPERT_ROWS", rows);
+      const ScopedEnvironment layout("MOE_EXPERT_ROWS", rows);
       MOEConfig c = config;
       c.activation = glu ? moe::Activation::SiLU : moe::Activation::GELU;
       if (glu) c.expert_kind = moe::ExpertKind::GLU;

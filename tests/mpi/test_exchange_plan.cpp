@@ -19,9 +19,8 @@ using moe::testing::world;
 namespace {
 
 // Sets MOE_EXCHANGE_PLAN for the scope of the object (a layer reads it when built).
-struct PlanChoice {
-  explicit PlanChoice(const char* value) { setenv("MOE_EXCHANGE_PLAN", value, 1); }
-  ~PlanChoice() { unsetenv("MOE_EXCHANGE_PLAN"); }
+struct PlanChoice : moe::testing::ScopedEnvironment {
+  explicit PlanChoice(const char* value) : ScopedEnvironment("MOE_EXCHANGE_PLAN", value) {}
 };
 
 moe::MoELayer layer_with_plan(const char* choice, const MOEConfig& config, const moe::LayerOptions& options) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -77,5 +78,22 @@ double relative_error(const A* a, const B* b, std::int64_t n) {
             << "message \"" << message_ << "\" lacks \"" << fragment_ << "\"";        \
     }                                                                                 \
   } while (0)
+
+// Sets an environment variable for the scope of the object ("" unsets it), then unsets
+// it: the library reads its switches (MOE_EXPERT_ROWS, MOE_SINGLE_RANK_PLAN, …) when a
+// layer or its ops are built.
+class ScopedEnvironment {
+ public:
+  ScopedEnvironment(const char* name, const char* value) : name_(name) {
+    if (*value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedEnvironment() { ::unsetenv(name_); }
+  ScopedEnvironment(const ScopedEnvironment&) = delete;
+  ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
+
+ private:
+  const char* name_;
+};
 
 }  // namespace moe::testing

@@ -239,10 +239,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PlanSteps,
 namespace {
 
 // Sets MOE_SINGLE_RANK_PLAN for the scope of the object.
-class PlanChoice {
+class PlanChoice : public moe::testing::ScopedEnvironment {
  public:
-  explicit PlanChoice(const char* value) { setenv("MOE_SINGLE_RANK_PLAN", value, 1); }
-  ~PlanChoice() { unsetenv("MOE_SINGLE_RANK_PLAN"); }
+  explicit PlanChoice(const char* value) : ScopedEnvironment("MOE_SINGLE_RANK_PLAN", value) {}
 };
 
 struct LayerRun {
@@ -328,9 +327,8 @@ TEST(PlanStepsInTheLayer, GiveTheHostPlansBits) {
 // with the shared gate and without, with either plan; an unknown order is an error
 // naming it.
 TEST(SharedExpertOrder, EarlyOrLateGivesTheSameBits) {
-  struct Order {
-    explicit Order(const char* value) { setenv("MOE_SHARED_EXPERT", value, 1); }
-    ~Order() { unsetenv("MOE_SHARED_EXPERT"); }
+  struct Order : moe::testing::ScopedEnvironment {
+    explicit Order(const char* value) : ScopedEnvironment("MOE_SHARED_EXPERT", value) {}
   };
   moe::MOEConfig gated = deepseek_like();
   gated.router = moe::RouterKind::Softmax, gated.n_group = 1, gated.topk_group = 1;
@@ -404,10 +402,9 @@ TEST(StaticShapes, GiveThePackedLayersResults) {
 }
 
 // Sets MOE_EXPERT_ROWS for the scope of the object.
-class ExpertRowsChoice {
+class ExpertRowsChoice : public moe::testing::ScopedEnvironment {
  public:
-  explicit ExpertRowsChoice(const char* value) { setenv("MOE_EXPERT_ROWS", value, 1); }
-  ~ExpertRowsChoice() { unsetenv("MOE_EXPERT_ROWS"); }
+  explicit ExpertRowsChoice(const char* value) : ScopedEnvironment("MOE_EXPERT_ROWS", value) {}
 };
 
 // Experts padded to the most rows kept (MOE_EXPERT_ROWS=padded) compute what the packed

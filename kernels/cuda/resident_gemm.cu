@@ -16,7 +16,7 @@ using namespace resident;
 // Four stages take 38 912 bytes of shared memory. The kernel's 127 registers a thread
 // (ptxas, sm_90) already hold a multiprocessor to 4 blocks of 128 threads, and 4 × 38 912
 // bytes fit beside them, so the stages cost no occupancy (two took 19 456).
-constexpr int kStagedBytes = kStages * (kStageA + kStageB) * 2;
+constexpr int kStagedBytes = kStagedElements * 2;
 constexpr int kOutBytes = kTileM * kLdC * 4;
 constexpr int kSharedBytes = kStagedBytes > kOutBytes ? kStagedBytes : kOutBytes;
 static_assert(kSharedBytes <= 48 * 1024, "static shared memory");
@@ -49,8 +49,7 @@ __global__ void __launch_bounds__(kThreads)
   const __nv_bfloat16* bg = b[tile.group];
 
   __shared__ __align__(128) unsigned char shared[kSharedBytes];
-  auto* staged_a = reinterpret_cast<__nv_bfloat16*>(shared);
-  auto* staged_b = staged_a + 2 * kStageA;
+  auto* staged = reinterpret_cast<__nv_bfloat16*>(shared);
 
   // A stage: the tile's 64 rows × 32 columns of A (rows past the group's are zeros) and
   // 32 rows × 64 columns of B (past k or n: zeros), in 16-byte pieces, two a thread each.
@@ -58,12 +57,12 @@ __global__ void __launch_bounds__(kThreads)
     for (int p = static_cast<int>(threadIdx.x); p < kTileM * kTileK / 8; p += kThreads) {
       const Piece q = piece_of(p, kTileK);
       const std::int64_t from = a_source(q, tile.first, tile.rows, k0, k);
-      copy16_async(staged_a + s * kStageA + q.row * kLdA + q.col, a + (from < 0 ? 0 : from), from >= 0);
+      copy16_async(staged + stage_a(s) + q.row * kLdA + q.col, a + (from < 0 ? 0 : from), from >= 0);
     }
     for (int p = static_cast<int>(threadIdx.x); p < kTileK * kTileN / 8; p += kThreads) {
       const Piece q = piece_of(p, kTileN);
       const std::int64_t from = b_source(q, k0, n0, k, n);
-      copy16_async(staged_b + s * kStageB + q.row * kLdB + q.col, bg + (from < 0 ? 0 : from), from >= 0);
+      copy16_async(staged + stage_b(s) + q.row * kLdB + q.col, bg + (from < 0 ? 0 : from), from >= 0);
     }
   };
 
@@ -89,8 +88,8 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (i + kStages - 1 < steps) stage((slice.begin + i + kStages - 1) * kTileK, (i + kStages - 1) % kStages);
     commit_copies();
-    const __nv_bfloat16* sa = staged_a + (i % kStages) * kStageA;
-    const __nv_bfloat16* sb = staged_b + (i % kStages) * kStageB;
+    const __nv_bfloat16* sa = staged + stage_a(i % kStages);
+    const __nv_bfloat16* sb = staged + stage_b(i % kStages);
     for (int kk = 0; kk < kTileK; kk += kFrag) {
       wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, __nv_bfloat16, wmma::row_major> fa[2];
       wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, __nv_bfloat16, wmma::row_major> fb[2];

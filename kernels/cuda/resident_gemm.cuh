@@ -67,6 +67,13 @@ constexpr int kFrag = 16;      // WMMA's bf16 shape: 16 × 16 × 16
 // (float) elements, and fragment pointers 32-byte aligned, which these keep.
 constexpr int kLdA = kTileK + 8, kLdB = kTileN + 8, kLdC = kTileN + 4;
 constexpr int kStageA = kTileM * kLdA, kStageB = kTileK * kLdB;  // bf16 elements a stage
+// The stages in the block's shared memory, in bf16 elements from its start: every
+// stage's A tile, then every stage's B tile. Stage s's A tile begins at stage_a(s), its
+// B tile at stage_b(s); the host tests stage through these, in the kernel's order, into
+// one buffer of kStagedElements, so that overlapping stages fail them as on the GPU.
+constexpr int kStagedElements = kStages * (kStageA + kStageB);
+MOE_HD inline int stage_a(int s) { return s * kStageA; }
+MOE_HD inline int stage_b(int s) { return kStages * kStageA + s * kStageB; }
 
 // The rows of C row tile x covers: its group's (the last g with starts[g] ≤ x, found by
 // binary search, so empty groups are passed over), from `first`, `rows` of them (0:

@@ -377,7 +377,7 @@ TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
       offsets.push_back(offsets.back() + (kind == 0 ? 0 : kind == 1 ? 1 : static_cast<std::int64_t>(rng() % 150)));
     }
     const std::int64_t rows = offsets.back();
-    const int k = 8 * (1 + static_cast<int>(rng() % 12)), n = 8 * (1 + static_cast<int>(rng() % 12));
+    const int k = 8 * (1 + static_cast<int>(rng() % 24)), n = 8 * (1 + static_cast<int>(rng() % 12));
     const int slices = std::vector<int>{1, 2, 3, 5}[round % 4];
     SCOPED_TRACE(::testing::Message() << "round " << round << ": " << groups << " groups, " << rows << " rows, k="
                                       << k << " n=" << n << ", " << slices << " slices");
@@ -402,19 +402,32 @@ TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
           auto acc_at = [&](int warp, int i, int j, int m, int l) -> double& {
             return acc[static_cast<std::size_t>((((warp * 2 + i) * 2 + j) * r::kFrag + m) * r::kFrag + l)];
           };
+          // The slice's k tiles through the ring of stages in one buffer, in the kernel's
+          // order: the first kStages - 1 staged, then before step i computes, step
+          // i + kStages - 1 staged into the stage step i - 1 used.
           const r::KTiles mine = r::k_tiles_of_slice(k, slices, z);
-          for (int k0 = mine.begin * r::kTileK; k0 < mine.end * r::kTileK; k0 += r::kTileK) {
-            std::vector<double> sa(r::kStageA, nan), sb(r::kStageB, nan);
+          const int steps = mine.end - mine.begin;
+          std::vector<double> staged(r::kStagedElements, nan);
+          auto stage = [&](int step, int s) {
+            const int k0 = (mine.begin + step) * r::kTileK;
             for (int p = 0; p < r::kTileM * r::kTileK / 8; ++p) {
               const r::Piece q = r::piece_of(p, r::kTileK);
               const std::int64_t from = r::a_source(q, tile.first, tile.rows, k0, k);
-              for (int e = 0; e < 8; ++e) sa[q.row * r::kLdA + q.col + e] = from < 0 ? 0.0 : a[from + e];
+              for (int e = 0; e < 8; ++e)
+                staged[r::stage_a(s) + q.row * r::kLdA + q.col + e] = from < 0 ? 0.0 : a[from + e];
             }
             for (int p = 0; p < r::kTileK * r::kTileN / 8; ++p) {
               const r::Piece q = r::piece_of(p, r::kTileN);
               const std::int64_t from = r::b_source(q, k0, n0, k, n);
-              for (int e = 0; e < 8; ++e) sb[q.row * r::kLdB + q.col + e] = from < 0 ? 0.0 : bg[from + e];
+              for (int e = 0; e < 8; ++e)
+                staged[r::stage_b(s) + q.row * r::kLdB + q.col + e] = from < 0 ? 0.0 : bg[from + e];
             }
+          };
+          for (int s = 0; s < r::kStages - 1 && s < steps; ++s) stage(s, s);
+          for (int step = 0; step < steps; ++step) {
+            if (step + r::kStages - 1 < steps) stage(step + r::kStages - 1, (step + r::kStages - 1) % r::kStages);
+            const double* sa = staged.data() + r::stage_a(step % r::kStages);
+            const double* sb = staged.data() + r::stage_b(step % r::kStages);
             for (int warp = 0; warp < r::kThreads / 32; ++warp)
               for (int kk = 0; kk < r::kTileK; kk += r::kFrag)
                 for (int i = 0; i < 2; ++i)
@@ -463,6 +476,32 @@ TEST(CudaSharedLogic, ResidentGroupedGemmTilesAgainstFloat64) {
           ASSERT_NEAR(c[static_cast<std::size_t>(row * n + col)], want, 1e-9 * (1.0 + std::fabs(want)))
               << "group " << g << " row " << row << " column " << col;
         }
+  }
+}
+
+// The ring of stages in the kernel's shared memory (stage_a, stage_b): every stage's A
+// and B tiles apart from the others' (a stage written over another while the tensor
+// cores read it is a race, which racecheck found on the H200 on 2026-11-28 when B began
+// two A stages in, not four), inside kStagedElements, and 32-byte aligned as WMMA's
+// fragment loads want.
+TEST(CudaSharedLogic, ResidentStagesTakeApartPlacesInSharedMemory) {
+  namespace r = cuda::resident;
+  struct Place {
+    int begin, end;
+  };
+  std::vector<Place> places;
+  for (int s = 0; s < r::kStages; ++s) {
+    places.push_back({r::stage_a(s), r::stage_a(s) + r::kStageA});
+    places.push_back({r::stage_b(s), r::stage_b(s) + r::kStageB});
+  }
+  for (std::size_t i = 0; i < places.size(); ++i) {
+    EXPECT_GE(places[i].begin, 0) << "place " << i;
+    EXPECT_LE(places[i].end, r::kStagedElements) << "place " << i;
+    EXPECT_EQ(places[i].begin * 2 % 32, 0) << "place " << i;
+    for (std::size_t j = i + 1; j < places.size(); ++j)
+      EXPECT_TRUE(places[i].end <= places[j].begin || places[j].end <= places[i].begin)
+          << "places " << i << " [" << places[i].begin << ", " << places[i].end << ") and " << j << " ["
+          << places[j].begin << ", " << places[j].end << ")";
   }
 }
 

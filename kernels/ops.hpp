@@ -37,6 +37,12 @@ struct ExpertBatch {
   // expert's tokens).
   bool x_kept = false;
   std::vector<const float*> w_in, b_in, w_out, b_out;
+  // The most rows a call of this token count can have in its layout, whatever the
+  // routing (0: row_offsets' own). A backend sizes its row scratch for
+  // max(rows, rows_bound), so that it moves with the token count only: the padded
+  // layout's rows follow the routing, and a CUDA graph recorded at that token count
+  // must outlive eager calls with other routings.
+  std::int64_t rows_bound = 0;
 };
 
 // Where the experts' backward accumulates, per group of an ExpertBatch: the gradients

@@ -81,7 +81,8 @@ ExpertRows load_plan(const ExpertAssignments& assignments, const ExpertGrouping&
 
 namespace {
 
-// The float32 rows gather_expert_ffn_combine may use over A grouped rows: those a
+// The float32 rows gather_expert_ffn_combine may use over A grouped rows (A: the rows
+// their buffers are sized for, ExpertRows::reserved): those a
 // backward reads (the gathered rows, pre-activations, hidden and outputs), in the
 // backend's kept form (kernels/ops.hpp: bf16 for CUDA in bf16, in half the floats);
 // without a backward, float32 scratch where the backend computes in it (not CUDA in
@@ -110,8 +111,9 @@ ExpertScratch expert_scratch(kernels::Ops& ops, std::size_t A, const ExpertLayou
 // The batch of `experts` experts, params[e] for local id e.
 kernels::ExpertBatch expert_batch_of(const std::vector<ExpertParams>& params, std::int64_t experts,
                                      const ExpertLayout& layout, Activation activation, const float* x,
-                                     std::vector<std::int64_t> row_offsets) {
+                                     std::vector<std::int64_t> row_offsets, std::int64_t rows_bound) {
   kernels::ExpertBatch batch = expert_batch(layout, activation, x, std::move(row_offsets));
+  batch.rows_bound = rows_bound;
   for (std::int64_t e = 0; e < experts; ++e) add_expert(batch, params[static_cast<std::size_t>(e)]);
   return batch;
 }
@@ -121,11 +123,12 @@ kernels::ExpertBatch expert_batch_of(const std::vector<ExpertParams>& params, st
 void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in,
                  const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
                  bool keep_for_backward, ExpertWorkspace& ws, float* rows_out) {
-  const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(rows.size()), layout, keep_for_backward, ws);
+  const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(rows.reserved()), layout, keep_for_backward, ws);
   // Every expert's FFN on its contiguous block of grouped rows, gathered from rows_in
   // (grouped_in holds them afterwards when a backward is to read them).
   const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
-  kernels::ExpertBatch batch = expert_batch_of(params, experts, layout, activation, s.grouped_in, rows.expert_offsets);
+  kernels::ExpertBatch batch =
+      expert_batch_of(params, experts, layout, activation, s.grouped_in, rows.expert_offsets, rows.rows_bound);
   batch.keep_for_backward = keep_for_backward;
   // Then the weighted combine into rows_out (grouped_out holds the experts' outputs
   // afterwards when a backward is to read them).
@@ -134,12 +137,12 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
                                                      ws.combine_sources.data(), ws.combine_weights.data(), rows_out});
 }
 
-void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, const float* rows_in,
-                          const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
-                          ExpertWorkspace& ws, float* rows_out) {
-  const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(rows), layout, false, ws);
+void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, std::int64_t rows_bound,
+                          const float* rows_in, const std::vector<ExpertParams>& params, const ExpertLayout& layout,
+                          Activation activation, ExpertWorkspace& ws, float* rows_out) {
+  const ExpertScratch s = expert_scratch(ops, static_cast<std::size_t>(std::max(rows, rows_bound)), layout, false, ws);
   const auto experts = static_cast<std::int64_t>(params.size());
-  kernels::ExpertBatch batch = expert_batch_of(params, experts, layout, activation, s.grouped_in, {});
+  kernels::ExpertBatch batch = expert_batch_of(params, experts, layout, activation, s.grouped_in, {}, rows_bound);
   batch.keep_for_backward = false;
   ops.gather_expert_ffn_combine_resident(rows_in, ws.gather_rows.data(), rows, ws.expert_offsets.data(),
                                          s.grouped_in, batch, s.pre, s.hidden, s.grouped_out,
@@ -174,15 +177,16 @@ void backward_experts(kernels::Ops& ops, const ExpertRows& rows, const float* d_
                       const ExpertLayout& layout, Activation activation, ExpertWorkspace& ws, float* d_rows_in,
                       float* d_weights) {
   const std::int64_t H = layout.hidden, F = layout.width, GF = layout.in_width;
-  const auto A = static_cast<std::size_t>(rows.size());
+  const auto A = static_cast<std::size_t>(rows.size()), reserved = static_cast<std::size_t>(rows.reserved());
   const auto experts = static_cast<std::int64_t>(rows.expert_offsets.size()) - 1;
-  float* d_grouped = ws.d_grouped.resize(A * static_cast<std::size_t>(H));
-  float* d_hidden = ws.d_hidden.resize(A * static_cast<std::size_t>(F));
+  float* d_grouped = ws.d_grouped.resize(reserved * static_cast<std::size_t>(H));
+  float* d_hidden = ws.d_hidden.resize(reserved * static_cast<std::size_t>(F));
   float* d_pre = is_glu(layout) && ops.needs_pre_gradient_scratch()
-                     ? ws.d_pre.resize(A * static_cast<std::size_t>(GF))
+                     ? ws.d_pre.resize(reserved * static_cast<std::size_t>(GF))
                      : nullptr;
 
   kernels::ExpertBatch batch = expert_batch(layout, activation, ws.grouped_in.data(), rows.expert_offsets);
+  batch.rows_bound = rows.rows_bound;
   batch.x_kept = true;  // the rows run_experts gathered for this backward
   kernels::ExpertBatchGradients expert_grads;
   for (std::int64_t e = 0; e < experts; ++e) {

@@ -76,9 +76,16 @@ struct ExpertRows {
   // combine's backward writes the others.
   bool padded = false;
   std::int64_t entries = 0;  // the combine's entries: the kept assignments (size() unless padded)
+  // The most grouped rows this call's token count can give in its layout, whatever the
+  // routing (0: size()). The padded layout's rows follow the routing (each expert padded
+  // to the most rows any kept); its buffers are sized for this bound instead, so that
+  // they depend on the token count alone and a CUDA graph captured at that count stays
+  // valid (docs/design.md §4b).
+  std::int64_t rows_bound = 0;
 
-  // The grouped rows.
+  // The grouped rows, and the rows their buffers are sized for.
   std::int64_t size() const { return expert_offsets.empty() ? 0 : expert_offsets.back(); }
+  std::int64_t reserved() const { return size() > rows_bound ? size() : rows_bound; }
 };
 
 // Copies a host plan into the workspace. Every assignment's input row must be its output
@@ -99,8 +106,10 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
 // row offsets stay in the workspace's expert_offsets (backend memory, experts + 1, from
 // 0 to `rows`), none of the rows padding (a dropless single-rank plan: tokens · top_k
 // rows). Where ops.groups_resident says so, nothing waits
-// (kernels::Ops::gather_expert_ffn_combine_resident).
-void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, const float* rows_in,
+// (kernels::Ops::gather_expert_ffn_combine_resident). Buffers are sized for
+// max(rows, rows_bound) rows (ExpertRows::rows_bound).
+void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, std::int64_t rows_bound,
+                          const float* rows_in,
                           const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
                           ExpertWorkspace& workspace, float* rows_out);
 // Whether run_experts_resident runs these experts without a wait on `ops`.

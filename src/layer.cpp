@@ -365,6 +365,15 @@ struct MoELayer::Impl {
     const std::int64_t room = std::min((5 * tokens * config.top_k + 4 * E - 1) / (4 * E), most);
     return (room + multiple - 1) / multiple * multiple;
   }
+  // The most grouped rows a forward of `tokens` can give, whatever its routing
+  // (ExpertRows::rows_bound), where the layout lets the routing choose: padded to the
+  // most, E·R for the room R, or T·k where the routing is too uneven for it and the rows
+  // stay packed. 0 elsewhere, where the token count alone fixes the rows (dropless
+  // packed: T·k; static shapes: E·R) or none captures a graph (P > 1).
+  std::int64_t expert_rows_bound(std::int64_t tokens) const {
+    if (!pad_experts_to_most || options.static_shapes) return 0;
+    return std::max(config.num_experts * padded_rows_per_expert(tokens), tokens * config.top_k);
+  }
   // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
   // workspace, when chosen; false leaves the plan to the host.
   bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
@@ -546,6 +555,7 @@ ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
                       : room;
   ExpertRows rows;
   rows.output_rows = tokens;
+  rows.rows_bound = expert_rows_bound(tokens);
   rows.padded = rows_per_expert > 0;
   rows.expert_offsets.assign(static_cast<std::size_t>(config.num_experts) + 1, 0);
   for (std::size_t e = 0; e < static_cast<std::size_t>(config.num_experts); ++e) {
@@ -588,8 +598,8 @@ void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* o
     // Dropless: all T·k assignments kept, packed by expert.
     const auto E = static_cast<std::size_t>(config.num_experts);
     plan_single_rank(tokens, 0, false, nullptr, workspace.expert_offsets.resize(E + 1));
-    run_experts_resident(*ops, tokens, tokens * config.top_k, x, local_params(), params.experts.layout,
-                         config.activation, workspace, output);
+    run_experts_resident(*ops, tokens, tokens * config.top_k, expert_rows_bound(tokens), x, local_params(),
+                         params.experts.layout, config.activation, workspace, output);
   }
   if (config.shared_expert_dim > 0)
     shared.forward(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation, output);

@@ -255,6 +255,7 @@ class CudaOps final : public Ops {
     if (precision_ != GemmPrecision::BF16) return Ops::expert_ffn(batch, pre, hidden, out);
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     if (batch.row_offsets.size() < 2 || rows == 0) return;
+    grow_rows(x16_, batch, rows, batch.in_dim);
     bf16_expert_ffn(batch, to_bf16(batch.x + first * batch.in_dim, rows * batch.in_dim, x16_), pre, hidden, out);
   }
 
@@ -267,7 +268,7 @@ class CudaOps final : public Ops {
     if (precision_ != GemmPrecision::BF16) return Ops::gather_expert_ffn(src, rows_of, gathered, batch, pre, hidden, out);
     const std::int64_t H = batch.in_dim, first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     if (batch.row_offsets.size() < 2 || rows == 0) return;
-    void* x16 = batch.keep_for_backward ? kept_bf16(gathered, first * H) : grow(x16_, 2 * static_cast<std::size_t>(rows * H));
+    void* x16 = batch.keep_for_backward ? kept_bf16(gathered, first * H) : grow_rows(x16_, batch, rows, H);
     launch_gather_rows_bf16(src, rows_of + first, rows, H, nullptr, x16, stream_);
     ExpertBatch on_gathered = batch;
     on_gathered.x = gathered;
@@ -287,12 +288,11 @@ class CudaOps final : public Ops {
     if (precision_ != GemmPrecision::BF16 || batch.row_offsets.size() < 2 || rows == 0)
       return Ops::gather_expert_ffn_combine(src, rows_of, gathered, batch, pre, hidden, out, into);
     const bool keep = batch.keep_for_backward;
-    const std::size_t row_bytes = 2 * static_cast<std::size_t>(rows * H);
-    void* x16 = keep ? kept_bf16(gathered, first * H) : grow(x16_, row_bytes);
+    void* x16 = keep ? kept_bf16(gathered, first * H) : grow_rows(x16_, batch, rows, H);
     launch_gather_rows_bf16(src, rows_of + first, rows, H, nullptr, x16, stream_);
     ExpertBatch on_gathered = batch;
     on_gathered.x = gathered;
-    void* y16 = keep ? kept_bf16(out, first * H) : grow(y16_, row_bytes);
+    void* y16 = keep ? kept_bf16(out, first * H) : grow_rows(y16_, batch, rows, H);
     const GroupTable t = bf16_expert_products(on_gathered, x16, pre, hidden, y16);
     launch_combine_expert_output(y16, t.biases(1), t.offsets, static_cast<int>(batch.row_offsets.size()) - 1, first,
                                  H, into.n_out, into.offsets, into.sources, into.weights, into.rows_out, stream_);
@@ -319,10 +319,10 @@ class CudaOps final : public Ops {
     const std::int64_t H = batch.in_dim, F = batch.width, GF = batch.gated ? 2 * F : F;
     const std::size_t groups = batch.w_in.size();
     if (rows == 0 || groups == 0) return;
-    void* x16 = grow(x16_, 2 * static_cast<std::size_t>(rows * H));
-    void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
-    void* h16 = grow(h16_, 2 * static_cast<std::size_t>(rows * F));
-    void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * H));
+    void* x16 = grow_rows(x16_, batch, rows, H);
+    void* z16 = grow_rows(z16_, batch, rows, GF);
+    void* h16 = grow_rows(h16_, batch, rows, F);
+    void* y16 = grow_rows(y16_, batch, rows, H);
     // The table: each group's W_in, W_out (bf16), b_in, b_out.
     std::vector<const void*> table;
     const auto in_count = static_cast<std::size_t>(H * GF), out_count = static_cast<std::size_t>(F * H);
@@ -416,7 +416,9 @@ class CudaOps final : public Ops {
         w_in[g] = bf16_weights(batch.w_in[g], static_cast<std::size_t>(H * GF));
       }
     // y = hidden·W_out + b_out: the output bias, then both products from ∂L/∂y.
-    add_grouped_column_sums(dy, batch.row_offsets, H, grads.b_out);
+    add_batch_column_sums(batch, dy, H, grads.b_out);
+    // ∂L/∂y in bf16, then ∂L/∂z over it: their scratch for the most rows at once.
+    if (bf16) grow_rows(a16_, batch, rows, std::max(H, GF));
     const void* dy_rows = bf16 ? to_bf16(dy + first * H, rows * H, a16_) : static_cast<const void*>(dy + first * H);
     const void* hidden_rows = bf16 ? static_cast<const void*>(kept_bf16(hidden, first * F)) : hidden + first * F;
     on_lanes([&](cublasHandle_t handle, std::size_t g, std::int64_t at, std::int64_t n) {
@@ -436,7 +438,7 @@ class CudaOps final : public Ops {
       void* dz16 = grow(a16_, 2 * static_cast<std::size_t>(rows * GF));
       launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated, batch.act,
                                     dz16, stream_);
-      const ColumnTable sums_in = column_table(batch.row_offsets, first, GF, grads.b_in);
+      const ColumnTable sums_in = column_table(batch.row_offsets, first, GF, grads.b_in, batch.rows_bound);
       if (sums_in.chunks > 0)
         launch_add_grouped_column_sums_bf16(dz16, GF, sums_in.chunk_rows, sums_in.chunks, sums_in.group_chunks,
                                             sums_in.sums, sums_in.groups, sums_in.partials, stream_);
@@ -448,7 +450,7 @@ class CudaOps final : public Ops {
       else
         launch_activation_backward(pre + first * F, d_hidden + first * F, rows * F, batch.act, d_hidden + first * F,
                                    stream_);
-      add_grouped_column_sums(dz, batch.row_offsets, GF, grads.b_in);
+      add_batch_column_sums(batch, dz, GF, grads.b_in);
       dz_rows = dz + first * GF;
     }
     // pre = x·W_in + b_in.
@@ -626,7 +628,16 @@ class CudaOps final : public Ops {
   // table: each chunk's rows, each group's chunks and its sums.
   void add_grouped_column_sums(const float* m, const std::vector<std::int64_t>& row_offsets, std::int64_t cols,
                                const std::vector<float*>& sums) override {
-    const ColumnTable t = column_table(row_offsets, 0, cols, sums);
+    add_column_sums(m, row_offsets, cols, sums, 0);
+  }
+  // add_grouped_column_sums over a batch's rows, its tables sized for its row bound.
+  void add_batch_column_sums(const ExpertBatch& batch, const float* m, std::int64_t cols,
+                             const std::vector<float*>& sums) {
+    add_column_sums(m, batch.row_offsets, cols, sums, batch.rows_bound);
+  }
+  void add_column_sums(const float* m, const std::vector<std::int64_t>& row_offsets, std::int64_t cols,
+                       const std::vector<float*>& sums, std::int64_t rows_bound) {
+    const ColumnTable t = column_table(row_offsets, 0, cols, sums, rows_bound);
     if (t.chunks > 0)
       launch_add_grouped_column_sums(m, cols, t.chunk_rows, t.chunks, t.group_chunks, t.sums, t.groups, t.partials,
                                      stream_);
@@ -750,11 +761,19 @@ class CudaOps final : public Ops {
     int groups = 0;
     double* partials = nullptr;
   };
+  // With rows_bound (ExpertBatch::rows_bound), the table and the partials get room for
+  // the most chunks that many rows can make, Σ_g ⌈rows_g / C⌉ ≤ ⌊rows / C⌋ + groups,
+  // so that they move with the token count only.
   ColumnTable column_table(const std::vector<std::int64_t>& row_offsets, std::int64_t first_row, std::int64_t cols,
-                           const std::vector<float*>& sums) {
+                           const std::vector<float*>& sums, std::int64_t rows_bound = 0) {
     ColumnTable t;
     if (row_offsets.size() < 2 || cols == 0) return t;
     const std::size_t groups = row_offsets.size() - 1;
+    if (rows_bound > 0) {
+      const auto most = static_cast<std::size_t>(rows_bound / kColumnChunkRows) + groups;
+      grow(column_table_, sizeof(std::int64_t) * (2 * most + 2 * groups + 1));
+      grow(partials_, sizeof(double) * most * static_cast<std::size_t>(cols));
+    }
     std::vector<std::int64_t> chunk_rows, group_chunks = {0};
     for (std::size_t g = 0; g < groups; ++g) {
       if (sums[g])
@@ -783,7 +802,7 @@ class CudaOps final : public Ops {
   void bf16_expert_ffn(const ExpertBatch& batch, void* x16, float* pre, float* hidden, float* out) {
     const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
-    void* y16 = grow(y16_, 2 * static_cast<std::size_t>(rows * batch.in_dim));
+    void* y16 = grow_rows(y16_, batch, rows, batch.in_dim);
     const GroupTable t = bf16_expert_products(batch, x16, pre, hidden, y16);
     launch_expert_output(y16, t.biases(1), t.offsets, groups, rows, batch.in_dim, Act::Identity, nullptr,
                          out + first * batch.in_dim, stream_);
@@ -798,8 +817,8 @@ class CudaOps final : public Ops {
     const int groups = static_cast<int>(batch.row_offsets.size()) - 1;
     const std::int64_t first = batch.row_offsets.front(), rows = batch.row_offsets.back() - first;
     const bool keep = batch.keep_for_backward;
-    void* z16 = grow(z16_, 2 * static_cast<std::size_t>(rows * GF));
-    void* h16 = keep ? kept_bf16(hidden, first * F) : grow(h16_, 2 * static_cast<std::size_t>(rows * F));
+    void* z16 = grow_rows(z16_, batch, rows, GF);
+    void* h16 = keep ? kept_bf16(hidden, first * F) : grow_rows(h16_, batch, rows, F);
     const GroupTable t = group_table(
         batch.row_offsets,
         {{x16, H, weight_operands(batch.w_in, H * GF), z16, GF, batch.b_in},
@@ -886,6 +905,11 @@ class CudaOps final : public Ops {
       s.bytes = bytes;
     }
     return s.ptr;
+  }
+  // bf16 scratch for a batch's rows × width: for max(rows, its rows_bound) rows
+  // (ExpertBatch::rows_bound), so that it moves with the token count, not the routing.
+  void* grow_rows(Scratch& s, const ExpertBatch& batch, std::int64_t rows, std::int64_t width) {
+    return grow(s, 2 * static_cast<std::size_t>(std::max(rows, batch.rows_bound) * width));
   }
   // A host table's bytes into a scratch (grown as needed), on the stream: the device copy.
   template <class T>

@@ -584,6 +584,40 @@ TEST(ForwardAsync, SmallerTokenCountsAfterTheLargestMoveNoBuffer) {
   }
 }
 
+// The padded layout's rows follow the routing (every expert padded to the most rows
+// any kept), but its buffers may not: a CUDA graph captured at a token count must stay
+// valid through eager forwards and backwards at that count with other routings, as
+// CudaLayer.DroplessForwardAsyncWaitsForNothingAndReplaysAsAGraph does them (it failed
+// on the H200 on 2026-11-28: an eager forward with a more uneven routing moved the
+// buffers the graph had recorded). So they are sized for the most rows the token count
+// can give in that layout, whatever the routing. Here the layer's own buffers and the
+// CPU ops' are checked (Ops::memory_epoch counts frees); that CUDA test, the CUDA ops'.
+TEST(PaddedToTheMost, BuffersFollowTheTokenCountNotTheRouting) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  const ExpertRowsChoice padded("padded");
+  for (const moe::MOEConfig& config : {dropless(moe::MOEConfig(8, 2, 12, 16, 1.25f)), dropless(deepseek_like())}) {
+    SCOPED_TRACE(config.to_string());
+    moe::MoELayer layer(config, *comm, 3);
+    ASSERT_TRUE(moe::detail::LayerAccess::pads_experts(layer));
+    layer.set_gate_weights(moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 2.0, 6));
+    const moe::kernels::Ops& ops = moe::detail::LayerAccess::ops(layer);
+    const std::int64_t T = 300, H = config.hidden_dim, rounds = 8;
+    const moe::Tensor<float> x = moe::testing::random_tensor({rounds * T, H}, 1.0, 9);
+    std::vector<float> out(static_cast<std::size_t>(T * H)), d_out(out.size(), 1.0f), d_in(out.size());
+    std::uint64_t sized = 0;
+    for (std::int64_t round = 0; round < rounds; ++round) {  // other tokens, other routing
+      const float* tokens = x.data() + round * T * H;
+      layer.forward(tokens, T, out.data(), moe::Pass::Training);
+      layer.backward(d_out.data(), d_in.data());
+      layer.forward(tokens, T, out.data(), moe::Pass::Inference);
+      layer.forward_async(tokens, T, out.data());
+      layer.synchronize();
+      if (round == 0) sized = ops.memory_epoch();
+      EXPECT_EQ(ops.memory_epoch(), sized) << "round " << round << " moved a buffer";
+    }
+  }
+}
+
 TEST(ForwardAsync, NeedsStaticShapesOrNoCapacityAndCaptureNeedsAGpu) {
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   const moe::MOEConfig config(4, 2, 8, 8, 1.0f);

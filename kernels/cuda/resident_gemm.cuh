@@ -27,7 +27,10 @@
 // with two stages and no split it was slower than the forward's cuBLAS products at every
 // size timed, decoding steps included (docs/design.md, "A forward with no wait"): at
 // mid, 8 tokens, the second product's 112 busy blocks each walked K = 4 096 in 128
-// dependent steps. Four stages and the split came after; not yet run on a GPU.
+// dependent steps. Four stages and the split came after: on the next check (2026-11-28)
+// the async forward was level with `forward` at mid, 8 tokens, and still twice its time
+// at DeepSeek-like, 64 tokens. That check also found the stages overlapping in shared
+// memory, hence stage_a and stage_b below, which the host tests stage through.
 #pragma once
 
 #include <cstdint>

@@ -1005,6 +1005,11 @@ class CudaOps final : public Ops {
     std::vector<std::int64_t> offsets(row_offsets.size());
     for (std::size_t g = 0; g < offsets.size(); ++g) offsets[g] = row_offsets[g] - row_offsets.front();
     const std::size_t table_bytes = table.size() * sizeof(void*), offset_bytes = offsets.size() * sizeof(std::int64_t);
+    // Room for every group non-empty, so that the table moves with the groups' count,
+    // not with how many the routing left empty (a graph recorded before stays valid).
+    std::size_t most = 3 * t.stages * t.groups;
+    for (const GroupStage& s : stages) most += s.biases.size();
+    grow(table_, most * sizeof(void*) + offset_bytes);
     std::vector<char> host(table_bytes + offset_bytes);
     std::memcpy(host.data(), table.data(), table_bytes);
     std::memcpy(host.data() + table_bytes, offsets.data(), offset_bytes);

@@ -20,7 +20,8 @@
 #      cuda tests, each run at most 85 s;
 #   5. takes each kernel's time in a fine-grained and a mid forward and a mid bf16
 #      training step with ncu (when there is time), with each kernel's share;
-#   7. the trials whose question is still open: the shared expert early or late, a
+#   7. the trials whose question is still open: the shared expert early or late, the
+#      input biases' gradient sums apart or in the epilogue's backward, a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph,
 #      and capacity-padded experts against packed ones;
@@ -266,6 +267,13 @@ section_7() {  # trials
   # that run's spread of the same forward (5.85-6.01). Two rounds.
   env_ab "shared expert late / early / late / early" MOE_SHARED_EXPERT "late early late early" deepseek glu forward \
     "MOE_SHARED_EXPERT=late / default"
+  # The input biases' gradient sums of a bf16 backward: a pass of their own over ∂L/∂z
+  # (the default), or summed as the hidden epilogue's backward writes it
+  # (MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1, the same bits). Their pass took 25.9 µs,
+  # 2.1% of a mid training step's kernels under ncu in the fifth check, where issue 11
+  # allows 2%. Two rounds, at mid (biases, ffn).
+  env_ab "bias-gradient sums apart / in the epilogue / apart / in the epilogue" MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE \
+    "0 1 0 1" mid ffn training "MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=0 / 1"
   # A dropless layer without a wait (forward_async on packed experts whose row counts
   # stay on the GPU: kernels/cuda/resident_gemm.cu) and its CUDA graph, against the same
   # layer's forward, which waits for the routing, and against the capacity-padded graph

@@ -36,6 +36,7 @@ class CudaOps final : public Ops {
     const bool share_sms = gemm_sm_share_from_environment();
     const bool epilogue_in_gemm = gemm_epilogue_from_environment();
     split_k_ = gemm_split_k_from_environment();
+    bias_sums_in_epilogue_ = bias_gradient_sums_in_epilogue_from_environment();
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -436,12 +437,22 @@ class CudaOps final : public Ops {
     const void* dz_rows = nullptr;
     if (bf16) {
       void* dz16 = grow(a16_, 2 * static_cast<std::size_t>(rows * GF));
-      launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated, batch.act,
-                                    dz16, stream_);
       const ColumnTable sums_in = column_table(batch.row_offsets, first, GF, grads.b_in, batch.rows_bound);
-      if (sums_in.chunks > 0)
-        launch_add_grouped_column_sums_bf16(dz16, GF, sums_in.chunk_rows, sums_in.chunks, sums_in.group_chunks,
-                                            sums_in.sums, sums_in.groups, sums_in.partials, stream_);
+      // In one pass where the table's chunks cover every row (every group has a bias).
+      const bool every_group_summed =
+          std::all_of(grads.b_in.begin(), grads.b_in.end(), [](const float* s) { return s != nullptr; });
+      if (bias_sums_in_epilogue_ && every_group_summed && sums_in.chunks > 0) {
+        launch_expert_hidden_backward_with_sums(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F,
+                                                batch.gated, batch.act, dz16, sums_in.chunk_rows, sums_in.chunks,
+                                                sums_in.group_chunks, sums_in.sums, sums_in.groups, sums_in.partials,
+                                                stream_);
+      } else {
+        launch_expert_hidden_backward(kept_bf16(pre, first * GF), d_hidden + first * F, rows, F, batch.gated,
+                                      batch.act, dz16, stream_);
+        if (sums_in.chunks > 0)
+          launch_add_grouped_column_sums_bf16(dz16, GF, sums_in.chunk_rows, sums_in.chunks, sums_in.group_chunks,
+                                              sums_in.sums, sums_in.groups, sums_in.partials, stream_);
+      }
       dz_rows = dz16;
     } else {
       float* dz = batch.gated ? d_pre : d_hidden;
@@ -1031,6 +1042,7 @@ class CudaOps final : public Ops {
   GemmPrecision precision_;
   int sms_ = 0;          // the device's multiprocessors, for split_k_slices
   bool split_k_ = true;  // MOE_GEMM_SPLIT_K
+  bool bias_sums_in_epilogue_ = false;  // MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams

@@ -3,6 +3,7 @@
 #include "kernels/cuda/combine_backward.cuh"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
+#include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/rows.cuh"
 #include "kernels/cuda/vector_access.cuh"
 
@@ -80,6 +81,52 @@ __global__ void expert_hidden_backward_kernel(const __nv_bfloat16* pre, const fl
       if constexpr (kGated) g[1][e] = d_up;
     }
     for (int part = 0; part < kParts; ++part) store<V>(dz16 + r * z_width + part * width + j, g[part]);
+  }
+}
+
+// expert_hidden_backward_kernel over one chunk of rows a block row (blockIdx.y), with
+// the column sums of what it writes: a block (kColumnsPerBlock, kColumnLanes) takes V
+// adjacent hidden columns a thread, lane l the chunk's rows l, l + kColumnLanes, …, and
+// sums the bf16 values it stores (widened), then the lanes as a tree: the order of
+// reductions.cu's chunk_column_sums, so the partials are the same bits.
+template <int V, bool kGated>
+__global__ void expert_hidden_backward_sums_kernel(const __nv_bfloat16* pre, const float* d_hidden, std::int64_t width,
+                                                   Act act, __nv_bfloat16* dz16, const std::int64_t* chunk_rows,
+                                                   std::int64_t first_chunk, double* partials) {
+  constexpr int kParts = kGated ? 2 : 1;
+  constexpr int kBlockColumns = kColumnsPerBlock * V;
+  __shared__ double lane_sums[kColumnLanes][kBlockColumns];
+  const std::int64_t z_width = kParts * width, chunk = first_chunk + blockIdx.y;
+  const std::int64_t begin = chunk_rows[2 * chunk], end = chunk_rows[2 * chunk + 1];
+  const std::int64_t j = (blockIdx.x * std::int64_t{kColumnsPerBlock} + threadIdx.x) * V;
+  double sum[kParts][V] = {};
+  if (j < width)
+    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) {
+      float dh[V], z[kParts][V], g[kParts][V];
+      load<V>(d_hidden + r * width + j, dh);
+      for (int part = 0; part < kParts; ++part) load<V>(pre + r * z_width + part * width + j, z[part]);
+      for (int e = 0; e < V; ++e) {
+        float d_up = 0.0f;
+        expert_hidden_grad(dh[e], z[0][e], z[kParts - 1][e], kGated, act, g[0][e], d_up);
+        if constexpr (kGated) g[1][e] = d_up;
+      }
+      for (int part = 0; part < kParts; ++part) {
+        store<V>(dz16 + r * z_width + part * width + j, g[part]);
+        for (int e = 0; e < V; ++e) sum[part][e] += __bfloat162float(__float2bfloat16_rn(g[part][e]));
+      }
+    }
+  for (int part = 0; part < kParts; ++part) {
+    for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][threadIdx.x * V + e] = sum[part][e];
+    __syncthreads();
+    for (int stride = kColumnLanes / 2; stride > 0; stride /= 2) {
+      if (static_cast<int>(threadIdx.y) < stride)
+        for (int e = 0; e < V; ++e)
+          lane_sums[threadIdx.y][threadIdx.x * V + e] += lane_sums[threadIdx.y + stride][threadIdx.x * V + e];
+      __syncthreads();
+    }
+    if (threadIdx.y == 0 && j < width)
+      for (int e = 0; e < V; ++e) partials[chunk * z_width + part * width + j + e] = lane_sums[0][threadIdx.x * V + e];
+    __syncthreads();  // the next part reuses lane_sums
   }
 }
 
@@ -195,6 +242,30 @@ void launch_expert_hidden_backward(const void* pre_bf16, const float* d_hidden, 
     kernel<<<blocks_for(rows * width / V, kBlock), kBlock, 0, stream>>>(pre16, d_hidden, rows, width, act, dz16);
   });
   MOE_CHECK_LAUNCH();
+}
+
+void launch_expert_hidden_backward_with_sums(const void* pre_bf16, const float* d_hidden, std::int64_t rows,
+                                             std::int64_t width, bool gated, Act act, void* dz_bf16,
+                                             const std::int64_t* chunk_rows, std::int64_t chunks,
+                                             const std::int64_t* group_chunks, float* const* sums, int groups,
+                                             double* partials, Stream stream) {
+  if (rows * width == 0 || chunks == 0) return;
+  const auto* pre16 = static_cast<const __nv_bfloat16*>(pre_bf16);
+  auto* dz16 = static_cast<__nv_bfloat16*>(dz_bf16);
+  at_vector_width(vector_width(width, {{pre_bf16, 2}, {d_hidden, 4}, {dz_bf16, 2}}), [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    const auto kernel =
+        gated ? expert_hidden_backward_sums_kernel<V, true> : expert_hidden_backward_sums_kernel<V, false>;
+    constexpr std::int64_t kMaxGridY = 65535;
+    const auto column_blocks = static_cast<unsigned>((width + kColumnsPerBlock * V - 1) / (kColumnsPerBlock * V));
+    for (std::int64_t first = 0; first < chunks; first += kMaxGridY) {
+      const std::int64_t count = chunks - first < kMaxGridY ? chunks - first : kMaxGridY;
+      kernel<<<dim3(column_blocks, static_cast<unsigned>(count)), dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(
+          pre16, d_hidden, width, act, dz16, chunk_rows, first, partials);
+      MOE_CHECK_LAUNCH();
+    }
+  });
+  launch_finish_grouped_column_sums(partials, (gated ? 2 : 1) * width, group_chunks, sums, groups, stream);
 }
 
 void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,

@@ -65,6 +65,18 @@ void launch_expert_hidden(const void* z, const float* const* biases, const std::
 // as expert_hidden_grad.
 void launch_expert_hidden_backward(const void* pre_bf16, const float* d_hidden, std::int64_t rows, std::int64_t width,
                                    bool gated, Act act, void* dz_bf16, Stream stream);
+// launch_expert_hidden_backward and the input biases' gradient sums over the ∂L/∂z it
+// writes, in one pass (MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1, a trial): the sums of
+// launch_add_grouped_column_sums_bf16 over dz_bf16, bit for bit (the same rounded
+// values, added in the same order), without reading ∂L/∂z again. The chunk table is
+// column_sums' (reductions.cuh: chunk_rows, chunks, group_chunks, sums, groups,
+// partials), its rows counted from the first of pre_bf16, and its chunks must cover
+// every row: each group has a bias.
+void launch_expert_hidden_backward_with_sums(const void* pre_bf16, const float* d_hidden, std::int64_t rows,
+                                             std::int64_t width, bool gated, Act act, void* dz_bf16,
+                                             const std::int64_t* chunk_rows, std::int64_t chunks,
+                                             const std::int64_t* group_chunks, float* const* sums, int groups,
+                                             double* partials, Stream stream);
 // The bias and activation after a grouped bf16 GEMM: z = y[r, :] (bf16) + biases[group
 // of r] (null entries: none); pre[r, :] = z when pre is not null; out[r, :] = act(z) (float).
 void launch_expert_output(const void* y, const float* const* biases, const std::int64_t* offsets, int groups,

@@ -95,6 +95,11 @@ bool gemm_split_k_from_environment() {
   return switch_from_environment("MOE_GEMM_SPLIT_K", true, "gemm", "thin products split over K");
 }
 
+bool bias_gradient_sums_in_epilogue_from_environment() {
+  return switch_from_environment("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", false, "CudaOps",
+                                 "the input biases' gradients summed as the epilogue's backward writes dz");
+}
+
 GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle, bool share_sms)
     : main_(main), main_handle_(main_handle) {
   MOE_CHECK_ARG(lanes >= 1 && lanes <= kMaxGemmLanes, "GemmLanes", "lanes = ", lanes, "; expected 1 to ", kMaxGemmLanes);

@@ -39,6 +39,12 @@ bool gemm_epilogue_from_environment();
 // 1 or unset: on; anything else is an error naming it.
 bool gemm_split_k_from_environment();
 
+// MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1: a bf16 backward sums the input biases'
+// gradients as the hidden epilogue's backward writes ∂L/∂z, instead of in a pass of
+// their own over it (launch_expert_hidden_backward_with_sums; a trial, off by default
+// until a GPU check has timed it); anything but 1, 0 or unset is an error naming it.
+bool bias_gradient_sums_in_epilogue_from_environment();
+
 // How a grouped product is launched. OneLaunch: cublasGemmGroupedBatchedEx, every group
 // in one launch. PerGroup: one cublasGemmEx per non-empty group, each with the kernel
 // cuBLAS picks for that shape (Hopper's own kernels), at a launch per group, the groups

@@ -148,6 +148,14 @@ void launch_add_grouped_column_sums_bf16(const void* m, std::int64_t cols, const
                           partials, stream);
 }
 
+void launch_finish_grouped_column_sums(const double* partials, std::int64_t cols, const std::int64_t* group_chunks,
+                                       float* const* sums, int groups, Stream stream) {
+  if (cols == 0 || groups == 0) return;
+  finish_grouped_column_sums_kernel<<<blocks_for(groups * cols, kBlock), kBlock, 0, stream>>>(partials, cols,
+                                                                                              group_chunks, sums, groups);
+  MOE_CHECK_LAUNCH();
+}
+
 int sum_squares_blocks(std::int64_t n) { return static_cast<int>((n + kPerBlock - 1) / kPerBlock); }
 
 void launch_sum_squares(const float* x, std::int64_t n, double* partials, Stream stream) {

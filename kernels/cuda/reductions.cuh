@@ -56,6 +56,11 @@ void launch_add_column_sums(const float* m, std::int64_t rows, std::int64_t cols
 void launch_add_grouped_column_sums(const float* m, std::int64_t cols, const std::int64_t* chunk_rows,
                                     std::int64_t chunks, const std::int64_t* group_chunks, float* const* sums,
                                     int groups, double* partials, Stream stream);
+// The last step of launch_add_grouped_column_sums alone, for a kernel that wrote the
+// chunks' partials itself (partials[chunk · cols + c], each chunk in the order above):
+// each group's chunks in order, added into sums[g] (null: skipped).
+void launch_finish_grouped_column_sums(const double* partials, std::int64_t cols, const std::int64_t* group_chunks,
+                                       float* const* sums, int groups, Stream stream);
 // The same over a bf16 m (its values widened exactly, in the same order): the input
 // biases' gradients of a bf16 backward, from the bf16 ∂L/∂z its products read.
 void launch_add_grouped_column_sums_bf16(const void* m, std::int64_t cols, const std::int64_t* chunk_rows,

@@ -749,6 +749,63 @@ TEST_F(CudaOps, ExpertBackwardOnTheLanesEqualsTheBackwardPerGroup) {
             }
 }
 
+TEST_F(CudaOps, BiasGradientSumsInTheEpilogueAreTheSeparatePassBitForBit) {
+  // MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1 sums the input biases' gradients as the hidden
+  // epilogue's backward writes the bf16 ∂L/∂z (launch_expert_hidden_backward_with_sums),
+  // where by default a second pass reads ∂L/∂z back: the same rounded values added in
+  // the same order, so every gradient must be the same bits. Groups past one chunk of
+  // 256 rows and an empty one, hidden widths taken 8, 4 and 1 at a time (96, 44, 50),
+  // ffn and glu; and with a group without a bias, where the sums cannot cover every row
+  // and the separate pass runs either way.
+  const std::vector<std::int64_t> offsets = {3, 40, 40, 400, 700};
+  const std::int64_t rows = offsets.back();
+  const std::size_t groups = offsets.size() - 1;
+  auto ops_with = [](const char* value) {
+    moe::testing::ScopedEnvironment fused("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", value);
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  };
+  const std::unique_ptr<moe::kernels::Ops> fused = ops_with("1"), separate = ops_with("");
+  for (const std::int64_t H : {64, 36, 30})
+    for (const bool gated : {false, true})
+      for (const bool every_bias : {true, false}) {
+        const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
+        SCOPED_TRACE(::testing::Message() << "H=" << H << " F=" << F << (gated ? " glu" : " ffn")
+                                          << (every_bias ? "" : ", a group without a bias"));
+        const std::vector<float> x_values = rounded_to_bf16(random(rows * H, 71)),
+                                 pre_values = rounded_to_bf16(random(rows * GF, 72)),
+                                 hidden_values = rounded_to_bf16(random(rows * F, 73));
+        auto run = [&](moe::kernels::Ops& ops) {
+          Buffer<float> x16 = kept_buffer(ops, x_values), pre16 = kept_buffer(ops, pre_values),
+                        hidden16 = kept_buffer(ops, hidden_values),
+                        w_in = device(random(groups * H * GF, 74, 0.2), &ops),
+                        w_out = device(random(groups * F * H, 75, 0.2), &ops), dy = device(random(rows * H, 76), &ops),
+                        d_hidden = device_zeros<float>(rows * F, &ops), d_pre = device_zeros<float>(rows * GF, &ops),
+                        gw_in = device(random(groups * H * GF, 77), &ops), gb_in = device(random(groups * GF, 78), &ops),
+                        gw_out = device(random(groups * F * H, 79), &ops), gb_out = device(random(groups * H, 80), &ops);
+          moe::kernels::ExpertBatch batch;
+          batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+          batch.act = gated ? Act::SiLU : Act::GELU;
+          batch.x = x16.data(), batch.x_kept = true;
+          moe::testing::point_at_experts(batch, groups, w_in.data(), w_out.data());
+          moe::kernels::ExpertBatchGradients grads;
+          for (std::size_t g = 0; g < groups; ++g) {
+            grads.w_in.push_back(gw_in.data() + g * H * GF), grads.w_out.push_back(gw_out.data() + g * F * H);
+            grads.b_in.push_back(every_bias || g != 2 ? gb_in.data() + g * GF : nullptr);
+            grads.b_out.push_back(gb_out.data() + g * H);
+          }
+          ops.expert_ffn_backward(batch, pre16.data(), hidden16.data(), dy.data(), grads, d_hidden.data(),
+                                  d_pre.data(), dy.data());
+          return std::vector<std::vector<float>>{dy.download(), gw_in.download(), gb_in.download(),
+                                                 gw_out.download(), gb_out.download()};
+        };
+        const auto got = run(*fused), want = run(*separate);
+        const char* names[] = {"dx", "w_in", "b_in", "w_out", "b_out"};
+        for (std::size_t i = 0; i < got.size(); ++i)
+          EXPECT_TRUE(std::memcmp(got[i].data(), want[i].data(), sizeof(float) * got[i].size()) == 0) << names[i];
+      }
+  expect_environment_error("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", "yes");
+}
+
 TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {
   // A bf16 training forward (gather_expert_ffn, keep_for_backward) keeps its input rows,
   // pre-activations and hidden in bf16 (kernels/ops.hpp), and writes no float32 copy of

@@ -109,9 +109,8 @@ void run_experts(kernels::Ops& ops, const ExpertRows& rows, const float* rows_in
 // (kernels::Ops::gather_expert_ffn_combine_resident). Buffers are sized for
 // max(rows, rows_bound) rows (ExpertRows::rows_bound).
 void run_experts_resident(kernels::Ops& ops, std::int64_t output_rows, std::int64_t rows, std::int64_t rows_bound,
-                          const float* rows_in,
-                          const std::vector<ExpertParams>& params, const ExpertLayout& layout, Activation activation,
-                          ExpertWorkspace& workspace, float* rows_out);
+                          const float* rows_in, const std::vector<ExpertParams>& params, const ExpertLayout& layout,
+                          Activation activation, ExpertWorkspace& workspace, float* rows_out);
 // Whether run_experts_resident runs these experts without a wait on `ops`.
 bool experts_resident(const kernels::Ops& ops, const ExpertLayout& layout, Activation activation);
 

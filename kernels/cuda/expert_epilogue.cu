@@ -87,8 +87,8 @@ __global__ void expert_hidden_backward_kernel(const __nv_bfloat16* pre, const fl
 // expert_hidden_backward_kernel over one chunk of rows a block row (blockIdx.y), with
 // the column sums of what it writes: a block (kColumnsPerBlock, kColumnLanes) takes V
 // adjacent hidden columns a thread, lane l the chunk's rows l, l + kColumnLanes, …, and
-// sums the bf16 values it stores (widened), then the lanes as a tree: the order of
-// reductions.cu's chunk_column_sums, so the partials are the same bits.
+// sums the bf16 values it stores (widened), then the lanes by add_lanes_as_tree: the
+// order of reductions.cu's chunk_column_sums, so the partials are the same bits.
 template <int V, bool kGated>
 __global__ void expert_hidden_backward_sums_kernel(const __nv_bfloat16* pre, const float* d_hidden, std::int64_t width,
                                                    Act act, __nv_bfloat16* dz16, const std::int64_t* chunk_rows,
@@ -118,12 +118,7 @@ __global__ void expert_hidden_backward_sums_kernel(const __nv_bfloat16* pre, con
   for (int part = 0; part < kParts; ++part) {
     for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][threadIdx.x * V + e] = sum[part][e];
     __syncthreads();
-    for (int stride = kColumnLanes / 2; stride > 0; stride /= 2) {
-      if (static_cast<int>(threadIdx.y) < stride)
-        for (int e = 0; e < V; ++e)
-          lane_sums[threadIdx.y][threadIdx.x * V + e] += lane_sums[threadIdx.y + stride][threadIdx.x * V + e];
-      __syncthreads();
-    }
+    add_lanes_as_tree(lane_sums, V);
     if (threadIdx.y == 0 && j < width)
       for (int e = 0; e < V; ++e) partials[chunk * z_width + part * width + j + e] = lane_sums[0][threadIdx.x * V + e];
     __syncthreads();  // the next part reuses lane_sums

@@ -21,10 +21,7 @@ __device__ void chunk_column_sums(const T* m, std::int64_t begin, std::int64_t e
     for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) sum += widen(m[r * cols + c]);
   lane_sums[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
-  for (int stride = kColumnLanes / 2; stride > 0; stride /= 2) {
-    if (static_cast<int>(threadIdx.y) < stride) lane_sums[threadIdx.y][threadIdx.x] += lane_sums[threadIdx.y + stride][threadIdx.x];
-    __syncthreads();
-  }
+  add_lanes_as_tree(lane_sums, 1);
   if (threadIdx.y == 0 && c < cols) partials[chunk * cols + c] = lane_sums[0][threadIdx.x];
 }
 

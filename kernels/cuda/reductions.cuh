@@ -20,6 +20,23 @@ constexpr std::int64_t kColumnChunkRows = 256;
 
 MOE_HD inline std::int64_t column_chunks(std::int64_t rows) { return (rows + kColumnChunkRows - 1) / kColumnChunkRows; }
 
+#ifdef __CUDACC__
+// A block's lane sums added as the tree of column_chunk_sum below, in place, so that
+// lanes[0][c] ends as the chunk's sum of column c: thread (x, y) adds the `per_thread`
+// columns from x · per_thread of lane y. Every thread of the block calls it, after
+// writing its lane and a __syncthreads. The one tree of every column-sum kernel, so that
+// they give the same bits.
+template <int kColumns>
+__device__ inline void add_lanes_as_tree(double (&lanes)[kColumnLanes][kColumns], int per_thread) {
+  for (int stride = kColumnLanes / 2; stride > 0; stride /= 2) {
+    if (static_cast<int>(threadIdx.y) < stride)
+      for (int e = 0; e < per_thread; ++e)
+        lanes[threadIdx.y][threadIdx.x * per_thread + e] += lanes[threadIdx.y + stride][threadIdx.x * per_thread + e];
+    __syncthreads();
+  }
+}
+#endif
+
 // The sum of column c over the rows of one chunk, in the kernel's order of additions.
 MOE_HD inline double column_chunk_sum(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t c,
                                       std::int64_t chunk) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <optional>
 
 #include "buffer.hpp"
@@ -37,42 +38,57 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
 //   and step s trains on batch s mod N, epoch after epoch, as a job over a fixed dataset
 //   does. Batch i is the stream's batch i, bit for bit, so the first N steps are the
 //   stream's. The teacher's forward then leaves the step, whose time is the student's.
+//
+// A stream may be labelled ahead (--label-ahead): the teacher labels step s + 1's batch
+// on a thread of its own while the student trains on step s, as a data loader prefetches
+// (docs/design.md §4b). The stream keeps two slots, s's and s + 1's, and the targets are
+// the same bits either way: the teacher's forward does not depend on when it runs.
 class StepData {
  public:
   StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden,
-           std::int64_t dataset_batches)
+           std::int64_t dataset_batches, bool label_ahead)
       : ops_(options.device == Device::CUDA
                  ? kernels::make_cuda_ops(comm.local_rank() % std::max(1, kernels::cuda_device_count()),
                                           kernels::GemmPrecision::FP32)
                  : kernels::make_cpu_ops()),
         tokens_(tokens),
         n_(tokens * hidden),
-        batches_(std::max<std::int64_t>(1, dataset_batches)),
         dataset_(dataset_batches > 0),
+        label_ahead_(label_ahead && !dataset_),
+        slots_(dataset_ ? dataset_batches : (label_ahead_ ? 2 : 1)),
         x_(*ops_), target_(*ops_), output_(*ops_), grad_(*ops_), grad_input_(*ops_) {
     // The rows and targets of every batch: named by the flag when they cannot fit.
-    const double bytes = 2.0 * sizeof(float) * double(n_) * double(batches_);
-    const std::string what = "the dataset (--dataset-batches " + std::to_string(batches_) + " of " +
-                             std::to_string(tokens) + " token rows and their targets)";
+    const double bytes = 2.0 * sizeof(float) * double(n_) * double(slots_);
+    const std::string what = dataset_ ? "the dataset (--dataset-batches " + std::to_string(slots_) + " of " +
+                                            std::to_string(tokens) + " token rows and their targets)"
+                                      : "a step's data (--tokens " + std::to_string(tokens) + ")";
     MOE_CHECK_ARG(bytes < 9.0e18, "train", what, " needs ", bytes, " bytes");
     if (options.device == Device::CPU) detail::check_fits_in_memory(static_cast<std::int64_t>(bytes), what);
     for (Buffer<float>* b : {&output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
-    for (Buffer<float>* b : {&x_, &target_}) b->resize(static_cast<std::size_t>(n_ * batches_));
+    for (Buffer<float>* b : {&x_, &target_}) b->resize(static_cast<std::size_t>(n_ * slots_));
   }
   // With a dataset, labels its batches: the teacher's forward of each, once.
   void label_dataset(MoELayer& teacher, std::uint64_t seed, int rank) {
     if (!dataset_) return;
-    for (std::int64_t i = 0; i < batches_; ++i) teacher.forward(draw(seed, rank, i), tokens_, target_.data() + n_ * i);
+    for (std::int64_t i = 0; i < slots_; ++i) label(teacher, draw(seed, rank, i, i), i);
   }
-  // This rank's token rows of a step, and their targets (labelled now for a stream).
-  const float* tokens(std::uint64_t seed, int rank, std::int64_t step, MoELayer& teacher) {
-    if (dataset_) {
-      batch_ = step % batches_;
-      return x_.data() + n_ * batch_;
+  // This rank's token rows of a step, with their targets ready. Labelling ahead, it also
+  // sets the teacher to work on the next step's batch, unless `step` is the last.
+  const float* tokens(std::uint64_t seed, int rank, std::int64_t step, std::int64_t last_step, MoELayer& teacher) {
+    slot_ = step % slots_;
+    if (dataset_) return x_.data() + n_ * slot_;
+    if (labelled_ahead_ == step) {
+      labelling_.get();  // rethrows the teacher's error, if it had one
+    } else {
+      label(teacher, draw(seed, rank, step, slot_), slot_);
     }
-    const float* x = draw(seed, rank, step);
-    teacher.forward(x, tokens_, target_.data());
-    return x;
+    if (label_ahead_ && step < last_step) {
+      const std::int64_t next = (step + 1) % slots_;
+      const float* x = draw(seed, rank, step + 1, next);
+      labelling_ = std::async(std::launch::async, [this, &teacher, x, next] { label(teacher, x, next); });
+      labelled_ahead_ = step + 1;
+    }
+    return x_.data() + n_ * slot_;
   }
   float* output() { return output_.data(); }
   float* grad_input() { return grad_input_.data(); }
@@ -81,7 +97,7 @@ class StepData {
   // Ops::sum_squares sums in a fixed order: the same bits every run.
   double squared_error(double scale) {
     float* g = grad_.data();
-    ops_->copy(g, target_.data() + n_ * batch_, sizeof(float) * static_cast<std::size_t>(n_));
+    ops_->copy(g, target_.data() + n_ * slot_, sizeof(float) * static_cast<std::size_t>(n_));
     ops_->scale(g, n_, -1.0f);
     ops_->add(g, output_.data(), n_);
     const double sum = ops_->sum_squares(g, n_);
@@ -92,19 +108,29 @@ class StepData {
   const float* grad() const { return grad_.data(); }
 
  private:
-  // The stream's batch `step`, into the dataset's slot for it (slot 0 for a stream).
-  const float* draw(std::uint64_t seed, int rank, std::int64_t step) {
-    float* x = x_.data() + n_ * (dataset_ ? step : 0);
+  // The stream's batch `step`, into a slot.
+  const float* draw(std::uint64_t seed, int rank, std::int64_t step, std::int64_t slot) {
+    float* x = x_.data() + n_ * slot;
     ops_->fill_normal(x, n_, seed, token_stream(rank, step));
     ops_->synchronize();  // the layers read them on streams of their own
     return x;
   }
+  // The teacher's forward of a slot's rows into its targets; touches nothing of this
+  // object's but the slot's targets, so that it may run on the labelling thread.
+  void label(MoELayer& teacher, const float* x, std::int64_t slot) {
+    teacher.forward(x, tokens_, target_.data() + n_ * slot);
+  }
 
   std::unique_ptr<kernels::Ops> ops_;
-  std::int64_t tokens_, n_, batches_;
-  bool dataset_;
-  std::int64_t batch_ = 0;  // the dataset's batch of the current step
+  std::int64_t tokens_, n_;
+  bool dataset_, label_ahead_;
+  std::int64_t slots_;     // a dataset's batches, or the stream's one slot (two labelling ahead)
+  std::int64_t slot_ = 0;  // the current step's
   Buffer<float> x_, target_, output_, grad_, grad_input_;
+  // Labelling ahead: the step whose batch the teacher is labelling, and its thread. Last
+  // member, so that the thread is joined before the buffers it writes go.
+  std::int64_t labelled_ahead_ = -1;
+  std::future<void> labelling_;
 };
 
 class TrainCommand final : public Command {
@@ -122,6 +148,11 @@ class TrainCommand final : public Command {
                                       "epoch (0: a fresh batch, labelled by the teacher, every step)")
                           ->capture_default_str()
                           ->check(non_negative());
+    cmd->add_option("--label-ahead", label_ahead_,
+                    "stream only: the teacher labels the next step's batch while the student trains on this one "
+                    "(one rank; auto: on a GPU). The same results either way")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "on", "off"}));
     cmd->add_option("--optimizer", optimizer_, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
     cmd->add_option("--lr", lr_, "learning rate")->capture_default_str();
     cmd->add_option("--momentum", momentum_, "SGD momentum")->capture_default_str();
@@ -209,7 +240,18 @@ class TrainCommand final : public Command {
     LayerOptions teacher_options;
     teacher_options.device = options_.device;
     teacher_options.precision = options_.precision;  // the job's arithmetic throughout
-    MoELayer teacher(teacher_config, comm, teacher_seed_, teacher_options);
+    // Labelling ahead runs the teacher beside the student, so it needs one rank, whose
+    // teacher exchanges with nobody: a communicator of its own keeps the two threads off
+    // each other's collectives (MPI at one rank included). Its targets are the same bits
+    // over either communicator.
+    collective_check(comm, [&] {
+      MOE_CHECK_ARG(label_ahead_ != "on" || comm.size() == 1, "train", "--label-ahead on with ", comm.size(),
+                    " ranks; expected one rank (the teacher's forward exchanges tokens with the other ranks)");
+    });
+    const bool label_ahead = dataset_batches_ == 0 && comm.size() == 1 &&
+                             (label_ahead_ == "on" || (label_ahead_ == "auto" && options_.device == Device::CUDA));
+    const std::unique_ptr<Communicator> teacher_comm = label_ahead ? make_communicator(CommBackend::Local) : nullptr;
+    MoELayer teacher(teacher_config, label_ahead ? *teacher_comm : comm, teacher_seed_, teacher_options);
     std::unique_ptr<MetricsFile> metrics;  // rank 0's, with --metrics
     std::optional<StepData> data;
     collective_check(comm, [&] {
@@ -217,12 +259,13 @@ class TrainCommand final : public Command {
                     metrics_, "' is also the checkpoint; expected a file of its own");
       if (root && !metrics_.empty()) metrics = std::make_unique<MetricsFile>(metrics_, !resume_.empty());
       // A dataset too large for the memory fails here, on every rank, naming its size.
-      data.emplace(options_, comm, tokens_, config_.hidden_dim, dataset_batches_);
+      data.emplace(options_, comm, tokens_, config_.hidden_dim, dataset_batches_, label_ahead);
     });
 
     if (root) {
       const std::string source =
-          dataset_batches_ > 0 ? ", a dataset of " + std::to_string(dataset_batches_) + " batches per rank" : "";
+          dataset_batches_ > 0 ? ", a dataset of " + std::to_string(dataset_batches_) + " batches per rank"
+                               : (label_ahead ? ", the stream labelled a step ahead" : "");
       std::printf("moe train: %s on %d rank(s) (%s, %s), %lld tokens per rank per step%s, %s lr %g%s\n",
                   config_.to_string().c_str(), comm.size(), device_.device.c_str(), comm_backend_name(comm.backend()),
                   static_cast<long long>(tokens_), source.c_str(), optimizer_.c_str(),
@@ -234,7 +277,7 @@ class TrainCommand final : public Command {
     TrainingWindow window;
     data->label_dataset(teacher, data_seed_, comm.rank());
     for (; step < steps_; ++step) {
-      const float* x = data->tokens(data_seed_, comm.rank(), step, teacher);
+      const float* x = data->tokens(data_seed_, comm.rank(), step, steps_ - 1, teacher);
       const ForwardResult out = student.forward(x, tokens_, data->output(), Pass::Training);
 
       // Loss: mean squared error over every rank's tokens; its gradient on this rank.
@@ -304,7 +347,7 @@ class TrainCommand final : public Command {
   ConfigOptions config_options_;
   MOEConfig config_;
   CLI::Option *z_coef_option_ = nullptr, *tokens_option_ = nullptr, *dataset_option_ = nullptr;
-  std::string optimizer_ = "adamw", checkpoint_, resume_, metrics_;
+  std::string optimizer_ = "adamw", checkpoint_, resume_, metrics_, label_ahead_ = "auto";
   LayerOptions options_;
   DeviceOptions device_;
   std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # moe train: the loss falls; N steps, save, resume for M steps gives bitwise the same
 # checkpoint (parameters and optimizer state) as N + M steps straight through, at 1
-# and at 2 ranks, from the stream and from a dataset; a resume with the wrong optimizer is a clear error. The same for a
+# and at 2 ranks, from the stream (labelled in the step or a step ahead) and from a dataset; a resume with the wrong optimizer is a clear error. The same for a
 # DeepSeek-style layer (glu experts, sigmoid router with groups, shared expert), whose
 # expert-bias update keeps the load balanced with no aux loss.
 # usage: test-moe-train.sh BIN_DIR WORK_DIR
@@ -21,6 +21,18 @@ for np in 1 2; do
   check "4 steps + resume for 3 = 7 steps straight, bitwise, at $np rank(s)" h5diff straight$np.h5 resumed$np.h5
   check "the resumed run says where it resumed ($np rank(s))" grep -q "resumed at step 4" resumed$np.log
 done
+# Labelling ahead (--label-ahead on: the teacher labels step s + 1 on a thread of its own
+# while the student trains on s; a GPU's default at one rank): the same bits as labelling
+# in the step, straight and across a resume, and it needs one rank.
+moe-run -np 1 moe train "${small[@]}" --steps 7 --label-ahead on --ckpt ahead.h5 >ahead.log 2>&1
+check "labelled ahead: 7 steps bitwise as labelled in the step" h5diff straight1.h5 ahead.h5
+check "... and the log says so" grep -q "the stream labelled a step ahead" ahead.log
+moe-run -np 1 moe train "${small[@]}" --steps 7 --label-ahead on --resume first1.h5 --ckpt ahead_resumed.h5 \
+  >ahead_resumed.log 2>&1
+check "labelled ahead: a resume at step 4 gives the same 7 steps, bitwise" h5diff straight1.h5 ahead_resumed.h5
+check "labelling ahead at 2 ranks is refused, naming the flag" bash -c \
+  "! moe-run -np 2 moe train ${small[*]} --steps 2 --label-ahead on >refused.log 2>&1 &&
+   grep -q -- '--label-ahead on with 2 ranks; expected one rank' refused.log"
 # A dataset (--dataset-batches N): batch i is the stream's batch i, so N >= steps trains
 # exactly as the stream does; N < steps cycles, and resumes across an epoch's end.
 moe-run -np 2 moe train "${small[@]}" --steps 7 --dataset-batches 7 --ckpt dataset7.h5 >dataset7.log 2>&1
@@ -57,6 +69,9 @@ moe train "${small[@]}" --steps 10 --lr 1e30 --clip 0 --save-every 1 --ckpt dive
 check "a non-finite loss stops the run with an error" \
   bash -c "grep -q 'the loss is .*nan at step 2; training stopped' diverged.log"
 check "the last good checkpoint is kept" bash -c "moe info diverged.h5 | grep -q '^step        1$'"
+check "... and with the teacher labelling ahead, it stops the same way" bash -c \
+  "! moe train ${small[*]} --steps 10 --lr 1e30 --clip 0 --label-ahead on >diverged_ahead.log 2>&1 &&
+   grep -q 'the loss is .*nan at step 2; training stopped' diverged_ahead.log"
 
 # DeepSeek-style: glu experts without biases, the sigmoid router with groups and
 # scaling, a gated shared expert, no aux loss.

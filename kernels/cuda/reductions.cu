@@ -2,43 +2,51 @@
 
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/reductions.cuh"
+#include "kernels/cuda/vector_access.cuh"
 
 namespace moe::kernels::cuda {
 namespace {
 
-__device__ inline double widen(float x) { return x; }
-__device__ inline double widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-// A block (kColumnsPerBlock, kColumnLanes) over columns [blockIdx.x·32, +32) of the rows
-// [begin, end): partials[chunk·cols + c] = column_chunk_sum's value for that chunk.
-template <class T>
+// A block (kColumnsPerBlock, kColumnLanes) over columns [blockIdx.x·32·V, +32·V) of the
+// rows [begin, end), V adjacent columns a thread (one load of V elements: a warp reads
+// 32·V of a row at once): partials[chunk·cols + c] = column_chunk_sum's value for that
+// chunk. Each column's lanes and tree are the same whatever V, so are its bits.
+template <int V, class T>
 __device__ void chunk_column_sums(const T* m, std::int64_t begin, std::int64_t end, std::int64_t cols,
                                   std::int64_t chunk, double* partials) {
-  __shared__ double lane_sums[kColumnLanes][kColumnsPerBlock];
-  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(kColumnsPerBlock) + threadIdx.x;
-  double sum = 0.0;
+  __shared__ double lane_sums[kColumnLanes][kColumnsPerBlock * V];
+  const std::int64_t c = (blockIdx.x * static_cast<std::int64_t>(kColumnsPerBlock) + threadIdx.x) * V;
+  double sum[V] = {};
   if (c < cols)
-    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) sum += widen(m[r * cols + c]);
-  lane_sums[threadIdx.y][threadIdx.x] = sum;
+    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) {
+      float values[V];
+      load<V>(m + r * cols + c, values);  // exact: bf16 and float widen to double without rounding
+      for (int e = 0; e < V; ++e) sum[e] += values[e];
+    }
+  for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][threadIdx.x * V + e] = sum[e];
   __syncthreads();
-  add_lanes_as_tree(lane_sums, 1);
-  if (threadIdx.y == 0 && c < cols) partials[chunk * cols + c] = lane_sums[0][threadIdx.x];
+  add_lanes_as_tree(lane_sums, V);
+  if (threadIdx.y == 0 && c < cols)
+    for (int e = 0; e < V; ++e) partials[chunk * cols + c + e] = lane_sums[0][threadIdx.x * V + e];
 }
 
-// Chunk first_chunk + blockIdx.y of m's rows.
+// Chunk first_chunk + blockIdx.y of m's rows. One column a thread: these are the
+// router's [T, E] sums, E columns wide.
 __global__ void column_chunk_sums_kernel(const float* m, std::int64_t rows, std::int64_t cols, std::int64_t first_chunk,
                                          double* partials) {
   const std::int64_t chunk = first_chunk + blockIdx.y;
   const std::int64_t begin = chunk * kColumnChunkRows;
-  chunk_column_sums(m, begin, begin + kColumnChunkRows < rows ? begin + kColumnChunkRows : rows, cols, chunk, partials);
+  chunk_column_sums<1>(m, begin, begin + kColumnChunkRows < rows ? begin + kColumnChunkRows : rows, cols, chunk,
+                       partials);
 }
 
-// Chunk first_chunk + blockIdx.y of the table's.
-template <class T>
+// Chunk first_chunk + blockIdx.y of the table's: the bias gradients' sums, over rows as
+// wide as a layer (H, or F and 2F), V columns a thread.
+template <int V, class T>
 __global__ void table_chunk_sums_kernel(const T* m, std::int64_t cols, const std::int64_t* chunk_rows,
                                         std::int64_t first_chunk, double* partials) {
   const std::int64_t chunk = first_chunk + blockIdx.y;
-  chunk_column_sums(m, chunk_rows[2 * chunk], chunk_rows[2 * chunk + 1], cols, chunk, partials);
+  chunk_column_sums<V>(m, chunk_rows[2 * chunk], chunk_rows[2 * chunk + 1], cols, chunk, partials);
 }
 
 // Thread per (group, column): the group's chunks in order, added into its sums.
@@ -118,13 +126,17 @@ void add_grouped_column_sums(const T* m, std::int64_t cols, const std::int64_t* 
                              Stream stream) {
   if (cols == 0 || chunks == 0) return;
   constexpr std::int64_t kMaxGridY = 65535;
-  for (std::int64_t first = 0; first < chunks; first += kMaxGridY) {
-    const std::int64_t count = chunks - first < kMaxGridY ? chunks - first : kMaxGridY;
-    const dim3 grid(static_cast<unsigned>((cols + kColumnsPerBlock - 1) / kColumnsPerBlock), static_cast<unsigned>(count));
-    table_chunk_sums_kernel<T><<<grid, dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(m, cols, chunk_rows, first,
-                                                                                          partials);
-    MOE_CHECK_LAUNCH();
-  }
+  at_vector_width(vector_width(cols, {{m, static_cast<int>(sizeof(T))}}), [&](auto v) {
+    constexpr int V = decltype(v)::value;
+    const auto column_blocks = static_cast<unsigned>((cols + kColumnsPerBlock * V - 1) / (kColumnsPerBlock * V));
+    for (std::int64_t first = 0; first < chunks; first += kMaxGridY) {
+      const std::int64_t count = chunks - first < kMaxGridY ? chunks - first : kMaxGridY;
+      table_chunk_sums_kernel<V, T><<<dim3(column_blocks, static_cast<unsigned>(count)),
+                                      dim3(kColumnsPerBlock, kColumnLanes), 0, stream>>>(m, cols, chunk_rows, first,
+                                                                                         partials);
+      MOE_CHECK_LAUNCH();
+    }
+  });
   finish_grouped_column_sums_kernel<<<blocks_for(groups * cols, kBlock), kBlock, 0, stream>>>(partials, cols,
                                                                                               group_chunks, sums, groups);
   MOE_CHECK_LAUNCH();

@@ -907,10 +907,11 @@ TEST_F(CudaOps, GroupedColumnSumsAreEachGroupsColumnSums) {
   // add_grouped_column_sums (two launches for every group) against add_column_sums per
   // group, bit for bit: the same chunks from each group's first row, added in the same
   // order. Groups across chunk edges, an empty one, one of a single row, one skipped
-  // (null sums), from row 3; widths of a block's 32 columns and not.
+  // (null sums), from row 3; widths the grouped kernel takes 8, 4 and 1 columns a thread
+  // (64, 36, 33), where add_column_sums takes one: the same bits whatever the width.
   const std::vector<std::int64_t> offsets = {3, 300, 300, 1100, 1101, 1400, 1500};
   const std::size_t groups = offsets.size() - 1, skipped = 4;
-  for (const std::int64_t cols : {64, 33}) {
+  for (const std::int64_t cols : {64, 36, 33}) {
     SCOPED_TRACE(::testing::Message() << "cols " << cols);
     auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
     Buffer<float> m = device(random(offsets.back() * cols, 71), ops.get());

@@ -356,20 +356,20 @@ section_5() {  # kernel_times
   echo "== 5. kernel times of a mid and a fine forward and a mid training step (ncu) $(elapsed)"
   # Where a forward's time goes, kernel by kernel (one pass per kernel: the duration
   # metric alone), at the two configs furthest from dense, and where a bf16 training
-  # step's goes at mid (issue 11: no reduction over 2% of a forward or backward; the
-  # backward has never been profiled); in ncu_NAME.csv. Each covers ten passes (three
-  # warm-ups, two timed, five for the phases), without the dense baseline (--no-dense);
-  # scripts/ncu-per-forward.py sums each kernel's invocations × average over the ten
-  # into ncu_NAME.txt, printed here too. The clocks run free (--clock-control none), as
-  # in the bench: locked at base clocks (ncu's default, checks 1–3) the GEMMs took
-  # longer than in the bench's own runs. Mid first: its forward (0.31 of dense in check
-  # 3) has not been profiled since issue 11 was filed, and a check short of time has
-  # run fine alone.
+  # step's goes at mid (issue 11: no reduction over 2% of a forward or backward); in
+  # ncu_NAME.csv. Each covers ten passes (three warm-ups, two timed, five for the
+  # phases), without the dense baseline (--no-dense); scripts/ncu-per-forward.py sums
+  # each kernel's invocations × average over the ten into ncu_NAME.txt, printed here
+  # too. The clocks run free (--clock-control none), as in the bench: locked at base
+  # clocks (ncu's default, checks 1–3) the GEMMs took longer than in the bench's own
+  # runs. The mid training step first: its bias-gradient sums are the one reduction
+  # over 2% (checks 5 and 6). Each profile took 5–10 s in check 6, where a guard of
+  # 120 s left the step unprofiled.
   local profile config mode name
-  for profile in mid:forward fine:forward mid:training; do
+  for profile in mid:training mid:forward fine:forward; do
     config=${profile%%:*} mode=${profile##*:}
     name=$config$([[ $mode == forward ]] || echo "_$mode")
-    if command -v ncu >/dev/null && ((deadline - SECONDS > 120)); then
+    if command -v ncu >/dev/null && fits 30 "ncu kernel times ($config ffn $mode)"; then
       timeout "$(capped 60)" ncu --metrics gpu__time_duration.sum --clock-control none --print-summary per-kernel --csv \
         "$bin/gpu_bench" --config "$config" --kind ffn --mode "$mode" --precision bf16 --reps 2 --no-dense \
         >"$results/ncu_$name.csv" 2>"$results/ncu_$name.log"

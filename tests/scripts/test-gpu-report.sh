@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu-report.py on a made-up GPU check's results with known verdicts: a target
 # met, one not met, one with no figure, a row without its PyTorch figure, the training
-# job's ratios from the summary, the tests rerun alone, and each sanitizer's verdict
+# job's ratios from the summary, the tests rerun alone, the largest reduction of each
+# ncu profile, and each sanitizer's verdict
 # (pass, FAIL, and initcheck passed on one test but not run over all).
 set -euo pipefail
 python=${1:-python3}
@@ -30,7 +31,13 @@ compute-sanitizer racecheck (CudaOps.*)      FAIL       RACECHECK SUMMARY: 2 haz
 compute-sanitizer initcheck (bf16 cuBLAS C)  pass       ERROR SUMMARY: 0 errors, tests exit 0 (initcheck_cublas.log)
 compute-sanitizer initcheck (cuda tests)     not run    out of time (MOE_CHECK_SECONDS=345)
 TXT
-out=$("$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir" --card "NVIDIA H200" --date 2026-11-28 --commit abc1234)
+# Section 5's ncu summaries: the mid forward and training step, not the fine forward.
+printf '%s\n' '     5.2      1.0   1.4%  column_chunk_sums_kernel' \
+  'largest reduction: column_chunk_sums_kernel 1.4% of every kernel (issue 11: at most 2%)' >"$dir/ncu_mid.txt"
+printf '%s\n' 'largest reduction: table_chunk_sums_kernel<__nv_bfloat16> 1.6% of every kernel (issue 11: at most 2%)' \
+  >"$dir/ncu_mid_training.txt"
+report() { "$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir" --card "NVIDIA H200" --date 2026-11-28 --commit abc1234; }
+out=$(report)
 echo "$out"
 expect() {  # expect PATTERN: some line of the report matches it
   grep -Eq -- "$1" <<<"$out" || { echo "no line matches: $1" >&2; exit 1; }
@@ -50,11 +57,17 @@ expect '^\| bf16 forward ≥ 1\.3× PyTorch grouped at every config \| mid ffn 1
 expect '^\| Mixtral-like glu bf16 forward \+ backward ≥ 0\.6 of dense \| 0\.77 \| met \|$'
 # The stream labelled in the step (--label-ahead off) is shown, not judged.
 expect '^\| GPU training job ≥ 0\.8 of the layer.s step \(mid, 8 192 tokens\) \| stream 0\.82, dataset 1\.30 \(stream-in-step 0\.62, not judged\) \| met \|$'
+# Both profiled passes within 2%, the fine forward not profiled: no verdict yet.
+expect '^\| no reduction over 2\.0% of a forward or a training step.s kernels \(ncu\) \| mid forward: column_chunk_sums_kernel 1\.4%, mid training step: table_chunk_sums_kernel<__nv_bfloat16> 1\.6% \| not measured \(passed where run; no fine forward\) \|$'
 # A shard the filter left without a test counts neither way.
 expect '^\| compute-sanitizer memcheck: 0 errors \| compute-sanitizer memcheck \(cuda tests, shard 1/2\): pass \(ERROR SUMMARY: 0 errors\); compute-sanitizer memcheck \(cuda tests, shard 2/2\): none \(no test in this shard \(memcheck_1\.log\)\) \| met \|$'
 expect '^\| compute-sanitizer racecheck: 0 errors \| compute-sanitizer racecheck \(CudaOps\.\*\): FAIL \(RACECHECK SUMMARY: 2 hazards displayed \(1 error, 1 warning\)\) \| not met \|$'
 # initcheck passed on the cuBLAS test alone and did not run over the cuda tests: not measured.
 expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck \(bf16 cuBLAS C\): pass \(ERROR SUMMARY: 0 errors\); compute-sanitizer initcheck \(cuda tests\): not run \(out of time \(MOE_CHECK_SECONDS=345\)\) \| not measured \(passed where run\) \|$'
+# All three profiled, one over 2%: not met.
+echo 'largest reduction: column_chunk_sums_kernel 2.3% of every kernel (issue 11: at most 2%)' >"$dir/ncu_fine.txt"
+out=$(report)
+expect '^\| no reduction over 2\.0% .*fine forward: column_chunk_sums_kernel 2\.3%.* \| not met \|$'
 # No results at all is an error, not an empty report.
 if "$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir/absent" 2>/dev/null; then
   echo "a results directory without results gave a report" >&2

@@ -57,7 +57,7 @@ class CudaOps : public ::testing::Test {
   }
   // Building the CUDA ops with `variable` set to `value` is an error naming both.
   static void expect_environment_error(const char* variable, const char* value) {
-    ::setenv(variable, value, 1);
+    const moe::testing::ScopedEnvironment environment(variable, value);
     try {
       moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
       ADD_FAILURE() << variable << "=" << value << " was accepted";
@@ -65,7 +65,6 @@ class CudaOps : public ::testing::Test {
       EXPECT_NE(std::string(e.what()).find(std::string(variable) + " = '" + value + "'"), std::string::npos)
           << e.what();
     }
-    ::unsetenv(variable);
   }
   // Random experts and input rows, on the host (for the float64 reference) and on the
   // device, with a batch over each: `offsets` rows in groups, H wide in, F wide
@@ -173,10 +172,8 @@ TEST_F(CudaOps, ThinProductsSplitOverKAgainstFloat64) {
     std::int64_t m, n, k;
   };
   auto unsplit = [] {
-    ::setenv("MOE_GEMM_SPLIT_K", "0", 1);
-    auto ops = moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
-    ::unsetenv("MOE_GEMM_SPLIT_K");
-    return ops;
+    const moe::testing::ScopedEnvironment split_k("MOE_GEMM_SPLIT_K", "0");
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
   }();
   for (const Shape& shape : {Shape{128, 64, 8192}, Shape{4096, 8, 1024}, Shape{100, 3, 4096}})
     for (int t = 0; t < 4; ++t)
@@ -243,7 +240,8 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
       auto ops = moe::kernels::make_cuda_ops(0, p);
       const double tol = p == GemmPrecision::FP32 ? 1e-5 : p == GemmPrecision::TF32 ? 5e-3 : 3e-2;
       for (const char* method : {"one_launch", "per_group"}) {
-        ::setenv("MOE_GROUPED_GEMM", method, 1);  // both ways of launching the grouped products (read per call)
+        // Both ways of launching the grouped products (read per call).
+        const moe::testing::ScopedEnvironment grouped("MOE_GROUPED_GEMM", method);
         for (const bool gated : {false, true})
           for (const bool with_bias : {false, true}) {
             const std::int64_t GF = gated ? 2 * F : F;
@@ -280,7 +278,6 @@ TEST_F(CudaOps, ExpertFfnAndGroupedLinearInEachPrecisionAgainstFloat64) {
           }
       }
     }
-  ::unsetenv("MOE_GROUPED_GEMM");
 }
 
 TEST_F(CudaOps, ResidentGroupedProductsAgainstFloat64) {
@@ -369,7 +366,7 @@ TEST_F(CudaOps, BatchedGroupedGemmsForGroupsOfEqualRows) {
   const std::int64_t H = 64, F = expert_width(H), per_group = 33;
   const std::vector<std::int64_t> equal = {7, 7 + per_group, 7 + 2 * per_group, 7 + 3 * per_group, 7 + 4 * per_group},
                                   unequal = {0, 33, 90, 90, 161};
-  ::setenv("MOE_GROUPED_GEMM", "batched", 1);
+  const moe::testing::ScopedEnvironment grouped("MOE_GROUPED_GEMM", "batched");
   for (const auto& offsets : {equal, unequal})
     for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
       for (const bool gated : {false, true}) {
@@ -386,7 +383,6 @@ TEST_F(CudaOps, BatchedGroupedGemmsForGroupsOfEqualRows) {
         EXPECT_LE(relative_error(out.download().data() + first * H, ref.out.data(), n * H),
                   p == GemmPrecision::BF16 ? 3e-2 : 1e-5);
       }
-  ::unsetenv("MOE_GROUPED_GEMM");
 }
 
 TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
@@ -397,7 +393,7 @@ TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
   const std::vector<std::int64_t> offsets = {0, 33, 90, 90, 161, 170, 260, 301};
   const std::int64_t H = 64, F = 80, rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
-  ::setenv("MOE_GROUPED_GEMM", "per_group", 1);
+  const moe::testing::ScopedEnvironment grouped("MOE_GROUPED_GEMM", "per_group");
   // The experts' output with the GEMM streams the environment asks for (read when the
   // ops are made).
   auto expert_output = [&](GemmPrecision p, bool gated) {
@@ -417,21 +413,21 @@ TEST_F(CudaOps, PerGroupGemmsOnSeveralStreamsEqualOneStream) {
   for (GemmPrecision p : {GemmPrecision::FP32, GemmPrecision::BF16})
     for (const bool gated : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "precision " << int(p) << (gated ? " glu" : " ffn"));
-      ::setenv("MOE_GEMM_STREAMS", "1", 1);
-      const std::vector<float> one_stream = expert_output(p, gated);
-      ::setenv("MOE_GEMM_STREAMS", "3", 1);
+      const std::vector<float> one_stream = [&] {
+        const moe::testing::ScopedEnvironment streams("MOE_GEMM_STREAMS", "1");
+        return expert_output(p, gated);
+      }();
+      const moe::testing::ScopedEnvironment streams("MOE_GEMM_STREAMS", "3");
       EXPECT_EQ(expert_output(p, gated), one_stream);
       // With each lane's handle planning for its share of the SMs, cuBLAS may pick
       // other kernels (another order of the sums): the same products within rounding.
-      ::setenv("MOE_GEMM_SM_SHARE", "1", 1);
+      const moe::testing::ScopedEnvironment share("MOE_GEMM_SM_SHARE", "1");
       EXPECT_LE(relative_error(expert_output(p, gated).data(), one_stream.data(), rows * H),
                 p == GemmPrecision::BF16 ? 1e-2 : 1e-5)
           << "MOE_GEMM_SM_SHARE=1";
-      ::unsetenv("MOE_GEMM_SM_SHARE");
     }
   expect_environment_error("MOE_GEMM_SM_SHARE", "2");
   for (const char* bad : {"0", "9", "four", "2x"}) expect_environment_error("MOE_GEMM_STREAMS", bad);
-  ::unsetenv("MOE_GROUPED_GEMM");
 }
 
 TEST_F(CudaOps, GatherExpertFfnIsAGatherThenTheFfn) {
@@ -604,9 +600,10 @@ TEST_F(CudaOps, ReluAndBiasInTheFirstProductsEpilogueAsTheKernelComputesThem) {
         sources.push_back(static_cast<std::int32_t>(r)), weights.push_back(0.3f + 0.01f * static_cast<float>(r % 7));
     entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
   }
-  ::setenv("MOE_GEMM_EPILOGUE", "1", 1);
-  auto with = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-  ::unsetenv("MOE_GEMM_EPILOGUE");
+  auto with = [] {
+    const moe::testing::ScopedEnvironment epilogue("MOE_GEMM_EPILOGUE", "1");
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  }();
   auto without = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
   for (const std::int64_t H : {64, 96})
     for (const Act act : {Act::ReLU, Act::GELU})

@@ -66,14 +66,13 @@ TEST_F(LayerErrors, DroplessForwardAsyncNeedsOneRank) {
 
 TEST_F(LayerErrors, ExpertsPaddedToTheMostNeedOneRank) {
   const int P = world().size();
-  setenv("MOE_EXPERT_ROWS", "padded", 1);
+  const moe::testing::ScopedEnvironment padded("MOE_EXPERT_ROWS", "padded");
   const MOEConfig config(2 * P, 1, 8, 8);
   if (P == 1) {
     EXPECT_NO_THROW(moe::MoELayer(config, world(), 1));
   } else {
     EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "MOE_EXPERT_ROWS = padded on ", "expected one rank");
   }
-  unsetenv("MOE_EXPERT_ROWS");
 }
 
 TEST_F(LayerErrors, AnInvalidConfigOnOneRankFailsEveryRank) {

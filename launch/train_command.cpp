@@ -247,6 +247,8 @@ class TrainCommand final : public Command {
     collective_check(comm, [&] {
       MOE_CHECK_ARG(label_ahead_ != "on" || comm.size() == 1, "train", "--label-ahead on with ", comm.size(),
                     " ranks; expected one rank (the teacher's forward exchanges tokens with the other ranks)");
+      MOE_CHECK_ARG(label_ahead_ != "on" || dataset_batches_ == 0, "train", "--label-ahead on with --dataset-batches ",
+                    dataset_batches_, "; expected a stream (a dataset is labelled once, before the first step)");
     });
     const bool label_ahead = dataset_batches_ == 0 && comm.size() == 1 &&
                              (label_ahead_ == "on" || (label_ahead_ == "auto" && options_.device == Device::CUDA));

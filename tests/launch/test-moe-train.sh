@@ -30,6 +30,9 @@ check "... and the log says so" grep -q "the stream labelled a step ahead" ahead
 moe-run -np 1 moe train "${small[@]}" --steps 7 --label-ahead on --resume first1.h5 --ckpt ahead_resumed.h5 \
   >ahead_resumed.log 2>&1
 check "labelled ahead: a resume at step 4 gives the same 7 steps, bitwise" h5diff straight1.h5 ahead_resumed.h5
+check "labelling a dataset ahead is refused, naming both flags" bash -c \
+  "! moe train ${small[*]} --steps 2 --dataset-batches 2 --label-ahead on >refused_dataset.log 2>&1 &&
+   grep -q -- '--label-ahead on with --dataset-batches 2; expected a stream' refused_dataset.log"
 check "labelling ahead at 2 ranks is refused, naming the flag" bash -c \
   "! moe-run -np 2 moe train ${small[*]} --steps 2 --label-ahead on >refused.log 2>&1 &&
    grep -q -- '--label-ahead on with 2 ranks; expected one rank' refused.log"

@@ -1296,4 +1296,50 @@ TEST_F(CudaOps, ReductionsActivationBackwardAndOptimizers) {
   EXPECT_LE(relative_error(dp.download().data(), p.data(), n), 1e-6);
 }
 
+TEST_F(CudaOps, OptimizerUpdatesAreTheSameBitsFourAtATimeOrOne) {
+  // The element-wise updates take 4 elements a thread where every array starts on 16
+  // bytes and one otherwise (kernels/cuda/optimizer.cu), with the remainder of n one a
+  // thread: the same per-element function, so the same bits either way. The same values
+  // updated at an aligned start and at an offset of one element; lengths with a
+  // remainder of 0 to 3.
+  for (const std::int64_t n : {4096, 4097, 4098, 4099, 3}) {
+    SCOPED_TRACE(::testing::Message() << "n " << n);
+    const auto p = random(n, 81), g = random(n, 82), m = random(n, 83);
+    auto v = random(n, 84);
+    for (auto& x : v) x = std::abs(x);
+    auto run = [&](std::int64_t offset) {  // every array at `offset` elements into its buffer
+      auto at = [&](const std::vector<float>& values) {
+        std::vector<float> padded(static_cast<std::size_t>(offset), 0.0f);
+        padded.insert(padded.end(), values.begin(), values.end());
+        return device(padded);
+      };
+      Buffer<float> dp = at(p), dg = at(g), dm = at(m), dv = at(v), dm_sgd = at(m);
+      gpu->adamw_update(dp.data() + offset, dg.data() + offset, dm.data() + offset, dv.data() + offset, n, 0.01f,
+                        0.9f, 0.999f, 1e-8f, 0.01f, 0.5f, 0.1f);
+      gpu->sgd_update(dp.data() + offset, dg.data() + offset, dm_sgd.data() + offset, n, 0.1f, 0.9f, 0.01f);
+      gpu->add(dp.data() + offset, dg.data() + offset, n);
+      gpu->scale(dp.data() + offset, n, 0.75f);
+      std::vector<std::vector<float>> out;
+      for (Buffer<float>* b : {&dp, &dm, &dv, &dm_sgd}) {
+        const std::vector<float> all = b->download();
+        out.emplace_back(all.begin() + offset, all.end());
+      }
+      return out;
+    };
+    const auto aligned = run(0), offset = run(1);
+    EXPECT_EQ(aligned, offset);
+    // And against the CPU's updates, within rounding (the GPU's division and square
+    // root are IEEE's, so in practice the same bits).
+    std::vector<float> cp = p, cm = m, cv = v, cm_sgd = m;
+    cpu->adamw_update(cp.data(), g.data(), cm.data(), cv.data(), n, 0.01f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.5f, 0.1f);
+    cpu->sgd_update(cp.data(), g.data(), cm_sgd.data(), n, 0.1f, 0.9f, 0.01f);
+    cpu->add(cp.data(), g.data(), n);
+    cpu->scale(cp.data(), n, 0.75f);
+    EXPECT_LE(relative_error(aligned[0].data(), cp.data(), n), 1e-6);
+    EXPECT_LE(relative_error(aligned[1].data(), cm.data(), n), 1e-6);
+    EXPECT_LE(relative_error(aligned[2].data(), cv.data(), n), 1e-6);
+    EXPECT_LE(relative_error(aligned[3].data(), cm_sgd.data(), n), 1e-6);
+  }
+}
+
 }  // namespace

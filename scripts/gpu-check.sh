@@ -14,12 +14,13 @@
 #      over experts) at the configs of issue 11, in the same run; in bf16 also the layer
 #      with its experts' rows packed (MOE_EXPERT_ROWS=packed) against the default padded
 #      layout;
-#   4. times `moe train --device cuda` (from the stream and from a dataset) against the
-#      layer's own training step (gpu_bench --mode step);
+#   4. times `moe train --device cuda` (from the stream, labelled a step ahead and inside
+#      each step, and from a dataset) against the layer's own training step (gpu_bench
+#      --mode step);
 #   6. runs compute-sanitizer memcheck, racecheck (in four shards) and initcheck on the
 #      cuda tests, each run at most 85 s;
-#   5. takes each kernel's time in a fine-grained and a mid forward and a mid bf16
-#      training step with ncu (when there is time), with each kernel's share;
+#   5. takes each kernel's time in a mid bf16 training step and a mid and a fine-grained
+#      forward with ncu (when there is time), with each kernel's share;
 #   7. the trials whose question is still open: the shared expert early or late, the
 #      input biases' gradient sums apart or in the epilogue's backward, a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:

@@ -331,6 +331,14 @@ section_4() {  # training_job
   job_stream=$(train_job stream)
   job_stream_in_step=$(train_job stream-in-step --label-ahead off)
   job_dataset=$(train_job dataset --dataset-batches 4)
+  # Labelled ahead or in the step, the targets are the same bits, so the two stream
+  # jobs log the same losses (step, loss, aux, z).
+  losses() { awk '$1 ~ /^[0-9]+$/ && NF == 7 {print $1, $2, $3, $4}' "$results/train_$1.log"; }
+  if [[ -n "$(losses stream)" && "$(losses stream)" == "$(losses stream-in-step)" ]]; then
+    row "moe train: labelled ahead = in the step" "pass" "the same losses at steps $(losses stream | awk '{printf "%s ", $1}')"
+  else
+    row "moe train: labelled ahead = in the step" "FAIL" "losses differ or missing (train_stream.log, train_stream-in-step.log)"
+  fi
   layer=$(timeout "$(capped 90)" "$bin/gpu_bench" --config mid --tokens 8192 --mode step,forward --precision bf16 --reps 10 \
             2>>"$results/bench.log")
   step_ms=$(awk -F, '$4 == "step" {print $12}' <<<"$layer")

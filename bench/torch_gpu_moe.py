@@ -70,12 +70,15 @@ def grouped_mm_stages_ms(a, dtype, reps):
 
 class Layer:
     def __init__(self, a, dtype, training):
-        g = torch.Generator().manual_seed(0)
+        # Drawn on the GPU: on the host, the DeepSeek-like config's 2.8G weights took
+        # seconds of every row's time in gpu-check's section 3.
+        g = torch.Generator(device="cuda").manual_seed(0)
         self.a = a
         gf = 2 * a.F if a.kind == "glu" else a.F
 
         def param(*shape, scale=0.02):
-            return (torch.randn(*shape, generator=g) * scale).to("cuda", dtype).requires_grad_(training)
+            drawn = torch.randn(*shape, generator=g, device="cuda", dtype=torch.float32)
+            return (drawn * scale).to(dtype).requires_grad_(training)
 
         self.wg = param(a.H, a.E)
         self.router_bias = torch.zeros(a.E, device="cuda", dtype=torch.float32)

@@ -21,8 +21,7 @@
 #      cuda tests, each run at most 85 s;
 #   5. takes each kernel's time in a mid bf16 training step and a mid and a fine-grained
 #      forward with ncu (when there is time), with each kernel's share;
-#   7. the trials whose question is still open: the shared expert early or late, the
-#      input biases' gradient sums apart or in the epilogue's backward, a
+#   7. the trials whose question is still open: a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph,
 #      and capacity-padded experts against packed ones;
@@ -248,33 +247,10 @@ section_3() {  # timings
 # (now beside every bf16 row of section 3), and cuBLASLt's epilogue (refused).
 section_7() {  # trials
   echo "== 7. trials $(elapsed)"
-  # One row of the layer's ms under each value of one switch, same run:
-  # env_ab LABEL VARIABLE "VALUES" CONFIG KIND MODE [NOTE]; the row reads
-  # "CONFIG KIND MODE bf16: LABEL ms" with the values' times joined by " / ".
-  env_ab() {
-    local label=$1 variable=$2 values=$3 config=$4 kind=$5 mode=$6 note=${7:-} value times=""
-    fits 15 "$config $kind $mode bf16: $label ms" || return
-    for value in $values; do
-      local ms
-      ms=$(env "$variable=$value" timeout "$(capped 90)" "$bin/gpu_bench" --config "$config" --kind "$kind" --mode "$mode" \
-             --precision bf16 --reps 10 2>>"$results/bench.log" | cut -d, -f12)
-      times+="${times:+ / }${ms:-FAILED}"
-    done
-    row "$config $kind $mode bf16: $label ms" "$times" "$note"
-  }
-  # The shared expert after the routed experts (MOE_SHARED_EXPERT=late) against during
-  # the host's wait for the routing (early, the default), at the DeepSeek-like config
-  # (shared expert 2 048 wide): late 5.836 ms, early 6.003 in the fourth check, within
-  # that run's spread of the same forward (5.85-6.01). Two rounds.
-  env_ab "shared expert late / early / late / early" MOE_SHARED_EXPERT "late early late early" deepseek glu forward \
-    "MOE_SHARED_EXPERT=late / default"
-  # The input biases' gradient sums of a bf16 backward: a pass of their own over ∂L/∂z
-  # (the default), or summed as the hidden epilogue's backward writes it
-  # (MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1, the same bits). Their pass took 25.9 µs,
-  # 2.1% of a mid training step's kernels under ncu in the fifth check, where issue 11
-  # allows 2%. Two rounds, at mid (biases, ffn).
-  env_ab "bias-gradient sums apart / in the epilogue / apart / in the epilogue" MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE \
-    "0 1 0 1" mid ffn training "MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=0 / 1"
+  # Answered and dropped from here after the sixth check (docs/performance.md), with the
+  # helper that timed a switch's values side by side: the shared expert late or early (no
+  # order won in four rounds of three checks; early stays) and the input biases'
+  # gradient sums in the epilogue's backward (no gain; off).
   # A dropless layer without a wait (forward_async on packed experts whose row counts
   # stay on the GPU: kernels/cuda/resident_gemm.cu) and its CUDA graph, against the same
   # layer's forward, which waits for the routing, and against the capacity-padded graph

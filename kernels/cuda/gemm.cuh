@@ -41,8 +41,9 @@ bool gemm_split_k_from_environment();
 
 // MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1: a bf16 backward sums the input biases'
 // gradients as the hidden epilogue's backward writes ∂L/∂z, instead of in a pass of
-// their own over it (launch_expert_hidden_backward_with_sums; a trial, off by default
-// until a GPU check has timed it); anything but 1, 0 or unset is an error naming it.
+// their own over it (launch_expert_hidden_backward_with_sums; a trial, off: the sixth
+// GPU check timed no gain, docs/design.md §4b. Its test keeps the separate pass's bits
+// checked against it); anything but 1, 0 or unset is an error naming it.
 bool bias_gradient_sums_in_epilogue_from_environment();
 
 // How a grouped product is launched. OneLaunch: cublasGemmGroupedBatchedEx, every group

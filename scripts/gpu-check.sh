@@ -11,9 +11,8 @@
 #      `moe --comm nccl train --device cuda` at one rank;
 #   3. times the layer (gpu_bench) against cuBLAS doing the same FLOPs densely, and the
 #      PyTorch baselines (bench/torch_gpu_moe.py: sort + torch._grouped_mm, and the loop
-#      over experts) at the configs of issue 11, in the same run; in bf16 also the layer
-#      with its experts' rows packed (MOE_EXPERT_ROWS=packed) against the default padded
-#      layout;
+#      over experts) at the configs of issue 11, in the same run (MOE_CHECK_PACKED=1: in
+#      bf16 also the layer with its experts' rows packed, MOE_EXPERT_ROWS=packed);
 #   4. times `moe train --device cuda` (from the stream, labelled a step ahead and inside
 #      each step, and from a dataset) against the layer's own training step (gpu_bench
 #      --mode step);
@@ -33,6 +32,7 @@
 # usage: scripts/gpu-check.sh [RESULTS_DIR]     (default $OUT, else ./gpu-check-results)
 #   MOE_CHECK_SECTIONS="1 3 5"  only those sections, in that order (default "1 2 3 4 6 5 7")
 #   MOE_CHECK_BENCH=quick       section 3 at three configs
+#   MOE_CHECK_PACKED=1          section 3 also times each bf16 row with its experts' rows packed
 #   MOE_CHECK_SANITIZERS="…"    which compute-sanitizer tools, in order (default memcheck racecheck initcheck)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -193,8 +193,11 @@ section_3() {  # timings
   echo "config,kind,router,mode,precision,E,k,H,F,T,shared,moe_ms,dense_ms,moe_TFLOPs,ratio,one_launch_ms,per_group_ms,torch_grouped_ms,torch_loop_ms,packed_ms" \
     >"$results/bench.csv"
   # bench CONFIG KIND MODES PRECISION: the layer against dense cuBLAS and the PyTorch
-  # baselines, a row per mode; in bf16 also the layer with its experts' rows packed
-  # (MOE_EXPERT_ROWS=packed) against the default padded layout, same run.
+  # baselines, a row per mode; with MOE_CHECK_PACKED=1, in bf16 also the layer with its
+  # experts' rows packed (MOE_EXPERT_ROWS=packed) against the default padded layout,
+  # same run. Off by default since the sixth check: one pair of processes moved by 2-5%
+  # either way at these sizes, and three alternated rounds settled the default
+  # (docs/performance.md); it took 9 runs of gpu_bench.
   bench() {
     local config=$1 kind=$2 modes=$3 precision=$4
     fits 20 "$config $kind $modes $precision" || return
@@ -214,7 +217,7 @@ section_3() {  # timings
       torch=$(timeout "$(capped 150)" python3 bench/torch_gpu_moe.py "$E" "$K" "$H" "$F" "$T" --kind "$k" "${router_args[@]}" \
                 --shared "$S" --dtype "$dtype" --mode "$mode" --reps 10 2>>"$results/bench.log")
       local grouped=${torch% *} loop=${torch#* }
-      if [[ $p == bf16 ]] && ((deadline - SECONDS >= 10)); then
+      if [[ $p == bf16 && ${MOE_CHECK_PACKED:-0} == 1 ]] && ((deadline - SECONDS >= 10)); then
         packed=$(MOE_EXPERT_ROWS=packed timeout "$(capped 90)" "$bin/gpu_bench" --config "$config" --kind "$kind" \
                    --mode "$mode" --precision bf16 --reps 10 --no-dense 2>>"$results/bench.log" | cut -d, -f12)
       fi
@@ -244,7 +247,8 @@ section_3() {  # timings
 # here (docs/performance.md has their rows): the plan steps against the host plan,
 # the router's products split over K, the per-group GEMMs on 1 or 4 streams or sharing
 # the SMs, gemm_methods (bench/gemm_methods.cu still times them), packed against padded
-# (now beside every bf16 row of section 3), and cuBLASLt's epilogue (refused).
+# (beside every bf16 row of section 3 with MOE_CHECK_PACKED=1), and cuBLASLt's epilogue
+# (refused).
 section_7() {  # trials
   echo "== 7. trials $(elapsed)"
   # Answered and dropped from here after the sixth check (docs/performance.md), with the

@@ -66,19 +66,12 @@ __global__ void scale_kernel(float* x, std::int64_t n, float s) {
   });
 }
 
-// 4 when every array starts on 16 bytes, else 1; the length needs no multiple (the
-// remainder goes one a thread).
-int element_width(std::initializer_list<const void*> arrays) {
-  for (const void* a : arrays)
-    if (reinterpret_cast<std::uintptr_t>(a) % 16 != 0) return 1;
-  return 4;
-}
-
-// kernel<V> over n elements, V as element_width gives for the arrays.
+// kernel<V> over n float elements: V = 4 when every array starts on 16 bytes, else 1.
+// The length needs no multiple of V (the remainder goes one a thread).
 template <class Launch>
-void launch_elementwise(std::int64_t n, std::initializer_list<const void*> arrays, Launch&& launch) {
+void launch_elementwise(std::int64_t n, std::initializer_list<std::pair<const void*, int>> arrays, Launch&& launch) {
   if (n == 0) return;
-  const int v = element_width(arrays);
+  const int v = starts_aligned(arrays, 4) ? 4 : 1;
   const unsigned blocks = blocks_for((n + v - 1) / v, kBlock);
   if (v == 4)
     launch(std::integral_constant<int, 4>{}, blocks);
@@ -91,27 +84,27 @@ void launch_elementwise(std::int64_t n, std::initializer_list<const void*> array
 
 void launch_sgd(float* param, const float* grad, float* momentum, std::int64_t n, float lr, float mu,
                 float weight_decay, Stream stream) {
-  launch_elementwise(n, {param, grad, momentum}, [&](auto v, unsigned blocks) {
+  launch_elementwise(n, {{param, 4}, {grad, 4}, {momentum, 4}}, [&](auto v, unsigned blocks) {
     sgd_kernel<decltype(v)::value><<<blocks, kBlock, 0, stream>>>(param, grad, momentum, n, lr, mu, weight_decay);
   });
 }
 
 void launch_adamw(float* param, const float* grad, float* m, float* v, std::int64_t n, float lr, float beta1,
                   float beta2, float eps, float weight_decay, float correction1, float correction2, Stream stream) {
-  launch_elementwise(n, {param, grad, m, v}, [&](auto width, unsigned blocks) {
+  launch_elementwise(n, {{param, 4}, {grad, 4}, {m, 4}, {v, 4}}, [&](auto width, unsigned blocks) {
     adamw_kernel<decltype(width)::value><<<blocks, kBlock, 0, stream>>>(param, grad, m, v, n, lr, beta1, beta2, eps,
                                                                         weight_decay, correction1, correction2);
   });
 }
 
 void launch_add(float* x, const float* y, std::int64_t n, Stream stream) {
-  launch_elementwise(n, {x, y}, [&](auto v, unsigned blocks) {
+  launch_elementwise(n, {{x, 4}, {y, 4}}, [&](auto v, unsigned blocks) {
     add_kernel<decltype(v)::value><<<blocks, kBlock, 0, stream>>>(x, y, n);
   });
 }
 
 void launch_scale(float* x, std::int64_t n, float s, Stream stream) {
-  launch_elementwise(n, {x}, [&](auto v, unsigned blocks) {
+  launch_elementwise(n, {{x, 4}}, [&](auto v, unsigned blocks) {
     scale_kernel<decltype(v)::value><<<blocks, kBlock, 0, stream>>>(x, n, s);
   });
 }

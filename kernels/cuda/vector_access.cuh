@@ -82,16 +82,20 @@ __device__ inline void store(__nv_bfloat16* p, const float (&v)[V]) {
   }
 }
 
-// Whether rows of `width` elements at these pointers (null ones ignored) can be read and
-// written v elements at a time: the width a multiple of v and every pointer aligned to
+// Whether every pointer (null ones ignored; each with its element's bytes) is aligned to
 // v of its elements (cudaMalloc gives 256 bytes; an offset into an array may not).
-inline bool vector_aligned(std::int64_t width, std::initializer_list<std::pair<const void*, int>> pointers,
-                           int v = 4) {
-  if (width % v != 0) return false;
+inline bool starts_aligned(std::initializer_list<std::pair<const void*, int>> pointers, int v) {
   for (const auto& [p, element_bytes] : pointers)
     if (p && reinterpret_cast<std::uintptr_t>(p) % (static_cast<unsigned>(v) * static_cast<unsigned>(element_bytes)) != 0)
       return false;
   return true;
+}
+
+// Whether rows of `width` elements at these pointers can be read and written v elements
+// at a time: the width a multiple of v and every pointer aligned to v of its elements.
+inline bool vector_aligned(std::int64_t width, std::initializer_list<std::pair<const void*, int>> pointers,
+                           int v = 4) {
+  return width % v == 0 && starts_aligned(pointers, v);
 }
 
 // The most elements a thread can take at a time (8, 4 or 1) over rows of `width`

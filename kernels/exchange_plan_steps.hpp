@@ -190,8 +190,9 @@ struct OnAdmissionCount : ChunkCount<OnAdmissionCount<Count>> {
 };
 
 // The sender's steps in order, as for_each_plan_step runs the single-rank ones.
+MOE_HD_CALLS_ARGUMENT
 template <class Run>
-void for_each_send_plan_step(const SendPlanArrays& s, Run&& run) {
+MOE_HD void for_each_send_plan_step(const SendPlanArrays& s, Run&& run) {
   const PlanArrays& p = s.admission;
   const std::int64_t n = p.items(), chunks = p.chunks();
   if (p.admits_all()) {  // a capacity of T·k or more (dropless): every assignment kept
@@ -287,8 +288,9 @@ struct ReceiveExpertScan { MOE_HD void operator()(const ReceivePlanArrays& r, st
 struct ReceiveOffsets { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t) const { receive_offsets(r); } };
 struct ReceivePlace { MOE_HD void operator()(const ReceivePlanArrays& r, std::int64_t a) const { receive_place(r, a); } };
 
+MOE_HD_CALLS_ARGUMENT
 template <class Run>
-void for_each_receive_plan_step(const ReceivePlanArrays& r, Run&& run) {
+MOE_HD void for_each_receive_plan_step(const ReceivePlanArrays& r, Run&& run) {
   const std::int64_t chunks = r.chunks();
   run(chunks, ReceiveStartCount{});
   run(scan_threads(1, chunks), ReceiveStartScan{});

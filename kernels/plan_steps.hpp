@@ -255,7 +255,8 @@ MOE_HD inline void token_entry_offset(const PlanArrays& p, std::int64_t t) {
 
 // The steps in their order, each as a functor run(count, step) is given: step(p, i)
 // for every i < count, in any order or at once, and each step after the one before
-// has finished. The GPU launches a kernel per step (plan.cu); the host tests loop.
+// has finished. The GPU launches a kernel per step, or runs them all in one kernel
+// with a grid-wide barrier between steps (plan.cu); the host tests loop.
 struct KeepAll { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { keep_all(p, a); } };
 struct AdmitAll { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admit_all(p, i); } };
 struct AdmissionOrder { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) const { admission_order(p, i); } };
@@ -287,8 +288,9 @@ struct EntryScan { MOE_HD void operator()(const PlanArrays& p, std::int64_t i) c
 struct EntryPlace { MOE_HD void operator()(const PlanArrays& p, std::int64_t a) const { entry_place(p, a); } };
 struct TokenEntryOffset { MOE_HD void operator()(const PlanArrays& p, std::int64_t t) const { token_entry_offset(p, t); } };
 
+MOE_HD_CALLS_ARGUMENT
 template <class Run>
-void for_each_plan_step(const PlanArrays& p, Run&& run) {
+MOE_HD void for_each_plan_step(const PlanArrays& p, Run&& run) {
   const std::int64_t n = p.items(), chunks = p.chunks(), keyed = p.experts * chunks;
   // Dropless (admits_all): 5 steps for a packed plan where the capacity's take 12.
   if (p.admits_all()) {

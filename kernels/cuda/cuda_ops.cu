@@ -37,9 +37,11 @@ class CudaOps final : public Ops {
     const bool epilogue_in_gemm = gemm_epilogue_from_environment();
     split_k_ = gemm_split_k_from_environment();
     bias_sums_in_epilogue_ = bias_gradient_sums_in_epilogue_from_environment();
+    const bool plan_in_one_kernel = plan_in_one_kernel_from_environment();
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    plan_launch_ = PlanLaunch{stream_, plan_in_one_kernel, sms_};
     MOE_CHECK(Cuda, cudaEventCreateWithFlags(&downloaded_, cudaEventDisableTiming));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
@@ -550,7 +552,7 @@ class CudaOps final : public Ops {
                        out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights,
                        out.entry_slot};
     p.pad_to_most = pad_to_most;
-    launch_single_rank_plan(p, stream_);
+    launch_single_rank_plan(p, plan_launch_);
     if (out.host_kept_per_expert)
       copy_to_host_later(out.host_kept_per_expert, p.kept_per_expert, sizeof(std::int64_t) * static_cast<std::size_t>(experts));
   }
@@ -588,7 +590,7 @@ class CudaOps final : public Ops {
                                  static_cast<std::int64_t*>(at(rows_per_rank)),
                                  static_cast<std::int64_t*>(at(assignments_per_rank)), out.row_token, out.records,
                                  out.assignment_slot, out.token_offsets, out.token_rows};
-    launch_send_plan(s, stream_);
+    launch_send_plan(s, plan_launch_);
     const std::size_t per_rank = sizeof(std::int64_t) * static_cast<std::size_t>(ranks);
     copy_to_host_later(out.host_rows_per_rank, s.rows_per_rank, per_rank);
     copy_to_host_later(out.host_assignments_per_rank, s.assignments_per_rank, per_rank);
@@ -612,7 +614,7 @@ class CudaOps final : public Ops {
                                                 reinterpret_cast<std::int64_t*>(base + offsets),
                                                 reinterpret_cast<std::int64_t*>(base + starts), out.grouped_rows,
                                                 out.combine_offsets, out.combine_sources, out.combine_weights},
-                        stream_);
+                        plan_launch_);
   }
 
   void column_sums_later(const float* m, std::int64_t rows, std::int64_t cols, double* host_sums) override {
@@ -1043,6 +1045,7 @@ class CudaOps final : public Ops {
   int sms_ = 0;          // the device's multiprocessors, for split_k_slices
   bool split_k_ = true;  // MOE_GEMM_SPLIT_K
   bool bias_sums_in_epilogue_ = false;  // MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE
+  PlanLaunch plan_launch_;              // the plans' stream, and MOE_PLAN_IN_ONE_KERNEL
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams

@@ -6,6 +6,7 @@
 #include <nvtx3/nvToolsExtMemCudaRt.h>
 
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/environment.cuh"
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/split_k.cuh"
 #include "moe/error.hpp"
@@ -33,17 +34,6 @@ void mark_written(cublasHandle_t handle, const void* c, std::size_t bytes) {
 // The bytes of a row-major rows × cols matrix of `element` bytes with leading dimension ld.
 std::size_t matrix_bytes(std::int64_t rows, std::int64_t cols, std::int64_t ld, std::size_t element) {
   return static_cast<std::size_t>((rows - 1) * ld + cols) * element;
-}
-
-// An on/off switch from the environment: 1 or 0, unset or empty for `by_default`;
-// anything else is an error naming the variable, its value and what 1 does.
-bool switch_from_environment(const char* variable, bool by_default, const char* where, const char* what_on) {
-  const char* asked = std::getenv(variable);
-  if (!asked || !*asked) return by_default;
-  const bool on = std::strcmp(asked, "1") == 0;
-  MOE_CHECK_ARG(on || std::strcmp(asked, "0") == 0, where, variable, " = '", asked, "'; expected 1 (", what_on,
-                "), 0, or unset (", by_default ? 1 : 0, ")");
-  return on;
 }
 
 // C = beta · C + the slices' partial products, a thread per element (split_k.cuh).

@@ -162,6 +162,51 @@ TEST_F(CudaLayer, PadsItsExpertsByDefaultOnlyInBf16) {
   EXPECT_TRUE(pads(on(moe::Device::CUDA, moe::Precision::FP32)));
 }
 
+// The plan in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1) plans the same rows as a
+// kernel per step, so a layer's forward, its statistics and its backward are the same
+// bits: bf16 padded to the most (the default), float32 packed, and static shapes, whose
+// forward_async is also recorded as a CUDA graph and replayed.
+TEST_F(CudaLayer, ThePlanInOneKernelGivesTheSameBits) {
+  auto memory = moe::kernels::make_cuda_ops(0, moe::kernels::GemmPrecision::FP32);
+  struct Case { const char* name; moe::Precision precision; bool static_shapes; };
+  for (const Case c : {Case{"bf16, padded to the most", moe::Precision::BF16, false},
+                       Case{"fp32, packed", moe::Precision::FP32, false},
+                       Case{"bf16, static shapes", moe::Precision::BF16, true}}) {
+    SCOPED_TRACE(c.name);
+    moe::LayerOptions options = on(moe::Device::CUDA, c.precision);
+    options.static_shapes = c.static_shapes;
+    struct Run {
+      moe::ForwardResult forward;
+      Tensor<float> dx;
+      std::vector<float> replayed;
+    };
+    auto run = [&](bool one_kernel) {
+      const ScopedEnvironment launch("MOE_PLAN_IN_ONE_KERNEL", one_kernel ? "1" : "0");
+      moe::MoELayer layer(config, *comm, 7, options);
+      Run r{layer.forward(x, moe::Pass::Training), Tensor<float>(), {}};
+      r.dx = layer.backward(grad);
+      if (c.static_shapes) {
+        const std::int64_t T = 200, n = T * config.hidden_dim;
+        moe::Buffer<float> input(*memory), output(*memory);
+        input.upload(x.data(), static_cast<std::size_t>(n));
+        output.resize(static_cast<std::size_t>(n));
+        memory->synchronize();  // the layer reads on its own stream
+        moe::ForwardGraph graph = layer.capture_forward(input.data(), T, output.data());
+        graph.replay();
+        layer.synchronize();
+        r.replayed = output.download();
+      }
+      return r;
+    };
+    const Run steps = run(false), one = run(true);
+    EXPECT_TRUE(std::equal(one.forward.output.begin(), one.forward.output.end(), steps.forward.output.begin()));
+    EXPECT_EQ(one.forward.stats.tokens_per_expert, steps.forward.stats.tokens_per_expert);
+    EXPECT_EQ(one.forward.stats.dropped, steps.forward.stats.dropped);
+    EXPECT_TRUE(std::equal(one.dx.begin(), one.dx.end(), steps.dx.begin()));
+    EXPECT_EQ(one.replayed, steps.replayed);
+  }
+}
+
 // A captured forward (a CUDA graph of forward_async) replays the forward: for new input
 // values in the same memory its output is the eager forward's, with an eager forward
 // run between replays (which rewrites the shared scratch); after a parameter write it

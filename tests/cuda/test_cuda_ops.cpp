@@ -1156,9 +1156,14 @@ TEST_F(CudaOps, RowsGatherCombineAndBackward) {
 
 // The plan's kernels (kernels/cuda/plan.cu) against the same steps run one thread at a
 // time on the host (Ops' default, which tests/unit/test_plan_steps.cpp holds to the
-// host plan): integers, so equal exactly. Then scatter, which sends the backward's
-// weight gradients to their slots.
+// host plan): integers, so equal exactly. A kernel per step, and every step in one
+// cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1), run and recorded in a CUDA graph and
+// replayed. Then scatter, which sends the backward's weight gradients to their slots.
 TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
+  const auto one_kernel = [] {
+    const moe::testing::ScopedEnvironment one("MOE_PLAN_IN_ONE_KERNEL", "1");
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
+  }();
   struct Shape { std::int64_t T, k, E, capacity; };
   for (const Shape s : {Shape{1, 1, 1, 1}, Shape{128, 2, 8, 40}, Shape{129, 2, 8, 33}, Shape{1000, 8, 64, 100},
                         Shape{300, 8, 256, 9}, Shape{4096, 2, 8, 4096 * 2}}) {
@@ -1183,7 +1188,10 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
     // choices may repeat an expert within a token, so T rows need not hold its kept
     // ones), and padded to the most kept rows with room R (packed where they exceed it).
     const std::int64_t padded = std::min(s.capacity, n);
-    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert, bool pad_to_most = false) {
+    // recorded: the plan recorded in a graph, then replayed; the kept counts, which a
+    // recording cannot download, are then the host's (`want`).
+    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert, bool pad_to_most = false,
+                   const Result* recorded = nullptr) {
       Buffer<std::int32_t> di = device(indices, &ops), grouped(ops), offsets(ops), sources(ops), slots(ops);
       Buffer<float> dw = device(weights, &ops), cw(ops);
       Result r;
@@ -1193,12 +1201,25 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
                                              offsets.resize(static_cast<std::size_t>(s.T + 1)),
                                              sources.resize(static_cast<std::size_t>(n)),
                                              cw.resize(static_cast<std::size_t>(n)),
-                                             slots.resize(static_cast<std::size_t>(n)), r.kept.data()};
+                                             slots.resize(static_cast<std::size_t>(n)),
+                                             recorded ? nullptr : r.kept.data()};
       // The plan writes the first A entries; the whole buffers are downloaded below, so
       // the rest is zeroed first (else initcheck rightly reports reading it).
       for (Buffer<std::int32_t>* b : {&grouped, &sources, &slots}) b->zero();
       cw.zero();
-      ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, pad_to_most, out);
+      auto plan = [&] {
+        ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, pad_to_most, out);
+      };
+      if (recorded) {
+        ops.synchronize();  // the zeroing above is not part of the recording
+        ops.begin_capture();
+        plan();
+        const std::unique_ptr<moe::kernels::CapturedWork> work = ops.end_capture();
+        ops.replay(*work);
+        r.kept = recorded->kept;
+      } else {
+        plan();
+      }
       ops.synchronize();
       std::int64_t A = 0;
       for (std::int64_t c : r.kept) A += c;
@@ -1215,13 +1236,20 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
     for (const auto [rows_per_expert, pad_to_most] :
          {std::pair{std::int64_t{0}, false}, std::pair{padded, false}, std::pair{padded, true}}) {
       SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert << (pad_to_most ? " at most" : ""));
-      const Result want = run(*cpu, rows_per_expert, pad_to_most), got = run(*gpu, rows_per_expert, pad_to_most);
-      EXPECT_EQ(got.kept, want.kept);
-      EXPECT_EQ(got.grouped, want.grouped);
-      EXPECT_EQ(got.offsets, want.offsets);
-      EXPECT_EQ(got.sources, want.sources);
-      EXPECT_EQ(got.slots, want.slots);
-      EXPECT_EQ(got.combine_weights, want.combine_weights);
+      const Result want = run(*cpu, rows_per_expert, pad_to_most);
+      const std::pair<const char*, Result> launches[] = {
+          {"a kernel per step", run(*gpu, rows_per_expert, pad_to_most)},
+          {"one kernel", run(*one_kernel, rows_per_expert, pad_to_most)},
+          {"one kernel, recorded and replayed", run(*one_kernel, rows_per_expert, pad_to_most, &want)}};
+      for (const auto& [launch, got] : launches) {
+        SCOPED_TRACE(launch);
+        EXPECT_EQ(got.kept, want.kept);
+        EXPECT_EQ(got.grouped, want.grouped);
+        EXPECT_EQ(got.offsets, want.offsets);
+        EXPECT_EQ(got.sources, want.sources);
+        EXPECT_EQ(got.slots, want.slots);
+        EXPECT_EQ(got.combine_weights, want.combine_weights);
+      }
     }
     const Result want = run(*cpu, 0);
 
@@ -1232,6 +1260,106 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
     Buffer<std::int32_t> dslots = device(want.slots);
     gpu->scatter(dv.data(), dslots.data(), static_cast<std::int64_t>(values.size()), dst.data());
     EXPECT_EQ(dst.download(), scattered);
+  }
+  expect_environment_error("MOE_PLAN_IN_ONE_KERNEL", "yes");
+}
+
+// The distributed plan's halves (plan_send, then plan_received over the records as if
+// one rank received them all) on the GPU, a kernel per step and in one cooperative
+// kernel, against the steps one thread at a time on the host: the same integers.
+TEST_F(CudaOps, DistributedPlanMatchesTheStepsOnTheHost) {
+  const auto one_kernel = [] {
+    const moe::testing::ScopedEnvironment one("MOE_PLAN_IN_ONE_KERNEL", "1");
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::FP32);
+  }();
+  using moe::kernels::plan::AssignmentRecord;
+  struct Shape { std::int64_t T, k, E, capacity; int ranks, own_rank; bool deduplicate; };
+  for (const Shape s : {Shape{1, 1, 2, 1, 2, 0, false}, Shape{300, 2, 8, 60, 2, 1, true},
+                        Shape{1000, 8, 64, 100, 4, 2, true}, Shape{700, 4, 16, 700 * 4, 4, 0, false}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << s.T << " k=" << s.k << " E=" << s.E << " C=" << s.capacity
+                                      << " P=" << s.ranks << " rank " << s.own_rank);
+    const std::int64_t n = s.T * s.k;
+    std::vector<std::int32_t> indices(static_cast<std::size_t>(n));
+    std::uint64_t state = 23;
+    for (std::int64_t t = 0; t < s.T; ++t)  // distinct experts per token, skewed to low ids
+      for (std::int64_t j = 0; j < s.k; ++j) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double u = static_cast<double>(state >> 11) / 9007199254740992.0;
+        indices[static_cast<std::size_t>(t * s.k + j)] =
+            static_cast<std::int32_t>((static_cast<std::int64_t>(u * u * static_cast<double>(s.E)) + j) % s.E);
+      }
+    const std::vector<float> weights = random(n, 47);
+    struct Result {
+      std::vector<std::int64_t> rows_per_rank, assignments_per_rank, kept;
+      std::vector<std::int32_t> row_token, slots, token_offsets, token_rows;
+      std::vector<std::uint64_t> records;  // each record's 8 bytes
+      std::vector<std::int32_t> grouped_rows, combine_offsets, combine_sources;
+      std::vector<float> combine_weights;
+    };
+    auto run = [&](moe::kernels::Ops& ops) {
+      Result r;
+      r.rows_per_rank.assign(static_cast<std::size_t>(s.ranks), -1);
+      r.assignments_per_rank.assign(static_cast<std::size_t>(s.ranks), -1);
+      r.kept.assign(static_cast<std::size_t>(s.E), -1);
+      Buffer<std::int32_t> di = device(indices, &ops), row_token(ops), slots(ops), token_offsets(ops), token_rows(ops);
+      Buffer<float> dw = device(weights, &ops);
+      Buffer<AssignmentRecord> records(ops);
+      const auto N = static_cast<std::size_t>(n);
+      const moe::kernels::SendPlan send{row_token.resize(N),     records.resize(N),
+                                        slots.resize(N),         token_offsets.resize(static_cast<std::size_t>(s.T + 1)),
+                                        token_rows.resize(N),    r.rows_per_rank.data(),
+                                        r.assignments_per_rank.data(), r.kept.data()};
+      // Only the first R rows and A records are written, and whole buffers are downloaded
+      // below: zeroed first (else initcheck rightly reports reading the rest).
+      for (Buffer<std::int32_t>* b : {&row_token, &slots, &token_rows}) b->zero();
+      records.zero();
+      ops.plan_send(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, s.ranks, s.own_rank, s.deduplicate, send);
+      ops.synchronize();
+      std::int64_t R = 0, A = 0;
+      for (int q = 0; q < s.ranks; ++q) R += r.rows_per_rank[q], A += r.assignments_per_rank[q];
+      auto first = [](const auto& b, std::int64_t count) {
+        auto v = b.download();
+        v.resize(static_cast<std::size_t>(count));
+        return v;
+      };
+      r.row_token = first(row_token, R), r.token_rows = first(token_rows, R), r.slots = first(slots, A);
+      r.token_offsets = token_offsets.download();
+      for (const AssignmentRecord& record : first(records, A)) {
+        std::uint64_t bytes = 0;
+        std::memcpy(&bytes, &record, sizeof bytes);
+        r.records.push_back(bytes);
+      }
+      Buffer<std::int32_t> grouped(ops), offsets(ops), sources(ops);
+      Buffer<float> cw(ops);
+      const auto a = static_cast<std::size_t>(std::max<std::int64_t>(A, 1));
+      const moe::kernels::ReceivedPlan received{grouped.resize(a), offsets.resize(static_cast<std::size_t>(R + 1)),
+                                                sources.resize(a), cw.resize(a)};
+      for (Buffer<std::int32_t>* b : {&grouped, &sources}) b->zero();
+      cw.zero();
+      ops.plan_received(records.data(), A, R, s.E / s.ranks, received);
+      ops.synchronize();
+      r.grouped_rows = first(grouped, A), r.combine_offsets = offsets.download(), r.combine_sources = first(sources, A);
+      r.combine_weights = first(cw, A);
+      return r;
+    };
+    const Result want = run(*cpu);
+    const std::pair<const char*, Result> launches[] = {{"a kernel per step", run(*gpu)},
+                                                       {"one kernel", run(*one_kernel)}};
+    for (const auto& [launch, got] : launches) {
+      SCOPED_TRACE(launch);
+      EXPECT_EQ(got.rows_per_rank, want.rows_per_rank);
+      EXPECT_EQ(got.assignments_per_rank, want.assignments_per_rank);
+      EXPECT_EQ(got.kept, want.kept);
+      EXPECT_EQ(got.row_token, want.row_token);
+      EXPECT_EQ(got.slots, want.slots);
+      EXPECT_EQ(got.token_offsets, want.token_offsets);
+      EXPECT_EQ(got.token_rows, want.token_rows);
+      EXPECT_EQ(got.records, want.records);
+      EXPECT_EQ(got.grouped_rows, want.grouped_rows);
+      EXPECT_EQ(got.combine_offsets, want.combine_offsets);
+      EXPECT_EQ(got.combine_sources, want.combine_sources);
+      EXPECT_EQ(got.combine_weights, want.combine_weights);
+    }
   }
 }
 

@@ -16,14 +16,16 @@
 #   4. times `moe train --device cuda` (from the stream, labelled a step ahead and inside
 #      each step, and from a dataset) against the layer's own training step (gpu_bench
 #      --mode step);
-#   6. runs compute-sanitizer memcheck, racecheck (in four shards) and initcheck on the
-#      cuda tests, each run at most 85 s;
+#   6. runs compute-sanitizer memcheck, racecheck (in four shards; on our kernels only
+#      when a kernel that races on purpose shows the filter reaches them) and initcheck
+#      on the cuda tests, each run at most 85 s;
 #   5. takes each kernel's time in a mid bf16 training step and a mid and a fine-grained
 #      forward with ncu (when there is time), with each kernel's share;
 #   7. the trials whose question is still open: a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph,
-#      and capacity-padded experts against packed ones;
+#      capacity-padded experts against packed ones, and the dispatch plan in one
+#      cooperative kernel against a kernel per step (MOE_PLAN_IN_ONE_KERNEL);
 # in that order (what the targets are judged on first, the trials last), and prints a
 # table last. It ends near MOE_CHECK_SECONDS (default 345: issue 11 keeps
 # the check under 6 minutes; a lease with more time passes more): every command's time
@@ -79,9 +81,10 @@ else
   if cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
        >"$results/build.log" 2>&1 &&
      cmake --build build-gpu -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench gemm_methods moe_dist_bench moe_cli \
-       decode_with_cuda_graph >>"$results/build.log" 2>&1; then
+       decode_with_cuda_graph racecheck_canary >>"$results/build.log" 2>&1; then
     mkdir -p build-gpu/check-bin
-    cp build-gpu/tests/cuda/moe_cuda_tests build-gpu/tests/mpi/moe_mpi_tests build-gpu/bench/gpu_bench \
+    cp build-gpu/tests/cuda/moe_cuda_tests build-gpu/tests/cuda/racecheck_canary build-gpu/tests/mpi/moe_mpi_tests \
+       build-gpu/bench/gpu_bench \
        build-gpu/bench/moe_dist_bench build-gpu/bench/gemm_methods build-gpu/bin/moe \
        build-gpu/examples/decode_with_cuda_graph build-gpu/check-bin/
     bin=$PWD/build-gpu/check-bin
@@ -288,6 +291,26 @@ section_7() {  # trials
         "static forward / async / graph replay: ${static:-FAILED} (bench.log says why if failed)"
   }
   static_ab mid ffn 4096
+  # The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
+  # plan.cu) against a kernel per step, alternated twice in the same run. The sixth
+  # check's mid forward spent 94-124 µs in its route phase for about 45 µs of kernels:
+  # bound by the host's launches, of which the plan is 6 (dropless) to 12 (capacity).
+  # bench.log's phase lines give each run's route phase.
+  plan_ab() {  # plan_ab CONFIG KIND TOKENS [gpu_bench flags]
+    local label="$1 $2 T=$3${5:+ cf $5} bf16 forward: plan per step / one kernel ×2 ms" one value
+    local times=()
+    fits 20 "$label" || return
+    for one in 0 1 0 1; do
+      value=$(MOE_PLAN_IN_ONE_KERNEL=$one timeout "$(capped 60)" "$bin/gpu_bench" --config "$1" --kind "$2" \
+                --tokens "$3" --mode forward --precision bf16 --no-dense --reps 30 "${@:4}" 2>>"$results/bench.log" |
+                cut -d, -f12)
+      times+=("${value:-FAILED}")
+    done
+    row "$label" "$(IFS=/; echo "${times[*]}")" "MOE_PLAN_IN_ONE_KERNEL=0 / 1 / 0 / 1 (bench.log has the phases)"
+  }
+  plan_ab mid ffn 4096
+  plan_ab mid ffn 4096 --capacity-factor 1.25
+  plan_ab mid ffn 8
 }
 
 section_4() {  # training_job
@@ -377,10 +400,11 @@ section_6() {  # sanitizers
   # errors; with SHARD and TOTAL, gtest's shard SHARD of TOTAL of the filtered tests.
   sanitize() {
     local tool=$1 filter=$2 log=$3 label=$4 shard=${5:-0} total=${6:-1} status summary errors verdict
+    local options=("${@:7}")  # more of the tool's options (racecheck's kernel filter)
     fits 20 "$label" || return
     # --nvtx: the library marks what cuBLAS writes as initialised (kernels/cuda/gemm.cu).
     GTEST_SHARD_INDEX=$shard GTEST_TOTAL_SHARDS=$total timeout "$(capped 85)" "$sanitizer" --tool "$tool" --nvtx true \
-      --print-limit 20 "$bin/moe_cuda_tests" --gtest_filter="$filter" \
+      --print-limit 20 "${options[@]}" "$bin/moe_cuda_tests" --gtest_filter="$filter" \
       >"$results/$log" 2>&1
     status=$?
     tail -2 "$results/$log"
@@ -395,6 +419,29 @@ section_6() {  # sanitizers
     else verdict=FAIL
     fi
     row "$label" "$verdict" "${summary:-no summary}, tests exit $status ($log)"
+  }
+  # racecheck instruments every kernel, cuBLAS's too, whose shared memory is not ours to
+  # check and which (the guess this tests) take most of its minutes. So it is told to
+  # instrument the kernels whose names hold our namespace (moe::kernels::cuda), once a
+  # kernel there that races on purpose (tests/cuda/racecheck_canary.cu) shows that the
+  # filter reaches them: the tool's substring is tried as mangled, then as demangled.
+  # If neither reports the canary's hazards, racecheck runs on every kernel as before.
+  kernel_filter=()
+  racecheck_kernels() {
+    local candidate hazards
+    for candidate in moe7kernels4cuda moe::kernels::cuda; do
+      fits 20 "racecheck kernel filter" || return
+      timeout "$(capped 30)" "$sanitizer" --tool racecheck --kernel-name "kernel_substring=$candidate" \
+        "$bin/racecheck_canary" >"$results/racecheck_canary.log" 2>&1
+      hazards=$(sed -nE 's/.*RACECHECK SUMMARY: ([0-9]+) hazard.*/\1/p' "$results/racecheck_canary.log" | tail -1)
+      if [[ "${hazards:-0}" -gt 0 ]]; then
+        kernel_filter=(--kernel-name "kernel_substring=$candidate")
+        row "racecheck kernel filter" "on" "kernel_substring=$candidate: the canary's $hazards hazards seen"
+        return
+      fi
+    done
+    row "racecheck kernel filter" "off" "the canary's race not seen through the filter: every kernel checked \
+(racecheck_canary.log)"
   }
   for tool in ${MOE_CHECK_SANITIZERS:-memcheck racecheck initcheck}; do
     if [[ -z "$sanitizer" ]]; then
@@ -412,14 +459,16 @@ section_6() {  # sanitizers
     # racecheck checks shared memory, which only our kernels use: their own tests (CudaOps.*)
     # run every one of them; the layer tests add minutes under the tool and no kernel
     # those tests do not run. CudaOps.* took about 185 s under racecheck (2026-11-27, in
-    # three runs by hand: 0 hazards), more than one run's 85 s, so it runs as four gtest
-    # shards, a row each.
+    # three runs by hand: 0 hazards; 176 s in the sixth check), more than one run's 85 s,
+    # so it runs as four gtest shards, a row each.
     filter=${MOE_SANITIZER_FILTER:-$([[ $tool == racecheck ]] && echo 'CudaOps.*' || echo '*')}
     local label="compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
     if [[ $tool == racecheck ]]; then
+      racecheck_kernels
       local shard
       for shard in 0 1 2 3; do
-        sanitize "$tool" "$filter" "${tool}_$shard.log" "${label%)}, shard $((shard + 1))/4)" "$shard" 4
+        sanitize "$tool" "$filter" "${tool}_$shard.log" "${label%)}, shard $((shard + 1))/4)" "$shard" 4 \
+          "${kernel_filter[@]}"
       done
     else
       sanitize "$tool" "$filter" "$tool.log" "$label"

@@ -16,7 +16,10 @@
 // forward, backward, clip_grad_norm (1.0), AdamW (its dense baseline is training's).
 // --capacity-factor CF drops past the capacity instead (the dense products still do the
 // dropless FLOPs); --static-shapes runs the experts capacity-padded
-// (LayerOptions::static_shapes; capacity factor 1.25 unless given).
+// (LayerOptions::static_shapes; capacity factor 1.25 unless given). --inputs N cycles
+// through N batches of random rows, one a step (default 1: the same batch, so the same
+// routing, every step): what a guess from the last forward meets in a job
+// (MOE_SPECULATIVE_ROWS); a graph replays the first.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -115,8 +118,10 @@ double median_ms(const std::function<void()>& run, int reps) {
 // optimizer's step), each timed on the host from a synchronisation to the next: the
 // phases are device time between marks, and the whole step timed at once came out
 // 3.5 ms longer than their sum (2026-11-27, H200), so the host's share shows here.
-void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, float* out, const float* grad_out,
-                  float* grad_in, bool training, moe::Optimizer* optimizer, const std::string& what) {
+// Step i takes batch i of `inputs`, cycling.
+void print_phases(moe::MoELayer& layer, const std::vector<float*>& inputs, std::int64_t tokens, float* out,
+                  const float* grad_out, float* grad_in, bool training, moe::Optimizer* optimizer,
+                  const std::string& what) {
   constexpr int kSteps = 5;
   moe::PhaseTimes forward, backward;
   double wall_ms[5] = {};  // zero_grad, forward, backward, clipping, the optimizer's step
@@ -135,7 +140,9 @@ void print_phases(moe::MoELayer& layer, const float* x, std::int64_t tokens, flo
     });
     timed(wall_ms[1], [&] {
       const moe::ForwardStats stats =
-          layer.forward(x, tokens, out, training ? moe::Pass::Training : moe::Pass::Inference).stats;
+          layer.forward(inputs[static_cast<std::size_t>(i) % inputs.size()], tokens, out,
+                        training ? moe::Pass::Training : moe::Pass::Inference)
+              .stats;
       forward += stats.times;
       kept = stats.tokens_per_expert;
     });
@@ -182,7 +189,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> modes = {"forward"};
   std::string router;
   std::int64_t groups = 0, topk_groups = 0, shared = -1;
-  int reps = 20;
+  int reps = 20, inputs = 1;
   bool header = false, compare_gemm = false, static_shapes = false, no_dense = false;
   float capacity_factor = 0.0f;  // 0: dropless
   shape_options.add_to(app);
@@ -198,6 +205,8 @@ int run(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"forward", "training", "step", "async", "graph"}));
   app.add_option("--reps", reps);
+  app.add_option("--inputs", inputs, "batches of random rows to cycle through, one a step (default 1)")
+      ->check(CLI::Range(1, 16));
   app.add_option("--capacity-factor", capacity_factor, "drop past this capacity factor (default: dropless)")
       ->check(CLI::Range(1.0f, 2.0f));
   app.add_flag("--static-shapes", static_shapes, "capacity-padded experts (LayerOptions::static_shapes)");
@@ -238,11 +247,17 @@ int run(int argc, char** argv) {
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   moe::MoELayer layer(c, *comm, 1, options);
   layer.set_gate_weights(moe::Tensor<float>({s.H, s.E}, moe::bench::random_vector(s.H * s.E, 0.02f, 11)));
-  const std::vector<float> host_x = moe::bench::random_vector(s.T * s.H, 1.0f, 10);
-  auto* x = static_cast<float*>(device_alloc(host_x.size() * 4));
-  auto* out = static_cast<float*>(device_alloc(host_x.size() * 4));
-  auto* grad_in = static_cast<float*>(device_alloc(host_x.size() * 4));
-  CHECK_CUDA(cudaMemcpy(x, host_x.data(), host_x.size() * 4, cudaMemcpyHostToDevice));
+  std::vector<float*> batches;  // --inputs of them, the first with the seed one batch always had
+  for (int i = 0; i < inputs; ++i) {
+    const std::vector<float> host_x = moe::bench::random_vector(s.T * s.H, 1.0f, 10 + 100 * static_cast<unsigned>(i));
+    batches.push_back(static_cast<float*>(device_alloc(host_x.size() * 4)));
+    CHECK_CUDA(cudaMemcpy(batches.back(), host_x.data(), host_x.size() * 4, cudaMemcpyHostToDevice));
+  }
+  const float* x = batches[0];
+  std::size_t next_batch = 0;
+  auto next_x = [&] { return batches[next_batch++ % batches.size()]; };
+  auto* out = static_cast<float*>(device_alloc(static_cast<std::size_t>(s.T * s.H) * 4));
+  auto* grad_in = static_cast<float*>(device_alloc(static_cast<std::size_t>(s.T * s.H) * 4));
   // The output's gradient: fixed random values, as a loss gives. (The output itself
   // served before, and the timed step ran at half the training job's speed, 2026-11-27
   // on an H200, for a reason not found: the phases printed below now time the optimizer
@@ -271,10 +286,10 @@ int run(int argc, char** argv) {
     std::optional<moe::ForwardGraph> graph;
     if (mode == "graph") graph.emplace(layer.capture_forward(x, s.T, out));
     auto step = [&] {
-      if (mode == "async") return layer.forward_async(x, s.T, out);
+      if (mode == "async") return layer.forward_async(next_x(), s.T, out);
       if (graph) return graph->replay();
       if (optimizer_step) layer.zero_grad();
-      layer.forward(x, s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
+      layer.forward(next_x(), s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
       if (training) layer.backward(grad_out, grad_in);
       if (optimizer_step) moe::clip_grad_norm(layer, 1.0), adamw->step();
     };
@@ -290,7 +305,7 @@ int run(int argc, char** argv) {
       std::snprintf(both, sizeof both, "%.3f,%.3f", one_launch, per_group);
       methods = both;
     }
-    print_phases(layer, x, s.T, out, grad_out, grad_in, training, optimizer_step ? &*adamw : nullptr,
+    print_phases(layer, batches, s.T, out, grad_out, grad_in, training, optimizer_step ? &*adamw : nullptr,
                  config + " " + s.kind + " " + mode + " " + precision);
     DenseBaseline baseline(s, options.precision, training);
     char dense_ms[32] = "-", ratio[32] = "-";

@@ -138,7 +138,7 @@ void Ops::gather_expert_ffn_combine_resident(const float* src, const std::int32_
 
 void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
                            std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert,
-                           bool pad_to_most, const SingleRankPlan& out) {
+                           plan::Padding padding, const SingleRankPlan& out) {
   const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n);
   const auto keyed = static_cast<std::size_t>(experts * chunks);
   std::vector<std::int32_t> slot_major_experts(static_cast<std::size_t>(n)), counts(keyed), bases(keyed),
@@ -151,7 +151,7 @@ void Ops::plan_single_rank(const std::int32_t* indices, const float* weights, st
                      counts.data(), bases.data(), group_bases.data(), entry_bases.data(), kept.data(), row_of.data(),
                      out.expert_offsets ? out.expert_offsets : offsets.data(), entries.data(), kept_per_expert,
                      out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights, out.entry_slot};
-  p.pad_to_most = pad_to_most;
+  p.padding = padding;
   plan::run_plan_steps_serially(p);
 }
 

@@ -311,16 +311,15 @@ class Ops {
   // The single-rank dispatch plan where the routing lives (kernels/plan_steps.hpp,
   // docs/design.md §4b), from indices and weights [tokens·top_k] in backend memory,
   // into `out`, capacity ≤ tokens·top_k. rows_per_expert = 0 packs the grouped rows;
-  // R > 0 (at least every expert's kept count) gives expert e rows [e·R, e·R + R),
-  // those past its kept ones padding (grouped token -1); with pad_to_most, R is only
-  // the room: each expert gets the most rows any expert kept, rounded up to 8, when
-  // that fits in R, else the rows are packed (plan::padded_rows decides; grouped_tokens
-  // then holds max(E·R, T·k)). The default runs the steps one thread at a time in host
+  // R > 0 pads: with Padding::Room (R at least every expert's kept count) expert e
+  // gets rows [e·R, e·R + R), those past its kept ones padding (grouped token -1); with
+  // Most or RoomIfFits, R is only the room, and plan::padded_rows decides from the kept
+  // counts (grouped_tokens then holds max(E·R, T·k)). The default runs the steps one thread at a time in host
   // memory, which costs O(T·k·(E + 256)): the CPU layer plans on the host unless asked
   // (MOE_SINGLE_RANK_PLAN=steps, which tests this path without a GPU).
   virtual void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens,
                                 std::int64_t top_k, std::int64_t experts, std::int64_t capacity,
-                                std::int64_t rows_per_expert, bool pad_to_most, const SingleRankPlan& out);
+                                std::int64_t rows_per_expert, plan::Padding padding, const SingleRankPlan& out);
   // Whether a single-rank layer uses plan_single_rank, and a distributed one plan_send
   // and plan_received, unless told otherwise.
   virtual bool plans_where_routed() const { return false; }

@@ -108,27 +108,39 @@ MOE_HD inline bool admitted(std::int64_t capacity_rank, std::int64_t capacity) {
 // Padded to the most kept rows, each expert's rows are a multiple of this.
 constexpr std::int64_t kPaddedRowsMultiple = 8;
 
+// How a padded plan (rows_per_expert = R > 0) sizes each expert's rows.
+enum class Padding : std::uint8_t {
+  // R, whatever was kept: capacity-padded experts (static shapes), whose shapes are
+  // known before the routing (R is at least every expert's kept count).
+  Room,
+  // The most rows any expert kept, rounded up to a multiple of 8, when that is at most
+  // R and every expert kept a row; else packed. Padded only as far as this routing
+  // needs, and packed when the routing is too uneven for the room R gives, or leaves an
+  // expert empty: padded, an empty expert would run M rows of zeros and have its
+  // weights read for nothing, where packed it runs no product (a decoding step's few
+  // tokens leave most experts empty, and reading weights is then the whole cost).
+  Most,
+  // R itself where Most would pad (the most rows kept fit in R, every expert kept one);
+  // else packed. The rows a layer speculated before the kept counts reached the host,
+  // and queued its experts' products for (docs/design.md §4b, speculated rows).
+  RoomIfFits,
+};
+
 // The rows every expert gets in a padded layout, or 0 for the packed one
-// (docs/design.md §4b). rows_per_expert = 0: packed. R > 0 without pad_to_most: R
-// (capacity-padded experts, whose shapes are known before the routing). R > 0 with
-// pad_to_most: the most rows any expert kept, rounded up to a multiple of 8, when that
-// is at most R and every expert kept a row, else 0 — padded only as far as this routing
-// needs, and packed when the routing is too uneven for the room R gives, or leaves an
-// expert empty: padded, an empty expert would run M rows of zeros and have its weights
-// read for nothing, where packed it runs no product (a decoding step's few tokens leave
-// most experts empty, and reading weights is then the whole cost). The plan steps and
-// the layer both decide with this function, from the same kept counts.
+// (docs/design.md §4b): rows_per_expert = 0 is packed; R > 0 as `padding` says. The
+// plan steps and the layer both decide with this function, from the same kept counts.
 MOE_HD inline std::int64_t padded_rows(const std::int64_t* kept_per_expert, std::int64_t experts,
-                                       std::int64_t rows_per_expert, bool pad_to_most) {
+                                       std::int64_t rows_per_expert, Padding padding) {
   if (rows_per_expert <= 0) return 0;
-  if (!pad_to_most) return rows_per_expert;
+  if (padding == Padding::Room) return rows_per_expert;
   std::int64_t most = 0, fewest = experts > 0 ? kept_per_expert[0] : 0;
   for (std::int64_t e = 0; e < experts; ++e) {
     most = kept_per_expert[e] > most ? kept_per_expert[e] : most;
     fewest = kept_per_expert[e] < fewest ? kept_per_expert[e] : fewest;
   }
   const std::int64_t rows = (most + kPaddedRowsMultiple - 1) / kPaddedRowsMultiple * kPaddedRowsMultiple;
-  return fewest > 0 && rows <= rows_per_expert ? rows : 0;
+  if (fewest == 0 || rows > rows_per_expert) return 0;
+  return padding == Padding::Most ? rows : rows_per_expert;
 }
 
 // The grouped rows begin at offsets[e] for expert e, for E experts. Packed
@@ -168,16 +180,16 @@ struct PlanArrays {
   std::int32_t* combine_sources;  // [A] … the grouped row of each (by token, in slot order)
   float* combine_weights;         // [A] … its weight
   std::int32_t* entry_slot;       // [A] … and its assignment t·k + j
-  // With rows_per_expert = R: pad to the most kept rows when they fit in R, else pack
-  // (padded_rows). Then grouped_tokens must hold max(E·R, T·k) rows.
-  bool pad_to_most = false;
+  // With rows_per_expert = R: how the experts' rows are padded (padded_rows). With
+  // Most or RoomIfFits grouped_tokens must hold max(E·R, T·k) rows.
+  Padding padding = Padding::Room;
 
   MOE_HD std::int64_t items() const { return tokens * top_k; }
   // A capacity of at least T·k admits every assignment (a dropless layer passes T·k):
   // the plan then skips admission and the combine's entries are the assignments
   // themselves (admit_all, grouping_place).
   MOE_HD bool admits_all() const { return capacity >= items(); }
-  MOE_HD std::int64_t padded_rows() const { return plan::padded_rows(kept_per_expert, experts, rows_per_expert, pad_to_most); }
+  MOE_HD std::int64_t padded_rows() const { return plan::padded_rows(kept_per_expert, experts, rows_per_expert, padding); }
   MOE_HD std::int64_t chunks() const { return chunk_count(items()); }
 };
 
@@ -218,10 +230,21 @@ MOE_HD inline void grouping_offsets(const PlanArrays& p) {
 }
 // Padded only (E·R threads, R = rows_per_expert, the most padded_rows gives): the rows
 // past an expert's kept ones are padding. (Each thread decides padded_rows again: O(E)
-// when padding to the most, against a step per plan to keep it.)
+// when padding to the most, against a step per plan to keep it.) Where RoomIfFits
+// falls back to packed rows, the E·R rows past the A kept ones are padding too: the
+// experts' products queued for the speculated layout read all E·R (and the combine's
+// entries, all below A, read what those wrote), so every row they read names a token of
+// this forward or none.
 MOE_HD inline void grouping_pad(const PlanArrays& p, std::int64_t g) {
   const std::int64_t rows = p.padded_rows();
-  if (rows == 0 || g >= p.experts * rows) return;
+  if (rows == 0) {
+    if (p.padding != Padding::RoomIfFits) return;
+    std::int64_t kept = 0;
+    for (std::int64_t e = 0; e < p.experts; ++e) kept += p.kept_per_expert[e];
+    if (g >= kept) p.grouped_tokens[g] = -1;
+    return;
+  }
+  if (g >= p.experts * rows) return;
   if (g % rows >= p.kept_per_expert[g / rows]) p.grouped_tokens[g] = -1;
 }
 MOE_HD inline void grouping_place(const PlanArrays& p, std::int64_t a) {

@@ -24,8 +24,9 @@
 #   7. the trials whose question is still open: a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph,
-#      capacity-padded experts against packed ones, and the dispatch plan in one
-#      cooperative kernel against a kernel per step (MOE_PLAN_IN_ONE_KERNEL);
+#      capacity-padded experts against packed ones, the dispatch plan in one
+#      cooperative kernel against a kernel per step (MOE_PLAN_IN_ONE_KERNEL), and the
+#      padded experts queued for speculated rows before the wait (MOE_SPECULATIVE_ROWS);
 # in that order (what the targets are judged on first, the trials last), and prints a
 # table last. It ends near MOE_CHECK_SECONDS (default 345: issue 11 keeps
 # the check under 6 minutes; a lease with more time passes more): every command's time
@@ -291,26 +292,36 @@ section_7() {  # trials
         "static forward / async / graph replay: ${static:-FAILED} (bench.log says why if failed)"
   }
   static_ab mid ffn 4096
-  # The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
-  # plan.cu) against a kernel per step, alternated twice in the same run. The sixth
-  # check's mid forward spent 94-124 µs in its route phase for about 45 µs of kernels:
-  # bound by the host's launches, of which the plan is 6 (dropless) to 12 (capacity).
-  # bench.log's phase lines give each run's route phase.
-  plan_ab() {  # plan_ab CONFIG KIND TOKENS [gpu_bench flags]
-    local label="$1 $2 T=$3${5:+ cf $5} bf16 forward: plan per step / one kernel ×2 ms" one value
-    local times=()
+  # A switch's two values alternated twice in the same run (a single pair does not
+  # settle 2-5%: the sixth check), the layer's bf16 forward unless the flags say
+  # another --mode; bench.log's phase lines give each run's phases.
+  env_ab() {  # env_ab VARIABLE CONFIG KIND TOKENS [gpu_bench flags]
+    local variable=$1 value ms times=() mode=(--mode forward)
+    shift
+    local label="$1 $2 T=$3${4:+ ${*:4}} bf16: $variable=0 / 1 ×2 ms"
+    [[ " ${*:4} " == *" --mode "* ]] && mode=()  # one mode, one line
     fits 20 "$label" || return
-    for one in 0 1 0 1; do
-      value=$(MOE_PLAN_IN_ONE_KERNEL=$one timeout "$(capped 60)" "$bin/gpu_bench" --config "$1" --kind "$2" \
-                --tokens "$3" --mode forward --precision bf16 --no-dense --reps 30 "${@:4}" 2>>"$results/bench.log" |
-                cut -d, -f12)
-      times+=("${value:-FAILED}")
+    for value in 0 1 0 1; do
+      ms=$(env "$variable=$value" timeout "$(capped 60)" "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" \
+             "${mode[@]}" --precision bf16 --no-dense --reps 30 "${@:4}" 2>>"$results/bench.log" | cut -d, -f12)
+      times+=("${ms:-FAILED}")
     done
-    row "$label" "$(IFS=/; echo "${times[*]}")" "MOE_PLAN_IN_ONE_KERNEL=0 / 1 / 0 / 1 (bench.log has the phases)"
+    row "$label" "$(IFS=/; echo "${times[*]}")" "(bench.log has the phases)"
   }
-  plan_ab mid ffn 4096
-  plan_ab mid ffn 4096 --capacity-factor 1.25
-  plan_ab mid ffn 8
+  # The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
+  # plan.cu) against a kernel per step. The sixth check's mid forward spent 94-124 µs
+  # in its route phase for about 45 µs of kernels: bound by the host's launches, of
+  # which the plan is 6 (dropless) to 12 (capacity).
+  env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096
+  env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096 --capacity-factor 1.25
+  env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 8
+  # Speculated rows (MOE_SPECULATIVE_ROWS=1; docs/design.md §4b): the padded experts'
+  # products queued for rows guessed from the last forward (its most kept, and 1/16),
+  # before the wait for the routing, rather than after it. Four batches in turn, so
+  # the guess meets a routing that moves (one batch would repeat its routing exactly).
+  env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4
+  env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4 --mode training
+  env_ab MOE_SPECULATIVE_ROWS fine ffn 8192 --inputs 4
 }
 
 section_4() {  # training_job

@@ -184,6 +184,7 @@ struct MoELayer::Impl {
       plan_where_routed_choice = plan_where_routed_choice || options.static_shapes;
       pad_experts_to_most = expert_rows_choice(forced);
       shared_expert_early = shared_expert_order_choice();
+      speculate_rows = speculative_rows_choice();
       plan_where_routed_choice = plan_where_routed_choice || pad_experts_to_most;
     });
     check_same_on_every_rank(*comm, config, seed, options);
@@ -307,6 +308,11 @@ struct MoELayer::Impl {
   bool plan_where_routed_choice = false;    // P = 1: plan_where_routed below
   bool pad_experts_to_most = false;         // expert_rows_choice (below)
   bool shared_expert_early = true;          // MOE_SHARED_EXPERT (below)
+  bool speculate_rows = false;              // MOE_SPECULATIVE_ROWS (below)
+  // What speculated_rows guesses from: the last padded forward's most rows kept by an
+  // expert and its token count (0: none yet); and how its guesses fared (LayerAccess).
+  std::int64_t last_most_kept = 0, last_tokens = 0;
+  std::int64_t speculation_hits = 0, speculation_misses = 0;
 
   // MOE_SHARED_EXPERT=early (the default, or unset) queues the shared expert during the
   // host's wait for the routing (compute_forward); late, after the routed experts, as
@@ -318,7 +324,19 @@ struct MoELayer::Impl {
     MOE_CHECK_ARG(choice == "early" || choice == "late", "MoELayer", "MOE_SHARED_EXPERT = '", choice,
                   "'; expected early (during the wait for the routing), late (after the routed experts) or unset");
     return choice == "early";
+  }  // Speculated rows (a trial, off by default; docs/design.md §4b): where the experts
+  // are padded, queue their products for rows guessed from the last forward, before
+  // the kept counts reach the host. MOE_SPECULATIVE_ROWS=1 turns it on.
+  static bool speculative_rows_choice() {
+    const char* asked = std::getenv("MOE_SPECULATIVE_ROWS");
+    if (!asked || !*asked) return false;
+    const std::string choice = asked;
+    MOE_CHECK_ARG(choice == "0" || choice == "1", "MoELayer", "MOE_SPECULATIVE_ROWS = '", choice,
+                  "'; expected 1 (padded experts' products queued for rows guessed from the last forward, before "
+                  "the wait for the routing), 0, or unset (0)");
+    return choice == "1";
   }
+
 
   // The padded layout (docs/design.md §4b): on one rank, each forward pads every expert
   // to the most rows any expert kept when that fits in the room padded_rows_per_expert
@@ -374,18 +392,48 @@ struct MoELayer::Impl {
     if (!pad_experts_to_most || options.static_shapes) return 0;
     return std::max(config.num_experts * padded_rows_per_expert(tokens), tokens * config.top_k);
   }
+  // The single-rank plan's layout for a forward of `tokens`: R rows per expert (0:
+  // packed) and how the plan pads to them (kernels::plan::padded_rows). With rows
+  // speculated (speculated_rows), R is the guess, kept where the most rows kept fit.
+  struct PlanLayout {
+    std::int64_t rows_per_expert = 0;
+    kernels::plan::Padding padding = kernels::plan::Padding::Room;
+  };
+  PlanLayout plan_layout(std::int64_t tokens, std::int64_t speculated = 0) const {
+    if (speculated > 0) return {speculated, kernels::plan::Padding::RoomIfFits};
+    return {padded_rows_per_expert(tokens),
+            pad_experts_to_most ? kernels::plan::Padding::Most : kernels::plan::Padding::Room};
+  }
+  // The rows per expert to queue the experts' products for before the kept counts
+  // reach the host, or 0 for none (MOE_SPECULATIVE_ROWS; docs/design.md §4b): the last
+  // forward's most rows kept, scaled to this token count, plus 1/16 for the routing's
+  // drift, rounded up to 8, at most the room (past it the layout would not pad). At
+  // least the mean: on a miss the plan packs the T·k rows, and E·R must hold them, so
+  // none where the room is under the mean (a capacity factor under 1).
+  std::int64_t speculated_rows(std::int64_t tokens) const {
+    if (!speculate_rows || !pad_experts_to_most || options.static_shapes || ranks != 1 || last_tokens == 0 ||
+        tokens == 0)
+      return 0;
+    const std::int64_t E = config.num_experts, multiple = kernels::plan::kPaddedRowsMultiple;
+    const std::int64_t room = padded_rows_per_expert(tokens), mean = (tokens * config.top_k + E - 1) / E;
+    if (room < mean) return 0;
+    const std::int64_t scaled = (last_most_kept * tokens + last_tokens - 1) / last_tokens;
+    const std::int64_t rows = std::max(scaled + (scaled + 15) / 16, mean);
+    return std::min((rows + multiple - 1) / multiple * multiple, room);
+  }
   // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
   // workspace, when chosen; false leaves the plan to the host.
-  bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert) {
+  bool plan_where_routed(std::int64_t tokens, std::int64_t* host_kept_per_expert, const PlanLayout& layout) {
     if (!plan_where_routed_choice || tokens == 0) return false;
-    plan_single_rank(tokens, padded_rows_per_expert(tokens), pad_experts_to_most, host_kept_per_expert, nullptr);
+    plan_single_rank(tokens, layout, host_kept_per_expert, nullptr);
     return true;
   }
-  // Ops::plan_single_rank into the workspace: R = rows_per_expert (0: packed) and
-  // pad_to_most as it says; the kept counts to the host and the experts' offsets to
-  // expert_offsets (backend memory) where those are not null.
-  void plan_single_rank(std::int64_t tokens, std::int64_t rows_per_expert, bool pad_to_most,
-                        std::int64_t* host_kept_per_expert, std::int64_t* expert_offsets) {
+  // Ops::plan_single_rank into the workspace in `layout`; the kept counts to the host
+  // and the experts' offsets to expert_offsets (backend memory) where those are not
+  // null.
+  void plan_single_rank(std::int64_t tokens, const PlanLayout& layout, std::int64_t* host_kept_per_expert,
+                        std::int64_t* expert_offsets) {
+    const std::int64_t rows_per_expert = layout.rows_per_expert;
     const std::int64_t k = config.top_k;
     // Grouped rows are int32 indices, as the T·k assignments are (checked on entry).
     MOE_CHECK_ARG(config.num_experts * rows_per_expert <= std::numeric_limits<std::int32_t>::max(), "MoELayer::forward",
@@ -401,14 +449,16 @@ struct MoELayer::Impl {
                                       host_kept_per_expert,
                                       expert_offsets};
     ops->plan_single_rank(router.indices.data(), router.weights.data(), tokens, k, config.num_experts,
-                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, pad_to_most, out);
+                          std::min(expert_capacity(config, tokens), tokens * k), rows_per_expert, layout.padding,
+                          out);
   }
 
   ForwardResult forward(const Tensor<FLOAT_TYPE>& input, Pass pass);
   ForwardResult forward_in_place(const float* input, std::int64_t tokens, float* output, Pass pass);
   ForwardResult compute_forward(const std::vector<std::int64_t>& shape, std::int64_t tokens, const float* x,
                                 float* output, Pass pass);
-  ExpertRows rows_of_single_rank_plan(std::int64_t tokens, const std::vector<std::int64_t>* kept_per_expert) const;
+  ExpertRows rows_of_single_rank_plan(std::int64_t tokens, const std::vector<std::int64_t>* kept_per_expert,
+                                      const PlanLayout& layout) const;
   void forward_async(const float* x, std::int64_t tokens, float* output);
   void backward_in_place(const float* grad_output, float* grad_input);
   void check_backward_ready(const char* where) const;
@@ -452,27 +502,41 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   // On one rank the plan runs where the routing lives when the backend has it (a GPU),
   // queued before the routing's one wait, so no T·k choices go to the host first.
   std::vector<std::int64_t> kept_per_expert(E, 0);
-  const bool planned_where_routed = ranks == 1 && plan_where_routed(tokens, kept_per_expert.data());
+  const std::int64_t speculated = ranks == 1 ? speculated_rows(tokens) : 0;
+  const PlanLayout layout = plan_layout(tokens, speculated);
+  const bool planned_where_routed = ranks == 1 && plan_where_routed(tokens, kept_per_expert.data(), layout);
   // With several ranks likewise: only the per-peer counts (and kept_per_expert) come back.
   const bool exchange_planned = ranks > 1 && exchange_plan_where_routed;
   if (exchange_planned)
     exchange->plan_where_routed(router.indices.data(), router.weights.data(), tokens, config.top_k,
                                 config.num_experts, std::min(expert_capacity(config, tokens), tokens * config.top_k),
                                 kept_per_expert.data());
-  // The shared expert needs no routing: queued after the routing's downloads, the
-  // device runs it while the host waits for them and plans (docs/design.md §4b), where
-  // it would otherwise sit idle through that round trip. Its sum into the output comes
-  // after the routed experts' combine, as before, so the output's bits are unchanged.
+  // Queued after the routing's downloads, the device runs these while the host waits
+  // for them and plans (docs/design.md §4b), where it would otherwise sit idle through
+  // that round trip:
+  // - with speculated rows, the routed experts for the plan's guessed layout; if the
+  //   kept counts show the guess missed (the plan packed the rows instead), they run
+  //   again below on the packed rows, and the first run's output is overwritten;
+  // - the shared expert, which needs no routing. Its sum into the output comes after
+  //   the routed experts' combine, as before, so the output's bits are unchanged.
+  const bool speculating = planned_where_routed && speculated > 0;
   const bool has_shared = config.shared_expert_dim > 0, shared_early = has_shared && shared_expert_early;
-  std::function<void()> shared_meanwhile;
-  if (shared_early)
-    shared_meanwhile = [&] {
+  std::function<void()> meanwhile;
+  if (speculating || shared_early)
+    meanwhile = [&] {
       clock.lap(times.route);
-      shared.compute(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation);
-      clock.lap(times.shared_expert);
+      if (speculating) {
+        run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr, layout), x, local_params(),
+                    params.experts.layout, config.activation, training, workspace, output);
+        clock.lap(times.experts);
+      }
+      if (shared_early) {
+        shared.compute(*ops, x, tokens, params.shared, shared_gate_or_null(), config.activation);
+        clock.lap(times.shared_expert);
+      }
     };
-  finish_routing(*ops, tokens, config, router, routing, shared_meanwhile);
-  if (!shared_early) clock.lap(times.route);
+  finish_routing(*ops, tokens, config, router, routing, meanwhile);
+  if (!meanwhile) clock.lap(times.route);
   DispatchPlan plan;  // the host plan, when the plan was not made where the routing lives
   if (!planned_where_routed && !exchange_planned) {
     plan = make_dispatch_plan(routing.indices.data(), tokens, config);
@@ -489,16 +553,25 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     if (planned_where_routed) {
-      saved.expert_rows = rows_of_single_rank_plan(tokens, &kept_per_expert);
+      saved.expert_rows = rows_of_single_rank_plan(tokens, &kept_per_expert, layout);
     } else {
       token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
       group_by_expert(saved.work, saved.grouping);
       saved.expert_rows = load_plan(saved.work, saved.grouping, workspace);
     }
     clock.lap(times.plan);
-    run_experts(*ops, saved.expert_rows, x, local_params(), params.experts.layout, config.activation, training,
-                workspace, output);
-    clock.lap(times.experts);
+    // A speculated layout the plan kept (the most rows kept fit in it) ran above.
+    const bool speculation_held = speculating && saved.expert_rows.padded;
+    if (speculating) ++(speculation_held ? speculation_hits : speculation_misses);
+    if (!speculation_held) {
+      run_experts(*ops, saved.expert_rows, x, local_params(), params.experts.layout, config.activation, training,
+                  workspace, output);
+      clock.lap(times.experts);
+    }
+    if (pad_experts_to_most) {
+      last_most_kept = *std::max_element(kept_per_expert.begin(), kept_per_expert.end());
+      last_tokens = tokens;
+    }
   } else {
     saved.expert_rows = exchange_planned ? exchange->dispatch_planned(x, kept_per_expert, workspace, times, clock)
                                          : exchange->dispatch(x, routing, plan, workspace, times, clock);
@@ -548,10 +621,11 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
 // routing (kept_per_expert may then be null: the entries are not counted); padded to
 // the most kept rows, as many as the plan decided from the same counts.
 ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
-                                                    const std::vector<std::int64_t>* kept_per_expert) const {
-  const std::int64_t room = padded_rows_per_expert(tokens);
+                                                    const std::vector<std::int64_t>* kept_per_expert,
+                                                    const PlanLayout& layout) const {
+  const std::int64_t room = layout.rows_per_expert;
   const std::int64_t rows_per_expert =
-      kept_per_expert ? kernels::plan::padded_rows(kept_per_expert->data(), config.num_experts, room, pad_experts_to_most)
+      kept_per_expert ? kernels::plan::padded_rows(kept_per_expert->data(), config.num_experts, room, layout.padding)
                       : room;
   ExpertRows rows;
   rows.output_rows = tokens;
@@ -591,13 +665,14 @@ void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* o
   if (tokens == 0) return;
   launch_routing(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router);
   if (options.static_shapes) {
-    plan_where_routed(tokens, nullptr);  // static shapes plan where the routing lives
-    run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr), x, local_params(), params.experts.layout,
+    const PlanLayout layout = plan_layout(tokens);
+    plan_where_routed(tokens, nullptr, layout);  // static shapes plan where the routing lives
+    run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr, layout), x, local_params(), params.experts.layout,
                 config.activation, false, workspace, output);
   } else {
     // Dropless: all T·k assignments kept, packed by expert.
     const auto E = static_cast<std::size_t>(config.num_experts);
-    plan_single_rank(tokens, 0, false, nullptr, workspace.expert_offsets.resize(E + 1));
+    plan_single_rank(tokens, PlanLayout{}, nullptr, workspace.expert_offsets.resize(E + 1));
     run_experts_resident(*ops, tokens, tokens * config.top_k, expert_rows_bound(tokens), x, local_params(),
                          params.experts.layout, config.activation, workspace, output);
   }
@@ -932,5 +1007,8 @@ Buffer<float>& LayerAccess::expert_bias(MoELayer& layer) { return layer.impl_->e
 std::vector<float>& LayerAccess::host_expert_bias(MoELayer& layer) { return layer.impl_->host_expert_bias; }
 kernels::Ops& LayerAccess::ops(MoELayer& layer) { return *layer.impl_->ops; }
 bool LayerAccess::pads_experts(MoELayer& layer) { return layer.impl_->pad_experts_to_most; }
+LayerAccess::Speculation LayerAccess::speculation(MoELayer& layer) {
+  return {layer.impl_->speculation_hits, layer.impl_->speculation_misses};
+}
 
 }  // namespace moe::detail

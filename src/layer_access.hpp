@@ -2,6 +2,7 @@
 // copies, in the layer's ops' memory (host for the CPU backend, device for CUDA).
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "buffer.hpp"
@@ -21,6 +22,12 @@ struct LayerAccess {
   // Whether the layer's forwards pad each expert to the most rows kept (the padded
   // layout, docs/design.md §4b), as chosen when it was built.
   static bool pads_experts(MoELayer& layer);
+  // How the layer's speculated rows fared (MOE_SPECULATIVE_ROWS, docs/design.md §4b):
+  // forwards whose guessed layout the plan kept, and those it did not.
+  struct Speculation {
+    std::int64_t hits = 0, misses = 0;
+  };
+  static Speculation speculation(MoELayer& layer);
 };
 
 }  // namespace moe::detail

@@ -530,7 +530,7 @@ class CudaOps final : public Ops {
   // back, with the next wait.
   bool plans_where_routed() const override { return true; }
   void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
-                        std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert, bool pad_to_most,
+                        std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert, plan::Padding padding,
                         const SingleRankPlan& out) override {
     const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n), keyed = experts * chunks;
     Carving carve;
@@ -551,7 +551,7 @@ class CudaOps final : public Ops {
                        reinterpret_cast<std::int64_t*>(base + kept_per_expert),
                        out.grouped_tokens, out.combine_offsets, out.combine_sources, out.combine_weights,
                        out.entry_slot};
-    p.pad_to_most = pad_to_most;
+    p.padding = padding;
     launch_single_rank_plan(p, plan_launch_);
     if (out.host_kept_per_expert)
       copy_to_host_later(out.host_kept_per_expert, p.kept_per_expert, sizeof(std::int64_t) * static_cast<std::size_t>(experts));

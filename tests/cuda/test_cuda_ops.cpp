@@ -1186,11 +1186,13 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
     };
     // Packed, padded to R = min(C, T·k) rows per expert (every padding row -1; these
     // choices may repeat an expert within a token, so T rows need not hold its kept
-    // ones), and padded to the most kept rows with room R (packed where they exceed it).
+    // ones), padded to the most kept rows with room R (packed where they exceed it),
+    // and to R where the most fit in it (speculated rows).
     const std::int64_t padded = std::min(s.capacity, n);
     // recorded: the plan recorded in a graph, then replayed; the kept counts, which a
     // recording cannot download, are then the host's (`want`).
-    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert, bool pad_to_most = false,
+    using moe::kernels::plan::Padding;
+    auto run = [&](moe::kernels::Ops& ops, std::int64_t rows_per_expert, Padding padding = Padding::Room,
                    const Result* recorded = nullptr) {
       Buffer<std::int32_t> di = device(indices, &ops), grouped(ops), offsets(ops), sources(ops), slots(ops);
       Buffer<float> dw = device(weights, &ops), cw(ops);
@@ -1208,7 +1210,7 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       for (Buffer<std::int32_t>* b : {&grouped, &sources, &slots}) b->zero();
       cw.zero();
       auto plan = [&] {
-        ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, pad_to_most, out);
+        ops.plan_single_rank(di.data(), dw.data(), s.T, s.k, s.E, s.capacity, rows_per_expert, padding, out);
       };
       if (recorded) {
         ops.synchronize();  // the zeroing above is not part of the recording
@@ -1233,14 +1235,16 @@ TEST_F(CudaOps, SingleRankPlanMatchesTheStepsOnTheHost) {
       r.offsets = offsets.download();
       return r;
     };
-    for (const auto [rows_per_expert, pad_to_most] :
-         {std::pair{std::int64_t{0}, false}, std::pair{padded, false}, std::pair{padded, true}}) {
-      SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert << (pad_to_most ? " at most" : ""));
-      const Result want = run(*cpu, rows_per_expert, pad_to_most);
+    for (const auto [rows_per_expert, padding] :
+         {std::pair{std::int64_t{0}, Padding::Room}, std::pair{padded, Padding::Room},
+          std::pair{padded, Padding::Most}, std::pair{padded, Padding::RoomIfFits}}) {
+      SCOPED_TRACE(::testing::Message() << "rows per expert " << rows_per_expert << " padding "
+                                        << static_cast<int>(padding));
+      const Result want = run(*cpu, rows_per_expert, padding);
       const std::pair<const char*, Result> launches[] = {
-          {"a kernel per step", run(*gpu, rows_per_expert, pad_to_most)},
-          {"one kernel", run(*one_kernel, rows_per_expert, pad_to_most)},
-          {"one kernel, recorded and replayed", run(*one_kernel, rows_per_expert, pad_to_most, &want)}};
+          {"a kernel per step", run(*gpu, rows_per_expert, padding)},
+          {"one kernel", run(*one_kernel, rows_per_expert, padding)},
+          {"one kernel, recorded and replayed", run(*one_kernel, rows_per_expert, padding, &want)}};
       for (const auto& [launch, got] : launches) {
         SCOPED_TRACE(launch);
         EXPECT_EQ(got.kept, want.kept);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -32,7 +33,7 @@ struct StepResult {
 
 StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector<float>& weights, std::int64_t T,
                      std::int64_t k, std::int64_t E, std::int64_t capacity, std::int64_t rows_per_expert = 0,
-                     bool pad_to_most = false) {
+                     plan::Padding padding = plan::Padding::Room) {
   const std::int64_t n = T * k, chunks = plan::chunk_count(n);
   // Scratch filled with garbage: a step that reads what it did not write shows up.
   const std::int32_t junk = 0x5a5a5a5a;
@@ -51,7 +52,7 @@ StepResult run_steps(const std::vector<std::int32_t>& indices, const std::vector
                      group_bases.data(), entry_bases.data(), r.kept.data(), row_of.data(), offsets.data(),
                      entries.data(), r.kept_per_expert.data(), r.grouped_tokens.data(), r.combine_offsets.data(),
                      r.combine_sources.data(), r.combine_weights.data(), r.entry_slot.data()};
-  p.pad_to_most = pad_to_most;
+  p.padding = padding;
   plan::run_plan_steps_serially(p);
   r.entries = entries[0];
   return r;
@@ -136,13 +137,14 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   EXPECT_EQ(first(padded.entry_slot), work.slot);
 }
 
-// Padded to the most kept rows (pad_to_most, the padded layout): from the definition,
+// Padded to the most kept rows (Padding::Most, the padded layout): from the definition,
 // every expert gets M = the most rows any expert kept, rounded up to 8, when M fits in
 // the room R and no expert kept nothing: the packed plan's rows moved to e·M, the rest
 // of each expert's M rows padding (-1), the combine's entries naming the moved rows;
-// when M exceeds R or an expert is empty, the packed plan itself. Balanced routings
-// (which pad), skewed ones (which do not), and fewer assignments than experts (which
-// fit the room but leave experts empty), with and without drops.
+// when M exceeds R or an expert is empty, the packed plan itself. Padding::RoomIfFits
+// (speculated rows) pads in the same cases, to R rows each. Balanced routings (which
+// pad), skewed ones (which do not), and fewer assignments than experts (which fit the
+// room but leave experts empty), with and without drops.
 TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
   struct Case {
     std::int64_t T, k, E;
@@ -154,65 +156,73 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
   for (const Case& c : {Case{300, 2, 8, 1.0f, false, true, 96}, Case{300, 2, 8, 1.0f, false, false, 96},
                         Case{1000, 8, 64, 1.0f, false, true, 160}, Case{129, 2, 8, 1.25f, true, false, 40},
                         Case{129, 2, 8, 1.25f, true, true, 40}, Case{64, 6, 256, 1.0f, false, true, 8},
-                        Case{5, 1, 4, 1.0f, false, true, 2}, Case{20, 2, 64, 1.0f, false, true, 8}}) {
-    SCOPED_TRACE(::testing::Message() << "T=" << c.T << " k=" << c.k << " E=" << c.E << " room " << c.room
-                                      << (c.balanced ? " balanced" : " skewed"));
-    const moe::MOEConfig config = config_of(c.E, c.k, c.capacity_factor, c.drop);
-    std::vector<std::int32_t> indices(static_cast<std::size_t>(c.T * c.k));
-    if (c.balanced) {  // token t's slots take experts (t·k + j) mod E: even loads
-      for (std::size_t a = 0; a < indices.size(); ++a)
-        indices[a] = static_cast<std::int32_t>(a % static_cast<std::size_t>(c.E));
-    } else {
-      indices = moe::testing::skewed_choices(c.T, c.k, c.E, static_cast<std::uint32_t>(c.T + c.E));
-    }
-    std::vector<float> weights(indices.size());
-    for (std::size_t a = 0; a < weights.size(); ++a) weights[a] = 0.25f + 0.001f * static_cast<float>(a);
-    const moe::DispatchPlan host = moe::make_dispatch_plan(indices.data(), c.T, config);
-    const moe::ExpertAssignments work = moe::token_assignments(host, indices.data(), weights.data());
-    const moe::ExpertGrouping grouping = moe::group_by_expert(work);
-    const std::int64_t capacity = std::min<std::int64_t>(host.capacity, c.T * c.k);
-    const StepResult packed = run_steps(indices, weights, c.T, c.k, c.E, capacity);
-    const StepResult got = run_steps(indices, weights, c.T, c.k, c.E, capacity, c.room, true);
-    const auto A = static_cast<std::size_t>(work.size());
-    ASSERT_EQ(got.entries, static_cast<std::int64_t>(A));
-    EXPECT_EQ(got.kept_per_expert, host.kept_per_expert);
-    EXPECT_EQ(got.combine_offsets, work.offsets);
-    auto first = [&](const auto& v) { return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin(), v.begin() + A); };
-    EXPECT_EQ(first(got.combine_weights), work.weight);
-    EXPECT_EQ(first(got.entry_slot), work.slot);
-
-    std::int64_t most = 0;
-    for (std::int64_t kept : host.kept_per_expert) most = std::max(most, kept);
-    const std::int64_t M = (most + 7) / 8 * 8;
-    const bool empty_expert =
-        std::find(host.kept_per_expert.begin(), host.kept_per_expert.end(), 0) != host.kept_per_expert.end();
-    const bool pads = M <= c.room && !empty_expert;
-    EXPECT_EQ(moe::kernels::plan::padded_rows(host.kept_per_expert.data(), c.E, c.room, true), pads ? M : 0);
-    // Past the layout's rows nothing is written (run_steps fills with junk).
-    const std::size_t layout_rows = pads ? static_cast<std::size_t>(c.E * M) : A;
-    for (std::size_t g = layout_rows; g < got.grouped_tokens.size(); ++g)
-      ASSERT_EQ(got.grouped_tokens[g], 0x5a5a5a5a) << "row " << g << " past the layout's " << layout_rows;
-    if (!pads) {  // packed: the packed plan's arrays
-      ++packed_cases;
-      empty_expert_cases += M <= c.room;
-      EXPECT_EQ(first(got.grouped_tokens), first(packed.grouped_tokens));
-      EXPECT_EQ(first(got.combine_sources), first(packed.combine_sources));
-      continue;
-    }
-    ++padded_cases;
-    std::vector<std::int32_t> moved(A);
-    for (std::int64_t e = 0; e < c.E; ++e) {
-      const std::int64_t begin = grouping.expert_offsets[e], kept = grouping.expert_offsets[e + 1] - begin;
-      for (std::int64_t r = 0; r < M; ++r) {
-        EXPECT_EQ(got.grouped_tokens[e * M + r], r < kept ? grouping.grouped_input_row[begin + r] : -1)
-            << "expert " << e << " row " << r;
-        if (r < kept) moved[begin + r] = static_cast<std::int32_t>(e * M + r);
+                        Case{5, 1, 4, 1.0f, false, true, 2}, Case{20, 2, 64, 1.0f, false, true, 8}})
+    for (const plan::Padding padding : {plan::Padding::Most, plan::Padding::RoomIfFits}) {
+      SCOPED_TRACE(::testing::Message() << "T=" << c.T << " k=" << c.k << " E=" << c.E << " room " << c.room
+                                        << (c.balanced ? " balanced" : " skewed")
+                                        << (padding == plan::Padding::Most ? ", to the most" : ", to the room"));
+      const moe::MOEConfig config = config_of(c.E, c.k, c.capacity_factor, c.drop);
+      std::vector<std::int32_t> indices(static_cast<std::size_t>(c.T * c.k));
+      if (c.balanced) {  // token t's slots take experts (t·k + j) mod E: even loads
+        for (std::size_t a = 0; a < indices.size(); ++a)
+          indices[a] = static_cast<std::int32_t>(a % static_cast<std::size_t>(c.E));
+      } else {
+        indices = moe::testing::skewed_choices(c.T, c.k, c.E, static_cast<std::uint32_t>(c.T + c.E));
       }
+      std::vector<float> weights(indices.size());
+      for (std::size_t a = 0; a < weights.size(); ++a) weights[a] = 0.25f + 0.001f * static_cast<float>(a);
+      const moe::DispatchPlan host = moe::make_dispatch_plan(indices.data(), c.T, config);
+      const moe::ExpertAssignments work = moe::token_assignments(host, indices.data(), weights.data());
+      const moe::ExpertGrouping grouping = moe::group_by_expert(work);
+      const std::int64_t capacity = std::min<std::int64_t>(host.capacity, c.T * c.k);
+      const StepResult packed = run_steps(indices, weights, c.T, c.k, c.E, capacity);
+      const StepResult got = run_steps(indices, weights, c.T, c.k, c.E, capacity, c.room, padding);
+      const auto A = static_cast<std::size_t>(work.size());
+      ASSERT_EQ(got.entries, static_cast<std::int64_t>(A));
+      EXPECT_EQ(got.kept_per_expert, host.kept_per_expert);
+      EXPECT_EQ(got.combine_offsets, work.offsets);
+      auto first = [&](const auto& v) { return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin(), v.begin() + A); };
+      EXPECT_EQ(first(got.combine_weights), work.weight);
+      EXPECT_EQ(first(got.entry_slot), work.slot);
+
+      std::int64_t most = 0;
+      for (std::int64_t kept : host.kept_per_expert) most = std::max(most, kept);
+      const std::int64_t M = (most + 7) / 8 * 8;
+      const bool empty_expert =
+          std::find(host.kept_per_expert.begin(), host.kept_per_expert.end(), 0) != host.kept_per_expert.end();
+      const bool pads = M <= c.room && !empty_expert;
+      const std::int64_t rows = padding == plan::Padding::Most ? M : c.room;  // each expert's, when it pads
+      EXPECT_EQ(moe::kernels::plan::padded_rows(host.kept_per_expert.data(), c.E, c.room, padding), pads ? rows : 0);
+      // Past the layout's rows nothing is written (run_steps fills with junk), except
+      // where RoomIfFits packs: its E·R rows past the A kept are padding (-1), since the
+      // products queued for the speculated layout read them.
+      const std::size_t layout_rows = pads ? static_cast<std::size_t>(c.E * rows) : A;
+      const std::size_t speculated_rows =
+          !pads && padding == plan::Padding::RoomIfFits ? static_cast<std::size_t>(c.E * c.room) : layout_rows;
+      for (std::size_t g = layout_rows; g < got.grouped_tokens.size(); ++g)
+        ASSERT_EQ(got.grouped_tokens[g], g < speculated_rows ? -1 : 0x5a5a5a5a)
+            << "row " << g << " past the layout's " << layout_rows;
+      if (!pads) {  // packed: the packed plan's arrays
+        ++packed_cases;
+        empty_expert_cases += M <= c.room;
+        EXPECT_EQ(first(got.grouped_tokens), first(packed.grouped_tokens));
+        EXPECT_EQ(first(got.combine_sources), first(packed.combine_sources));
+        continue;
+      }
+      ++padded_cases;
+      std::vector<std::int32_t> moved(A);
+      for (std::int64_t e = 0; e < c.E; ++e) {
+        const std::int64_t begin = grouping.expert_offsets[e], kept = grouping.expert_offsets[e + 1] - begin;
+        for (std::int64_t r = 0; r < rows; ++r) {
+          EXPECT_EQ(got.grouped_tokens[e * rows + r], r < kept ? grouping.grouped_input_row[begin + r] : -1)
+              << "expert " << e << " row " << r;
+          if (r < kept) moved[begin + r] = static_cast<std::int32_t>(e * rows + r);
+        }
+      }
+      std::vector<std::int32_t> want_sources(A);
+      for (std::size_t a = 0; a < A; ++a) want_sources[a] = moved[grouping.grouped_row_of[a]];
+      EXPECT_EQ(first(got.combine_sources), want_sources);
     }
-    std::vector<std::int32_t> want_sources(A);
-    for (std::size_t a = 0; a < A; ++a) want_sources[a] = moved[grouping.grouped_row_of[a]];
-    EXPECT_EQ(first(got.combine_sources), want_sources);
-  }
   EXPECT_GT(padded_cases, 0);
   EXPECT_GT(packed_cases, 0);
   EXPECT_GT(empty_expert_cases, 0);
@@ -448,6 +458,76 @@ TEST(PaddedToTheMost, GiveThePackedLayersResults) {
   EXPECT_GT(packed_cases, 0);
 }
 
+// Speculated rows (MOE_SPECULATIVE_ROWS=1; docs/design.md §4b): the padded layer queues
+// its experts for rows guessed from the last forward before the kept counts arrive,
+// and runs them again on the packed rows when the guess missed. Either way each
+// training forward and backward computes what the packed layer computes (the same
+// routing and statistics exactly; outputs and gradients to 1e-6, as padding does). A
+// sequence of inputs: the first seeds the guess, and a batch seen before hits it
+// (same routing, same most rows kept); a batch of one token repeated sends every token
+// to the same experts, whose kept rows exceed the guess or leave experts empty (a
+// miss, packed), and after it the guess is over the room, so the next forward does not
+// speculate but seeds again; then 280 tokens, guessed from 300. With drops, dropless,
+// and the DeepSeek-like architecture (a shared expert run during the wait).
+TEST(SpeculatedRows, GiveThePackedLayersResultsWhetherTheGuessHoldsOrNot) {
+  moe::MOEConfig dropless(8, 2, 12, 16, 1.0f);
+  dropless.drop_tokens = false;
+  const moe::MOEConfig drops(8, 2, 12, 16, 1.25f);
+  moe::MOEConfig deepseek = deepseek_like();
+  deepseek.drop_tokens = false;
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  for (const moe::MOEConfig& config : {dropless, drops, deepseek}) {
+    SCOPED_TRACE(config.to_string());
+    const PlanChoice steps("steps");
+    auto layer_with = [&](const char* rows, const char* speculate) {
+      const ExpertRowsChoice choice(rows);
+      const moe::testing::ScopedEnvironment speculation("MOE_SPECULATIVE_ROWS", speculate);
+      moe::LayerOptions options;
+      options.aux_loss_coef = 0.01f;
+      auto layer = std::make_unique<moe::MoELayer>(config, *comm, 5, options);
+      // Random gate columns of one norm, so that no expert is favoured for its norm: the
+      // loads stay near the mean and the padded layout pads (the room is 1.25 times it).
+      moe::Tensor<float> gate = moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 1.0, 6);
+      for (std::int64_t e = 0; e < config.num_experts; ++e) {
+        double norm = 0.0;
+        for (std::int64_t h = 0; h < config.hidden_dim; ++h) norm += double(gate.data()[h * config.num_experts + e]) * gate.data()[h * config.num_experts + e];
+        for (std::int64_t h = 0; h < config.hidden_dim; ++h)
+          gate.data()[h * config.num_experts + e] = static_cast<float>(0.05 * gate.data()[h * config.num_experts + e] / std::sqrt(norm));
+      }
+      layer->set_gate_weights(gate);
+      return layer;
+    };
+    const auto packed = layer_with("packed", ""), speculating = layer_with("padded", "1");
+    const auto x7 = moe::testing::random_tensor({3000, config.hidden_dim}, 1.0, 7);
+    const auto x8 = moe::testing::random_tensor({3000, config.hidden_dim}, 1.0, 8);
+    const auto x9 = moe::testing::random_tensor({2800, config.hidden_dim}, 1.0, 9);
+    moe::Tensor<float> repeated({3000, config.hidden_dim});
+    for (std::int64_t t = 0; t < 3000; ++t)
+      std::copy(x7.begin(), x7.begin() + config.hidden_dim, repeated.begin() + t * config.hidden_dim);
+    // Seed, hit, hit, miss, not speculated (seeds), hit, guessed from 300 tokens, hit.
+    const std::vector<moe::Tensor<float>> inputs = {x7, x7, x7, repeated, x8, x8, x9, x9};
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "input " << i);
+      const moe::Tensor<float> grad = moe::testing::random_tensor(inputs[i].shape(), 1.0, 100 + i);
+      LayerRun want, got;
+      for (auto [layer, run] : {std::pair{packed.get(), &want}, std::pair{speculating.get(), &got}}) {
+        layer->zero_grad();
+        run->forward = layer->forward(inputs[i], moe::Pass::Training);
+        run->dx = layer->backward(grad);
+        run->gate_grad = layer->gate_grad();
+        for (std::int64_t e = 0; e < config.num_experts; ++e) run->expert_grads.push_back(layer->expert_grad(e));
+        run->shared_grad = layer->shared_expert_grad();
+      }
+      expect_padded_gives_packed(want, got);
+    }
+    const auto speculation = moe::detail::LayerAccess::speculation(*speculating);
+    EXPECT_GE(speculation.hits, 4);    // inputs 1, 2, 5 and 7
+    EXPECT_GE(speculation.misses, 1);  // input 3, the repeated token
+    EXPECT_EQ(moe::detail::LayerAccess::speculation(*packed).hits + moe::detail::LayerAccess::speculation(*packed).misses,
+              0);
+  }
+}
+
 TEST(PaddedToTheMost, TheChoiceIsCheckedWhenTheLayerIsBuilt) {
   auto comm = moe::make_communicator(moe::CommBackend::Local);
   const moe::MOEConfig config(4, 2, 8, 8, 1.0f);
@@ -459,8 +539,12 @@ TEST(PaddedToTheMost, TheChoiceIsCheckedWhenTheLayerIsBuilt) {
   moe::LayerOptions options;
   options.static_shapes = true;
   EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1, options), "MOE_EXPERT_ROWS = padded with options.static_shapes");
-  const PlanChoice host("host");
-  EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1), "MOE_EXPERT_ROWS = padded with MOE_SINGLE_RANK_PLAN = host");
+  {
+    const PlanChoice host("host");
+    EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1), "MOE_EXPERT_ROWS = padded with MOE_SINGLE_RANK_PLAN = host");
+  }
+  const moe::testing::ScopedEnvironment speculation("MOE_SPECULATIVE_ROWS", "yes");
+  EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1), "MOE_SPECULATIVE_ROWS = 'yes'", "expected 1");
 }
 
 // The padded layout by default only where it was measured faster (bf16 on the GPU, one

@@ -5,6 +5,7 @@
 // MOE_TEST_DEVICE=cuda.)
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -205,6 +206,42 @@ TEST_F(CudaLayer, ThePlanInOneKernelGivesTheSameBits) {
     EXPECT_TRUE(std::equal(one.dx.begin(), one.dx.end(), steps.dx.begin()));
     EXPECT_EQ(one.replayed, steps.replayed);
   }
+}
+
+// Speculated rows on the GPU (MOE_SPECULATIVE_ROWS=1, docs/design.md §4b): the bf16
+// padded layer queues its experts for guessed rows before the routing's wait, and
+// reruns them on the packed rows when the guess misses (here a batch of one token
+// repeated, which leaves experts empty). Each training forward and backward against
+// the CPU's layer within bf16's 3e-2; both a hit and a miss happen.
+TEST_F(CudaLayer, SpeculatedRowsMatchTheCpuWhetherTheGuessHoldsOrNot) {
+  const std::int64_t T = 2000, H = config.hidden_dim, E = config.num_experts;
+  MOEConfig dropless = config;
+  dropless.drop_tokens = false;
+  // Gate columns of one norm, so that the loads stay near the mean and the layout pads.
+  Tensor<float> gate = moe::testing::random_tensor({H, E}, 1.0, 6);
+  for (std::int64_t e = 0; e < E; ++e) {
+    double norm = 0.0;
+    for (std::int64_t h = 0; h < H; ++h) norm += double(gate.data()[h * E + e]) * gate.data()[h * E + e];
+    for (std::int64_t h = 0; h < H; ++h) gate.data()[h * E + e] = static_cast<float>(0.1 * gate.data()[h * E + e] / std::sqrt(norm));
+  }
+  moe::MoELayer cpu(dropless, *comm, 7, on(moe::Device::CPU));
+  const ScopedEnvironment speculate("MOE_SPECULATIVE_ROWS", "1");
+  moe::MoELayer gpu(dropless, *comm, 7, on(moe::Device::CUDA, moe::Precision::BF16));
+  cpu.set_gate_weights(gate), gpu.set_gate_weights(gate);
+  const Tensor<float> a = moe::testing::random_tensor({T, H}, 1.0, 8), b = moe::testing::random_tensor({T, H}, 1.0, 9);
+  Tensor<float> repeated({T, H});
+  for (std::int64_t t = 0; t < T; ++t) std::copy(a.begin(), a.begin() + H, repeated.begin() + t * H);
+  for (const Tensor<float>* x : std::initializer_list<const Tensor<float>*>{&a, &a, &repeated, &b, &b}) {
+    const Tensor<float> g = moe::testing::random_tensor({T, H}, 1.0, 10);
+    const moe::ForwardResult want = cpu.forward(*x, moe::Pass::Training), got = gpu.forward(*x, moe::Pass::Training);
+    EXPECT_LE(relative_error(got.output.data(), want.output.data(), x->numel()), 3e-2);
+    EXPECT_EQ(got.stats.tokens_per_expert, want.stats.tokens_per_expert);
+    const Tensor<float> dx_cpu = cpu.backward(g), dx_gpu = gpu.backward(g);
+    EXPECT_LE(relative_error(dx_gpu.data(), dx_cpu.data(), x->numel()), 3e-2);
+  }
+  const auto speculation = moe::detail::LayerAccess::speculation(gpu);
+  EXPECT_GE(speculation.hits, 1);
+  EXPECT_GE(speculation.misses, 1);
 }
 
 // A captured forward (a CUDA graph of forward_async) replays the forward: for new input

@@ -466,9 +466,9 @@ TEST(PaddedToTheMost, GiveThePackedLayersResults) {
 // sequence of inputs: the first seeds the guess, and a batch seen before hits it
 // (same routing, same most rows kept); a batch of one token repeated sends every token
 // to the same experts, whose kept rows exceed the guess or leave experts empty (a
-// miss, packed), and after it the guess is over the room, so the next forward does not
-// speculate but seeds again; then 280 tokens, guessed from 300. With drops, dropless,
-// and the DeepSeek-like architecture (a shared expert run during the wait).
+// miss, packed), and after it the guess is capped at the room; then 2 800 tokens,
+// guessed from 3 000. With drops, dropless, and the DeepSeek-like architecture (a
+// shared expert run during the wait).
 TEST(SpeculatedRows, GiveThePackedLayersResultsWhetherTheGuessHoldsOrNot) {
   moe::MOEConfig dropless(8, 2, 12, 16, 1.0f);
   dropless.drop_tokens = false;
@@ -504,7 +504,7 @@ TEST(SpeculatedRows, GiveThePackedLayersResultsWhetherTheGuessHoldsOrNot) {
     moe::Tensor<float> repeated({3000, config.hidden_dim});
     for (std::int64_t t = 0; t < 3000; ++t)
       std::copy(x7.begin(), x7.begin() + config.hidden_dim, repeated.begin() + t * config.hidden_dim);
-    // Seed, hit, hit, miss, not speculated (seeds), hit, guessed from 300 tokens, hit.
+    // Seed, hit, hit, miss, the room, hit, guessed from 3 000 tokens, hit.
     const std::vector<moe::Tensor<float>> inputs = {x7, x7, x7, repeated, x8, x8, x9, x9};
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       SCOPED_TRACE(::testing::Message() << "input " << i);
@@ -521,7 +521,7 @@ TEST(SpeculatedRows, GiveThePackedLayersResultsWhetherTheGuessHoldsOrNot) {
       expect_padded_gives_packed(want, got);
     }
     const auto speculation = moe::detail::LayerAccess::speculation(*speculating);
-    EXPECT_GE(speculation.hits, 4);    // inputs 1, 2, 5 and 7
+    EXPECT_GE(speculation.hits, 4);    // inputs 1, 2, 5 and 7 at least
     EXPECT_GE(speculation.misses, 1);  // input 3, the repeated token
     EXPECT_EQ(moe::detail::LayerAccess::speculation(*packed).hits + moe::detail::LayerAccess::speculation(*packed).misses,
               0);

@@ -1283,15 +1283,7 @@ TEST_F(CudaOps, DistributedPlanMatchesTheStepsOnTheHost) {
     SCOPED_TRACE(::testing::Message() << "T=" << s.T << " k=" << s.k << " E=" << s.E << " C=" << s.capacity
                                       << " P=" << s.ranks << " rank " << s.own_rank);
     const std::int64_t n = s.T * s.k;
-    std::vector<std::int32_t> indices(static_cast<std::size_t>(n));
-    std::uint64_t state = 23;
-    for (std::int64_t t = 0; t < s.T; ++t)  // distinct experts per token, skewed to low ids
-      for (std::int64_t j = 0; j < s.k; ++j) {
-        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-        const double u = static_cast<double>(state >> 11) / 9007199254740992.0;
-        indices[static_cast<std::size_t>(t * s.k + j)] =
-            static_cast<std::int32_t>((static_cast<std::int64_t>(u * u * static_cast<double>(s.E)) + j) % s.E);
-      }
+    const std::vector<std::int32_t> indices = moe::testing::skewed_choices(s.T, s.k, s.E, 23);
     const std::vector<float> weights = random(n, 47);
     struct Result {
       std::vector<std::int64_t> rows_per_rank, assignments_per_rank, kept;

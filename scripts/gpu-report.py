@@ -123,6 +123,30 @@ def largest_reductions(results):
     return found
 
 
+def switch_trials(summary):
+    """Section 7's alternated switches (gpu-check's env_ab): rows "LABEL: VARIABLE=0 / 1 ×2 ms"
+    with times off/on/off/on. Each as (label, variable, times, mean off, mean on, verdict):
+    on is faster or slower only when both of its runs are, else level."""
+    found = []
+    for line in summary:
+        m = re.match(r"(.+?) bf16: (\w+)=0 / 1 ×2 ms\s+(\S+)", line)
+        if not m:
+            continue
+        times = [number(t) for t in m.group(3).split("/")]
+        if len(times) != 4 or any(t is None for t in times):
+            found.append((m.group(1), m.group(2), m.group(3), None, None, "not measured"))
+            continue
+        off, on = times[0::2], times[1::2]
+        if all(b < a for a, b in zip(off, on)):
+            read = "on faster in both pairs"
+        elif all(b > a for a, b in zip(off, on)):
+            read = "on slower in both pairs"
+        else:
+            read = "level: the pairs disagree"
+        found.append((m.group(1), m.group(2), m.group(3), sum(off) / 2, sum(on) / 2, read))
+    return found
+
+
 def targets(rows, summary, reductions=()):
     """Issue 11's targets: (target, figures, verdict) each."""
     out = []
@@ -225,6 +249,16 @@ def main():
         if comparison:
             print(comparison)
             print()
+    trials = switch_trials(summary)
+    if trials:
+        print("Switches alternated (section 7; ms, 0 / 1 / 0 / 1, and each value's mean):")
+        print()
+        print("| row | switch | times | mean 0 | mean 1 | 1 / 0 | read |")
+        print("|---|---|---|---:|---:|---:|---|")
+        for label, variable, times, off, on, read in trials:
+            ratio = f"{on / off:.3f}" if off and on else "–"
+            print(f"| {label} | {variable} | {times} | {fmt(off)} | {fmt(on)} | {ratio} | {read} |")
+        print()
     print("| issue 11 target | figures | verdict |")
     print("|---|---|---|")
     for target, values, state in targets(rows, summary, largest_reductions(args.results)):

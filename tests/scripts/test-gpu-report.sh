@@ -2,8 +2,9 @@
 # scripts/gpu-report.py on a made-up GPU check's results with known verdicts: a target
 # met, one not met, one with no figure, a row without its PyTorch figure, the training
 # job's ratios from the summary, the tests rerun alone, the largest reduction of each
-# ncu profile, and each sanitizer's verdict
-# (pass, FAIL, and initcheck passed on one test but not run over all).
+# ncu profile, each sanitizer's verdict (pass, FAIL, and initcheck passed on one test
+# but not run over all), and section 7's alternated switches (faster in both pairs,
+# the pairs disagreeing, and a run that failed).
 set -euo pipefail
 python=${1:-python3}
 dir=$(mktemp -d)
@@ -30,6 +31,9 @@ compute-sanitizer memcheck (cuda tests, shard 2/2) none       no test in this sh
 compute-sanitizer racecheck (CudaOps.*)      FAIL       RACECHECK SUMMARY: 2 hazards displayed (1 error, 1 warning), tests exit 0 (racecheck.log)
 compute-sanitizer initcheck (bf16 cuBLAS C)  pass       ERROR SUMMARY: 0 errors, tests exit 0 (initcheck_cublas.log)
 compute-sanitizer initcheck (cuda tests)     not run    out of time (MOE_CHECK_SECONDS=345)
+mid ffn T=4096 bf16: MOE_PLAN_IN_ONE_KERNEL=0 / 1 ×2 ms 0.500/0.480/0.520/0.490 (bench.log has the phases)
+mid ffn T=4096 --inputs 4 bf16: MOE_SPECULATIVE_ROWS=0 / 1 ×2 ms 0.500/0.510/0.520/0.490 (bench.log has the phases)
+fine ffn T=8192 --inputs 4 bf16: MOE_SPECULATIVE_ROWS=0 / 1 ×2 ms 1.900/FAILED/1.880/1.700 (bench.log has the phases)
 TXT
 # Section 5's ncu summaries: the mid forward and training step, not the fine forward.
 printf '%s\n' '     5.2      1.0   1.4%  column_chunk_sums_kernel' \
@@ -64,6 +68,11 @@ expect '^\| compute-sanitizer memcheck: 0 errors \| compute-sanitizer memcheck \
 expect '^\| compute-sanitizer racecheck: 0 errors \| compute-sanitizer racecheck \(CudaOps\.\*\): FAIL \(RACECHECK SUMMARY: 2 hazards displayed \(1 error, 1 warning\)\) \| not met \|$'
 # initcheck passed on the cuBLAS test alone and did not run over the cuda tests: not measured.
 expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck \(bf16 cuBLAS C\): pass \(ERROR SUMMARY: 0 errors\); compute-sanitizer initcheck \(cuda tests\): not run \(out of time \(MOE_CHECK_SECONDS=345\)\) \| not measured \(passed where run\) \|$'
+# Section 7's switches: on faster in both pairs (means 0.510 and 0.485); the pairs
+# disagreeing; a failed run, no means.
+expect '^\| mid ffn T=4096 \| MOE_PLAN_IN_ONE_KERNEL \| 0\.500/0\.480/0\.520/0\.490 \| 0\.510 \| 0\.485 \| 0\.951 \| on faster in both pairs \|$'
+expect '^\| mid ffn T=4096 --inputs 4 \| MOE_SPECULATIVE_ROWS \| .* \| level: the pairs disagree \|$'
+expect '^\| fine ffn T=8192 --inputs 4 \| MOE_SPECULATIVE_ROWS \| 1\.900/FAILED/1\.880/1\.700 \| – \| – \| – \| not measured \|$'
 # All three profiled, one over 2%: not met.
 echo 'largest reduction: column_chunk_sums_kernel 2.3% of every kernel (issue 11: at most 2%)' >"$dir/ncu_fine.txt"
 out=$(report)

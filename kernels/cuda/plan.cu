@@ -141,9 +141,19 @@ void launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
                 " multiprocessors); expected at least one: unset MOE_PLAN_IN_ONE_KERNEL");
   Arrays arrays = p;
   void* arguments[] = {&arrays};
-  MOE_CHECK(Cuda, cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&plan_in_one_kernel<Steps, Arrays>),
-                                              dim3(static_cast<unsigned>(std::min(widest, resident))), dim3(kBlock),
-                                              arguments, 0, launch.stream));
+  // Any grid of at least one block computes the plan (each step strides over its
+  // elements). A tool that instruments the kernel (compute-sanitizer) may fit fewer
+  // blocks than the occupancy query says: then half as many, until they fit.
+  for (auto blocks = static_cast<unsigned>(std::min(widest, resident));; blocks = (blocks + 1) / 2) {
+    const cudaError_t status = cudaLaunchCooperativeKernel(
+        reinterpret_cast<const void*>(&plan_in_one_kernel<Steps, Arrays>), dim3(blocks), dim3(kBlock), arguments, 0,
+        launch.stream);
+    if (status != cudaErrorCooperativeLaunchTooLarge || blocks == 1) {
+      MOE_CHECK(Cuda, status);
+      return;
+    }
+    (void)cudaGetLastError();  // clears the refusal
+  }
 }
 
 template <class Steps, class Arrays>

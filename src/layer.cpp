@@ -324,7 +324,8 @@ struct MoELayer::Impl {
     MOE_CHECK_ARG(choice == "early" || choice == "late", "MoELayer", "MOE_SHARED_EXPERT = '", choice,
                   "'; expected early (during the wait for the routing), late (after the routed experts) or unset");
     return choice == "early";
-  }  // Speculated rows (a trial, off by default; docs/design.md §4b): where the experts
+  }
+  // Speculated rows (a trial, off by default; docs/design.md §4b): where the experts
   // are padded, queue their products for rows guessed from the last forward, before
   // the kept counts reach the host. MOE_SPECULATIVE_ROWS=1 turns it on.
   static bool speculative_rows_choice() {
@@ -336,7 +337,6 @@ struct MoELayer::Impl {
                   "the wait for the routing), 0, or unset (0)");
     return choice == "1";
   }
-
 
   // The padded layout (docs/design.md §4b): on one rank, each forward pads every expert
   // to the most rows any expert kept when that fits in the room padded_rows_per_expert
@@ -616,10 +616,12 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   return result;
 }
 
-// The experts' rows of a plan made where the routing lives: packed, each expert's kept
-// count (kept_per_expert); padded (static shapes), R rows each, known before the
-// routing (kept_per_expert may then be null: the entries are not counted); padded to
-// the most kept rows, as many as the plan decided from the same counts.
+// The experts' rows of a plan made where the routing lives in `layout`: packed, each
+// expert's kept count (kept_per_expert); padded (static shapes), R rows each, known
+// before the routing (kept_per_expert may then be null: the entries are not counted);
+// padded to the most kept rows, or to speculated rows, as the plan decided from the
+// same counts (kernels::plan::padded_rows). Null kept counts with speculated rows give
+// the layout the experts are queued for before the counts arrive: R rows each.
 ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
                                                     const std::vector<std::int64_t>* kept_per_expert,
                                                     const PlanLayout& layout) const {

@@ -189,7 +189,9 @@ struct PlanArrays {
   // the plan then skips admission and the combine's entries are the assignments
   // themselves (admit_all, grouping_place).
   MOE_HD bool admits_all() const { return capacity >= items(); }
-  MOE_HD std::int64_t padded_rows() const { return plan::padded_rows(kept_per_expert, experts, rows_per_expert, padding); }
+  MOE_HD std::int64_t padded_rows() const {
+    return plan::padded_rows(kept_per_expert, experts, rows_per_expert, padding);
+  }
   MOE_HD std::int64_t chunks() const { return chunk_count(items()); }
 };
 

@@ -15,7 +15,8 @@ cmake -S . -B build-gpu-bundle -DCMAKE_BUILD_TYPE=Release -DMOE_WITH_CUDA=ON -DM
 cmake --build build-gpu-bundle -j "$(nproc)" --target moe_cuda_tests moe_mpi_tests gpu_bench gemm_methods moe_dist_bench \
       moe_cli decode_with_cuda_graph racecheck_canary >/dev/null
 rm -rf gpu-bundle && mkdir -p gpu-bundle/bin gpu-bundle/lib
-cp build-gpu-bundle/tests/cuda/moe_cuda_tests build-gpu-bundle/tests/cuda/racecheck_canary build-gpu-bundle/tests/mpi/moe_mpi_tests \
+cp build-gpu-bundle/tests/cuda/moe_cuda_tests build-gpu-bundle/tests/cuda/racecheck_canary \
+   build-gpu-bundle/tests/mpi/moe_mpi_tests \
    build-gpu-bundle/bench/gpu_bench build-gpu-bundle/bench/gemm_methods build-gpu-bundle/bench/moe_dist_bench \
    build-gpu-bundle/bin/moe \
    build-gpu-bundle/examples/decode_with_cuda_graph gpu-bundle/bin/

@@ -530,7 +530,8 @@ class CudaOps final : public Ops {
   // back, with the next wait.
   bool plans_where_routed() const override { return true; }
   void plan_single_rank(const std::int32_t* indices, const float* weights, std::int64_t tokens, std::int64_t top_k,
-                        std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert, plan::Padding padding,
+                        std::int64_t experts, std::int64_t capacity, std::int64_t rows_per_expert,
+                        plan::Padding padding,
                         const SingleRankPlan& out) override {
     const std::int64_t n = tokens * top_k, chunks = plan::chunk_count(n), keyed = experts * chunks;
     Carving carve;

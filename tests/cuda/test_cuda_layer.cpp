@@ -5,7 +5,6 @@
 // MOE_TEST_DEVICE=cuda.)
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -217,13 +216,8 @@ TEST_F(CudaLayer, SpeculatedRowsMatchTheCpuWhetherTheGuessHoldsOrNot) {
   const std::int64_t T = 2000, H = config.hidden_dim, E = config.num_experts;
   MOEConfig dropless = config;
   dropless.drop_tokens = false;
-  // Gate columns of one norm, so that the loads stay near the mean and the layout pads.
-  Tensor<float> gate = moe::testing::random_tensor({H, E}, 1.0, 6);
-  for (std::int64_t e = 0; e < E; ++e) {
-    double norm = 0.0;
-    for (std::int64_t h = 0; h < H; ++h) norm += double(gate.data()[h * E + e]) * gate.data()[h * E + e];
-    for (std::int64_t h = 0; h < H; ++h) gate.data()[h * E + e] = static_cast<float>(0.1 * gate.data()[h * E + e] / std::sqrt(norm));
-  }
+  // Loads near the mean, so that the padded layout pads.
+  const Tensor<float> gate = moe::testing::gate_of_equal_columns(H, E, 0.1, 6);
   moe::MoELayer cpu(dropless, *comm, 7, on(moe::Device::CPU));
   const ScopedEnvironment speculate("MOE_SPECULATIVE_ROWS", "1");
   moe::MoELayer gpu(dropless, *comm, 7, on(moe::Device::CUDA, moe::Precision::BF16));

@@ -1301,10 +1301,14 @@ TEST_F(CudaOps, DistributedPlanMatchesTheStepsOnTheHost) {
       Buffer<float> dw = device(weights, &ops);
       Buffer<AssignmentRecord> records(ops);
       const auto N = static_cast<std::size_t>(n);
-      const moe::kernels::SendPlan send{row_token.resize(N),     records.resize(N),
-                                        slots.resize(N),         token_offsets.resize(static_cast<std::size_t>(s.T + 1)),
-                                        token_rows.resize(N),    r.rows_per_rank.data(),
-                                        r.assignments_per_rank.data(), r.kept.data()};
+      const moe::kernels::SendPlan send{row_token.resize(N),
+                                        records.resize(N),
+                                        slots.resize(N),
+                                        token_offsets.resize(static_cast<std::size_t>(s.T + 1)),
+                                        token_rows.resize(N),
+                                        r.rows_per_rank.data(),
+                                        r.assignments_per_rank.data(),
+                                        r.kept.data()};
       // Only the first R rows and A records are written, and whole buffers are downloaded
       // below: zeroed first (else initcheck rightly reports reading the rest).
       for (Buffer<std::int32_t>* b : {&row_token, &slots, &token_rows}) b->zero();

@@ -47,6 +47,20 @@ inline Tensor<float> random_tensor(std::vector<std::int64_t> shape, double stdde
   return t;
 }
 
+// Gate weights [H, E] with random directions and every expert's column of norm `norm`:
+// no expert is favoured for its column's length, so a router's loads stay near the
+// mean (the padded layout then pads; docs/design.md §4b).
+inline Tensor<float> gate_of_equal_columns(std::int64_t H, std::int64_t E, double norm, std::uint64_t seed) {
+  Tensor<float> gate = random_tensor({H, E}, 1.0, seed);
+  float* w = gate.data();
+  for (std::int64_t e = 0; e < E; ++e) {
+    double squares = 0.0;
+    for (std::int64_t h = 0; h < H; ++h) squares += double(w[h * E + e]) * double(w[h * E + e]);
+    for (std::int64_t h = 0; h < H; ++h) w[h * E + e] = static_cast<float>(norm * w[h * E + e] / std::sqrt(squares));
+  }
+  return gate;
+}
+
 // max |a - b| / max |b|: the normwise relative error, which stays meaningful where
 // individual reference values are near zero. 0 for two empty arrays.
 // A NaN on one side only is an infinite error (std::max would quietly skip it); NaN

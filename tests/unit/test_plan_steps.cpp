@@ -181,7 +181,9 @@ TEST(PlanSteps, PadToTheMostRowsKeptWhenTheyFit) {
       ASSERT_EQ(got.entries, static_cast<std::int64_t>(A));
       EXPECT_EQ(got.kept_per_expert, host.kept_per_expert);
       EXPECT_EQ(got.combine_offsets, work.offsets);
-      auto first = [&](const auto& v) { return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin(), v.begin() + A); };
+      auto first = [&](const auto& v) {
+        return std::vector<typename std::decay_t<decltype(v)>::value_type>(v.begin(), v.begin() + A);
+      };
       EXPECT_EQ(first(got.combine_weights), work.weight);
       EXPECT_EQ(first(got.entry_slot), work.slot);
 
@@ -485,16 +487,8 @@ TEST(SpeculatedRows, GiveThePackedLayersResultsWhetherTheGuessHoldsOrNot) {
       moe::LayerOptions options;
       options.aux_loss_coef = 0.01f;
       auto layer = std::make_unique<moe::MoELayer>(config, *comm, 5, options);
-      // Random gate columns of one norm, so that no expert is favoured for its norm: the
-      // loads stay near the mean and the padded layout pads (the room is 1.25 times it).
-      moe::Tensor<float> gate = moe::testing::random_tensor({config.hidden_dim, config.num_experts}, 1.0, 6);
-      for (std::int64_t e = 0; e < config.num_experts; ++e) {
-        double norm = 0.0;
-        for (std::int64_t h = 0; h < config.hidden_dim; ++h) norm += double(gate.data()[h * config.num_experts + e]) * gate.data()[h * config.num_experts + e];
-        for (std::int64_t h = 0; h < config.hidden_dim; ++h)
-          gate.data()[h * config.num_experts + e] = static_cast<float>(0.05 * gate.data()[h * config.num_experts + e] / std::sqrt(norm));
-      }
-      layer->set_gate_weights(gate);
+      // Loads near the mean, so that the padded layout pads (its room is 1.25 times it).
+      layer->set_gate_weights(moe::testing::gate_of_equal_columns(config.hidden_dim, config.num_experts, 0.05, 6));
       return layer;
     };
     const auto packed = layer_with("packed", ""), speculating = layer_with("padded", "1");
@@ -523,8 +517,8 @@ TEST(SpeculatedRows, GiveThePackedLayersResultsWhetherTheGuessHoldsOrNot) {
     const auto speculation = moe::detail::LayerAccess::speculation(*speculating);
     EXPECT_GE(speculation.hits, 4);    // inputs 1, 2, 5 and 7 at least
     EXPECT_GE(speculation.misses, 1);  // input 3, the repeated token
-    EXPECT_EQ(moe::detail::LayerAccess::speculation(*packed).hits + moe::detail::LayerAccess::speculation(*packed).misses,
-              0);
+    const auto none = moe::detail::LayerAccess::speculation(*packed);  // the packed layer never speculates
+    EXPECT_EQ(none.hits + none.misses, 0);
   }
 }
 

@@ -34,6 +34,7 @@
 
 #include "bench_util.hpp"
 #include "gpu_bench_common.cuh"
+#include "layer_access.hpp"  // how speculated rows fared (MOE_SPECULATIVE_ROWS)
 #include "moe/layer.hpp"
 #include "moe/optimizer.hpp"
 
@@ -119,9 +120,10 @@ double median_ms(const std::function<void()>& run, int reps) {
 // phases are device time between marks, and the whole step timed at once came out
 // 3.5 ms longer than their sum (2026-11-27, H200), so the host's share shows here.
 // Step i takes batch i of `inputs`, cycling.
+// `timed_reps` tells how the timed steps' speculated rows fared, if any were guessed.
 void print_phases(moe::MoELayer& layer, const std::vector<float*>& inputs, std::int64_t tokens, float* out,
                   const float* grad_out, float* grad_in, bool training, moe::Optimizer* optimizer,
-                  const std::string& what) {
+                  const std::string& what, const moe::detail::LayerAccess::Speculation& timed_reps) {
   constexpr int kSteps = 5;
   moe::PhaseTimes forward, backward;
   double wall_ms[5] = {};  // zero_grad, forward, backward, clipping, the optimizer's step
@@ -170,6 +172,12 @@ void print_phases(moe::MoELayer& layer, const std::vector<float*>& inputs, std::
     for (std::int64_t r : kept) sum += static_cast<double>(r);
     const double most = static_cast<double>(*std::max_element(kept.begin(), kept.end()));
     std::snprintf(item, sizeof item, " | load max/mean %.2f", sum > 0 ? most * kept.size() / sum : 0.0);
+    line += item;
+  }
+  if (timed_reps.hits + timed_reps.misses > 0) {  // MOE_SPECULATIVE_ROWS=1
+    char item[96];
+    std::snprintf(item, sizeof item, " | speculated rows in the timed steps: %lld held, %lld missed",
+                  static_cast<long long>(timed_reps.hits), static_cast<long long>(timed_reps.misses));
     line += item;
   }
   if (optimizer) {
@@ -293,7 +301,10 @@ int run(int argc, char** argv) {
       if (training) layer.backward(grad_out, grad_in);
       if (optimizer_step) moe::clip_grad_norm(layer, 1.0), adamw->step();
     };
+    const auto before = moe::detail::LayerAccess::speculation(layer);
     const double moe_ms = median_ms(step, reps);
+    auto speculated = moe::detail::LayerAccess::speculation(layer);
+    speculated.hits -= before.hits, speculated.misses -= before.misses;
     std::string methods = "-,-";
     if (compare_gemm) {
       char both[64];
@@ -306,7 +317,7 @@ int run(int argc, char** argv) {
       methods = both;
     }
     print_phases(layer, batches, s.T, out, grad_out, grad_in, training, optimizer_step ? &*adamw : nullptr,
-                 config + " " + s.kind + " " + mode + " " + precision);
+                 config + " " + s.kind + " " + mode + " " + precision, speculated);
     DenseBaseline baseline(s, options.precision, training);
     char dense_ms[32] = "-", ratio[32] = "-";
     if (!no_dense) {

@@ -11,10 +11,12 @@ namespace moe::kernels::cuda {
 
 // How a plan's steps are launched. By default a kernel per step. With one_kernel, every
 // step runs in one cooperative kernel whose blocks wait for each other between steps
-// (a grid-wide barrier), so a plan costs the host one launch where it cost up to 17:
-// the routing's phase is bound by the host's launches, not the device's work (a mid
-// forward's plan: 23 µs of kernels, 12 launches). The same functions run in the same
-// order, so the results are the same integers (tests/cuda/test_cuda_ops.cpp).
+// (a grid-wide barrier), so a plan costs the host one launch where it cost up to 17.
+// The sixth GPU check's mid forward spent 94-124 µs in its route phase for about 45 µs
+// of kernels (the plan's: 23 µs in 6 launches, dropless; 12 with a capacity), which
+// looks bound by the host's launches; whether one launch helps is unmeasured. The same
+// functions run in the same order, so the results are the same integers
+// (tests/cuda/test_cuda_ops.cpp).
 struct PlanLaunch {
   Stream stream;
   bool one_kernel = false;  // MOE_PLAN_IN_ONE_KERNEL=1: the trial

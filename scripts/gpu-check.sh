@@ -278,7 +278,7 @@ section_7() {  # trials
   }
   # The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
   # plan.cu) against a kernel per step. The sixth check's mid forward spent 94-124 µs
-  # in its route phase for about 45 µs of kernels: bound by the host's launches, of
+  # in its route phase for about 45 µs of kernels: likely bound by the host's launches, of
   # which the plan is 6 (dropless) to 12 (capacity).
   env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096
   env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096 --capacity-factor 1.25

@@ -840,10 +840,13 @@ class CudaOps final : public Ops {
         2);
     if (relu_in_first_product(batch)) {
       // The hidden straight from the first product's epilogue: h16's rows are the second
-      // product's A operands.
-      std::vector<const float*> b_in;
-      for (std::size_t g = 0; g + 1 < batch.row_offsets.size(); ++g)
-        if (batch.row_offsets[g + 1] > batch.row_offsets[g]) b_in.push_back(batch.b_in[g]);
+      // product's A operands. A bf16 bias is the bias's cached bf16 copy, as a weight's.
+      std::vector<const void*> b_in;
+      for (std::size_t g = 0; g + 1 < batch.row_offsets.size(); ++g) {
+        if (batch.row_offsets[g + 1] == batch.row_offsets[g]) continue;
+        const float* bias = batch.b_in[g];
+        b_in.push_back(bias && epilogue_->bias_in_bf16() ? bf16_weights(bias, static_cast<std::size_t>(F)) : bias);
+      }
       const GroupedOperands in = t.operands(0), out = t.operands(1);
       epilogue_->run(t.rows, static_cast<int>(F), static_cast<int>(H), in.a_host, in.b_host,
                      const_cast<void* const*>(out.a_host), b_in.data());
@@ -869,8 +872,10 @@ class CudaOps final : public Ops {
     if (!epilogue_->probed()) {
       if (recorder_->recording()) return false;
       const bool usable = epilogue_->usable();
+      const char* bias_type = epilogue_->bias_in_bf16() ? " (its bias rounded to bf16)" : " (its bias in float32)";
       std::fprintf(stderr, "moe: MOE_GEMM_EPILOGUE=1: %s\n",
-                   usable ? "the experts' first product adds the bias and applies ReLU in cuBLASLt's epilogue"
+                   usable ? (std::string("the experts' first product adds the bias and applies ReLU in cuBLASLt's "
+                                         "epilogue") + bias_type).c_str()
                           : (epilogue_->why_not() + "; the hidden epilogue kernel runs instead").c_str());
     }
     return epilogue_->usable();

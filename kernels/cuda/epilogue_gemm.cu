@@ -85,7 +85,8 @@ ReluEpilogueProducts::~ReluEpilogueProducts() {
 }
 
 cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspace, int rows, int n, int k,
-                                             const void* x, const void* w, void* h, const float* bias) {
+                                             const void* x, const void* w, void* h, const void* bias,
+                                             cudaDataType_t bias_type) {
   // Row-major h [rows, n] = x [rows, k] · w [k, n] is column-major hᵀ (n × rows) =
   // wᵀ (n × k) · xᵀ (k × rows), as gemm() swaps its operands; the bias, one value per
   // column of h, is one per row of hᵀ, as cuBLASLt's epilogue adds it.
@@ -97,9 +98,8 @@ cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspac
   const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
   MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
   if (bias) {
-    const std::int32_t bias_type = CUDA_R_32F;  // the float32 master bias, added before the bf16 rounding
-    MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                              sizeof bias_type));
+    const std::int32_t type = bias_type;
+    MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
     MOE_LT_TRY(cublasLtMatmulDescSetAttribute(desc.matmul, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   }
   MOE_LT_TRY(cublasLtMatrixLayoutCreate(&desc.a, CUDA_R_16BF, static_cast<std::uint64_t>(n),
@@ -111,7 +111,7 @@ cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspac
 
   const int alignment = std::min({alignment_of(x), alignment_of(w), alignment_of(h),
                                   bias ? alignment_of(bias) : 256});
-  const Shape shape{rows, n, k, alignment, bias != nullptr};
+  const Shape shape{rows, n, k, alignment, bias != nullptr, bias_type};
   auto found = algorithms_.find(shape);
   if (found == algorithms_.end()) {
     MOE_LT_TRY(cublasLtMatmulPreferenceCreate(&desc.preference));
@@ -139,7 +139,7 @@ cublasStatus_t ReluEpilogueProducts::product(cudaStream_t stream, void* workspac
 }
 
 void ReluEpilogueProducts::run(const std::vector<int>& rows, int n, int k, const void* const* x, const void* const* w,
-                               void* const* h, const float* const* bias) {
+                               void* const* h, const void* const* bias) {
   const int groups = static_cast<int>(rows.size());
   if (groups == 0) return;
   // Group g on lane g mod lanes, a lone group on the main stream, as grouped_gemm's.
@@ -150,7 +150,8 @@ void ReluEpilogueProducts::run(const std::vector<int>& rows, int n, int k, const
     cudaStream_t stream = nullptr;
     MOE_CHECK(Cublas, cublasGetStream(lane, &stream));
     void* workspace = workspaces_[static_cast<std::size_t>(used > 1 ? g % used : lanes_.count())];
-    MOE_CHECK(Cublas, product(stream, workspace, rows[static_cast<std::size_t>(g)], n, k, x[g], w[g], h[g], bias[g]));
+    MOE_CHECK(Cublas,
+              product(stream, workspace, rows[static_cast<std::size_t>(g)], n, k, x[g], w[g], h[g], bias[g], bias_type_));
   }
   if (used > 1) lanes_.join();
 }
@@ -163,45 +164,60 @@ bool ReluEpilogueProducts::usable() {
 // A product of 4 rows with every value exact in bf16 and small enough that the float32
 // sums are exact too: the epilogue's output must be relu(x·w + b) rounded once to bf16,
 // and row 1, which holds a NaN, must be NaN throughout (moe's ReLU passes NaN through).
+// The bias is tried in float32 first (the master bias, added before the one rounding),
+// then in bf16 (cuBLASLt's default bias type for a bf16 output: the fourth check's
+// cuBLAS refused the float32 one); the probe's bias values are exact in both.
 void ReluEpilogueProducts::probe() {
   probed_ = true;
   constexpr int rows = 4, n = 64, k = 64, nan_row = 1;
-  std::vector<std::uint16_t> x(rows * k), w(k * n), h(rows * n, 0);
+  std::vector<std::uint16_t> x(rows * k), w(k * n), h(rows * n, 0), bias16(n);
   std::vector<float> bias(n);
   for (int r = 0; r < rows; ++r)
     for (int i = 0; i < k; ++i) x[r * k + i] = bf16_bits(static_cast<float>((r * 7 + i * 3) % 17 - 8) / 8.0f);
   x[nan_row * k + 5] = 0x7FC0;  // a quiet NaN
   for (int i = 0; i < k; ++i)
     for (int j = 0; j < n; ++j) w[i * n + j] = bf16_bits(static_cast<float>((i * 5 + j * 11) % 13 - 6) / 8.0f);
-  for (int j = 0; j < n; ++j) bias[j] = static_cast<float>(j % 7 - 3) / 4.0f;
+  for (int j = 0; j < n; ++j) bias[j] = static_cast<float>(j % 7 - 3) / 4.0f, bias16[j] = bf16_bits(bias[j]);
 
   cudaStream_t stream = nullptr;
   MOE_CHECK(Cublas, cublasGetStream(lanes_.main_handle(), &stream));
-  void *dx = nullptr, *dw = nullptr, *dh = nullptr, *dbias = nullptr;
-  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+  void *dx = nullptr, *dw = nullptr, *dh = nullptr, *dbias = nullptr, *dbias16 = nullptr;
+  std::string refusals;
   try {
     MOE_CHECK(Cuda, cudaMalloc(&dx, x.size() * 2));
     MOE_CHECK(Cuda, cudaMalloc(&dw, w.size() * 2));
     MOE_CHECK(Cuda, cudaMalloc(&dh, h.size() * 2));
     MOE_CHECK(Cuda, cudaMalloc(&dbias, bias.size() * 4));
+    MOE_CHECK(Cuda, cudaMalloc(&dbias16, bias16.size() * 2));
     MOE_CHECK(Cuda, cudaMemcpyAsync(dx, x.data(), x.size() * 2, cudaMemcpyHostToDevice, stream));
     MOE_CHECK(Cuda, cudaMemcpyAsync(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice, stream));
     MOE_CHECK(Cuda, cudaMemcpyAsync(dbias, bias.data(), bias.size() * 4, cudaMemcpyHostToDevice, stream));
-    MOE_CHECK(Cuda, cudaMemsetAsync(dh, 0, h.size() * 2, stream));
-    status = product(stream, workspaces_.back(), rows, n, k, dx, dw, dh, static_cast<const float*>(dbias));
-    if (status == CUBLAS_STATUS_SUCCESS)
-      MOE_CHECK(Cuda, cudaMemcpyAsync(h.data(), dh, h.size() * 2, cudaMemcpyDeviceToHost, stream));
+    MOE_CHECK(Cuda, cudaMemcpyAsync(dbias16, bias16.data(), bias16.size() * 2, cudaMemcpyHostToDevice, stream));
+    const std::pair<cudaDataType_t, const void*> tries[] = {{CUDA_R_32F, dbias}, {CUDA_R_16BF, dbias16}};
+    for (const auto& [type, device_bias] : tries) {
+      MOE_CHECK(Cuda, cudaMemsetAsync(dh, 0, h.size() * 2, stream));
+      const cublasStatus_t status = product(stream, workspaces_.back(), rows, n, k, dx, dw, dh, device_bias, type);
+      if (status == CUBLAS_STATUS_SUCCESS) {
+        MOE_CHECK(Cuda, cudaMemcpyAsync(h.data(), dh, h.size() * 2, cudaMemcpyDeviceToHost, stream));
+        MOE_CHECK(Cuda, cudaStreamSynchronize(stream));
+        bias_type_ = type;
+        usable_ = true;
+        break;
+      }
+      refusals += std::string(refusals.empty() ? "" : "; ") + (type == CUDA_R_32F ? "a float32" : "a bf16") +
+                  " bias: " + cublasGetStatusString(status);
+    }
     MOE_CHECK(Cuda, cudaStreamSynchronize(stream));
   } catch (...) {
-    for (void* p : {dx, dw, dh, dbias}) cudaFree(p);
+    for (void* p : {dx, dw, dh, dbias, dbias16}) cudaFree(p);
     throw;
   }
-  for (void* p : {dx, dw, dh, dbias}) MOE_CHECK(Cuda, cudaFree(p));
-  if (status != CUBLAS_STATUS_SUCCESS) {
-    why_not_ = std::string("cuBLASLt refused a bf16 product with a float32 bias and ReLU: ") +
-               cublasGetStatusString(status);
+  for (void* p : {dx, dw, dh, dbias, dbias16}) MOE_CHECK(Cuda, cudaFree(p));
+  if (!usable_) {
+    why_not_ = "cuBLASLt refused a bf16 product with ReLU and " + refusals;
     return;
   }
+  usable_ = false;  // until every value is checked
   for (int r = 0; r < rows; ++r)
     for (int j = 0; j < n; ++j) {
       const float got = bf16_value(h[r * n + j]);

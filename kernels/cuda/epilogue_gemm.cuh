@@ -13,9 +13,11 @@
 //
 // cuBLASLt documents its ReLU as max(x, 0), which may turn NaN into 0 where moe's passes
 // it through (kernels/activation.hpp), and whether it takes a float32 bias with bf16
-// output is the library's choice. So at first use a small product with a NaN in one row
-// and exact values elsewhere is run and checked on the host (usable()); where it
-// disagrees or cuBLASLt refuses, the ops keep the separate epilogue kernel and say why.
+// output is the library's choice (the fourth check's cuBLAS of CUDA 13 refused it). So at
+// first use a small product with a NaN in one row and exact values elsewhere is run and
+// checked on the host (usable()), with a float32 bias and, if that is refused, a bf16
+// one (the bias then rounded to bf16 before it is added); where it disagrees or
+// cuBLASLt refuses both, the ops keep the separate epilogue kernel and say why.
 #pragma once
 
 #include <cublasLt.h>
@@ -43,18 +45,21 @@ class ReluEpilogueProducts {
   bool usable();
   bool probed() const { return probed_; }
   const std::string& why_not() const { return why_not_; }
+  // Whether run() takes each bias in bf16 (the probe's float32 bias refused), not float32.
+  bool bias_in_bf16() const { return bias_type_ == CUDA_R_16BF; }
 
   // Per group g, on the GEMM lanes as grouped_gemm's per-group products: h_g [rows_g, n]
   // (bf16) = relu(x_g [rows_g, k] (bf16) · w_g [k, n] (bf16) + bias_g [n]), float32
-  // accumulation, bias_g float32 (null: none), rounded to bf16 once.
+  // accumulation, bias_g float32 or, where bias_in_bf16(), bf16 (null: none), rounded to
+  // bf16 once.
   void run(const std::vector<int>& rows, int n, int k, const void* const* x, const void* const* w, void* const* h,
-           const float* const* bias);
+           const void* const* bias);
 
  private:
   // One product on `stream` with `workspace`; cuBLASLt's status, not thrown (the probe
   // reports it).
   cublasStatus_t product(cudaStream_t stream, void* workspace, int rows, int n, int k, const void* x, const void* w,
-                         void* h, const float* bias);
+                         void* h, const void* bias, cudaDataType_t bias_type);
   void probe();
 
   GemmLanes& lanes_;
@@ -62,8 +67,9 @@ class ReluEpilogueProducts {
   std::vector<void*> workspaces_;  // lane i's, then the main stream's: concurrent products need their own
   // The algorithm cuBLASLt's heuristic gave each shape, alignment and bias case (its
   // own cache makes the query cheap, but the map skips the query for repeated shapes).
-  using Shape = std::tuple<int, int, int, int, bool>;  // rows, n, k, least alignment, bias
+  using Shape = std::tuple<int, int, int, int, bool, cudaDataType_t>;  // rows, n, k, least alignment, bias, its type
   std::map<Shape, cublasLtMatmulAlgo_t> algorithms_;
+  cudaDataType_t bias_type_ = CUDA_R_32F;
   bool probed_ = false, usable_ = false;
   std::string why_not_;
 };

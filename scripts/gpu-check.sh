@@ -25,8 +25,9 @@
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph,
 #      capacity-padded experts against packed ones, the dispatch plan in one
-#      cooperative kernel against a kernel per step (MOE_PLAN_IN_ONE_KERNEL), and the
-#      padded experts queued for speculated rows before the wait (MOE_SPECULATIVE_ROWS);
+#      cooperative kernel against a kernel per step (MOE_PLAN_IN_ONE_KERNEL), the
+#      padded experts queued for speculated rows before the wait (MOE_SPECULATIVE_ROWS),
+#      and the first product's bias and ReLU in cuBLASLt's epilogue (MOE_GEMM_EPILOGUE);
 # in that order (what the targets are judged on first, the trials last), and prints a
 # table last. It ends near MOE_CHECK_SECONDS (default 345: issue 11 keeps
 # the check under 6 minutes; a lease with more time passes more): every command's time

@@ -25,6 +25,7 @@
 #include "phase_clock.hpp"
 #include "router.hpp"
 #include "shared_expert.hpp"
+#include "single_rank_rows.hpp"
 #include "token_exchange.hpp"
 #include "transport.hpp"
 
@@ -182,10 +183,12 @@ struct MoELayer::Impl {
                     "options.static_shapes = true with MOE_SINGLE_RANK_PLAN = host; expected steps or unset (the "
                     "capacity-padded plan is made by the plan steps)");
       plan_where_routed_choice = plan_where_routed_choice || options.static_shapes;
-      pad_experts_to_most = expert_rows_choice(forced);
+      const bool pad_to_most =
+          SingleRankRows::pad_to_most_choice(ranks, options.static_shapes, forced, padded_by_default(forced));
       shared_expert_early = shared_expert_order_choice();
-      speculate_rows = speculative_rows_choice();
-      plan_where_routed_choice = plan_where_routed_choice || pad_experts_to_most;
+      const bool speculate = SingleRankRows::speculate_choice();
+      single_rank_rows = SingleRankRows(config, options.static_shapes, pad_to_most, speculate);
+      plan_where_routed_choice = plan_where_routed_choice || pad_to_most;
     });
     check_same_on_every_rank(*comm, config, seed, options);
     if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
@@ -306,13 +309,9 @@ struct MoELayer::Impl {
   }
   bool exchange_plan_where_routed = false;  // P > 1: TokenExchange::plan_where_routed
   bool plan_where_routed_choice = false;    // P = 1: plan_where_routed below
-  bool pad_experts_to_most = false;         // expert_rows_choice (below)
   bool shared_expert_early = true;          // MOE_SHARED_EXPERT (below)
-  bool speculate_rows = false;              // MOE_SPECULATIVE_ROWS (below)
-  // What speculated_rows guesses from: the last padded forward's most rows kept by an
-  // expert and its token count (0: none yet); and how its guesses fared (LayerAccess).
-  std::int64_t last_most_kept = 0, last_tokens = 0;
-  std::int64_t speculation_hits = 0, speculation_misses = 0;
+  // The experts' rows on one rank: packed, padded, and speculated (single_rank_rows.hpp).
+  SingleRankRows single_rank_rows{config, false, false, false};
 
   // MOE_SHARED_EXPERT=early (the default, or unset) queues the shared expert during the
   // host's wait for the routing (compute_forward); late, after the routed experts, as
@@ -325,101 +324,15 @@ struct MoELayer::Impl {
                   "'; expected early (during the wait for the routing), late (after the routed experts) or unset");
     return choice == "early";
   }
-  // Speculated rows (a trial, off by default; docs/design.md §4b): where the experts
-  // are padded, queue their products for rows guessed from the last forward, before
-  // the kept counts reach the host. MOE_SPECULATIVE_ROWS=1 turns it on.
-  static bool speculative_rows_choice() {
-    const char* asked = std::getenv("MOE_SPECULATIVE_ROWS");
-    if (!asked || !*asked) return false;
-    const std::string choice = asked;
-    MOE_CHECK_ARG(choice == "0" || choice == "1", "MoELayer", "MOE_SPECULATIVE_ROWS = '", choice,
-                  "'; expected 1 (padded experts' products queued for rows guessed from the last forward, before "
-                  "the wait for the routing), 0, or unset (0)");
-    return choice == "1";
-  }
-
-  // The padded layout (docs/design.md §4b): on one rank, each forward pads every expert
-  // to the most rows any expert kept when that fits in the room padded_rows_per_expert
-  // gives, so that the experts' bf16 products have one shape and run as one batched
-  // launch (kernels/cuda/gemm.cu); else the rows stay packed. Needs the plan steps.
-  // MOE_EXPERT_ROWS=padded|packed asks for one; unset, padded_by_default says.
-  // `forced` is MOE_SINGLE_RANK_PLAN.
-  bool expert_rows_choice(const char* forced) const {
-    const char* asked = std::getenv("MOE_EXPERT_ROWS");
-    if (!asked || !*asked) return padded_by_default(forced);
-    const std::string choice = asked;
-    MOE_CHECK_ARG(choice == "packed" || choice == "padded", "MoELayer", "MOE_EXPERT_ROWS = '", choice,
-                  "'; expected packed, padded (each expert padded to the most rows kept, when they fit) or unset");
-    if (choice == "packed") return false;
-    MOE_CHECK_ARG(ranks == 1, "MoELayer", "MOE_EXPERT_ROWS = padded on ", ranks,
-                  " ranks; expected one rank (the padded layout is the single-rank plan's)");
-    MOE_CHECK_ARG(!options.static_shapes, "MoELayer",
-                  "MOE_EXPERT_ROWS = padded with options.static_shapes = true; expected packed or unset (static "
-                  "shapes pad every expert to the capacity already)");
-    MOE_CHECK_ARG(!forced || std::string(forced) != "host", "MoELayer",
-                  "MOE_EXPERT_ROWS = padded with MOE_SINGLE_RANK_PLAN = host; expected steps or unset (the padded "
-                  "layout is made by the plan steps)");
-    return true;
-  }
-  // Padded where it was measured faster: bf16 on the GPU, one rank, shapes not static,
-  // the plan steps not refused. The bf16 forward took 1.876 ms padded against 2.270
+  // Unless MOE_EXPERT_ROWS says (SingleRankRows::pad_to_most_choice), the experts are
+  // padded to the most rows kept where that was measured faster: bf16 on the GPU, one
+  // rank, shapes not static, the plan steps not refused. The bf16 forward took 1.876 ms padded against 2.270
   // packed at the fine-grained config, 0.451 against 0.482 at mid, 5.788 against 5.919
   // at DeepSeek-like (H200, one run, 2026-11-27; docs/performance.md). The CPU runs each
   // expert's products in turn, where padding would only add rows.
   bool padded_by_default(const char* forced) const {
     return on_device() && options.precision == Precision::BF16 && ranks == 1 && !options.static_shapes &&
            !(forced && std::string(forced) == "host");
-  }
-  // The padded layout's rows per expert; 0: packed. With static shapes R = min(C, T),
-  // enough for its kept ones (the router picks k distinct experts per token, so an
-  // expert keeps at most T). Padded to the most (expert_rows_choice): the room, 1.25
-  // times the mean kept rows, at most min(C, T) rounded up to 8; each forward's plan
-  // pads to the most rows kept where they fit in it (kernels::plan::padded_rows).
-  std::int64_t padded_rows_per_expert(std::int64_t tokens) const {
-    const std::int64_t most = std::min(expert_capacity(config, tokens), tokens);
-    if (options.static_shapes) return most;
-    if (!pad_experts_to_most) return 0;
-    const std::int64_t E = config.num_experts, multiple = kernels::plan::kPaddedRowsMultiple;
-    const std::int64_t room = std::min((5 * tokens * config.top_k + 4 * E - 1) / (4 * E), most);
-    return (room + multiple - 1) / multiple * multiple;
-  }
-  // The most grouped rows a forward of `tokens` can give, whatever its routing
-  // (ExpertRows::rows_bound), where the layout lets the routing choose: padded to the
-  // most, E·R for the room R, or T·k where the routing is too uneven for it and the rows
-  // stay packed. 0 elsewhere, where the token count alone fixes the rows (dropless
-  // packed: T·k; static shapes: E·R) or none captures a graph (P > 1).
-  std::int64_t expert_rows_bound(std::int64_t tokens) const {
-    if (!pad_experts_to_most || options.static_shapes) return 0;
-    return std::max(config.num_experts * padded_rows_per_expert(tokens), tokens * config.top_k);
-  }
-  // The single-rank plan's layout for a forward of `tokens`: R rows per expert (0:
-  // packed) and how the plan pads to them (kernels::plan::padded_rows). With rows
-  // speculated (speculated_rows), R is the guess, kept where the most rows kept fit.
-  struct PlanLayout {
-    std::int64_t rows_per_expert = 0;
-    kernels::plan::Padding padding = kernels::plan::Padding::Room;
-  };
-  PlanLayout plan_layout(std::int64_t tokens, std::int64_t speculated = 0) const {
-    if (speculated > 0) return {speculated, kernels::plan::Padding::RoomIfFits};
-    return {padded_rows_per_expert(tokens),
-            pad_experts_to_most ? kernels::plan::Padding::Most : kernels::plan::Padding::Room};
-  }
-  // The rows per expert to queue the experts' products for before the kept counts
-  // reach the host, or 0 for none (MOE_SPECULATIVE_ROWS; docs/design.md §4b): the last
-  // forward's most rows kept, scaled to this token count, plus 1/16 for the routing's
-  // drift, rounded up to 8, at most the room (past it the layout would not pad). At
-  // least the mean: on a miss the plan packs the T·k rows, and E·R must hold them, so
-  // none where the room is under the mean (a capacity factor under 1).
-  std::int64_t speculated_rows(std::int64_t tokens) const {
-    if (!speculate_rows || !pad_experts_to_most || options.static_shapes || ranks != 1 || last_tokens == 0 ||
-        tokens == 0)
-      return 0;
-    const std::int64_t E = config.num_experts, multiple = kernels::plan::kPaddedRowsMultiple;
-    const std::int64_t room = padded_rows_per_expert(tokens), mean = (tokens * config.top_k + E - 1) / E;
-    if (room < mean) return 0;
-    const std::int64_t scaled = (last_most_kept * tokens + last_tokens - 1) / last_tokens;
-    const std::int64_t rows = std::max(scaled + (scaled + 15) / 16, mean);
-    return std::min((rows + multiple - 1) / multiple * multiple, room);
   }
   // The single-rank plan where the routing lives (Ops::plan_single_rank), into the
   // workspace, when chosen; false leaves the plan to the host.
@@ -457,8 +370,6 @@ struct MoELayer::Impl {
   ForwardResult forward_in_place(const float* input, std::int64_t tokens, float* output, Pass pass);
   ForwardResult compute_forward(const std::vector<std::int64_t>& shape, std::int64_t tokens, const float* x,
                                 float* output, Pass pass);
-  ExpertRows rows_of_single_rank_plan(std::int64_t tokens, const std::vector<std::int64_t>* kept_per_expert,
-                                      const PlanLayout& layout) const;
   void forward_async(const float* x, std::int64_t tokens, float* output);
   void backward_in_place(const float* grad_output, float* grad_input);
   void check_backward_ready(const char* where) const;
@@ -502,8 +413,8 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   // On one rank the plan runs where the routing lives when the backend has it (a GPU),
   // queued before the routing's one wait, so no T·k choices go to the host first.
   std::vector<std::int64_t> kept_per_expert(E, 0);
-  const std::int64_t speculated = ranks == 1 ? speculated_rows(tokens) : 0;
-  const PlanLayout layout = plan_layout(tokens, speculated);
+  const std::int64_t speculated = ranks == 1 ? single_rank_rows.speculated_rows(tokens) : 0;
+  const PlanLayout layout = single_rank_rows.plan_layout(tokens, speculated);
   const bool planned_where_routed = ranks == 1 && plan_where_routed(tokens, kept_per_expert.data(), layout);
   // With several ranks likewise: only the per-peer counts (and kept_per_expert) come back.
   const bool exchange_planned = ranks > 1 && exchange_plan_where_routed;
@@ -526,7 +437,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     meanwhile = [&] {
       clock.lap(times.route);
       if (speculating) {
-        run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr, layout), x, local_params(),
+        run_experts(*ops, single_rank_rows.rows_of_plan(tokens, nullptr, layout), x, local_params(),
                     params.experts.layout, config.activation, training, workspace, output);
         clock.lap(times.experts);
       }
@@ -553,7 +464,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   if (ranks == 1) {
     // One rank owns every expert: run them on the tokens in place, nothing to send.
     if (planned_where_routed) {
-      saved.expert_rows = rows_of_single_rank_plan(tokens, &kept_per_expert, layout);
+      saved.expert_rows = single_rank_rows.rows_of_plan(tokens, &kept_per_expert, layout);
     } else {
       token_assignments(plan, routing.indices.data(), routing.weights.data(), saved.work);
       group_by_expert(saved.work, saved.grouping);
@@ -562,16 +473,13 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     clock.lap(times.plan);
     // A speculated layout the plan kept (the most rows kept fit in it) ran above.
     const bool speculation_held = speculating && saved.expert_rows.padded;
-    if (speculating) ++(speculation_held ? speculation_hits : speculation_misses);
+    if (speculating) single_rank_rows.count_speculation(speculation_held);
     if (!speculation_held) {
       run_experts(*ops, saved.expert_rows, x, local_params(), params.experts.layout, config.activation, training,
                   workspace, output);
       clock.lap(times.experts);
     }
-    if (pad_experts_to_most) {
-      last_most_kept = *std::max_element(kept_per_expert.begin(), kept_per_expert.end());
-      last_tokens = tokens;
-    }
+    single_rank_rows.remember(kept_per_expert, tokens);
   } else {
     saved.expert_rows = exchange_planned ? exchange->dispatch_planned(x, kept_per_expert, workspace, times, clock)
                                          : exchange->dispatch(x, routing, plan, workspace, times, clock);
@@ -616,32 +524,6 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
   return result;
 }
 
-// The experts' rows of a plan made where the routing lives in `layout`: packed, each
-// expert's kept count (kept_per_expert); padded (static shapes), R rows each, known
-// before the routing (kept_per_expert may then be null: the entries are not counted);
-// padded to the most kept rows, or to speculated rows, as the plan decided from the
-// same counts (kernels::plan::padded_rows). Null kept counts with speculated rows give
-// the layout the experts are queued for before the counts arrive: R rows each.
-ExpertRows MoELayer::Impl::rows_of_single_rank_plan(std::int64_t tokens,
-                                                    const std::vector<std::int64_t>* kept_per_expert,
-                                                    const PlanLayout& layout) const {
-  const std::int64_t room = layout.rows_per_expert;
-  const std::int64_t rows_per_expert =
-      kept_per_expert ? kernels::plan::padded_rows(kept_per_expert->data(), config.num_experts, room, layout.padding)
-                      : room;
-  ExpertRows rows;
-  rows.output_rows = tokens;
-  rows.rows_bound = expert_rows_bound(tokens);
-  rows.padded = rows_per_expert > 0;
-  rows.expert_offsets.assign(static_cast<std::size_t>(config.num_experts) + 1, 0);
-  for (std::size_t e = 0; e < static_cast<std::size_t>(config.num_experts); ++e) {
-    const std::int64_t kept = kept_per_expert ? (*kept_per_expert)[e] : 0;
-    rows.expert_offsets[e + 1] = rows.expert_offsets[e] + (rows.padded ? rows_per_expert : kept);
-    rows.entries += kept;
-  }
-  return rows;
-}
-
 // The forward with nothing for the host: routing, the plan and the experts queued
 // where the layer computes, without a wait (docs/design.md §4b). Static shapes pad
 // every expert to its capacity, so the host knows each product's shape; a dropless
@@ -667,15 +549,15 @@ void MoELayer::Impl::forward_async(const float* x, std::int64_t tokens, float* o
   if (tokens == 0) return;
   launch_routing(*ops, x, tokens, params.gate.data(), bias_or_null(), config, router);
   if (options.static_shapes) {
-    const PlanLayout layout = plan_layout(tokens);
+    const PlanLayout layout = single_rank_rows.plan_layout(tokens);
     plan_where_routed(tokens, nullptr, layout);  // static shapes plan where the routing lives
-    run_experts(*ops, rows_of_single_rank_plan(tokens, nullptr, layout), x, local_params(), params.experts.layout,
+    run_experts(*ops, single_rank_rows.rows_of_plan(tokens, nullptr, layout), x, local_params(), params.experts.layout,
                 config.activation, false, workspace, output);
   } else {
     // Dropless: all T·k assignments kept, packed by expert.
     const auto E = static_cast<std::size_t>(config.num_experts);
     plan_single_rank(tokens, PlanLayout{}, nullptr, workspace.expert_offsets.resize(E + 1));
-    run_experts_resident(*ops, tokens, tokens * config.top_k, expert_rows_bound(tokens), x, local_params(),
+    run_experts_resident(*ops, tokens, tokens * config.top_k, single_rank_rows.rows_bound(tokens), x, local_params(),
                          params.experts.layout, config.activation, workspace, output);
   }
   if (config.shared_expert_dim > 0)
@@ -1008,9 +890,10 @@ ParameterSet& LayerAccess::grads(MoELayer& layer) { return layer.impl_->grads; }
 Buffer<float>& LayerAccess::expert_bias(MoELayer& layer) { return layer.impl_->expert_bias; }
 std::vector<float>& LayerAccess::host_expert_bias(MoELayer& layer) { return layer.impl_->host_expert_bias; }
 kernels::Ops& LayerAccess::ops(MoELayer& layer) { return *layer.impl_->ops; }
-bool LayerAccess::pads_experts(MoELayer& layer) { return layer.impl_->pad_experts_to_most; }
+bool LayerAccess::pads_experts(MoELayer& layer) { return layer.impl_->single_rank_rows.pads_to_most(); }
 LayerAccess::Speculation LayerAccess::speculation(MoELayer& layer) {
-  return {layer.impl_->speculation_hits, layer.impl_->speculation_misses};
+  const SingleRankRows& rows = layer.impl_->single_rank_rows;
+  return {rows.speculation_hits(), rows.speculation_misses()};
 }
 
 }  // namespace moe::detail

@@ -147,6 +147,30 @@ def switch_trials(summary):
     return found
 
 
+def bench_log_notes(results):
+    """From gpu_bench's stderr (bench.log): the library's own lines ("moe: ..."; e.g.
+    whether MOE_GEMM_EPILOGUE's probe passed), each once with its count, and how the
+    speculated rows fared (MOE_SPECULATIVE_ROWS), summed per phase label."""
+    path = os.path.join(results, "bench.log")
+    if not os.path.exists(path):
+        return []
+    library, speculation = {}, {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("moe: "):
+                library[line] = library.get(line, 0) + 1
+            m = re.match(r"gpu_bench phases (.+?) \(ms per step\).*speculated rows in the timed steps: "
+                         r"(\d+) held, (\d+) missed", line)
+            if m:
+                held, missed = speculation.get(m.group(1), (0, 0))
+                speculation[m.group(1)] = (held + int(m.group(2)), missed + int(m.group(3)))
+    notes = [f"{line} (×{count})" if count > 1 else line for line, count in library.items()]
+    notes += [f"speculated rows, {label}: {held} held, {missed} missed (timed steps, every run)"
+              for label, (held, missed) in speculation.items()]
+    return notes
+
+
 def targets(rows, summary, reductions=()):
     """Issue 11's targets: (target, figures, verdict) each."""
     out = []
@@ -258,6 +282,13 @@ def main():
         for label, variable, times, off, on, read in trials:
             ratio = f"{on / off:.3f}" if off and on else "–"
             print(f"| {label} | {variable} | {times} | {fmt(off)} | {fmt(on)} | {ratio} | {read} |")
+        print()
+    notes = bench_log_notes(args.results)
+    if notes:
+        print("From bench.log:")
+        print()
+        for note in notes:
+            print(f"- {note}")
         print()
     print("| issue 11 target | figures | verdict |")
     print("|---|---|---|")

@@ -3,8 +3,8 @@
 # met, one not met, one with no figure, a row without its PyTorch figure, the training
 # job's ratios from the summary, the tests rerun alone, the largest reduction of each
 # ncu profile, each sanitizer's verdict (pass, FAIL, and initcheck passed on one test
-# but not run over all), and section 7's alternated switches (faster in both pairs,
-# the pairs disagreeing, and a run that failed).
+# but not run over all), section 7's alternated switches (faster in both pairs, the
+# pairs disagreeing, and a run that failed), and the notes taken from bench.log.
 set -euo pipefail
 python=${1:-python3}
 dir=$(mktemp -d)
@@ -35,6 +35,17 @@ mid ffn T=4096 bf16: MOE_PLAN_IN_ONE_KERNEL=0 / 1 ×2 ms 0.500/0.480/0.520/0.490
 mid ffn T=4096 --inputs 4 bf16: MOE_SPECULATIVE_ROWS=0 / 1 ×2 ms 0.500/0.510/0.520/0.490 (bench.log has the phases)
 fine ffn T=8192 --inputs 4 bf16: MOE_SPECULATIVE_ROWS=0 / 1 ×2 ms 1.900/FAILED/1.880/1.700 (bench.log has the phases)
 TXT
+# gpu_bench's stderr: the epilogue's notice twice, a failure once, and the speculation
+# counts of two runs of one label and one of another.
+cat >"$dir/bench.log" <<'LOG'
+moe: MOE_GEMM_EPILOGUE=1: the experts' first product adds the bias and applies ReLU in cuBLASLt's epilogue (its bias rounded to bf16)
+gpu_bench phases mid ffn forward bf16 (ms per step): forward route 0.100 experts 0.300 | load max/mean 1.07 | speculated rows in the timed steps: 30 held, 0 missed
+moe: MOE_GEMM_EPILOGUE=1: the experts' first product adds the bias and applies ReLU in cuBLASLt's epilogue (its bias rounded to bf16)
+gpu_bench phases mid ffn forward bf16 (ms per step): forward route 0.100 experts 0.300 | load max/mean 1.07 | speculated rows in the timed steps: 28 held, 2 missed
+gpu_bench phases fine ffn forward bf16 (ms per step): forward route 0.300 experts 1.300 | speculated rows in the timed steps: 30 held, 0 missed
+gpu_bench phases mid ffn forward bf16 (ms per step): forward route 0.100 experts 0.300 | load max/mean 1.07
+moe: cudaFree failed
+LOG
 # Section 5's ncu summaries: the mid forward and training step, not the fine forward.
 printf '%s\n' '     5.2      1.0   1.4%  column_chunk_sums_kernel' \
   'largest reduction: column_chunk_sums_kernel 1.4% of every kernel (issue 11: at most 2%)' >"$dir/ncu_mid.txt"
@@ -73,6 +84,11 @@ expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck
 expect '^\| mid ffn T=4096 \| MOE_PLAN_IN_ONE_KERNEL \| 0\.500/0\.480/0\.520/0\.490 \| 0\.510 \| 0\.485 \| 0\.951 \| on faster in both pairs \|$'
 expect '^\| mid ffn T=4096 --inputs 4 \| MOE_SPECULATIVE_ROWS \| .* \| level: the pairs disagree \|$'
 expect '^\| fine ffn T=8192 --inputs 4 \| MOE_SPECULATIVE_ROWS \| 1\.900/FAILED/1\.880/1\.700 \| – \| – \| – \| not measured \|$'
+# bench.log: each library line once, with its count; speculation summed per label.
+expect "^- moe: MOE_GEMM_EPILOGUE=1: the experts' first product .* \\(its bias rounded to bf16\\) \\(×2\\)\$"
+expect '^- moe: cudaFree failed$'
+expect '^- speculated rows, mid ffn forward bf16: 58 held, 2 missed \(timed steps, every run\)$'
+expect '^- speculated rows, fine ffn forward bf16: 30 held, 0 missed \(timed steps, every run\)$'
 # All three profiled, one over 2%: not met.
 echo 'largest reduction: column_chunk_sums_kernel 2.3% of every kernel (issue 11: at most 2%)' >"$dir/ncu_fine.txt"
 out=$(report)

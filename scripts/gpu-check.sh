@@ -259,44 +259,51 @@ section_7() {  # trials
   # helper that timed a switch's values side by side: the shared expert late or early (no
   # order won in four rounds of three checks; early stays) and the input biases'
   # gradient sums in the epilogue's backward (no gain; off).
-  # First the two switches aimed at mid's route phase (issue 11's mid target), each
-  # alternated twice in the same run (a single pair does not settle 2-5%: the sixth
-  # check), the layer's bf16 forward unless the flags say another --mode; bench.log's
-  # phase lines give each run's phases.
-  env_ab() {  # env_ab VARIABLE CONFIG KIND TOKENS [gpu_bench flags]
-    local variable=$1 value ms times=() mode=(--mode forward)
+  # First the three switches aimed at mid's forward (issue 11's mid target, 0.47 of dense
+  # in the sixth check), each alternated twice in the same run (a single pair does not
+  # settle 2-5%: the sixth check), the layer's bf16 forward unless the flags say another
+  # --mode; bench.log's phase lines give each run's phases. VARIABLE may name several,
+  # joined by +: all 0, then all 1.
+  env_ab() {  # env_ab VARIABLE[+VARIABLE...] CONFIG KIND TOKENS [gpu_bench flags]
+    local variable=$1 value ms times=() mode=(--mode forward) name settings
     shift
     local label="$1 $2 T=$3${4:+ ${*:4}} bf16: $variable=0 / 1 ×2 ms"
     [[ " ${*:4} " == *" --mode "* ]] && mode=()  # one mode, one line
     fits 20 "$label" || return
     for value in 0 1 0 1; do
-      ms=$(env "$variable=$value" timeout "$(capped 60)" "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" \
+      settings=()
+      for name in ${variable//+/ }; do settings+=("$name=$value"); done
+      ms=$(env "${settings[@]}" timeout "$(capped 60)" "$bin/gpu_bench" --config "$1" --kind "$2" --tokens "$3" \
              "${mode[@]}" --precision bf16 --no-dense --reps 30 "${@:4}" 2>>"$results/bench.log" | cut -d, -f12)
       times+=("${ms:-FAILED}")
     done
     row "$label" "$(IFS=/; echo "${times[*]}")" "(bench.log has the phases)"
   }
-  # The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
-  # plan.cu) against a kernel per step. The sixth check's mid forward spent 94-124 µs
-  # in its route phase for about 45 µs of kernels: likely bound by the host's launches, of
-  # which the plan is 6 (dropless) to 12 (capacity).
-  env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096
+  # - Speculated rows (MOE_SPECULATIVE_ROWS=1; docs/design.md §4b): the padded experts'
+  #   products queued for rows guessed from the last forward (its most kept, and 1/16),
+  #   before the wait for the routing, rather than after it. Four batches in turn, so
+  #   the guess meets a routing that moves (one batch would repeat its routing exactly);
+  #   on the CPU every guess held for these batches (bench/speculation_hits).
+  # - The first product's bias and ReLU in cuBLASLt's epilogue (MOE_GEMM_EPILOGUE=1;
+  #   kernels/cuda/epilogue_gemm.cuh), with the bias in bf16 where cuBLASLt refuses the
+  #   float32 one (the fourth check's did). Where its probe fails, both values run the
+  #   hidden epilogue kernel; bench.log has the ops' line saying which (the kernel took
+  #   57.6 µs of mid's 378.7 µs forward in the sixth check).
+  # - The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
+  #   plan.cu) against a kernel per step. The sixth check's mid forward spent 94-124 µs
+  #   in its route phase for about 45 µs of kernels: likely bound by the host's
+  #   launches, of which the plan is 6 (dropless) to 12 (capacity).
+  # At mid first, each alone and the three together, then the other sizes: what the
+  # budget cuts is the least likely to move a target.
+  env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4
+  env_ab MOE_GEMM_EPILOGUE mid ffn 4096 --inputs 4
+  env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096 --inputs 4
+  env_ab MOE_SPECULATIVE_ROWS+MOE_GEMM_EPILOGUE+MOE_PLAN_IN_ONE_KERNEL mid ffn 4096 --inputs 4
+  env_ab MOE_SPECULATIVE_ROWS fine ffn 8192 --inputs 4
+  env_ab MOE_GEMM_EPILOGUE fine ffn 8192 --inputs 4
+  env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4 --mode training
   env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 4096 --capacity-factor 1.25
   env_ab MOE_PLAN_IN_ONE_KERNEL mid ffn 8
-  # Speculated rows (MOE_SPECULATIVE_ROWS=1; docs/design.md §4b): the padded experts'
-  # products queued for rows guessed from the last forward (its most kept, and 1/16),
-  # before the wait for the routing, rather than after it. Four batches in turn, so
-  # the guess meets a routing that moves (one batch would repeat its routing exactly).
-  env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4
-  env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4 --mode training
-  env_ab MOE_SPECULATIVE_ROWS fine ffn 8192 --inputs 4
-  # The first product's bias and ReLU in cuBLASLt's epilogue (MOE_GEMM_EPILOGUE=1;
-  # kernels/cuda/epilogue_gemm.cuh), with the bias in bf16 where cuBLASLt refuses the
-  # float32 one (the fourth check's did). Where its probe fails, both values run the
-  # hidden epilogue kernel; bench.log has the ops' line saying which (the kernel took
-  # 57.6 µs of mid's 378.7 µs forward in the sixth check).
-  env_ab MOE_GEMM_EPILOGUE mid ffn 4096
-  env_ab MOE_GEMM_EPILOGUE fine ffn 8192
   # A dropless layer without a wait (forward_async on packed experts whose row counts
   # stay on the GPU: kernels/cuda/resident_gemm.cu) and its CUDA graph, against the same
   # layer's forward, which waits for the routing, and against the capacity-padded graph

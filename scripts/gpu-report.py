@@ -125,11 +125,11 @@ def largest_reductions(results):
 
 def switch_trials(summary):
     """Section 7's alternated switches (gpu-check's env_ab): rows "LABEL: VARIABLE=0 / 1 ×2 ms"
-    with times off/on/off/on. Each as (label, variable, times, mean off, mean on, verdict):
+    (VARIABLE may be several joined by +, all set together) with times off/on/off/on. Each as (label, variable, times, mean off, mean on, verdict):
     on is faster or slower only when both of its runs are, else level."""
     found = []
     for line in summary:
-        m = re.match(r"(.+?) bf16: (\w+)=0 / 1 ×2 ms\s+(\S+)", line)
+        m = re.match(r"(.+?) bf16: ([\w+]+)=0 / 1 ×2 ms\s+(\S+)", line)
         if not m:
             continue
         times = [number(t) for t in m.group(3).split("/")]

@@ -34,6 +34,7 @@ compute-sanitizer initcheck (cuda tests)     not run    out of time (MOE_CHECK_S
 mid ffn T=4096 bf16: MOE_PLAN_IN_ONE_KERNEL=0 / 1 ×2 ms 0.500/0.480/0.520/0.490 (bench.log has the phases)
 mid ffn T=4096 --inputs 4 bf16: MOE_SPECULATIVE_ROWS=0 / 1 ×2 ms 0.500/0.510/0.520/0.490 (bench.log has the phases)
 fine ffn T=8192 --inputs 4 bf16: MOE_SPECULATIVE_ROWS=0 / 1 ×2 ms 1.900/FAILED/1.880/1.700 (bench.log has the phases)
+mid ffn T=4096 --inputs 4 bf16: MOE_SPECULATIVE_ROWS+MOE_GEMM_EPILOGUE=0 / 1 ×2 ms 0.500/0.400/0.520/0.420 (bench.log has the phases)
 TXT
 # gpu_bench's stderr: the epilogue's notice twice, a failure once, and the speculation
 # counts of two runs of one label and one of another.
@@ -84,6 +85,7 @@ expect '^\| compute-sanitizer initcheck: 0 errors \| compute-sanitizer initcheck
 expect '^\| mid ffn T=4096 \| MOE_PLAN_IN_ONE_KERNEL \| 0\.500/0\.480/0\.520/0\.490 \| 0\.510 \| 0\.485 \| 0\.951 \| on faster in both pairs \|$'
 expect '^\| mid ffn T=4096 --inputs 4 \| MOE_SPECULATIVE_ROWS \| .* \| level: the pairs disagree \|$'
 expect '^\| fine ffn T=8192 --inputs 4 \| MOE_SPECULATIVE_ROWS \| 1\.900/FAILED/1\.880/1\.700 \| – \| – \| – \| not measured \|$'
+expect '^\| mid ffn T=4096 --inputs 4 \| MOE_SPECULATIVE_ROWS\+MOE_GEMM_EPILOGUE \| .* \| 0\.510 \| 0\.410 \| 0\.804 \| on faster in both pairs \|$'
 # bench.log: each library line once, with its count; speculation summed per label.
 expect "^- moe: MOE_GEMM_EPILOGUE=1: the experts' first product .* \\(its bias rounded to bf16\\) \\(×2\\)\$"
 expect '^- moe: cudaFree failed$'

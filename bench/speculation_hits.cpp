@@ -9,8 +9,8 @@
 //                    [--steps 16] [--capacity-factor 0 (dropless)]
 //                    [--router softmax|sigmoid --n-group G --topk-group g]
 //
-// Prints a line a forward (the most rows an expert kept, and whether the guess held),
-// then the counts.
+// Prints a line a forward (the most rows an expert kept, whether the guess held, and
+// the rows the experts' products run for it), then the counts.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "kernels/plan_steps.hpp"  // the padded rows' multiple
 #include "layer_access.hpp"  // how speculated rows fared
 #include "moe/moe.hpp"
 
@@ -65,9 +66,18 @@ int main(int argc, char** argv) {
     const moe::ForwardResult r = layer.forward(batches[static_cast<std::size_t>(s % inputs)]);
     const auto after = moe::detail::LayerAccess::speculation(layer);
     const std::int64_t most = *std::max_element(r.stats.tokens_per_expert.begin(), r.stats.tokens_per_expert.end());
-    const char* fared = after.hits > before.hits ? "held" : after.misses > before.misses ? "missed" : "none made";
-    std::printf("forward %d (batch %d): most rows kept %lld (mean %lld); speculated rows: %s\n", s, s % inputs,
+    const std::int64_t multiple = moe::kernels::plan::kPaddedRowsMultiple;
+    const std::int64_t padded_to_most = (most + multiple - 1) / multiple * multiple;
+    const bool guessed = after.hits + after.misses > before.hits + before.misses;
+    const char* fared = !guessed ? "none made" : after.hits > before.hits ? "held" : "missed";
+    std::printf("forward %d (batch %d): most rows kept %lld (mean %lld); speculated rows: %s", s, s % inputs,
                 static_cast<long long>(most), static_cast<long long>((T * k + E - 1) / E), fared);
+    // The products' rows against the T·k kept (dropless) a packed layout runs: a hit
+    // runs E·R for the guess R, where padding to the most kept runs E·M.
+    if (guessed)
+      std::printf(" (R = %lld; E·R / T·k %.3f, padded to the most %.3f)", static_cast<long long>(after.last_rows),
+                  double(E * after.last_rows) / double(T * k), double(E * padded_to_most) / double(T * k));
+    std::printf("\n");
   }
   const auto total = moe::detail::LayerAccess::speculation(layer);
   std::printf("speculated rows: %lld held, %lld missed, of %d forwards\n", static_cast<long long>(total.hits),

@@ -473,7 +473,7 @@ ForwardResult MoELayer::Impl::compute_forward(const std::vector<std::int64_t>& s
     clock.lap(times.plan);
     // A speculated layout the plan kept (the most rows kept fit in it) ran above.
     const bool speculation_held = speculating && saved.expert_rows.padded;
-    if (speculating) single_rank_rows.count_speculation(speculation_held);
+    if (speculating) single_rank_rows.count_speculation(speculated, speculation_held);
     if (!speculation_held) {
       run_experts(*ops, saved.expert_rows, x, local_params(), params.experts.layout, config.activation, training,
                   workspace, output);
@@ -893,7 +893,7 @@ kernels::Ops& LayerAccess::ops(MoELayer& layer) { return *layer.impl_->ops; }
 bool LayerAccess::pads_experts(MoELayer& layer) { return layer.impl_->single_rank_rows.pads_to_most(); }
 LayerAccess::Speculation LayerAccess::speculation(MoELayer& layer) {
   const SingleRankRows& rows = layer.impl_->single_rank_rows;
-  return {rows.speculation_hits(), rows.speculation_misses()};
+  return {rows.speculation_hits(), rows.speculation_misses(), rows.last_speculated_rows()};
 }
 
 }  // namespace moe::detail

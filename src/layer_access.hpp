@@ -26,6 +26,7 @@ struct LayerAccess {
   // forwards whose guessed layout the plan kept, and those it did not.
   struct Speculation {
     std::int64_t hits = 0, misses = 0;
+    std::int64_t last_rows = 0;  // the last guess: rows per expert
   };
   static Speculation speculation(MoELayer& layer);
 };

@@ -73,16 +73,18 @@ class SingleRankRows {
 
   // After a forward padded to the most: what the next guess comes from.
   void remember(const std::vector<std::int64_t>& kept_per_expert, std::int64_t tokens);
-  // How a forward's speculated rows fared: held (the plan kept them) or missed.
-  void count_speculation(bool held) { ++(held ? hits_ : misses_); }
+  // How a forward's speculated rows (R per expert) fared: held (the plan kept them) or
+  // missed.
+  void count_speculation(std::int64_t rows, bool held) { ++(held ? hits_ : misses_), last_speculated_ = rows; }
   std::int64_t speculation_hits() const { return hits_; }
   std::int64_t speculation_misses() const { return misses_; }
+  std::int64_t last_speculated_rows() const { return last_speculated_; }
 
  private:
   MOEConfig config_;
   bool static_shapes_, pad_to_most_, speculate_;
   std::int64_t last_most_kept_ = 0, last_tokens_ = 0;  // 0 tokens: no forward yet
-  std::int64_t hits_ = 0, misses_ = 0;
+  std::int64_t hits_ = 0, misses_ = 0, last_speculated_ = 0;
 };
 
 }  // namespace moe

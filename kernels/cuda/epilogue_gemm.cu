@@ -183,6 +183,7 @@ void ReluEpilogueProducts::probe() {
   MOE_CHECK(Cublas, cublasGetStream(lanes_.main_handle(), &stream));
   void *dx = nullptr, *dw = nullptr, *dh = nullptr, *dbias = nullptr, *dbias16 = nullptr;
   std::string refusals;
+  bool accepted = false;  // cuBLASLt ran one of the tries (its values are checked below)
   try {
     MOE_CHECK(Cuda, cudaMalloc(&dx, x.size() * 2));
     MOE_CHECK(Cuda, cudaMalloc(&dw, w.size() * 2));
@@ -201,7 +202,7 @@ void ReluEpilogueProducts::probe() {
         MOE_CHECK(Cuda, cudaMemcpyAsync(h.data(), dh, h.size() * 2, cudaMemcpyDeviceToHost, stream));
         MOE_CHECK(Cuda, cudaStreamSynchronize(stream));
         bias_type_ = type;
-        usable_ = true;
+        accepted = true;
         break;
       }
       refusals += std::string(refusals.empty() ? "" : "; ") + (type == CUDA_R_32F ? "a float32" : "a bf16") +
@@ -213,11 +214,10 @@ void ReluEpilogueProducts::probe() {
     throw;
   }
   for (void* p : {dx, dw, dh, dbias, dbias16}) MOE_CHECK(Cuda, cudaFree(p));
-  if (!usable_) {
+  if (!accepted) {
     why_not_ = "cuBLASLt refused a bf16 product with ReLU and " + refusals;
     return;
   }
-  usable_ = false;  // until every value is checked
   for (int r = 0; r < rows; ++r)
     for (int j = 0; j < n; ++j) {
       const float got = bf16_value(h[r * n + j]);

@@ -125,8 +125,9 @@ def largest_reductions(results):
 
 def switch_trials(summary):
     """Section 7's alternated switches (gpu-check's env_ab): rows "LABEL: VARIABLE=0 / 1 ×2 ms"
-    (VARIABLE may be several joined by +, all set together) with times off/on/off/on. Each as (label, variable, times, mean off, mean on, verdict):
-    on is faster or slower only when both of its runs are, else level."""
+    (VARIABLE may be several joined by +, all set together) with times off/on/off/on.
+    Each as (label, variable, times, mean off, mean on, verdict): on is faster or slower
+    only when both of its runs are, else level."""
     found = []
     for line in summary:
         m = re.match(r"(.+?) bf16: ([\w+]+)=0 / 1 ×2 ms\s+(\S+)", line)

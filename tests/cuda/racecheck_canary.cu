@@ -10,9 +10,10 @@
 namespace moe::kernels::cuda::canary {
 
 // Every thread writes the one shared cell and reads it back, with no barrier between:
-// write-after-write and read-after-write hazards across the block's warps.
+// write-after-write and read-after-write hazards across the block's warps. Volatile, so
+// that the compiler keeps the read rather than forwarding the thread's own store to it.
 __global__ void racing_kernel(int* out) {
-  __shared__ int cell;
+  __shared__ volatile int cell;
   cell = static_cast<int>(threadIdx.x);
   out[threadIdx.x] = cell;
 }

@@ -450,19 +450,22 @@ section_6() {  # sanitizers
   # check and which (the guess this tests) take most of its minutes. So it is told to
   # instrument the kernels whose names hold our namespace (moe::kernels::cuda), once a
   # kernel there that races on purpose (tests/cuda/racecheck_canary.cu) shows that the
-  # filter reaches them: the tool's substring is tried as mangled, then as demangled.
-  # If neither reports the canary's hazards, racecheck runs on every kernel as before.
+  # filter reaches them: the substring is tried as mangled, then as demangled, under the
+  # filter's short key (kns, as most uses of the tool write it), then its long one. If
+  # none reports the canary's hazards, racecheck runs on every kernel as before.
   kernel_filter=()
   racecheck_kernels() {
-    local candidate hazards
-    for candidate in moe7kernels4cuda moe::kernels::cuda; do
+    local spec hazards
+    for spec in kns=moe7kernels4cuda kns=moe::kernels::cuda kernel_substring=moe7kernels4cuda \
+                kernel_substring=moe::kernels::cuda; do
       fits 20 "racecheck kernel filter" || return
-      timeout "$(capped 30)" "$sanitizer" --tool racecheck --kernel-name "kernel_substring=$candidate" \
-        "$bin/racecheck_canary" >"$results/racecheck_canary.log" 2>&1
+      echo "== --kernel-name $spec" >>"$results/racecheck_canary.log"
+      timeout "$(capped 30)" "$sanitizer" --tool racecheck --kernel-name "$spec" \
+        "$bin/racecheck_canary" >>"$results/racecheck_canary.log" 2>&1
       hazards=$(sed -nE 's/.*RACECHECK SUMMARY: ([0-9]+) hazard.*/\1/p' "$results/racecheck_canary.log" | tail -1)
       if [[ "${hazards:-0}" -gt 0 ]]; then
-        kernel_filter=(--kernel-name "kernel_substring=$candidate")
-        row "racecheck kernel filter" "on" "kernel_substring=$candidate: the canary's $hazards hazards seen"
+        kernel_filter=(--kernel-name "$spec")
+        row "racecheck kernel filter" "on" "$spec: the canary's $hazards hazards seen"
         return
       fi
     done

@@ -21,10 +21,12 @@ using moe::SingleRankRows;
 std::int64_t up_to_8(double x) { return static_cast<std::int64_t>(std::ceil(x / 8.0)) * 8; }
 
 // The room: 1.25 times the mean kept rows T·k/E, at most min(C, T), rounded up to 8.
+// (1.25·T·k is exact in a double, and one correctly rounded division keeps an integer
+// quotient exact, so the ceiling is the rational one.)
 std::int64_t room_by_definition(const moe::MOEConfig& c, std::int64_t T) {
-  const double mean = double(T) * double(c.top_k) / double(c.num_experts);
+  const double room = std::ceil(1.25 * double(T) * double(c.top_k) / double(c.num_experts));
   const double most = double(std::min(moe::expert_capacity(c, T), T));
-  return up_to_8(std::min(std::ceil(1.25 * mean), most));
+  return up_to_8(std::min(room, most));
 }
 
 // The guess: the last most kept scaled to T (rounded up), then 1/16 more (rounded up),

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <random>
 
 #include "initialization.hpp"
 #include "kernels/cpu/fast_math.hpp"
@@ -210,6 +211,46 @@ TEST(ActivationGrad, MatchesCentralDifferences) {
                               double(moe::kernels::activate(act, float(z - h)))) / (2 * h);
       EXPECT_NEAR(moe::kernels::activate_grad(act, z), numeric, 2e-3) << int(act) << " at " << z;
     }
+}
+
+// activation_backward over more than one of its runs, written over ∂L/∂h as the layer
+// calls it, against each activation's derivative from its definition: a central
+// difference of the float64 activation, 1 for the identity, and for the ReLU 1 above
+// zero and 0 at or below it (the subgradient the library takes at 0). Random signs, so a per-element branch
+// would be exercised both ways; NaN in ∂L/∂h, or in z where the slope depends on it,
+// gives NaN.
+TEST(CpuActivationBackward, IsTheDerivativeTimesTheGradientElementByElement) {
+  const std::int64_t n = 3 * 4096 + 77;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> z(static_cast<std::size_t>(n)), dh(z.size());
+  for (std::size_t i = 0; i < z.size(); ++i) z[i] = normal(rng), dh[i] = normal(rng);
+  z[5] = 0.0f, z[6] = -0.0f, z[7] = std::nanf(""), dh[8] = std::nanf(""), z[9] = 1e-30f, z[10] = -1e-30f;
+  for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh}) {
+    std::vector<float> dz = dh;
+    ops->activation_backward(z.data(), dz.data(), n, act, dz.data());
+    for (std::size_t i = 0; i < z.size(); ++i) {
+      const double zi = z[i];
+      if ((std::isnan(zi) && act != Act::Identity) || std::isnan(dh[i])) {  // the identity's slope is 1 anywhere
+        EXPECT_TRUE(std::isnan(dz[i])) << int(act) << " at " << i;
+        continue;
+      }
+      double slope = 0.0;
+      if (act == Act::Identity) {
+        slope = 1.0;
+      } else if (act == Act::ReLU) {
+        slope = zi > 0 ? 1.0 : 0.0;
+      } else {
+        const double h = 1e-5;
+        slope = (reference_activation(act, zi + h) - reference_activation(act, zi - h)) / (2 * h);
+      }
+      const double expected = dh[i] * slope;
+      if (act == Act::ReLU || act == Act::Identity)
+        ASSERT_EQ(dz[i], expected) << int(act) << " at z = " << zi;
+      else
+        ASSERT_NEAR(dz[i], expected, 2e-6 * std::max(1.0, std::abs(double(dh[i])))) << int(act) << " at z = " << zi;
+    }
+  }
 }
 
 TEST(CpuSoftmaxTopk, MatchesFloat64RowByRow) {

@@ -289,16 +289,25 @@ class CpuOps final : public Ops {
   }
 
   double sum_squares(const float* x, std::int64_t n) override {
-    // Fixed chunks summed in chunk order, as column_sums_later.
+    // Fixed chunks summed in chunk order, as column_sums_later. Within a chunk, element
+    // i goes to lane i mod 8 and the lanes are added as a fixed tree: the order depends
+    // on n alone, so the bits do not change with the thread count, and the eight
+    // independent sums vectorise where one chain of additions waited on each (29 ms
+    // against 15 for 67M values on the 2-core build machine).
     constexpr std::int64_t kChunk = 1 << 16;
+    constexpr std::int64_t kLanes = 8;
     const std::int64_t chunks = (n + kChunk - 1) / kChunk;
     std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
 #pragma omp parallel for schedule(static)
     for (std::int64_t c = 0; c < chunks; ++c) {
-      double sum = 0.0;
+      double lane[kLanes] = {};
       const std::int64_t end = std::min(n, (c + 1) * kChunk);
-      for (std::int64_t i = c * kChunk; i < end; ++i) sum += double(x[i]) * double(x[i]);
-      partial[static_cast<std::size_t>(c)] = sum;
+      std::int64_t i = c * kChunk;
+      for (; i + kLanes <= end; i += kLanes)
+        for (std::int64_t l = 0; l < kLanes; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
+      for (std::int64_t l = 0; i < end; ++i, ++l) lane[l] += double(x[i]) * double(x[i]);
+      partial[static_cast<std::size_t>(c)] =
+          ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     }
     double total = 0.0;
     for (double p : partial) total += p;

@@ -409,6 +409,27 @@ TEST(CpuColumnSums, Float64AndIndependentOfThreadCount) {
   for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(one[c], ref[c], 1e-9);
 }
 
+// The squares of float32 values are exact in float64, so the reference's only error is
+// its long double sum's. Lengths at the lane (8) and chunk (65 536) edges; the same bits
+// at 1, 2 and 3 threads.
+TEST(CpuSumSquares, Float64AndIndependentOfThreadCount) {
+  for (const std::int64_t n : {0, 1, 7, 8, 9, 65536, 65537, 3 * 65536 + 13}) {
+    std::vector<float> x(static_cast<std::size_t>(n));
+    fill_normal(x.data(), n, 3.0, 12);
+    long double ref = 0.0L;
+    for (float v : x) ref += static_cast<long double>(v) * static_cast<long double>(v);
+    std::vector<double> sums;
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      sums.push_back(ops->sum_squares(x.data(), n));
+    }
+    omp_set_num_threads(2);
+    EXPECT_EQ(sums[0], sums[1]) << "n " << n;
+    EXPECT_EQ(sums[0], sums[2]) << "n " << n;
+    EXPECT_NEAR(sums[0], static_cast<double>(ref), 1e-13 * static_cast<double>(ref)) << "n " << n;
+  }
+}
+
 }  // namespace
 
 namespace {

@@ -4,19 +4,42 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <mutex>
 
 namespace moe::kernels::cpu {
-SingleThreadedBlas::SingleThreadedBlas() {
+namespace {
+
+// The guards alive in the process and the setting the first of them found.
+std::mutex guards_mutex;
+int live_guards = 0;
+int setting_before_guards = 1;
+
+}  // namespace
+
+int blas_thread_setting() {
 #if MOE_HAVE_OPENBLAS_THREADS
-  saved_ = openblas_get_num_threads();
-  if (saved_ != 1) openblas_set_num_threads(1);
+  return openblas_get_num_threads();
+#else
+  return 0;
 #endif
 }
 
-SingleThreadedBlas::~SingleThreadedBlas() {
+void set_blas_thread_setting([[maybe_unused]] int threads) {
 #if MOE_HAVE_OPENBLAS_THREADS
-  if (saved_ != 1) openblas_set_num_threads(saved_);
+  openblas_set_num_threads(threads);
 #endif
+}
+
+SingleThreadedBlas::SingleThreadedBlas() {
+  const std::lock_guard<std::mutex> lock(guards_mutex);
+  if (live_guards++ > 0) return;
+  setting_before_guards = blas_thread_setting();
+  if (setting_before_guards > 1) set_blas_thread_setting(1);
+}
+
+SingleThreadedBlas::~SingleThreadedBlas() {
+  const std::lock_guard<std::mutex> lock(guards_mutex);
+  if (--live_guards == 0 && setting_before_guards > 1) set_blas_thread_setting(setting_before_guards);
 }
 
 std::int64_t parts_worth(double flops, std::int64_t max_parts) {

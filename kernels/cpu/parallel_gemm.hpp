@@ -32,19 +32,27 @@ std::int64_t parts_worth(double flops, std::int64_t max_parts);
 // parts == 1. part must not throw.
 void run_parts(std::int64_t parts, const std::function<void(std::int64_t)>& part);
 
-// Keeps OpenBLAS single-threaded while it lives and restores the caller's setting, so a
-// program that uses OpenBLAS elsewhere keeps its own thread count. Construct it outside
-// the parallel region: the setting is process-wide.
+// Keeps OpenBLAS single-threaded while any guard lives and restores the caller's setting
+// when the last one ends, so a program that uses OpenBLAS elsewhere keeps its own thread
+// count. The setting is process-wide and guards may live on several threads at once
+// (`moe train --label-ahead on`: the teacher's forward beside the student's step), so
+// the first guard saves the setting and the last restores it. Before, each guard saved
+// and restored its own: one guard's end turned OpenBLAS's threads back on under the
+// other's GEMMs, and the other's end then left OpenBLAS at one thread for good (and
+// openblas_set_num_threads is not safe to call while another thread is in a GEMM).
+// Construct it outside the parallel region.
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas();
   ~SingleThreadedBlas();
   SingleThreadedBlas(const SingleThreadedBlas&) = delete;
   SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_ = 1;
 };
+
+// OpenBLAS's thread setting, and setting it; 0 and a no-op where the BLAS has none (then
+// SingleThreadedBlas does nothing either).
+int blas_thread_setting();
+void set_blas_thread_setting(int threads);
 
 // One cblas_sgemm on the calling thread (with k = 0 meaning C = beta · C).
 void serial_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

@@ -4,10 +4,14 @@
 #include <omp.h>
 
 #include <cmath>
+#include <future>
+#include <memory>
 #include <random>
+#include <thread>
 
 #include "initialization.hpp"
 #include "kernels/cpu/fast_math.hpp"
+#include "kernels/cpu/parallel_gemm.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/router_row.hpp"
 #include "support/expert_reference.hpp"
@@ -407,6 +411,32 @@ TEST(CpuColumnSums, Float64AndIndependentOfThreadCount) {
   ops->column_sums_later(m.data(), rows, cols, two.data());
   EXPECT_EQ(one, two);
   for (std::int64_t c = 0; c < cols; ++c) EXPECT_NEAR(one[c], ref[c], 1e-9);
+}
+
+// Guards on two threads with overlapping lives, as a teacher labelling ahead and the
+// student's step hold them: OpenBLAS stays at one thread until the last guard ends,
+// whichever thread's guard ends first, and then has the caller's setting back.
+TEST(SingleThreadedBlas, TheLastGuardOnAnyThreadRestoresTheCallersSetting) {
+  using moe::kernels::cpu::blas_thread_setting;
+  using moe::kernels::cpu::SingleThreadedBlas;
+  if (blas_thread_setting() == 0) GTEST_SKIP() << "this BLAS has no thread setting";
+  const int before = blas_thread_setting();
+  moe::kernels::cpu::set_blas_thread_setting(3);
+  auto first = std::make_unique<SingleThreadedBlas>();
+  EXPECT_EQ(blas_thread_setting(), 1);
+  std::promise<void> second_made, first_gone;
+  std::thread other([&] {
+    SingleThreadedBlas second;
+    second_made.set_value();
+    first_gone.get_future().wait();
+    EXPECT_EQ(blas_thread_setting(), 1) << "the first guard's end turned the threads on under the second";
+  });
+  second_made.get_future().wait();
+  first.reset();
+  first_gone.set_value();
+  other.join();
+  EXPECT_EQ(blas_thread_setting(), 3) << "the last guard's end did not restore the caller's setting";
+  moe::kernels::cpu::set_blas_thread_setting(before);
 }
 
 // The squares of float32 values are exact in float64, so the reference's only error is

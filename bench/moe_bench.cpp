@@ -5,7 +5,8 @@
 // forward, backward, clipping to norm 1 and AdamW (bench/job-vs-step.sh sets the job
 // beside it).
 // Usage: moe_bench [--mode forward|training|step] [--config ref,mid,fine,mixtral,deepseek]
-//                  [--expert-kind ffn|glu] [--router softmax|sigmoid] … [--reps N] [--csv]
+//                  [--expert-kind ffn|glu] [--activation relu|gelu|gelu_tanh|silu]
+//                  [--router softmax|sigmoid] … [--reps N] [--csv]
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +32,7 @@ struct BenchConfig {
   std::int64_t n_group = 1, topk_group = 1, shared = 0;
   bool bias = true;
   bool dropless = false;  // no capacity: every assignment is computed
+  std::string activation;  // empty: the expert kind's default (relu for ffn, silu for glu)
 };
 
 // mixtral: Mixtral-like glu experts scaled to a 2-core machine. deepseek: the
@@ -47,7 +49,7 @@ const std::map<std::string, BenchConfig> kConfigs = {
 moe::MOEConfig layer_config(const BenchConfig& bc) {
   moe::MOEConfig c(bc.E, bc.k, bc.H, bc.F);
   c.expert_kind = bc.kind;
-  c.activation = moe::default_activation(bc.kind);
+  c.activation = bc.activation.empty() ? moe::default_activation(bc.kind) : moe::parse_activation(bc.activation);
   c.expert_bias = bc.bias;
   c.router = bc.router;
   c.n_group = bc.n_group, c.topk_group = bc.topk_group;
@@ -60,7 +62,7 @@ std::string arch_text(const BenchConfig& bc) { return layer_config(bc).to_string
 
 bool is_reference_layer(const BenchConfig& bc) {
   return bc.kind == moe::ExpertKind::FFN && bc.bias && bc.router == moe::RouterKind::Softmax && bc.n_group == 1 &&
-         bc.shared == 0 && !bc.dropless;
+         bc.shared == 0 && !bc.dropless && bc.activation.empty();
 }
 
 moe::bench::DenseGemmBaseline baseline_for(const BenchConfig& bc, int threads) {
@@ -143,11 +145,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"forward", "training", "step"}));
   app.add_option("--config", configs, "comma-separated: ref, mid, fine, mixtral, deepseek");
   // Overrides of the named configs' architecture.
-  std::string kind, router;
+  std::string kind, router, activation;
   std::int64_t n_group = 0, topk_group = 0, shared = -1, tokens = 0;
   bool no_bias = false, dropless = false;
   app.add_option("--expert-kind", kind, "ffn or glu")->check(CLI::IsMember({"ffn", "glu"}));
   app.add_option("--router", router, "softmax or sigmoid")->check(CLI::IsMember({"softmax", "sigmoid"}));
+  app.add_option("--activation", activation, "relu, gelu, gelu_tanh or silu (default: relu for ffn, silu for glu)")
+      ->check(CLI::IsMember({"relu", "gelu", "gelu_tanh", "silu"}));
   app.add_option("--n-group", n_group, "expert groups (group-limited top-k)");
   app.add_option("--topk-group", topk_group, "groups a token may use");
   app.add_option("--shared-expert-dim", shared, "shared expert width (0: none)");
@@ -170,6 +174,7 @@ int main(int argc, char** argv) {
     BenchConfig bc = it->second;
     if (!kind.empty()) bc.kind = moe::parse_expert_kind(kind);
     if (!router.empty()) bc.router = moe::parse_router(router);
+    if (!activation.empty()) bc.activation = activation;
     if (n_group > 0) bc.n_group = n_group;
     if (topk_group > 0) bc.topk_group = topk_group;
     if (shared >= 0) bc.shared = shared;

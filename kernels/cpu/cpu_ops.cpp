@@ -244,9 +244,11 @@ class CpuOps final : public Ops {
   }
 
   void activation_backward(const float* z, const float* dh, std::int64_t n, Act act, float* dz) override {
-    if (act == Act::SiLU || act == Act::ReLU) {  // the vectorised loops, in runs of 4096
+    if (act == Act::SiLU || act == Act::ReLU || act == Act::GELUTanh) {  // the vectorised loops, in runs of 4096
       constexpr std::int64_t kRun = 4096;
-      const auto run = act == Act::SiLU ? cpu::silu_backward_run : cpu::relu_backward_run;
+      const auto run = act == Act::SiLU   ? cpu::silu_backward_run
+                       : act == Act::ReLU ? cpu::relu_backward_run
+                                          : cpu::gelu_tanh_backward_run;
 #pragma omp parallel for schedule(static)
       for (std::int64_t i = 0; i < n; i += kRun) run(z + i, dh + i, dz + i, std::min(kRun, n - i));
       return;

@@ -1,4 +1,4 @@
-// The SiLU loops and the ReLU's backward, each compiled three times (GCC's target_clones: x86-64-v4 with
+// The SiLU and tanh-GELU loops and the ReLU's backward, each compiled three times (GCC's target_clones: x86-64-v4 with
 // AVX-512, x86-64-v3 with AVX2 and FMA, and the baseline), the best of which the
 // dynamic loader picks for the CPU it runs on. The library itself is built for the
 // baseline so that it runs anywhere; at 4 lanes SSE2 made the SwiGLU product about a
@@ -40,6 +40,16 @@ MOE_VECTOR_CLONES void silu_times_backward_run(const float* gate, const float* u
 MOE_VECTOR_CLONES void silu_backward_run(const float* z, const float* dh, float* dz, std::int64_t count) {
 #pragma omp simd
   for (std::int64_t i = 0; i < count; ++i) dz[i] = dh[i] * fast_silu_grad(z[i]);
+}
+
+MOE_VECTOR_CLONES void gelu_tanh_run(const float* in, float* out, std::int64_t count) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) out[i] = fast_gelu_tanh(in[i]);
+}
+
+MOE_VECTOR_CLONES void gelu_tanh_backward_run(const float* z, const float* dh, float* dz, std::int64_t count) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) dz[i] = dh[i] * fast_gelu_tanh_grad(z[i]);
 }
 
 // The slope is selected, then multiplied, as activate_grad's is: the same bits, NaN

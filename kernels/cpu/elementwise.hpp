@@ -25,6 +25,9 @@ void silu_times_backward_run(const float* gate, const float* up, const float* d,
                              std::int64_t count);
 // dz[i] = dh[i] · silu'(z[i]) (dz may alias dh)
 void silu_backward_run(const float* z, const float* dh, float* dz, std::int64_t count);
+// out[i] = gelu_tanh(in[i]) and dz[i] = dh[i] · gelu_tanh'(z[i]) (dz may alias dh)
+void gelu_tanh_run(const float* in, float* out, std::int64_t count);
+void gelu_tanh_backward_run(const float* z, const float* dh, float* dz, std::int64_t count);
 // dz[i] = dh[i] · relu'(z[i]), NaN at a NaN z (dz may alias dh)
 void relu_backward_run(const float* z, const float* dh, float* dz, std::int64_t count);
 
@@ -40,6 +43,7 @@ inline void activate_run(Act act, const float* in, float* out, std::int64_t coun
       for (std::int64_t i = 0; i < count; ++i) out[i] = in[i] < 0.0f ? 0.0f : in[i];  // NaN passes
       return;
     case Act::SiLU: return silu_run(in, out, count);
+    case Act::GELUTanh: return gelu_tanh_run(in, out, count);
     default:
       for (std::int64_t i = 0; i < count; ++i) out[i] = activate(act, in[i]);
       return;

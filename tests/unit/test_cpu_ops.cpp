@@ -99,6 +99,31 @@ TEST(CpuFastMath, ExpWithinTwoUlpAndEdgeCases) {
   }
 }
 
+// The CPU's tanh GELU is z·sigmoid(2u); the reference is the definition's tanh form in
+// float64, and its derivative by the product and chain rules.
+TEST(CpuFastMath, TanhGeluAndItsGradientAgainstTheDefinition) {
+  const double pi = 3.14159265358979323846, scale = std::sqrt(2 / pi), cubic = 0.044715;
+  double worst = 0, worst_grad = 0;
+  for (float z = -12.0f; z < 12.0f; z += 0.00731f) {
+    const double u = scale * (z + cubic * double(z) * z * z), t = std::tanh(u);
+    const double gelu = 0.5 * z * (1 + t);
+    const double grad = 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * scale * (1 + 3 * cubic * double(z) * z);
+    const double size = std::max(1.0, std::abs(double(z)));
+    worst = std::max(worst, std::abs(moe::kernels::cpu::fast_gelu_tanh(z) - gelu) / size);
+    worst_grad = std::max(worst_grad, std::abs(moe::kernels::cpu::fast_gelu_tanh_grad(z) - grad) / size);
+  }
+  EXPECT_LE(worst, 3e-7) << "error over max(1, |z|)";
+  EXPECT_LE(worst_grad, 5e-7) << "error over max(1, |z|)";
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(moe::kernels::cpu::fast_gelu_tanh(1e20f), 1e20f);
+  EXPECT_EQ(moe::kernels::cpu::fast_gelu_tanh(-1e20f), 0.0f);
+  EXPECT_EQ(moe::kernels::cpu::fast_gelu_tanh_grad(1e20f), 1.0f) << "z² overflows; the slope is 1";
+  EXPECT_EQ(moe::kernels::cpu::fast_gelu_tanh_grad(-1e20f), 0.0f);
+  EXPECT_EQ(moe::kernels::cpu::fast_gelu_tanh(inf), inf);
+  EXPECT_TRUE(std::isnan(moe::kernels::cpu::fast_gelu_tanh(std::nanf(""))));
+  EXPECT_TRUE(std::isnan(moe::kernels::cpu::fast_gelu_tanh_grad(std::nanf(""))));
+}
+
 TEST(CpuActivations, NaNInGivesNaNOutForEveryActivationAndItsGradient) {
   const float nan = std::nanf("");
   for (Act act : {Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh}) {

@@ -130,12 +130,12 @@ class CpuOps final : public Ops {
 
   void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
                     float* dz) override {
-    if (act == Act::SiLU) {  // the vectorised SiLU, row by row
+    if (act == Act::SiLU || act == Act::GELUTanh) {  // the vectorised loops, row by row
+      const auto run = act == Act::SiLU ? cpu::silu_times_backward_run : cpu::gelu_tanh_times_backward_run;
 #pragma omp parallel for schedule(static)
       for (std::int64_t r = 0; r < n; ++r) {
         const float* gate = z + r * 2 * width;
-        cpu::silu_times_backward_run(gate, gate + width, dh + r * width, dz + r * 2 * width,
-                                     dz + r * 2 * width + width, width);
+        run(gate, gate + width, dh + r * width, dz + r * 2 * width, dz + r * 2 * width + width, width);
       }
       return;
     }

@@ -52,6 +52,20 @@ MOE_VECTOR_CLONES void gelu_tanh_backward_run(const float* z, const float* dh, f
   for (std::int64_t i = 0; i < count; ++i) dz[i] = dh[i] * fast_gelu_tanh_grad(z[i]);
 }
 
+MOE_VECTOR_CLONES void gelu_tanh_times_run(const float* gate, const float* up, float* out, std::int64_t count) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) out[i] = fast_gelu_tanh(gate[i]) * up[i];
+}
+
+MOE_VECTOR_CLONES void gelu_tanh_times_backward_run(const float* gate, const float* up, const float* d, float* d_gate,
+                                                    float* d_up, std::int64_t count) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < count; ++i) {
+    d_gate[i] = d[i] * up[i] * fast_gelu_tanh_grad(gate[i]);
+    d_up[i] = d[i] * fast_gelu_tanh(gate[i]);
+  }
+}
+
 // The slope is selected, then multiplied, as activate_grad's is: the same bits, NaN
 // included, without the branch per element that random signs mispredict.
 MOE_VECTOR_CLONES void relu_backward_run(const float* z, const float* dh, float* dz, std::int64_t count) {

@@ -28,6 +28,11 @@ void silu_backward_run(const float* z, const float* dh, float* dz, std::int64_t 
 // out[i] = gelu_tanh(in[i]) and dz[i] = dh[i] · gelu_tanh'(z[i]) (dz may alias dh)
 void gelu_tanh_run(const float* in, float* out, std::int64_t count);
 void gelu_tanh_backward_run(const float* z, const float* dh, float* dz, std::int64_t count);
+// The same for a glu row: out[i] = gelu_tanh(gate[i]) · up[i], and its backward as
+// silu_times_backward_run's.
+void gelu_tanh_times_run(const float* gate, const float* up, float* out, std::int64_t count);
+void gelu_tanh_times_backward_run(const float* gate, const float* up, const float* d, float* d_gate, float* d_up,
+                                  std::int64_t count);
 // dz[i] = dh[i] · relu'(z[i]), NaN at a NaN z (dz may alias dh)
 void relu_backward_run(const float* z, const float* dh, float* dz, std::int64_t count);
 
@@ -58,6 +63,8 @@ inline void glu_rows(Act act, const float* z, std::int64_t rows, std::int64_t F,
     float* out = h + r * F;
     if (act == Act::SiLU) {
       silu_times_run(gate, up, out, F);
+    } else if (act == Act::GELUTanh) {
+      gelu_tanh_times_run(gate, up, out, F);
     } else {
       for (std::int64_t c = 0; c < F; ++c) out[c] = activate(act, gate[c]) * up[c];
     }

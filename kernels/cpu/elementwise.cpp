@@ -1,6 +1,6 @@
-// The SiLU and tanh-GELU loops and the ReLU's backward, each compiled three times (GCC's target_clones: x86-64-v4 with
-// AVX-512, x86-64-v3 with AVX2 and FMA, and the baseline), the best of which the
-// dynamic loader picks for the CPU it runs on. The library itself is built for the
+// The SiLU and tanh-GELU loops and the ReLU's backward, each compiled three times
+// (GCC's target_clones: x86-64-v4 with AVX-512, x86-64-v3 with AVX2 and FMA, and the
+// baseline), the best of which the dynamic loader picks for the CPU it runs on. The library itself is built for the
 // baseline so that it runs anywhere; at 4 lanes SSE2 made the SwiGLU product about a
 // tenth of a Mixtral-like expert's time (docs/performance.md).
 //

@@ -70,9 +70,9 @@ inline float fast_gelu_tanh(float z) { return z / (1.0f + fast_exp(-gelu_tanh_do
 // there: z² would overflow past 1.8e19 and make that 0 · inf a NaN.
 inline float fast_gelu_tanh_grad(float z) {
   const float s = 1.0f / (1.0f + fast_exp(-gelu_tanh_doubled_argument(z)));
-  float c = z > 16.0f ? 16.0f : z;
-  c = c < -16.0f ? -16.0f : c;
-  return s + z * s * (1.0f - s) * (2.0f * kGeluTanhScale * (1.0f + 3.0f * kGeluTanhCubic * c * c));
+  float clamped = z > 16.0f ? 16.0f : z;
+  clamped = clamped < -16.0f ? -16.0f : clamped;
+  return s + z * s * (1.0f - s) * (2.0f * kGeluTanhScale * (1.0f + 3.0f * kGeluTanhCubic * clamped * clamped));
 }
 
 }  // namespace moe::kernels::cpu

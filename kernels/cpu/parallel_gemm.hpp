@@ -36,11 +36,10 @@ void run_parts(std::int64_t parts, const std::function<void(std::int64_t)>& part
 // when the last one ends, so a program that uses OpenBLAS elsewhere keeps its own thread
 // count. The setting is process-wide and guards may live on several threads at once
 // (`moe train --label-ahead on`: the teacher's forward beside the student's step), so
-// the first guard saves the setting and the last restores it. Before, each guard saved
-// and restored its own: one guard's end turned OpenBLAS's threads back on under the
-// other's GEMMs, and the other's end then left OpenBLAS at one thread for good (and
-// openblas_set_num_threads is not safe to call while another thread is in a GEMM).
-// Construct it outside the parallel region.
+// the first guard saves the setting and the last restores it: a guard that saved and
+// restored its own would turn OpenBLAS's threads back on under another thread's GEMMs
+// (openblas_set_num_threads is not safe while another thread is in one). Construct it
+// outside the parallel region.
 class SingleThreadedBlas {
  public:
   SingleThreadedBlas();

@@ -245,9 +245,9 @@ TEST(ActivationGrad, MatchesCentralDifferences) {
 // activation_backward over more than one of its runs, written over ∂L/∂h as the layer
 // calls it, against each activation's derivative from its definition: a central
 // difference of the float64 activation, 1 for the identity, and for the ReLU 1 above
-// zero and 0 at or below it (the subgradient the library takes at 0). Random signs, so a per-element branch
-// would be exercised both ways; NaN in ∂L/∂h, or in z where the slope depends on it,
-// gives NaN.
+// zero and 0 at or below it (the subgradient the library takes at 0). Random signs, so
+// a per-element branch would go both ways; NaN in ∂L/∂h, or in z where the slope
+// depends on it, gives NaN.
 TEST(CpuActivationBackward, IsTheDerivativeTimesTheGradientElementByElement) {
   const std::int64_t n = 3 * 4096 + 77;
   std::mt19937 rng(11);
@@ -474,11 +474,12 @@ TEST(CpuSumSquares, Float64AndIndependentOfThreadCount) {
     long double ref = 0.0L;
     for (float v : x) ref += static_cast<long double>(v) * static_cast<long double>(v);
     std::vector<double> sums;
+    const int threads_before = omp_get_max_threads();
     for (int threads : {1, 2, 3}) {
       omp_set_num_threads(threads);
       sums.push_back(ops->sum_squares(x.data(), n));
     }
-    omp_set_num_threads(2);
+    omp_set_num_threads(threads_before);
     EXPECT_EQ(sums[0], sums[1]) << "n " << n;
     EXPECT_EQ(sums[0], sums[2]) << "n " << n;
     EXPECT_NEAR(sums[0], static_cast<double>(ref), 1e-13 * static_cast<double>(ref)) << "n " << n;

@@ -24,6 +24,20 @@ pass=$("$moe_run" -np 2 --dry-run --mca btl self,vader -- prog -- x)
 check "passes mpirun arguments before --" contains "$pass" "--mca btl self"
 check "keeps the program's own --" contains "$pass" "prog -- x"
 
+# Open MPI 4 or older: each job's session files under a base of its own, so that jobs
+# starting side by side do not race to make one shared directory.
+if mpirun --version 2>/dev/null | grep -q "Open MPI) [1-4]\."; then
+  sessions="${OMPI_MCA_orte_tmpdir_base:-${TMPDIR:-/tmp}}/moe-run.$(id -u)"
+  check "gives the job a session directory base of its own" contains "$fits" "--mca orte_tmpdir_base $sessions/"
+  own=$("$moe_run" -np 1 --dry-run --mca orte_tmpdir_base /elsewhere -- prog)
+  check "... unless mpirun's arguments name one" test "$(grep -o orte_tmpdir_base <<<"$own" | wc -l)" = 1
+  first=$("$moe_run" -np 1 bash -c 'echo "$OMPI_FILE_LOCATION"' 2>&1)
+  check "a real job keeps its session files there" contains "$first" "^$sessions/[0-9]*/"
+  ended=${first#"$sessions/"} && ended="$sessions/${ended%%/*}"
+  "$moe_run" -np 1 true
+  check "the next job removes the base of one that has ended" test ! -e "$ended"
+fi
+
 bad=$("$moe_run" -np zero prog 2>&1); status=$?
 check "rejects a bad -np with a clear message" test "$status" = 2 -a -n "$(grep -- "-np = 'zero'" <<<"$bad")"
 bad=$("$moe_run" -np 2 --mca x prog 2>&1); status=$?

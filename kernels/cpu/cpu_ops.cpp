@@ -72,7 +72,7 @@ class CpuOps final : public Ops {
     if (act != Act::Identity || target != out) {
       apply_activation = [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
         for (std::int64_t r = r0; r < r1; ++r)
-          cpu::activate_run(act, target + r * out_dim + c0, out + r * out_dim + c0, c1 - c0);
+          cpu::activation_run(act, target + r * out_dim + c0, out + r * out_dim + c0, c1 - c0);
       };
     }
     cpu::parallel_gemm(false, false, n, out_dim, in_dim, 1.0f, x, in_dim, w, out_dim,
@@ -130,17 +130,12 @@ class CpuOps final : public Ops {
 
   void glu_backward(const float* z, const float* dh, std::int64_t n, std::int64_t width, Act act,
                     float* dz) override {
-    if (act == Act::SiLU || act == Act::GELUTanh) {  // the vectorised loops, row by row
-      const auto run = act == Act::SiLU ? cpu::silu_times_backward_run : cpu::gelu_tanh_times_backward_run;
 #pragma omp parallel for schedule(static)
-      for (std::int64_t r = 0; r < n; ++r) {
-        const float* gate = z + r * 2 * width;
-        run(gate, gate + width, dh + r * width, dz + r * 2 * width, dz + r * 2 * width + width, width);
-      }
-      return;
+    for (std::int64_t r = 0; r < n; ++r) {
+      const float* gate = z + r * 2 * width;
+      cpu::glu_backward_run(act, gate, gate + width, dh + r * width, dz + r * 2 * width, dz + r * 2 * width + width,
+                            width);
     }
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n * width; ++i) glu_backward_element(z, dh, width, act, i, dz);
   }
 
   void gated_add(const float* y, const float* gate_logit, std::int64_t n, std::int64_t width, float* out) override {
@@ -244,17 +239,10 @@ class CpuOps final : public Ops {
   }
 
   void activation_backward(const float* z, const float* dh, std::int64_t n, Act act, float* dz) override {
-    if (act == Act::SiLU || act == Act::ReLU || act == Act::GELUTanh) {  // the vectorised loops, in runs of 4096
-      constexpr std::int64_t kRun = 4096;
-      const auto run = act == Act::SiLU   ? cpu::silu_backward_run
-                       : act == Act::ReLU ? cpu::relu_backward_run
-                                          : cpu::gelu_tanh_backward_run;
+    constexpr std::int64_t kRun = 4096;  // the vectorised loop, in runs of 4096 for the threads
 #pragma omp parallel for schedule(static)
-      for (std::int64_t i = 0; i < n; i += kRun) run(z + i, dh + i, dz + i, std::min(kRun, n - i));
-      return;
-    }
-#pragma omp parallel for schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) dz[i] = dh[i] * activate_grad(act, z[i]);
+    for (std::int64_t i = 0; i < n; i += kRun)
+      cpu::activation_backward_run(act, z + i, dh + i, dz + i, std::min(kRun, n - i));
   }
 
   void add_column_sums(const float* m, std::int64_t rows, std::int64_t cols, float* sums) override {

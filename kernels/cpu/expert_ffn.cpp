@@ -45,7 +45,7 @@ void expert_rows(const ExpertBatch& batch, std::size_t g, std::int64_t r0, std::
   if (batch.gated)
     glu_rows(batch.act, z, n, F, h);
   else
-    activate_run(batch.act, z, h, n * F);
+    activation_run(batch.act, z, h, n * F);
   linear_rows(h, n, F, batch.w_out[g], H, batch.b_out[g], out + r0 * H);
 }
 

@@ -14,7 +14,7 @@ class InitCommand final : public Command {
     CLI::App* cmd = app.add_subcommand("init", "write a seeded random checkpoint for a config");
     cmd->add_option("--out", out_, "checkpoint to write (HDF5)")->required();
     config_options_.add_to(cmd);
-    cmd->add_option("--seed", seed_, "initialisation seed")->capture_default_str();
+    cmd->add_option("--seed", seed_, "initialisation seed")->capture_default_str()->check(non_negative());
     return cmd;
   }
   bool collective() const override { return true; }

@@ -17,7 +17,7 @@ class MakeTokensCommand final : public Command {
     cmd->add_option("--tokens", tokens_, "number of tokens T")->required()->check(non_negative());
     cmd->add_option("--hidden", hidden_, "hidden size H")->required()->check(positive());
     cmd->add_option("--batch", batch_, "write [B, T/B, H] instead of [T, H]")->check(positive());
-    cmd->add_option("--seed", seed_, "random seed")->capture_default_str();
+    cmd->add_option("--seed", seed_, "random seed")->capture_default_str()->check(non_negative());
     return cmd;
   }
   bool collective() const override { return false; }

@@ -159,15 +159,19 @@ class TrainCommand final : public Command {
     cmd->add_option("--weight-decay", weight_decay_, "decoupled weight decay")->capture_default_str();
     cmd->add_option("--decay-steps", decay_steps_,
                     "cosine decay of the learning rate to a tenth over this many steps (0: constant)")
-        ->capture_default_str();
-    cmd->add_option("--clip", clip_, "clip gradients to this global norm (0: no clipping)")->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative());
+    cmd->add_option("--clip", clip_, "clip gradients to this global norm (0: no clipping)")
+        ->capture_default_str()
+        ->check(non_negative());  // a NaN or negative norm would turn clipping off unsaid
     cmd->add_option("--aux-coef", options_.aux_loss_coef, "load-balancing loss coefficient")->capture_default_str();
     z_coef_option_ = cmd->add_option("--z-coef", options_.z_loss_coef,
                                      "router z-loss coefficient (softmax router; 0 for sigmoid unless given)")
                          ->capture_default_str();
-    cmd->add_option("--seed", seed_, "student initialisation seed")->capture_default_str();
-    cmd->add_option("--teacher-seed", teacher_seed_, "teacher seed")->capture_default_str();
-    cmd->add_option("--data-seed", data_seed_, "token stream seed")->capture_default_str();
+    // Seeds are unsigned: without the check, CLI11 would wrap -1 to 2^64 - 1.
+    cmd->add_option("--seed", seed_, "student initialisation seed")->capture_default_str()->check(non_negative());
+    cmd->add_option("--teacher-seed", teacher_seed_, "teacher seed")->capture_default_str()->check(non_negative());
+    cmd->add_option("--data-seed", data_seed_, "token stream seed")->capture_default_str()->check(non_negative());
     cmd->add_option("--log-every", log_every_, "progress line (and phase times) every N steps")
         ->capture_default_str()
         ->check(positive());
@@ -175,7 +179,9 @@ class TrainCommand final : public Command {
                     "append one JSON object per logged window to this file (JSON Lines; rank 0 writes it; "
                     "scripts/plot-training.py draws it)");
     cmd->add_option("--ckpt", checkpoint_, "checkpoint to write (periodically and at the end)");
-    cmd->add_option("--save-every", save_every_, "checkpoint every N steps (0: only at the end)")->capture_default_str();
+    cmd->add_option("--save-every", save_every_, "checkpoint every N steps (0: only at the end)")
+        ->capture_default_str()
+        ->check(non_negative());
     cmd->add_option("--resume", resume_, "continue from this checkpoint (its config, state and data position)");
     add_device_options(cmd, device_);
     return cmd;

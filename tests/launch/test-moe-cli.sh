@@ -97,6 +97,11 @@ check "the FIFO is still a FIFO" test -p pipe
 check "an unknown command is named" fails_with "unknown command 'bogus'; expected one of init, info" moe bogus
 check "a range error says what was expected" fails_with "--steps: must be >= 0 (got -1)" moe train --steps -1
 check "a range error for --tokens" fails_with "--tokens: must be > 0 (got 0)" moe train --tokens 0
+check "a NaN clipping norm is refused, not taken as no clipping" fails_with "--clip: must be >= 0 (got nan)" \
+  moe train --clip nan
+check "a negative seed is refused, not wrapped" fails_with "--data-seed: must be >= 0 (got -1)" moe train --data-seed -1
+check "... for init too" fails_with "--seed: must be >= 0 (got -3)" moe init --out seed.h5 --seed -3
+check "a negative --save-every is refused" fails_with "--save-every: must be >= 0 (got -1)" moe train --save-every -1
 
 # Ranks given different command lines (issue 10): an error naming the option and ranks.
 cat > per_rank.sh <<'SH'

@@ -118,6 +118,8 @@ void Optimizer::set_learning_rate(float lr) {
 }
 
 double clip_grad_norm(MoELayer& layer, double max_norm) {
+  MOE_CHECK_ARG(!std::isnan(max_norm), "clip_grad_norm", "max_norm = ", max_norm,
+                "; expected a number (<= 0 only measures the norm)");
   kernels::Ops& ops = detail::LayerAccess::ops(layer);
   const auto grads = detail::LayerAccess::grads(layer).tensors();
   // Each rank's experts are its own: summed over ranks. The replicated tensors' (gate,

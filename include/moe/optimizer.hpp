@@ -60,7 +60,7 @@ class Optimizer {
 // Collective. The L2 norm of all the layer's gradients — every expert on every rank
 // exactly once, and the replicated gate once (not once per rank) — and, when it
 // exceeds max_norm, every gradient scaled by max_norm / norm. Returns the norm before
-// clipping. max_norm <= 0 only measures.
+// clipping. max_norm <= 0 only measures; NaN is an error.
 double clip_grad_norm(MoELayer& layer, double max_norm);
 
 }  // namespace moe

@@ -104,6 +104,7 @@ TEST(Optimizer, BadOptionsAreErrors) {
   EXPECT_MOE_ERROR(moe::Optimizer::adamw(f.layer, {1e-3f, 1.0f}), "beta1 = 1", "[0, 1)");
   EXPECT_MOE_ERROR(moe::Optimizer::sgd(f.layer, {0.1f, -0.5f}), "momentum = -0.5");
   EXPECT_MOE_ERROR(moe::Optimizer::sgd(f.layer, {0.1f, 0.9f, -1.0f}), "weight_decay = -1");
+  EXPECT_MOE_ERROR(moe::clip_grad_norm(f.layer, std::nan("")), "clip_grad_norm", "max_norm = nan");
 }
 
 TEST(Optimizer, StateTravelsWithTheCheckpoint) {

@@ -7,7 +7,7 @@ interleaved rounds (moe, then each setting, then moe again ...); each figure is 
 median over rounds, so drift on a shared machine hits all of them.
 
 usage: compare_pytorch.py MOE_BENCH [--config ref,mid,fine] [--mode forward|training]
-                          [--rounds 3] [--plot DIR]
+                          [--activation relu|gelu|gelu_tanh|silu] [--rounds 3] [--plot DIR]
 training: forward + backward, PyTorch autograd against MoELayer.backward."""
 import argparse
 import csv
@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_moe  # noqa: E402
 
 
-def moe_bench_ms(binary, name, mode):
-    out = subprocess.run([binary, "--config", name, "--csv", "--mode", mode], check=True, capture_output=True,
-                         text=True).stdout
+def moe_bench_ms(binary, name, mode, activation):
+    out = subprocess.run([binary, "--config", name, "--csv", "--mode", mode, "--activation", activation], check=True,
+                         capture_output=True, text=True).stdout
     return float(next(csv.DictReader(io.StringIO(out)))["moe_ms"])
 
 
@@ -53,6 +53,7 @@ def main():
     parser.add_argument("moe_bench")
     parser.add_argument("--config", default="ref,mid,fine")
     parser.add_argument("--mode", choices=["forward", "training"], default="forward")
+    parser.add_argument("--activation", choices=sorted(torch_moe.ACTIVATIONS), default="relu")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--plot", metavar="DIR", help="also draw the ratios as a PNG chart in DIR")
     args = parser.parse_args()
@@ -61,7 +62,8 @@ def main():
 
     training = args.mode == "training"
     what = "forward + backward (autograd)" if training else "forward"
-    print(f"moe vs PyTorch {torch.__version__} eager {what} (loop over experts with index_add_), CPU, "
+    print(f"moe vs PyTorch {torch.__version__} eager {what} (loop over experts with index_add_), "
+          f"{args.activation} experts, CPU, "
           f"medians over {args.rounds} interleaved rounds; PyTorch at its fastest of "
           f"{len(torch_moe.THREAD_SETTINGS)} thread settings")
     print(f"{'cfg':5} {'torch ms':>9} {'moe ms':>9} {'speed-up':>9}   PyTorch setting used")
@@ -69,9 +71,10 @@ def main():
     for name in args.config.split(","):
         moe_runs, torch_runs = [], {s: [] for s in torch_moe.THREAD_SETTINGS}
         for _ in range(args.rounds):
-            moe_runs.append(moe_bench_ms(args.moe_bench, name, args.mode))
+            moe_runs.append(moe_bench_ms(args.moe_bench, name, args.mode, args.activation))
             for setting in torch_moe.THREAD_SETTINGS:
-                torch_runs[setting].append(torch_moe.time_in_subprocess(name, training, *setting))
+                torch_runs[setting].append(
+                    torch_moe.time_in_subprocess(name, training, *setting, activation=args.activation))
         medians = {s: statistics.median(v) for s, v in torch_runs.items()}
         best = min(medians, key=medians.get)
         moe_ms = statistics.median(moe_runs)

@@ -16,6 +16,15 @@ CONFIGS = {
 }
 
 
+# moe_bench's --activation names, as PyTorch computes them (F.gelu is the erf form).
+ACTIVATIONS = {
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+    "gelu_tanh": lambda z: torch.nn.functional.gelu(z, approximate="tanh"),
+    "silu": torch.nn.functional.silu,
+}
+
+
 class TorchMoE:
     """The layer as PyTorch code is usually written (Hugging Face's Mixtral block, say): one
     weight tensor per expert (a stacked [E, H, F] tensor indexed per expert would make
@@ -23,9 +32,10 @@ class TorchMoE:
     experts, and index_add_ for the combine."""
 
     def __init__(self, E, k, H, F, capacity_factor=1.25, seed=0, requires_grad=False, device="cpu",
-                 dtype=torch.float32):
+                 dtype=torch.float32, activation="relu"):
         g = torch.Generator().manual_seed(seed)
         self.E, self.k, self.cf = E, k, capacity_factor
+        self.activation = ACTIVATIONS[activation]
 
         def param(*shape):
             return (torch.randn(*shape, generator=g) * 0.02).to(device=device, dtype=dtype).requires_grad_(requires_grad)
@@ -53,7 +63,7 @@ class TorchMoE:
             # Slot-major admission: every token's first choice before any second choice.
             order = torch.argsort(slot * T + tok)[:capacity]
             tok, slot = tok[order], slot[order]
-            h = torch.relu(torch.addmm(self.b1[e], x[tok], self.w1[e]))
+            h = self.activation(torch.addmm(self.b1[e], x[tok], self.w1[e]))
             y = torch.addmm(self.b2[e], h, self.w2[e])
             out.index_add_(0, tok, y * top_w[tok, slot].unsqueeze(1))
         return out
@@ -75,10 +85,11 @@ def median_ms(run, reps, warmup=2, sync=lambda: None):
     return mid * 1e3
 
 
-def time_config(name, reps=None, training=False, device="cpu", dtype=torch.float32):
+def time_config(name, reps=None, training=False, device="cpu", dtype=torch.float32, activation="relu"):
     """Median ms of a forward (no_grad), or of forward + backward with autograd."""
     c = CONFIGS[name]
-    model = TorchMoE(c["E"], c["k"], c["H"], c["F"], requires_grad=training, device=device, dtype=dtype)
+    model = TorchMoE(c["E"], c["k"], c["H"], c["F"], requires_grad=training, device=device, dtype=dtype,
+                     activation=activation)
     x = torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
     x.requires_grad_(training)
     grad = (torch.randn(c["T"], c["H"], generator=torch.Generator().manual_seed(2)) * 1e-3).to(device=device, dtype=dtype)
@@ -100,12 +111,13 @@ def time_config(name, reps=None, training=False, device="cpu", dtype=torch.float
 THREAD_SETTINGS = [(t, b) for t in (1, 2) for b in (1, 2)]
 
 
-def time_in_subprocess(name, training, torch_threads, blas_threads, reps=None, python=sys.executable):
+def time_in_subprocess(name, training, torch_threads, blas_threads, reps=None, python=sys.executable,
+                       activation="relu"):
     """Median ms of the PyTorch layer in a fresh process with those thread settings (a
     process of its own, so no other library in this one has touched the thread pools)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads), OMP_NUM_THREADS=str(torch_threads))
     command = [python, os.path.abspath(__file__), "--config", name, "--mode", "training" if training else "forward",
-               "--torch-threads", str(torch_threads)]
+               "--torch-threads", str(torch_threads), "--activation", activation]
     if reps:
         command += ["--reps", str(reps)]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
@@ -126,10 +138,12 @@ if __name__ == "__main__":
     parser.add_argument("--mode", default="forward", choices=["forward", "training"])
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
     args = parser.parse_args()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     if args.device == "cuda" and args.dtype == "float32":
         torch.backends.cuda.matmul.allow_tf32 = False
-    ms = time_config(args.config, args.reps, args.mode == "training", args.device, getattr(torch, args.dtype))
+    ms = time_config(args.config, args.reps, args.mode == "training", args.device, getattr(torch, args.dtype),
+                     args.activation)
     print(f"{ms:.3f}")

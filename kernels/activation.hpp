@@ -20,7 +20,8 @@ MOE_HD inline float activate(Act act, float z) {
   switch (act) {
     case Act::Identity: return z;
     case Act::ReLU: return z < 0.0f ? 0.0f : z;  // NaN < 0 is false: NaN passes through
-    case Act::GELU: return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));
+    // Φ(z) = ½·erfc(−z/√2): 1 + erf(z/√2) cancels for negative z (0 past z = −5).
+    case Act::GELU: return 0.5f * z * erfcf(-z * 0.70710678118654752f);
     case Act::SiLU: return z / (1.0f + expf(-z));
     case Act::GELUTanh: return 0.5f * z * (1.0f + tanhf(kGeluTanhScale * (z + kGeluTanhCubic * z * z * z)));
   }
@@ -33,7 +34,7 @@ MOE_HD inline float activate_grad(Act act, float z) {
     case Act::Identity: return 1.0f;
     case Act::ReLU: return z != z ? z : (z > 0.0f ? 1.0f : 0.0f);
     case Act::GELU: {
-      const float cdf = 0.5f * (1.0f + erff(z * 0.70710678118654752f));
+      const float cdf = 0.5f * erfcf(-z * 0.70710678118654752f);
       const float pdf = 0.39894228040143268f * expf(-0.5f * z * z);
       return cdf + z * pdf;
     }

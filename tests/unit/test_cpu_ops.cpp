@@ -270,6 +270,30 @@ INSTANTIATE_TEST_SUITE_P(KindsBiasesAndThreads, CpuExpertFfn,
                                   std::to_string(std::get<2>(info.param));
                          });
 
+// The shared definition (kernels/activation.hpp, the GPU's): the erf GELU through
+// erfcf, against float64, within 2e-7 of max(1, |z|) (value and slope) and, for
+// negative z, relative error 2e-6 down to z = −5 and 2e-5 down to −13 (measured 1.3e-6
+// and 1.2e-5; z/√2 is rounded to float). Through 1 + erff it returned 0 past z = −5.
+TEST(ActivationDefinition, ExactGeluKeepsItsNegativeTail) {
+  const double pi = 3.14159265358979323846;
+  double worst = 0, worst_grad = 0, worst_tail = 0, worst_far_tail = 0;
+  for (float z = -13.0f; z < 13.0f; z += 0.000731f) {
+    const double cdf = 0.5 * std::erfc(-double(z) / std::sqrt(2.0));
+    const double gelu = z * cdf, grad = cdf + z * std::exp(-0.5 * double(z) * z) / std::sqrt(2 * pi);
+    const double size = std::max(1.0, std::abs(double(z)));
+    worst = std::max(worst, std::abs(moe::kernels::activate(Act::GELU, z) - gelu) / size);
+    worst_grad = std::max(worst_grad, std::abs(moe::kernels::activate_grad(Act::GELU, z) - grad) / size);
+    if (z < 0.0f) {
+      double& band = z >= -5.0f ? worst_tail : worst_far_tail;
+      band = std::max(band, std::abs(moe::kernels::activate(Act::GELU, z) - gelu) / std::abs(gelu));
+    }
+  }
+  EXPECT_LE(worst, 2e-7) << "error over max(1, |z|)";
+  EXPECT_LE(worst_grad, 2e-7) << "error over max(1, |z|)";
+  EXPECT_LE(worst_tail, 2e-6) << "relative error for z in [-5, 0)";
+  EXPECT_LE(worst_far_tail, 2e-5) << "relative error for z in [-13, -5)";
+}
+
 TEST(ActivationGrad, MatchesCentralDifferences) {
   for (Act act : {Act::Identity, Act::ReLU, Act::GELU, Act::SiLU, Act::GELUTanh})
     for (float z : {-3.0f, -0.7f, 0.3f, 1.9f}) {

@@ -31,6 +31,8 @@ if mpirun --version 2>/dev/null | grep -q "Open MPI) [1-4]\."; then
   check "gives the job a session directory base of its own" contains "$fits" "--mca orte_tmpdir_base $sessions/"
   own=$("$moe_run" -np 1 --dry-run --mca orte_tmpdir_base /elsewhere -- prog)
   check "... unless mpirun's arguments name one" test "$(grep -o orte_tmpdir_base <<<"$own" | wc -l)" = 1
+  check "... or name other hosts" lacks "$("$moe_run" -np 2 --dry-run -H a,b -- prog)" "orte_tmpdir_base"
+  check "... or run in a batch allocation" lacks "$(SLURM_JOB_ID=7 "$moe_run" -np 2 --dry-run prog)" "orte_tmpdir_base"
   first=$("$moe_run" -np 1 bash -c 'echo "$OMPI_FILE_LOCATION"' 2>&1)
   check "a real job keeps its session files there" contains "$first" "^$sessions/[0-9]*/"
   ended=${first#"$sessions/"} && ended="$sessions/${ended%%/*}"

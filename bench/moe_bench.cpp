@@ -60,9 +60,11 @@ moe::MOEConfig layer_config(const BenchConfig& bc) {
 
 std::string arch_text(const BenchConfig& bc) { return layer_config(bc).to_string(); }
 
+// The reference API's layer: ffn ReLU experts with biases, softmax, capacity. An explicit
+// --activation relu (as bench/compare_pytorch.py passes) is still that layer.
 bool is_reference_layer(const BenchConfig& bc) {
   return bc.kind == moe::ExpertKind::FFN && bc.bias && bc.router == moe::RouterKind::Softmax && bc.n_group == 1 &&
-         bc.shared == 0 && !bc.dropless && bc.activation.empty();
+         bc.shared == 0 && !bc.dropless && layer_config(bc).activation == moe::Activation::ReLU;
 }
 
 moe::bench::DenseGemmBaseline baseline_for(const BenchConfig& bc, int threads) {

@@ -2,13 +2,14 @@
 // P-rank layer's output and input gradient equal the single-process layer's on that
 // rank's tokens; the replicated tensors' gradients (gate, shared expert, shared gate)
 // equal the single-process gradients summed over ranks; each expert's gradient equals
-// the single-process gradient of the summed loss. And the expert-bias update gives the
-// same bias on every rank, equal to the single-process update over every rank's
-// tokens. Relative error ≤ 1e-5 per tensor; the bias bit for bit.
+// the single-process gradient of the summed loss (single_process_comparison.hpp has the
+// tolerances). And the expert-bias update gives the same bias on every rank, equal to
+// the single-process update over every rank's tokens, bit for bit.
 #include <cmath>
 
 #include "moe/layer.hpp"
 #include "mpi_test_env.hpp"
+#include "single_process_comparison.hpp"
 #include "support/test_util.hpp"
 
 using moe::MOEConfig;
@@ -76,16 +77,6 @@ void randomise(moe::MoELayer& layer) {
   if (c.shared_gate) layer.set_shared_gate_weights(moe::testing::random_tensor({c.hidden_dim}, 0.5, 8));
 }
 
-std::vector<float> summed(const Tensor<float>& t) {
-  std::vector<float> v(t.begin(), t.end());
-  world().all_reduce(v.data(), std::int64_t(v.size()), moe::DataType::Float32, moe::ReduceOp::Sum);
-  return v;
-}
-
-double rel(const Tensor<float>& a, const std::vector<float>& b) {
-  return moe::testing::relative_error(a.data(), b.data(), a.numel());
-}
-
 TEST_P(ArchitectureInvariance, ForwardAndGradientsEqualTheSingleProcessLayer) {
   const Scenario s = GetParam();
   const int P = world().size(), rank = world().rank();
@@ -97,31 +88,7 @@ TEST_P(ArchitectureInvariance, ForwardAndGradientsEqualTheSingleProcessLayer) {
   const Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, 300 + rank);
   const Tensor<float> g = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, 400 + rank);
 
-  moe::MoELayer layer(config, world(), 8, options);
-  randomise(layer);
-  const moe::ForwardResult r = layer.forward(x, moe::Pass::Training);
-  const Tensor<float> dx = layer.backward(g);
-
-  auto local = moe::make_communicator(moe::CommBackend::Local);
-  moe::LayerOptions cpu_options = options;
-  cpu_options.device = moe::Device::CPU;
-  moe::MoELayer single(config, *local, 8, cpu_options);
-  randomise(single);
-  const moe::ForwardResult r1 = single.forward(x, moe::Pass::Training);
-  const Tensor<float> dx1 = single.backward(g);
-
-  EXPECT_LE(rel(r.output, {r1.output.begin(), r1.output.end()}), 1e-5) << "output";
-  EXPECT_EQ(std::vector<int>(r.expert_indices.begin(), r.expert_indices.end()),
-            std::vector<int>(r1.expert_indices.begin(), r1.expert_indices.end()));
-  EXPECT_NEAR(r.aux_loss, r1.aux_loss, 1e-5 * std::max(1.0f, r1.aux_loss));
-  EXPECT_LE(rel(dx, {dx1.begin(), dx1.end()}), 1e-5) << "input gradient";
-  EXPECT_LE(rel(layer.gate_grad(), summed(single.gate_grad())), 1e-5) << "gate gradient";
-  EXPECT_LE(rel(layer.shared_expert_grad(), summed(single.shared_expert_grad())), 1e-5) << "shared expert gradient";
-  EXPECT_LE(rel(layer.shared_gate_grad(), summed(single.shared_gate_grad())), 1e-5) << "shared gate gradient";
-  std::vector<std::vector<float>> experts;
-  for (std::int64_t e = 0; e < config.num_experts; ++e) experts.push_back(summed(single.expert_grad(e)));
-  for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
-    EXPECT_LE(rel(layer.expert_grad(e), experts[e]), 1e-5) << "expert " << e;
+  moe::testing::expect_equal_to_the_single_process_layer(config, options, x, g, randomise);
 }
 
 INSTANTIATE_TEST_SUITE_P(Scenarios, ArchitectureInvariance, ::testing::ValuesIn(kScenarios),

@@ -64,10 +64,11 @@ inline Tensor<float> gate_of_equal_columns(std::int64_t H, std::int64_t E, doubl
 // max |a - b| / max |b|: the normwise relative error, which stays meaningful where
 // individual reference values are near zero. 0 for two empty arrays.
 // A NaN on one side only is an infinite error (std::max would quietly skip it); NaN
-// on both sides matches.
+// on both sides matches. With a floor, relative to max(floor, max |b|): for a
+// reference that may be 0 in exact arithmetic, where both sides hold only rounding.
 template <class A, class B>
-double relative_error(const A* a, const B* b, std::int64_t n) {
-  double diff = 0, scale = 0;
+double relative_error(const A* a, const B* b, std::int64_t n, double floor = 0) {
+  double diff = 0, scale = floor;
   for (std::int64_t i = 0; i < n; ++i) {
     const bool nan_a = std::isnan(double(a[i])), nan_b = std::isnan(double(b[i]));
     if (nan_a != nan_b) return std::numeric_limits<double>::infinity();

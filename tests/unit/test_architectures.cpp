@@ -18,6 +18,7 @@
 #include "moe/layer.hpp"
 #include "moe/moe.hpp"
 #include "moe/optimizer.hpp"
+#include "support/random_architecture.hpp"
 #include "support/reference_loss.hpp"
 #include "support/test_util.hpp"
 
@@ -125,6 +126,40 @@ moe::reference::Params reference_params(const moe::MoELayer& layer) {
   return p;
 }
 
+// Expects the forward `r` of `layer` on x to equal the float64 reference: choices,
+// weights, aux and z-loss, the capacity's drops and loads, and the output (relative error
+// 1e-5). Compares nothing and returns false where the reference's top-k has a near
+// tie, which float32 may legitimately break the other way.
+bool forward_matches_the_float64_reference(const moe::MoELayer& layer, const Tensor<float>& x,
+                                           const moe::ForwardResult& r) {
+  const MOEConfig& c = layer.config();
+  const std::int64_t T = x.shape()[0];
+  const moe::reference::Params p = reference_params(layer);
+  const auto ref = moe::reference::route(x.data(), T, p.gate.data(), c, p.bias.empty() ? nullptr : p.bias.data());
+  if (ref.min_selection_gap <= 1e-5) return false;
+  EXPECT_EQ(std::vector<std::int32_t>(r.expert_indices.begin(), r.expert_indices.end()), ref.indices);
+  EXPECT_LE(relative_error(r.expert_weights.data(), ref.weights.data(), T * c.top_k), 1e-5);
+  EXPECT_NEAR(r.aux_loss, ref.aux_loss, 1e-5 * std::max(1.0, ref.aux_loss));
+  EXPECT_NEAR(r.z_loss, ref.z_loss, 1e-5 * std::max(1.0, ref.z_loss));
+
+  std::int64_t dropped = 0;
+  const std::vector<bool> kept = moe::reference::capacity_mask(ref.indices, T, c, &dropped);
+  std::vector<std::int64_t> load(static_cast<std::size_t>(c.num_experts), 0);
+  for (std::size_t i = 0; i < kept.size(); ++i)
+    if (kept[i]) ++load[static_cast<std::size_t>(ref.indices[i])];
+  EXPECT_EQ(r.stats.dropped, dropped);
+  EXPECT_EQ(r.stats.tokens_per_expert, load);
+
+  std::vector<const double*> experts;
+  for (const auto& e : p.experts) experts.push_back(e.data());
+  std::vector<double> out = moe::reference::expert_computation(x.data(), T, ref.indices, ref.weights, experts, c);
+  if (c.shared_expert_dim > 0)
+    moe::reference::add_shared_expert(x.data(), T, p.shared.data(),
+                                      p.shared_gate.empty() ? nullptr : p.shared_gate.data(), c, out);
+  EXPECT_LE(relative_error(r.output.data(), out.data(), T * c.hidden_dim), 1e-5);
+  return true;
+}
+
 class ArchForward : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(ArchForward, MatchesTheFloat64Reference) {
@@ -135,42 +170,64 @@ TEST_P(ArchForward, MatchesTheFloat64Reference) {
     moe::MoELayer layer = random_layer(c, *comm, 170 + T);
     const Tensor<float> x = random_tensor({T, c.hidden_dim}, 1.0, 200 + T);
     const moe::ForwardResult r = layer.forward(x);
-
-    const moe::reference::Params p = reference_params(layer);
-    const auto ref = moe::reference::route(x.data(), T, p.gate.data(), c, p.bias.empty() ? nullptr : p.bias.data());
-    ASSERT_GT(ref.min_selection_gap, 1e-5) << "a near tie: pick another seed";
-    EXPECT_EQ(std::vector<std::int32_t>(r.expert_indices.begin(), r.expert_indices.end()), ref.indices) << T;
-    EXPECT_LE(relative_error(r.expert_weights.data(), ref.weights.data(), T * c.top_k), 1e-5) << T;
-    EXPECT_NEAR(r.aux_loss, ref.aux_loss, 1e-5 * std::max(1.0, ref.aux_loss)) << T;
-
-    std::vector<const double*> experts;
-    for (const auto& e : p.experts) experts.push_back(e.data());
-    std::vector<double> out = moe::reference::expert_computation(x.data(), T, ref.indices, ref.weights, experts, c);
-    if (c.shared_expert_dim > 0)
-      moe::reference::add_shared_expert(x.data(), T, p.shared.data(), p.shared_gate.empty() ? nullptr : p.shared_gate.data(),
-                                        c, out);
-    EXPECT_LE(relative_error(r.output.data(), out.data(), T * c.hidden_dim), 1e-5) << T;
+    SCOPED_TRACE(::testing::Message() << "T = " << T);
+    ASSERT_TRUE(forward_matches_the_float64_reference(layer, x, r)) << "a near tie: pick another seed";
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchForward, ::testing::ValuesIn(kArchs),
                          [](const auto& info) { return info.param.name(); });
 
-// The layer's gradients against central differences of the float64 loss, on T tokens,
-// with the layer run at each of `thread_counts` OpenMP threads (empty: as it is). The
-// differences depend on the routing, not on the threads, so they are taken once, from
-// the first run's choices, and every later run must choose the same experts.
-void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, std::int64_t T,
-                                             const std::vector<int>& thread_counts = {}) {
+// Random layers (tests/support/random_architecture.hpp): every option drawn, shapes down
+// to H = 1 and F = 1, against the float64 reference. A draw whose float32 and float64
+// top-k may legitimately differ (a near tie) is replaced by the next, and few may be.
+TEST(RandomArchitectures, ForwardMatchesTheFloat64Reference) {
+  std::mt19937_64 rng(1128);
+  int compared = 0, near_ties = 0;
+  while (compared < 150) {
+    const MOEConfig c = moe::testing::random_architecture(rng, 1);
+    const std::int64_t T = moe::testing::draw(rng, 1, 60);
+    const double gate_scale = moe::testing::coin(rng) ? 0.3 : 3.0;
+    const std::uint64_t seed = 5000 + 100 * std::uint64_t(compared + near_ties);
+    SCOPED_TRACE(::testing::Message() << "draw " << compared + near_ties << ": " << c.to_string() << " T " << T
+                                      << " gate scale " << gate_scale);
+    auto comm = moe::make_communicator(moe::CommBackend::Local);
+    moe::MoELayer layer = random_layer(c, *comm, seed);
+    layer.set_gate_weights(random_tensor({c.hidden_dim, c.num_experts}, gate_scale, seed + 5));
+    const Tensor<float> x = random_tensor({T, c.hidden_dim}, 1.0, seed + 6);
+    const moe::ForwardResult r = layer.forward(x);
+    if (forward_matches_the_float64_reference(layer, x, r)) ++compared;
+    else ++near_ties;
+  }
+  EXPECT_LE(near_ties, 10) << "too many near ties for the draws to mean much";
+}
+
+struct GradientCheck {
+  // Run the layer at each of these OpenMP thread counts (empty: as it is). The
+  // differences depend on the routing, not on the threads, so they are taken once, from
+  // the first run's choices, and every later run must choose the same experts.
+  std::vector<int> thread_counts;
+  std::uint64_t seed = 31;     // the layer's parameters; the gate, tokens and output gradient from the next three
+  bool meant_to_drop = true;   // a config with a capacity must drop some assignments
+  // Each gradient's error is relative to max(max |difference quotient|, scale_floor).
+  // Where a gradient is 0 in exact arithmetic (through the weights of k = 1
+  // renormalised, or an aux loss made constant by balanced loads) both sides are
+  // rounding: the layer's of size ε·|∂L/∂w|/s (5e-6 seen, with ∂L/∂w near 10), the
+  // differences' 1e-11. A floor judges such a gradient by its absolute size.
+  double scale_floor = 0;
+};
+
+// The layer's gradients against central differences of the float64 loss, on T tokens.
+void expect_gradients_match_the_float64_loss(const MOEConfig& c, std::int64_t T, const GradientCheck& check = {}) {
   const std::int64_t H = c.hidden_dim;
   moe::LayerOptions options;
   options.aux_loss_coef = 0.3f;
   options.z_loss_coef = c.router == RouterKind::Softmax ? 0.2f : 0.0f;
   // Tokens with a common component, so that most of them prefer the same experts and
   // capacity 1.0 drops some.
-  Tensor<float> x = random_tensor({T, H}, 1.0, 33);
+  Tensor<float> x = random_tensor({T, H}, 1.0, check.seed + 2);
   for (float& v : x) v += 1.0f;
-  const Tensor<float> g = random_tensor({T, H}, 1.0, 34);
+  const Tensor<float> g = random_tensor({T, H}, 1.0, check.seed + 3);
 
   // The tensors whose gradients are checked, by name, with their float64 values (which
   // numeric_gradient perturbs in place) and, once taken, their central differences.
@@ -192,13 +249,13 @@ void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, 
     int threads = omp_get_max_threads();
     ~RestoreThreads() { omp_set_num_threads(threads); }
   } restore;
-  const std::vector<int> runs = thread_counts.empty() ? std::vector<int>{0} : thread_counts;
+  const std::vector<int> runs = check.thread_counts.empty() ? std::vector<int>{0} : check.thread_counts;
   for (const int threads : runs) {
     SCOPED_TRACE(threads ? "threads = " + std::to_string(threads) : std::string("threads as they are"));
     if (threads) omp_set_num_threads(threads);
     auto comm = moe::make_communicator(moe::CommBackend::Local);
-    moe::MoELayer layer = random_layer(c, *comm, 31, options);
-    layer.set_gate_weights(random_tensor({H, c.num_experts}, 0.7, 32));
+    moe::MoELayer layer = random_layer(c, *comm, check.seed, options);
+    layer.set_gate_weights(random_tensor({H, c.num_experts}, 0.7, check.seed + 1));
     const moe::ForwardResult fwd = layer.forward(x, moe::Pass::Training);
     const Tensor<float> dx = layer.backward(g);
     const std::vector<std::int32_t> chosen(fwd.expert_indices.begin(), fwd.expert_indices.end());
@@ -212,7 +269,7 @@ void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, 
       indices = chosen;
       const moe::DispatchPlan plan = moe::make_dispatch_plan(indices.data(), T, c);
       kept.assign(plan.kept.begin(), plan.kept.end());
-      if (c.drop_tokens) EXPECT_GT(plan.dropped, 0) << "meant to exercise dropping";
+      if (c.drop_tokens && check.meant_to_drop) EXPECT_GT(plan.dropped, 0) << "meant to exercise dropping";
       p = reference_params(layer);
       checked.push_back({"gate", &p.gate, {}});
       checked.push_back({"input", &xs, {}});
@@ -227,7 +284,8 @@ void expect_gradients_match_the_float64_loss(const Arch& a, const MOEConfig& c, 
     ASSERT_EQ(analytic.size(), checked.size());
     for (std::size_t i = 0; i < checked.size(); ++i) {
       ASSERT_EQ(analytic[i].numel(), static_cast<std::int64_t>(checked[i].numeric.size())) << checked[i].what;
-      EXPECT_LE(relative_error(analytic[i].data(), checked[i].numeric.data(), analytic[i].numel()), 1e-4)
+      EXPECT_LE(relative_error(analytic[i].data(), checked[i].numeric.data(), analytic[i].numel(), check.scale_floor),
+                1e-4)
           << checked[i].what;
     }
   }
@@ -237,7 +295,7 @@ class ArchGradients : public ::testing::TestWithParam<Arch> {};
 
 TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
   const Arch a = GetParam();
-  expect_gradients_match_the_float64_loss(a, a.config(4, 2, 6, 5, 1.0f), 11);
+  expect_gradients_match_the_float64_loss(a.config(4, 2, 6, 5, 1.0f), 11);
 }
 
 // With many experts the backward runs whole experts concurrently, one per thread
@@ -246,7 +304,24 @@ TEST_P(ArchGradients, MatchFiniteDifferencesOfTheFloat64Loss) {
 // sanitizers' unoptimised build this test took 137 s taking them at every count.)
 TEST(ArchGradientsManyExperts, MatchFiniteDifferencesWhateverTheThreadCount) {
   for (const Arch& a : {kArchs[2], kArchs[3]})  // DeepSeek-like glu, and ffn with biases
-    expect_gradients_match_the_float64_loss(a, a.config(20, 3, 6, 5, 1.0f), 23, {1, 2, 3});
+    expect_gradients_match_the_float64_loss(a.config(20, 3, 6, 5, 1.0f), 23, {{1, 2, 3}});
+}
+
+// Random layers as in RandomArchitectures.ForwardMatchesTheFloat64Reference, with H
+// and F cut to 8 and 6 to keep the differences cheap, and a random capacity (so
+// dropping is left to chance). Errors relative to at least 1 (GradientCheck): the
+// gradients of these layers (unit inputs) run to 10, and a draw can make one vanish.
+TEST(RandomArchitectures, GradientsMatchFiniteDifferencesOfTheFloat64Loss) {
+  std::mt19937_64 rng(2811);
+  for (int d = 0; d < 40; ++d) {
+    MOEConfig c = moe::testing::random_architecture(rng, 1);
+    c.hidden_dim = std::min<std::int64_t>(c.hidden_dim, 8);
+    c.expert_dim = std::min<std::int64_t>(c.expert_dim, 6);
+    c.shared_expert_dim = std::min<std::int64_t>(c.shared_expert_dim, 4);
+    const std::int64_t T = moe::testing::draw(rng, 1, 16);
+    SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << c.to_string() << " T " << T);
+    expect_gradients_match_the_float64_loss(c, T, {{}, 7000 + 10 * std::uint64_t(d), false, 1.0});
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ArchGradients, ::testing::ValuesIn(kArchs),

@@ -1,0 +1,31 @@
+// The main correctness property (docs/design.md §2) as one check that the invariance
+// tests share: a P-rank layer against the single-process layer on each rank's tokens.
+#pragma once
+
+#include <functional>
+
+#include "moe/layer.hpp"
+
+namespace moe::testing {
+
+// Builds the P-rank layer on world() with `options` and the single-process layer on
+// the CPU with the same options, gives both their parameters with `set_parameters`
+// (which must set the same values on every rank, and may set only the local experts
+// of a sharded layer), runs a training forward of x and a backward of g on each, and
+// expects on every rank: the same output, choices, weights, aux and z-loss, drops and
+// global loads, and input gradient; the replicated tensors' gradients (gate, shared
+// expert, shared gate) equal to the single-process ones summed over ranks; each local
+// expert's gradient equal to the single-process gradient of the summed loss.
+// Normwise relative error ≤ 1e-5, except:
+// - the gate gradient, relative to max(1, max |reference|): with k = 1 renormalised
+//   each token's weight is a constant, so the gate's gradient through it is 0 in exact
+//   arithmetic and only rounding (1e-8) remains;
+// - the experts' gradients, ≤ 1e-4: their owner sums every rank's rows in one product,
+//   the reference each rank's and then the ranks, and with H = 1 a tensor of a few
+//   entries can cancel to a tenth of its terms (2.3e-5 seen in 18 000 random layers).
+// Collective: every rank must call it.
+void expect_equal_to_the_single_process_layer(const MOEConfig& config, const LayerOptions& options,
+                                              const Tensor<float>& x, const Tensor<float>& g,
+                                              const std::function<void(MoELayer&)>& set_parameters);
+
+}  // namespace moe::testing

@@ -1,0 +1,70 @@
+// The main correctness property (docs/design.md §2) over random layers: kDraws
+// configurations drawn with every option of §1 and §1b (tests/support/
+// random_architecture.hpp), each with random parameters, traffic mode, loss weights
+// and token count per rank (0 included), held to the single-process layer on each
+// rank's tokens, forward and backward (single_process_comparison.hpp says what is
+// compared, and to what tolerance). The draws are seeded alike on every rank, and a
+// failure names its draw and configuration.
+#include <random>
+
+#include "mpi_test_env.hpp"
+#include "single_process_comparison.hpp"
+#include "support/random_architecture.hpp"
+#include "support/test_util.hpp"
+
+using moe::MOEConfig;
+using moe::Tensor;
+using moe::testing::coin;
+using moe::testing::draw;
+using moe::testing::world;
+
+namespace {
+
+constexpr int kDraws = 60;
+
+// Random parameters everywhere (not the initial ones, whose biases are zero), the same
+// on every rank: each tensor from its own seed, and each expert from its global id.
+void randomise(moe::MoELayer& layer, std::uint64_t seed, double gate_scale) {
+  const MOEConfig& c = layer.config();
+  layer.set_gate_weights(moe::testing::random_tensor({c.hidden_dim, c.num_experts}, gate_scale, seed + 1));
+  for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
+    layer.set_expert_params(e, moe::testing::random_tensor({c.expert_param_count()}, 0.4, seed + 100 + e));
+  if (c.router == moe::RouterKind::Sigmoid)
+    layer.set_expert_bias(moe::testing::random_tensor({c.num_experts}, 0.1, seed + 2));
+  if (c.shared_expert_dim > 0)
+    layer.set_shared_expert_params(moe::testing::random_tensor({c.shared_expert_param_count()}, 0.4, seed + 3));
+  if (c.shared_gate) layer.set_shared_gate_weights(moe::testing::random_tensor({c.hidden_dim}, 0.5, seed + 4));
+}
+
+class RandomInvariance : public moe::testing::MpiTest {};
+
+TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
+  const int P = world().size(), rank = world().rank();
+  std::mt19937_64 rng(20261128);
+  for (int d = 0; d < kDraws; ++d) {
+    const MOEConfig config = moe::testing::random_architecture(rng, P);
+    moe::LayerOptions options = moe::testing::layer_options();
+    options.traffic = coin(rng) ? moe::TrafficMode::Deduplicated : moe::TrafficMode::PerAssignment;
+    options.aux_loss_coef = coin(rng) ? 0.0f : 0.05f;
+    options.z_loss_coef = config.router == moe::RouterKind::Softmax && coin(rng) ? 0.02f : 0.0f;
+    // A small gate spreads the tokens; a large one piles them on a few experts and
+    // (with a capacity) drops some.
+    const double gate_scale = coin(rng) ? 0.3 : 3.0;
+    const std::uint64_t seed = 1000 * std::uint64_t(d);
+    // Every rank draws every rank's token count, so the stream stays the same on all.
+    std::vector<std::int64_t> tokens(static_cast<std::size_t>(P));
+    for (auto& t : tokens) t = draw(rng, 0, 4) == 0 ? 0 : draw(rng, 1, 40);
+    const std::int64_t T = tokens[static_cast<std::size_t>(rank)];
+    const bool dedup = options.traffic == moe::TrafficMode::Deduplicated;
+    SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << config.to_string() << " traffic "
+                                      << (dedup ? "dedup" : "per-assignment") << " aux " << options.aux_loss_coef
+                                      << " z " << options.z_loss_coef << " gate scale " << gate_scale << " T " << T
+                                      << " on rank " << rank);
+    const Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 10 + rank);
+    const Tensor<float> g = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 20 + rank);
+    moe::testing::expect_equal_to_the_single_process_layer(
+        config, options, x, g, [&](moe::MoELayer& layer) { randomise(layer, seed, gate_scale); });
+  }
+}
+
+}  // namespace

@@ -28,6 +28,17 @@ double error(const Tensor<float>& a, const std::vector<float>& b, double floor =
 
 }  // namespace
 
+void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scale) {
+  const MOEConfig& c = layer.config();
+  layer.set_gate_weights(random_tensor({c.hidden_dim, c.num_experts}, gate_scale, seed + 1));
+  for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
+    layer.set_expert_params(e, random_tensor({c.expert_param_count()}, 0.4, seed + 100 + std::uint64_t(e)));
+  if (c.router == RouterKind::Sigmoid) layer.set_expert_bias(random_tensor({c.num_experts}, 0.1, seed + 2));
+  if (c.shared_expert_dim > 0)
+    layer.set_shared_expert_params(random_tensor({c.shared_expert_param_count()}, 0.4, seed + 3));
+  if (c.shared_gate) layer.set_shared_gate_weights(random_tensor({c.hidden_dim}, 0.5, seed + 4));
+}
+
 void expect_equal_to_the_single_process_layer(const MOEConfig& config, const LayerOptions& options,
                                               const Tensor<float>& x, const Tensor<float>& g,
                                               const std::function<void(MoELayer&)>& set_parameters) {

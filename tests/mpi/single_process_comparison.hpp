@@ -8,6 +8,12 @@
 
 namespace moe::testing {
 
+// Random parameters everywhere (not the initial ones, whose biases are zero), the same
+// on every rank: each tensor from its own seed (seed + 1, …), each local expert's from
+// its global id; the gate's entries with standard deviation gate_scale (a small gate
+// spreads the tokens, a large one piles them on a few experts).
+void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scale);
+
 // Builds the P-rank layer on world() with `options` and the single-process layer on
 // the CPU with the same options, gives both their parameters with `set_parameters`
 // (which must set the same values on every rank, and may set only the local experts

@@ -22,20 +22,6 @@ namespace {
 
 constexpr int kDraws = 60;
 
-// Random parameters everywhere (not the initial ones, whose biases are zero), the same
-// on every rank: each tensor from its own seed, and each expert from its global id.
-void randomise(moe::MoELayer& layer, std::uint64_t seed, double gate_scale) {
-  const MOEConfig& c = layer.config();
-  layer.set_gate_weights(moe::testing::random_tensor({c.hidden_dim, c.num_experts}, gate_scale, seed + 1));
-  for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
-    layer.set_expert_params(e, moe::testing::random_tensor({c.expert_param_count()}, 0.4, seed + 100 + e));
-  if (c.router == moe::RouterKind::Sigmoid)
-    layer.set_expert_bias(moe::testing::random_tensor({c.num_experts}, 0.1, seed + 2));
-  if (c.shared_expert_dim > 0)
-    layer.set_shared_expert_params(moe::testing::random_tensor({c.shared_expert_param_count()}, 0.4, seed + 3));
-  if (c.shared_gate) layer.set_shared_gate_weights(moe::testing::random_tensor({c.hidden_dim}, 0.5, seed + 4));
-}
-
 class RandomInvariance : public moe::testing::MpiTest {};
 
 TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
@@ -63,7 +49,8 @@ TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
     const Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 10 + rank);
     const Tensor<float> g = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 20 + rank);
     moe::testing::expect_equal_to_the_single_process_layer(
-        config, options, x, g, [&](moe::MoELayer& layer) { randomise(layer, seed, gate_scale); });
+        config, options, x, g,
+        [&](moe::MoELayer& layer) { moe::testing::set_random_parameters(layer, seed, gate_scale); });
   }
 }
 

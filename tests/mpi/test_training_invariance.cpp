@@ -1,0 +1,116 @@
+// Training invariance through the optimizer (docs/design.md §2 and §5): a P-rank layer
+// trained for a few steps, each rank on its own tokens, ends with the parameters of a
+// single-process layer that ran every rank's tokens of each step as micro-batches
+// (forward and backward per rank, gradients accumulating) before the same clipping and
+// optimizer step. That holds the global gradient norm, the optimizers' sharded and
+// replicated state, and the sigmoid router's bias update to the single-process
+// definition, over random layers (tests/support/random_architecture.hpp).
+//
+// Tolerance: each parameter tensor within 1e-4 normwise relative, the clipping norm
+// within 1e-5, the expert bias bit for bit (its update counts whole tokens). A bug
+// in what crosses ranks (a norm or a gradient not summed, an expert's state on the
+// wrong rank) moves parameters by a whole step, 1e-2 of their size here. AdamW runs
+// with eps = 1e-3, not 1e-8: a gradient that is 0 in exact arithmetic is rounding on
+// both sides (single_process_comparison.hpp), and Adam's first step would turn that
+// rounding into ±lr. Adam still divides each gradient by its own size, so a gradient
+// near eps passes its own rounding (not the tensor's) to the step: 1.08e-5 was seen
+// once in 3000 random layers, hence 1e-4 and not 1e-5. SGD's rate is small enough
+// (1e-3) that no draw diverges: a diverging run amplifies rounding without bound.
+#include <random>
+
+#include "moe/optimizer.hpp"
+#include "mpi_test_env.hpp"
+#include "single_process_comparison.hpp"
+#include "support/random_architecture.hpp"
+#include "support/test_util.hpp"
+
+using moe::MOEConfig;
+using moe::Tensor;
+using moe::testing::coin;
+using moe::testing::draw;
+using moe::testing::world;
+
+namespace {
+
+constexpr int kDraws = 16;
+constexpr int kSteps = 3;
+
+double error(const Tensor<float>& a, const Tensor<float>& b) {
+  if (a.numel() != b.numel()) return INFINITY;
+  return moe::testing::relative_error(a.data(), b.data(), a.numel());
+}
+
+moe::Optimizer make_optimizer(moe::MoELayer& layer, bool adamw) {
+  if (!adamw) return moe::Optimizer::sgd(layer, {1e-3f, 0.9f, 0.01f});
+  moe::AdamWOptions options;
+  options.lr = 0.01f;
+  options.eps = 1e-3f;
+  return moe::Optimizer::adamw(layer, options);
+}
+
+class TrainingInvariance : public moe::testing::MpiTest {};
+
+TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksTokens) {
+  const int P = world().size(), rank = world().rank();
+  std::mt19937_64 rng(1128);
+  for (int d = 0; d < kDraws; ++d) {
+    MOEConfig config = moe::testing::random_architecture(rng, P);
+    config.bias_update_rate = 0.01f;  // large enough to move the routing between steps
+    moe::LayerOptions options = moe::testing::layer_options();
+    options.traffic = coin(rng) ? moe::TrafficMode::Deduplicated : moe::TrafficMode::PerAssignment;
+    options.aux_loss_coef = coin(rng) ? 0.0f : 0.05f;
+    options.z_loss_coef = config.router == moe::RouterKind::Softmax && coin(rng) ? 0.02f : 0.0f;
+    const bool adamw = coin(rng);
+    const double max_norm = coin(rng) ? 0.5 : 0.0;  // clipping on (these gradients exceed 0.5) or off
+    const std::uint64_t seed = 1000 * std::uint64_t(d);
+    SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << config.to_string() << (adamw ? " adamw" : " sgd")
+                                      << " clip " << max_norm << " aux " << options.aux_loss_coef << " z "
+                                      << options.z_loss_coef << " on rank " << rank);
+
+    moe::MoELayer layer(config, world(), 5, options);
+    moe::testing::set_random_parameters(layer, seed, 1.0);
+    moe::Optimizer optimizer = make_optimizer(layer, adamw);
+    auto local = moe::make_communicator(moe::CommBackend::Local);
+    moe::LayerOptions single_options = options;
+    single_options.device = moe::Device::CPU;
+    moe::MoELayer single(config, *local, 5, single_options);
+    moe::testing::set_random_parameters(single, seed, 1.0);
+    moe::Optimizer single_optimizer = make_optimizer(single, adamw);
+
+    for (int step = 0; step < kSteps; ++step) {
+      // Every rank draws every rank's tokens: its own for the P-rank layer, all of them
+      // for the single-process one.
+      std::vector<Tensor<float>> xs, gs;
+      for (int r = 0; r < P; ++r) {
+        const std::int64_t T = draw(rng, 0, 4) == 0 ? 0 : draw(rng, 1, 30);
+        const std::uint64_t s = seed + 10 * std::uint64_t(step * P + r);
+        xs.push_back(moe::testing::random_tensor({T, config.hidden_dim}, 1.0, s + 5));
+        gs.push_back(moe::testing::random_tensor({T, config.hidden_dim}, 1.0, s + 6));
+      }
+      layer.zero_grad();
+      layer.forward(xs[static_cast<std::size_t>(rank)], moe::Pass::Training);
+      layer.backward(gs[static_cast<std::size_t>(rank)]);
+      const double norm = moe::clip_grad_norm(layer, max_norm);
+      optimizer.step();
+
+      single.zero_grad();
+      for (int r = 0; r < P; ++r) {
+        single.forward(xs[static_cast<std::size_t>(r)], moe::Pass::Training);
+        single.backward(gs[static_cast<std::size_t>(r)]);
+      }
+      const double single_norm = moe::clip_grad_norm(single, max_norm);
+      single_optimizer.step();
+      EXPECT_NEAR(norm, single_norm, 1e-5 * single_norm) << "step " << step;
+    }
+
+    EXPECT_LE(error(layer.gate_weights(), single.gate_weights()), 1e-4) << "gate";
+    const Tensor<float> bias = layer.expert_bias(), single_bias = single.expert_bias();
+    EXPECT_EQ(std::vector<float>(bias.begin(), bias.end()), std::vector<float>(single_bias.begin(), single_bias.end()));
+    EXPECT_LE(error(layer.shared_expert_params(), single.shared_expert_params()), 1e-4) << "shared expert";
+    EXPECT_LE(error(layer.shared_gate_weights(), single.shared_gate_weights()), 1e-4) << "shared gate";
+    for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
+      EXPECT_LE(error(layer.expert_params(e), single.expert_params(e)), 1e-4) << "expert " << e;
+  }
+}
+
+}  // namespace

@@ -1,5 +1,5 @@
-// The main correctness property (docs/design.md §2) over random layers: kDraws
-// configurations drawn with every option of §1 and §1b (tests/support/
+// The main correctness property (docs/design.md §2) over random layers: 60 (20 past
+// two ranks) configurations drawn with every option of §1 and §1b (tests/support/
 // random_architecture.hpp), each with random parameters, traffic mode, loss weights
 // and token count per rank (0 included), held to the single-process layer on each
 // rank's tokens, forward and backward (single_process_comparison.hpp says what is
@@ -20,14 +20,16 @@ using moe::testing::world;
 
 namespace {
 
-constexpr int kDraws = 60;
+// Fewer draws past 2 ranks: CI runs 4 ranks on 2 cores, where every collective waits
+// for the scheduler (60 draws took 9 s at 4 ranks against 0.03 s at 2).
+int draws(int ranks) { return ranks > 2 ? 20 : 60; }
 
 class RandomInvariance : public moe::testing::MpiTest {};
 
 TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
   const int P = world().size(), rank = world().rank();
   std::mt19937_64 rng(20261128);
-  for (int d = 0; d < kDraws; ++d) {
+  for (int d = 0; d < draws(P); ++d) {
     const MOEConfig config = moe::testing::random_architecture(rng, P);
     moe::LayerOptions options = moe::testing::layer_options();
     options.traffic = coin(rng) ? moe::TrafficMode::Deduplicated : moe::TrafficMode::PerAssignment;

@@ -20,21 +20,16 @@ using moe::testing::world;
 
 namespace {
 
-// Fewer draws past 2 ranks: CI runs 4 ranks on 2 cores, where every collective waits
-// for the scheduler (60 draws took 9 s at 4 ranks against 0.03 s at 2).
-int draws(int ranks) { return ranks > 2 ? 20 : 60; }
+constexpr int kDraws = 60;
 
 class RandomInvariance : public moe::testing::MpiTest {};
 
 TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
   const int P = world().size(), rank = world().rank();
   std::mt19937_64 rng(20261128);
-  for (int d = 0; d < draws(P); ++d) {
+  for (int d = 0; d < moe::testing::sweep_draws(kDraws, P); ++d) {
     const MOEConfig config = moe::testing::random_architecture(rng, P);
-    moe::LayerOptions options = moe::testing::layer_options();
-    options.traffic = coin(rng) ? moe::TrafficMode::Deduplicated : moe::TrafficMode::PerAssignment;
-    options.aux_loss_coef = coin(rng) ? 0.0f : 0.05f;
-    options.z_loss_coef = config.router == moe::RouterKind::Softmax && coin(rng) ? 0.02f : 0.0f;
+    const moe::LayerOptions options = moe::testing::random_layer_options(rng, config, moe::testing::layer_options());
     // A small gate spreads the tokens; a large one piles them on a few experts and
     // (with a capacity) drops some.
     const double gate_scale = coin(rng) ? 0.3 : 3.0;

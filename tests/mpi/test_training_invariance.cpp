@@ -32,9 +32,7 @@ using moe::testing::world;
 
 namespace {
 
-// Fewer layers past 2 ranks, as in test_random_invariance.cpp (16 took 23 s at 4 ranks
-// on 2 cores).
-int draws(int ranks) { return ranks > 2 ? 6 : 16; }
+constexpr int kDraws = 18;  // 6 past two ranks (sweep_draws)
 constexpr int kSteps = 3;
 
 double error(const Tensor<float>& a, const Tensor<float>& b) {
@@ -55,13 +53,10 @@ class TrainingInvariance : public moe::testing::MpiTest {};
 TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksTokens) {
   const int P = world().size(), rank = world().rank();
   std::mt19937_64 rng(1128);
-  for (int d = 0; d < draws(P); ++d) {
+  for (int d = 0; d < moe::testing::sweep_draws(kDraws, P); ++d) {
     MOEConfig config = moe::testing::random_architecture(rng, P);
     config.bias_update_rate = 0.01f;  // large enough to move the routing between steps
-    moe::LayerOptions options = moe::testing::layer_options();
-    options.traffic = coin(rng) ? moe::TrafficMode::Deduplicated : moe::TrafficMode::PerAssignment;
-    options.aux_loss_coef = coin(rng) ? 0.0f : 0.05f;
-    options.z_loss_coef = config.router == moe::RouterKind::Softmax && coin(rng) ? 0.02f : 0.0f;
+    const moe::LayerOptions options = moe::testing::random_layer_options(rng, config, moe::testing::layer_options());
     const bool adamw = coin(rng);
     const double max_norm = coin(rng) ? 0.5 : 0.0;  // clipping on (these gradients exceed 0.5) or off
     const std::uint64_t seed = 1000 * std::uint64_t(d);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "moe/config.hpp"
+#include "moe/layer.hpp"
 
 namespace moe::testing {
 
@@ -60,6 +61,15 @@ inline MOEConfig random_architecture(std::mt19937_64& rng, std::int64_t ranks) {
   c.shared_gate = shared == 2;
   c.validate();
   return c;
+}
+
+// `base` (the device under test) with a random traffic mode and loss weights: the aux
+// loss on or off, and the z-loss on or off where the router has one (softmax).
+inline LayerOptions random_layer_options(std::mt19937_64& rng, const MOEConfig& c, LayerOptions base) {
+  base.traffic = coin(rng) ? TrafficMode::Deduplicated : TrafficMode::PerAssignment;
+  base.aux_loss_coef = coin(rng) ? 0.0f : 0.05f;
+  base.z_loss_coef = c.router == RouterKind::Softmax && coin(rng) ? 0.02f : 0.0f;
+  return base;
 }
 
 }  // namespace moe::testing

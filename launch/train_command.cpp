@@ -278,6 +278,16 @@ class TrainCommand final : public Command {
                   config_.to_string().c_str(), comm.size(), device_.device.c_str(), comm_backend_name(comm.backend()),
                   static_cast<long long>(tokens_), source.c_str(), optimizer_.c_str(),
                   double(optimizer.learning_rate()), resume_.empty() ? "" : (", resumed at step " + std::to_string(step)).c_str());
+      // Top-1 renormalised is s/s: a constant weight, so the task loss has no gradient into the
+      // router, and only the aux and z losses move it. Valid (it is what the config says), but
+      // rarely meant: Switch Transformer's top-1 weights each token by its score.
+      if (config_.top_k == 1 && config_.normalize_top_k)
+        std::fprintf(stderr,
+                     "moe train: note: with --top-k 1 and renormalised weights every kept token's weight is "
+                     "%g (s/s times --routed-scaling), so the task loss gives the router no gradient and only "
+                     "the aux and z losses train it; --raw-weights weights each token by its router score "
+                     "(Switch Transformer)\n",
+                     double(config_.routed_scaling_factor));
       std::printf("%8s %12s %9s %9s %11s %8s %9s\n", "step", "loss", "aux", "z", "tokens/s", "dropped", "load max");
     }
     const double total_tokens = double(comm.size()) * double(tokens_);

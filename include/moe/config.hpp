@@ -33,6 +33,9 @@ struct MOEConfig {
   std::int64_t expert_dim = 2048;
   float capacity_factor = 1.25f;
   // Divide the k selected scores by their sum (true), or keep the raw router scores.
+  // With top_k = 1 a renormalised weight is s/s, a constant: the task loss then gives
+  // the router no gradient (only the aux and z losses train it). Switch Transformer's
+  // top-1 keeps the raw score (false); `moe train` prints a note for this case.
   bool normalize_top_k = true;
   // Apply the per-expert capacity and drop what exceeds it (true), or keep every assignment.
   bool drop_tokens = true;

@@ -101,6 +101,11 @@ check "a NaN clipping norm is refused, not taken as no clipping" fails_with "--c
   moe train --clip nan
 check "a negative seed is refused, not wrapped" fails_with "--data-seed: must be >= 0 (got -1)" moe train --data-seed -1
 check "... for init too" fails_with "--seed: must be >= 0 (got -3)" moe init --out seed.h5 --seed -3
+check "top-1 with renormalised weights: a note that the router gets no task gradient" bash -c \
+  "moe train --top-k 1 --steps 1 --tokens 64 --hidden 16 --expert-dim 16 2>&1 >/dev/null | grep -q 'gives the router no gradient'"
+check "... and none with --raw-weights or top-2" bash -c \
+  "! moe train --top-k 1 --raw-weights --steps 1 --tokens 64 --hidden 16 --expert-dim 16 2>&1 | grep -q 'no gradient' &&
+   ! moe train --top-k 2 --steps 1 --tokens 64 --hidden 16 --expert-dim 16 2>&1 | grep -q 'no gradient'"
 check "a negative --save-every is refused" fails_with "--save-every: must be >= 0 (got -1)" moe train --save-every -1
 
 # Ranks given different command lines (issue 10): an error naming the option and ranks.

@@ -53,12 +53,13 @@ class TrainingInvariance : public moe::testing::MpiTest {};
 TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksTokens) {
   const int P = world().size(), rank = world().rank();
   std::mt19937_64 rng(1128);
+  int clipped = 0;  // steps whose norm exceeded a clipping bound, so that clipping ran
   for (int d = 0; d < moe::testing::sweep_draws(kDraws, P); ++d) {
     MOEConfig config = moe::testing::random_architecture(rng, P);
     config.bias_update_rate = 0.01f;  // large enough to move the routing between steps
     const moe::LayerOptions options = moe::testing::random_layer_options(rng, config, moe::testing::layer_options());
     const bool adamw = coin(rng);
-    const double max_norm = coin(rng) ? 0.5 : 0.0;  // clipping on (these gradients exceed 0.5) or off
+    const double max_norm = coin(rng) ? 0.5 : 0.0;  // clipping on (most of these norms exceed 0.5) or off
     const std::uint64_t seed = 1000 * std::uint64_t(d);
     SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << config.to_string() << (adamw ? " adamw" : " sgd")
                                       << " clip " << max_norm << " aux " << options.aux_loss_coef << " z "
@@ -98,6 +99,7 @@ TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksT
       const double single_norm = moe::clip_grad_norm(single, max_norm);
       single_optimizer.step();
       EXPECT_NEAR(norm, single_norm, 1e-5 * single_norm) << "step " << step;
+      if (max_norm > 0 && norm > max_norm) ++clipped;
     }
 
     EXPECT_LE(error(layer.gate_weights(), single.gate_weights()), 1e-4) << "gate";
@@ -108,6 +110,7 @@ TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksT
     for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
       EXPECT_LE(error(layer.expert_params(e), single.expert_params(e)), 1e-4) << "expert " << e;
   }
+  EXPECT_GT(clipped, 0) << "meant to exercise clipping";
 }
 
 }  // namespace

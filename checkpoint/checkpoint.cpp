@@ -319,8 +319,10 @@ std::int64_t checkpoint_bytes(const MoELayer& layer, Optimizer* optimizer) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step, Optimizer* optimizer,
-                     const TrainingAttributes& training) {
+namespace {
+
+void save_from_the_group(const std::string& path, const MoELayer& layer, std::int64_t step, Optimizer* optimizer,
+                         const TrainingAttributes& training) {
   Communicator& comm = layer.communicator();
   const MOEConfig& c = layer.config();
   checkpoint::check_on_rank_zero(comm, [&] {
@@ -353,6 +355,26 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
     hdf5::collectively(comm, [&] { file.close(); });
   }
   pending.commit();
+}
+
+}  // namespace
+
+// With replicas (docs/design.md §2) the first expert group holds every expert once and
+// writes the file; the others wait for its outcome, so that every rank returns after
+// the file is complete, or throws with the writers' error.
+void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_t step, Optimizer* optimizer,
+                     const TrainingAttributes& training) {
+  Communicator* replicas = layer.replica_communicator();
+  if (!replicas) return save_from_the_group(path, layer, step, optimizer, training);
+  std::string error;
+  if (replicas->rank() == 0) {
+    try {
+      save_from_the_group(path, layer, step, optimizer, training);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  }
+  collective_check(*replicas, [&] { if (!error.empty()) throw Error(error); });
 }
 
 std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer* optimizer,
@@ -397,7 +419,20 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer
     }
     file.close();
   }
-  collective_check(comm, [&] { MOE_CHECK_ARG(error.empty(), "load_checkpoint", "'", path, "': ", error); });
+  auto check_read = [&] { MOE_CHECK_ARG(error.empty(), "load_checkpoint", "'", path, "': ", error); };
+  Communicator* replicas = layer.replica_communicator();
+  if (!replicas) {
+    collective_check(comm, check_read);
+    return step;
+  }
+  // Every group read the file; a group that failed fails its replicas too.
+  std::string verdict;
+  try {
+    collective_check(comm, check_read);
+  } catch (const Error& e) {
+    verdict = e.what();
+  }
+  collective_check(*replicas, [&] { if (!verdict.empty()) throw Error(verdict); });
   return step;
 }
 

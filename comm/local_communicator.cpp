@@ -26,6 +26,7 @@ class LocalCommunicator final : public Communicator {
   void all_reduce(void*, std::int64_t, DataType, ReduceOp) override {}
   void broadcast(void*, std::size_t, int) override {}
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
   [[noreturn]] void abort(const std::string& message, int exit_code) noexcept override {
     std::fprintf(stderr, "moe: %s\n", message.c_str());
     std::fflush(stderr);

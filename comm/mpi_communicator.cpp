@@ -102,20 +102,16 @@ int checked_int(std::int64_t value, const char* what) {
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm parent) {
-    ensure_mpi_initialized();
-    MOE_CHECK(Mpi, MPI_Comm_dup(parent, &comm_));
-    // Errors come back as return codes, which MOE_CHECK turns into moe::Error.
-    MOE_CHECK(Mpi, MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
-    MOE_CHECK(Mpi, MPI_Comm_rank(comm_, &rank_));
-    MOE_CHECK(Mpi, MPI_Comm_size(comm_, &size_));
+    adopt_duplicate(parent);
     MPI_Comm node = MPI_COMM_NULL;
     MOE_CHECK(Mpi, MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
     MOE_CHECK(Mpi, MPI_Comm_rank(node, &local_rank_));
     MOE_CHECK(Mpi, MPI_Comm_size(node, &local_size_));
     MOE_CHECK(Mpi, MPI_Comm_free(&node));
-    int world_rank = 0;
-    MOE_CHECK(Mpi, MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
-    detail::set_process_rank(world_rank);
+  }
+  // A group split from another communicator, with that one's view of the node.
+  MpiCommunicator(MPI_Comm group, int local_rank, int local_size) : local_rank_(local_rank), local_size_(local_size) {
+    adopt_duplicate(group);
   }
 
   ~MpiCommunicator() override {
@@ -196,6 +192,21 @@ class MpiCommunicator final : public Communicator {
 
   void barrier() override { MOE_CHECK(Mpi, MPI_Barrier(comm_)); }
 
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    MOE_CHECK_ARG(color >= 0, "Communicator::split", "color = ", color, "; expected >= 0");
+    MPI_Comm group = MPI_COMM_NULL;
+    MOE_CHECK(Mpi, MPI_Comm_split(comm_, color, key, &group));
+    std::unique_ptr<Communicator> out;
+    try {
+      out = std::make_unique<MpiCommunicator>(group, local_rank_, local_size_);
+    } catch (...) {
+      MPI_Comm_free(&group);
+      throw;
+    }
+    MOE_CHECK(Mpi, MPI_Comm_free(&group));  // the new communicator holds a duplicate
+    return out;
+  }
+
   const void* native_handle() const override { return &comm_; }
 
   [[noreturn]] void abort(const std::string& message, int exit_code) noexcept override {
@@ -206,6 +217,19 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // comm_ = a duplicate of `parent` (moe's traffic never mixes with the caller's), whose
+  // errors come back as return codes, which MOE_CHECK turns into moe::Error.
+  void adopt_duplicate(MPI_Comm parent) {
+    ensure_mpi_initialized();
+    MOE_CHECK(Mpi, MPI_Comm_dup(parent, &comm_));
+    MOE_CHECK(Mpi, MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    MOE_CHECK(Mpi, MPI_Comm_rank(comm_, &rank_));
+    MOE_CHECK(Mpi, MPI_Comm_size(comm_, &size_));
+    int world_rank = 0;
+    MOE_CHECK(Mpi, MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+    detail::set_process_rank(world_rank);
+  }
+
   MPI_Datatype row_type(std::size_t row_bytes) {
     auto it = row_types_.find(row_bytes);
     if (it != row_types_.end()) return it->second;

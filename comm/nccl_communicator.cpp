@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "check.hpp"
 #include "comm/backends.hpp"
@@ -48,7 +49,10 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator() : host_(make_mpi_world()) {
+  NcclCommunicator() : NcclCommunicator(make_mpi_world()) {}
+  // Over the ranks of `host` (MPI), each on the GPU its node view picks: for a group
+  // split from another communicator, the GPU that one uses (split keeps the view).
+  explicit NcclCommunicator(std::unique_ptr<Communicator> host) : host_(std::move(host)) {
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess) devices = 0;
     MOE_CHECK_ARG(devices > 0, "make_communicator", "backend = nccl needs a GPU, and rank ", host_->rank(),
@@ -93,6 +97,12 @@ class NcclCommunicator final : public Communicator {
   const void* native_handle() const override { return host_->native_handle(); }
 
   MemorySpace payload_memory() const override { return MemorySpace::Device; }
+
+  // A new NCCL communicator over the MPI group split alongside (its unique id travels
+  // over that group), on the same GPU.
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    return std::make_unique<NcclCommunicator>(host_->split(color, key));
+  }
 
   void all_to_allv_payload(const void* send, const std::int64_t* send_rows, void* recv, const std::int64_t* recv_rows,
                            std::size_t row_bytes) override {

@@ -116,7 +116,9 @@ struct MoELayer::Impl {
 
   ParameterSet params{*ops};  // gate and shared expert replicated; this rank's routed experts
   ParameterSet grads{*ops};   // the same shapes; replicated ones summed over ranks
-  ParameterSet step{*ops};    // one backward's replicated gradients, before the sum over ranks
+  // One backward's replicated gradients before their sum over ranks, and with replicas
+  // also its experts' gradients before their sum over the replicas.
+  ParameterSet step{*ops};
   // Sigmoid router: the expert bias [E] (replicated, not trained by gradient), its
   // host copy, and the global assignment counts since the last bias update.
   Buffer<float> expert_bias{*ops};
@@ -128,6 +130,11 @@ struct MoELayer::Impl {
   Buffer<float> saved_input{*ops};
   Buffer<float> input_rows{*ops}, output_rows{*ops}, grad_rows{*ops}, input_grad_rows{*ops};  // GPU staging
   Transport transport{*comm, *ops};
+  // Data parallelism over expert groups (docs/design.md §2): the ranks holding the same
+  // experts in the other groups, with whom every gradient and the bias's loads are
+  // summed; null without (or with a single group).
+  Communicator* replicas = nullptr;
+  std::unique_ptr<Transport> replica_transport;
   std::unique_ptr<TokenExchange> exchange;  // P > 1: the tokens to their experts' owners and back
   // Held by this layer only; a ForwardGraph watches it, so that a replay after the
   // layer is gone is an error instead of a use of freed memory.
@@ -250,12 +257,24 @@ struct MoELayer::Impl {
 
   void zero_grad() { grads.zero(); }
 
+  // After every rank's constructor passed its checks (MoELayer's constructor with replicas).
+  void attach_replicas(Communicator& group) {
+    if (group.size() == 1) return;
+    replicas = &group;
+    replica_transport = std::make_unique<Transport>(group, *ops);
+    step.resize(config, local_experts);
+  }
+
   const float* bias_or_null() const { return config.has_expert_bias_vector() ? expert_bias.data() : nullptr; }
   const float* shared_gate_or_null() const { return config.shared_gate ? params.shared_gate.data() : nullptr; }
 
   // b += rate · sign(mean load − load) from the global counts since the last update.
   void update_expert_bias() {
     if (!config.has_expert_bias_vector() || config.bias_update_rate == 0.0f) return;
+    // The loads so far are the expert group's; the replicas' groups saw other tokens.
+    if (replicas)
+      replicas->all_reduce(load_since_update.data(), static_cast<std::int64_t>(load_since_update.size()),
+                           DataType::Int64, ReduceOp::Sum);
     moe::update_expert_bias(host_expert_bias, load_since_update, config.bias_update_rate);
     expert_bias.upload(host_expert_bias);
     std::fill(load_since_update.begin(), load_since_update.end(), 0);
@@ -283,6 +302,14 @@ struct MoELayer::Impl {
   std::vector<ExpertGradients> local_grads() {
     std::vector<ExpertGradients> out;
     for (std::int64_t e = 0; e < local_experts; ++e) out.push_back(grads.experts.grads(e));
+    return out;
+  }
+  // Where a backward adds its experts' gradients: the layer's, or with replicas this
+  // backward's own, to be summed over the replicas first.
+  std::vector<ExpertGradients> backward_expert_grads() {
+    if (!replicas) return local_grads();
+    std::vector<ExpertGradients> out;
+    for (std::int64_t e = 0; e < local_experts; ++e) out.push_back(step.experts.grads(e));
     return out;
   }
 
@@ -600,13 +627,14 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
   PhaseTimes& times = backward_times;
   times = PhaseTimes{};
   PhaseClock clock(*ops);
+  step.zero();
   // ∂L/∂weight of each slot (0 where dropped), in backend memory.
   float* d_slot = router.d_weights.resize(static_cast<std::size_t>(T * k));
   const auto A = static_cast<std::size_t>(saved.expert_rows.entries);
   float* d_weights = workspace.d_weights.resize(A);
 
   if (ranks == 1) {
-    backward_experts(*ops, saved.expert_rows, g, local_params(), local_grads(), params.experts.layout,
+    backward_experts(*ops, saved.expert_rows, g, local_params(), backward_expert_grads(), params.experts.layout,
                      config.activation, workspace, dx, d_weights);
     // The combine's entries are the kept slots: their weight gradients go to their slots.
     ops->fill_zero(d_slot, sizeof(float) * static_cast<std::size_t>(T * k));
@@ -614,14 +642,13 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
     clock.lap(times.experts);
   } else {
     exchange->dispatch_gradient(g, times, clock);
-    backward_experts(*ops, saved.expert_rows, exchange->gradient_rows(), local_params(), local_grads(),
+    backward_experts(*ops, saved.expert_rows, exchange->gradient_rows(), local_params(), backward_expert_grads(),
                      params.experts.layout, config.activation, workspace, exchange->input_gradient_rows(),
                      d_weights);
     clock.lap(times.experts);
     exchange->return_gradient(workspace.d_weights, T, k, dx, d_slot, times, clock);
   }
   // The replicated parameters' gradients of this rank's tokens, summed over ranks.
-  step.zero();
   moe::router_backward(*ops, saved_input.data(), params.gate.data(), config, saved.routing, d_slot,
                        aux_loss_weight, z_loss_weight, router, step.gate.data(), dx);
   clock.lap(times.route);
@@ -630,11 +657,15 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
                     step.shared, step.shared_gate.data(), dx);
     clock.lap(times.shared_expert);
   }
+  // step holds the replicated tensors, and with replicas the experts too: the tensors of
+  // grads it holds, in the same order. Replicated ones are summed over the expert group,
+  // then everything over the replicas: every gradient is the whole job's.
   std::vector<ParameterSet::Tensor> sums = step.tensors(), into;
   for (const ParameterSet::Tensor& t : grads.tensors())
-    if (t.replicated) into.push_back(t);
+    if (t.replicated || replicas) into.push_back(t);
   for (std::size_t i = 0; i < sums.size(); ++i) {
-    transport.all_reduce_sum(sums[i].data, sums[i].count);
+    if (sums[i].replicated) transport.all_reduce_sum(sums[i].data, sums[i].count);
+    if (replicas) replica_transport->all_reduce_sum(sums[i].data, sums[i].count);
     ops->add(into[i].data, sums[i].data, sums[i].count);
   }
   clock.lap(times.reduce);
@@ -644,6 +675,42 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
 
 MoELayer::MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed, LayerOptions options)
     : impl_(std::make_unique<Impl>(config, comm, seed, options)) {}
+
+// Every group builds its layer and checks it over its own ranks; then the replicas check
+// that they hold the same layer at the same position of their groups. A failure
+// anywhere reaches every rank (over the replicas, then the groups, then the replicas:
+// in a grid of groups that is everyone), so no group is left waiting in a later sum.
+MoELayer::MoELayer(const MOEConfig& config, Communicator& experts, Communicator& replicas, std::uint64_t seed,
+                   LayerOptions options) {
+  std::string error;
+  auto record = [&](const std::function<void()>& step) {
+    try {
+      step();
+    } catch (const Error& e) {
+      if (error.empty()) error = e.what();
+    }
+  };
+  auto agree = [&](Communicator& over) { record([&] { collective_check(over, [&] { if (!error.empty()) throw Error(error); }); }); };
+  record([&] { impl_ = std::make_unique<Impl>(config, experts, seed, options); });
+  agree(replicas);
+  if (error.empty())
+    record([&] {
+      std::int64_t position[2] = {experts.size(), experts.rank()}, low[2] = {position[0], position[1]};
+      replicas.all_reduce(position, 2, DataType::Int64, ReduceOp::Max);
+      replicas.all_reduce(low, 2, DataType::Int64, ReduceOp::Min);
+      MOE_CHECK_ARG(low[0] == position[0] && low[1] == position[1], "MoELayer",
+                    "the replicas communicator joins ranks of expert groups of ", low[0], " to ", position[0],
+                    " ranks, at positions ", low[1], " to ", position[1], " of their groups (this rank: ",
+                    experts.rank(), " of ", experts.size(),
+                    "); expected the ranks at the same position of equal groups (split_expert_parallel)");
+      check_same_on_every_rank(replicas, config, seed, options);
+      Transport(replicas, *impl_->ops).check();
+    });
+  agree(experts);
+  agree(replicas);
+  if (!error.empty()) throw CollectiveError(error);
+  impl_->attach_replicas(replicas);
+}
 MoELayer::~MoELayer() = default;
 MoELayer::MoELayer(MoELayer&&) noexcept = default;
 MoELayer& MoELayer::operator=(MoELayer&&) noexcept = default;
@@ -767,6 +834,7 @@ Tensor<FLOAT_TYPE> MoELayer::shared_gate_grad() const {
 const MOEConfig& MoELayer::config() const { return impl_->config; }
 const LayerOptions& MoELayer::options() const { return impl_->options; }
 Communicator& MoELayer::communicator() const { return *impl_->comm; }
+Communicator* MoELayer::replica_communicator() const { return impl_->replicas; }
 std::int64_t MoELayer::num_local_experts() const { return impl_->local_experts; }
 std::int64_t MoELayer::first_local_expert() const { return impl_->first_expert; }
 bool MoELayer::owns_expert(std::int64_t id) const {

@@ -88,7 +88,27 @@ class Communicator {
 
   // Ends the whole job (every rank) after printing message with this rank's name.
   [[noreturn]] virtual void abort(const std::string& message, int exit_code = 1) noexcept = 0;
+
+  // Collective: the ranks that pass the same `color` (>= 0) form a new communicator of
+  // this one's backend, ranked by `key` (ties by their rank here). It keeps this one's
+  // view of the node (local_rank, local_size): that view picks a rank's GPU and its
+  // share of the CPU cores, which belong to the node's processes, whatever the group.
+  // The default throws (a backend that cannot split).
+  virtual std::unique_ptr<Communicator> split(int color, int key);
 };
+
+// Expert parallelism inside data parallelism (docs/design.md §2): `world`'s ranks in
+// groups of `expert_parallel_size` consecutive ranks. Each group holds every expert once
+// and shards them over `experts`, the communicator its MoELayer is built on; `replicas`
+// joins the ranks at the same position of every group, which hold the same experts and
+// sum their gradients (MoELayer's constructor with both). Consecutive ranks, so that a
+// group's all-to-all stays within a node where the launcher fills nodes rank by rank.
+// Collective over world; every rank must pass the same size, a divisor of world's.
+struct ExpertParallelGroups {
+  std::unique_ptr<Communicator> experts;   // expert_parallel_size ranks
+  std::unique_ptr<Communicator> replicas;  // world.size() / expert_parallel_size ranks
+};
+ExpertParallelGroups split_expert_parallel(Communicator& world, int expert_parallel_size);
 
 // Builds the backend asked for. MPI is initialised here if the caller has not done it,
 // and is then finalised at exit; a caller that initialised MPI keeps that job.

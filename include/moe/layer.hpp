@@ -126,8 +126,9 @@ struct ForwardStats {
   std::int64_t bytes_sent = 0;              // token-row bytes to other ranks: what crosses the wire
   std::int64_t metadata_bytes_sent = 0;     // routing metadata to other ranks (expert ids, weights)
   std::int64_t dropped = 0;                 // this rank's assignments dropped by capacity
-  std::vector<std::int64_t> tokens_per_expert;  // [E] kept assignments per expert, summed over all ranks
-  std::vector<std::int64_t> chosen_per_expert;  // [E] top-k choices per expert before capacity, all ranks
+  // Over every rank of the layer's communicator (the expert group, with replicas):
+  std::vector<std::int64_t> tokens_per_expert;  // [E] kept assignments per expert
+  std::vector<std::int64_t> chosen_per_expert;  // [E] top-k choices per expert before capacity
   PhaseTimes times;                             // where this forward's time went
 };
 
@@ -183,6 +184,18 @@ class MoELayer {
   // whatever the number of ranks. The communicator must outlive the layer.
   MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed,
            LayerOptions options = {});
+  // Expert parallelism inside data parallelism (docs/design.md §2), for more ranks than
+  // a layer's experts can be sharded over: split_expert_parallel makes the communicators.
+  // The experts are sharded over `experts` as above; `replicas` joins this rank with the
+  // ranks at the same position of the other groups, which hold the same experts. Each
+  // group routes and exchanges its own tokens, so forward() is the expert group's alone.
+  // backward() sums every gradient over the whole job: the replicated tensors' over
+  // every rank, each expert's over the tokens routed to it in every group. The sigmoid
+  // router's bias update counts every group's choices, and a checkpoint is written by
+  // the first group and read by all. Every rank must make the same calls. Collective
+  // over both communicators; a failed check on any rank fails every rank.
+  MoELayer(const MOEConfig& config, Communicator& experts, Communicator& replicas, std::uint64_t seed,
+           LayerOptions options = {});
   ~MoELayer();
   MoELayer(MoELayer&&) noexcept;
   MoELayer& operator=(MoELayer&&) noexcept;
@@ -236,7 +249,9 @@ class MoELayer {
 
   const MOEConfig& config() const;
   const LayerOptions& options() const;
-  Communicator& communicator() const;
+  Communicator& communicator() const;  // the expert group's
+  // The replicas' communicator; null without one (or when it has one rank).
+  Communicator* replica_communicator() const;
   std::int64_t num_local_experts() const;
   std::int64_t first_local_expert() const;  // global id of this rank's first expert
   bool owns_expert(std::int64_t global_id) const;
@@ -256,8 +271,9 @@ class MoELayer {
   Tensor<FLOAT_TYPE> expert_bias() const;
   void set_expert_bias(const Tensor<FLOAT_TYPE>& bias);
   // Collective in effect (every rank must call it after the same steps; Optimizer::step
-  // does): b_i += bias_update_rate · sign(mean load − load_i), the loads being every
-  // rank's top-k choices per expert over the training forwards since the last update.
+  // does; with replicas, collective over them): b_i += bias_update_rate · sign(mean load
+  // − load_i), the loads being every rank's top-k choices per expert over the training
+  // forwards since the last update.
   void update_expert_bias();
 
   // The shared expert (a flat tensor in the layout of expert_params, width

@@ -11,8 +11,8 @@ namespace moe::testing {
 namespace {
 
 template <class T>
-std::vector<T> summed(std::vector<T> v, DataType type) {
-  world().all_reduce(v.data(), std::int64_t(v.size()), type, ReduceOp::Sum);
+std::vector<T> summed(std::vector<T> v, DataType type, Communicator& over = world()) {
+  over.all_reduce(v.data(), std::int64_t(v.size()), type, ReduceOp::Sum);
   return v;
 }
 
@@ -28,6 +28,21 @@ double error(const Tensor<float>& a, const std::vector<float>& b, double floor =
 
 }  // namespace
 
+int random_expert_parallel_size(std::mt19937_64& rng, int ranks) {
+  std::vector<int> divisors;
+  for (int d = 1; d < ranks; ++d)
+    if (ranks % d == 0) divisors.push_back(d);
+  if (divisors.empty()) return 1;
+  return divisors[std::uniform_int_distribution<std::size_t>(0, divisors.size() - 1)(rng)];
+}
+
+MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, int expert_parallel_size,
+                          ExpertParallelGroups& groups) {
+  if (expert_parallel_size == 0) return MoELayer(config, world(), 5, options);
+  groups = split_expert_parallel(world(), expert_parallel_size);
+  return MoELayer(config, *groups.experts, *groups.replicas, 5, options);
+}
+
 void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scale) {
   const MOEConfig& c = layer.config();
   layer.set_gate_weights(random_tensor({c.hidden_dim, c.num_experts}, gate_scale, seed + 1));
@@ -41,8 +56,10 @@ void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scal
 
 void expect_equal_to_the_single_process_layer(const MOEConfig& config, const LayerOptions& options,
                                               const Tensor<float>& x, const Tensor<float>& g,
-                                              const std::function<void(MoELayer&)>& set_parameters) {
-  MoELayer layer(config, world(), 5, options);
+                                              const std::function<void(MoELayer&)>& set_parameters,
+                                              int expert_parallel_size) {
+  ExpertParallelGroups groups;
+  MoELayer layer = make_world_layer(config, options, expert_parallel_size, groups);
   set_parameters(layer);
   const ForwardResult r = layer.forward(x, Pass::Training);
   const Tensor<float> dx = layer.backward(g);
@@ -56,8 +73,8 @@ void expect_equal_to_the_single_process_layer(const MOEConfig& config, const Lay
   const Tensor<float> dx1 = single.backward(g);
 
   // The collectives first, on every rank alike (no early return before them).
-  const std::vector<std::int64_t> load = summed(r1.stats.tokens_per_expert, DataType::Int64);
-  const std::vector<std::int64_t> chosen = summed(r1.stats.chosen_per_expert, DataType::Int64);
+  const std::vector<std::int64_t> load = summed(r1.stats.tokens_per_expert, DataType::Int64, layer.communicator());
+  const std::vector<std::int64_t> chosen = summed(r1.stats.chosen_per_expert, DataType::Int64, layer.communicator());
   const std::vector<float> gate_grad = summed(single.gate_grad());
   const std::vector<float> shared_grad = summed(single.shared_expert_grad());
   const std::vector<float> shared_gate_grad = summed(single.shared_gate_grad());

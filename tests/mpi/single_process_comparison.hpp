@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <random>
 
 #include "moe/layer.hpp"
 
@@ -13,18 +14,30 @@ namespace moe::testing {
 // (the invariance sweep's 60 draws took 9 s at 4 ranks against 0.03 s at 2).
 inline int sweep_draws(int draws, int ranks) { return ranks > 2 ? draws / 3 : draws; }
 
+// The size of the expert groups of a random split of `ranks` (split_expert_parallel):
+// a divisor below `ranks`, so that the groups have replicas; 1 at one rank, whose
+// replicas communicator has that rank alone.
+int random_expert_parallel_size(std::mt19937_64& rng, int ranks);
+
+// A layer on world(): its experts sharded over every rank, or with expert_parallel_size
+// > 0 over groups of that many ranks with replicas (`groups` keeps the communicators,
+// which must outlive the layer).
+MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, int expert_parallel_size,
+                          ExpertParallelGroups& groups);
+
 // Random parameters everywhere (not the initial ones, whose biases are zero), the same
 // on every rank: each tensor from its own seed (seed + 1, …), each local expert's from
 // its global id; the gate's entries with standard deviation gate_scale (a small gate
 // spreads the tokens, a large one piles them on a few experts).
 void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scale);
 
-// Builds the P-rank layer on world() with `options` and the single-process layer on
+// Builds the P-rank layer on world() with `options` (in expert groups of
+// expert_parallel_size ranks with replicas, when > 0) and the single-process layer on
 // the CPU with the same options, gives both their parameters with `set_parameters`
 // (which must set the same values on every rank, and may set only the local experts
 // of a sharded layer), runs a training forward of x and a backward of g on each, and
 // expects on every rank: the same output, choices, weights, aux and z-loss, drops and
-// global loads, and input gradient; the replicated tensors' gradients (gate, shared
+// the loads summed over the expert group, and input gradient; the replicated tensors' gradients (gate, shared
 // expert, shared gate) equal to the single-process ones summed over ranks; each local
 // expert's gradient equal to the single-process gradient of the summed loss.
 // Normwise relative error ≤ 1e-5, except:
@@ -38,6 +51,7 @@ void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scal
 // Collective: every rank must call it.
 void expect_equal_to_the_single_process_layer(const MOEConfig& config, const LayerOptions& options,
                                               const Tensor<float>& x, const Tensor<float>& g,
-                                              const std::function<void(MoELayer&)>& set_parameters);
+                                              const std::function<void(MoELayer&)>& set_parameters,
+                                              int expert_parallel_size = 0);
 
 }  // namespace moe::testing

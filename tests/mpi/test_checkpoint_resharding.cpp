@@ -82,6 +82,48 @@ TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
   if (world().rank() == 0) std::filesystem::remove_all(dir);
 }
 
+// Expert groups with replicas (split_expert_parallel): the first group writes the file
+// once, the same file the whole job would write, and every group reads it back.
+TEST_F(Resharding, ExpertGroupsSaveOnceAndEveryGroupLoads) {
+  const int P = world().size();
+  const std::string dir = shared_directory();
+  const Tensor<float> gate = moe::testing::random_tensor({16, 8}, 1.0, 4);
+  for (int group = 1; group <= P; ++group) {
+    if (P % group != 0 || 8 % group != 0) continue;
+    SCOPED_TRACE("groups of " + std::to_string(group));
+    const std::string path = dir + "/groups_" + std::to_string(group) + ".h5";
+    moe::ExpertParallelGroups groups = moe::split_expert_parallel(world(), group);
+    {
+      moe::MoELayer layer(config, *groups.experts, *groups.replicas, 1);
+      layer.set_gate_weights(gate);
+      for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
+        layer.set_expert_params(e, moe::initial_expert_params(config, trained_seed, e));
+      moe::save_checkpoint(path, layer, 7);
+    }
+    // Every rank returns after the file is complete: a load right after reads all of it.
+    moe::MoELayer loaded(config, *groups.experts, *groups.replicas, 2);
+    EXPECT_EQ(moe::load_checkpoint(path, loaded), 7);
+    const Tensor<float> g = loaded.gate_weights();
+    EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
+    for (std::int64_t e = loaded.first_local_expert(); e < loaded.first_local_expert() + loaded.num_local_experts();
+         ++e) {
+      const Tensor<float> mine = loaded.expert_params(e), expected = moe::initial_expert_params(config, trained_seed, e);
+      EXPECT_TRUE(std::equal(mine.begin(), mine.end(), expected.begin())) << "expert " << e;
+    }
+    if (world().rank() == 0) {
+      const moe::ReferenceModel model = moe::load_reference_model(path);
+      for (std::int64_t e = 0; e < 8; ++e) {
+        const Tensor<float> expected = moe::initial_expert_params(config, trained_seed, e);
+        EXPECT_TRUE(std::equal(expected.begin(), expected.end(), model.expert_params[e].begin())) << "expert " << e;
+      }
+    }
+    // A failed write (here: into a directory that does not exist) fails every rank.
+    EXPECT_MOE_ERROR(moe::save_checkpoint(dir + "/absent/m.h5", loaded, 8), "absent");
+    world().barrier();
+  }
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
+}
+
 TEST_F(Resharding, ErrorsReachEveryRank) {
   const std::string dir = shared_directory();
   moe::MoELayer layer(config, world(), 1);

@@ -6,6 +6,7 @@
 #include "kernels/ops.hpp"
 #include "moe/communicator.hpp"
 #include "mpi_test_env.hpp"
+#include "support/test_util.hpp"
 
 using moe::testing::world;
 
@@ -103,6 +104,54 @@ TEST_F(Communicator, AllReduceAndBroadcast) {
   world().broadcast(text, sizeof text, P - 1);
   EXPECT_EQ(std::string(text), "from " + std::to_string(P - 1));
   world().barrier();
+}
+
+// Groups split off the job: ranked by key, summing among themselves, and keeping the
+// job's view of the node (which picks a rank's GPU and its CPU threads).
+TEST_F(Communicator, SplitGroupsRankByKeyAndKeepTheNodeView) {
+  const int P = world().size(), r = world().rank();
+  const std::unique_ptr<moe::Communicator> half = world().split(r % 2, -r);  // reversed order
+  const int members = (P - r % 2 + 1) / 2;
+  EXPECT_EQ(half->size(), members);
+  EXPECT_EQ(half->rank(), members - 1 - r / 2);
+  EXPECT_EQ(half->backend(), world().backend());
+  EXPECT_EQ(half->local_rank(), world().local_rank());
+  EXPECT_EQ(half->local_size(), world().local_size());
+  std::int64_t sum = r;
+  half->all_reduce(&sum, 1, moe::DataType::Int64, moe::ReduceOp::Sum);
+  std::int64_t expected = 0;
+  for (int q = r % 2; q < P; q += 2) expected += q;
+  EXPECT_EQ(sum, expected);
+}
+
+TEST_F(Communicator, SplitExpertParallelMakesAGridOfGroupsAndReplicas) {
+  const int P = world().size(), r = world().rank();
+  for (int group = 1; group <= P; ++group) {
+    if (P % group != 0) continue;
+    SCOPED_TRACE("groups of " + std::to_string(group));
+    const moe::ExpertParallelGroups groups = moe::split_expert_parallel(world(), group);
+    EXPECT_EQ(groups.experts->size(), group);
+    EXPECT_EQ(groups.experts->rank(), r % group);
+    EXPECT_EQ(groups.replicas->size(), P / group);
+    EXPECT_EQ(groups.replicas->rank(), r / group);
+    std::int64_t sums[2] = {r, r};
+    groups.experts->all_reduce(&sums[0], 1, moe::DataType::Int64, moe::ReduceOp::Sum);
+    groups.replicas->all_reduce(&sums[1], 1, moe::DataType::Int64, moe::ReduceOp::Sum);
+    const std::int64_t first = r - r % group;  // the group's first rank
+    EXPECT_EQ(sums[0], group * first + group * (group - 1) / 2);
+    EXPECT_EQ(sums[1], std::int64_t(P / group) * (r % group) + std::int64_t(group) * (P / group) * (P / group - 1) / 2);
+  }
+}
+
+TEST_F(Communicator, SplitExpertParallelRefusesSizesThatDoNotDivideTheJob) {
+  const int P = world().size(), r = world().rank();
+  EXPECT_MOE_ERROR(moe::split_expert_parallel(world(), 0), "expert_parallel_size = 0 with ",
+                   "expected a divisor of the number of ranks");
+  const std::string too_many = "expert_parallel_size = " + std::to_string(P + 1);
+  EXPECT_MOE_ERROR(moe::split_expert_parallel(world(), P + 1), too_many.c_str());
+  if (P > 1)
+    EXPECT_MOE_ERROR(moe::split_expert_parallel(world(), r == 0 ? 1 : P), "expert_parallel_size ranges from 1 to ",
+                     "expected the same on every rank");
 }
 
 }  // namespace

@@ -35,6 +35,27 @@ TEST_F(LayerErrors, ConfigsThatDifferBetweenRanks) {
   if (P > 1) EXPECT_MOE_ERROR(moe::MoELayer(MOEConfig(8, 2, 16, 16), world(), seed), "seed ranges from 5 to 6");
 }
 
+// Expert groups with replicas: every group must build the same layer, and the replicas
+// must join ranks at the same position of their groups; a failure reaches every rank.
+TEST_F(LayerErrors, ReplicasThatDifferFailEveryRank) {
+  const int P = world().size(), rank = world().rank();
+  if (P == 1) return;  // one group: nothing to differ
+  const int group = P / 2;
+  const moe::ExpertParallelGroups groups = moe::split_expert_parallel(world(), group);
+  const MOEConfig config(2 * group, 1, 16, 16);
+  // The second group's seed differs: a different model.
+  EXPECT_MOE_ERROR(moe::MoELayer(config, *groups.experts, *groups.replicas, rank < group ? 5 : 6),
+                   "seed ranges from 5 to 6");
+  // The job as both the groups and the replicas: the replicas hold different experts.
+  EXPECT_MOE_ERROR(moe::MoELayer(MOEConfig(2 * P, 1, 16, 16), world(), world(), 1),
+                   "the replicas communicator joins ranks of expert groups of ", "at positions 0 to ");
+  // A config the first group refuses (its experts do not divide over it) fails the others
+  // too, whose own check passed.
+  const MOEConfig odd(rank < group ? 2 * group + 1 : 2 * group, 1, 16, 16);
+  if (group > 1)
+    EXPECT_MOE_ERROR(moe::MoELayer(odd, *groups.experts, *groups.replicas, 1), "not divisible by the number of ranks");
+}
+
 TEST_F(LayerErrors, StaticShapesNeedOneRank) {
   const int P = world().size();
   moe::LayerOptions options;

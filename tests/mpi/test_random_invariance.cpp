@@ -24,11 +24,14 @@ constexpr int kDraws = 60;
 
 class RandomInvariance : public moe::testing::MpiTest {};
 
-TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
+// Random layers drawn from `seed`, each against the single-process layer; with
+// `in_groups`, each over expert groups of a random size with replicas.
+void expect_random_layers_equal_the_single_process_layer(int draws, std::uint64_t seed_of_draws, bool in_groups) {
   const int P = world().size(), rank = world().rank();
-  std::mt19937_64 rng(20261128);
-  for (int d = 0; d < moe::testing::sweep_draws(kDraws, P); ++d) {
-    const MOEConfig config = moe::testing::random_architecture(rng, P);
+  std::mt19937_64 rng(seed_of_draws);
+  for (int d = 0; d < moe::testing::sweep_draws(draws, P); ++d) {
+    const int group = in_groups ? moe::testing::random_expert_parallel_size(rng, P) : 0;
+    const MOEConfig config = moe::testing::random_architecture(rng, in_groups ? group : P);
     const moe::LayerOptions options = moe::testing::random_layer_options(rng, config, moe::testing::layer_options());
     // A small gate spreads the tokens; a large one piles them on a few experts and
     // (with a capacity) drops some.
@@ -42,13 +45,25 @@ TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
     SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << config.to_string() << " traffic "
                                       << (dedup ? "dedup" : "per-assignment") << " aux " << options.aux_loss_coef
                                       << " z " << options.z_loss_coef << " gate scale " << gate_scale << " T " << T
-                                      << " on rank " << rank);
+                                      << " on rank " << rank << (in_groups ? " in groups of " : "")
+                                      << (in_groups ? std::to_string(group) : ""));
     const Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 10 + rank);
     const Tensor<float> g = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 20 + rank);
     moe::testing::expect_equal_to_the_single_process_layer(
-        config, options, x, g,
-        [&](moe::MoELayer& layer) { moe::testing::set_random_parameters(layer, seed, gate_scale); });
+        config, options, x, g, [&](moe::MoELayer& layer) { moe::testing::set_random_parameters(layer, seed, gate_scale); },
+        group);
   }
+}
+
+TEST_F(RandomInvariance, EveryDrawEqualsTheSingleProcessLayer) {
+  expect_random_layers_equal_the_single_process_layer(kDraws, 20261128, false);
+}
+
+// Expert groups inside data parallelism (split_expert_parallel): each rank's forward is
+// its group's, and every gradient the whole job's, which is what the single-process
+// layer gives on this rank's tokens with its gradients summed over every rank.
+TEST_F(RandomInvariance, ExpertGroupsWithReplicasEqualTheSingleProcessLayer) {
+  expect_random_layers_equal_the_single_process_layer(kDraws / 2, 20261129, true);
 }
 
 }  // namespace

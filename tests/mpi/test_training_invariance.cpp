@@ -50,12 +50,16 @@ moe::Optimizer make_optimizer(moe::MoELayer& layer, bool adamw) {
 
 class TrainingInvariance : public moe::testing::MpiTest {};
 
-TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksTokens) {
+// Random layers drawn from `seed_of_draws`, each trained at P ranks and in one process;
+// with `in_groups`, each over expert groups of a random size with replicas.
+void expect_random_layers_to_train_as_the_single_process_layer(int draws, std::uint64_t seed_of_draws,
+                                                               bool in_groups) {
   const int P = world().size(), rank = world().rank();
-  std::mt19937_64 rng(1128);
+  std::mt19937_64 rng(seed_of_draws);
   int clipped = 0;  // steps whose norm exceeded a clipping bound, so that clipping ran
-  for (int d = 0; d < moe::testing::sweep_draws(kDraws, P); ++d) {
-    MOEConfig config = moe::testing::random_architecture(rng, P);
+  for (int d = 0; d < moe::testing::sweep_draws(draws, P); ++d) {
+    const int group = in_groups ? moe::testing::random_expert_parallel_size(rng, P) : 0;
+    MOEConfig config = moe::testing::random_architecture(rng, in_groups ? group : P);
     config.bias_update_rate = 0.01f;  // large enough to move the routing between steps
     const moe::LayerOptions options = moe::testing::random_layer_options(rng, config, moe::testing::layer_options());
     const bool adamw = coin(rng);
@@ -63,9 +67,11 @@ TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksT
     const std::uint64_t seed = 1000 * std::uint64_t(d);
     SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << config.to_string() << (adamw ? " adamw" : " sgd")
                                       << " clip " << max_norm << " aux " << options.aux_loss_coef << " z "
-                                      << options.z_loss_coef << " on rank " << rank);
+                                      << options.z_loss_coef << " on rank " << rank
+                                      << (in_groups ? " in groups of " + std::to_string(group) : std::string()));
 
-    moe::MoELayer layer(config, world(), 5, options);
+    moe::ExpertParallelGroups groups;
+    moe::MoELayer layer = moe::testing::make_world_layer(config, options, group, groups);
     moe::testing::set_random_parameters(layer, seed, 1.0);
     moe::Optimizer optimizer = make_optimizer(layer, adamw);
     auto local = moe::make_communicator(moe::CommBackend::Local);
@@ -111,6 +117,16 @@ TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksT
       EXPECT_LE(error(layer.expert_params(e), single.expert_params(e)), 1e-4) << "expert " << e;
   }
   EXPECT_GT(clipped, 0) << "meant to exercise clipping";
+}
+
+TEST_F(TrainingInvariance, RandomLayersTrainAsTheSingleProcessLayerOnEveryRanksTokens) {
+  expect_random_layers_to_train_as_the_single_process_layer(kDraws, 1128, false);
+}
+
+// Expert groups inside data parallelism (split_expert_parallel): the replicas sum
+// every gradient and the bias's loads, so the whole job still trains as one process.
+TEST_F(TrainingInvariance, ExpertGroupsWithReplicasTrainAsTheSingleProcessLayer) {
+  expect_random_layers_to_train_as_the_single_process_layer(kDraws, 1129, true);
 }
 
 }  // namespace

@@ -108,6 +108,23 @@ check "... and none with --raw-weights or top-2" bash -c \
    ! moe train --top-k 2 --steps 1 --tokens 64 --hidden 16 --expert-dim 16 2>&1 | grep -q 'no gradient'"
 check "a negative --save-every is refused" fails_with "--save-every: must be >= 0 (got -1)" moe train --save-every -1
 
+# Expert groups with replicas (--expert-parallel): the same training, loss for loss, as
+# one group of every rank, and a checkpoint that resumes at another grouping.
+train_small=(train --hidden 16 --expert-dim 32 --tokens 32 --steps 20 --log-every 10 --router sigmoid)
+# step, loss and aux of each logged line; the grouping changes only the order of sums.
+losses() { grep -E '^ +[0-9]+ +[0-9.]+ ' "$1" | awk '{print $1, $2, $3}'; }
+moe-run -np 4 moe "${train_small[@]}" --ckpt ep_all.h5 > ep_all.txt 2>&1
+moe-run -np 4 moe "${train_small[@]}" --ckpt ep_2.h5 --expert-parallel 2 > ep_2.txt 2>&1
+check "--expert-parallel 2 at 4 ranks says so" grep -q "on 4 rank(s) in expert groups of 2 (2 replicas)" ep_2.txt
+check "... and logs the losses of one group of 4, within 1e-4" bash -c "$(declare -f losses)
+  paste -d ' ' <(losses ep_all.txt) <(losses ep_2.txt) | awk 'NF == 6 && \$1 == \$4 { n++;
+    for (i = 2; i <= 3; i++) if ((\$i - \$(i + 3))^2 > (1e-4 * \$i)^2) bad++ } END { exit !(n == 2 && !bad) }'"
+check "a grouped checkpoint resumes in groups of 1" moe-run -np 4 moe "${train_small[@]}" --steps 30 --resume ep_2.h5 \
+  --ckpt ep_resumed.h5 --expert-parallel 1
+check "--expert-parallel that does not divide the ranks is named" fails_with \
+  "expert_parallel_size = 3 with 4 ranks; expected a divisor of the number of ranks" \
+  timeout 60 moe-run -np 4 moe "${train_small[@]}" --expert-parallel 3
+
 # Ranks given different command lines (issue 10): an error naming the option and ranks.
 cat > per_rank.sh <<'SH'
 #!/usr/bin/env bash

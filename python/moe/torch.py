@@ -56,12 +56,16 @@ class MoE(nn.Module):
     shared_gate.weight when configured. The sigmoid router's expert bias is state
     (state_dict key "expert_bias"), updated by update_expert_bias() after each
     optimizer step. static_shapes=True runs every expert on capacity-padded rows (one
-    rank, a capacity; docs/design.md §4b)."""
+    rank, a capacity; docs/design.md §4b). For more ranks than experts, `comm` is an
+    expert group and `replicas` joins the ranks at the same position of every group
+    (docs/design.md §2): the gradients are then the whole job's, as data parallelism
+    over the groups would sum them."""
 
-    def __init__(self, config, comm=None, seed=0, device="cpu", precision="fp32", static_shapes=False):
+    def __init__(self, config, comm=None, seed=0, device="cpu", precision="fp32", static_shapes=False,
+                 replicas=None):
         super().__init__()
         self.layer = MoELayer(config, comm, seed, device, precision, aux_loss_coef=0.0, z_loss_coef=0.0,
-                              static_shapes=static_shapes)
+                              static_shapes=static_shapes, replicas=replicas)
         self.config = self.layer.config
         self.aux_loss = None
         self.z_loss = None

@@ -30,21 +30,23 @@ namespace {
 // members are destroyed in reverse order).
 struct PyLayer {
   std::unique_ptr<Communicator> comm;
+  std::unique_ptr<Communicator> replicas;  // with expert groups: the ranks holding the same experts
   std::unique_ptr<MoELayer> layer;
   int cuda_device = 0;
   std::vector<std::int64_t> training_shape;  // the last training forward's input shape
   bool has_training_forward = false;
 };
 
-// comm: None for one process, else an mpi4py communicator (moe duplicates it).
-std::unique_ptr<Communicator> communicator_from(const py::object& comm) {
+// comm: None for one process, else an mpi4py communicator (moe duplicates it); `name`
+// is the argument's, for the errors.
+std::unique_ptr<Communicator> communicator_from(const py::object& comm, const char* name = "comm") {
   if (comm.is_none()) return make_communicator(CommBackend::Local);
   if (!py::hasattr(comm, "py2f"))
-    detail::fail("MoELayer", "comm is a ", std::string(py::str(py::type::of(comm).attr("__name__"))),
+    detail::fail("MoELayer", name, " is a ", std::string(py::str(py::type::of(comm).attr("__name__"))),
                  "; expected an mpi4py communicator (mpi4py.MPI.Comm) or None");
   int initialized = 0;
   MPI_Initialized(&initialized);
-  MOE_CHECK_ARG(initialized, "MoELayer", "comm is an mpi4py communicator but MPI is not initialised in this "
+  MOE_CHECK_ARG(initialized, "MoELayer", name, " is an mpi4py communicator but MPI is not initialised in this "
                 "process; import mpi4py.MPI before building the layer");
   const MPI_Comm handle = MPI_Comm_f2c(comm.attr("py2f")().cast<MPI_Fint>());
   return make_mpi_communicator(handle);
@@ -229,10 +231,12 @@ void bind_layer(py::module_& m) {
 
   py::class_<PyLayer>(m, "MoELayer",
                       "One MoE layer with its experts sharded over the ranks of comm (docs/design.md §2). "
-                      "Collective: every rank builds it with the same config, seed and options.")
+                      "Collective: every rank builds it with the same config, seed and options. With replicas "
+                      "(an mpi4py communicator joining the ranks at the same position of every expert group, "
+                      "comm being the group), backward() sums every gradient over the whole job.")
       .def(py::init([](const MOEConfig& config, const py::object& comm, std::uint64_t seed, const std::string& device,
                        const std::string& precision, float aux_loss_coef, float z_loss_coef,
-                       const std::string& traffic, bool static_shapes) {
+                       const std::string& traffic, bool static_shapes, const py::object& replicas) {
              LayerOptions options;
              options.static_shapes = static_shapes;
              options.device = parse_device(device);
@@ -241,10 +245,16 @@ void bind_layer(py::module_& m) {
              options.z_loss_coef = z_loss_coef;
              options.traffic = parse_traffic(traffic);
              auto l = std::make_unique<PyLayer>();
+             if (!replicas.is_none()) {
+               l->replicas = communicator_from(replicas, "replicas");
+               MOE_CHECK_ARG(!comm.is_none(), "MoELayer", "replicas is given but comm is None; expected both as "
+                             "mpi4py communicators (the expert group and its replicas) or replicas = None");
+             }
              l->comm = communicator_from(comm);
              {
                py::gil_scoped_release release;
-               l->layer = std::make_unique<MoELayer>(config, *l->comm, seed, options);
+               l->layer = l->replicas ? std::make_unique<MoELayer>(config, *l->comm, *l->replicas, seed, options)
+                                      : std::make_unique<MoELayer>(config, *l->comm, seed, options);
              }
              const int gpus = cuda_device_count();
              l->cuda_device = gpus > 0 ? l->comm->local_rank() % gpus : 0;
@@ -252,7 +262,7 @@ void bind_layer(py::module_& m) {
            }),
            py::arg("config"), py::arg("comm") = py::none(), py::arg("seed") = 0, py::arg("device") = "cpu",
            py::arg("precision") = "fp32", py::arg("aux_loss_coef") = 0.01f, py::arg("z_loss_coef") = 0.0f,
-           py::arg("traffic") = "deduplicated", py::arg("static_shapes") = false)
+           py::arg("traffic") = "deduplicated", py::arg("static_shapes") = false, py::arg("replicas") = py::none())
       .def("forward", &forward, py::arg("x"), py::arg("out") = py::none(), py::arg("training") = false,
            "Collective. x: float32 [T, H] or [B, S, H], C-contiguous, in the layer's memory (numpy or torch, "
            "read in place through DLPack). Writes the output into out (allocated as numpy when None).")

@@ -52,6 +52,28 @@ def main():
         ref = comm.allreduce(dict(single.named_parameters())[name].grad.numpy(), op=MPI.SUM)
         check(p.grad, ref[first:first + n] if name.startswith("experts.") else ref, f"dL/d{name}")
 
+    # Expert groups of half the ranks with replicas: each rank's forward is still the
+    # single-process one on its tokens, and every gradient the whole job's.
+    group = max(1, size // 2)
+    experts = comm.Split(rank // group, rank % group)
+    replicas = comm.Split(rank % group, rank // group)
+    grouped = moe.torch.MoE(config, comm=experts, seed=9, replicas=replicas)
+    assert grouped.layer.size == group
+    out, aux, dx = run(grouped)
+    check(out, ref_out, "output in groups")
+    check(aux, ref_aux, "aux loss in groups")
+    check(dx, ref_dx, "dL/dx in groups")
+    first, n = grouped.layer.first_local_expert, grouped.layer.num_local_experts
+    for name, p in grouped.named_parameters():
+        ref = comm.allreduce(dict(single.named_parameters())[name].grad.numpy(), op=MPI.SUM)
+        check(p.grad, ref[first:first + n] if name.startswith("experts.") else ref, f"dL/d{name} in groups")
+
+    try:
+        moe.torch.MoE(config, comm=None, replicas=replicas)
+        raise AssertionError("replicas without comm were accepted")
+    except moe.Error as e:
+        assert "replicas is given but comm is None" in str(e), str(e)
+
     # A bad argument on one rank ends the call on every rank with the message.
     bad = torch.zeros(3, 23 if rank == size - 1 else 24)
     try:

@@ -138,6 +138,8 @@ def test_bad_inputs_name_the_argument():
         module.layer.forward(torch.randn(3, 16), out=torch.empty(4, 16))
     with pytest.raises(moe.Error, match="comm is a str; expected an mpi4py communicator"):
         moe.torch.MoE(config, comm="world")
+    with pytest.raises(moe.Error, match="replicas is a str; expected an mpi4py communicator"):
+        moe.torch.MoE(config, replicas="world")
     with pytest.raises(moe.Error, match="top_k must be <= num_experts"):
         moe.torch.MoE(moe.MOEConfig(num_experts=4, top_k=5, hidden_dim=16, expert_dim=24))
     with pytest.raises(moe.Error, match="device = 'tpu'"):

@@ -74,4 +74,26 @@ struct DeviceOptions {
 void add_device_options(CLI::App* command, DeviceOptions& options);
 void apply_device_options(const DeviceOptions& options, LayerOptions& layer);
 
+// --expert-parallel G: the layer's experts sharded over groups of G consecutive ranks,
+// each group a data-parallel replica of the others (docs/design.md §2); 0 (the
+// default) or the job's size is one group of every rank.
+class ExpertGroupOption {
+ public:
+  void add_to(CLI::App* command);
+  // Collective: the groups asked for, split off `job` (none for one group).
+  void split(Communicator& job);
+  bool grouped() const { return groups_.experts != nullptr; }
+  // What the layer shards its experts over: the group, or the job.
+  Communicator& experts(Communicator& job) const { return grouped() ? *groups_.experts : job; }
+  Communicator& replicas() const { return *groups_.replicas; }
+  // A layer over the groups with replicas, or over the job.
+  MoELayer make_layer(const MOEConfig& config, Communicator& job, std::uint64_t seed, const LayerOptions& options) const;
+  // ", in expert groups of G (R replicas)" for a job's first line; empty for one group.
+  std::string describe() const;
+
+ private:
+  std::int64_t size_ = 0;
+  ExpertParallelGroups groups_;
+};
+
 }  // namespace moe::cli

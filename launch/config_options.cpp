@@ -1,5 +1,8 @@
 #include "launch/command.hpp"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace moe::cli {
 
 namespace {
@@ -88,6 +91,31 @@ void add_device_options(CLI::App* command, DeviceOptions& options) {
   command->add_option("--precision", options.precision, "GPU expert GEMMs: fp32, tf32 or bf16")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+}
+
+void ExpertGroupOption::add_to(CLI::App* command) {
+  command->add_option("--expert-parallel", size_,
+                      "shard the experts over groups of this many consecutive ranks, each group a data-parallel "
+                      "replica of the others (0: one group of every rank); a divisor of the ranks")
+      ->capture_default_str()
+      ->check(non_negative());
+}
+
+void ExpertGroupOption::split(Communicator& job) {
+  if (size_ == 0 || size_ == job.size()) return;
+  groups_ = split_expert_parallel(job, static_cast<int>(std::min<std::int64_t>(size_, INT32_MAX)));
+}
+
+MoELayer ExpertGroupOption::make_layer(const MOEConfig& config, Communicator& job, std::uint64_t seed,
+                                       const LayerOptions& options) const {
+  if (!grouped()) return MoELayer(config, job, seed, options);
+  return MoELayer(config, *groups_.experts, *groups_.replicas, seed, options);
+}
+
+std::string ExpertGroupOption::describe() const {
+  if (!grouped()) return "";
+  return " in expert groups of " + std::to_string(groups_.experts->size()) + " (" +
+         std::to_string(groups_.replicas->size()) + " replicas)";
 }
 
 void apply_device_options(const DeviceOptions& options, LayerOptions& layer) {

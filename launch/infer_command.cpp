@@ -1,5 +1,6 @@
 // moe infer: the layer over a token file (docs/design.md §6), one process or any P that
-// divides num_experts; rank r takes its block of rows.
+// divides num_experts (or whose expert groups do: --expert-parallel); rank r takes its
+// block of rows.
 #include <chrono>
 #include <cstdio>
 
@@ -24,6 +25,7 @@ class InferCommand final : public Command {
         ->capture_default_str()
         ->check(CLI::IsMember({"dedup", "per-assignment"}));
     add_device_options(cmd, device_);
+    groups_.add_to(cmd);
     return cmd;
   }
   bool collective() const override { return true; }
@@ -42,13 +44,14 @@ class InferCommand final : public Command {
     LayerOptions options;
     options.traffic = traffic_ == "dedup" ? TrafficMode::Deduplicated : TrafficMode::PerAssignment;
     apply_device_options(device_, options);
-    MoELayer layer(config, comm, 0, options);
+    groups_.split(comm);
+    MoELayer layer = groups_.make_layer(config, comm, 0, options);
     progress.stage(2, 5, "loading " + checkpoint_);
     load_checkpoint(checkpoint_, layer);
     progress.stage(3, 5, "reading the tokens of " + input_);
     const checkpoint::TokenBlock block = checkpoint::read_token_block(input_, comm, config.hidden_dim);
     progress.stage(4, 5, "forward of " + std::to_string(block.total_rows) + " tokens on " +
-                             std::to_string(comm.size()) + " rank(s)");
+                             std::to_string(comm.size()) + " rank(s)" + groups_.describe());
     const ForwardResult result = layer.forward(block.rows);
     progress.stage(5, 5, "writing " + output_);
     checkpoint::write_inference_output(output_, comm, block, result, config.top_k);
@@ -68,6 +71,7 @@ class InferCommand final : public Command {
  private:
   std::string checkpoint_, input_, output_, traffic_ = "dedup";
   DeviceOptions device_;
+  ExpertGroupOption groups_;
 };
 
 }  // namespace

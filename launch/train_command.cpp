@@ -153,11 +153,7 @@ class TrainCommand final : public Command {
                     "(one rank; auto: on a GPU). The same results either way")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "on", "off"}));
-    cmd->add_option("--expert-parallel", expert_parallel_,
-                    "shard the experts over groups of this many consecutive ranks, each group a data-parallel "
-                    "replica of the others (0: one group of every rank); a divisor of the ranks")
-        ->capture_default_str()
-        ->check(non_negative());
+    groups_.add_to(cmd);
     cmd->add_option("--optimizer", optimizer_, "adamw or sgd")->capture_default_str()->check(CLI::IsMember({"adamw", "sgd"}));
     cmd->add_option("--lr", lr_, "learning rate")->capture_default_str();
     cmd->add_option("--momentum", momentum_, "SGD momentum")->capture_default_str();
@@ -216,12 +212,8 @@ class TrainCommand final : public Command {
     // Expert groups with replicas (docs/design.md §2): the student's and the teacher's
     // experts are sharded over the group; the tokens, the loss and the checkpoint are
     // the whole job's as before.
-    std::optional<ExpertParallelGroups> groups;
-    if (expert_parallel_ > 0 && expert_parallel_ != comm.size())
-      groups = split_expert_parallel(comm, static_cast<int>(std::min<std::int64_t>(expert_parallel_, INT32_MAX)));
-    Communicator& experts = groups ? *groups->experts : comm;
-    MoELayer student = groups ? MoELayer(config_, experts, *groups->replicas, seed_, options_)
-                              : MoELayer(config_, comm, seed_, options_);
+    groups_.split(comm);
+    MoELayer student = groups_.make_layer(config_, comm, seed_, options_);
     Optimizer optimizer = optimizer_ == "adamw"
                               ? Optimizer::adamw(student, {lr_, 0.9f, 0.999f, 1e-8f, weight_decay_})
                               : Optimizer::sgd(student, {lr_, momentum_, weight_decay_});
@@ -272,7 +264,8 @@ class TrainCommand final : public Command {
     const bool label_ahead = dataset_batches_ == 0 && comm.size() == 1 &&
                              (label_ahead_ == "on" || (label_ahead_ == "auto" && options_.device == Device::CUDA));
     const std::unique_ptr<Communicator> teacher_comm = label_ahead ? make_communicator(CommBackend::Local) : nullptr;
-    MoELayer teacher(teacher_config, label_ahead ? *teacher_comm : experts, teacher_seed_, teacher_options);
+    MoELayer teacher(teacher_config, label_ahead ? *teacher_comm : groups_.experts(comm), teacher_seed_,
+                     teacher_options);
     std::unique_ptr<MetricsFile> metrics;  // rank 0's, with --metrics
     std::optional<StepData> data;
     collective_check(comm, [&] {
@@ -287,12 +280,8 @@ class TrainCommand final : public Command {
       const std::string source =
           dataset_batches_ > 0 ? ", a dataset of " + std::to_string(dataset_batches_) + " batches per rank"
                                : (label_ahead ? ", the stream labelled a step ahead" : "");
-      const std::string grouping =
-          groups ? " in expert groups of " + std::to_string(experts.size()) + " (" +
-                       std::to_string(groups->replicas->size()) + " replicas)"
-                 : "";
       std::printf("moe train: %s on %d rank(s)%s (%s, %s), %lld tokens per rank per step%s, %s lr %g%s\n",
-                  config_.to_string().c_str(), comm.size(), grouping.c_str(), device_.device.c_str(),
+                  config_.to_string().c_str(), comm.size(), groups_.describe().c_str(), device_.device.c_str(),
                   comm_backend_name(comm.backend()),
                   static_cast<long long>(tokens_), source.c_str(), optimizer_.c_str(),
                   double(optimizer.learning_rate()), resume_.empty() ? "" : (", resumed at step " + std::to_string(step)).c_str());
@@ -342,9 +331,9 @@ class TrainCommand final : public Command {
       // before capacity: what the sigmoid router's bias update balances. A layer's counts
       // are its expert group's; the replicas add the other groups'.
       ForwardStats stats = out.stats;
-      if (groups) {
+      if (groups_.grouped()) {
         for (std::vector<std::int64_t>* counts : {&stats.chosen_per_expert, &stats.tokens_per_expert})
-          groups->replicas->all_reduce(counts->data(), static_cast<std::int64_t>(counts->size()), DataType::Int64,
+          groups_.replicas().all_reduce(counts->data(), static_cast<std::int64_t>(counts->size()), DataType::Int64,
                                        ReduceOp::Sum);
       }
       window.add_step(sums[0] / (total_tokens * double(config_.hidden_dim)), sums[1] / comm.size(),
@@ -393,8 +382,9 @@ class TrainCommand final : public Command {
   std::string optimizer_ = "adamw", checkpoint_, resume_, metrics_, label_ahead_ = "auto";
   LayerOptions options_;
   DeviceOptions device_;
+  ExpertGroupOption groups_;
   std::int64_t steps_ = 1000, tokens_ = 512, log_every_ = 100, save_every_ = 250, decay_steps_ = 1000,
-               dataset_batches_ = 0, expert_parallel_ = 0;
+               dataset_batches_ = 0;
   float lr_ = 2e-3f, momentum_ = 0.9f, weight_decay_ = 0.0f, clip_ = 1.0f;
   std::uint64_t seed_ = 1, teacher_seed_ = 1000, data_seed_ = 2000;
 };

@@ -52,6 +52,9 @@ check "moe bench at 2 ranks: a bad config ends both ranks with the message" fail
 check "moe bench --layer at 2 ranks times every phase" bash -c \
   "moe-run -np 2 moe bench --layer --experts 4 --hidden 32 --expert-dim 64 --tokens 200 --runs 3 | grep -q 'phases, ms per forward: route .* dispatch .* experts'"
 check "4 ranks write the same output file as 1" same_outputs out1.h5 out4.h5
+check "infer at 4 ranks in expert groups of 2" moe-run -np 4 moe infer --ckpt model.h5 --input tokens.h5 \
+  --output out4g.h5 --expert-parallel 2
+check "... writes the same output file as 1" same_outputs out1.h5 out4g.h5
 check "the output file has one aux loss and dropped count per rank" \
   "$MOE_PYTHON" -c "import h5py; f = h5py.File('out4.h5'); assert f['aux_loss'].shape == (4,) and f['dropped'].shape == (4,) and f['output'].shape == (3, 100, 32)"
 check "init at 2 ranks writes the same model as at 1" bash -c \

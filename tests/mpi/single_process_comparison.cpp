@@ -36,11 +36,15 @@ int random_expert_parallel_size(std::mt19937_64& rng, int ranks) {
   return divisors[std::uniform_int_distribution<std::size_t>(0, divisors.size() - 1)(rng)];
 }
 
-MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, int expert_parallel_size,
-                          ExpertParallelGroups& groups) {
-  if (expert_parallel_size == 0) return MoELayer(config, world(), 5, options);
-  groups = split_expert_parallel(world(), expert_parallel_size);
-  return MoELayer(config, *groups.experts, *groups.replicas, 5, options);
+ExpertParallelGroups& ExpertGroupsBySize::of(int size) {
+  auto it = groups_.find(size);
+  if (it == groups_.end()) it = groups_.emplace(size, split_expert_parallel(world(), size)).first;
+  return it->second;
+}
+
+MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, ExpertParallelGroups* groups) {
+  if (!groups) return MoELayer(config, world(), 5, options);
+  return MoELayer(config, *groups->experts, *groups->replicas, 5, options);
 }
 
 void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scale) {
@@ -57,9 +61,8 @@ void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scal
 void expect_equal_to_the_single_process_layer(const MOEConfig& config, const LayerOptions& options,
                                               const Tensor<float>& x, const Tensor<float>& g,
                                               const std::function<void(MoELayer&)>& set_parameters,
-                                              int expert_parallel_size) {
-  ExpertParallelGroups groups;
-  MoELayer layer = make_world_layer(config, options, expert_parallel_size, groups);
+                                              ExpertParallelGroups* groups) {
+  MoELayer layer = make_world_layer(config, options, groups);
   set_parameters(layer);
   const ForwardResult r = layer.forward(x, Pass::Training);
   const Tensor<float> dx = layer.backward(g);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <random>
 
 #include "moe/layer.hpp"
@@ -19,11 +20,19 @@ inline int sweep_draws(int draws, int ranks) { return ranks > 2 ? draws / 3 : dr
 // replicas communicator has that rank alone.
 int random_expert_parallel_size(std::mt19937_64& rng, int ranks);
 
-// A layer on world(): its experts sharded over every rank, or with expert_parallel_size
-// > 0 over groups of that many ranks with replicas (`groups` keeps the communicators,
-// which must outlive the layer).
-MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, int expert_parallel_size,
-                          ExpertParallelGroups& groups);
+// world()'s expert groups of each size, split once (a split is collective, and over
+// NCCL a new communicator) and kept for the layers of a sweep, which they must outlive.
+class ExpertGroupsBySize {
+ public:
+  ExpertParallelGroups& of(int size);
+
+ private:
+  std::map<int, ExpertParallelGroups> groups_;
+};
+
+// A layer on world(): its experts sharded over every rank, or over `groups` with
+// replicas when not null.
+MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, ExpertParallelGroups* groups);
 
 // Random parameters everywhere (not the initial ones, whose biases are zero), the same
 // on every rank: each tensor from its own seed (seed + 1, …), each local expert's from
@@ -31,8 +40,8 @@ MoELayer make_world_layer(const MOEConfig& config, const LayerOptions& options, 
 // spreads the tokens, a large one piles them on a few experts).
 void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scale);
 
-// Builds the P-rank layer on world() with `options` (in expert groups of
-// expert_parallel_size ranks with replicas, when > 0) and the single-process layer on
+// Builds the P-rank layer on world() with `options` (over `groups` with replicas, when
+// not null) and the single-process layer on
 // the CPU with the same options, gives both their parameters with `set_parameters`
 // (which must set the same values on every rank, and may set only the local experts
 // of a sharded layer), runs a training forward of x and a backward of g on each, and
@@ -52,6 +61,6 @@ void set_random_parameters(MoELayer& layer, std::uint64_t seed, double gate_scal
 void expect_equal_to_the_single_process_layer(const MOEConfig& config, const LayerOptions& options,
                                               const Tensor<float>& x, const Tensor<float>& g,
                                               const std::function<void(MoELayer&)>& set_parameters,
-                                              int expert_parallel_size = 0);
+                                              ExpertParallelGroups* groups = nullptr);
 
 }  // namespace moe::testing

@@ -29,6 +29,7 @@ class RandomInvariance : public moe::testing::MpiTest {};
 void expect_random_layers_equal_the_single_process_layer(int draws, std::uint64_t seed_of_draws, bool in_groups) {
   const int P = world().size(), rank = world().rank();
   std::mt19937_64 rng(seed_of_draws);
+  moe::testing::ExpertGroupsBySize groups;
   for (int d = 0; d < moe::testing::sweep_draws(draws, P); ++d) {
     const int group = in_groups ? moe::testing::random_expert_parallel_size(rng, P) : 0;
     const MOEConfig config = moe::testing::random_architecture(rng, in_groups ? group : P);
@@ -51,7 +52,7 @@ void expect_random_layers_equal_the_single_process_layer(int draws, std::uint64_
     const Tensor<float> g = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 20 + rank);
     moe::testing::expect_equal_to_the_single_process_layer(
         config, options, x, g, [&](moe::MoELayer& layer) { moe::testing::set_random_parameters(layer, seed, gate_scale); },
-        group);
+        in_groups ? &groups.of(group) : nullptr);
   }
 }
 

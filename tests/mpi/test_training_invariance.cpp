@@ -56,6 +56,7 @@ void expect_random_layers_to_train_as_the_single_process_layer(int draws, std::u
                                                                bool in_groups) {
   const int P = world().size(), rank = world().rank();
   std::mt19937_64 rng(seed_of_draws);
+  moe::testing::ExpertGroupsBySize groups;
   int clipped = 0;  // steps whose norm exceeded a clipping bound, so that clipping ran
   for (int d = 0; d < moe::testing::sweep_draws(draws, P); ++d) {
     const int group = in_groups ? moe::testing::random_expert_parallel_size(rng, P) : 0;
@@ -70,8 +71,7 @@ void expect_random_layers_to_train_as_the_single_process_layer(int draws, std::u
                                       << options.z_loss_coef << " on rank " << rank
                                       << (in_groups ? " in groups of " + std::to_string(group) : std::string()));
 
-    moe::ExpertParallelGroups groups;
-    moe::MoELayer layer = moe::testing::make_world_layer(config, options, group, groups);
+    moe::MoELayer layer = moe::testing::make_world_layer(config, options, in_groups ? &groups.of(group) : nullptr);
     moe::testing::set_random_parameters(layer, seed, 1.0);
     moe::Optimizer optimizer = make_optimizer(layer, adamw);
     auto local = moe::make_communicator(moe::CommBackend::Local);

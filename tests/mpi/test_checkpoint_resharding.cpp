@@ -40,12 +40,36 @@ class Resharding : public moe::testing::MpiTest {
  protected:
   MOEConfig config{8, 2, 16, 24};
   std::uint64_t trained_seed = 77;  // stands for trained parameters, unlike the init seed
+  Tensor<float> gate = moe::testing::random_tensor({16, 8}, 1.0, 4);
+
+  // The "trained" parameters: the gate above, each expert from trained_seed.
+  void train(moe::MoELayer& layer) const {
+    layer.set_gate_weights(gate);
+    for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
+      layer.set_expert_params(e, moe::initial_expert_params(config, trained_seed, e));
+  }
+  void expect_trained(const moe::MoELayer& layer) const {
+    const Tensor<float> g = layer.gate_weights();
+    EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
+    for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e) {
+      const Tensor<float> mine = layer.expert_params(e), expected = moe::initial_expert_params(config, trained_seed, e);
+      EXPECT_TRUE(std::equal(mine.begin(), mine.end(), expected.begin())) << "expert " << e;
+    }
+  }
+  // The file holds every trained expert, as the single-process reference API reads it.
+  void expect_file_trained(const std::string& path) const {
+    if (world().rank() != 0) return;
+    const moe::ReferenceModel model = moe::load_reference_model(path);
+    for (std::int64_t e = 0; e < 8; ++e) {
+      const Tensor<float> expected = moe::initial_expert_params(config, trained_seed, e);
+      EXPECT_TRUE(std::equal(expected.begin(), expected.end(), model.expert_params[e].begin())) << "expert " << e;
+    }
+  }
 };
 
 TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
   const int P = world().size();
   const std::string dir = shared_directory();
-  const Tensor<float> gate = moe::testing::random_tensor({16, 8}, 1.0, 4);
   const std::pair<int, int> cases[] = {{4, 2}, {2, 4}, {1, 4}, {4, 1}, {P, P}, {2, 1}, {1, 2}};
   for (const auto& [saver_count, loader_count] : cases) {
     if (saver_count > P || loader_count > P) continue;
@@ -53,9 +77,7 @@ TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
     const std::string path = dir + "/model_" + std::to_string(saver_count) + "_" + std::to_string(loader_count) + ".h5";
     if (auto savers = first_ranks(saver_count)) {
       moe::MoELayer layer(config, *savers, 1);
-      layer.set_gate_weights(gate);
-      for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
-        layer.set_expert_params(e, moe::initial_expert_params(config, trained_seed, e));
+      train(layer);
       moe::save_checkpoint(path, layer, 100 * saver_count);
     }
     world().barrier();
@@ -63,20 +85,9 @@ TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
       moe::MoELayer layer(config, *loaders, 2);
       EXPECT_EQ(moe::load_checkpoint(path, layer), 100 * saver_count);
       EXPECT_EQ(layer.num_local_experts(), 8 / loader_count);
-      const Tensor<float> g = layer.gate_weights();
-      EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
-      for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e) {
-        const Tensor<float> mine = layer.expert_params(e), expected = moe::initial_expert_params(config, trained_seed, e);
-        EXPECT_TRUE(std::equal(mine.begin(), mine.end(), expected.begin())) << "expert " << e;
-      }
+      expect_trained(layer);
     }
-    if (world().rank() == 0) {
-      const moe::ReferenceModel model = moe::load_reference_model(path);
-      for (std::int64_t e = 0; e < 8; ++e) {
-        const Tensor<float> expected = moe::initial_expert_params(config, trained_seed, e);
-        EXPECT_TRUE(std::equal(expected.begin(), expected.end(), model.expert_params[e].begin())) << "expert " << e;
-      }
-    }
+    expect_file_trained(path);
     world().barrier();
   }
   if (world().rank() == 0) std::filesystem::remove_all(dir);
@@ -87,7 +98,6 @@ TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
 TEST_F(Resharding, ExpertGroupsSaveOnceAndEveryGroupLoads) {
   const int P = world().size();
   const std::string dir = shared_directory();
-  const Tensor<float> gate = moe::testing::random_tensor({16, 8}, 1.0, 4);
   for (int group = 1; group <= P; ++group) {
     if (P % group != 0 || 8 % group != 0) continue;
     SCOPED_TRACE("groups of " + std::to_string(group));
@@ -95,28 +105,14 @@ TEST_F(Resharding, ExpertGroupsSaveOnceAndEveryGroupLoads) {
     moe::ExpertParallelGroups groups = moe::split_expert_parallel(world(), group);
     {
       moe::MoELayer layer(config, *groups.experts, *groups.replicas, 1);
-      layer.set_gate_weights(gate);
-      for (std::int64_t e = layer.first_local_expert(); e < layer.first_local_expert() + layer.num_local_experts(); ++e)
-        layer.set_expert_params(e, moe::initial_expert_params(config, trained_seed, e));
+      train(layer);
       moe::save_checkpoint(path, layer, 7);
     }
     // Every rank returns after the file is complete: a load right after reads all of it.
     moe::MoELayer loaded(config, *groups.experts, *groups.replicas, 2);
     EXPECT_EQ(moe::load_checkpoint(path, loaded), 7);
-    const Tensor<float> g = loaded.gate_weights();
-    EXPECT_TRUE(std::equal(g.begin(), g.end(), gate.begin()));
-    for (std::int64_t e = loaded.first_local_expert(); e < loaded.first_local_expert() + loaded.num_local_experts();
-         ++e) {
-      const Tensor<float> mine = loaded.expert_params(e), expected = moe::initial_expert_params(config, trained_seed, e);
-      EXPECT_TRUE(std::equal(mine.begin(), mine.end(), expected.begin())) << "expert " << e;
-    }
-    if (world().rank() == 0) {
-      const moe::ReferenceModel model = moe::load_reference_model(path);
-      for (std::int64_t e = 0; e < 8; ++e) {
-        const Tensor<float> expected = moe::initial_expert_params(config, trained_seed, e);
-        EXPECT_TRUE(std::equal(expected.begin(), expected.end(), model.expert_params[e].begin())) << "expert " << e;
-      }
-    }
+    expect_trained(loaded);
+    expect_file_trained(path);
     // A failed write (here: into a directory that does not exist) fails every rank.
     EXPECT_MOE_ERROR(moe::save_checkpoint(dir + "/absent/m.h5", loaded, 8), "absent");
     world().barrier();

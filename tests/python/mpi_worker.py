@@ -39,18 +39,23 @@ def main():
         ((out * probe_all[rows]).sum() + 0.05 * aux + 0.01 * z).backward()
         return out.detach(), aux.item(), x.grad
 
-    sharded = moe.torch.MoE(config, comm=comm, seed=9)
     single = moe.torch.MoE(config, comm=None, seed=9)
-    assert sharded.layer.size == size and single.layer.size == 1
-    out, aux, dx = run(sharded)
     ref_out, ref_aux, ref_dx = run(single)
-    check(out, ref_out, "output")
-    check(aux, ref_aux, "aux loss")
-    check(dx, ref_dx, "dL/dx")
-    first, n = sharded.layer.first_local_expert, sharded.layer.num_local_experts
-    for name, p in sharded.named_parameters():
-        ref = comm.allreduce(dict(single.named_parameters())[name].grad.numpy(), op=MPI.SUM)
-        check(p.grad, ref[first:first + n] if name.startswith("experts.") else ref, f"dL/d{name}")
+    ref_grads = {name: comm.allreduce(p.grad.numpy(), op=MPI.SUM) for name, p in single.named_parameters()}
+
+    def expect_single_process_results(module, how):
+        out, aux, dx = run(module)
+        check(out, ref_out, "output" + how)
+        check(aux, ref_aux, "aux loss" + how)
+        check(dx, ref_dx, "dL/dx" + how)
+        first, n = module.layer.first_local_expert, module.layer.num_local_experts
+        for name, p in module.named_parameters():
+            ref = ref_grads[name]
+            check(p.grad, ref[first:first + n] if name.startswith("experts.") else ref, f"dL/d{name}{how}")
+
+    sharded = moe.torch.MoE(config, comm=comm, seed=9)
+    assert sharded.layer.size == size and single.layer.size == 1
+    expect_single_process_results(sharded, "")
 
     # Expert groups of half the ranks with replicas: each rank's forward is still the
     # single-process one on its tokens, and every gradient the whole job's.
@@ -59,14 +64,7 @@ def main():
     replicas = comm.Split(rank % group, rank // group)
     grouped = moe.torch.MoE(config, comm=experts, seed=9, replicas=replicas)
     assert grouped.layer.size == group
-    out, aux, dx = run(grouped)
-    check(out, ref_out, "output in groups")
-    check(aux, ref_aux, "aux loss in groups")
-    check(dx, ref_dx, "dL/dx in groups")
-    first, n = grouped.layer.first_local_expert, grouped.layer.num_local_experts
-    for name, p in grouped.named_parameters():
-        ref = comm.allreduce(dict(single.named_parameters())[name].grad.numpy(), op=MPI.SUM)
-        check(p.grad, ref[first:first + n] if name.startswith("experts.") else ref, f"dL/d{name} in groups")
+    expect_single_process_results(grouped, " in groups")
 
     try:
         moe.torch.MoE(config, comm=None, replicas=replicas)

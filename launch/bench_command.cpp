@@ -25,11 +25,13 @@ class BenchCommand final : public Command {
     cmd->add_option("--tokens", tokens_, "tokens per forward (per rank with --layer)")
         ->capture_default_str()
         ->check(positive());
-    cmd->add_flag("--layer", layer_, "time MoELayer across the job's ranks instead of the reference API");
+    CLI::Option* layer =
+        cmd->add_flag("--layer", layer_, "time MoELayer across the job's ranks instead of the reference API");
     cmd->add_flag("--separate-waits", separate_waits_,
                   "with --layer: a barrier before each exchange, timed apart, so dispatch and send_back time the "
                   "exchange alone");
     add_device_options(cmd, device_);
+    groups_.add_to(cmd)->needs(layer);
     return cmd;
   }
   bool collective() const override { return true; }
@@ -47,7 +49,8 @@ class BenchCommand final : public Command {
     LayerOptions options;
     options.separate_waits = separate_waits_;
     apply_device_options(device_, options);
-    MoELayer layer(config, comm, 1, options);
+    groups_.split(comm);
+    MoELayer layer = groups_.make_layer(config, comm, 1, options);
     // A small gate keeps routing near uniform, as a trained, load-balanced router is.
     Tensor<FLOAT_TYPE> gate({config.hidden_dim, config.num_experts});
     std::mt19937 rng(11);
@@ -72,8 +75,8 @@ class BenchCommand final : public Command {
     if (comm.rank() == 0) {
       const double ms = 1e3 * seconds / double(runs_);
       const double n = double(runs_);
-      std::printf("moe bench --layer: %s on %d rank(s) (%s), %lld tokens per rank\n", config.to_string().c_str(),
-                  comm.size(), device_.device.c_str(), static_cast<long long>(tokens_));
+      std::printf("moe bench --layer: %s on %d rank(s)%s (%s), %lld tokens per rank\n", config.to_string().c_str(),
+                  comm.size(), groups_.describe().c_str(), device_.device.c_str(), static_cast<long long>(tokens_));
       std::printf("Average time per forward pass: %g ms\n", ms);
       std::printf("Throughput: %g tokens/sec\n", double(tokens_) * comm.size() / ms * 1000.0);
       std::printf("rank 0 phases, ms per forward:");
@@ -86,6 +89,7 @@ class BenchCommand final : public Command {
  private:
   ConfigOptions config_options_;
   DeviceOptions device_;
+  ExpertGroupOption groups_;
   std::int64_t runs_ = 100, tokens_ = 64;
   bool layer_ = false, separate_waits_ = false;
 };

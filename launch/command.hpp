@@ -79,7 +79,7 @@ void apply_device_options(const DeviceOptions& options, LayerOptions& layer);
 // default) or the job's size is one group of every rank.
 class ExpertGroupOption {
  public:
-  void add_to(CLI::App* command);
+  CLI::Option* add_to(CLI::App* command);
   // Collective: the groups asked for, split off `job` (none for one group).
   void split(Communicator& job);
   bool grouped() const { return groups_.experts != nullptr; }
@@ -87,7 +87,8 @@ class ExpertGroupOption {
   Communicator& experts(Communicator& job) const { return grouped() ? *groups_.experts : job; }
   Communicator& replicas() const { return *groups_.replicas; }
   // A layer over the groups with replicas, or over the job.
-  MoELayer make_layer(const MOEConfig& config, Communicator& job, std::uint64_t seed, const LayerOptions& options) const;
+  MoELayer make_layer(const MOEConfig& config, Communicator& job, std::uint64_t seed,
+                      const LayerOptions& options) const;
   // ", in expert groups of G (R replicas)" for a job's first line; empty for one group.
   std::string describe() const;
 

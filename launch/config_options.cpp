@@ -93,8 +93,8 @@ void add_device_options(CLI::App* command, DeviceOptions& options) {
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
 }
 
-void ExpertGroupOption::add_to(CLI::App* command) {
-  command->add_option("--expert-parallel", size_,
+CLI::Option* ExpertGroupOption::add_to(CLI::App* command) {
+  return command->add_option("--expert-parallel", size_,
                       "shard the experts over groups of this many consecutive ranks, each group a data-parallel "
                       "replica of the others (0: one group of every rank); a divisor of the ranks")
       ->capture_default_str()

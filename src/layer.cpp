@@ -690,7 +690,9 @@ MoELayer::MoELayer(const MOEConfig& config, Communicator& experts, Communicator&
       if (error.empty()) error = e.what();
     }
   };
-  auto agree = [&](Communicator& over) { record([&] { collective_check(over, [&] { if (!error.empty()) throw Error(error); }); }); };
+  auto agree = [&](Communicator& over) {
+    record([&] { collective_check(over, [&] { if (!error.empty()) throw Error(error); }); });
+  };
   record([&] { impl_ = std::make_unique<Impl>(config, experts, seed, options); });
   agree(replicas);
   if (error.empty())

@@ -51,6 +51,11 @@ check "moe bench at 2 ranks: a bad config ends both ranks with the message" fail
   "top_k must be <= num_experts" moe-run -np 2 moe bench --experts 4 --top-k 5 --runs 1
 check "moe bench --layer at 2 ranks times every phase" bash -c \
   "moe-run -np 2 moe bench --layer --experts 4 --hidden 32 --expert-dim 64 --tokens 200 --runs 3 | grep -q 'phases, ms per forward: route .* dispatch .* experts'"
+check "moe bench --layer in expert groups of 1 at 2 ranks" bash -c \
+  "moe-run -np 2 moe bench --layer --expert-parallel 1 --experts 4 --hidden 32 --expert-dim 64 --runs 3 |
+   grep -q 'on 2 rank(s) in expert groups of 1 (2 replicas)'"
+check "moe bench --expert-parallel needs --layer" fails_with "--expert-parallel requires --layer" \
+  moe bench --expert-parallel 1
 check "4 ranks write the same output file as 1" same_outputs out1.h5 out4.h5
 check "infer at 4 ranks in expert groups of 2" moe-run -np 4 moe infer --ckpt model.h5 --input tokens.h5 \
   --output out4g.h5 --expert-parallel 2

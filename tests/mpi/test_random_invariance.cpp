@@ -51,7 +51,8 @@ void expect_random_layers_equal_the_single_process_layer(int draws, std::uint64_
     const Tensor<float> x = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 10 + rank);
     const Tensor<float> g = moe::testing::random_tensor({T, config.hidden_dim}, 1.0, seed + 20 + rank);
     moe::testing::expect_equal_to_the_single_process_layer(
-        config, options, x, g, [&](moe::MoELayer& layer) { moe::testing::set_random_parameters(layer, seed, gate_scale); },
+        config, options, x, g,
+        [&](moe::MoELayer& layer) { moe::testing::set_random_parameters(layer, seed, gate_scale); },
         in_groups ? &groups.of(group) : nullptr);
   }
 }

@@ -124,7 +124,8 @@ double clip_grad_norm(MoELayer& layer, double max_norm) {
   const auto grads = detail::LayerAccess::grads(layer).tensors();
   // Each rank's experts are its own: summed over ranks. The replicated tensors' (gate,
   // shared expert) gradients are the same on every rank (already summed): counted
-  // once, after the reduction.
+  // once, after the reduction. With replicas (expert groups) every gradient is already
+  // the whole job's and the same in every group, so the group's sum is the job's norm.
   std::vector<const float*> data;
   std::vector<std::int64_t> counts;
   for (const auto& t : grads) data.push_back(t.data), counts.push_back(t.count);

@@ -36,7 +36,9 @@ mutations=(
   "unit|kernels/optimizer_math.hpp|s/param -= lr \* weight_decay \* param;/param -= weight_decay * param;/|SGD weight decay not scaled by lr"
   "unit|src/optimizer.cpp|s/std::sqrt(sharded + replicated)/std::sqrt(sharded + 2 * replicated)/|replicated tensors counted twice in the global norm"
   "mpi|src/optimizer.cpp|s/layer.communicator().all_reduce(&sharded, 1, DataType::Float64, ReduceOp::Sum);//|global norm misses other ranks' experts"
-  "mpi|src/layer.cpp|s/transport.all_reduce_sum(sums\[i\].data, sums\[i\].count);//|replicated gradients (gate, shared expert) not summed over ranks"
+  "mpi|src/layer.cpp|s/) transport\.all_reduce_sum(sums\[i\]\.data, sums\[i\]\.count);/) (void)0;/|replicated gradients (gate, shared expert) not summed over ranks"
+  "mpi|src/layer.cpp|s/if (replicas) replica_transport->all_reduce_sum(sums\[i\]\.data, sums\[i\]\.count);/(void)0;/|gradients not summed over the replicas of expert groups"
+  "mpi|src/layer.cpp|s/^    if (replicas)$/    if (false)/|the bias update's loads not summed over the replicas of expert groups"
   "mpi|src/token_exchange.cpp|s/ops_.scatter(weights_back, assignment_slot_.data(), sent, d_slot);/ops_.scatter(weights_back + (sent > 1), assignment_slot_.data(), sent - (sent > 1), d_slot);/|weight gradients returned to the wrong slots"
 )
 

@@ -94,9 +94,10 @@ void add_device_options(CLI::App* command, DeviceOptions& options) {
 }
 
 CLI::Option* ExpertGroupOption::add_to(CLI::App* command) {
-  return command->add_option("--expert-parallel", size_,
-                      "shard the experts over groups of this many consecutive ranks, each group a data-parallel "
-                      "replica of the others (0: one group of every rank); a divisor of the ranks")
+  return command
+      ->add_option("--expert-parallel", size_,
+                   "shard the experts over groups of this many consecutive ranks, each group a data-parallel "
+                   "replica of the others (0: one group of every rank); a divisor of the ranks")
       ->capture_default_str()
       ->check(non_negative());
 }

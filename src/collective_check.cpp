@@ -4,6 +4,7 @@
 #include <string>
 
 #include "moe/error.hpp"
+#include "process_identity.hpp"
 
 namespace moe {
 
@@ -25,13 +26,16 @@ void collective_check(Communicator& comm, const std::function<void()>& check) {
   if (first_failing == std::numeric_limits<std::int64_t>::max()) return;
 
   const int root = static_cast<int>(first_failing);
-  std::int64_t length = static_cast<std::int64_t>(message.size());
-  comm.broadcast(&length, sizeof length, root);
-  std::string root_message(static_cast<std::size_t>(length), '\0');
+  // The failing rank is named by its rank in the job (MPI_COMM_WORLD), which is what a
+  // launcher's output shows, also when `comm` is a group split off the job.
+  std::int64_t header[2] = {static_cast<std::int64_t>(message.size()),
+                            detail::process_rank() >= 0 ? detail::process_rank() : comm.rank()};
+  comm.broadcast(header, sizeof header, root);
+  std::string root_message(static_cast<std::size_t>(header[0]), '\0');
   if (comm.rank() == root) root_message = message;
   comm.broadcast(root_message.data(), root_message.size(), root);
   if (failed) throw CollectiveError(message);
-  throw CollectiveError("rank " + std::to_string(root) + " failed: " + root_message);
+  throw CollectiveError("rank " + std::to_string(header[1]) + " failed: " + root_message);
 }
 
 }  // namespace moe

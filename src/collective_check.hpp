@@ -10,8 +10,8 @@ namespace moe {
 
 // Runs `check` (which must not communicate) on every rank. If it throws moe::Error on
 // any rank, every rank throws moe::CollectiveError: a failing rank with its own
-// message, the others with one that names the lowest failing rank and carries its
-// message. Collective.
+// message, the others with one that names the lowest failing rank (by its rank in the
+// job) and carries its message. Collective.
 void collective_check(Communicator& comm, const std::function<void()>& check);
 
 }  // namespace moe

@@ -54,9 +54,13 @@ TEST_F(LayerErrors, ReplicasThatDifferFailEveryRank) {
                    "the replicas communicator joins ranks of expert groups of ", "at positions 0 to ");
   // A config the first group refuses (its experts do not divide over it) fails the others
   // too, whose own check passed.
+  // The others name the rank that failed by its rank in the job: their replica in the
+  // first group, rank - group.
   const MOEConfig odd(rank < group ? 2 * group + 1 : 2 * group, 1, 16, 16);
+  const std::string named = rank < group ? "MoELayer: " : "rank " + std::to_string(rank - group) + " failed: ";
   if (group > 1)
-    EXPECT_MOE_ERROR(moe::MoELayer(odd, *groups.experts, *groups.replicas, 1), "not divisible by the number of ranks");
+    EXPECT_MOE_ERROR(moe::MoELayer(odd, *groups.experts, *groups.replicas, 1), named.c_str(),
+                     "not divisible by the number of ranks");
 }
 
 TEST_F(LayerErrors, StaticShapesNeedOneRank) {

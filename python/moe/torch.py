@@ -3,6 +3,9 @@
 Its parameters are nn.Parameters that view the layer's own weight storage, and their
 .grad views the layer's gradient buffers, so torch.optim, clip_grad_norm_, state_dict()
 and load_state_dict() work unchanged and nothing is copied between PyTorch and moe.
+Over several ranks torch's clip_grad_norm_ sees only this rank's experts, so each rank
+would clip by its own factor: moe.clip_grad_norm(module.layer, max_norm) takes the norm
+over every expert once.
 Its forward is a torch.autograd.Function over the layer: a training forward keeps the
 activations, and the backward accumulates the parameters' gradients (the replicated
 ones — gate, shared expert — already summed over ranks: do not wrap the module in

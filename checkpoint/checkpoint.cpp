@@ -374,7 +374,7 @@ void save_checkpoint(const std::string& path, const MoELayer& layer, std::int64_
       error = e.what();
     }
   }
-  collective_check(*replicas, [&] { if (!error.empty()) throw Error(error); });
+  share_error(*replicas, error);
 }
 
 std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer* optimizer,
@@ -432,7 +432,7 @@ std::int64_t load_checkpoint(const std::string& path, MoELayer& layer, Optimizer
   } catch (const Error& e) {
     verdict = e.what();
   }
-  collective_check(*replicas, [&] { if (!verdict.empty()) throw Error(verdict); });
+  share_error(*replicas, verdict);
   return step;
 }
 

@@ -38,4 +38,10 @@ void collective_check(Communicator& comm, const std::function<void()>& check) {
   throw CollectiveError("rank " + std::to_string(header[1]) + " failed: " + root_message);
 }
 
+void share_error(Communicator& comm, const std::string& error) {
+  collective_check(comm, [&] {
+    if (!error.empty()) throw Error(error);
+  });
+}
+
 }  // namespace moe

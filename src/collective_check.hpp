@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "moe/communicator.hpp"
 
@@ -13,5 +14,9 @@ namespace moe {
 // message, the others with one that names the lowest failing rank (by its rank in the
 // job) and carries its message. Collective.
 void collective_check(Communicator& comm, const std::function<void()>& check);
+
+// collective_check of an outcome already known: throws on every rank if `error` (this
+// rank's message, empty for success) is not empty on some rank. Collective.
+void share_error(Communicator& comm, const std::string& error);
 
 }  // namespace moe

@@ -39,7 +39,7 @@ Traffic to_traffic(TrafficMode mode) {
 // Fails on every rank, naming the field, when any rank's config, seed or options differ.
 // The config's fields come from their one description (moe/config_fields.hpp).
 void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint64_t seed,
-                              const LayerOptions& options) {
+                              const LayerOptions& options, bool with_replicas) {
   std::vector<std::string> names;
   std::vector<std::int64_t> low;
   for (const ConfigField& field : config_fields()) {
@@ -57,7 +57,8 @@ void check_same_on_every_rank(Communicator& comm, const MOEConfig& c, std::uint6
                                                           {"aux_loss_coef (bits)", float_bits(options.aux_loss_coef)},
                                                           {"z_loss_coef (bits)", float_bits(options.z_loss_coef)},
                                                           {"separate_waits", options.separate_waits ? 1 : 0},
-                                                          {"static_shapes", options.static_shapes ? 1 : 0}}) {
+                                                          {"static_shapes", options.static_shapes ? 1 : 0},
+                                                          {"replicas (given or not)", with_replicas ? 1 : 0}}) {
     names.push_back(name);
     low.push_back(value);
   }
@@ -154,7 +155,9 @@ struct MoELayer::Impl {
   PhaseTimes backward_times;
   float aux_loss_weight = 0, z_loss_weight = 0;  // what backward applies; options' until set
 
-  Impl(const MOEConfig& c, Communicator& communicator, std::uint64_t seed, LayerOptions o)
+  // with_replicas: whether MoELayer's constructor with replicas builds it, which every
+  // rank of the group must agree on (a rank built without them would skip their sums).
+  Impl(const MOEConfig& c, Communicator& communicator, std::uint64_t seed, LayerOptions o, bool with_replicas)
       : config(c),
         options(o),
         comm(&communicator),
@@ -197,7 +200,7 @@ struct MoELayer::Impl {
       single_rank_rows = SingleRankRows(config, options.static_shapes, pad_to_most, speculate);
       plan_where_routed_choice = plan_where_routed_choice || pad_to_most;
     });
-    check_same_on_every_rank(*comm, config, seed, options);
+    check_same_on_every_rank(*comm, config, seed, options, with_replicas);
     if (!on_device()) kernels::cpu::share_cores_among_local_ranks(comm->local_size());
 
     local_experts = config.num_experts / ranks;
@@ -674,7 +677,7 @@ void MoELayer::Impl::compute_backward(const float* g, float* dx) {
 }
 
 MoELayer::MoELayer(const MOEConfig& config, Communicator& comm, std::uint64_t seed, LayerOptions options)
-    : impl_(std::make_unique<Impl>(config, comm, seed, options)) {}
+    : impl_(std::make_unique<Impl>(config, comm, seed, options, false)) {}
 
 // Every group builds its layer and checks it over its own ranks; then the replicas check
 // that they hold the same layer at the same position of their groups. A failure
@@ -690,10 +693,12 @@ MoELayer::MoELayer(const MOEConfig& config, Communicator& experts, Communicator&
       if (error.empty()) error = e.what();
     }
   };
-  auto agree = [&](Communicator& over) {
-    record([&] { collective_check(over, [&] { if (!error.empty()) throw Error(error); }); });
-  };
-  record([&] { impl_ = std::make_unique<Impl>(config, experts, seed, options); });
+  auto agree = [&](Communicator& over) { record([&] { share_error(over, error); }); };
+  record([&] { impl_ = std::make_unique<Impl>(config, experts, seed, options, true); });
+  // The constructor's checks fail the whole group alike, so a group whose layer failed
+  // skips the agreement among its own ranks below: one of them may have been built
+  // without replicas (that check failed) and has left.
+  const bool built = impl_ != nullptr;
   agree(replicas);
   if (error.empty())
     record([&] {
@@ -705,10 +710,10 @@ MoELayer::MoELayer(const MOEConfig& config, Communicator& experts, Communicator&
                     " ranks, at positions ", low[1], " to ", position[1], " of their groups (this rank: ",
                     experts.rank(), " of ", experts.size(),
                     "); expected the ranks at the same position of equal groups (split_expert_parallel)");
-      check_same_on_every_rank(replicas, config, seed, options);
+      check_same_on_every_rank(replicas, config, seed, options, true);
       Transport(replicas, *impl_->ops).check();
     });
-  agree(experts);
+  if (built) agree(experts);
   agree(replicas);
   if (!error.empty()) throw CollectiveError(error);
   impl_->attach_replicas(replicas);

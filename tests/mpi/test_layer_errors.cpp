@@ -63,6 +63,21 @@ TEST_F(LayerErrors, ReplicasThatDifferFailEveryRank) {
                      "not divisible by the number of ranks");
 }
 
+// A rank built with replicas among ranks built without them would sum what the others
+// never send: every rank of the group refuses, and none waits for the others.
+TEST_F(LayerErrors, ARankWithReplicasAmongRanksWithout) {
+  const int P = world().size(), rank = world().rank();
+  const std::unique_ptr<moe::Communicator> alone = world().split(rank, 0);
+  const MOEConfig config(2 * P, 1, 16, 16);
+  if (P == 1) {
+    EXPECT_NO_THROW(moe::MoELayer(config, world(), *alone, 1));
+  } else if (rank == 0) {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), *alone, 1), "replicas (given or not) ranges from 0 to 1");
+  } else {
+    EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "replicas (given or not) ranges from 0 to 1");
+  }
+}
+
 TEST_F(LayerErrors, StaticShapesNeedOneRank) {
   const int P = world().size();
   moe::LayerOptions options;

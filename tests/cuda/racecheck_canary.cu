@@ -1,7 +1,6 @@
 // A shared-memory race on purpose, for the prepared GPU check alone
-// (scripts/gpu-check.sh, section 6): racecheck there instruments only the kernels whose
-// names hold the library's namespace, and this kernel, in that namespace, shows that
-// the filter reaches them; were it to report no hazard, the check runs unfiltered.
+// (scripts/gpu-check.sh, section 6): racecheck runs on it before the tests, so that the
+// tests' zero hazards are from a tool seen to report a race where there is one.
 // Not a test: nothing else runs it. Exit 0 when CUDA reported no error.
 #include <cuda_runtime.h>
 

@@ -17,12 +17,24 @@ __device__ void chunk_column_sums(const T* m, std::int64_t begin, std::int64_t e
   __shared__ double lane_sums[kColumnLanes][kColumnsPerBlock * V];
   const std::int64_t c = (blockIdx.x * static_cast<std::int64_t>(kColumnsPerBlock) + threadIdx.x) * V;
   double sum[V] = {};
-  if (c < cols)
-    for (std::int64_t r = begin + threadIdx.y; r < end; r += kColumnLanes) {
+  if (c < cols) {
+    // Four rows' loads in flight before their additions, which keep the rows' order (the
+    // same bits): one load at a time left the mid step's bf16 bias-gradient sums at about
+    // half the memory's speed (29.2 µs, 2.3% of the step's kernels; H200, 2026-11-28).
+    constexpr int kRowsInFlight = 4;
+    std::int64_t r = begin + threadIdx.y;
+    for (; r + (kRowsInFlight - 1) * kColumnLanes < end; r += kRowsInFlight * kColumnLanes) {
+      float values[kRowsInFlight][V];
+      for (int u = 0; u < kRowsInFlight; ++u) load<V>(m + (r + u * kColumnLanes) * cols + c, values[u]);
+      for (int u = 0; u < kRowsInFlight; ++u)
+        for (int e = 0; e < V; ++e) sum[e] += values[u][e];
+    }
+    for (; r < end; r += kColumnLanes) {
       float values[V];
       load<V>(m + r * cols + c, values);  // exact: bf16 and float widen to double without rounding
       for (int e = 0; e < V; ++e) sum[e] += values[e];
     }
+  }
   for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][threadIdx.x * V + e] = sum[e];
   __syncthreads();
   add_lanes_as_tree(lane_sums, V);

@@ -289,10 +289,11 @@ section_7() {  # trials
   #   float32 one (the fourth check's did). Where its probe fails, both values run the
   #   hidden epilogue kernel; bench.log has the ops' line saying which (the kernel took
   #   57.6 µs of mid's 378.7 µs forward in the sixth check).
-  # - The plan's steps in one cooperative kernel (MOE_PLAN_IN_ONE_KERNEL=1; kernels/cuda/
-  #   plan.cu) against a kernel per step. The sixth check's mid forward spent 94-124 µs
-  #   in its route phase for about 45 µs of kernels: likely bound by the host's
-  #   launches, of which the plan is 6 (dropless) to 12 (capacity).
+  # - The plan's steps in one cooperative kernel (kernels/cuda/plan.cu; the default since
+  #   the seventh check found it faster or level) against a kernel per step
+  #   (MOE_PLAN_IN_ONE_KERNEL=0). The sixth check's mid forward spent 94-124 µs in its
+  #   route phase for about 45 µs of kernels, bound by the host's launches, of which
+  #   the plan is 6 (dropless) to 12 (capacity).
   # At mid first, each alone and the three together, then the other sizes: what the
   # budget cuts is the least likely to move a target.
   env_ab MOE_SPECULATIVE_ROWS mid ffn 4096 --inputs 4

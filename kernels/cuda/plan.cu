@@ -121,14 +121,15 @@ __global__ void __launch_bounds__(kBlock) plan_in_one_kernel(Arrays p) {
 }
 
 // One cooperative launch: as many blocks as the widest step can use, at most as many as
-// fit on the device at once (a cooperative grid must all be resident).
+// fit on the device at once (a cooperative grid must all be resident). False, having
+// launched nothing, where no block of it fits (the caller then launches a kernel per step).
 template <class Steps, class Arrays>
-void launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
+bool launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
   std::int64_t widest = 0;
   Steps::each(p, [&](std::int64_t n, auto step) {
     if (n > 0) widest = std::max(widest, blocks_for_step<Arrays, decltype(step)>(p, n));
   });
-  if (widest == 0) return;
+  if (widest == 0) return true;
   static const int per_multiprocessor = [] {
     int blocks = 0;
     MOE_CHECK(Cuda, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, plan_in_one_kernel<Steps, Arrays>,
@@ -136,9 +137,7 @@ void launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
     return blocks;
   }();
   const std::int64_t resident = static_cast<std::int64_t>(per_multiprocessor) * launch.multiprocessors;
-  MOE_CHECK_ARG(resident > 0, "plan_in_one_kernel", "no block of the plan's kernel fits on the device (",
-                per_multiprocessor, " a multiprocessor, ", launch.multiprocessors,
-                " multiprocessors); expected at least one: unset MOE_PLAN_IN_ONE_KERNEL");
+  if (resident == 0) return false;
   Arrays arrays = p;
   void* arguments[] = {&arrays};
   // Any grid of at least one block computes the plan (each step strides over its
@@ -150,7 +149,7 @@ void launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
         launch.stream);
     if (status != cudaErrorCooperativeLaunchTooLarge || blocks == 1) {
       MOE_CHECK(Cuda, status);
-      return;
+      return true;
     }
     (void)cudaGetLastError();  // clears the refusal
   }
@@ -158,7 +157,7 @@ void launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
 
 template <class Steps, class Arrays>
 void launch_plan(const Arrays& p, const PlanLaunch& launch) {
-  if (launch.one_kernel) return launch_in_one_kernel<Steps>(p, launch);
+  if (launch.one_kernel && launch_in_one_kernel<Steps>(p, launch)) return;
   Steps::each(p, LaunchOnStream<Arrays>{p, launch.stream});
 }
 
@@ -175,7 +174,7 @@ void launch_receive_plan(const plan::ReceivePlanArrays& r, const PlanLaunch& lau
 }
 
 bool plan_in_one_kernel_from_environment() {
-  return switch_from_environment("MOE_PLAN_IN_ONE_KERNEL", false, "CudaOps",
+  return switch_from_environment("MOE_PLAN_IN_ONE_KERNEL", true, "CudaOps",
                                  "the dispatch plan's steps run in one cooperative kernel");
 }
 

@@ -43,6 +43,20 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
 // on a thread of its own while the student trains on step s, as a data loader prefetches
 // (docs/design.md §4b). The stream keeps two slots, s's and s + 1's, and the targets are
 // the same bits either way: the teacher's forward does not depend on when it runs.
+// The host's clock for consecutive parts of a step: lap(part) adds the time since the
+// last lap (or the construction) to `part`, in seconds.
+class Laps {
+ public:
+  void lap(double& part) {
+    const auto now = std::chrono::steady_clock::now();
+    part += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
 class StepData {
  public:
   StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden,
@@ -74,19 +88,27 @@ class StepData {
   }
   // This rank's token rows of a step, with their targets ready. Labelling ahead, it also
   // sets the teacher to work on the next step's batch, unless `step` is the last.
-  const float* tokens(std::uint64_t seed, int rank, std::int64_t step, std::int64_t last_step, MoELayer& teacher) {
+  // The host's time in drawing and in labelling goes into wall.draw and wall.label.
+  const float* tokens(std::uint64_t seed, int rank, std::int64_t step, std::int64_t last_step, MoELayer& teacher,
+                      StepWall& wall) {
     slot_ = step % slots_;
     if (dataset_) return x_.data() + n_ * slot_;
+    Laps laps;
     if (labelled_ahead_ == step) {
       labelling_.get();  // rethrows the teacher's error, if it had one
+      laps.lap(wall.label);
     } else {
-      label(teacher, draw(seed, rank, step, slot_), slot_);
+      const float* x = draw(seed, rank, step, slot_);
+      laps.lap(wall.draw);
+      label(teacher, x, slot_);
+      laps.lap(wall.label);
     }
     if (label_ahead_ && step < last_step) {
       const std::int64_t next = (step + 1) % slots_;
       const float* x = draw(seed, rank, step + 1, next);
       labelling_ = std::async(std::launch::async, [this, &teacher, x, next] { label(teacher, x, next); });
       labelled_ahead_ = step + 1;
+      laps.lap(wall.draw);
     }
     return x_.data() + n_ * slot_;
   }
@@ -302,8 +324,11 @@ class TrainCommand final : public Command {
     TrainingWindow window;
     data->label_dataset(teacher, data_seed_, comm.rank());
     for (; step < steps_; ++step) {
-      const float* x = data->tokens(data_seed_, comm.rank(), step, steps_ - 1, teacher);
+      StepWall wall;  // where the step's time goes, on the host's clock
+      const float* x = data->tokens(data_seed_, comm.rank(), step, steps_ - 1, teacher, wall);
+      Laps laps;
       const ForwardResult out = student.forward(x, tokens_, data->output(), Pass::Training);
+      laps.lap(wall.forward);
 
       // Loss: mean squared error over every rank's tokens; its gradient on this rank.
       double sums[4] = {data->squared_error(2.0 / (total_tokens * double(config_.hidden_dim))), out.aux_loss,
@@ -316,8 +341,10 @@ class TrainCommand final : public Command {
                       "; training stopped without updating the weights",
                       checkpoint_.empty() ? "" : " (the last checkpoint written is kept)");
       });
+      laps.lap(wall.loss);
       student.zero_grad();
       student.backward(data->grad(), data->grad_input());
+      laps.lap(wall.backward);
       if (clip_ > 0) clip_grad_norm(student, clip_);
       // A function of the step alone (not of --steps), so a resumed run follows the
       // same schedule as one that never stopped.
@@ -326,6 +353,7 @@ class TrainCommand final : public Command {
         optimizer.set_learning_rate(static_cast<float>(lr_ * (0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)))));
       }
       optimizer.step();
+      laps.lap(wall.optimizer);
 
       // The routing's balance (load max) is over every rank's top-k choices per expert,
       // before capacity: what the sigmoid router's bias update balances. A layer's counts
@@ -338,7 +366,7 @@ class TrainCommand final : public Command {
       }
       window.add_step(sums[0] / (total_tokens * double(config_.hidden_dim)), sums[1] / comm.size(),
                       sums[2] / comm.size(), sums[3] / (total_tokens * double(config_.top_k)), stats,
-                      student.backward_times());
+                      student.backward_times(), wall);
 
       const bool last = step + 1 == steps_;
       if ((step + 1) % log_every_ == 0 || last) {

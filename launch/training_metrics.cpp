@@ -18,6 +18,12 @@ nlohmann::ordered_json phases_ms(const PhaseTimes& sum, std::int64_t steps) {
   return out;
 }
 
+nlohmann::ordered_json wall_ms(const StepWall& sum, std::int64_t steps) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const StepWall::Field& p : StepWall::fields) out[p.name] = 1e3 * (sum.*p.seconds) / double(steps);
+  return out;
+}
+
 // JSON has no NaN or infinity: such a value is written as null.
 nlohmann::ordered_json number(double v) { return std::isfinite(v) ? nlohmann::ordered_json(v) : nlohmann::ordered_json(nullptr); }
 
@@ -29,7 +35,8 @@ void add_counts(std::vector<std::int64_t>& sum, const std::vector<std::int64_t>&
 }  // namespace
 
 void TrainingWindow::add_step(double step_loss, double step_aux, double step_z, double step_dropped_share,
-                              const ForwardStats& stats, const PhaseTimes& backward_times) {
+                              const ForwardStats& stats, const PhaseTimes& backward_times,
+                              const StepWall& step_wall) {
   ++steps;
   loss += step_loss;
   aux += step_aux;
@@ -43,6 +50,7 @@ void TrainingWindow::add_step(double step_loss, double step_aux, double step_z, 
   add_counts(kept_per_expert, stats.tokens_per_expert);
   forward += stats.times;
   backward += backward_times;
+  wall += step_wall;
 }
 
 MetricsFile::MetricsFile(const std::string& path, bool append) : path_(path) {
@@ -72,6 +80,7 @@ void MetricsFile::write(std::int64_t step, const TrainingWindow& w, double token
       {"kept_per_expert", w.kept_per_expert},
       {"forward_ms", phases_ms(w.forward, w.steps)},
       {"backward_ms", phases_ms(w.backward, w.steps)},
+      {"wall_ms", wall_ms(w.wall, w.steps)},
   };
   if (!expert_bias.empty()) line["expert_bias"] = expert_bias;
   const std::string text = line.dump() + "\n";
@@ -91,7 +100,13 @@ std::string phase_line(const TrainingWindow& w) {
     }
     return s;
   };
-  return "         ms/step " + part("fwd:", w.forward) + " |" + part(" bwd:", w.backward);
+  std::string wall = " | wall:";
+  char buffer[64];
+  for (const StepWall::Field& p : StepWall::fields) {
+    std::snprintf(buffer, sizeof buffer, " %s %.2f", p.name, 1e3 * (w.wall.*p.seconds) / double(w.steps));
+    wall += buffer;
+  }
+  return "         ms/step " + part("fwd:", w.forward) + " |" + part(" bwd:", w.backward) + wall;
 }
 
 }  // namespace moe::cli

@@ -389,6 +389,34 @@ section_4() {  # training_job
   else
     row "gpu_bench --mode step,forward (mid, 8192 tok)" "FAILED" "bench.log: $(tail -1 "$results/bench.log")"
   fi
+  # Where the stream's step goes. In the seventh check (2026-11-28) the stream labelled in
+  # the step took 4.78 ms a step against the dataset's 3.21, where the teacher's forward
+  # is about 0.7 ms, and the student's own phases grew (forward experts 1.37 ms against
+  # 0.77). Three looks at it: the jobs' wall parts (train_*.log: draw, label, forward,
+  # loss, backward, optimizer, on the host's clock); the layer's step on a new batch
+  # every step (--inputs 16) beside the same batch each step (above), for a cost that
+  # follows the routing; and, where the machine has nsys, the stream job in the step
+  # under it (nsys_stream.txt: the CUDA API calls and kernels, summed).
+  if fits 20 "gpu_bench --mode step --inputs 16 (mid, 8192 tok)"; then
+    local fresh
+    fresh=$(timeout "$(capped 60)" "$bin/gpu_bench" --config mid --tokens 8192 --mode step --inputs 16 --precision bf16 \
+              --reps 10 2>>"$results/bench.log" | awk -F, '$4 == "step" {print $12}')
+    row "gpu_bench step ms, mid 8192 tok: same batch / new" "${step_ms:-?} / ${fresh:-FAILED}" \
+        "a new batch each step (--inputs 16) against the same one (bench.log has the phases)"
+  fi
+  local nsys
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [[ -z "$nsys" ]]; then
+    row "nsys on the stream job" "not run" "no nsys on this machine"
+  elif fits 60 "nsys on the stream job"; then
+    timeout "$(capped 60)" "$nsys" profile --output "$results/stream" --force-overwrite true --trace cuda \
+      "$bin/moe" train --device cuda --precision bf16 --experts 8 --top-k 2 --hidden 1024 --expert-dim 4096 \
+      --tokens 8192 --dropless --steps 40 --log-every 20 --label-ahead off >"$results/nsys_stream.log" 2>&1 &&
+      timeout "$(capped 60)" "$nsys" stats --report cuda_api_sum --report cuda_gpu_kern_sum \
+        "$results/stream.nsys-rep" >"$results/nsys_stream.txt" 2>&1
+    row "nsys on the stream job" "exit $?" "nsys_stream.txt (the CUDA API calls and kernels of 40 steps, summed)"
+    rm -f "$results/stream.nsys-rep" "$results/stream.sqlite"
+  fi
 }
 
 section_5() {  # kernel_times

@@ -12,6 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PHASES = {"route", "plan", "pack", "dispatch", "experts", "send_back", "combine", "shared_expert", "reduce", "wait",
           "total"}
+STEP_PARTS = ["draw", "label", "forward", "loss", "backward", "optimizer"]
 
 
 def moe_train(tmp_path, *args):
@@ -30,6 +31,7 @@ def test_mpi_train_metrics_lines_are_what_the_run_did_and_plot(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     out = moe_train(tmp_path, "--steps", "20", "--metrics", str(metrics), "--ckpt", "ckpt.h5")
     assert "ms/step fwd: route" in out and "| bwd:" in out  # --log-every reports the phases
+    assert "| wall: draw " in out  # and where the step's time goes on the host
     out = moe_train(tmp_path, "--steps", "30", "--metrics", str(metrics), "--resume", "ckpt.h5")
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["step"] for r in lines] == [5, 10, 15, 20, 25, 30]  # the resumed run appended
@@ -49,6 +51,12 @@ def test_mpi_train_metrics_lines_are_what_the_run_did_and_plot(tmp_path):
         for key in ("forward_ms", "backward_ms"):
             assert set(r[key]) == PHASES and r[key]["experts"] > 0 and r[key]["dispatch"] > 0
             assert math.isclose(r[key]["total"], sum(v for k, v in r[key].items() if k != "total"), rel_tol=1e-9)
+        # The step's parts, each timed on the host: a stream labelled in the step (a CPU's
+        # default) spends time in every one, and they are disjoint parts of the window.
+        wall = r["wall_ms"]
+        assert list(wall) == STEP_PARTS and all(wall[p] > 0 for p in STEP_PARTS), wall
+        ms_per_step = 1e3 * 2 * 64 / r["tokens_per_s"]
+        assert sum(wall.values()) <= ms_per_step * (1 + 1e-9), (wall, ms_per_step)
     assert lines[-1]["loss"] < lines[0]["loss"]
 
     plots = tmp_path / "plots"

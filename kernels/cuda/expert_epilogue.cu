@@ -116,11 +116,11 @@ __global__ void expert_hidden_backward_sums_kernel(const __nv_bfloat16* pre, con
       }
     }
   for (int part = 0; part < kParts; ++part) {
-    for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][threadIdx.x * V + e] = sum[part][e];
+    for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][lane_slot(e)] = sum[part][e];
     __syncthreads();
     add_lanes_as_tree(lane_sums, V);
     if (threadIdx.y == 0 && j < width)
-      for (int e = 0; e < V; ++e) partials[chunk * z_width + part * width + j + e] = lane_sums[0][threadIdx.x * V + e];
+      for (int e = 0; e < V; ++e) partials[chunk * z_width + part * width + j + e] = lane_sums[0][lane_slot(e)];
     __syncthreads();  // the next part reuses lane_sums
   }
 }

@@ -19,8 +19,9 @@ __device__ void chunk_column_sums(const T* m, std::int64_t begin, std::int64_t e
   double sum[V] = {};
   if (c < cols) {
     // Four rows' loads in flight before their additions, which keep the rows' order (the
-    // same bits): one load at a time left the mid step's bf16 bias-gradient sums at about
-    // half the memory's speed (29.2 µs, 2.3% of the step's kernels; H200, 2026-11-28).
+    // same bits). Against one at a time it moved the mid step's bf16 bias-gradient sums
+    // from 29.2 to 28.2 µs (H200, ncu, 2026-11-28): the loads' latency was not what held
+    // them at about 60% of the memory's speed (see lane_slot).
     constexpr int kRowsInFlight = 4;
     std::int64_t r = begin + threadIdx.y;
     for (; r + (kRowsInFlight - 1) * kColumnLanes < end; r += kRowsInFlight * kColumnLanes) {
@@ -35,11 +36,11 @@ __device__ void chunk_column_sums(const T* m, std::int64_t begin, std::int64_t e
       for (int e = 0; e < V; ++e) sum[e] += values[e];
     }
   }
-  for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][threadIdx.x * V + e] = sum[e];
+  for (int e = 0; e < V; ++e) lane_sums[threadIdx.y][lane_slot(e)] = sum[e];
   __syncthreads();
   add_lanes_as_tree(lane_sums, V);
   if (threadIdx.y == 0 && c < cols)
-    for (int e = 0; e < V; ++e) partials[chunk * cols + c + e] = lane_sums[0][threadIdx.x * V + e];
+    for (int e = 0; e < V; ++e) partials[chunk * cols + c + e] = lane_sums[0][lane_slot(e)];
 }
 
 // Chunk first_chunk + blockIdx.y of m's rows. One column a thread: these are the

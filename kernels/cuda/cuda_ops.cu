@@ -37,11 +37,11 @@ class CudaOps final : public Ops {
     const bool epilogue_in_gemm = gemm_epilogue_from_environment();
     split_k_ = gemm_split_k_from_environment();
     bias_sums_in_epilogue_ = bias_gradient_sums_in_epilogue_from_environment();
-    const bool plan_in_one_kernel = plan_in_one_kernel_from_environment();
+    plan_in_one_kernel_from_environment(plan_launch_);
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    plan_launch_ = PlanLaunch{stream_, plan_in_one_kernel, sms_};
+    plan_launch_.stream = stream_, plan_launch_.multiprocessors = sms_;
     MOE_CHECK(Cuda, cudaEventCreateWithFlags(&downloaded_, cudaEventDisableTiming));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
@@ -1051,7 +1051,7 @@ class CudaOps final : public Ops {
   int sms_ = 0;          // the device's multiprocessors, for split_k_slices
   bool split_k_ = true;  // MOE_GEMM_SPLIT_K
   bool bias_sums_in_epilogue_ = false;  // MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE
-  PlanLaunch plan_launch_;              // the plans' stream, and MOE_PLAN_IN_ONE_KERNEL
+  PlanLaunch plan_launch_;              // the plans' stream, and MOE_PLAN_IN_ONE_KERNEL's choices
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<GemmLanes> lanes_;  // the per-group GEMMs' streams

@@ -1,9 +1,10 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cuda/cuda_check.cuh"
-#include "kernels/cuda/environment.cuh"
 #include "kernels/cuda/plan.cuh"
 
 namespace moe::kernels::cuda {
@@ -156,26 +157,36 @@ bool launch_in_one_kernel(const Arrays& p, const PlanLaunch& launch) {
 }
 
 template <class Steps, class Arrays>
-void launch_plan(const Arrays& p, const PlanLaunch& launch) {
-  if (launch.one_kernel && launch_in_one_kernel<Steps>(p, launch)) return;
+void launch_plan(const Arrays& p, const PlanLaunch& launch, bool one_kernel) {
+  if (one_kernel && launch_in_one_kernel<Steps>(p, launch)) return;
   Steps::each(p, LaunchOnStream<Arrays>{p, launch.stream});
 }
 
 }  // namespace
 
 void launch_single_rank_plan(const plan::PlanArrays& p, const PlanLaunch& launch) {
-  launch_plan<SingleRankSteps>(p, launch);
+  launch_plan<SingleRankSteps>(p, launch, launch.one_kernel);
 }
 
-void launch_send_plan(const plan::SendPlanArrays& s, const PlanLaunch& launch) { launch_plan<SendSteps>(s, launch); }
+void launch_send_plan(const plan::SendPlanArrays& s, const PlanLaunch& launch) {
+  launch_plan<SendSteps>(s, launch, launch.exchange_one_kernel);
+}
 
 void launch_receive_plan(const plan::ReceivePlanArrays& r, const PlanLaunch& launch) {
-  launch_plan<ReceiveSteps>(r, launch);
+  launch_plan<ReceiveSteps>(r, launch, launch.exchange_one_kernel);
 }
 
-bool plan_in_one_kernel_from_environment() {
-  return switch_from_environment("MOE_PLAN_IN_ONE_KERNEL", true, "CudaOps",
-                                 "the dispatch plan's steps run in one cooperative kernel");
+void plan_in_one_kernel_from_environment(PlanLaunch& launch) {
+  const char* asked = std::getenv("MOE_PLAN_IN_ONE_KERNEL");
+  if (!asked || !*asked) {
+    launch.one_kernel = true, launch.exchange_one_kernel = false;
+    return;
+  }
+  const bool on = std::strcmp(asked, "1") == 0;
+  MOE_CHECK_ARG(on || std::strcmp(asked, "0") == 0, "CudaOps", "MOE_PLAN_IN_ONE_KERNEL = '", asked,
+                "'; expected 1 (every dispatch plan's steps in one cooperative kernel), 0 (a kernel per step), or "
+                "unset (the single-rank plan in one kernel, the distributed plan a kernel per step)");
+  launch.one_kernel = launch.exchange_one_kernel = on;
 }
 
 }  // namespace moe::kernels::cuda

@@ -26,6 +26,20 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
   return (static_cast<std::uint64_t>(rank) << 40) ^ static_cast<std::uint64_t>(step);
 }
 
+// The host's clock for consecutive parts of a step: lap(part) adds the time since the
+// last lap (or the construction) to `part`, in seconds.
+class Laps {
+ public:
+  void lap(double& part) {
+    const auto now = std::chrono::steady_clock::now();
+    part += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
 // One step's data where the layer computes (device memory for --device cuda, host
 // memory for the CPU): the token rows, the teacher's targets, the student's output and
 // ∂L/∂output. The rows are made there (Ops::fill_normal of the stream (data seed,
@@ -43,20 +57,6 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
 // on a thread of its own while the student trains on step s, as a data loader prefetches
 // (docs/design.md §4b). The stream keeps two slots, s's and s + 1's, and the targets are
 // the same bits either way: the teacher's forward does not depend on when it runs.
-// The host's clock for consecutive parts of a step: lap(part) adds the time since the
-// last lap (or the construction) to `part`, in seconds.
-class Laps {
- public:
-  void lap(double& part) {
-    const auto now = std::chrono::steady_clock::now();
-    part += std::chrono::duration<double>(now - last_).count();
-    last_ = now;
-  }
-
- private:
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-};
-
 class StepData {
  public:
   StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden,

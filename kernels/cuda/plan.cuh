@@ -32,6 +32,7 @@ struct PlanLaunch {
   bool exchange_one_kernel = false;  // the distributed halves
   int multiprocessors = 0;           // the device's, to size the cooperative grid
 };
+
 // Every step of the plan over the arrays (device memory), queued on launch.stream.
 void launch_single_rank_plan(const plan::PlanArrays& p, const PlanLaunch& launch);
 void launch_send_plan(const plan::SendPlanArrays& s, const PlanLaunch& launch);

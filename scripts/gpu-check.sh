@@ -389,14 +389,16 @@ section_4() {  # training_job
   else
     row "gpu_bench --mode step,forward (mid, 8192 tok)" "FAILED" "bench.log: $(tail -1 "$results/bench.log")"
   fi
-  # Where the stream's step goes. In the seventh check (2026-11-28) the stream labelled in
-  # the step took 4.78 ms a step against the dataset's 3.21, where the teacher's forward
-  # is about 0.7 ms, and the student's own phases grew (forward experts 1.37 ms against
-  # 0.77). Three looks at it: the jobs' wall parts (train_*.log: draw, label, forward,
-  # loss, backward, optimizer, on the host's clock); the layer's step on a new batch
-  # every step (--inputs 16) beside the same batch each step (above), for a cost that
-  # follows the routing; and, where the machine has nsys, the stream job in the step
-  # under it (nsys_stream.txt: the CUDA API calls and kernels, summed).
+  # Where the stream's step goes. Three looks at it: the jobs' wall parts (train_*.log:
+  # draw, label, forward, loss, backward, optimizer, on the host's clock); the layer's
+  # step on a new batch every step (--inputs 16) beside the same batch each step
+  # (above), for a cost that follows the routing; and, where the machine has nsys, the
+  # stream job in the step under it (nsys_stream.txt: the CUDA API calls and kernels,
+  # summed). The seventh check's second run (2026-11-28): in the step, the stream spent
+  # 4.68 ms a step against the dataset's 3.09: drawing 0.25, the teacher 0.97, and the
+  # student's forward and backward 0.36 more, its expert kernels about 0.5 ms slower
+  # after the teacher's forward on the GPU's clock; a new batch each step cost 3.260 ms
+  # against 3.162; that machine had no nsys.
   if fits 20 "gpu_bench --mode step --inputs 16 (mid, 8192 tok)"; then
     local fresh
     fresh=$(timeout "$(capped 60)" "$bin/gpu_bench" --config mid --tokens 8192 --mode step --inputs 16 --precision bf16 \

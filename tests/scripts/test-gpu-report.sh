@@ -95,6 +95,18 @@ expect '^- speculated rows, fine ffn forward bf16: 30 held, 0 missed \(timed ste
 echo 'largest reduction: column_chunk_sums_kernel 2.3% of every kernel (issue 11: at most 2%)' >"$dir/ncu_fine.txt"
 out=$(report)
 expect '^\| no reduction over 2\.0% .*fine forward: column_chunk_sums_kernel 2\.3%.* \| not met \|$'
+# racecheck's zeros count once the canary's race was reported; a check without the
+# canary's row (before 2026-11-28) is judged on the zeros alone.
+sed -i '/^compute-sanitizer racecheck/d' "$dir/summary.txt"
+echo 'compute-sanitizer racecheck (CudaOps.*, shard 1/4) pass       RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings), tests exit 0 (racecheck_0.log)' >>"$dir/summary.txt"
+out=$(report)
+expect '^\| compute-sanitizer racecheck: 0 errors \| .*shard 1/4\): pass .* \| met \|$'
+echo 'racecheck on a race (the canary)             FAIL       no hazard reported (racecheck_canary.log)' >>"$dir/summary.txt"
+out=$(report)
+expect "^\\| compute-sanitizer racecheck: 0 errors \\| .* \\| not measured \\(the canary's race was not reported\\) \\|\$"
+sed -i 's/^racecheck on a race (the canary)             FAIL .*/racecheck on a race (the canary)             seen       1 hazards reported/' "$dir/summary.txt"
+out=$(report)
+expect '^\| compute-sanitizer racecheck: 0 errors \| .*shard 1/4\): pass .* \| met \|$'
 # No results at all is an error, not an empty report.
 if "$python" "$(dirname "$0")/../../scripts/gpu-report.py" "$dir/absent" 2>/dev/null; then
   echo "a results directory without results gave a report" >&2

@@ -483,7 +483,7 @@ section_6() {  # sanitizers
   # (The check of 2026-11-28 told racecheck to instrument only our kernels, --kernel-name
   # kns=moe7kernels4cuda, once the canary showed the filter reached them: every shard
   # then ended in "Internal Sanitizer Error: The Sanitizer failed to handle a hardware
-  # exception" in the first bf16 cuBLAS product it left uninstrumented, and the tests
+  # exception" in a cuBLAS call, whose kernels it left uninstrumented, and the tests
   # after it did not run. So racecheck instruments every kernel again.)
   racecheck_sees_races() {
     fits 20 "racecheck on a race (the canary)" || return

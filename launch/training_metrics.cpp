@@ -11,17 +11,34 @@
 namespace moe::cli {
 namespace {
 
-nlohmann::ordered_json phases_ms(const PhaseTimes& sum, std::int64_t steps) {
+// Each field of a window's sums (PhaseTimes or StepWall: both list their fields) as ms
+// per step.
+template <class Sums>
+nlohmann::ordered_json ms_per_step(const Sums& sum, std::int64_t steps) {
   nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  for (const PhaseTimes::Field& p : PhaseTimes::fields) out[p.name] = 1e3 * (sum.*p.seconds) / double(steps);
+  for (const typename Sums::Field& f : Sums::fields) out[f.name] = 1e3 * (sum.*f.seconds) / double(steps);
+  return out;
+}
+
+nlohmann::ordered_json phases_ms(const PhaseTimes& sum, std::int64_t steps) {
+  nlohmann::ordered_json out = ms_per_step(sum, steps);
   out["total"] = 1e3 * sum.total() / double(steps);
   return out;
 }
 
-nlohmann::ordered_json wall_ms(const StepWall& sum, std::int64_t steps) {
-  nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  for (const StepWall::Field& p : StepWall::fields) out[p.name] = 1e3 * (sum.*p.seconds) / double(steps);
-  return out;
+// " name 0.12" for each field of a window's sums, in ms per step; zeros left out where
+// asked (phases that do not run here: one rank, no shared expert).
+template <class Sums>
+std::string ms_text(const Sums& sum, std::int64_t steps, bool leave_out_zeros) {
+  std::string s;
+  char buffer[64];
+  for (const typename Sums::Field& f : Sums::fields) {
+    const double ms = 1e3 * (sum.*f.seconds) / double(steps);
+    if (leave_out_zeros && ms == 0) continue;
+    std::snprintf(buffer, sizeof buffer, " %s %.2f", f.name, ms);
+    s += buffer;
+  }
+  return s;
 }
 
 // JSON has no NaN or infinity: such a value is written as null.
@@ -80,7 +97,7 @@ void MetricsFile::write(std::int64_t step, const TrainingWindow& w, double token
       {"kept_per_expert", w.kept_per_expert},
       {"forward_ms", phases_ms(w.forward, w.steps)},
       {"backward_ms", phases_ms(w.backward, w.steps)},
-      {"wall_ms", wall_ms(w.wall, w.steps)},
+      {"wall_ms", ms_per_step(w.wall, w.steps)},
   };
   if (!expert_bias.empty()) line["expert_bias"] = expert_bias;
   const std::string text = line.dump() + "\n";
@@ -89,24 +106,8 @@ void MetricsFile::write(std::int64_t step, const TrainingWindow& w, double token
 }
 
 std::string phase_line(const TrainingWindow& w) {
-  auto part = [&](const char* label, const PhaseTimes& sum) {
-    std::string s = label;
-    char buffer[64];
-    for (const PhaseTimes::Field& p : PhaseTimes::fields) {
-      const double ms = 1e3 * (sum.*p.seconds) / double(w.steps);
-      if (ms == 0) continue;  // phases that do not run here (one rank, no shared expert)
-      std::snprintf(buffer, sizeof buffer, " %s %.2f", p.name, ms);
-      s += buffer;
-    }
-    return s;
-  };
-  std::string wall = " | wall:";
-  char buffer[64];
-  for (const StepWall::Field& p : StepWall::fields) {
-    std::snprintf(buffer, sizeof buffer, " %s %.2f", p.name, 1e3 * (w.wall.*p.seconds) / double(w.steps));
-    wall += buffer;
-  }
-  return "         ms/step " + part("fwd:", w.forward) + " |" + part(" bwd:", w.backward) + wall;
+  return "         ms/step fwd:" + ms_text(w.forward, w.steps, true) + " | bwd:" + ms_text(w.backward, w.steps, true) +
+         " | wall:" + ms_text(w.wall, w.steps, false);
 }
 
 }  // namespace moe::cli

@@ -16,9 +16,9 @@
 #   4. times `moe train --device cuda` (from the stream, labelled a step ahead and inside
 #      each step, and from a dataset) against the layer's own training step (gpu_bench
 #      --mode step);
-#   6. runs compute-sanitizer memcheck, racecheck (in four shards, after a kernel that
-#      races on purpose shows the tool reports a race) and initcheck on the cuda tests,
-#      each run at most 85 s;
+#   6. runs compute-sanitizer memcheck, racecheck (in four shards at once, after a kernel
+#      that races on purpose shows the tool reports a race) and initcheck on the cuda
+#      tests, each run at most 85 s (the shards at once 200 s);
 #   5. takes each kernel's time in a mid bf16 training step and a mid and a fine-grained
 #      forward with ncu (when there is time), with each kernel's share;
 #   7. the trials whose question is still open: a
@@ -453,16 +453,24 @@ section_5() {  # kernel_times
 section_6() {  # sanitizers
   echo "== 6. compute-sanitizer on the cuda tests $(elapsed)"
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
-  # sanitize TOOL FILTER LOG LABEL [SHARD TOTAL]: the verdict is the tool's own count of
-  # errors; with SHARD and TOTAL, gtest's shard SHARD of TOTAL of the filtered tests.
-  sanitize() {
-    local tool=$1 filter=$2 log=$3 label=$4 shard=${5:-0} total=${6:-1} status summary errors verdict
-    fits 20 "$label" || return
+  # run_sanitizer TOOL FILTER LOG LIMIT [SHARD TOTAL]: the tool on the cuda tests that
+  # FILTER selects (with SHARD and TOTAL, gtest's shard SHARD of TOTAL of them), at most
+  # LIMIT seconds; the log gets the output, LOG.status the exit status and the seconds
+  # taken. It makes no row, so that several can run at once in the background.
+  run_sanitizer() {
+    local tool=$1 filter=$2 log=$3 limit=$4 shard=${5:-0} total=${6:-1} start=$SECONDS
     # --nvtx: the library marks what cuBLAS writes as initialised (kernels/cuda/gemm.cu).
-    GTEST_SHARD_INDEX=$shard GTEST_TOTAL_SHARDS=$total timeout "$(capped 85)" "$sanitizer" --tool "$tool" --nvtx true \
+    GTEST_SHARD_INDEX=$shard GTEST_TOTAL_SHARDS=$total timeout "$limit" "$sanitizer" --tool "$tool" --nvtx true \
       --print-limit 20 "$bin/moe_cuda_tests" --gtest_filter="$filter" \
       >"$results/$log" 2>&1
-    status=$?
+    echo "$? $((SECONDS - start))" >"$results/$log.status"
+  }
+  # judge LOG LABEL: the row of a run_sanitizer run. The verdict is the tool's own count
+  # of errors.
+  judge() {
+    local log=$1 label=$2 status seconds summary errors verdict
+    read -r status seconds <"$results/$log.status"
+    rm -f "$results/$log.status"
     tail -2 "$results/$log"
     summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$results/$log" | tail -1 | sed 's/^========= //')
     errors=$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) error.*/\1/p; s/.*RACECHECK SUMMARY: .*\(([0-9]+) error.*/\1/p' \
@@ -476,7 +484,13 @@ section_6() {  # sanitizers
     elif [[ "${errors:-x}" == 0 ]]; then verdict=pass
     else verdict=FAIL
     fi
-    row "$label" "$verdict" "${summary:-no summary}, tests exit $status ($log)"
+    row "$label" "$verdict" "${summary:-no summary}, tests exit $status in ${seconds} s ($log)"
+  }
+  # sanitize TOOL FILTER LOG LABEL: one run, at most 85 s, and its row.
+  sanitize() {
+    fits 20 "$4" || return
+    run_sanitizer "$1" "$2" "$3" "$(capped 85)"
+    judge "$3" "$4"
   }
   # A zero from racecheck means something only if the tool sees a race where there is
   # one: tests/cuda/racecheck_canary.cu races on purpose, and racecheck runs on it first.
@@ -514,15 +528,40 @@ section_6() {  # sanitizers
     # run every one of them; the layer tests add minutes under the tool and no kernel
     # those tests do not run. CudaOps.* took about 185 s under racecheck (2026-11-27, in
     # three runs by hand: 0 hazards; 176 s in the sixth check), more than one run's 85 s,
-    # so it runs as four gtest shards, a row each.
+    # so it runs as four gtest shards, a row each (tests/scripts/test-gpu-check-sanitizers.sh
+    # runs this section with stand-ins for the tool and the tests).
     filter=${MOE_SANITIZER_FILTER:-$([[ $tool == racecheck ]] && echo 'CudaOps.*' || echo '*')}
     local label="compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
     if [[ $tool == racecheck ]]; then
       racecheck_sees_races
-      local shard
-      for shard in 0 1 2 3; do
-        sanitize "$tool" "$filter" "${tool}_$shard.log" "${label%)}, shard $((shard + 1))/4)" "$shard" 4
-      done
+      # The shards run at once (MOE_SANITIZER_JOBS=1: one after another, at most 85 s
+      # each, as up to the seventh check, where they took 37-49 s each: 170 s of the
+      # check's 430). Their tests' shapes are small (0.5-5 s each without the tool). If
+      # the time under racecheck is the tool's own work on the host per launch, four at
+      # once take about the longest shard; if it is the GPU's, about the four together.
+      # Which one is unmeasured until a check runs it: each row gives its seconds.
+      local shard shards=4
+      if ((${MOE_SANITIZER_JOBS:-$shards} > 1)); then
+        if fits 60 "${label%)}, $shards shards at once)"; then
+          local limit
+          limit=$(capped 200)
+          local pids=()
+          for ((shard = 0; shard < shards; ++shard)); do
+            run_sanitizer "$tool" "$filter" "${tool}_$shard.log" "$limit" "$shard" "$shards" &
+            pids+=($!)
+          done
+          wait "${pids[@]}"
+          for ((shard = 0; shard < shards; ++shard)); do
+            judge "${tool}_$shard.log" "${label%)}, shard $((shard + 1))/$shards)"
+          done
+        fi
+      else
+        for ((shard = 0; shard < shards; ++shard)); do
+          fits 20 "${label%)}, shard $((shard + 1))/$shards)" || break
+          run_sanitizer "$tool" "$filter" "${tool}_$shard.log" "$(capped 85)" "$shard" "$shards"
+          judge "${tool}_$shard.log" "${label%)}, shard $((shard + 1))/$shards)"
+        done
+      fi
     else
       sanitize "$tool" "$filter" "$tool.log" "$label"
     fi

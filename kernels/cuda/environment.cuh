@@ -20,4 +20,21 @@ inline bool switch_from_environment(const char* variable, bool by_default, const
   return on;
 }
 
+// MOE_PLAN_IN_ONE_KERNEL (kernels/cuda/plan.cuh says why these defaults): which dispatch
+// plans launch their steps in one cooperative kernel. 1: every plan; 0: none; unset or
+// empty: the single-rank plan, not the distributed halves; anything else is an error
+// naming it. Host code: tests/unit/test_cuda_shared_logic.cpp holds it to that.
+struct PlansInOneKernel {
+  bool single_rank = true, distributed = false;
+};
+inline PlansInOneKernel plans_in_one_kernel_from_environment() {
+  const char* asked = std::getenv("MOE_PLAN_IN_ONE_KERNEL");
+  if (!asked || !*asked) return {};
+  const bool on = std::strcmp(asked, "1") == 0;
+  MOE_CHECK_ARG(on || std::strcmp(asked, "0") == 0, "CudaOps", "MOE_PLAN_IN_ONE_KERNEL = '", asked,
+                "'; expected 1 (every dispatch plan's steps in one cooperative kernel), 0 (a kernel per step), or "
+                "unset (the single-rank plan in one kernel, the distributed plan a kernel per step)");
+  return {on, on};
+}
+
 }  // namespace moe::kernels::cuda

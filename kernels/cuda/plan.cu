@@ -1,10 +1,9 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/environment.cuh"
 #include "kernels/cuda/plan.cuh"
 
 namespace moe::kernels::cuda {
@@ -177,16 +176,8 @@ void launch_receive_plan(const plan::ReceivePlanArrays& r, const PlanLaunch& lau
 }
 
 void plan_in_one_kernel_from_environment(PlanLaunch& launch) {
-  const char* asked = std::getenv("MOE_PLAN_IN_ONE_KERNEL");
-  if (!asked || !*asked) {
-    launch.one_kernel = true, launch.exchange_one_kernel = false;
-    return;
-  }
-  const bool on = std::strcmp(asked, "1") == 0;
-  MOE_CHECK_ARG(on || std::strcmp(asked, "0") == 0, "CudaOps", "MOE_PLAN_IN_ONE_KERNEL = '", asked,
-                "'; expected 1 (every dispatch plan's steps in one cooperative kernel), 0 (a kernel per step), or "
-                "unset (the single-rank plan in one kernel, the distributed plan a kernel per step)");
-  launch.one_kernel = launch.exchange_one_kernel = on;
+  const PlansInOneKernel asked = plans_in_one_kernel_from_environment();
+  launch.one_kernel = asked.single_rank, launch.exchange_one_kernel = asked.distributed;
 }
 
 }  // namespace moe::kernels::cuda

@@ -40,7 +40,8 @@ void launch_receive_plan(const plan::ReceivePlanArrays& r, const PlanLaunch& lau
 
 // MOE_PLAN_IN_ONE_KERNEL: 1, every plan in one kernel; 0, none; unset, the single-rank
 // plan alone (the defaults above); anything else is an error naming it. Sets the two
-// switches of `launch`.
+// switches of `launch` (environment.cuh's plans_in_one_kernel_from_environment, tested
+// on the CPU).
 void plan_in_one_kernel_from_environment(PlanLaunch& launch);
 
 }  // namespace moe::kernels::cuda

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/environment.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/reductions.cuh"
 #include "kernels/cuda/resident_gemm.cuh"
@@ -533,6 +534,29 @@ TEST(CudaSharedLogic, ResidentProductsSplitKOnlyWhereTheirTilesLeaveTheGpuIdle) 
     ASSERT_LE(slices, cuda::kResidentMaxSlices);
     ASSERT_LE(slices * rows * n, slices == 1 ? slices * rows * n : bound);
     if (slices > 1) ASSERT_GE((k + 31) / 32 / slices, cuda::kResidentMinKTilesPerSlice);
+  }
+}
+
+// MOE_PLAN_IN_ONE_KERNEL's three cases, and a value that is none of them named in the
+// error with what each case does.
+TEST(CudaSharedLogic, PlansInOneKernelFromTheEnvironment) {
+  struct Case {
+    const char* value;  // "": unset
+    bool single_rank, distributed;
+  };
+  for (const Case& c : {Case{"", true, false}, Case{"1", true, true}, Case{"0", false, false}}) {
+    SCOPED_TRACE(*c.value ? c.value : "unset");
+    const moe::testing::ScopedEnvironment variable("MOE_PLAN_IN_ONE_KERNEL", c.value);
+    const cuda::PlansInOneKernel plans = cuda::plans_in_one_kernel_from_environment();
+    EXPECT_EQ(plans.single_rank, c.single_rank);
+    EXPECT_EQ(plans.distributed, c.distributed);
+  }
+  for (const char* wrong : {"yes", "2", "1 "}) {
+    const moe::testing::ScopedEnvironment variable("MOE_PLAN_IN_ONE_KERNEL", wrong);
+    const std::string named = std::string("MOE_PLAN_IN_ONE_KERNEL = '") + wrong + "'";
+    EXPECT_MOE_ERROR(cuda::plans_in_one_kernel_from_environment(), named.c_str(),
+                     "expected 1 (every dispatch plan's", "0 (a kernel per step)",
+                     "unset (the single-rank plan in one kernel");
   }
 }
 

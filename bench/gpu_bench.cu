@@ -14,6 +14,11 @@
 // --capacity-factor).
 // step = a training step as `moe train` takes it, less the data and the teacher: zero_grad,
 // forward, backward, clip_grad_norm (1.0), AdamW (its dense baseline is training's).
+// teacher_step = the same step after a second layer's (the teacher's: another seed,
+// dropless) inference forward on the step's batch, into memory of its own, as `moe train`
+// labels its stream inside the step (--label-ahead off): against step plus forward, it
+// says whether the student's step slows after the teacher's forward on the GPU itself
+// (the seventh check, 2026-11-28, saw its expert kernels about 0.5 ms slower in the job).
 // --capacity-factor CF drops past the capacity instead (the dense products still do the
 // dropless FLOPs); --static-shapes runs the experts capacity-padded
 // (LayerOptions::static_shapes; capacity factor 1.25 unless given). --inputs N cycles
@@ -121,12 +126,14 @@ double median_ms(const std::function<void()>& run, int reps) {
 // 3.5 ms longer than their sum (2026-11-27, H200), so the host's share shows here.
 // Step i takes batch i of `inputs`, cycling.
 // `timed_reps` tells how the timed steps' speculated rows fared, if any were guessed.
+// With a teacher, each step starts with its forward of the step's batch into `target`.
 void print_phases(moe::MoELayer& layer, const std::vector<float*>& inputs, std::int64_t tokens, float* out,
                   const float* grad_out, float* grad_in, bool training, moe::Optimizer* optimizer,
-                  const std::string& what, const moe::detail::LayerAccess::Speculation& timed_reps) {
+                  moe::MoELayer* teacher, float* target, const std::string& what,
+                  const moe::detail::LayerAccess::Speculation& timed_reps) {
   constexpr int kSteps = 5;
   moe::PhaseTimes forward, backward;
-  double wall_ms[5] = {};  // zero_grad, forward, backward, clipping, the optimizer's step
+  double wall_ms[6] = {};  // zero_grad, forward, backward, clipping, the optimizer's step, the teacher's forward
   std::vector<std::int64_t> kept;  // the last forward's kept rows per expert
   auto timed = [&](double& total, const auto& part) {
     if (!optimizer) return part();
@@ -137,14 +144,16 @@ void print_phases(moe::MoELayer& layer, const std::vector<float*>& inputs, std::
     total += moe::bench::seconds_since(start) * 1e3;
   };
   for (int i = 0; i < kSteps; ++i) {
+    const float* x = inputs[static_cast<std::size_t>(i) % inputs.size()];
+    timed(wall_ms[5], [&] {
+      if (teacher) teacher->forward(x, tokens, target, moe::Pass::Inference);
+    });
     timed(wall_ms[0], [&] {
       if (optimizer) layer.zero_grad();
     });
     timed(wall_ms[1], [&] {
       const moe::ForwardStats stats =
-          layer.forward(inputs[static_cast<std::size_t>(i) % inputs.size()], tokens, out,
-                        training ? moe::Pass::Training : moe::Pass::Inference)
-              .stats;
+          layer.forward(x, tokens, out, training ? moe::Pass::Training : moe::Pass::Inference).stats;
       forward += stats.times;
       kept = stats.tokens_per_expert;
     });
@@ -186,6 +195,7 @@ void print_phases(moe::MoELayer& layer, const std::vector<float*>& inputs, std::
                   wall_ms[0] / kSteps, wall_ms[1] / kSteps, wall_ms[2] / kSteps, wall_ms[3] / kSteps,
                   wall_ms[4] / kSteps);
     line += item;
+    if (teacher) std::snprintf(item, sizeof item, " teacher forward %.3f", wall_ms[5] / kSteps), line += item;
   }
   std::fprintf(stderr, "%s\n", line.c_str());
 }
@@ -207,11 +217,12 @@ int run(int argc, char** argv) {
   app.add_option("--precision", precision)->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   app.add_option("--mode", modes,
                  "forward, training (forward + backward), step (training + gradient clipping + AdamW), "
+                 "teacher_step (a second layer's inference forward, then a step, on each batch), "
                  "async (forward_async: no host results, no wait), graph (forward_async captured once and "
                  "replayed; async and graph need --static-shapes, or a dropless bf16 layer), or several "
                  "(forward,training): one line each")
       ->delimiter(',')
-      ->check(CLI::IsMember({"forward", "training", "step", "async", "graph"}));
+      ->check(CLI::IsMember({"forward", "training", "step", "teacher_step", "async", "graph"}));
   app.add_option("--reps", reps);
   app.add_option("--inputs", inputs, "batches of random rows to cycle through, one a step (default 1)")
       ->check(CLI::Range(1, 16));
@@ -283,21 +294,37 @@ int run(int argc, char** argv) {
   // step at 11.55 ms against its parts' 7.05 at the default rate; at 1e-6 check 5
   // (2026-11-28) kept the load at 1.08 of the mean and the parts added up to the step
   // (3.63 against 3.59 ms). The step's arithmetic does not depend on the rate.
+  const bool any_step = std::any_of(modes.begin(), modes.end(), [](const std::string& m) {
+    return m == "step" || m == "teacher_step";
+  });
   std::optional<moe::Optimizer> adamw;
-  if (std::find(modes.begin(), modes.end(), "step") != modes.end()) {
+  if (any_step) {
     moe::AdamWOptions slow;
     slow.lr = 1e-6f;
     adamw.emplace(moe::Optimizer::adamw(layer, slow));
   }
+  // teacher_step's teacher: as moe train's, the layer's config without capacity, its
+  // own seed (moe train's default --teacher-seed), and its targets in memory of its own.
+  std::optional<moe::MoELayer> teacher;
+  float* target = nullptr;
+  if (std::find(modes.begin(), modes.end(), "teacher_step") != modes.end()) {
+    moe::MOEConfig teacher_config = c;
+    teacher_config.drop_tokens = false;
+    teacher.emplace(teacher_config, *comm, 1000, options);
+    target = static_cast<float*>(device_alloc(static_cast<std::size_t>(s.T * s.H) * 4));
+  }
   for (const std::string& mode : modes) {
-    const bool training = mode == "training" || mode == "step", optimizer_step = mode == "step";
+    const bool with_teacher = mode == "teacher_step";
+    const bool optimizer_step = mode == "step" || with_teacher, training = mode == "training" || optimizer_step;
     std::optional<moe::ForwardGraph> graph;
     if (mode == "graph") graph.emplace(layer.capture_forward(x, s.T, out));
     auto step = [&] {
       if (mode == "async") return layer.forward_async(next_x(), s.T, out);
       if (graph) return graph->replay();
+      const float* batch = next_x();
+      if (with_teacher) teacher->forward(batch, s.T, target, moe::Pass::Inference);
       if (optimizer_step) layer.zero_grad();
-      layer.forward(next_x(), s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
+      layer.forward(batch, s.T, out, training ? moe::Pass::Training : moe::Pass::Inference);
       if (training) layer.backward(grad_out, grad_in);
       if (optimizer_step) moe::clip_grad_norm(layer, 1.0), adamw->step();
     };
@@ -317,7 +344,8 @@ int run(int argc, char** argv) {
       methods = both;
     }
     print_phases(layer, batches, s.T, out, grad_out, grad_in, training, optimizer_step ? &*adamw : nullptr,
-                 config + " " + s.kind + " " + mode + " " + precision, speculated);
+                 with_teacher ? &*teacher : nullptr, target, config + " " + s.kind + " " + mode + " " + precision,
+                 speculated);
     DenseBaseline baseline(s, options.precision, training);
     char dense_ms[32] = "-", ratio[32] = "-";
     if (!no_dense) {

@@ -21,7 +21,8 @@
 #      tests, each run at most 85 s (the shards at once 200 s);
 #   5. takes each kernel's time in a mid bf16 training step and a mid and a fine-grained
 #      forward with ncu (when there is time), with each kernel's share;
-#   7. the trials whose question is still open: the first product's bias and ReLU in
+#   7. the trials whose question is still open: the hidden epilogue by element
+#      (MOE_HIDDEN_EPILOGUE_BY_ELEMENT) at mid and fine; the first product's bias and ReLU in
 #      cuBLASLt's epilogue (MOE_GEMM_EPILOGUE) at mid, Mixtral-like and fine ffn; a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph;
@@ -276,6 +277,15 @@ section_7() {  # trials
     done
     row "$label" "$(IFS=/; echo "${times[*]}")" "(bench.log has the phases)"
   }
+  # The hidden epilogue a thread per 8 elements over every row (MOE_HIDDEN_EPILOGUE_BY_ELEMENT=1;
+  # kernels/cuda/environment.cuh) against a block per tile of 4 rows: the seventh
+  # check's tiles moved about 2.3 TB/s at mid (62.8 µs of the forward's 376.7), the
+  # backward's by-element kernel about 4.4. Mid and fine forwards (the two targets
+  # nearest 0.5), glu, and a training step.
+  env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT mid ffn 4096 --inputs 4
+  env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT fine ffn 8192 --inputs 4
+  env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT mid glu 4096 --inputs 4
+  env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT mid ffn 4096 --inputs 4 --mode training
   # The first product's bias and ReLU in cuBLASLt's epilogue (MOE_GEMM_EPILOGUE=1;
   # kernels/cuda/epilogue_gemm.cuh), with the bias in bf16 where cuBLASLt refuses the
   # float32 one (the fourth check's did). Where its probe fails, both values run the

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cuda_backend.hpp"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/environment.cuh"
 #include "kernels/cuda/epilogue_gemm.cuh"
 #include "kernels/cuda/expert_epilogue.cuh"
 #include "kernels/cuda/gemm.cuh"
@@ -37,6 +38,7 @@ class CudaOps final : public Ops {
     const bool epilogue_in_gemm = gemm_epilogue_from_environment();
     split_k_ = gemm_split_k_from_environment();
     bias_sums_in_epilogue_ = bias_gradient_sums_in_epilogue_from_environment();
+    hidden_by_element_ = hidden_epilogue_by_element_from_environment();
     plan_in_one_kernel_from_environment(plan_launch_);
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
@@ -349,7 +351,8 @@ class CudaOps final : public Ops {
                           : nullptr;
     launch_resident_grouped_gemm(x16, device, z16, offsets, starts, G, rows, static_cast<int>(GF), static_cast<int>(H),
                                  slices_in, partials, stream_);
-    launch_expert_hidden(z16, biases(2), offsets, G, rows, F, batch.gated, batch.act, nullptr, h16, stream_);
+    launch_expert_hidden(z16, biases(2), offsets, G, rows, F, batch.gated, batch.act, nullptr, h16, stream_,
+                         hidden_by_element_);
     launch_resident_grouped_gemm(h16, device + groups, y16, offsets, starts, G, rows, static_cast<int>(H),
                                  static_cast<int>(F), slices_out, partials, stream_);
     launch_combine_expert_output(y16, biases(3), offsets, G, 0, H, into.n_out, into.offsets, into.sources,
@@ -853,7 +856,7 @@ class CudaOps final : public Ops {
     } else {
       cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(GF), static_cast<int>(H), t.operands(0));
       launch_expert_hidden(z16, t.biases(0), t.offsets, groups, rows, F, batch.gated, batch.act,
-                           keep && pre ? kept_bf16(pre, first * GF) : nullptr, h16, stream_);
+                           keep && pre ? kept_bf16(pre, first * GF) : nullptr, h16, stream_, hidden_by_element_);
     }
     cuda::grouped_gemm(*lanes_, precision_, t.rows, static_cast<int>(H), static_cast<int>(F), t.operands(1));
     return t;
@@ -1051,6 +1054,7 @@ class CudaOps final : public Ops {
   int sms_ = 0;          // the device's multiprocessors, for split_k_slices
   bool split_k_ = true;  // MOE_GEMM_SPLIT_K
   bool bias_sums_in_epilogue_ = false;  // MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE
+  bool hidden_by_element_ = false;      // MOE_HIDDEN_EPILOGUE_BY_ELEMENT
   PlanLaunch plan_launch_;              // the plans' stream, and MOE_PLAN_IN_ONE_KERNEL's choices
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;

@@ -20,6 +20,17 @@ inline bool switch_from_environment(const char* variable, bool by_default, const
   return on;
 }
 
+// MOE_HIDDEN_EPILOGUE_BY_ELEMENT=1: the experts' hidden epilogue (launch_expert_hidden)
+// runs a thread per 8 elements over every row, as its backward does, instead of a
+// block per tile of 4 rows; 0 or unset: the tiles. A trial, off until a GPU check times
+// it: the seventh (H200, 2026-11-28, ncu) had the tiles moving about 2.3 TB/s at the mid
+// forward (expert_hidden_kernel, 62.8 µs for about 150 MB) while the backward's kernel,
+// which strides over the elements, moved about 4.4 (65.4 µs for about 290 MB).
+inline bool hidden_epilogue_by_element_from_environment() {
+  return switch_from_environment("MOE_HIDDEN_EPILOGUE_BY_ELEMENT", false, "CudaOps",
+                                 "the experts' hidden epilogue takes a thread per 8 elements over every row");
+}
+
 // MOE_PLAN_IN_ONE_KERNEL (kernels/cuda/plan.cuh says why these defaults): which dispatch
 // plans launch their steps in one cooperative kernel. 1: every plan; 0: none; unset or
 // empty: the single-rank plan, not the distributed halves; anything else is an error

@@ -62,6 +62,41 @@ __global__ void expert_hidden_kernel(const __nv_bfloat16* z, const float* const*
   }
 }
 
+// expert_hidden_kernel's values with a thread per V elements of a row, grid-striding
+// over every row's elements as the backward below does (the width is a multiple of V):
+// each thread finds its row's group (group_of_row) and loads the group's bias itself,
+// where the tiles find a group once for four rows. The same additions (a null bias adds
+// zeros, as bias_for_row's do) and the same rounding, so the same bits: the trial of
+// MOE_HIDDEN_EPILOGUE_BY_ELEMENT=1 (environment.cuh says why).
+template <int V, bool kGated>
+__global__ void expert_hidden_by_element_kernel(const __nv_bfloat16* z, const float* const* biases,
+                                                const std::int64_t* offsets, int groups, std::int64_t rows,
+                                                std::int64_t width, Act act, __nv_bfloat16* pre,
+                                                __nv_bfloat16* hidden) {
+  constexpr int kParts = kGated ? 2 : 1;
+  const std::int64_t z_width = kParts * width, n = rows * width;
+  for (std::int64_t i = (blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x) * V; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x * V) {
+    const std::int64_t r = i / width, j = i % width;
+    float v[kParts][V];
+    for (int part = 0; part < kParts; ++part) load<V>(z + r * z_width + part * width + j, v[part]);
+    const float* bias = biases[group_of_row(offsets, groups, r)];
+    for (int part = 0; part < kParts; ++part) {
+      float b[V];
+      if (bias)
+        load<V>(bias + part * width + j, b);
+      else
+        for (int e = 0; e < V; ++e) b[e] = 0.0f;
+      for (int e = 0; e < V; ++e) v[part][e] += b[e];
+    }
+    float h[V];
+    for (int e = 0; e < V; ++e) h[e] = expert_hidden_value(v[0][e], v[kParts - 1][e], kGated, act);
+    if (pre)
+      for (int part = 0; part < kParts; ++part) store<V>(pre + r * z_width + part * width + j, v[part]);
+    store<V>(hidden + i, h);
+  }
+}
+
 // Element-wise over the hidden's elements, V at a time within a row (the width is a
 // multiple of V): each reads its ∂L/∂hidden and its pre-activations and writes ∂L/∂z.
 template <int V, bool kGated>
@@ -212,13 +247,20 @@ struct Bf16ProductsWithBias {
 
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,
                           std::int64_t rows, std::int64_t width, bool gated, Act act, void* pre_bf16,
-                          void* hidden_bf16, Stream stream) {
+                          void* hidden_bf16, Stream stream, bool by_element) {
   if (rows * width == 0) return;
   const auto* z16 = static_cast<const __nv_bfloat16*>(z);
   auto* pre16 = static_cast<__nv_bfloat16*>(pre_bf16);
   auto* h16 = static_cast<__nv_bfloat16*>(hidden_bf16);
   at_vector_width(vector_width(width, {{z, 2}, {pre_bf16, 2}, {hidden_bf16, 2}}), [&](auto v) {
     constexpr int V = decltype(v)::value;
+    if (by_element) {
+      const auto kernel =
+          gated ? expert_hidden_by_element_kernel<V, true> : expert_hidden_by_element_kernel<V, false>;
+      kernel<<<blocks_for(rows * width / V, kBlock), kBlock, 0, stream>>>(z16, biases, offsets, groups, rows, width,
+                                                                          act, pre16, h16);
+      return;
+    }
     const auto kernel = gated ? expert_hidden_kernel<V, true> : expert_hidden_kernel<V, false>;
     kernel<<<tile_blocks(rows), row_threads(width, v), 0, stream>>>(z16, biases, offsets, groups, rows, width, act,
                                                                    pre16, h16);

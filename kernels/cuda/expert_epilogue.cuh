@@ -55,10 +55,12 @@ MOE_HD inline void tile_row_biases(const float* const* biases, const std::int64_
 }
 
 // z: bf16 [rows, G·F]; hidden_bf16 [rows, F] written; pre_bf16 [rows, G·F] (z plus the
-// biases, for the backward) written when not null.
+// biases, for the backward) written when not null. by_element: a thread per 8 (or 4, 2,
+// 1) elements over every row's, each finding its row's expert, instead of a block per
+// tile of 4 rows (the same bits; MOE_HIDDEN_EPILOGUE_BY_ELEMENT, environment.cuh).
 void launch_expert_hidden(const void* z, const float* const* biases, const std::int64_t* offsets, int groups,
                           std::int64_t rows, std::int64_t width, bool gated, Act act, void* pre_bf16,
-                          void* hidden_bf16, Stream stream);
+                          void* hidden_bf16, Stream stream, bool by_element = false);
 // The backward of launch_expert_hidden's activation: from d_hidden (float [rows, F])
 // and pre_bf16 (bf16 [rows, G·F], as it wrote them), ∂L/∂z in bf16 into dz_bf16 [rows,
 // G·F] (the backward products' operand, and the bias gradients' summand), each element

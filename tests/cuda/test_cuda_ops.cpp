@@ -803,6 +803,61 @@ TEST_F(CudaOps, BiasGradientSumsInTheEpilogueAreTheSeparatePassBitForBit) {
   expect_environment_error("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", "yes");
 }
 
+TEST_F(CudaOps, HiddenEpilogueByElementIsTheTilesBitForBit) {
+  // MOE_HIDDEN_EPILOGUE_BY_ELEMENT=1 runs the experts' bf16 hidden epilogue with a thread
+  // per 8 (4, 2) elements over every row, each finding its row's expert, where by default
+  // a block takes a tile of 4 rows: the same additions and roundings, so the same bits,
+  // in an inference forward (its output) and a training one (also the kept
+  // pre-activations and hidden). Groups of 37, 0, 57 and 33 rows from row 3 (tiles across
+  // experts, an empty one), the last without an input bias; ffn and glu; the three
+  // vector widths (H 64, 36, 30).
+  const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
+  const std::int64_t rows = offsets.back(), T = 90;
+  const std::size_t groups = offsets.size() - 1;
+  auto ops_with = [](const char* value) {
+    const moe::testing::ScopedEnvironment shape("MOE_HIDDEN_EPILOGUE_BY_ELEMENT", value);
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  };
+  const std::unique_ptr<moe::kernels::Ops> by_element = ops_with("1"), tiles = ops_with("");
+  std::vector<std::int32_t> token_of(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) token_of[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 7) % T);
+  for (const std::int64_t H : {64, 36, 30})
+    for (const bool gated : {false, true})
+      for (const bool training : {false, true}) {
+        const std::int64_t F = expert_width(H), GF = gated ? 2 * F : F;
+        SCOPED_TRACE(::testing::Message() << "H=" << H << " F=" << F << (gated ? " glu" : " ffn")
+                                          << (training ? " training" : " inference"));
+        const std::vector<float> source = random(T * H, 91), w_in = random(groups * H * GF, 92, 0.2),
+                                 w_out = random(groups * F * H, 93, 0.2), b_in = random(groups * GF, 94, 0.5),
+                                 b_out = random(groups * H, 95, 0.5);
+        // The output, and for training the kept pre-activations and hidden, as downloaded.
+        auto run = [&](moe::kernels::Ops& ops) {
+          Buffer<float> src = device(source, &ops), dw_in = device(w_in, &ops), dw_out = device(w_out, &ops),
+                        db_in = device(b_in, &ops), db_out = device(b_out, &ops),
+                        gathered = device_zeros<float>(ops.kept_floats(rows * H), &ops),
+                        pre = device_zeros<float>(ops.kept_floats(rows * GF), &ops),
+                        hidden = device_zeros<float>(ops.kept_floats(rows * F), &ops),
+                        out = device_zeros<float>(rows * H, &ops);
+          Buffer<std::int32_t> tokens = device(token_of, &ops);
+          moe::kernels::ExpertBatch batch;
+          batch.row_offsets = offsets, batch.in_dim = H, batch.width = F, batch.gated = gated;
+          batch.act = gated ? Act::SiLU : Act::GELU, batch.keep_for_backward = training;
+          moe::testing::point_at_experts(batch, groups, dw_in.data(), dw_out.data(), db_in.data(), db_out.data());
+          batch.b_in[groups - 1] = nullptr;
+          ops.gather_expert_ffn(src.data(), tokens.data(), gathered.data(), batch, pre.data(), hidden.data(),
+                                out.data());
+          return std::vector<std::vector<float>>{out.download(), pre.download(), hidden.download()};
+        };
+        const std::vector<std::vector<float>> got = run(*by_element), want = run(*tiles);
+        const char* names[] = {"output", "kept pre-activations", "kept hidden"};
+        for (std::size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(got[i].size(), want[i].size());
+          EXPECT_EQ(std::memcmp(got[i].data(), want[i].data(), sizeof(float) * got[i].size()), 0) << names[i];
+        }
+      }
+  expect_environment_error("MOE_HIDDEN_EPILOGUE_BY_ELEMENT", "yes");
+}
+
 TEST_F(CudaOps, Bf16TrainingForwardKeepsBf16RowsForItsBackward) {
   // A bf16 training forward (gather_expert_ffn, keep_for_backward) keeps its input rows,
   // pre-activations and hidden in bf16 (kernels/ops.hpp), and writes no float32 copy of

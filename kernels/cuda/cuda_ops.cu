@@ -48,8 +48,19 @@ class CudaOps final : public Ops {
     MOE_CHECK(Cublas, cublasCreate(&blas_));
     MOE_CHECK(Cublas, cublasSetStream(blas_, stream_));
     lanes_ = std::make_unique<GemmLanes>(gemm_lanes, stream_, blas_, share_sms);
-    if (epilogue_in_gemm && precision == GemmPrecision::BF16)
+    if (epilogue_in_gemm && precision == GemmPrecision::BF16) {
       epilogue_ = std::make_unique<ReluEpilogueProducts>(*lanes_);
+      // Probed here, where waiting for the GPU is safe: probed at a first forward, a CUDA
+      // graph recorded before any eager forward had to keep the kernel (the probe cannot
+      // wait inside a recording) while later eager forwards took the epilogue, with its
+      // bias rounded to bf16: two paths for one layer.
+      const bool usable = epilogue_->usable();
+      const char* bias_type = epilogue_->bias_in_bf16() ? " (its bias rounded to bf16)" : " (its bias in float32)";
+      std::fprintf(stderr, "moe: MOE_GEMM_EPILOGUE=1: %s\n",
+                   usable ? (std::string("the experts' first product adds the bias and applies ReLU in cuBLASLt's "
+                                         "epilogue") + bias_type).c_str()
+                          : (epilogue_->why_not() + "; the hidden epilogue kernel runs instead").c_str());
+    }
     uploads_ = std::make_unique<UploadRing>(stream_);
     recorder_ = std::make_unique<GraphRecorder>(stream_);
   }
@@ -864,24 +875,14 @@ class CudaOps final : public Ops {
 
   // Whether the first product of this batch takes its bias and ReLU in cuBLASLt's
   // epilogue (MOE_GEMM_EPILOGUE=1; epilogue_gemm.cuh): an inference forward of ffn
-  // experts with ReLU, once the probe has passed (it waits for the GPU, so a recording
-  // that comes first keeps the kernel). Widths that are multiples of 8 keep every
-  // expert's rows and biases 16-byte aligned, which cuBLASLt's kernels want of a bias
-  // (its heuristic is told the rows' alignment, not the bias's). The first answer is
-  // printed, with its reason.
-  bool relu_in_first_product(const ExpertBatch& batch) {
+  // experts with ReLU, where the probe (run when the ops were made, its answer printed
+  // then with its reason) passed. Widths that are multiples of 8 keep every expert's
+  // rows and biases 16-byte aligned, which cuBLASLt's kernels want of a bias (its
+  // heuristic is told the rows' alignment, not the bias's).
+  bool relu_in_first_product(const ExpertBatch& batch) const {
     if (!epilogue_ || batch.keep_for_backward || batch.gated || batch.act != Act::ReLU) return false;
     if (batch.in_dim % 8 != 0 || batch.width % 8 != 0) return false;
-    if (!epilogue_->probed()) {
-      if (recorder_->recording()) return false;
-      const bool usable = epilogue_->usable();
-      const char* bias_type = epilogue_->bias_in_bf16() ? " (its bias rounded to bf16)" : " (its bias in float32)";
-      std::fprintf(stderr, "moe: MOE_GEMM_EPILOGUE=1: %s\n",
-                   usable ? (std::string("the experts' first product adds the bias and applies ReLU in cuBLASLt's "
-                                         "epilogue") + bias_type).c_str()
-                          : (epilogue_->why_not() + "; the hidden epilogue kernel runs instead").c_str());
-    }
-    return epilogue_->usable();
+    return epilogue_->usable_as_probed();
   }
 
   void touched(const void* dst, std::size_t bytes, bool freed = false) {

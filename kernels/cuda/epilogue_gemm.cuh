@@ -41,9 +41,11 @@ class ReluEpilogueProducts {
   ReluEpilogueProducts& operator=(const ReluEpilogueProducts&) = delete;
 
   // Whether run() computes moe's ReLU with cuBLASLt here: probed at the first call,
-  // which waits for the GPU (so not while a CUDA graph is recorded).
+  // which waits for the GPU (so not while a CUDA graph is recorded: the CUDA ops call it
+  // when they are made).
   bool usable();
-  bool probed() const { return probed_; }
+  // usable()'s answer once probed; false before.
+  bool usable_as_probed() const { return probed_ && usable_; }
   const std::string& why_not() const { return why_not_; }
   // Whether run() takes each bias in bf16 (the probe's float32 bias refused), not float32.
   bool bias_in_bf16() const { return bias_type_ == CUDA_R_16BF; }

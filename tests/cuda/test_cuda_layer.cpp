@@ -247,7 +247,11 @@ TEST_F(CudaLayer, SpeculatedRowsMatchTheCpuWhetherTheGuessHoldsOrNot) {
 // values in the same memory its output is the eager forward's, with an eager forward
 // run between replays (which rewrites the shared scratch); after a parameter write it
 // reads the new values (bf16 copies refreshed); once the layer has freed memory, a
-// replay is refused.
+// replay is refused. In bf16 also with the first product's ReLU and bias in cuBLASLt's
+// epilogue (MOE_GEMM_EPILOGUE=1, the experts here being ReLU ffn): its probe runs when
+// the layer's ops are made, so the graph, recorded before any eager forward, takes the
+// path the eager forwards take (probed at a first forward, the recording kept the
+// kernel and the eager forwards took the epilogue, its bias rounded to bf16).
 TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
   auto memory = moe::kernels::make_cuda_ops(0, moe::kernels::GemmPrecision::FP32);
   const std::int64_t T = 64, H = config.hidden_dim, n = T * H;
@@ -269,9 +273,18 @@ TEST_F(CudaLayer, ACapturedForwardReplaysTheForward) {
     r->graph = r->layer.capture_forward(r->input.data(), T, r->output.data());
     return r;
   };
-  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
-    SCOPED_TRACE(moe::precision_name(p));
-    const auto r = record(p);
+  struct Case {
+    moe::Precision precision;
+    const char* epilogue;  // MOE_GEMM_EPILOGUE while the layer is made ("": unset)
+  };
+  for (const Case c : {Case{moe::Precision::FP32, ""}, Case{moe::Precision::BF16, ""},
+                       Case{moe::Precision::BF16, "1"}}) {
+    SCOPED_TRACE(::testing::Message() << moe::precision_name(c.precision)
+                                      << (*c.epilogue ? ", cuBLASLt's epilogue" : ""));
+    const auto r = [&] {
+      const ScopedEnvironment epilogue("MOE_GEMM_EPILOGUE", c.epilogue);
+      return record(c.precision);
+    }();
     for (int round = 0; round < 3; ++round) {
       const Tensor<float> x = moe::testing::random_tensor({T, H}, 1.0, 20 + round);
       if (round == 2)

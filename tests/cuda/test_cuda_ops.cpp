@@ -55,6 +55,11 @@ class CudaOps : public ::testing::Test {
     fill_normal(v.data(), n, stddev, seed);
     return v;
   }
+  // bf16 CUDA ops made with `variable` set to `value` ("": unset), which they read then.
+  static std::unique_ptr<moe::kernels::Ops> bf16_ops_with(const char* variable, const char* value) {
+    const moe::testing::ScopedEnvironment environment(variable, value);
+    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  }
   // Building the CUDA ops with `variable` set to `value` is an error naming both.
   static void expect_environment_error(const char* variable, const char* value) {
     const moe::testing::ScopedEnvironment environment(variable, value);
@@ -600,11 +605,7 @@ TEST_F(CudaOps, ReluAndBiasInTheFirstProductsEpilogueAsTheKernelComputesThem) {
         sources.push_back(static_cast<std::int32_t>(r)), weights.push_back(0.3f + 0.01f * static_cast<float>(r % 7));
     entry_offsets.push_back(static_cast<std::int32_t>(sources.size()));
   }
-  auto with = [] {
-    const moe::testing::ScopedEnvironment epilogue("MOE_GEMM_EPILOGUE", "1");
-    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-  }();
-  auto without = moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
+  auto with = bf16_ops_with("MOE_GEMM_EPILOGUE", "1"), without = bf16_ops_with("MOE_GEMM_EPILOGUE", "");
   for (const std::int64_t H : {64, 96})
     for (const Act act : {Act::ReLU, Act::GELU})
       for (const bool gated : {false, true})
@@ -757,11 +758,8 @@ TEST_F(CudaOps, BiasGradientSumsInTheEpilogueAreTheSeparatePassBitForBit) {
   const std::vector<std::int64_t> offsets = {3, 40, 40, 400, 700};
   const std::int64_t rows = offsets.back();
   const std::size_t groups = offsets.size() - 1;
-  auto ops_with = [](const char* value) {
-    moe::testing::ScopedEnvironment fused("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", value);
-    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-  };
-  const std::unique_ptr<moe::kernels::Ops> fused = ops_with("1"), separate = ops_with("");
+  const std::unique_ptr<moe::kernels::Ops> fused = bf16_ops_with("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", "1"),
+                                           separate = bf16_ops_with("MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE", "");
   for (const std::int64_t H : {64, 36, 30})
     for (const bool gated : {false, true})
       for (const bool every_bias : {true, false}) {
@@ -814,11 +812,8 @@ TEST_F(CudaOps, HiddenEpilogueByElementIsTheTilesBitForBit) {
   const std::vector<std::int64_t> offsets = {3, 40, 40, 97, 130};
   const std::int64_t rows = offsets.back(), T = 90;
   const std::size_t groups = offsets.size() - 1;
-  auto ops_with = [](const char* value) {
-    const moe::testing::ScopedEnvironment shape("MOE_HIDDEN_EPILOGUE_BY_ELEMENT", value);
-    return moe::kernels::make_cuda_ops(0, GemmPrecision::BF16);
-  };
-  const std::unique_ptr<moe::kernels::Ops> by_element = ops_with("1"), tiles = ops_with("");
+  const std::unique_ptr<moe::kernels::Ops> by_element = bf16_ops_with("MOE_HIDDEN_EPILOGUE_BY_ELEMENT", "1"),
+                                           tiles = bf16_ops_with("MOE_HIDDEN_EPILOGUE_BY_ELEMENT", "");
   std::vector<std::int32_t> token_of(static_cast<std::size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) token_of[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r * 7) % T);
   for (const std::int64_t H : {64, 36, 30})

@@ -37,6 +37,7 @@
 #   MOE_CHECK_BENCH=quick       section 3 at three configs
 #   MOE_CHECK_PACKED=1          section 3 also times each bf16 row with its experts' rows packed
 #   MOE_CHECK_SANITIZERS="…"    which compute-sanitizer tools, in order (default memcheck racecheck initcheck)
+#   MOE_RACECHECK_AT_ONCE=0     racecheck's four shards one after another (default: at once)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:-${OUT:-$PWD/gpu-check-results}}
@@ -537,14 +538,14 @@ section_6() {  # sanitizers
     local label="compute-sanitizer $tool ($([[ $filter == '*' ]] && echo cuda tests || echo "$filter"))"
     if [[ $tool == racecheck ]]; then
       racecheck_sees_races
-      # The shards run at once (MOE_SANITIZER_JOBS=1: one after another, at most 85 s
+      # The shards run at once (MOE_RACECHECK_AT_ONCE=0: one after another, at most 85 s
       # each, as up to the seventh check, where they took 37-49 s each: 170 s of the
       # check's 430). Their tests' shapes are small (0.5-5 s each without the tool). If
       # the time under racecheck is the tool's own work on the host per launch, four at
       # once take about the longest shard; if it is the GPU's, about the four together.
       # Which one is unmeasured until a check runs it: each row gives its seconds.
       local shard shards=4
-      if ((${MOE_SANITIZER_JOBS:-$shards} > 1)); then
+      if [[ ${MOE_RACECHECK_AT_ONCE:-1} != 0 ]]; then
         if fits 60 "${label%)}, $shards shards at once)"; then
           local limit
           limit=$(capped 200)

@@ -5,7 +5,7 @@
 # the stand-in tool reports a hazard in racecheck's shard 3 only. Checked: each tool's
 # rows and verdicts (a hazard is FAIL, the canary "seen"), each row's seconds, and the
 # racecheck shards running at once (about 2 s in all) by default, 6 s faster than one
-# after another (about 8 s) with MOE_SANITIZER_JOBS=1.
+# after another (about 8 s) with MOE_RACECHECK_AT_ONCE=0.
 set -euo pipefail
 python=${1:-python3}
 dir=$(mktemp -d)
@@ -74,7 +74,7 @@ tests exit 0 in [0-9]+ s \(racecheck_$((shard - 1)).log\)"
 run together
 together=$took
 check_rows together
-run apart MOE_SANITIZER_JOBS=1
+run apart MOE_RACECHECK_AT_ONCE=0
 check_rows apart
 echo "section 6: $together s with the shards at once, $took s one after another (6 s apart expected)"
 "$python" -c "import sys; sys.exit(float(sys.argv[2]) - float(sys.argv[1]) < 4)" "$together" "$took" ||

@@ -13,8 +13,8 @@
 //
 // cuBLASLt documents its ReLU as max(x, 0), which may turn NaN into 0 where moe's passes
 // it through (kernels/activation.hpp), and whether it takes a float32 bias with bf16
-// output is the library's choice (the fourth check's cuBLAS of CUDA 13 refused it). So at
-// first use a small product with a NaN in one row and exact values elsewhere is run and
+// output is the library's choice (the fourth check's cuBLAS of CUDA 13 refused it). So when
+// the CUDA ops are made, a small product with a NaN in one row and exact values elsewhere is run and
 // checked on the host (usable()), with a float32 bias and, if that is refused, a bf16
 // one (the bias then rounded to bf16 before it is added); where it disagrees or
 // cuBLASLt refuses both, the ops keep the separate epilogue kernel and say why.

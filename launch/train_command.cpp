@@ -53,18 +53,17 @@ class Laps {
 //   does. Batch i is the stream's batch i, bit for bit, so the first N steps are the
 //   stream's. The teacher's forward then leaves the step, whose time is the student's.
 //
-// A stream may be labelled ahead (--label-ahead): the teacher labels step s + 1's batch
-// on a thread of its own while the student trains on step s, as a data loader prefetches
-// (docs/design.md §4b). The stream keeps two slots, s's and s + 1's, and the targets are
-// the same bits either way: the teacher's forward does not depend on when it runs.
+// A stream may be labelled ahead (--label-ahead): a thread of its own draws step s + 1's
+// batch and the teacher labels it while the student trains on step s, as a data loader
+// prefetches (docs/design.md §4b). The thread draws with Ops of its own (on a GPU, its own
+// stream), so the student's thread waits for nothing but the finished targets. The stream
+// keeps two slots, s's and s + 1's, and the rows and targets are the same bits either
+// way: neither the draw nor the teacher's forward depends on when or where it runs.
 class StepData {
  public:
   StepData(const LayerOptions& options, const Communicator& comm, std::int64_t tokens, std::int64_t hidden,
            std::int64_t dataset_batches, bool label_ahead)
-      : ops_(options.device == Device::CUDA
-                 ? kernels::make_cuda_ops(comm.local_rank() % std::max(1, kernels::cuda_device_count()),
-                                          kernels::GemmPrecision::FP32)
-                 : kernels::make_cpu_ops()),
+      : ops_(make_data_ops(options, comm)),
         tokens_(tokens),
         n_(tokens * hidden),
         dataset_(dataset_batches > 0),
@@ -80,15 +79,17 @@ class StepData {
     if (options.device == Device::CPU) detail::check_fits_in_memory(static_cast<std::int64_t>(bytes), what);
     for (Buffer<float>* b : {&output_, &grad_, &grad_input_}) b->resize(static_cast<std::size_t>(n_));
     for (Buffer<float>* b : {&x_, &target_}) b->resize(static_cast<std::size_t>(n_ * slots_));
+    if (label_ahead_) ahead_ops_ = make_data_ops(options, comm);
   }
   // With a dataset, labels its batches: the teacher's forward of each, once.
   void label_dataset(MoELayer& teacher, std::uint64_t seed, int rank) {
     if (!dataset_) return;
-    for (std::int64_t i = 0; i < slots_; ++i) label(teacher, draw(seed, rank, i, i), i);
+    for (std::int64_t i = 0; i < slots_; ++i) label(teacher, draw(*ops_, seed, rank, i, i), i);
   }
   // This rank's token rows of a step, with their targets ready. Labelling ahead, it also
-  // sets the teacher to work on the next step's batch, unless `step` is the last.
-  // The host's time in drawing and in labelling goes into wall.draw and wall.label.
+  // sets the labelling thread to draw and label the next step's batch, unless `step` is
+  // the last. The host's time in drawing and in labelling goes into wall.draw and
+  // wall.label; labelled ahead, the wait for the thread's draw and forward is wall.label.
   const float* tokens(std::uint64_t seed, int rank, std::int64_t step, std::int64_t last_step, MoELayer& teacher,
                       StepWall& wall) {
     slot_ = step % slots_;
@@ -98,17 +99,17 @@ class StepData {
       labelling_.get();  // rethrows the teacher's error, if it had one
       laps.lap(wall.label);
     } else {
-      const float* x = draw(seed, rank, step, slot_);
+      const float* x = draw(*ops_, seed, rank, step, slot_);
       laps.lap(wall.draw);
       label(teacher, x, slot_);
       laps.lap(wall.label);
     }
     if (label_ahead_ && step < last_step) {
       const std::int64_t next = (step + 1) % slots_;
-      const float* x = draw(seed, rank, step + 1, next);
-      labelling_ = std::async(std::launch::async, [this, &teacher, x, next] { label(teacher, x, next); });
+      labelling_ = std::async(std::launch::async, [this, &teacher, seed, rank, step, next] {
+        label(teacher, draw(*ahead_ops_, seed, rank, step + 1, next), next);
+      });
       labelled_ahead_ = step + 1;
-      laps.lap(wall.draw);
     }
     return x_.data() + n_ * slot_;
   }
@@ -130,20 +131,27 @@ class StepData {
   const float* grad() const { return grad_.data(); }
 
  private:
-  // The stream's batch `step`, into a slot.
-  const float* draw(std::uint64_t seed, int rank, std::int64_t step, std::int64_t slot) {
+  static std::unique_ptr<kernels::Ops> make_data_ops(const LayerOptions& options, const Communicator& comm) {
+    if (options.device == Device::CPU) return kernels::make_cpu_ops();
+    return kernels::make_cuda_ops(comm.local_rank() % std::max(1, kernels::cuda_device_count()),
+                                  kernels::GemmPrecision::FP32);
+  }
+  // The stream's batch `step`, into a slot, made by `ops`: ops_ on the student's thread,
+  // ahead_ops_ on the labelling thread.
+  const float* draw(kernels::Ops& ops, std::uint64_t seed, int rank, std::int64_t step, std::int64_t slot) {
     float* x = x_.data() + n_ * slot;
-    ops_->fill_normal(x, n_, seed, token_stream(rank, step));
-    ops_->synchronize();  // the layers read them on streams of their own
+    ops.fill_normal(x, n_, seed, token_stream(rank, step));
+    ops.synchronize();  // the layers read them on streams of their own
     return x;
   }
   // The teacher's forward of a slot's rows into its targets; touches nothing of this
-  // object's but the slot's targets, so that it may run on the labelling thread.
+  // object's but the slot's rows and targets, so that it may run on the labelling thread.
   void label(MoELayer& teacher, const float* x, std::int64_t slot) {
     teacher.forward(x, tokens_, target_.data() + n_ * slot);
   }
 
   std::unique_ptr<kernels::Ops> ops_;
+  std::unique_ptr<kernels::Ops> ahead_ops_;  // the labelling thread's, labelling ahead
   std::int64_t tokens_, n_;
   bool dataset_, label_ahead_;
   std::int64_t slots_;     // a dataset's batches, or the stream's one slot (two labelling ahead)

@@ -22,7 +22,8 @@
 #   5. takes each kernel's time in a mid bf16 training step and a mid and a fine-grained
 #      forward with ncu (when there is time), with each kernel's share;
 #   7. the trials whose question is still open: the hidden epilogue by element
-#      (MOE_HIDDEN_EPILOGUE_BY_ELEMENT) at mid and fine; the first product's bias and ReLU in
+#      (MOE_HIDDEN_EPILOGUE_BY_ELEMENT) at mid and fine; the bias-gradient sums in the
+#      epilogue's backward (MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE) at mid; the first product's bias and ReLU in
 #      cuBLASLt's epilogue (MOE_GEMM_EPILOGUE) at mid, Mixtral-like and fine ffn; a
 #      dropless layer's forward_async and CUDA graph at decoding sizes (no wait:
 #      kernels/cuda/resident_gemm.cu) against its forward and the static-shape graph;
@@ -258,7 +259,8 @@ section_7() {  # trials
   # Answered and dropped from here after the sixth check (docs/performance.md), with the
   # helper that timed a switch's values side by side: the shared expert late or early (no
   # order won in four rounds of three checks; early stays) and the input biases'
-  # gradient sums in the epilogue's backward (no gain; off).
+  # gradient sums in the epilogue's backward (no gain; off; asked again below, since
+  # a40f641).
   # A switch alternated twice in the same run (a single pair does not settle 2-5%: the
   # sixth check), the layer's bf16 forward unless the flags say another --mode;
   # bench.log's phase lines give each run's phases. VARIABLE may name several, joined by
@@ -287,6 +289,12 @@ section_7() {  # trials
   env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT fine ffn 8192 --inputs 4
   env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT mid glu 4096 --inputs 4
   env_ab MOE_HIDDEN_EPILOGUE_BY_ELEMENT mid ffn 4096 --inputs 4 --mode training
+  # Asked again: the bias-gradient sums in the hidden epilogue's backward
+  # (MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE=1, answered "no gain" after the sixth check).
+  # Its kernel adds its lanes in shared memory as the separate sums do, and a40f641
+  # (lane_slot, after the seventh check) took a 16-way bank conflict out of both: the
+  # fused kernel's 95.7 µs against 64.9 + 26.1 apart may have been the conflict's.
+  env_ab MOE_BIAS_GRADIENT_SUMS_IN_EPILOGUE mid ffn 4096 --inputs 4 --mode training
   # The first product's bias and ReLU in cuBLASLt's epilogue (MOE_GEMM_EPILOGUE=1;
   # kernels/cuda/epilogue_gemm.cuh), with the bias in bf16 where cuBLASLt refuses the
   # float32 one (the fourth check's did). Where its probe fails, both values run the

@@ -121,6 +121,9 @@ class Ops {
  public:
   virtual ~Ops() = default;
   virtual Backend backend() const = 0;
+  // The priority of every stream the ops launch on, as CUDA counts it (lower starts
+  // first; make_cuda_ops' high_priority); 0 on the CPU, which has none.
+  virtual int stream_priority() const { return 0; }
 
   // Whether the kept form is bf16 (above); the floats a buffer needs to keep `values`.
   virtual bool keeps_bf16() const { return false; }
@@ -409,8 +412,10 @@ enum class GemmPrecision { FP32, TF32, BF16 };
 std::unique_ptr<Ops> make_cpu_ops();
 
 // The CUDA backend on `device`; a build without CUDA throws. (kernels/ops_factory.cpp)
+// high_priority: its streams take the device's greatest priority (LayerOptions::
+// high_priority), else the default.
 bool cuda_built();
 int cuda_device_count();  // 0 without CUDA or without a visible GPU
-std::unique_ptr<Ops> make_cuda_ops(int device, GemmPrecision precision);
+std::unique_ptr<Ops> make_cuda_ops(int device, GemmPrecision precision, bool high_priority = false);
 
 }  // namespace moe::kernels

@@ -18,12 +18,13 @@ int cuda_device_count() {
 #endif
 }
 
-std::unique_ptr<Ops> make_cuda_ops(int device, GemmPrecision precision) {
+std::unique_ptr<Ops> make_cuda_ops(int device, GemmPrecision precision, bool high_priority) {
 #if MOE_HAVE_CUDA
-  return cuda::make_ops(device, precision);
+  return cuda::make_ops(device, precision, high_priority);
 #else
   (void)device;
   (void)precision;
+  (void)high_priority;
   detail::fail("make_cuda_ops", "this moe was built without CUDA (MOE_WITH_CUDA=OFF, or no nvcc found)");
 #endif
 }

@@ -201,13 +201,14 @@ def targets(rows, summary, reductions=()):
     out.append((f"{NAMES[config]} {kind} bf16 forward + backward ≥ {least} of dense",
                 ", ".join(f"{v:.2f}" for v in measured) or "–", verdict(measured, lambda v: v >= least)))
 
-    # The jobs as a user runs them are judged; "stream-in-step" (--label-ahead off, the
-    # teacher's forward inside each step) is shown beside them for comparison.
+    # The jobs as a user runs them, "stream" and "dataset", are judged; the others (the
+    # stream labelled inside each step, until the seventh check; the student at high
+    # priority, a trial) are shown beside them for comparison.
     jobs, compared = [], []
     for line in summary:
         m = re.match(r"moe train --device cuda bf16, mid, 8192 tok, ([\w-]+)\s+(\S+)\s.*job/step ([0-9.]+)", line)
         if m:
-            (compared if m.group(1).endswith("in-step") else jobs).append((m.group(1), float(m.group(3))))
+            (jobs if m.group(1) in ("stream", "dataset") else compared).append((m.group(1), float(m.group(3))))
     out.append((f"GPU training job ≥ {JOB_VS_STEP} of the layer's step (mid, 8 192 tokens)",
                 (", ".join(f"{name} {v:.2f}" for name, v in jobs) or "–")
                 + "".join(f" ({name} {v:.2f}, not judged)" for name, v in compared),

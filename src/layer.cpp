@@ -86,7 +86,8 @@ std::unique_ptr<kernels::Ops> make_layer_ops(Communicator& comm, const LayerOpti
     const int devices = kernels::cuda_device_count();
     MOE_CHECK_ARG(devices > 0, "MoELayer", "options.device = cuda but ",
                   kernels::cuda_built() ? "no CUDA device is visible" : "this moe was built without CUDA");
-    return kernels::make_cuda_ops(comm.local_rank() % devices, static_cast<kernels::GemmPrecision>(options.precision));
+    return kernels::make_cuda_ops(comm.local_rank() % devices, static_cast<kernels::GemmPrecision>(options.precision),
+                                  options.high_priority);
   } catch (const Error& e) {
     error = e.what();
     return kernels::make_cpu_ops();

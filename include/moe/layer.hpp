@@ -70,6 +70,13 @@ struct LayerOptions {
   // about nothing. A CUDA-graph capture of a forward with a capacity needs it
   // (MoELayer::capture_forward). Needs a capacity (config.drop_tokens) and one rank.
   bool static_shapes = false;
+  // On CUDA, the layer's streams take the device's greatest priority: where other work
+  // shares the GPU (another layer's, on streams of the default priority), the scheduler
+  // starts this layer's blocks first and the other's run in the time this one leaves
+  // idle. The results are the same bits. The CPU has no priorities: there it changes
+  // nothing. (moe train tries it for the student beside a teacher labelling ahead:
+  // MOE_STUDENT_HIGH_PRIORITY, docs/design.md §4b.)
+  bool high_priority = false;
 };
 
 // Whether a forward keeps what backward() needs.

@@ -8,6 +8,6 @@
 namespace moe::kernels::cuda {
 
 int device_count();
-std::unique_ptr<Ops> make_ops(int device, GemmPrecision precision);
+std::unique_ptr<Ops> make_ops(int device, GemmPrecision precision, bool high_priority);
 
 }  // namespace moe::kernels::cuda

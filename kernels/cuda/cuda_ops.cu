@@ -32,7 +32,7 @@ namespace {
 
 class CudaOps final : public Ops {
  public:
-  CudaOps(int device, GemmPrecision precision) : device_(device), precision_(precision) {
+  CudaOps(int device, GemmPrecision precision, bool high_priority) : device_(device), precision_(precision) {
     const int gemm_lanes = gemm_lanes_from_environment();  // a bad value fails before anything is made
     const bool share_sms = gemm_sm_share_from_environment();
     const bool epilogue_in_gemm = gemm_epilogue_from_environment();
@@ -42,7 +42,11 @@ class CudaOps final : public Ops {
     plan_in_one_kernel_from_environment(plan_launch_);
     MOE_CHECK(Cuda, cudaSetDevice(device));
     MOE_CHECK(Cuda, cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
-    MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // High priority (LayerOptions::high_priority): where other work shares the GPU, the
+    // scheduler starts these streams' blocks first; the GEMM lanes take the same.
+    int greatest = 0;
+    MOE_CHECK(Cuda, cudaDeviceGetStreamPriorityRange(nullptr, &greatest));
+    MOE_CHECK(Cuda, cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, high_priority ? greatest : 0));
     plan_launch_.stream = stream_, plan_launch_.multiprocessors = sms_;
     MOE_CHECK(Cuda, cudaEventCreateWithFlags(&downloaded_, cudaEventDisableTiming));
     MOE_CHECK(Cublas, cublasCreate(&blas_));
@@ -86,6 +90,7 @@ class CudaOps final : public Ops {
   }
 
   Backend backend() const override { return Backend::CUDA; }
+  int stream_priority() const override { return lanes_->priority(); }
 
   void* allocate(std::size_t bytes) override {
     void* ptr = nullptr;
@@ -1103,8 +1108,8 @@ int device_count() {
   return count;
 }
 
-std::unique_ptr<Ops> make_ops(int device, GemmPrecision precision) {
-  return std::make_unique<CudaOps>(device, precision);
+std::unique_ptr<Ops> make_ops(int device, GemmPrecision precision, bool high_priority) {
+  return std::make_unique<CudaOps>(device, precision, high_priority);
 }
 
 }  // namespace moe::kernels::cuda

@@ -106,9 +106,11 @@ GemmLanes::GemmLanes(int lanes, cudaStream_t main, cublasHandle_t main_handle, b
       sm_share = (sms + lanes - 1) / lanes;
     }
     MOE_CHECK(Cuda, cudaEventCreateWithFlags(&forked_, cudaEventDisableTiming));
+    int priority = 0;  // the main stream's (LayerOptions::high_priority)
+    MOE_CHECK(Cuda, cudaStreamGetPriority(main, &priority));
     for (int i = 0; i < lanes; ++i) {
       streams_.push_back(nullptr);
-      MOE_CHECK(Cuda, cudaStreamCreateWithFlags(&streams_.back(), cudaStreamNonBlocking));
+      MOE_CHECK(Cuda, cudaStreamCreateWithPriority(&streams_.back(), cudaStreamNonBlocking, priority));
       handles_.push_back(nullptr);
       MOE_CHECK(Cublas, cublasCreate(&handles_.back()));
       MOE_CHECK(Cublas, cublasSetStream(handles_.back(), streams_.back()));
@@ -137,6 +139,18 @@ void GemmLanes::release() noexcept {
   for (cudaStream_t s : streams_)
     if (s && cudaStreamDestroy(s) != cudaSuccess) std::fprintf(stderr, "moe: cudaStreamDestroy failed\n");
   streams_.clear(), handles_.clear(), done_.clear(), forked_ = nullptr;
+}
+
+int GemmLanes::priority() const {
+  int priority = 0;
+  MOE_CHECK(Cuda, cudaStreamGetPriority(main_, &priority));
+  for (cudaStream_t s : streams_) {
+    int lane = 0;
+    MOE_CHECK(Cuda, cudaStreamGetPriority(s, &lane));
+    MOE_CHECK_ARG(lane == priority, "GemmLanes", "a lane's stream priority = ", lane, "; expected the main stream's, ",
+                  priority);
+  }
+  return priority;
 }
 
 void GemmLanes::fork() {

@@ -98,6 +98,8 @@ class GemmLanes {
   GemmLanes& operator=(const GemmLanes&) = delete;
 
   int count() const { return static_cast<int>(handles_.size()); }
+  // The priority of the main stream, which every lane's stream takes (checked).
+  int priority() const;
   cublasHandle_t main_handle() const { return main_handle_; }
   cublasHandle_t handle(int lane) const { return handles_[static_cast<std::size_t>(lane)]; }
   void fork();

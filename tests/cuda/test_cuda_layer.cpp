@@ -7,7 +7,9 @@
 
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <memory>
+#include <utility>
 #include <unistd.h>
 
 #include "buffer.hpp"
@@ -526,6 +528,37 @@ TEST_F(CudaLayer, GluSigmoidAndSharedExpertMatchTheCpu) {
   const Tensor<float> y_gpu = gpu.forward(x).output, y_back = back.forward(x).output;
   EXPECT_LE(relative_error(y_back.data(), y_gpu.data(), x.numel()), 1e-5) << "GPU checkpoint read on the CPU";
   std::filesystem::remove(path);
+}
+
+// LayerOptions::high_priority: the layer's streams, its main stream and every GEMM
+// lane's (GemmLanes::priority checks that they agree), take the device's greatest
+// priority, lower than the default's 0 as CUDA counts (it reports a range of priorities
+// on every GPU since compute capability 3.5). A training forward and backward in fp32
+// and bf16 give the same bits as at the default priority, with a second layer at the
+// default priority running its forward beside it on a thread (and a communicator) of its
+// own, as moe train's teacher labels ahead beside the student.
+TEST_F(CudaLayer, HighPriorityStreamsComputeTheSameBits) {
+  using moe::kernels::GemmPrecision;
+  EXPECT_EQ(moe::kernels::make_cuda_ops(0, GemmPrecision::BF16)->stream_priority(), 0);
+  EXPECT_LT(moe::kernels::make_cuda_ops(0, GemmPrecision::BF16, true)->stream_priority(), 0);
+  for (auto p : {moe::Precision::FP32, moe::Precision::BF16}) {
+    SCOPED_TRACE(moe::precision_name(p));
+    auto run = [&](bool high_priority) {
+      moe::LayerOptions options = on(moe::Device::CUDA, p);
+      options.high_priority = high_priority;
+      const std::unique_ptr<moe::Communicator> own = moe::make_communicator(moe::CommBackend::Local);
+      moe::MoELayer layer(config, *comm, 7, options), beside(config, *own, 8, on(moe::Device::CUDA, p));
+      std::future<moe::ForwardResult> other = std::async(std::launch::async, [&] { return beside.forward(x); });
+      std::pair<moe::ForwardResult, Tensor<float>> r{layer.forward(x, moe::Pass::Training), Tensor<float>()};
+      r.second = layer.backward(grad);
+      other.get();
+      return r;
+    };
+    const auto high = run(true), normal = run(false);
+    EXPECT_TRUE(std::equal(high.first.output.begin(), high.first.output.end(), normal.first.output.begin()));
+    EXPECT_EQ(high.first.stats.tokens_per_expert, normal.first.stats.tokens_per_expert);
+    EXPECT_TRUE(std::equal(high.second.begin(), high.second.end(), normal.second.begin()));
+  }
 }
 
 TEST(CudaLayerWithoutGpu, AskingForCudaWithoutOneIsAClearError) {

@@ -30,6 +30,15 @@ check "... and the log says so" grep -q "the stream labelled a step ahead" ahead
 moe-run -np 1 moe train "${small[@]}" --steps 7 --label-ahead on --resume first1.h5 --ckpt ahead_resumed.h5 \
   >ahead_resumed.log 2>&1
 check "labelled ahead: a resume at step 4 gives the same 7 steps, bitwise" h5diff straight1.h5 ahead_resumed.h5
+# The student's streams at the GPU's greatest priority (MOE_STUDENT_HIGH_PRIORITY=1, a
+# trial for a teacher labelling ahead): the CPU has no priorities, so the same bits; a
+# value other than 0 or 1 is an error naming the variable.
+MOE_STUDENT_HIGH_PRIORITY=1 moe-run -np 1 moe train "${small[@]}" --steps 7 --label-ahead on --ckpt priority.h5 \
+  >priority.log 2>&1
+check "MOE_STUDENT_HIGH_PRIORITY=1: 7 steps bitwise as without it" h5diff straight1.h5 priority.h5
+check "MOE_STUDENT_HIGH_PRIORITY=yes is an error naming it" bash -c \
+  "! MOE_STUDENT_HIGH_PRIORITY=yes moe train ${small[*]} --steps 2 >bad_priority.log 2>&1 &&
+   grep -q \"MOE_STUDENT_HIGH_PRIORITY = 'yes'; expected 1\" bad_priority.log"
 check "labelling a dataset ahead is refused, naming both flags" bash -c \
   "! moe train ${small[*]} --steps 2 --dataset-batches 2 --label-ahead on >refused_dataset.log 2>&1 &&
    grep -q -- '--label-ahead on with --dataset-batches 2; expected a stream' refused_dataset.log"

@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
 #include <future>
 #include <optional>
-#include <string>
 
 #include "buffer.hpp"
 #include "collective_check.hpp"
+#include "kernels/environment_switch.hpp"
 #include "kernels/ops.hpp"
 #include "launch/command.hpp"
 #include "launch/training_metrics.hpp"
@@ -37,12 +36,8 @@ std::uint64_t token_stream(int rank, std::int64_t step) {
 // Elsewhere nothing shares the GPU with the student, and the priority changes nothing.
 // 0 or unset: the default priority; anything else is an error naming the variable.
 bool student_high_priority_from_environment() {
-  const char* asked = std::getenv("MOE_STUDENT_HIGH_PRIORITY");
-  if (!asked || !*asked) return false;
-  const std::string value = asked;
-  MOE_CHECK_ARG(value == "0" || value == "1", "train", "MOE_STUDENT_HIGH_PRIORITY = '", value,
-                "'; expected 1 (the student's GPU streams at the greatest priority), 0, or unset (0)");
-  return value == "1";
+  return kernels::switch_from_environment("MOE_STUDENT_HIGH_PRIORITY", false, "train",
+                                          "the student's GPU streams at the greatest priority");
 }
 
 // The host's clock for consecutive parts of a step: lap(part) adds the time since the

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "moe/communicator.hpp"
+#include "moe/layer.hpp"
 #include "moe/moe.hpp"
 #include "support/test_util.hpp"
 
@@ -68,4 +70,23 @@ TEST(Config, ActivationNamesRoundTrip) {
   for (auto a : {moe::Activation::ReLU, moe::Activation::GELU, moe::Activation::SiLU, moe::Activation::GELUTanh})
     EXPECT_EQ(moe::parse_activation(moe::activation_name(a)), a);
   EXPECT_MOE_ERROR(moe::parse_activation("tanh"), "activation = \"tanh\"", "relu, gelu, gelu_tanh or silu");
+}
+
+// The layer's device and precision options, on a machine without a GPU (as CI's): the
+// error names the option, its value and why it cannot be had, which differs between a
+// build with the CUDA backend and one without (MOE_TEST_BUILT_WITH_CUDA, set by CMake
+// from the build's own switch, not asked of the library). With a GPU visible the cuda
+// case skips: tests/cuda/ holds the layer there.
+TEST(LayerOptions, ADeviceOrPrecisionThisMachineLacksIsAnErrorSayingWhy) {
+  auto comm = moe::make_communicator(moe::CommBackend::Local);
+  const MOEConfig config(4, 2, 8, 8);
+  moe::LayerOptions bf16_on_cpu;
+  bf16_on_cpu.precision = moe::Precision::BF16;
+  EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1, bf16_on_cpu), "MoELayer", "options.precision = bf16 on the CPU",
+                   "expected fp32");
+  moe::LayerOptions on_gpu;
+  on_gpu.device = moe::Device::CUDA;
+  if (moe::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is visible";
+  EXPECT_MOE_ERROR(moe::MoELayer(config, *comm, 1, on_gpu), "MoELayer", "options.device = cuda but ",
+                   MOE_TEST_BUILT_WITH_CUDA ? "no CUDA device is visible" : "this moe was built without CUDA");
 }

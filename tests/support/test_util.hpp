@@ -94,21 +94,27 @@ double relative_error(const A* a, const B* b, std::int64_t n, double floor = 0) 
     }                                                                                 \
   } while (0)
 
-// Sets an environment variable for the scope of the object ("" unsets it), then unsets
-// it: the library reads its switches (MOE_EXPERT_ROWS, MOE_SINGLE_RANK_PLAN, …) when a
-// layer or its ops are built.
+// Sets an environment variable for the scope of the object ("" unsets it), then puts
+// back what was there (the library reads its switches, MOE_EXPERT_ROWS,
+// MOE_SINGLE_RANK_PLAN, OMP_NUM_THREADS, …, when a layer or its ops are built).
 class ScopedEnvironment {
  public:
   ScopedEnvironment(const char* name, const char* value) : name_(name) {
+    if (const char* before = std::getenv(name)) before_ = before, was_set_ = true;
     if (*value) ::setenv(name, value, 1);
     else ::unsetenv(name);
   }
-  ~ScopedEnvironment() { ::unsetenv(name_); }
+  ~ScopedEnvironment() {
+    if (was_set_) ::setenv(name_, before_.c_str(), 1);
+    else ::unsetenv(name_);
+  }
   ScopedEnvironment(const ScopedEnvironment&) = delete;
   ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
 
  private:
   const char* name_;
+  std::string before_;
+  bool was_set_ = false;
 };
 
 }  // namespace moe::testing

@@ -255,6 +255,8 @@ void expect_gradients_match_the_float64_loss(const MOEConfig& c, std::int64_t T,
     if (threads) omp_set_num_threads(threads);
     auto comm = moe::make_communicator(moe::CommBackend::Local);
     moe::MoELayer layer = random_layer(c, *comm, check.seed, options);
+    // Until a layer kept a count its caller set, every run here had the node's cores.
+    if (threads) ASSERT_EQ(omp_get_max_threads(), threads) << "building the layer changed the thread count";
     layer.set_gate_weights(random_tensor({H, c.num_experts}, 0.7, check.seed + 1));
     const moe::ForwardResult fwd = layer.forward(x, moe::Pass::Training);
     const Tensor<float> dx = layer.backward(g);

@@ -55,7 +55,11 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     c = torch_moe.CONFIGS[args.config]
-    threads = moe.MoELayer(moe.MOEConfig(2, 1, 4, 4)) and torch.get_num_threads()  # moe sets the process's threads
+    # moe_bench (C++) takes every core. moe.torch runs with the OpenMP count it finds, which
+    # PyTorch sets at import (Debian's PyTorch 1.13: one thread on these machines), so the
+    # count is set here, as a user wanting the cores would.
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    threads = torch.get_num_threads()
     print(f"forward + backward, config {args.config} (E={c['E']} k={c['k']} H={c['H']} F={c['F']} T={c['T']}), "
           f"{args.rounds} interleaved rounds of {args.reps}, {threads} thread(s), torch {torch.__version__}")
     runs = {"moe_bench (C++)": [], "moe.torch.MoE": [], "PyTorch loop": [], "dense sgemm": []}

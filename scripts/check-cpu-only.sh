@@ -11,6 +11,7 @@
 # Release. Building and running them here as well took 290-380 s of CI's 25-28 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh >/dev/null
 cmake --preset cpu-only >/dev/null
 cmake --build --preset cpu-only -j "$(nproc)" --target moe moe_cli
 if ldd build-cpu/libmoe.so | grep -iE "cuda|cublas|nccl"; then

@@ -7,7 +7,8 @@
 # The rest is not built or run a third time here. The CUDA switch changes one source of
 # the library (kernels/ops_factory.cpp) and which targets and tests are registered. The
 # debug preset is built without CUDA too: scripts/check-sanitizers.sh builds its every
-# target and runs its every test, and scripts/run-tests.sh runs the same tests in
+# target (all but the Python module, whose sources have no CUDA switch) and runs its
+# every test, and scripts/run-tests.sh runs the same tests, the module's too, in
 # Release. Building and running them here as well took 290-380 s of CI's 25-28 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."

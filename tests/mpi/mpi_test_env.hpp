@@ -37,6 +37,13 @@ inline std::int64_t none_on_last_rank(int rank, int ranks, std::int64_t tokens) 
   return rank == ranks - 1 ? 0 : tokens;
 }
 
+// The fewest experts, at least `at_least`, that `ranks` ranks share evenly: the tests'
+// models of 8 experts stay 8 at 1, 2, 4 and 8 ranks, and the suite runs at any rank
+// count (9 experts at 3 ranks, 10 at 5).
+inline std::int64_t experts_shared_by(int ranks, std::int64_t at_least = 8) {
+  return (at_least + ranks - 1) / ranks * ranks;
+}
+
 // The message of the failure added on ranks that passed when another rank failed;
 // the printer does not repeat it.
 inline constexpr const char* kFailedElsewhere = "(failed on another rank)";

@@ -99,7 +99,7 @@ class ExpertBiasUpdate : public moe::testing::MpiTest {};
 TEST_F(ExpertBiasUpdate, SameOnEveryRankAndAtAnyP) {
   const int P = world().size(), rank = world().rank();
   MOEConfig config = glu_shared_sigmoid(1);
-  config.num_experts = 8;  // the same model at any P that divides 8
+  config.num_experts = moe::testing::experts_shared_by(P);  // the single-process layer is the same model
   config.bias_update_rate = 0.01f;
   moe::MoELayer layer(config, world(), 3, moe::testing::layer_options());
   auto local = moe::make_communicator(moe::CommBackend::Local);
@@ -116,8 +116,9 @@ TEST_F(ExpertBiasUpdate, SameOnEveryRankAndAtAnyP) {
   }
   const Tensor<float> bias = layer.expert_bias(), expected = single.expert_bias();
   std::vector<float> low(bias.begin(), bias.end()), high = low;
-  world().all_reduce(low.data(), 8, moe::DataType::Float32, moe::ReduceOp::Min);
-  world().all_reduce(high.data(), 8, moe::DataType::Float32, moe::ReduceOp::Max);
+  const auto experts = static_cast<std::int64_t>(low.size());
+  world().all_reduce(low.data(), experts, moe::DataType::Float32, moe::ReduceOp::Min);
+  world().all_reduce(high.data(), experts, moe::DataType::Float32, moe::ReduceOp::Max);
   EXPECT_EQ(low, high) << "the bias differs between ranks";
   EXPECT_EQ(std::vector<float>(bias.begin(), bias.end()), std::vector<float>(expected.begin(), expected.end()));
   double moved = 0;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <numeric>
 
 #include "moe/checkpoint.hpp"
 #include "moe/mpi.hpp"
@@ -38,9 +39,11 @@ std::string shared_directory() {
 
 class Resharding : public moe::testing::MpiTest {
  protected:
-  MOEConfig config{8, 2, 16, 24};
+  // Experts that every saver and loader count below shares evenly: 1, 2, 4 and the job's P.
+  const std::int64_t experts = std::lcm(std::int64_t{8}, std::int64_t{world().size()});
+  MOEConfig config{experts, 2, 16, 24};
   std::uint64_t trained_seed = 77;  // stands for trained parameters, unlike the init seed
-  Tensor<float> gate = moe::testing::random_tensor({16, 8}, 1.0, 4);
+  Tensor<float> gate = moe::testing::random_tensor({16, experts}, 1.0, 4);
 
   // The "trained" parameters: the gate above, each expert from trained_seed.
   void train(moe::MoELayer& layer) const {
@@ -60,7 +63,7 @@ class Resharding : public moe::testing::MpiTest {
   void expect_file_trained(const std::string& path) const {
     if (world().rank() != 0) return;
     const moe::ReferenceModel model = moe::load_reference_model(path);
-    for (std::int64_t e = 0; e < 8; ++e) {
+    for (std::int64_t e = 0; e < experts; ++e) {
       const Tensor<float> expected = moe::initial_expert_params(config, trained_seed, e);
       EXPECT_TRUE(std::equal(expected.begin(), expected.end(), model.expert_params[e].begin())) << "expert " << e;
     }
@@ -84,7 +87,7 @@ TEST_F(Resharding, AnyRankCountLoadsWhatAnyOtherSaved) {
     if (auto loaders = first_ranks(loader_count)) {
       moe::MoELayer layer(config, *loaders, 2);
       EXPECT_EQ(moe::load_checkpoint(path, layer), 100 * saver_count);
-      EXPECT_EQ(layer.num_local_experts(), 8 / loader_count);
+      EXPECT_EQ(layer.num_local_experts(), experts / loader_count);
       expect_trained(layer);
     }
     expect_file_trained(path);
@@ -99,7 +102,7 @@ TEST_F(Resharding, ExpertGroupsSaveOnceAndEveryGroupLoads) {
   const int P = world().size();
   const std::string dir = shared_directory();
   for (int group = 1; group <= P; ++group) {
-    if (P % group != 0 || 8 % group != 0) continue;
+    if (P % group != 0 || experts % group != 0) continue;
     SCOPED_TRACE("groups of " + std::to_string(group));
     const std::string path = dir + "/groups_" + std::to_string(group) + ".h5";
     moe::ExpertParallelGroups groups = moe::split_expert_parallel(world(), group);

@@ -30,21 +30,30 @@ MOEConfig base(std::int64_t E, std::int64_t k, bool drop, float cf = 1.0f) {
   c.drop_tokens = drop;
   return c;
 }
+// 8 experts where the ranks share them evenly, else the next count they do.
+std::int64_t eight_or_more(int ranks) { return moe::testing::experts_shared_by(ranks, 8); }
 std::int64_t uneven(int rank, int) { return moe::testing::uneven_tokens(rank, 20, 13); }
 std::int64_t last_rank_empty(int rank, int ranks) { return moe::testing::none_on_last_rank(rank, ranks, 37); }
 std::int64_t fifty(int, int) { return 50; }
 
+MOEConfig gelu_raw_weights(int P) {
+  MOEConfig c = base(eight_or_more(P), 2, true);
+  c.activation = moe::Activation::GELU;
+  c.normalize_top_k = false;
+  return c;
+}
+
 const Scenario kScenarios[] = {
-    {"drop_uneven", [](int) { return base(8, 2, true); }, uneven, false},
-    {"dropless_uneven", [](int) { return base(8, 2, false); }, uneven, false},
-    {"last_rank_has_no_tokens", [](int) { return base(8, 2, true); }, last_rank_empty, false},
-    {"all_on_one_expert_drop", [](int) { return base(8, 2, true); }, fifty, true},
-    {"all_on_one_expert_dropless", [](int) { return base(8, 2, false); }, fifty, true},
+    {"drop_uneven", [](int P) { return base(eight_or_more(P), 2, true); }, uneven, false},
+    {"dropless_uneven", [](int P) { return base(eight_or_more(P), 2, false); }, uneven, false},
+    {"last_rank_has_no_tokens", [](int P) { return base(eight_or_more(P), 2, true); }, last_rank_empty, false},
+    {"all_on_one_expert_drop", [](int P) { return base(eight_or_more(P), 2, true); }, fifty, true},
+    {"all_on_one_expert_dropless", [](int P) { return base(eight_or_more(P), 2, false); }, fifty, true},
     {"experts_equal_ranks", [](int P) { return base(std::max(2, P), 1, true, 1.25f); }, uneven, false},
     {"eight_experts_per_rank", [](int P) { return base(8 * P, 2, true, 1.25f); }, uneven, false},
     {"top1", [](int P) { return base(4 * P, 1, true); }, uneven, false},
-    {"top_half_of_experts", [](int) { return base(8, 4, true, 1.25f); }, uneven, false},
-    {"gelu_raw_weights", [](int) { MOEConfig c = base(8, 2, true); c.activation = moe::Activation::GELU; c.normalize_top_k = false; return c; }, uneven, false},
+    {"top_half_of_experts", [](int P) { return base(eight_or_more(P), 4, true, 1.25f); }, uneven, false},
+    {"gelu_raw_weights", gelu_raw_weights, uneven, false},
 };
 
 void PrintTo(const Scenario& s, std::ostream* os) { *os << s.name; }

@@ -23,7 +23,7 @@ TEST_F(LayerErrors, ExpertsNotDivisibleByRanks) {
 
 TEST_F(LayerErrors, ConfigsThatDifferBetweenRanks) {
   const int P = world().size(), rank = world().rank();
-  MOEConfig config(8, 2, 16, 16);
+  MOEConfig config(moe::testing::experts_shared_by(P), 2, 16, 16);
   if (rank == P - 1 && P > 1) config.top_k = 3;
   if (P == 1) {
     EXPECT_NO_THROW(moe::MoELayer(config, world(), 1));
@@ -32,7 +32,8 @@ TEST_F(LayerErrors, ConfigsThatDifferBetweenRanks) {
   }
   // A different seed is a different model: also refused.
   const std::uint64_t seed = (rank == 0 && P > 1) ? 5 : 6;
-  if (P > 1) EXPECT_MOE_ERROR(moe::MoELayer(MOEConfig(8, 2, 16, 16), world(), seed), "seed ranges from 5 to 6");
+  config.top_k = 2;  // the same config on every rank again
+  if (P > 1) EXPECT_MOE_ERROR(moe::MoELayer(config, world(), seed), "seed ranges from 5 to 6");
 }
 
 // Expert groups with replicas: every group must build the same layer, and the replicas
@@ -43,7 +44,9 @@ TEST_F(LayerErrors, ReplicasThatDifferFailEveryRank) {
     EXPECT_NO_THROW(moe::MoELayer(MOEConfig(2, 1, 16, 16), world(), world(), 1));
     return;
   }
-  const int group = P / 2;
+  int smallest_factor = 2;  // of P: groups of P / it make at least two groups at any P
+  while (P % smallest_factor != 0) ++smallest_factor;
+  const int group = P / smallest_factor;
   const moe::ExpertParallelGroups groups = moe::split_expert_parallel(world(), group);
   const MOEConfig config(2 * group, 1, 16, 16);
   // The second group's seed differs: a different model.
@@ -55,9 +58,9 @@ TEST_F(LayerErrors, ReplicasThatDifferFailEveryRank) {
   // A config the first group refuses (its experts do not divide over it) fails the others
   // too, whose own check passed.
   // The others name the rank that failed by its rank in the job: their replica in the
-  // first group, rank - group.
+  // first group, rank mod group.
   const MOEConfig odd(rank < group ? 2 * group + 1 : 2 * group, 1, 16, 16);
-  const std::string named = rank < group ? "MoELayer: " : "rank " + std::to_string(rank - group) + " failed: ";
+  const std::string named = rank < group ? "MoELayer: " : "rank " + std::to_string(rank % group) + " failed: ";
   if (group > 1)
     EXPECT_MOE_ERROR(moe::MoELayer(odd, *groups.experts, *groups.replicas, 1), named.c_str(),
                      "not divisible by the number of ranks");
@@ -120,8 +123,8 @@ TEST_F(LayerErrors, ExpertsPaddedToTheMostNeedOneRank) {
 
 TEST_F(LayerErrors, AnInvalidConfigOnOneRankFailsEveryRank) {
   const int P = world().size(), rank = world().rank();
-  MOEConfig config(8, 2, 16, 16);
-  if (rank == P - 1) config.top_k = 9;
+  MOEConfig config(moe::testing::experts_shared_by(P), 2, 16, 16);
+  if (rank == P - 1) config.top_k = config.num_experts + 1;
   if (rank == P - 1) {
     EXPECT_MOE_ERROR(moe::MoELayer(config, world(), 1), "Invalid config: top_k must be <= num_experts");
   } else {
@@ -131,7 +134,7 @@ TEST_F(LayerErrors, AnInvalidConfigOnOneRankFailsEveryRank) {
 
 TEST_F(LayerErrors, BadInputOnOneRankFailsEveryRankAndTheLayerStaysUsable) {
   const int rank = world().rank();
-  const MOEConfig config(8, 2, 16, 16);
+  const MOEConfig config(moe::testing::experts_shared_by(world().size()), 2, 16, 16);
   moe::MoELayer layer(config, world(), 3);
   const Tensor<float> bad = moe::testing::random_tensor({5, rank == 0 ? 17 : 16}, 1.0, 1);
   EXPECT_MOE_ERROR(layer.forward(bad), "Dimension mismatch: input hidden_dim != config.hidden_dim", "[5, 17]");

@@ -58,13 +58,17 @@ void expect_random_layers_to_train_as_the_single_process_layer(int draws, std::u
   std::mt19937_64 rng(seed_of_draws);
   moe::testing::ExpertGroupsBySize groups;
   int clipped = 0;  // steps whose norm exceeded a clipping bound, so that clipping ran
-  for (int d = 0; d < moe::testing::sweep_draws(draws, P); ++d) {
+  const int sweep = moe::testing::sweep_draws(draws, P);
+  for (int d = 0; d < sweep; ++d) {
     const int group = in_groups ? moe::testing::random_expert_parallel_size(rng, P) : 0;
     MOEConfig config = moe::testing::random_architecture(rng, in_groups ? group : P);
     config.bias_update_rate = 0.01f;  // large enough to move the routing between steps
     const moe::LayerOptions options = moe::testing::random_layer_options(rng, config, moe::testing::layer_options());
     const bool adamw = coin(rng);
-    const double max_norm = coin(rng) ? 0.5 : 0.0;  // clipping on (most of these norms exceed 0.5) or off
+    // Clipping on (most of these norms exceed 0.5) or off; on in the last draw if no draw
+    // has clipped yet, whatever the coins gave at this P.
+    const bool clip = coin(rng) || (d == sweep - 1 && clipped == 0);
+    const double max_norm = clip ? 0.5 : 0.0;
     const std::uint64_t seed = 1000 * std::uint64_t(d);
     SCOPED_TRACE(::testing::Message() << "draw " << d << ": " << config.to_string() << (adamw ? " adamw" : " sgd")
                                       << " clip " << max_norm << " aux " << options.aux_loss_coef << " z "

@@ -26,7 +26,8 @@ def check(actual, expected, what):
 def main():
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    config = moe.MOEConfig(num_experts=8, top_k=2, hidden_dim=24, expert_dim=32, expert_kind="glu",
+    experts_shared_evenly = -(-8 // size) * size  # 8 at 2 and 4 ranks, 9 at 3
+    config = moe.MOEConfig(num_experts=experts_shared_evenly, top_k=2, hidden_dim=24, expert_dim=32, expert_kind="glu",
                            shared_expert_dim=16, shared_gate=True)
     tokens = 50
     x_all = torch.from_numpy(np.random.default_rng(3).standard_normal((tokens, 24)).astype(np.float32))
@@ -57,9 +58,10 @@ def main():
     assert sharded.layer.size == size and single.layer.size == 1
     expect_single_process_results(sharded, "")
 
-    # Expert groups of half the ranks with replicas: each rank's forward is still the
-    # single-process one on its tokens, and every gradient the whole job's.
-    group = max(1, size // 2)
+    # Expert groups with replicas, groups of size over its smallest factor (half the ranks
+    # at 2 and 4): each rank's forward is still the single-process one on its tokens, and
+    # every gradient the whole job's.
+    group = size // next(f for f in range(2, size + 1) if size % f == 0) if size > 1 else 1
     experts = comm.Split(rank // group, rank % group)
     replicas = comm.Split(rank % group, rank // group)
     grouped = moe.torch.MoE(config, comm=experts, seed=9, replicas=replicas)

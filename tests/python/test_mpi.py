@@ -1,4 +1,4 @@
-"""Two and four ranks under mpirun with mpi4py (mpi_worker.py does the comparing)."""
+"""Two, three and four ranks under mpirun with mpi4py (mpi_worker.py does the comparing)."""
 import os
 import shutil
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
+@pytest.mark.parametrize("ranks", [2, 3, 4])
 def test_each_rank_gets_the_single_process_result(ranks):
     pytest.importorskip("mpi4py", reason="python3-mpi4py is not installed")
     mpirun = shutil.which("mpirun")

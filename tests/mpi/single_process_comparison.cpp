@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "mpi_test_env.hpp"
 #include "support/test_util.hpp"
@@ -26,7 +29,26 @@ double error(const Tensor<float>& a, const std::vector<float>& b, double floor =
   return relative_error(a.data(), b.data(), a.numel(), floor);
 }
 
+// A positive whole number from the environment, or `unset`; anything else is the test
+// run's mistake, named.
+std::uint64_t positive_from_environment(const char* name, std::uint64_t unset) {
+  const char* text = std::getenv(name);
+  if (!text || !*text) return unset;
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text, &end, 10);
+  if (*end != '\0' || value == 0 || text[0] == '-')
+    throw std::invalid_argument(std::string(name) + " = '" + text + "'; expected a positive whole number, or unset");
+  return value;
+}
+
 }  // namespace
+
+int sweep_draws(int draws, int ranks) {
+  const auto scale = static_cast<int>(positive_from_environment("MOE_TEST_SWEEP_SCALE", 1));
+  return (ranks > 2 ? draws / 3 : draws) * scale;
+}
+
+std::uint64_t sweep_seed(std::uint64_t own) { return own + positive_from_environment("MOE_TEST_SWEEP_SEED", 0); }
 
 int random_expert_parallel_size(std::mt19937_64& rng, int ranks) {
   std::vector<int> divisors;

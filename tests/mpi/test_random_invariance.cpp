@@ -28,7 +28,7 @@ class RandomInvariance : public moe::testing::MpiTest {};
 // `in_groups`, each over expert groups of a random size with replicas.
 void expect_random_layers_equal_the_single_process_layer(int draws, std::uint64_t seed_of_draws, bool in_groups) {
   const int P = world().size(), rank = world().rank();
-  std::mt19937_64 rng(seed_of_draws);
+  std::mt19937_64 rng(moe::testing::sweep_seed(seed_of_draws));
   moe::testing::ExpertGroupsBySize groups;
   for (int d = 0; d < moe::testing::sweep_draws(draws, P); ++d) {
     const int group = in_groups ? moe::testing::random_expert_parallel_size(rng, P) : 0;

@@ -55,7 +55,7 @@ class TrainingInvariance : public moe::testing::MpiTest {};
 void expect_random_layers_to_train_as_the_single_process_layer(int draws, std::uint64_t seed_of_draws,
                                                                bool in_groups) {
   const int P = world().size(), rank = world().rank();
-  std::mt19937_64 rng(seed_of_draws);
+  std::mt19937_64 rng(moe::testing::sweep_seed(seed_of_draws));
   moe::testing::ExpertGroupsBySize groups;
   int clipped = 0;  // steps whose norm exceeded a clipping bound, so that clipping ran
   const int sweep = moe::testing::sweep_draws(draws, P);

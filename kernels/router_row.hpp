@@ -175,20 +175,28 @@ MOE_HD inline void router_backward_row(const float* logits, const float* probs, 
                                        const float* d_weights, float lse, const RouterParams& p,
                                        const float* aux_grad, float z_scale, float* d_logits) {
   const int E = p.num_experts, k = p.top_k;
-  // The selected scores a_j (softmax probabilities, or sigmoid scores).
-  float selected = 0.0f, weighted = 0.0f;
-  for (int j = 0; j < k; ++j) {
-    const float a = p.sigmoid ? sigmoid(logits[indices[j]]) : probs[indices[j]];
-    selected += a;
-    weighted += d_weights[j] * a;
-  }
-  if (p.sigmoid) selected += kSigmoidNormEps;
-  // w_j = c · a_j / D  ⇒  ∂L/∂a_m = c · (∂L/∂w_m − Σ_j ∂L/∂w_j · a_j / D) / D
+  // The selected scores a_j (softmax probabilities, or sigmoid scores), and their sum
+  // D = Σ_j a_j + ε (ε: the sigmoid router's guard against a zero sum, else 0).
+  auto score = [&](int j) { return p.sigmoid ? sigmoid(logits[indices[j]]) : probs[indices[j]]; };
+  const float eps = p.sigmoid ? kSigmoidNormEps : 0.0f;
+  float selected = 0.0f;
+  for (int j = 0; j < k; ++j) selected += score(j);
+  selected += eps;  // as route_row adds it
+  // ∂L/∂a_m of slot m's score through the weights. Normalised, w_j = c · a_j / D, so
+  //   ∂L/∂a_m = c · (∂L/∂w_m − Σ_j ∂L/∂w_j · a_j / D) / D
+  //           = c · (Σ_j (∂L/∂w_m − ∂L/∂w_j) · a_j + ∂L/∂w_m · ε) / D².
+  // The second form is the one computed: the first subtracts two near-equal terms, so
+  // with k = 1, where w = c · a / D is constant, it left rounding noise of about
+  // ulp(∂L/∂w) / a as the gate's gradient; the second gives it exactly 0.
+  auto through_weight = [&](int m) {
+    if (!p.normalize) return p.scale * d_weights[m];
+    float differences = d_weights[m] * eps;
+    for (int j = 0; j < k; ++j) differences += (d_weights[m] - d_weights[j]) * score(j);
+    return p.scale * differences / selected / selected;
+  };
   if (!p.sigmoid) {
     for (int e = 0; e < E; ++e) d_logits[e] = aux_grad ? aux_grad[e] : 0.0f;
-    for (int j = 0; j < k; ++j)
-      d_logits[indices[j]] += p.normalize ? p.scale * (d_weights[j] - weighted / selected) / selected
-                                          : p.scale * d_weights[j];
+    for (int j = 0; j < k; ++j) d_logits[indices[j]] += through_weight(j);
     float inner = 0.0f;
     for (int e = 0; e < E; ++e) inner += d_logits[e] * probs[e];
     for (int e = 0; e < E; ++e) d_logits[e] = probs[e] * (d_logits[e] - inner) + z_scale * lse * probs[e];
@@ -201,9 +209,7 @@ MOE_HD inline void router_backward_row(const float* logits, const float* probs, 
   if (aux_grad)
     for (int e = 0; e < E; ++e) inner += aux_grad[e] * probs[e];
   for (int e = 0; e < E; ++e) d_logits[e] = aux_grad ? (aux_grad[e] - inner) / total : 0.0f;
-  for (int j = 0; j < k; ++j)
-    d_logits[indices[j]] += p.normalize ? p.scale * (d_weights[j] - weighted / selected) / selected
-                                        : p.scale * d_weights[j];
+  for (int j = 0; j < k; ++j) d_logits[indices[j]] += through_weight(j);
   for (int e = 0; e < E; ++e) {
     const float s = sigmoid(logits[e]);
     d_logits[e] *= s * (1.0f - s);

@@ -2,12 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <stdexcept>
-#include <string>
 
 #include "mpi_test_env.hpp"
+#include "support/random_architecture.hpp"
 #include "support/test_util.hpp"
 
 namespace moe::testing {
@@ -24,31 +22,14 @@ std::vector<float> values(const Tensor<float>& t) { return {t.begin(), t.end()};
 std::vector<float> summed(const Tensor<float>& t) { return summed(values(t), DataType::Float32); }
 
 // The normwise relative error (support/test_util.hpp); a size mismatch is infinite.
-double error(const Tensor<float>& a, const std::vector<float>& b, double floor = 0) {
+double error(const Tensor<float>& a, const std::vector<float>& b) {
   if (a.numel() != std::int64_t(b.size())) return std::numeric_limits<double>::infinity();
-  return relative_error(a.data(), b.data(), a.numel(), floor);
-}
-
-// A positive whole number from the environment, or `unset`; anything else is the test
-// run's mistake, named.
-std::uint64_t positive_from_environment(const char* name, std::uint64_t unset) {
-  const char* text = std::getenv(name);
-  if (!text || !*text) return unset;
-  char* end = nullptr;
-  const unsigned long long value = std::strtoull(text, &end, 10);
-  if (*end != '\0' || value == 0 || text[0] == '-')
-    throw std::invalid_argument(std::string(name) + " = '" + text + "'; expected a positive whole number, or unset");
-  return value;
+  return relative_error(a.data(), b.data(), a.numel());
 }
 
 }  // namespace
 
-int sweep_draws(int draws, int ranks) {
-  const auto scale = static_cast<int>(positive_from_environment("MOE_TEST_SWEEP_SCALE", 1));
-  return (ranks > 2 ? draws / 3 : draws) * scale;
-}
-
-std::uint64_t sweep_seed(std::uint64_t own) { return own + positive_from_environment("MOE_TEST_SWEEP_SEED", 0); }
+int sweep_draws(int draws, int ranks) { return (ranks > 2 ? draws / 3 : draws) * sweep_scale(); }
 
 int random_expert_parallel_size(std::mt19937_64& rng, int ranks) {
   std::vector<int> divisors;

@@ -13,12 +13,8 @@ namespace moe::testing {
 // How many random layers a sweep of `draws` runs at `ranks`: a third of them past two
 // ranks, where CI runs 4 ranks on 2 cores and every collective waits for the scheduler
 // (the invariance sweep's 60 draws took 9 s at 4 ranks against 0.03 s at 2); times
-// MOE_TEST_SWEEP_SCALE when set (a soak).
+// sweep_scale() (support/random_architecture.hpp: MOE_TEST_SWEEP_SCALE, for soaks).
 int sweep_draws(int draws, int ranks);
-
-// A sweep's seed: its own, or, when MOE_TEST_SWEEP_SEED is set, that value added to it,
-// so that a soak draws layers CI has not (the same value reproduces them).
-std::uint64_t sweep_seed(std::uint64_t own);
 
 // The size of the expert groups of a random split of `ranks` (split_expert_parallel):
 // a divisor below `ranks`, so that the groups have replicas; 1 at one rank, whose

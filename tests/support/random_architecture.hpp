@@ -8,13 +8,35 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "moe/config.hpp"
 #include "moe/layer.hpp"
 
 namespace moe::testing {
+
+// A positive whole number from the environment, or `unset`; anything else is the test
+// run's mistake, named.
+inline std::uint64_t positive_from_environment(const char* name, std::uint64_t unset) {
+  const char* text = std::getenv(name);
+  if (!text || !*text) return unset;
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text, &end, 10);
+  if (*end != '\0' || value == 0 || text[0] == '-')
+    throw std::invalid_argument(std::string(name) + " = '" + text + "'; expected a positive whole number, or unset");
+  return value;
+}
+
+// A sweep's seed: its own, or, when MOE_TEST_SWEEP_SEED is set, that value added to it,
+// so that a soak draws layers CI has not (the same value reproduces them).
+inline std::uint64_t sweep_seed(std::uint64_t own) { return own + positive_from_environment("MOE_TEST_SWEEP_SEED", 0); }
+
+// How many times its draws a sweep runs: MOE_TEST_SWEEP_SCALE, else 1 (CI).
+inline int sweep_scale() { return static_cast<int>(positive_from_environment("MOE_TEST_SWEEP_SCALE", 1)); }
 
 // A uniform integer in [low, high].
 inline std::int64_t draw(std::mt19937_64& rng, std::int64_t low, std::int64_t high) {

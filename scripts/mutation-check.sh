@@ -26,7 +26,7 @@ mutations=(
   "mpi|src/dispatch_plan.cpp|s/dest.token.back() == static_cast<std::int32_t>(t);/true;/|deduplication joins rows of different tokens"
   "mpi|src/dispatch_plan.cpp|s/indices\[a\] - static_cast<std::int64_t>(owner) \* experts_per_rank/indices[a] % 2/|wrong local expert id on the owner"
   "mpi|src/token_exchange.cpp|s/if (static_cast<int>(p) == comm_.rank()) continue;  \/\/ a local copy/if (false) continue;  \/\/ a local copy/|bytes on the wire count the local copy"
-  "unit|kernels/router_row.hpp|s/(d_weights\[j\] - weighted \/ selected) \/ selected/d_weights[j] \/ selected/|gradient through the top-k normalisation"
+  "unit|kernels/router_row.hpp|s/differences += (d_weights\[m\] - d_weights\[j\]) \* score(j);/differences += d_weights[m] * score(j);/|gradient through the top-k normalisation"
   "unit|kernels/router_row.hpp|s/+ z_scale \* lse \* probs\[e\]/+ z_scale * probs[e]/|z-loss gradient"
   "unit|kernels/router_row.hpp|s/d_logits\[e\] = aux_grad ? aux_grad\[e\] : 0.0f;/d_logits[e] = 0.0f;/|aux-loss gradient"
   "unit|kernels/ops.cpp|s/add_column_sums(dy_g, n, H, grads.b_out\[e\]);/add_column_sums(dy_g, n - 1, H, grads.b_out[e]);/|output bias gradient misses a row"

@@ -32,6 +32,17 @@ inline double activate(Activation act, double z) {
 
 inline double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
+// Column `col` of an expert's first projection x·W_in + b_in on one row x [H] (expert
+// of width F): the pre-activation for col < F, glu's up projection for col ≥ F.
+template <class X, class P>
+double projection(const X* x, const P* flat, const MOEConfig& c, std::int64_t F, std::int64_t col) {
+  const std::int64_t H = c.hidden_dim, in = (c.expert_kind == ExpertKind::GLU ? 2 : 1) * F;
+  const P* b_in = c.expert_bias ? flat + H * in + F * H : nullptr;
+  double z = b_in ? double(b_in[col]) : 0.0;
+  for (std::int64_t h = 0; h < H; ++h) z += double(x[h]) * double(flat[h * in + col]);
+  return z;
+}
+
 // One expert of width F on one row x [H]: ffn act(x·W1 + b1)·W2 + b2, or glu
 // (act(x·Wg + bg) ⊙ (x·Wu + bu))·Wd + bd.
 template <class X, class P>
@@ -39,15 +50,9 @@ std::vector<double> expert_row(const X* x, const P* flat, const MOEConfig& c, st
   const std::int64_t H = c.hidden_dim;
   const bool glu = c.expert_kind == ExpertKind::GLU;
   const std::int64_t in = (glu ? 2 : 1) * F;
-  const P* w_in = flat;
   const P* w_out = flat + H * in;
-  const P* b_in = c.expert_bias ? w_out + F * H : nullptr;
-  const P* b_out = c.expert_bias ? b_in + in : nullptr;
-  auto projection = [&](std::int64_t col) {
-    double z = b_in ? double(b_in[col]) : 0.0;
-    for (std::int64_t h = 0; h < H; ++h) z += double(x[h]) * double(w_in[h * in + col]);
-    return z;
-  };
+  const P* b_out = c.expert_bias ? w_out + F * H + in : nullptr;
+  auto projection = [&](std::int64_t col) { return reference::projection(x, flat, c, F, col); };
   std::vector<double> hidden(F), y(H);
   for (std::int64_t f = 0; f < F; ++f)
     hidden[f] = glu ? activate(c.activation, projection(f)) * projection(F + f) : activate(c.activation, projection(f));
@@ -57,6 +62,18 @@ std::vector<double> expert_row(const X* x, const P* flat, const MOEConfig& c, st
     y[h] = v;
   }
   return y;
+}
+
+// The least |pre-activation| of an expert of width F over the rows x [T,H]: how near
+// its rows come to a kink of the activation (ReLU's, at 0), where a difference quotient
+// may straddle it, or float32 and float64 take different sides.
+template <class X, class P>
+double least_pre_activation(const X* x, std::int64_t T, const P* flat, const MOEConfig& c, std::int64_t F) {
+  double least = std::numeric_limits<double>::infinity();
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t f = 0; f < F; ++f)
+      least = std::min(least, std::abs(projection(x + t * c.hidden_dim, flat, c, F, f)));
+  return least;
 }
 
 // The routed experts' width.

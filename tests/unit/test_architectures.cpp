@@ -211,10 +211,11 @@ struct GradientCheck {
   std::uint64_t seed = 31;     // the layer's parameters; the gate, tokens and output gradient from the next three
   bool meant_to_drop = true;   // a config with a capacity must drop some assignments
   // Each gradient's error is relative to max(max |difference quotient|, scale_floor).
-  // Where a gradient is 0 in exact arithmetic (through the weights of k = 1
-  // renormalised, or an aux loss made constant by balanced loads) both sides are
-  // rounding: the layer's of size ε·|∂L/∂w|/s (5e-6 seen, with ∂L/∂w near 10), the
-  // differences' 1e-11. A floor judges such a gradient by its absolute size.
+  // Where a gradient is 0 in exact arithmetic (an aux loss made constant by balanced
+  // loads) both sides are rounding, the differences' about 1e-11. A floor judges such a
+  // gradient by its absolute size. (Through the weights of k = 1 renormalised the
+  // layer's gradient is exactly 0 since kernels/router_row.hpp's backward avoids the
+  // cancellation that left ε·|∂L/∂w|/s there, 5e-6 seen with ∂L/∂w near 10.)
   double scale_floor = 0;
 };
 

@@ -13,6 +13,7 @@
 #include "dispatch_plan.hpp"
 #include "kernels/exchange_plan_steps.hpp"
 #include "kernels/ops.hpp"
+#include "support/random_architecture.hpp"
 #include "support/test_util.hpp"
 
 namespace plan = moe::kernels::plan;
@@ -54,10 +55,14 @@ std::vector<T> first(const std::vector<T>& v, std::size_t n) {
 
 // (tokens per rank, k, experts, ranks, capacity factor, drop)
 using Shape = std::tuple<std::int64_t, std::int64_t, std::int64_t, int, float, bool>;
-class ExchangePlanSteps : public ::testing::TestWithParam<Shape> {};
 
-TEST_P(ExchangePlanSteps, MatchTheHostSendLayoutAndTheOwnersPlan) {
-  const auto [T0, k, E, P, cf, drop] = GetParam();
+// Every rank's send steps and every owner's receive steps of one shape against the host
+// plan, in both traffic modes. `hand_picked`: the shape is meant to drop (a factor
+// under 1) and, deduplicated, to share rows; a random shape need not.
+void expect_exchange_plan_steps_to_match_the_host_plan(const Shape& shape, bool hand_picked) {
+  const auto [T0, k, E, P, cf, drop] = shape;
+  SCOPED_TRACE(::testing::Message() << "T " << T0 << " k " << k << " E " << E << " P " << P << " cf " << cf
+                                    << (drop ? " drop" : " dropless"));
   auto ops = moe::kernels::make_cpu_ops();
   moe::MOEConfig config;
   config.num_experts = E, config.top_k = k, config.hidden_dim = 8, config.expert_dim = 8;
@@ -90,8 +95,8 @@ TEST_P(ExchangePlanSteps, MatchTheHostSendLayoutAndTheOwnersPlan) {
       EXPECT_EQ(first(got.token_rows, R), want.token_rows);
       for (std::size_t a = 0; a < A; ++a)
         ASSERT_TRUE(same_record(got.records[a], want.assignments[a])) << "record " << a;
-      if (drop && cf < 1.0f && T > 0) EXPECT_GT(host.dropped, 0) << "the case should drop some assignments";
-      if (dedup && k > 1 && T >= 64) EXPECT_LT(R, A) << "the case should share some rows";
+      if (hand_picked && drop && cf < 1.0f && T > 0) EXPECT_GT(host.dropped, 0) << "the case should drop some";
+      if (hand_picked && dedup && k > 1 && T >= 64) EXPECT_LT(R, A) << "the case should share some rows";
     }
 
     // Each owner receives its own records first, then every other rank's in rank order.
@@ -125,6 +130,27 @@ TEST_P(ExchangePlanSteps, MatchTheHostSendLayoutAndTheOwnersPlan) {
       EXPECT_EQ(sources, grouping.grouped_row_of);
       EXPECT_EQ(weights, work.weight);
     }
+  }
+}
+
+class ExchangePlanSteps : public ::testing::TestWithParam<Shape> {};
+
+TEST_P(ExchangePlanSteps, MatchTheHostSendLayoutAndTheOwnersPlan) {
+  expect_exchange_plan_steps_to_match_the_host_plan(GetParam(), true);
+}
+
+// Random shapes beyond the hand-picked ones: 1 to 8 ranks, up to 32 experts each, top-8,
+// up to 1 500 tokens per rank, capacity factors from a quarter to 3
+// (MOE_TEST_SWEEP_SEED and _SCALE soak further).
+TEST(ExchangePlanSteps, MatchTheHostPlanOnRandomShapes) {
+  std::mt19937_64 rng(moe::testing::sweep_seed(3011));
+  for (int d = 0; d < 16 * moe::testing::sweep_scale(); ++d) {
+    const int P = static_cast<int>(moe::testing::draw(rng, 1, 8));
+    const std::int64_t E = P * moe::testing::draw(rng, 1, 32);
+    const std::int64_t k = moe::testing::draw(rng, 1, std::min<std::int64_t>(E, 8));
+    const std::int64_t T = moe::testing::draw(rng, 1, 1500);
+    const float cf = std::uniform_real_distribution<float>(0.25f, 3.0f)(rng);
+    expect_exchange_plan_steps_to_match_the_host_plan({T, k, E, P, cf, moe::testing::draw(rng, 0, 3) != 0}, false);
   }
 }
 

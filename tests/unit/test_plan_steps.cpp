@@ -17,6 +17,7 @@
 #include "kernels/plan_steps.hpp"
 #include "layer_access.hpp"
 #include "moe/layer.hpp"
+#include "support/random_architecture.hpp"
 #include "support/test_util.hpp"
 
 namespace plan = moe::kernels::plan;
@@ -69,10 +70,15 @@ moe::MOEConfig config_of(std::int64_t E, std::int64_t k, float capacity_factor, 
   return c;
 }
 
-class PlanSteps : public ::testing::TestWithParam<std::tuple<std::int64_t, std::int64_t, std::int64_t, float, bool>> {};
+// (T, k, E, capacity factor, drop)
+using PlanShape = std::tuple<std::int64_t, std::int64_t, std::int64_t, float, bool>;
 
-TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
-  const auto [T, k, E, cf, drop] = GetParam();
+// The plan steps on skewed routings of one shape against the host plan and the
+// capacity rule's definition, packed and, with a capacity, padded to the room.
+void expect_plan_steps_to_match_the_host_plan(const PlanShape& shape) {
+  const auto [T, k, E, cf, drop] = shape;
+  SCOPED_TRACE(::testing::Message() << "T " << T << " k " << k << " E " << E << " cf " << cf
+                                    << (drop ? " drop" : " dropless"));
   const moe::MOEConfig config = config_of(E, k, cf, drop);
   const std::vector<std::int32_t> indices = moe::testing::skewed_choices(T, k, E, static_cast<std::uint32_t>(T * 31 + E));
   std::vector<float> weights(indices.size());
@@ -94,7 +100,9 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
       admitted[indices[a]] += keep ? 1 : 0;
       ASSERT_EQ(steps.kept[a], keep ? 1 : 0) << "token " << t << " slot " << j;
     }
-  if (drop && cf < 1.0f) EXPECT_GT(host.dropped, 0) << "the case should drop some assignments";
+  // More assignments than the experts' room must drop some (every case with a factor
+  // under 1 that the hand-picked shapes list).
+  if (drop && T * k > E * host.capacity) EXPECT_GT(host.dropped, 0) << "the case should drop some assignments";
 
   EXPECT_EQ(steps.kept_per_expert, host.kept_per_expert);
   const auto A = static_cast<std::size_t>(work.size());
@@ -135,6 +143,23 @@ TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) {
   EXPECT_EQ(padded.combine_offsets, work.offsets);
   EXPECT_EQ(first(padded.combine_weights), work.weight);
   EXPECT_EQ(first(padded.entry_slot), work.slot);
+}
+
+class PlanSteps : public ::testing::TestWithParam<PlanShape> {};
+
+TEST_P(PlanSteps, MatchTheHostPlanAndTheCapacityRule) { expect_plan_steps_to_match_the_host_plan(GetParam()); }
+
+// Random shapes beyond the hand-picked ones: up to 3 000 tokens, 300 experts, top-8,
+// capacity factors from a quarter to 3 (MOE_TEST_SWEEP_SEED and _SCALE soak further).
+TEST(PlanSteps, MatchTheHostPlanOnRandomShapes) {
+  std::mt19937_64 rng(moe::testing::sweep_seed(2911));
+  for (int d = 0; d < 24 * moe::testing::sweep_scale(); ++d) {
+    const std::int64_t E = moe::testing::draw(rng, 1, 300);
+    const std::int64_t k = moe::testing::draw(rng, 1, std::min<std::int64_t>(E, 8));
+    const std::int64_t T = moe::testing::draw(rng, 1, 3000);
+    const float cf = std::uniform_real_distribution<float>(0.25f, 3.0f)(rng);
+    expect_plan_steps_to_match_the_host_plan({T, k, E, cf, moe::testing::draw(rng, 0, 3) != 0});
+  }
 }
 
 // Padded to the most kept rows (Padding::Most, the padded layout): from the definition,

@@ -187,7 +187,7 @@ MOE_HD inline void router_backward_row(const float* logits, const float* probs, 
   //           = c · (Σ_j (∂L/∂w_m − ∂L/∂w_j) · a_j + ∂L/∂w_m · ε) / D².
   // The second form is the one computed: the first subtracts two near-equal terms, so
   // with k = 1, where w = c · a / D is constant, it left rounding noise of about
-  // ulp(∂L/∂w) / a as the gate's gradient; the second gives it exactly 0.
+  // c · ulp(∂L/∂w) / a in ∂L/∂a, which reached the gate's gradient; the second gives 0.
   auto through_weight = [&](int m) {
     if (!p.normalize) return p.scale * d_weights[m];
     float differences = d_weights[m] * eps;

@@ -285,12 +285,12 @@ void expect_gradients_match_the_float64_loss(const MOEConfig& c, std::int64_t T,
       if (c.drop_tokens && check.meant_to_drop) EXPECT_GT(plan.dropped, 0) << "meant to exercise dropping";
       p = reference_params(layer);
       if (c.activation == moe::Activation::ReLU) {
+        auto least = [&](const std::vector<double>& flat, std::int64_t F) {
+          return moe::reference::least_pre_activation(xs.data(), T, flat.data(), c, F);
+        };
         double margin = std::numeric_limits<double>::infinity();
-        for (const auto& expert : p.experts)
-          margin = std::min(margin, moe::reference::least_pre_activation(xs.data(), T, expert.data(), c, c.expert_dim));
-        if (c.shared_expert_dim > 0)
-          margin = std::min(margin,
-                            moe::reference::least_pre_activation(xs.data(), T, p.shared.data(), c, c.shared_expert_dim));
+        for (const auto& expert : p.experts) margin = std::min(margin, least(expert, c.expert_dim));
+        if (c.shared_expert_dim > 0) margin = std::min(margin, least(p.shared, c.shared_expert_dim));
         if (margin < kLeastReluMargin) {
           if (near_kink) ++*near_kink;
           else ADD_FAILURE() << "a ReLU pre-activation " << margin << " from the kink: pick another seed";
